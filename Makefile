@@ -1,0 +1,65 @@
+# sentrynet: every target sets up what it needs itself (venv, images).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+LOCK_VENV := .cache/lock-venv
+
+.PHONY: lock help venv images test test-unit lint fmt testnet-sentry bench clean down
+
+help:
+	@echo "make testnet-sentry  venv + images + sentry testnet + scenario + report + teardown"
+	@echo "make test            venv + images + unit, loopback and Docker tests"
+	@echo "make lint            ruff + mypy"
+	@echo "make images          build the node image (no-op when up to date)"
+	@echo "make bench           measured figures into bench/results/"
+	@echo "make down            remove every sentrynet testnet on this machine"
+	@echo "make clean           venv, caches, results"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+images: venv
+	$(BIN)/sentrynet images build
+
+test: venv images
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest -m "not docker and not scenario" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+testnet-sentry: venv images
+	$(BIN)/sentrynet scenario sentry $(SCENARIO_ARGS)
+
+bench: venv images
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+down: venv
+	$(BIN)/sentrynet down --all
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache results
+
+# Regenerate constraints.txt from pyproject.toml in a throwaway venv.
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q '.[dev]'
+	{ echo "# Lock for venvs and images: pip install -c constraints.txt. Regenerate with 'make lock'."; \
+	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v -E '^(pip|sentrynet)=='; } > constraints.txt

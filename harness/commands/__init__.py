@@ -1,0 +1,1 @@
+"""Subcommands of `sentrynet`; one module each (see harness/cli.py)."""

@@ -1,0 +1,3 @@
+"""sentrynet relay node: the py-libp2p system under test that runs in every container."""
+
+__version__ = "0.1.0"
