@@ -1,0 +1,224 @@
+"""Node lifecycle: config -> key -> host -> services -> API -> run until SIGTERM/SIGINT.
+
+`run(path) -> int` is what `python -m node --config FILE` calls. Exit codes: 0 clean
+shutdown, 2 invalid config (message names the key), 1 anything else fatal.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+
+from node.api import APIServer
+from node.config import ConfigError, NodeConfig, load_config
+from node.dialing import NodeDialer
+from node.discovery import DiscoveryService
+from node.events import EventLog
+from node.host import build_host, load_or_create_key
+from node.metrics import Metrics
+from node.overrides import apply_host_overrides
+from node.relay.client import RelayClient
+from node.relay.server import RelayServer
+from node.relay.stop import StopHandler
+from node.runtime import ConnectionTracker, NodeRuntime, Service
+
+log = logging.getLogger("sentrynet.node")
+
+GOSSIP_HEARTBEAT_S = 1  # py-libp2p default is 120 s: a mesh would take minutes to form
+
+# Services written by other engineers: (module, class, enabled(cfg)). Started when the
+# module exists; once they land these become unconditional imports.
+OPTIONAL_SERVICES: list[tuple[str, str, Any]] = [
+    ("node.dcutr", "HolePunchService", lambda cfg: cfg.dcutr.enabled),
+    ("node.chain.service", "ChainService", lambda cfg: True),
+]
+
+
+def _optional_services(cfg: NodeConfig) -> list[Service]:
+    out: list[Service] = []
+    for mod_name, cls_name, enabled in OPTIONAL_SERVICES:
+        if not enabled(cfg):
+            continue
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and mod_name.startswith(exc.name):
+                log.info("service %s not present; skipped", mod_name)
+                continue
+            raise
+        out.append(getattr(mod, cls_name)())
+    return out
+
+
+def run(path: str) -> int:
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s {cfg.node.name} %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("libp2p", "multiaddr", "async_service"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    try:
+        trio.run(_main, cfg)
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"node error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class Node:
+    """Holds the runtime and the node's own services; builds /status."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.events = EventLog(cfg.node.name)
+        self.metrics = Metrics()
+        self.tracker = ConnectionTracker(self.events, self.metrics)
+        self.relay_client = RelayClient() if cfg.relay.is_client else None
+        self.relay_server = RelayServer() if cfg.relay.is_server else None
+        self.stop = StopHandler() if cfg.relay.enabled else None
+        self.discovery = DiscoveryService()
+        self.rt: NodeRuntime | None = None
+        self.started_at = time.monotonic()
+
+    def advertised(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        """addrs_factory: our listen addresses plus `<relay>/p2p/<relay>/p2p-circuit`."""
+        out = list(candidates)
+        if self.relay_client is not None:
+            out += self.relay_client.circuit_addrs()
+        return out
+
+    def status(self) -> dict[str, Any]:
+        rt = self.rt
+        now = time.monotonic()
+        doc: dict[str, Any] = {
+            "name": self.cfg.node.name,
+            "role": self.cfg.node.role,
+            "started_at": round(self.started_at, 4),
+            "uptime_s": round(now - self.started_at, 3),
+            "peer_id": "",
+            "listen_addrs": list(self.cfg.p2p.listen_addrs),
+            "advertised_addrs": [],
+            "reservations": [],
+            "relay_candidates": [],
+            "connections": [],
+            "circuits": [],
+            "dcutr": [],
+            "chain": None,
+            "rejected": {"hop": 0, "stop": 0, "dcutr": 0, "sync": 0, "consensus": 0},
+            "ready": rt is not None,
+        }
+        if rt is None:
+            return doc
+        doc["peer_id"] = str(rt.host.get_id())
+        doc["listen_addrs"] = [str(a) for a in rt.host.get_transport_addrs()]
+        doc["advertised_addrs"] = [str(a) for a in rt.host.get_addrs()]
+        doc["connections"] = self.tracker.snapshot()
+        if self.relay_client is not None:
+            doc["reservations"] = self.relay_client.reservations_json()
+            doc["relay_candidates"] = self.relay_client.candidates_json()
+        circuits: list[dict[str, Any]] = []
+        if self.relay_server is not None:
+            circuits += self.relay_server.circuits_json()
+        doc["circuits"] = circuits
+        doc["rejected"] = dict(rt.rejected)
+        doc["peers_known"] = self.discovery.known_json()
+        for name, svc in rt.services.items():
+            if name in ("relay_client", "relay_server", "stop", "discovery"):
+                continue
+            doc[name] = svc.status()
+        return doc
+
+
+async def _main(cfg: NodeConfig) -> None:
+    node = Node(cfg)
+    key_pair = load_or_create_key(cfg.node.key_file)
+    host = build_host(cfg, key_pair, addrs_factory=node.advertised)
+    apply_host_overrides(host)
+    host.get_network().register_notifee(node.tracker)
+
+    # Pubsub must exist before the first connection so it sees every peer.
+    gossipsub = GossipSub(
+        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=GOSSIP_HEARTBEAT_S,
+        heartbeat_initial_delay=0.1,
+    )
+    pubsub = Pubsub(host, gossipsub)
+
+    api = APIServer(cfg.api.host_port, node.status, node.events, node.metrics)
+    listen = [multiaddr.Multiaddr(a) for a in cfg.p2p.listen_addrs]
+    async with host.run(listen_addrs=listen), trio.open_nursery() as nursery:
+        node.tracker.nursery = nursery
+        async with background_trio_service(pubsub), background_trio_service(gossipsub):
+            dialer = NodeDialer(host, node.tracker)
+            rt = NodeRuntime(
+                config=cfg,
+                host=host,
+                pubsub=pubsub,
+                events=node.events,
+                metrics=node.metrics,
+                connections=node.tracker,
+                dialer=dialer,
+                nursery=nursery,
+                started_at=node.started_at,
+            )
+            dialer.bind(rt)
+            own: list[Service] = []
+            if node.stop is not None:
+                own.append(node.stop)
+            if node.relay_server is not None:
+                own.append(node.relay_server)
+            if node.relay_client is not None:
+                own.append(node.relay_client)
+            own.append(node.discovery)
+            for svc in own + _optional_services(cfg):
+                rt.services[svc.name] = svc
+            node.rt = rt
+            for svc in rt.services.values():
+                nursery.start_soon(_run_service, svc, rt)
+            api.start()
+            log.info(
+                "node %s (%s) peer_id=%s listening on %s, api on http://%s:%d",
+                cfg.node.name,
+                cfg.node.role,
+                host.get_id(),
+                ", ".join(cfg.p2p.listen_addrs),
+                *api.address,
+            )
+            try:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+                    async for sig in sigs:
+                        log.info("signal %s: shutting down", signal.Signals(sig).name)
+                        break
+            finally:
+                api.stop()
+                nursery.cancel_scope.cancel()
+
+
+async def _run_service(svc: Service, rt: NodeRuntime) -> None:
+    try:
+        await svc.run(rt)
+    except trio.Cancelled:
+        raise
+    except Exception:
+        log.exception("service %s crashed", svc.name)

@@ -1,0 +1,258 @@
+"""Node configuration: the TOML schema of docs/contracts.md section 1, loaded strictly.
+
+Every key is checked against the schema; an unknown or invalid key raises `ConfigError`
+naming the dotted key and the fix, so `python -m node` can exit 2 with that message.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+
+ROLES = ("validator", "full", "sentry")
+RELAY_MODES = ("client", "server", "both")
+
+
+class ConfigError(ValueError):
+    """An invalid node config; the message names the key (e.g. `relay.mode: ...`)."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    name: str
+    role: str = "full"
+    key_file: str = "node.key"
+    data_dir: str = "data"
+
+
+@dataclass(frozen=True)
+class P2PSection:
+    listen_addrs: tuple[str, ...]
+    persistent_peers: tuple[str, ...] = ()
+    max_connections: int = 32
+    discovery: bool = True
+
+
+@dataclass(frozen=True)
+class RelaySection:
+    enabled: bool = False
+    mode: str = "client"
+    relay_servers: tuple[str, ...] = ()
+    max_reservations_held: int = 2
+    # server limits, sized for consensus traffic (rust-libp2p's 2 min / 128 KiB cut it)
+    max_reservations: int = 128
+    max_circuits_per_peer: int = 16
+    circuit_duration_s: int = 3600
+    circuit_bytes: int = 1 << 30
+    reservation_ttl_s: int = 3600
+
+    @property
+    def is_client(self) -> bool:
+        return self.enabled and self.mode in ("client", "both")
+
+    @property
+    def is_server(self) -> bool:
+        return self.enabled and self.mode in ("server", "both")
+
+
+@dataclass(frozen=True)
+class DCUtRSection:
+    enabled: bool = True
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class ChainSection:
+    validators: tuple[str, ...] = ()
+    validator_ids: dict[str, str] = field(default_factory=dict)
+    block_interval_s: float = 1.0
+    serve_sync: bool = True
+
+
+@dataclass(frozen=True)
+class APISection:
+    listen: str = "127.0.0.1:9000"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host, int(port)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node: NodeSection
+    p2p: P2PSection
+    relay: RelaySection = field(default_factory=RelaySection)
+    dcutr: DCUtRSection = field(default_factory=DCUtRSection)
+    chain: ChainSection = field(default_factory=ChainSection)
+    api: APISection = field(default_factory=APISection)
+    source: str = ""  # path the config was read from (for messages)
+
+
+_SECTIONS: dict[str, type] = {
+    "node": NodeSection,
+    "p2p": P2PSection,
+    "relay": RelaySection,
+    "dcutr": DCUtRSection,
+    "chain": ChainSection,
+    "api": APISection,
+}
+_REQUIRED_SECTIONS = ("node", "p2p")
+
+
+def _type_name(t: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(t, str(t))
+
+
+def _check_scalar(key: str, value: Any, want: type) -> Any:
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected {_type_name(want)}, got {value!r}")
+    if not isinstance(value, want):
+        raise ConfigError(f"{key}: expected {_type_name(want)}, got {value!r}")
+    return value
+
+
+def _check_addr(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a multiaddr string, got {value!r}")
+    try:
+        multiaddr.Multiaddr(value)
+    except Exception as exc:
+        raise ConfigError(f"{key}: {value!r} is not a valid multiaddr ({exc})") from None
+    return value
+
+
+def _section(name: str, raw: Any) -> Any:
+    cls = _SECTIONS[name]
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a table [{name}], got {raw!r}")
+    valid = {f.name for f in fields(cls)}
+    for key in raw:
+        if key not in valid:
+            raise ConfigError(
+                f"{name}.{key}: unknown key; valid keys in [{name}]: {', '.join(sorted(valid))}"
+            )
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        key = f"{name}.{f.name}"
+        if f.name not in raw:
+            from dataclasses import MISSING
+
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(f"{key}: required key is missing")
+            continue
+        value = raw[f.name]
+        ann = str(f.type)
+        if ann.startswith("tuple[str"):
+            if not isinstance(value, list):
+                raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+            items = []
+            for i, item in enumerate(value):
+                if name in ("p2p", "relay") and f.name != "validators":
+                    items.append(_check_addr(f"{key}[{i}]", item))
+                else:
+                    items.append(_check_scalar(f"{key}[{i}]", item, str))
+            value = tuple(items)
+        elif ann.startswith("dict"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a table of name = peer id, got {value!r}")
+            for k, v in value.items():
+                _check_scalar(f"{key}.{k}", v, str)
+            value = dict(value)
+        else:
+            want = {"str": str, "int": int, "bool": bool, "float": float}[ann]
+            value = _check_scalar(key, value, want)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def parse_config(raw: dict[str, Any], source: str = "") -> NodeConfig:
+    """Validate a parsed TOML document and build a NodeConfig (raises ConfigError)."""
+    for key in raw:
+        if key not in _SECTIONS:
+            raise ConfigError(f"{key}: unknown section; valid sections: {', '.join(_SECTIONS)}")
+    for name in _REQUIRED_SECTIONS:
+        if name not in raw:
+            raise ConfigError(f"{name}: required section [{name}] is missing")
+    parts = {name: _section(name, raw[name]) for name in _SECTIONS if name in raw}
+    cfg = NodeConfig(**parts, source=source)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: NodeConfig) -> None:
+    if not cfg.node.name:
+        raise ConfigError("node.name: must not be empty")
+    if cfg.node.role not in ROLES:
+        raise ConfigError(f"node.role: {cfg.node.role!r} is not one of {', '.join(ROLES)}")
+    if cfg.relay.mode not in RELAY_MODES:
+        raise ConfigError(f"relay.mode: {cfg.relay.mode!r} is not one of {', '.join(RELAY_MODES)}")
+    if not cfg.p2p.listen_addrs:
+        raise ConfigError("p2p.listen_addrs: at least one listen address is required")
+    for i, addr in enumerate(cfg.p2p.listen_addrs):
+        ma = multiaddr.Multiaddr(addr)
+        protos = [p.name for p in ma.protocols()]
+        if protos[:2] != ["ip4", "tcp"] and protos[:2] != ["ip6", "tcp"]:
+            raise ConfigError(f"p2p.listen_addrs[{i}]: {addr!r} must be /ip4/<ip>/tcp/<port>")
+        ip = ma.value_for_protocol(protos[0])
+        if ip in ("0.0.0.0", "::"):
+            raise ConfigError(
+                f"p2p.listen_addrs[{i}]: {addr!r} is a wildcard; listen on a concrete IP "
+                "(a wildcard makes reservations carry no addresses)"
+            )
+    positive = {
+        "p2p.max_connections": cfg.p2p.max_connections,
+        "relay.max_reservations_held": cfg.relay.max_reservations_held,
+        "relay.max_reservations": cfg.relay.max_reservations,
+        "relay.max_circuits_per_peer": cfg.relay.max_circuits_per_peer,
+        "relay.circuit_duration_s": cfg.relay.circuit_duration_s,
+        "relay.circuit_bytes": cfg.relay.circuit_bytes,
+        "relay.reservation_ttl_s": cfg.relay.reservation_ttl_s,
+        "dcutr.max_attempts": cfg.dcutr.max_attempts,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {value}")
+    if cfg.chain.block_interval_s <= 0:
+        raise ConfigError(f"chain.block_interval_s: must be > 0, got {cfg.chain.block_interval_s}")
+    host, _, port = cfg.api.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"api.listen: {cfg.api.listen!r} must be <ip>:<port>")
+    for addr in cfg.p2p.listen_addrs:
+        if f"/{host}/tcp/{port}" in addr:
+            raise ConfigError(f"api.listen: {cfg.api.listen!r} collides with p2p listen {addr}")
+    for name in cfg.chain.validator_ids:
+        if cfg.chain.validators and name not in cfg.chain.validators:
+            raise ConfigError(
+                f"chain.validator_ids.{name}: not in chain.validators "
+                f"({', '.join(cfg.chain.validators)})"
+            )
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate a node TOML config; every problem is a ConfigError naming its key."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    cfg = parse_config(raw, source=str(p))
+    base = p.parent
+    node = cfg.node
+    # relative key_file / data_dir are relative to the config file (render writes them beside)
+    key_file = node.key_file if Path(node.key_file).is_absolute() else str(base / node.key_file)
+    data_dir = node.data_dir if Path(node.data_dir).is_absolute() else str(base / node.data_dir)
+    from dataclasses import replace
+
+    return replace(cfg, node=replace(node, key_file=key_file, data_dir=data_dir))

@@ -1,0 +1,67 @@
+"""Build the py-libp2p host: TCP, Noise only, Yamux, identify(+push), ping; key file I/O.
+
+py-libp2p's `new_host` offers Noise, TLS, SECIO and plaintext by default; we pass
+`sec_opt` so only Noise is negotiated. The swarm's auto-connector (which redials every
+peer it ever heard of whenever the connection count is under `low_watermark`) is turned
+off: node/discovery.py decides whom to keep connected (p2p.max_connections).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import multiaddr
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.serialization import deserialize_private_key
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+from libp2p.network.config import ConnectionConfig
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from node.config import NodeConfig
+
+
+def load_or_create_key(path: str) -> KeyPair:
+    """Ed25519 key in libp2p protobuf encoding; created (0600) only when missing."""
+    p = Path(path)
+    if p.exists():
+        priv = deserialize_private_key(p.read_bytes())
+        return KeyPair(priv, priv.get_public_key())
+    kp = create_new_key_pair()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_bytes(kp.private_key.serialize())
+    os.chmod(tmp, 0o600)
+    tmp.replace(p)
+    return kp
+
+
+def build_host(
+    cfg: NodeConfig,
+    key_pair: KeyPair,
+    addrs_factory: Callable[[list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]] | None,
+) -> IHost:
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519().private_key)
+    conn_cfg = ConnectionConfig(
+        max_connections=max(cfg.p2p.max_connections * 4, 64),
+        min_connections=0,
+        low_watermark=0,
+        high_watermark=max(cfg.p2p.max_connections * 4, 64),
+        max_connections_per_peer=4,
+        dial_timeout=5.0,
+    )
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_ID: noise},
+        muxer_preference="YAMUX",
+        listen_addrs=[multiaddr.Multiaddr(a) for a in cfg.p2p.listen_addrs],
+        connection_config=conn_cfg,
+        addrs_factory=addrs_factory,
+        enable_mDNS=False,
+        enable_upnp=False,
+    )

@@ -1,0 +1,70 @@
+"""Prometheus metrics (docs/contracts.md section 2), on a private registry.
+
+Every contract metric exists here, so every module (relay, DCUtR, chain) just uses it.
+A private CollectorRegistry keeps py-libp2p's own global collectors out of /metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+PREFIX = "sentrynet_"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        p = PREFIX
+        self.reservations_active = Gauge(
+            p + "reservations_active",
+            "reservations this node holds on relays plus those it grants as a relay",
+            registry=r,
+        )
+        self.circuits_active = Gauge(
+            p + "circuits_active", "circuits open that this node relays or ends", registry=r
+        )
+        self.relayed_bytes_total = Counter(
+            p + "relayed_bytes_total", "bytes forwarded through circuits by this relay", registry=r
+        )
+        self.reservations_total = Counter(
+            p + "reservations_total",
+            "reservation attempts by outcome (accepted|denied|refused|error|expired)",
+            ["outcome"],
+            registry=r,
+        )
+        self.circuits_total = Counter(
+            p + "circuits_total",
+            "circuit attempts by outcome (opened|denied|failed|closed|limit)",
+            ["outcome"],
+            registry=r,
+        )
+        self.dcutr_total = Counter(
+            p + "dcutr_total", "DCUtR attempts by outcome", ["outcome"], registry=r
+        )
+        self.holepunch_duration_seconds = Histogram(
+            p + "holepunch_duration_seconds",
+            "time from DCUtR start to a direct connection",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60),
+            registry=r,
+        )
+        self.messages_rejected_total = Counter(
+            p + "messages_rejected_total",
+            "malformed or invalid protocol messages rejected",
+            ["protocol", "reason"],
+            registry=r,
+        )
+        self.connections_active = Gauge(
+            p + "connections_active", "open connections by kind", ["kind"], registry=r
+        )
+        self.chain_height = Gauge(p + "chain_height", "committed chain height", registry=r)
+        self.blocks_synced_total = Counter(
+            p + "blocks_synced_total",
+            "blocks received through the sync protocol, by connection kind",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ("direct", "relayed"):
+            self.connections_active.labels(kind=kind).set(0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,299 @@
+"""What every node service shares: config, host, pubsub, events, metrics, connections, dialer.
+
+`NodeRuntime` is built by node/app.py once the host listens; each `Service` (relay client,
+relay server, discovery, DCUtR, chain) gets it in `run(rt)`. Services never reach into
+each other: they talk through the runtime (connection subscriptions, events, the dialer).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.peer.id import ID
+
+from node.config import NodeConfig
+from node.events import EventLog
+from node.metrics import Metrics
+
+if TYPE_CHECKING:
+    from libp2p.pubsub.pubsub import Pubsub
+
+Kind = Literal["direct", "relayed"]
+
+
+@dataclass
+class ConnInfo:
+    """One open connection as the node sees it (a row of /status "connections")."""
+
+    peer: ID
+    conn: INetConn
+    kind: Kind
+    direction: str  # inbound | outbound
+    remote_addr: str
+    opened_at: float  # monotonic
+    relay: ID | None = None  # the relay for kind == "relayed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "peer": str(self.peer),
+            "remote_addr": self.remote_addr,
+            "kind": self.kind,
+            "direction": self.direction,
+            "opened_at": round(self.opened_at, 4),
+            "relay": str(self.relay) if self.relay else None,
+        }
+
+
+ConnCallback = Callable[[str, ConnInfo], Awaitable[None] | None]
+
+
+def _find_attr(obj: Any, names: tuple[str, ...], depth: int = 6) -> Any:
+    """Walk muxed_conn -> secured_conn -> raw conn looking for one of `names`."""
+    seen: set[int] = set()
+    todo = [obj]
+    for _ in range(depth):
+        nxt = []
+        for o in todo:
+            if o is None or id(o) in seen:
+                continue
+            seen.add(id(o))
+            for n in names:
+                v = o.__dict__.get(n) if hasattr(o, "__dict__") else None
+                if v is not None:
+                    return v
+            for child in (
+                "muxed_conn",
+                "secured_conn",
+                "conn",
+                "_conn",
+                "_wrapped",
+                "read_writer",
+                "stream",
+            ):
+                c = o.__dict__.get(child) if hasattr(o, "__dict__") else None
+                if c is not None:
+                    nxt.append(c)
+        todo = nxt
+    return None
+
+
+def classify(conn: INetConn) -> tuple[Kind, str, ID | None]:
+    """(kind, remote_addr, relay) of a swarm connection.
+
+    A relayed connection is one whose innermost raw connection was built on a relay
+    stream: its transport addresses are `/p2p/<relay>/p2p-circuit/p2p/<peer>`.
+    """
+    addrs: list[multiaddr.Multiaddr] = []
+    try:
+        addrs = list(conn.get_transport_addresses())
+    except Exception:
+        addrs = []
+    raw_addrs = _find_attr(conn, ("_addresses", "addresses"))
+    if isinstance(raw_addrs, list):
+        addrs = list(raw_addrs) + addrs
+    for a in addrs:
+        s = str(a)
+        if "/p2p-circuit" in s:
+            relay = None
+            try:
+                relay = ID.from_base58(s.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[1])
+            except Exception:
+                relay = None
+            return "relayed", s, relay
+    ctype = _find_attr(conn, ("connection_type", "_connection_type"))
+    if ctype is not None and getattr(ctype, "name", "") == "RELAYED":
+        return "relayed", str(addrs[0]) if addrs else "", None
+    remote = None
+    holder = _find_attr(conn, ("remote_address",))
+    if isinstance(holder, tuple):
+        remote = holder
+    if remote is None:
+        try:
+            remote = conn.muxed_conn.secured_conn.get_remote_address()  # type: ignore[attr-defined]
+        except Exception:
+            remote = None
+    if remote:
+        return "direct", f"/ip4/{remote[0]}/tcp/{remote[1]}", None
+    return "direct", str(addrs[0]) if addrs else "", None
+
+
+class ConnectionTracker(INotifee):
+    """Classifies every connection direct|relayed and tells subscribers about it.
+
+    Registered as a swarm notifee. Subscribers (DCUtR, chain, relay client) get
+    `callback("opened"|"closed", info)`; async callbacks run in the runtime nursery.
+    """
+
+    def __init__(self, events: EventLog, metrics: Metrics) -> None:
+        self.events = events
+        self.metrics = metrics
+        self._conns: dict[int, ConnInfo] = {}
+        self._lock = threading.Lock()
+        self._subs: list[ConnCallback] = []
+        self.nursery: trio.Nursery | None = None
+        # relayed connections we created know their relay; set by the relay code
+        self._pending_relay: dict[int, ID] = {}
+
+    # -- queries (thread-safe snapshots) --
+    def all(self) -> list[ConnInfo]:
+        with self._lock:
+            return [c for c in self._conns.values() if not c.conn.is_closed]
+
+    def for_peer(self, peer: ID) -> list[ConnInfo]:
+        return [c for c in self.all() if c.peer == peer]
+
+    def kind_of(self, peer: ID) -> Kind | None:
+        """'direct' if any direct connection to peer is open, else 'relayed', else None."""
+        kinds = {c.kind for c in self.for_peer(peer)}
+        if "direct" in kinds:
+            return "direct"
+        return "relayed" if kinds else None
+
+    def info(self, conn: INetConn) -> ConnInfo | None:
+        with self._lock:
+            return self._conns.get(id(conn))
+
+    def subscribe(self, callback: ConnCallback) -> Callable[[], None]:
+        """Hear about every connection opened/closed (`callback(event, ConnInfo)`)."""
+        self._subs.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subs:
+                self._subs.remove(callback)
+
+        return unsubscribe
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [c.to_json() for c in self.all()]
+
+    # -- INotifee --
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self.on_connected(conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.on_disconnected(conn)
+
+    def on_connected(self, conn: INetConn) -> None:
+        with self._lock:
+            if id(conn) in self._conns:
+                return
+        kind, remote, relay = classify(conn)
+        direction = str(
+            getattr(getattr(conn, "direction", None), "value", None)
+            or getattr(conn, "direction", "unknown")
+        ).lower()
+        if direction not in ("inbound", "outbound"):
+            direction = "inbound" if "in" in direction else "outbound"
+        info = ConnInfo(
+            peer=conn.muxed_conn.peer_id,
+            conn=conn,
+            kind=kind,
+            direction=direction,
+            remote_addr=remote,
+            opened_at=time.monotonic(),
+            relay=relay,
+        )
+        with self._lock:
+            self._conns[id(conn)] = info
+        self.metrics.connections_active.labels(kind=kind).inc()
+        self.events.emit(
+            "connection_opened",
+            peer=str(info.peer),
+            remote_addr=remote,
+            kind=kind,
+            direction=direction,
+        )
+        self._notify("opened", info)
+
+    def on_disconnected(self, conn: INetConn) -> None:
+        with self._lock:
+            info = self._conns.pop(id(conn), None)
+        if info is None:
+            return
+        self.metrics.connections_active.labels(kind=info.kind).dec()
+        self.events.emit(
+            "connection_closed", peer=str(info.peer), remote_addr=info.remote_addr, kind=info.kind
+        )
+        self._notify("closed", info)
+
+    def _notify(self, event: str, info: ConnInfo) -> None:
+        for cb in list(self._subs):
+            try:
+                res = cb(event, info)
+            except Exception:
+                continue
+            if res is not None and self.nursery is not None:
+                self.nursery.start_soon(_await, res)
+
+
+async def _await(aw: Awaitable[None]) -> None:
+    try:
+        await aw
+    except Exception:
+        import logging
+
+        logging.getLogger("sentrynet.runtime").exception("connection subscriber failed")
+
+
+class Dialer(Protocol):
+    """Reach a peer: direct addresses first, then circuit addresses (node/dialing.py)."""
+
+    async def connect(self, peer_id: ID) -> None: ...
+
+
+@runtime_checkable
+class Service(Protocol):
+    """A long-running part of the node started after the host listens."""
+
+    name: str
+
+    async def run(self, rt: NodeRuntime) -> None: ...
+
+    def status(self) -> dict[str, Any] | list[Any]: ...
+
+
+@dataclass
+class NodeRuntime:
+    config: NodeConfig
+    host: IHost
+    pubsub: Pubsub | None
+    events: EventLog
+    metrics: Metrics
+    connections: ConnectionTracker
+    dialer: Dialer
+    nursery: trio.Nursery
+    started_at: float = field(default_factory=time.monotonic)
+    services: dict[str, Service] = field(default_factory=dict)
+    # counts for /status "rejected" (hop, stop, dcutr, sync, consensus)
+    rejected: dict[str, int] = field(
+        default_factory=lambda: {"hop": 0, "stop": 0, "dcutr": 0, "sync": 0, "consensus": 0}
+    )
+
+    @property
+    def peer_id(self) -> ID:
+        return self.host.get_id()
+
+    def reject(self, protocol: str, reason: str) -> None:
+        """Count and log one rejected protocol message (contract: messages_rejected_total)."""
+        self.rejected[protocol] = self.rejected.get(protocol, 0) + 1
+        self.metrics.messages_rejected_total.labels(protocol=protocol, reason=reason).inc()
+        self.events.emit("message_rejected", protocol=protocol, reason=reason)
