@@ -10,7 +10,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sentrynet-node", description=__doc__)
     parser.add_argument("--config", required=True, help="node TOML config (docs/contracts.md)")
     args = parser.parse_args(argv)
-    from node.app import run  # noqa: PLC0415  (imports py-libp2p; keep --help fast)
+    from node.app import run
 
     return run(args.config)
 
