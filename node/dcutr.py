@@ -1,0 +1,431 @@
+"""DCUtR: upgrade a relayed connection to a direct one by TCP simultaneous open.
+
+Spec (libp2p relay/DCUtR.md), roles on a relayed connection from A (dialer) to B:
+B, which *received* the relayed connection, is the initiator: it opens `/libp2p/dcutr`,
+sends CONNECT with its addresses, measures the RTT to A's CONNECT reply, sends SYNC and
+dials A after RTT/2. A dials B as soon as SYNC arrives. Both dials leave from the listen
+port (SO_REUSEPORT, py-libp2p's `dial_with_source`), so each NAT sees an outgoing SYN
+before the other side's SYN arrives and lets it in. On the resulting TCP connection A is
+the client (security/muxer initiator) and B the server, whoever's SYN made it.
+
+Why not py-libp2p's `DCUtRProtocol` (0.8.1), which this replaces (we never start it):
+- its auto-drive loop re-initiates on every relayed connection every 2 s in *both* roles,
+  attempt budgets reset on every disconnect: a retry storm. Here only the inbound side
+  initiates, at most `dcutr.max_attempts` attempts per relayed connection with
+  exponential backoff, and a cooldown per peer after giving up.
+- it first dials the peer's peerstore addresses (private ones included) one timeout each
+  and retries rounds with 2 s sleeps: ~12 s through real NAT. Here the CONNECT candidates
+  are filtered (node/dcutr_addrs.py) and dialed all at once; the first direct connection
+  to the peer, from whichever side, ends the attempt.
+- its relay filter reads the wrong peer id (node/dcutr_addrs.relay_of_circuit).
+- malformed messages were only logged; here they are rejected and counted
+  (node/dcutr_wire.py) and the node keeps serving.
+- it closes the relayed connection 60 s after success; here after `RELAY_CLOSE_GRACE_S`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
+
+from node.dcutr_addrs import (
+    TcpEndpoint,
+    advertised_endpoints,
+    dial_candidates,
+    relay_of_circuit,
+    tcp_endpoint,
+)
+from node.dcutr_wire import (
+    CONNECT,
+    PROTOCOL_ID,
+    SYNC,
+    DcutrMessageError,
+    read_message,
+    write_message,
+)
+
+if TYPE_CHECKING:
+    from node.runtime import ConnInfo, NodeRuntime
+
+log = logging.getLogger("sentrynet.dcutr")
+
+READ_TIMEOUT_S = 10.0  # one CONNECT/SYNC over the relay
+PUNCH_WINDOW_S = 5.0  # from our dial to giving up on a direct connection
+BACKOFF_S = 1.0  # before attempt k+1: BACKOFF_S * 2**(k-1), +-20 % jitter
+COOLDOWN_S = 120.0  # after max_attempts failures, leave the peer alone this long
+RELAY_CLOSE_GRACE_S = 1.0  # let in-flight streams on the relayed connection finish
+MAX_RECORDS = 256
+
+
+@dataclass
+class Attempt:
+    """One row of /status "dcutr"."""
+
+    peer: str
+    role: str  # initiator | responder
+    attempt: int
+    t0: float
+    outcome: str = "started"  # started | succeeded | failed
+    reason: str | None = None
+    detail: str | None = None
+    duration_s: float | None = None
+    addr: str | None = None
+    rtt_s: float | None = None
+    final: bool = False  # a failure after which no further attempt follows
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "peer": self.peer,
+            "role": self.role,
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "detail": self.detail,
+            "duration_s": self.duration_s,
+            "addr": self.addr,
+            "rtt_s": self.rtt_s,
+            "at": round(self.t0, 4),
+            "final": self.final,
+        }
+
+
+@dataclass
+class _Peer:
+    driving: bool = False
+    responding: bool = False
+    cooldown_until: float = 0.0
+    direct: trio.Event = field(default_factory=trio.Event)
+
+
+class HolePunchService:
+    """The node's DCUtR service (initiator and responder)."""
+
+    name = "dcutr"
+
+    def __init__(self) -> None:
+        self._rt: NodeRuntime | None = None
+        self._records: list[Attempt] = []
+        self._peers: dict[ID, _Peer] = {}
+        self.max_attempts = 3
+        self.punch_window_s = PUNCH_WINDOW_S
+        self.read_timeout_s = READ_TIMEOUT_S
+        self.backoff_s = BACKOFF_S
+        self.cooldown_s = COOLDOWN_S
+
+    # -- Service --
+    async def run(self, rt: NodeRuntime) -> None:
+        self._rt = rt
+        self.max_attempts = max(1, int(rt.config.dcutr.max_attempts))
+        rt.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
+        rt.connections.subscribe(self._on_connection)
+        for info in rt.connections.all():  # connections made before we started
+            self._on_connection("opened", info)
+        await trio.sleep_forever()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [r.to_json() for r in list(self._records)]
+
+    # -- connection events --
+    def _on_connection(self, event: str, info: ConnInfo) -> None:
+        if event != "opened":
+            return
+        st = self._peer(info.peer)
+        if info.kind == "direct":
+            st.direct.set()
+        elif info.direction == "inbound":
+            self._nursery().start_soon(self._drive, info)
+
+    # -- initiator (B: received the relayed connection) --
+    async def _drive(self, info: ConnInfo) -> None:
+        peer = info.peer
+        st = self._peer(peer)
+        if st.driving or time.monotonic() < st.cooldown_until:
+            return
+        st.driving = True
+        try:
+            for k in range(1, self.max_attempts + 1):
+                if self._has_direct(peer) or info.conn.is_closed:
+                    return
+                last = k == self.max_attempts
+                if await self._initiate(peer, info, k, last):
+                    return
+                if not last:
+                    delay = self.backoff_s * 2 ** (k - 1)
+                    await trio.sleep(delay * random.uniform(0.8, 1.2))
+            st.cooldown_until = time.monotonic() + self.cooldown_s
+        finally:
+            st.driving = False
+
+    async def _initiate(self, peer: ID, info: ConnInfo, k: int, last: bool) -> bool:
+        rt = self._runtime()
+        rec = self._start(peer, "initiator", k)
+        try:
+            with trio.fail_after(self.read_timeout_s):
+                stream = await rt.host.new_stream(peer, [PROTOCOL_ID])
+        except Exception as exc:
+            return self._fail(rec, "stream_failed", f"{type(exc).__name__}: {exc}", last)
+        try:
+            await write_message(stream, CONNECT, self._our_addrs(), self.read_timeout_s)
+            sent = time.monotonic()
+            try:
+                reply = await read_message(stream, CONNECT, self.read_timeout_s)
+            except DcutrMessageError as exc:
+                rt.reject("dcutr", exc.reason)
+                return self._fail(rec, f"bad_message:{exc.reason}", exc.detail, last)
+            rec.rtt_s = round(time.monotonic() - sent, 4)
+            cands, dropped = self._candidates(list(reply.ObsAddrs), info)
+            await write_message(stream, SYNC, None, self.read_timeout_s)
+            await trio.sleep(rec.rtt_s / 2)
+            return await self._punch(rec, cands, dropped, as_server=True, last=last)
+        except Exception as exc:
+            return self._fail(rec, "stream_failed", f"{type(exc).__name__}: {exc}", last)
+        finally:
+            await _close(stream)
+
+    # -- responder (A: dialed the relayed connection) --
+    async def _handle_stream(self, stream: Any) -> None:
+        rt = self._runtime()
+        peer: ID = stream.muxed_conn.peer_id
+        st = self._peer(peer)
+        if st.responding:
+            rt.reject("dcutr", "concurrent_session")
+            await _reset(stream)
+            return
+        st.responding = True
+        rec: Attempt | None = None
+        try:
+            try:
+                connect = await read_message(stream, CONNECT, self.read_timeout_s)
+            except DcutrMessageError as exc:
+                rt.reject("dcutr", exc.reason)
+                log.info("dcutr from %s rejected: %s", peer, exc)
+                await _reset(stream)
+                return
+            rec = self._start(peer, "responder", self._responder_count(peer) + 1)
+            await write_message(stream, CONNECT, self._our_addrs(), self.read_timeout_s)
+            try:
+                await read_message(stream, SYNC, self.read_timeout_s)
+            except DcutrMessageError as exc:
+                rt.reject("dcutr", exc.reason)
+                await _reset(stream)
+                self._fail(rec, f"bad_message:{exc.reason}", exc.detail, False)
+                return
+            info = next((c for c in rt.connections.for_peer(peer) if c.kind == "relayed"), None)
+            cands, dropped = self._candidates(list(connect.ObsAddrs), info)
+            await self._punch(rec, cands, dropped, as_server=False, last=False)
+        except Exception as exc:
+            if rec is not None and rec.outcome == "started":
+                self._fail(rec, "stream_failed", f"{type(exc).__name__}: {exc}", False)
+        finally:
+            st.responding = False
+            await _close(stream)
+
+    # -- the punch --
+    async def _punch(
+        self,
+        rec: Attempt,
+        cands: list[TcpEndpoint],
+        dropped: list[str],
+        *,
+        as_server: bool,
+        last: bool,
+    ) -> bool:
+        """Dial every candidate at once from our listen port; succeed on the first direct
+        connection to the peer, however it came (our dial, theirs, or one merged TCP
+        simultaneous open)."""
+        peer = ID.from_base58(rec.peer)
+        st = self._peer(peer)
+        if self._has_direct(peer):
+            return self._succeed(rec)
+        st.direct = trio.Event()
+        errors: list[str] = []
+        with trio.move_on_after(self.punch_window_s):
+            async with trio.open_nursery() as nursery:
+                for ep in cands:
+                    nursery.start_soon(self._dial, peer, ep, as_server, errors)
+                await st.direct.wait()
+                nursery.cancel_scope.cancel()
+        if self._has_direct(peer):
+            return self._succeed(rec)
+        if not cands:
+            reason = "no_candidates"
+            detail = "peer reported no dialable address: " + "; ".join(dropped or ["none"])
+        else:
+            reason = "timeout"
+            detail = (
+                f"no direct connection within {self.punch_window_s:.1f}s; dialed "
+                + ", ".join(str(c) for c in cands)
+                + (f"; errors: {'; '.join(errors)}" if errors else "")
+            )
+        return self._fail(rec, reason, detail, last)
+
+    async def _dial(self, peer: ID, ep: TcpEndpoint, as_server: bool, errors: list[str]) -> None:
+        rt = self._runtime()
+        network: Any = rt.host.get_network()
+        source = self._source_for(ep)
+        addr = Multiaddr(f"{ep}/p2p/{peer}")
+        try:
+            if as_server:
+                # We are B: upgrade as the responder even though we dialed (spec roles on a
+                # simultaneous open; py-libp2p provides exactly this entry point).
+                await network.dial_addr_as_responder(addr, peer, source)
+            else:
+                transport = network.transport_manager.transport_for_dialing(addr)
+                dial_with_source = getattr(transport, "dial_with_source", None)
+                if source is None or dial_with_source is None:
+                    raw = await transport.dial(addr)
+                else:
+                    raw = await dial_with_source(addr, source)
+                # single attempt, no swarm retry/backoff and no peerstore wipe on mismatch
+                await network.upgrade_outbound_raw_conn(raw, peer)
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            errors.append(f"{ep}: {type(cause).__name__}: {cause}")
+
+    # -- outcomes --
+    def _start(self, peer: ID, role: str, k: int) -> Attempt:
+        rt = self._runtime()
+        rec = Attempt(peer=str(peer), role=role, attempt=k, t0=time.monotonic())
+        self._records.append(rec)
+        del self._records[:-MAX_RECORDS]
+        rt.events.emit("dcutr_started", peer=rec.peer, role=role, attempt=k)
+        return rec
+
+    def _succeed(self, rec: Attempt) -> bool:
+        rt = self._runtime()
+        peer = ID.from_base58(rec.peer)
+        rec.outcome = "succeeded"
+        rec.duration_s = round(time.monotonic() - rec.t0, 4)
+        direct = [c for c in rt.connections.for_peer(peer) if c.kind == "direct"]
+        rec.addr = direct[0].remote_addr if direct else None
+        rt.metrics.dcutr_total.labels(outcome="succeeded").inc()
+        rt.metrics.holepunch_duration_seconds.observe(rec.duration_s)
+        rt.events.emit(
+            "dcutr_succeeded",
+            peer=rec.peer,
+            role=rec.role,
+            duration_s=rec.duration_s,
+            addr=rec.addr,
+            rtt_s=rec.rtt_s,
+        )
+        self._nursery().start_soon(self._close_relayed, peer)
+        return True
+
+    def _fail(self, rec: Attempt, reason: str, detail: str, final: bool) -> bool:
+        rt = self._runtime()
+        rec.outcome = "failed"
+        rec.reason = reason
+        rec.detail = detail[:500]
+        rec.final = final
+        rec.duration_s = round(time.monotonic() - rec.t0, 4)
+        rt.metrics.dcutr_total.labels(outcome="failed").inc()
+        rt.events.emit(
+            "dcutr_failed",
+            peer=rec.peer,
+            role=rec.role,
+            reason=reason,
+            duration_s=rec.duration_s,
+            attempt=rec.attempt,
+            final=final,
+            detail=rec.detail,
+        )
+        return False
+
+    async def _close_relayed(self, peer: ID) -> None:
+        """After success the relayed connection only costs the relay: close it."""
+        rt = self._runtime()
+        await trio.sleep(RELAY_CLOSE_GRACE_S)
+        if not self._has_direct(peer):
+            return
+        for info in rt.connections.for_peer(peer):
+            if info.kind == "relayed":
+                await _close(info.conn)
+
+    # -- helpers --
+    def _our_addrs(self) -> list[bytes]:
+        host: Any = self._runtime().host
+        listen = [e for e in map(tcp_endpoint, host.get_transport_addrs()) if e]
+        observed: list[TcpEndpoint] = []
+        manager = getattr(host, "_observed_addr_manager", None)
+        if manager is not None:
+            observed = [e for e in map(tcp_endpoint, manager.addrs(min_observers=1)) if e]
+        return [e.multiaddr().to_bytes() for e in advertised_endpoints(listen, observed)]
+
+    def _candidates(
+        self, obs: list[bytes], info: ConnInfo | None
+    ) -> tuple[list[TcpEndpoint], list[str]]:
+        host: Any = self._runtime().host
+        reported: list[Multiaddr | str] = []
+        bad: list[str] = []
+        for raw in obs:
+            try:
+                reported.append(Multiaddr(raw))
+            except Exception:
+                bad.append(f"{raw[:32]!r} (not a multiaddr)")
+        own = [e for e in map(tcp_endpoint, host.get_transport_addrs()) if e]
+        own += [e for e in map(tcp_endpoint, _decode(self._our_addrs())) if e]
+        exclude: list[TcpEndpoint] = []
+        relay = (str(info.relay) if info and info.relay else None) or (
+            relay_of_circuit(info.remote_addr) if info else None
+        )
+        if relay:
+            try:
+                exclude = [
+                    e
+                    for e in map(tcp_endpoint, host.get_peerstore().addrs(ID.from_base58(relay)))
+                    if e
+                ]
+            except Exception:
+                exclude = []
+        cands, dropped = dial_candidates(reported, own, exclude)
+        return cands, bad + dropped
+
+    def _source_for(self, ep: TcpEndpoint) -> tuple[str, int] | None:
+        host: Any = self._runtime().host
+        for e in map(tcp_endpoint, host.get_transport_addrs()):
+            if e is not None and e.family == ep.family:
+                return (e.ip, e.port)
+        return None
+
+    def _has_direct(self, peer: ID) -> bool:
+        return any(c.kind == "direct" for c in self._runtime().connections.for_peer(peer))
+
+    def _responder_count(self, peer: ID) -> int:
+        return sum(1 for r in self._records if r.peer == str(peer) and r.role == "responder")
+
+    def _peer(self, peer: ID) -> _Peer:
+        return self._peers.setdefault(peer, _Peer())
+
+    def _runtime(self) -> NodeRuntime:
+        if self._rt is None:
+            raise RuntimeError("HolePunchService used before run()")
+        return self._rt
+
+    def _nursery(self) -> trio.Nursery:
+        return self._runtime().nursery
+
+
+def _decode(addrs: list[bytes]) -> list[Multiaddr]:
+    return [Multiaddr(a) for a in addrs]
+
+
+async def _close(obj: Any) -> None:
+    with contextlib.suppress(Exception):
+        await obj.close()
+
+
+async def _reset(stream: Any) -> None:
+    try:
+        await stream.reset()
+    except Exception:
+        await _close(stream)

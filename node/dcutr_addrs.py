@@ -1,0 +1,150 @@
+"""DCUtR address selection: what we advertise in CONNECT and what we dial.
+
+Why this exists (py-libp2p 0.8.1 behaviour it replaces):
+- Stock DCUtR first tries every peerstore address of the peer (its private listen
+  addresses included), one dial timeout each, before the punch itself; through real NAT
+  that took ~12 s (DESIGN.md). We dial only the candidates the peer reported in CONNECT,
+  filtered, all at once.
+- Stock's relay-address filter takes the peer id *after* `/p2p-circuit/p2p/` as the relay,
+  but py-libp2p's relayed connections are addressed `/p2p/<relay>/p2p-circuit/p2p/<peer>`,
+  so it looks up the remote peer itself: `relay_of_circuit` reads the id before
+  `/p2p-circuit`.
+
+What we advertise: our listen port at each external IP identify observed for us (a
+port-preserving NAT maps the hole-punch socket, which is bound to the listen port, to that
+same port; the observed port itself belongs to the ephemeral socket of the connection to
+the observer), plus any observed address that already carries the listen port. With no
+observation at all (no NAT, e.g. loopback) we advertise the listen addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from multiaddr import Multiaddr
+
+MAX_CANDIDATES = 8
+
+
+@dataclass(frozen=True)
+class TcpEndpoint:
+    ip: str
+    port: int
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.ip else 4
+
+    def multiaddr(self) -> Multiaddr:
+        return Multiaddr(f"/ip{self.family}/{self.ip}/tcp/{self.port}")
+
+    def __str__(self) -> str:
+        return f"/ip{self.family}/{self.ip}/tcp/{self.port}"
+
+
+def tcp_endpoint(addr: Multiaddr | str) -> TcpEndpoint | None:
+    """`/ip4|ip6/<ip>/tcp/<port>[/p2p/<id>]` -> endpoint; anything else (circuit, ws, quic,
+    dns) -> None."""
+    try:
+        ma = addr if isinstance(addr, Multiaddr) else Multiaddr(addr)
+        names = [p.name for p in ma.protocols()]
+    except Exception:
+        return None
+    if len(names) < 2 or names[0] not in ("ip4", "ip6") or names[1] != "tcp":
+        return None
+    if any(n != "p2p" for n in names[2:]):
+        return None
+    try:
+        ip = ma.value_for_protocol(names[0])
+        port = int(ma.value_for_protocol("tcp"))
+    except Exception:
+        return None
+    if not ip or not 0 < port < 65536:
+        return None
+    return TcpEndpoint(str(ip), port)
+
+
+def relay_of_circuit(addr: Multiaddr | str) -> str | None:
+    """Relay peer id of a relayed-connection address `[...]/p2p/<relay>/p2p-circuit[/...]`."""
+    parts = str(addr).split("/p2p-circuit")[0].split("/")
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "p2p":
+            return parts[i + 1]
+    return None
+
+
+def advertised_endpoints(
+    listen: Iterable[TcpEndpoint], observed: Iterable[TcpEndpoint]
+) -> list[TcpEndpoint]:
+    """Endpoints for our CONNECT: observed IPs at the listen port, else the listen addrs."""
+    listen = [e for e in listen if not _ip(e.ip).is_unspecified]
+    listen_ips = {e.ip for e in listen}
+    out: list[TcpEndpoint] = []
+    for obs in observed:
+        if obs.ip in listen_ips or not _usable_remote(obs.ip):
+            continue
+        for lst in listen:
+            if lst.family == obs.family:
+                _add(out, TcpEndpoint(obs.ip, lst.port))
+    if not out:
+        for lst in listen:
+            _add(out, lst)
+    return out[:MAX_CANDIDATES]
+
+
+def dial_candidates(
+    reported: Iterable[Multiaddr | str],
+    own: Iterable[TcpEndpoint],
+    exclude: Iterable[TcpEndpoint] = (),
+) -> tuple[list[TcpEndpoint], list[str]]:
+    """Peer-reported addresses -> (endpoints to dial at once, why each other was dropped).
+
+    Dropped: non-TCP/circuit addresses, unspecified/multicast/link-local IPs, loopback
+    unless we listen on loopback ourselves (then we share the host), our own endpoints
+    (a peer behind the same NAT reports our public address too) and `exclude` (the relay).
+    """
+    own = list(own)
+    own_set = set(own)
+    exclude_set = set(exclude)
+    on_loopback = any(_ip(e.ip).is_loopback for e in own)
+    keep: list[TcpEndpoint] = []
+    dropped: list[str] = []
+    for addr in reported:
+        ep = tcp_endpoint(addr)
+        why = None
+        if ep is None:
+            why = "not ip/tcp"
+        elif not _usable_remote(ep.ip):
+            why = "unspecified/multicast/link-local"
+        elif _ip(ep.ip).is_loopback and not on_loopback:
+            why = "loopback"
+        elif ep in own_set:
+            why = "our own address"
+        elif ep in exclude_set:
+            why = "relay address"
+        elif not any(o.family == ep.family for o in own):
+            why = "no listen address of this IP family"
+        if why is not None:
+            dropped.append(f"{addr} ({why})")
+        elif ep is not None:
+            _add(keep, ep)
+    return keep[:MAX_CANDIDATES], dropped
+
+
+def _add(out: list[TcpEndpoint], ep: TcpEndpoint) -> None:
+    if ep not in out:
+        out.append(ep)
+
+
+def _ip(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(ip.split("%")[0])
+
+
+def _usable_remote(ip: str) -> bool:
+    try:
+        a = _ip(ip)
+    except ValueError:
+        return False
+    return not (a.is_unspecified or a.is_multicast or a.is_link_local)
