@@ -1,0 +1,83 @@
+"""The node image, for real: built (or found) by the harness, then run."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import images
+from harness.progress import Progress
+
+pytestmark = pytest.mark.docker
+
+# Test containers are labelled like everything else the harness starts, so `sentrynet down`
+# would find one left behind by a killed run.
+LABELS = {"sentrynet.testnet": "image-test"}
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A frozen copy of what goes into the image, so edits to node/ while the tests run (other
+    work in the same checkout) cannot change the tag between two calls. Same content, same
+    tag: after `make images` this finds the image just built. Shares the checkout's .cache
+    (wheelhouse and build lock)."""
+    repo = images.repo_root()
+    root = tmp_path_factory.mktemp("tree")
+    junk = shutil.ignore_patterns(*images.SKIP_DIRS, "*.pyc")
+    shutil.copytree(repo / "node", root / "node", ignore=junk)
+    shutil.copytree(repo / "templates", root / "templates", ignore=junk)
+    shutil.copyfile(repo / "constraints.txt", root / "constraints.txt")
+    (repo / ".cache").mkdir(exist_ok=True)
+    (root / ".cache").symlink_to(repo / ".cache")
+    return root
+
+
+@pytest.fixture(scope="module")
+def node_image(snapshot: Path) -> str:
+    return images.ensure_node_image(Progress(), root=snapshot)
+
+
+def run_in(tag: str, *cmd: str) -> str:
+    client = images.docker_client()
+    out = client.containers.run(
+        tag, list(cmd), remove=True, network_mode="none", labels=LABELS, stderr=True
+    )
+    return bytes(out).decode()
+
+
+def test_node_image_imports_libp2p_and_node(node_image: str) -> None:
+    out = run_in(node_image, "python", "-c", "import libp2p, node; print('imports ok')")
+    assert out.strip() == "imports ok"
+
+
+def test_node_image_has_router_tools_and_venv(node_image: str) -> None:
+    out = run_in(node_image, "sh", "-c", "command -v python; command -v iptables; ip -V")
+    assert out.splitlines()[:2] == ["/opt/venv/bin/python", "/usr/sbin/iptables"]
+    assert "iproute2" in out
+
+
+def test_node_image_is_labelled_with_its_content_hash(node_image: str) -> None:
+    labels = images.docker_client().images.get(node_image).labels
+    assert labels[images.IMAGE_LABEL] == "node"
+    assert node_image == images.node_tag(labels[images.HASH_LABEL])
+
+
+def test_unchanged_tree_is_up_to_date(node_image: str, snapshot: Path) -> None:
+    out = io.StringIO()
+    assert images.ensure_node_image(Progress(stream=out), root=snapshot) == node_image
+    assert f"{node_image} is up to date" in out.getvalue()
+    assert "docker build" not in out.getvalue()
+    assert images.node_image_tag(snapshot) == node_image
+
+
+def test_changed_tree_gets_a_new_tag(node_image: str, snapshot: Path) -> None:
+    extra = snapshot / "node" / "_tag_probe.py"
+    extra.write_text("# a change to node/ must change the tag\n")
+    try:
+        assert images.node_image_tag(snapshot) != node_image
+    finally:
+        extra.unlink()
+    assert images.node_image_tag(snapshot) == node_image

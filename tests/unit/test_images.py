@@ -1,0 +1,246 @@
+"""Image logic without Docker: base choice, content hash / tag, Dockerfile, apt mirror lookup.
+
+The base choice takes "is this image present" and "can it be pulled" as functions; the tests
+pass plain ones because that decision is exactly what is under test.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import images
+from harness.errors import SentrynetError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def present(*refs: str):  # type: ignore[no-untyped-def]
+    return lambda ref: ref in refs
+
+
+def pullable(*refs: str):  # type: ignore[no-untyped-def]
+    calls: list[str] = []
+
+    def can_pull(ref: str) -> bool:
+        calls.append(ref)
+        return ref in refs
+
+    can_pull.calls = calls  # type: ignore[attr-defined]
+    return can_pull
+
+
+# --------------------------------------------------------------------------- base choice
+
+
+def test_local_python_base_wins_and_nothing_is_pulled() -> None:
+    pull = pullable(images.PYTHON_BASE)
+    choice = images.choose_base(present(images.PYTHON_BASE, images.DEBOOTSTRAP_BASE), pull)
+    assert choice == images.BaseChoice(images.PYTHON_BASE, "use")
+    assert pull.calls == []
+
+
+def test_local_debootstrap_base_is_used_before_trying_a_pull() -> None:
+    pull = pullable(images.PYTHON_BASE)
+    choice = images.choose_base(present(images.DEBOOTSTRAP_BASE), pull)
+    assert choice == images.BaseChoice(images.DEBOOTSTRAP_BASE, "use")
+    assert pull.calls == []
+
+
+def test_python_base_is_pulled_when_nothing_is_local() -> None:
+    choice = images.choose_base(present(), pullable(images.PYTHON_BASE))
+    assert choice == images.BaseChoice(images.PYTHON_BASE, "pull")
+
+
+def test_no_registry_and_nothing_local_builds_debootstrap_base() -> None:
+    pull = pullable()
+    choice = images.choose_base(present(), pull)
+    assert choice == images.BaseChoice(images.DEBOOTSTRAP_BASE, "build")
+    assert choice.is_debootstrap
+    assert pull.calls == [images.PYTHON_BASE]
+
+
+def test_mode_debootstrap_ignores_python_image_and_never_pulls() -> None:
+    pull = pullable(images.PYTHON_BASE)
+    choice = images.choose_base(present(images.PYTHON_BASE), pull, "debootstrap")
+    assert choice == images.BaseChoice(images.DEBOOTSTRAP_BASE, "build")
+    assert pull.calls == []
+
+
+def test_mode_python_without_image_or_registry_is_a_clear_error() -> None:
+    with pytest.raises(SentrynetError, match="cannot be pulled"):
+        images.choose_base(present(images.DEBOOTSTRAP_BASE), pullable(), "python")
+
+
+def test_unknown_mode_names_the_choices() -> None:
+    with pytest.raises(SentrynetError, match="auto, python, debootstrap"):
+        images.choose_base(present(), pullable(), "alpine")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- content hash
+
+
+FILES = [("node/__init__.py", b"x = 1\n"), ("node/app.py", b"def run(): ...\n")]
+
+
+def digest(**over: object) -> str:
+    args: dict[str, object] = {
+        "files": FILES,
+        "lock": b"libp2p==0.8.1\n",
+        "dockerfile": "FROM base\n",
+        "base_id": "sha256:aaa",
+    }
+    args.update(over)
+    return images.content_hash(**args)  # type: ignore[arg-type]
+
+
+def test_hash_is_stable_short_hex_and_order_independent() -> None:
+    assert re.fullmatch(r"[0-9a-f]{12}", digest())
+    assert digest() == digest()
+    assert digest(files=list(reversed(FILES))) == digest()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"files": [FILES[0], ("node/app.py", b"def run(): return 1\n")]},  # content
+        {"files": [FILES[0], ("node/app2.py", FILES[1][1])]},  # rename
+        {"files": FILES[:1]},  # deletion
+        {"files": [*FILES, ("node/new.py", b"")]},  # new empty file
+        {"lock": b"libp2p==0.8.2\n"},
+        {"dockerfile": "FROM base\nRUN true\n"},
+        {"base_id": "sha256:bbb"},
+    ],
+)
+def test_any_input_change_changes_the_hash(change: dict[str, object]) -> None:
+    assert digest(**change) != digest()
+
+
+def test_bytes_cannot_move_between_parts_unnoticed() -> None:
+    a = digest(files=[("node/a", b"bc")])
+    b = digest(files=[("node/ab", b"c")])
+    assert a != b
+
+
+def test_tag_format() -> None:
+    assert images.node_tag("0123456789ab") == "sentrynet-node:0123456789ab"
+
+
+def fake_repo(tmp_path: Path) -> Path:
+    """A minimal checkout: templates/, constraints.txt and a node/ package."""
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    (tmp_path / "constraints.txt").write_text("libp2p==0.8.1\ntrio==0.35.0\n")
+    (tmp_path / "node").mkdir()
+    (tmp_path / "node" / "__init__.py").write_text("")
+    (tmp_path / "node" / "app.py").write_text("X = 1\n")
+    return tmp_path
+
+
+def test_plan_tag_unchanged_tree_same_tag_changed_tree_new_tag(tmp_path: Path) -> None:
+    root = fake_repo(tmp_path)
+    tag1 = images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1").tag
+    assert images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1").tag == tag1
+
+    (root / "node" / "__pycache__").mkdir()
+    (root / "node" / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"junk")
+    assert images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1").tag == tag1
+
+    (root / "node" / "app.py").write_text("X = 2\n")
+    tag2 = images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1").tag
+    assert tag2 != tag1
+
+    (root / "constraints.txt").write_text("libp2p==0.8.1\ntrio==0.36.0\n")
+    tag3 = images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1").tag
+    assert tag3 != tag2
+    assert images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:2").tag != tag3
+    assert images.plan_node_image(root, images.PYTHON_BASE, "sha256:1").tag != tag3
+
+
+def test_node_files_lists_nested_files_and_skips_caches(tmp_path: Path) -> None:
+    root = fake_repo(tmp_path)
+    (root / "node" / "relay").mkdir()
+    (root / "node" / "relay" / "hop.py").write_text("")
+    (root / "node" / "relay" / "__pycache__").mkdir()
+    (root / "node" / "relay" / "__pycache__" / "hop.pyc").write_text("")
+    paths = [p for p, _ in images.node_files(root)]
+    assert paths == ["node/__init__.py", "node/app.py", "node/relay/hop.py"]
+
+
+def test_missing_lock_is_a_clear_error(tmp_path: Path) -> None:
+    root = fake_repo(tmp_path)
+    (root / "constraints.txt").unlink()
+    with pytest.raises(SentrynetError, match=r"constraints\.txt"):
+        images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1")
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_for_debootstrap_base_needs_no_network() -> None:
+    text = images.render_dockerfile(REPO, images.DEBOOTSTRAP_BASE)
+    assert text.splitlines()[4] == f"FROM {images.DEBOOTSTRAP_BASE}"
+    assert "apt-get" not in text
+    assert "pip install --no-index" in text
+    assert "libp2p trio prometheus-client" in text
+    assert 'CMD ["python", "-m", "node", "--config", "/config/node.toml"]' in text
+    assert "sentrynet.image=node" in text
+
+
+def test_dockerfile_for_python_base_installs_router_tools() -> None:
+    text = images.render_dockerfile(REPO, images.PYTHON_BASE)
+    assert f"FROM {images.PYTHON_BASE}" in text
+    assert "apt-get install -y --no-install-recommends iproute2 iptables procps" in text
+    # no harness-only dependency goes into the node image
+    for harness_only in ("docker", "pyyaml", "jinja2"):
+        assert harness_only not in images.NODE_REQUIREMENTS
+
+
+def test_wheelhouse_key_follows_the_lock() -> None:
+    assert images.wheelhouse_key(b"a==1\n") == images.wheelhouse_key(b"a==1\n")
+    assert images.wheelhouse_key(b"a==1\n") != images.wheelhouse_key(b"a==2\n")
+
+
+# --------------------------------------------------------------------------- apt mirror
+
+
+def test_mirror_from_deb822_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SENTRYNET_DEBIAN_MIRROR", raising=False)
+    src = tmp_path / "debian.sources"
+    src.write_text(
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n"
+    )
+    assert images.debian_mirror([src]) == "http://mirror.example/debian"
+
+
+def test_mirror_from_one_line_list_skips_deb_src_and_other_suites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SENTRYNET_DEBIAN_MIRROR", raising=False)
+    src = tmp_path / "sources.list"
+    src.write_text(
+        "# deb http://commented.example/debian bookworm main\n"
+        "deb-src http://src.example/debian bookworm main\n"
+        "deb http://other.example/apt cloud-sdk-bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main\n"
+    )
+    assert images.debian_mirror([src]) == "http://mirror.example/debian"
+
+
+def test_disabled_deb822_stanza_and_missing_files_are_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SENTRYNET_DEBIAN_MIRROR", raising=False)
+    src = tmp_path / "x.sources"
+    src.write_text("Enabled: no\nTypes: deb\nURIs: http://off.example/debian\nSuites: bookworm\n")
+    assert images.debian_mirror([tmp_path / "absent.list", src]) is None
+
+
+def test_mirror_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRYNET_DEBIAN_MIRROR", "http://override.example/debian")
+    assert images.debian_mirror([]) == "http://override.example/debian"
