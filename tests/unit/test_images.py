@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,19 +19,20 @@ from harness.errors import SentrynetError
 REPO = Path(__file__).resolve().parents[2]
 
 
-def present(*refs: str):  # type: ignore[no-untyped-def]
+def present(*refs: str) -> Callable[[str], bool]:
     return lambda ref: ref in refs
 
 
-def pullable(*refs: str):  # type: ignore[no-untyped-def]
-    calls: list[str] = []
+class pullable:  # lower case: it stands in for a function
+    """A can_pull function that records what it was asked."""
 
-    def can_pull(ref: str) -> bool:
-        calls.append(ref)
-        return ref in refs
+    def __init__(self, *refs: str) -> None:
+        self.refs = refs
+        self.calls: list[str] = []
 
-    can_pull.calls = calls  # type: ignore[attr-defined]
-    return can_pull
+    def __call__(self, ref: str) -> bool:
+        self.calls.append(ref)
+        return ref in self.refs
 
 
 # --------------------------------------------------------------------------- base choice
