@@ -1,0 +1,340 @@
+"""A NAT lab in network namespaces: real routers, real MASQUERADE, no Docker.
+
+    lab = NatLab()                                   # or the `nat_lab` fixture
+    relay = lab.add_public_host("relay")             # on the public segment
+    r1 = lab.add_router("r1")                        # cone NAT (port preserving)
+    r2 = lab.add_router("r2", symmetric=True)        # MASQUERADE --random-fully
+    a = lab.add_private_host("a", r1)                # behind r1, default route via r1
+    node = lab.start_node(a, relay={...})            # a node process inside `a`
+    lab.cleanup()                                    # always (the fixture does it)
+
+Layout (mirrors DESIGN.md's Docker testnet and its router recipe):
+- namespace `<id>-pub` holds the public bridge; public hosts and routers' WAN sides are
+  on 100.64.0.0/24. Nobody has a default route there: nothing can leave the lab.
+- each router namespace: `wan0` (public), bridge `lan` 10.<n>.0.1/24 to its hosts,
+  ip_forward=1 and exactly DESIGN's iptables recipe: MASQUERADE out of wan0
+  (`--random-fully` for symmetric NAT), ESTABLISHED,RELATED accepted and everything else
+  DROPPED (not rejected: a RST kills a hole punch) on wan0, for FORWARD and INPUT.
+- private hosts: `eth0` 10.<n>.0.<k>/24, default route via their router.
+- control: every host namespace gets a veth `ctl0` to the root namespace on its own /30
+  out of 198.18.0.0/15 (RFC 2544 benchmarking space), so the test process reaches the
+  node's HTTP API directly. Like the harness's control network, p2p never uses it: the
+  hosts have no route from it to anything but the root end of their own /30.
+
+Names carry a random id (namespaces `sn<id>-<name>`, root-side veths `sn<id>c<n>`), so
+concurrent runs never clash. `cleanup()` kills the lab's processes and deletes its
+namespaces (which deletes every veth and iptables rule in them); it is registered with
+atexit as well, so an interrupted run cleans up too. Needs root.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.testing import REPO, NodeProc, render_toml, wait_for
+
+PUBLIC_NET = ipaddress.ip_network("100.64.0.0/24")
+CONTROL_SPACE = ipaddress.ip_network("198.18.0.0/15")
+P2P_PORT = 4001
+API_PORT = 9000
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def netns_available() -> str | None:
+    """None when this process can build the lab, else why not."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    for tool in ("ip", "iptables"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` not found"
+    return None
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(list(argv), capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise LabError(f"{' '.join(argv)} -> rc={p.returncode}: {p.stderr.strip()}")
+    return p
+
+
+@dataclass
+class Host:
+    name: str
+    ns: str
+    ip: str  # data-plane address (p2p)
+    control_ip: str | None = None  # reachable from the test process
+    router: Router | None = None
+
+    def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", self.ns, *argv, check=check)
+
+
+@dataclass
+class Router:
+    name: str
+    ns: str
+    public_ip: str
+    lan: ipaddress.IPv4Network
+    symmetric: bool
+    hosts: list[Host] = field(default_factory=list)
+
+    def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", self.ns, *argv, check=check)
+
+    def conntrack_drops(self) -> str:
+        """The router's iptables counters (what was dropped on wan0), for failure reports."""
+        return self.exec("iptables", "-L", "-v", "-n", check=False).stdout
+
+
+@dataclass
+class LabNode(NodeProc):
+    """A node process inside a lab namespace: p2p on the data IP, API on the control IP."""
+
+    host: Host | None = None
+
+    @property
+    def p2p_addr(self) -> str:
+        assert self.host is not None
+        return f"/ip4/{self.host.ip}/tcp/{self.p2p_port}"
+
+
+class NatLab:
+    def __init__(self, workdir: Path | None = None) -> None:
+        err = netns_available()
+        if err:
+            raise LabError(err)
+        self.id = secrets.token_hex(3)
+        self.prefix = f"sn{self.id}"
+        self.workdir = Path(workdir) if workdir else Path(f"/tmp/{self.prefix}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.namespaces: list[str] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.nodes: list[LabNode] = []
+        self.routers: list[Router] = []
+        self.hosts: list[Host] = []
+        self._pub_hosts = 0
+        self._ctl_n = 0
+        self._control = self._pick_control_net()
+        self._closed = False
+        atexit.register(self.cleanup)
+        try:
+            self.pub_ns = self._add_ns("pub")
+            self._in(self.pub_ns, "ip", "link", "add", "pubbr", "type", "bridge")
+            self._in(self.pub_ns, "ip", "link", "set", "pubbr", "up")
+        except BaseException:
+            self.cleanup()
+            raise
+
+    # -- building --
+    def add_router(self, name: str, symmetric: bool = False) -> Router:
+        """A NAT router with its WAN side on the public segment (DESIGN's recipe)."""
+        ns = self._add_ns(name)
+        n = len(self.routers) + 1
+        public_ip = str(PUBLIC_NET.network_address + 10 + n)
+        self._wire_public(ns, "wan0", public_ip)
+        lan = ipaddress.ip_network(f"10.{n}.0.0/24")
+        self._in(ns, "ip", "link", "add", "lan", "type", "bridge")
+        self._in(ns, "ip", "addr", "add", f"{lan.network_address + 1}/24", "dev", "lan")
+        self._in(ns, "ip", "link", "set", "lan", "up")
+        self._in(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        masq = ["-j", "MASQUERADE"] + (["--random-fully"] if symmetric else [])
+        ipt = ("ip", "netns", "exec", ns, "iptables")
+        sh(*ipt, "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", *masq)
+        for chain in ("FORWARD", "INPUT"):
+            sh(*ipt, "-A", chain, "-i", "wan0", "-m", "state", "--state",
+               "ESTABLISHED,RELATED", "-j", "ACCEPT")  # fmt: skip
+            sh(*ipt, "-A", chain, "-i", "wan0", "-j", "DROP")
+        r = Router(name, ns, public_ip, lan, symmetric)
+        self.routers.append(r)
+        return r
+
+    def add_private_host(self, name: str, router: Router) -> Host:
+        """A host behind `router` (its own namespace, default route via the router)."""
+        ns = self._add_ns(name)
+        k = len(router.hosts) + 2
+        ip = str(router.lan.network_address + k)
+        self._veth(ns, "eth0", router.ns, f"h{k}")
+        self._in(router.ns, "ip", "link", "set", f"h{k}", "master", "lan")
+        self._in(router.ns, "ip", "link", "set", f"h{k}", "up")
+        self._in(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        self._in(ns, "ip", "link", "set", "eth0", "up")
+        self._in(ns, "ip", "route", "add", "default", "via", str(router.lan.network_address + 1))
+        h = Host(name, ns, ip, self._wire_control(ns), router)
+        router.hosts.append(h)
+        self.hosts.append(h)
+        return h
+
+    def add_public_host(self, name: str) -> Host:
+        """A host on the public segment (e.g. the relay): reachable by every router."""
+        ns = self._add_ns(name)
+        self._pub_hosts += 1
+        ip = str(PUBLIC_NET.network_address + 100 + self._pub_hosts)
+        self._wire_public(ns, "eth0", ip)
+        h = Host(name, ns, ip, self._wire_control(ns))
+        self.hosts.append(h)
+        return h
+
+    # -- running --
+    def run(
+        self, host: Host | Router, argv: list[str], log_path: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start `argv` inside the host's namespace; killed by cleanup()."""
+        out: Any = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            p = subprocess.Popen(
+                ["ip", "netns", "exec", host.ns, *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=str(REPO),
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                start_new_session=True,
+            )
+        finally:
+            if log_path:
+                out.close()
+        self.procs.append(p)
+        return p
+
+    def start_node(
+        self, host: Host, wait_ready: bool = True, **sections: dict[str, Any]
+    ) -> LabNode:
+        """Write a node config for `host` (p2p on its data IP, API on its control IP) and
+        run `python -m node` in its namespace. Returns a node.testing.NodeProc."""
+        assert host.control_ip is not None
+        d = self.workdir / host.name
+        d.mkdir(parents=True, exist_ok=True)
+        doc: dict[str, dict[str, Any]] = {
+            "node": {
+                "name": host.name,
+                "role": "full",
+                "key_file": str(d / "node.key"),
+                "data_dir": str(d / "data"),
+            },
+            "p2p": {"listen_addrs": [f"/ip4/{host.ip}/tcp/{P2P_PORT}"]},
+            "api": {"listen": f"{host.control_ip}:{API_PORT}"},
+        }
+        for sec, vals in sections.items():
+            doc.setdefault(sec, {}).update(vals)
+        path = d / "node.toml"
+        path.write_text(render_toml(doc))
+        node = LabNode(
+            name=host.name,
+            ip=host.control_ip,
+            p2p_port=P2P_PORT,
+            api_port=API_PORT,
+            config_path=path,
+            log_path=d / "node.log",
+            config=doc,
+            host=host,
+        )
+        node.proc = self.run(host, [sys.executable, "-m", "node", "--config", str(path)],
+                             node.log_path)  # fmt: skip
+        self.nodes.append(node)
+        if wait_ready:
+            wait_for(node, lambda s: s.get("ready") and s.get("peer_id"), "ready node", 30)
+        return node
+
+    # -- teardown --
+    def cleanup(self) -> None:
+        """Kill the lab's processes, delete its namespaces. Idempotent, never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(5)
+        for ns in reversed(self.namespaces):
+            # anything else still inside one of our namespaces keeps it alive: end it
+            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            sh("ip", "netns", "del", ns, check=False)
+        self.namespaces.clear()
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.cleanup)
+
+    def __enter__(self) -> NatLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def describe(self) -> str:
+        """Routers' iptables counters: the first thing to read when a punch fails."""
+        parts = []
+        for r in self.routers:
+            kind = "symmetric" if r.symmetric else "cone"
+            parts.append(f"--- router {r.name} ({kind}, {r.public_ip})\n{r.conntrack_drops()}")
+        return "\n".join(parts)
+
+    # -- internals --
+    def _add_ns(self, name: str) -> str:
+        ns = f"{self.prefix}-{name}"
+        sh("ip", "netns", "add", ns)
+        self.namespaces.append(ns)
+        self._in(ns, "ip", "link", "set", "lo", "up")
+        return ns
+
+    def _in(self, ns: str, *argv: str) -> None:
+        sh("ip", "netns", "exec", ns, *argv)
+
+    def _veth(self, ns_a: str, name_a: str, ns_b: str, name_b: str) -> None:
+        sh("ip", "link", "add", name_a, "netns", ns_a, "type", "veth",
+           "peer", "name", name_b, "netns", ns_b)  # fmt: skip
+
+    def _wire_public(self, ns: str, ifname: str, ip: str) -> None:
+        port = f"p{len(self.namespaces)}"
+        self._veth(ns, ifname, self.pub_ns, port)
+        self._in(self.pub_ns, "ip", "link", "set", port, "master", "pubbr")
+        self._in(self.pub_ns, "ip", "link", "set", port, "up")
+        self._in(ns, "ip", "addr", "add", f"{ip}/{PUBLIC_NET.prefixlen}", "dev", ifname)
+        self._in(ns, "ip", "link", "set", ifname, "up")
+
+    def _wire_control(self, ns: str) -> str:
+        """veth ns:ctl0 <-> root:sn<id>c<n> on its own /30; returns the namespace-side IP."""
+        n = self._ctl_n
+        self._ctl_n += 1
+        net = list(self._control.subnets(new_prefix=30))[n]
+        root_ip, ns_ip = str(net.network_address + 1), str(net.network_address + 2)
+        root_if = f"{self.prefix}c{n}"
+        sh("ip", "link", "add", root_if, "type", "veth", "peer", "name", "ctl0", "netns", ns)
+        sh("ip", "addr", "add", f"{root_ip}/30", "dev", root_if)
+        sh("ip", "link", "set", root_if, "up")
+        self._in(ns, "ip", "addr", "add", f"{ns_ip}/30", "dev", "ctl0")
+        self._in(ns, "ip", "link", "set", "ctl0", "up")
+        return ns_ip
+
+    def _pick_control_net(self) -> ipaddress.IPv4Network:
+        """A /24 of 198.18.0.0/15 that no root-namespace route covers yet."""
+        used = sh("ip", "-4", "route", "show", check=False).stdout
+        nets = list(CONTROL_SPACE.subnets(new_prefix=24))
+        start = secrets.randbelow(len(nets))
+        for i in range(len(nets)):
+            net = nets[(start + i) % len(nets)]
+            if str(net.network_address)[:-1] not in used:
+                return net
+        raise LabError("no free /24 in 198.18.0.0/15 for the control network")
