@@ -1,0 +1,519 @@
+"""ChainService: wires consensus, store and sync to the node runtime (the Service protocol).
+
+Gossip (one topic per validator set) carries proposals, votes and commits; a topic
+validator drops anything badly signed or from a non-validator before it is forwarded, and
+counts it. The consensus state machine decides blocks; validators vote, full nodes and
+sentries follow the same certificates. A sync loop polls connected peers' tips and, when we
+are behind (restart with an empty store, late start, a commit seen far ahead), fetches the
+missing ranges over the sync protocol, verifying every block against its certificate.
+
+Blocks that arrive by sync are not announced one by one as `block_committed` (a catch-up of
+thousands would flood the event log); the session ends with one `sync_completed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from libp2p.peer.id import ID
+
+from node.chain import codec
+from node.chain.block import (
+    Block,
+    CommitCert,
+    InvalidMessage,
+    Proposal,
+    ValidatorSet,
+    Vote,
+    verify_chain_link,
+)
+from node.chain.codec import CodecError
+from node.chain.consensus import (
+    Action,
+    Behind,
+    Broadcast,
+    Consensus,
+    Decide,
+    Rejected,
+    ScheduleTimeout,
+    Timeouts,
+)
+from node.chain.store import BlockStore
+from node.chain.sync import (
+    REQUEST_TIMEOUT,
+    STATUS_TIMEOUT,
+    SYNC_PROTOCOL,
+    PeerStats,
+    SyncClient,
+    SyncError,
+    SyncPeer,
+    SyncSession,
+    serve_stream,
+)
+
+if TYPE_CHECKING:
+    from libp2p.abc import INetStream
+
+    from node.runtime import NodeRuntime
+
+log = logging.getLogger("node.chain")
+
+SYNC_POLL_S = 2.0  # how often connected peers' tips are asked for
+STALL_S = 3.0  # one block behind for this long (no commit of ours) -> sync
+PAYLOAD_SIZE = 256  # bytes of filler per block so sync moves realistic volumes
+MAX_GOSSIP = 256 * 1024
+
+
+def topic_for(vset: ValidatorSet) -> str:
+    return f"/sentrynet/chain/1/{vset.chain_id.hex()[:16]}"
+
+
+def block_payload(name: str, height: int) -> bytes:
+    """Deterministic filler: repeatable across runs, incompressible-looking."""
+    seed = hashlib.sha256(f"{name}/{height}".encode()).digest()
+    out = bytearray()
+    while len(out) < PAYLOAD_SIZE:
+        seed = hashlib.sha256(seed).digest()
+        out += seed
+    return bytes(out[:PAYLOAD_SIZE])
+
+
+def decode_gossip(data: bytes) -> Proposal | Vote | tuple[Block, CommitCert]:
+    if len(data) > MAX_GOSSIP:
+        raise CodecError("message too large")
+    obj = codec.decode_object(data)
+    kind = obj.get("kind")
+    if kind == "proposal":
+        return Proposal.from_obj(obj.get("proposal"))
+    if kind == "vote":
+        return Vote.from_obj(obj.get("vote"))
+    if kind == "commit":
+        return Block.from_obj(obj.get("block")), CommitCert.from_obj(obj.get("commit"))
+    raise CodecError(f"field 'kind'={kind!r} is not one of proposal, vote, commit")
+
+
+def encode_gossip(msg: Proposal | Vote | tuple[Block, CommitCert]) -> bytes:
+    if isinstance(msg, Proposal):
+        return codec.encode({"kind": "proposal", "proposal": msg.to_obj()})
+    if isinstance(msg, Vote):
+        return codec.encode({"kind": "vote", "vote": msg.to_obj()})
+    block, cert = msg
+    return codec.encode({"kind": "commit", "block": block.to_obj(), "commit": cert.to_obj()})
+
+
+class ChainService:
+    """The chain workload as a node Service (name "chain", status under /status "chain")."""
+
+    name = "chain"
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        self.timeouts = timeouts
+        self.rt: NodeRuntime | None = None
+        self.vset: ValidatorSet | None = None
+        self.store: BlockStore | None = None
+        self.cons: Consensus | None = None
+        self.topic = ""
+        self.error: str | None = None
+        self.sync_state = "idle"
+        self.sync_stats: dict[tuple[str, str], PeerStats] = {}
+        self.peer_heights: dict[str, int] = {}
+        self.clients: dict[str, tuple[SyncClient, str]] = {}
+        self.no_sync: dict[str, float] = {}  # peers that refused the protocol -> when
+        self.behind_hint = 0
+        self.last_commit_at = time.monotonic()
+        self.commits = 0
+        self.syncing = False
+        self._start_gen = 0
+        self._wake_sync = trio.Event()
+        self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](1024)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        cfg = rt.config.chain
+        if not cfg.validators:
+            self.error = "no [chain] validators configured: chain disabled"
+            log.info(self.error)
+            await trio.sleep_forever()
+        missing = [n for n in cfg.validators if n not in cfg.validator_ids]
+        if missing:
+            self.error = f"chain.validator_ids: no peer id for {', '.join(missing)}"
+            log.error("%s: chain disabled", self.error)
+            await trio.sleep_forever()
+        self.vset = vset = ValidatorSet([(n, cfg.validator_ids[n]) for n in cfg.validators])
+        self.store = store = BlockStore(
+            Path(rt.config.node.data_dir) / "chain.sqlite", vset.chain_id
+        )
+        rt.metrics.chain_height.set(store.height)
+        my_id = str(rt.host.get_id())
+        votes = rt.config.node.role == "validator"
+        if votes and not vset.is_validator(my_id):
+            log.warning(
+                "role validator but peer id %s is not in chain.validator_ids: observing", my_id
+            )
+        name = rt.config.node.name
+        self.cons = Consensus(
+            vset,
+            my_id if votes else None,
+            rt.host.get_private_key() if votes else None,
+            timeouts=self.timeouts or _timeouts_for(cfg.block_interval_s),
+            now_ms=lambda: int(time.time() * 1000),
+            can_sign=store.check_and_record_signature,
+            save_lock=store.save_lock,
+            payload=lambda h: block_payload(name, h),
+        )
+        if cfg.serve_sync:
+            rt.host.set_stream_handler(SYNC_PROTOCOL, self._serve)  # type: ignore[arg-type]
+        self.topic = topic_for(vset)
+        assert rt.pubsub is not None, "the chain needs pubsub"
+        rt.pubsub.set_topic_validator(self.topic, self._validate, False)
+        sub = await rt.pubsub.subscribe(self.topic)
+        log.info(
+            "chain: %s at height %d (%s), %d validators, topic %s, serve_sync=%s",
+            "validator" if self.cons.voting else "observer",
+            store.height,
+            store.tip_hash.hex()[:12],
+            vset.n,
+            self.topic,
+            cfg.serve_sync,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._publisher)
+                nursery.start_soon(self._gossip_reader, sub)
+                nursery.start_soon(self._sync_loop)
+                lr, lb = store.load_lock(store.height + 1)
+                self._act(
+                    self.cons.start_height(
+                        store.height + 1, store.tip_hash, locked_round=lr, locked_block=lb
+                    )
+                )
+        finally:
+            store.close()
+
+    def status(self) -> dict[str, Any]:
+        store, cons = self.store, self.cons
+        best = max(self.peer_heights.values(), default=None)
+        return {
+            "height": store.height if store else 0,
+            "tip_hash": store.tip_hash.hex() if store else "",
+            "sync_state": self.sync_state,
+            "sync_peers": [s.to_obj() for s in self.sync_stats.values()],
+            "voting": bool(cons and cons.voting),
+            "round": cons.round if cons else 0,
+            "step": cons.step if cons else "",
+            "validators": self.vset.n if self.vset else 0,
+            "best_peer_height": best,
+            "peer_heights": dict(self.peer_heights),
+            "serve_sync": bool(self.rt and self.rt.config.chain.serve_sync),
+            "commits": self.commits,
+            "error": self.error,
+        }
+
+    # ------------------------------------------------------------ consensus I/O
+
+    def _act(self, actions: list[Action]) -> None:
+        rt, cons = self.rt, self.cons
+        assert rt is not None and cons is not None
+        for a in actions:
+            if isinstance(a, Broadcast):
+                self._publish(encode_gossip(a.msg))
+            elif isinstance(a, ScheduleTimeout):
+                self.nursery.start_soon(self._timer, a)
+            elif isinstance(a, Decide):
+                self._commit(a.block, a.cert, via="consensus")
+            elif isinstance(a, Rejected):
+                log.info("consensus message rejected: %s %s", a.reason, a.detail)
+                rt.reject("consensus", a.reason)
+            elif isinstance(a, Behind):
+                self._note_behind(a.height)
+
+    def _publish(self, data: bytes) -> None:
+        try:
+            self._outbox_send.send_nowait(data)
+        except trio.WouldBlock:
+            log.warning("chain: gossip outbox full, message dropped")
+
+    async def _publisher(self) -> None:
+        assert self.rt is not None and self.rt.pubsub is not None
+        async for data in self._outbox_recv:
+            try:
+                await self.rt.pubsub.publish(self.topic, data)
+            except Exception as exc:
+                log.warning("chain: publish failed: %s", exc)
+
+    async def _timer(self, t: ScheduleTimeout) -> None:
+        await trio.sleep(t.delay)
+        if self.cons is not None and not self.syncing:
+            self._act(self.cons.on_timeout(t.step, t.height, t.round))
+
+    def _validate(self, forwarder: ID, msg: Any) -> bool:
+        """Topic validator: stateless checks, so bad messages are neither used nor forwarded."""
+        assert self.rt is not None and self.vset is not None
+        try:
+            decoded = decode_gossip(bytes(msg.data))
+            if isinstance(decoded, Proposal | Vote):
+                decoded.verify(self.vset)
+            else:
+                block, cert = decoded
+                cert.verify(self.vset, block)
+        except CodecError as exc:
+            log.info("gossip from %s rejected: malformed: %s", forwarder, exc)
+            self.rt.reject("consensus", "malformed")
+            return False
+        except InvalidMessage as exc:
+            log.info("gossip from %s rejected: %s", forwarder, exc)
+            self.rt.reject("consensus", exc.reason)
+            return False
+        return True
+
+    async def _gossip_reader(self, sub: Any) -> None:
+        assert self.cons is not None
+        while True:
+            msg = await sub.get()
+            try:
+                decoded = decode_gossip(bytes(msg.data))
+            except CodecError:
+                continue  # already counted by the validator
+            if isinstance(decoded, Proposal):
+                self._act(self.cons.on_proposal(decoded))
+            elif isinstance(decoded, Vote):
+                self._act(self.cons.on_vote(decoded))
+            else:
+                self._on_commit_msg(*decoded)
+
+    def _on_commit_msg(self, block: Block, cert: CommitCert) -> None:
+        store = self.store
+        assert store is not None and self.vset is not None and self.rt is not None
+        if block.height <= store.height:
+            return
+        if block.height > store.height + 1:
+            self._note_behind(block.height)
+            return
+        try:
+            verify_chain_link(self.vset, store.tip_hash, block, cert)
+        except InvalidMessage as exc:
+            self.rt.reject("consensus", exc.reason)
+            return
+        self._commit(block, cert, via="gossip")
+
+    def _commit(self, block: Block, cert: CommitCert, via: str) -> None:
+        """Store a decided block, announce it, and start the next height."""
+        store, rt, cons = self.store, self.rt, self.cons
+        assert store is not None and rt is not None and cons is not None
+        if block.height != store.height + 1:
+            return
+        store.append(block, cert)
+        store.prune_signatures(block.height - 16)
+        self.commits += 1
+        self.last_commit_at = time.monotonic()
+        rt.metrics.chain_height.set(block.height)
+        rt.events.emit(
+            "block_committed",
+            height=block.height,
+            hash=block.hash.hex(),
+            proposer=block.proposer,
+            round=cert.round,
+            via=via,
+        )
+        if cons.voting and via == "consensus":
+            # lets followers that missed votes (and nodes far behind) learn the decision
+            self._publish(encode_gossip((block, cert)))
+        cons.decided = True
+        delay = rt.config.chain.block_interval_s if cons.voting else 0.0
+        self._schedule_start(delay)
+
+    def _schedule_start(self, delay: float) -> None:
+        self._start_gen += 1
+        self.nursery.start_soon(self._start_next, self._start_gen, delay)
+
+    async def _start_next(self, gen: int, delay: float) -> None:
+        await trio.sleep(delay)
+        store, cons = self.store, self.cons
+        assert store is not None and cons is not None
+        if gen != self._start_gen or self.syncing:
+            return
+        if cons.decided or cons.height != store.height + 1:
+            lr, lb = store.load_lock(store.height + 1)
+            self._act(
+                cons.start_height(
+                    store.height + 1, store.tip_hash, locked_round=lr, locked_block=lb
+                )
+            )
+
+    # ------------------------------------------------------------ sync
+
+    def _note_behind(self, height: int) -> None:
+        if height > self.behind_hint:
+            self.behind_hint = height
+        self._wake_sync.set()
+
+    async def _serve(self, stream: INetStream) -> None:
+        assert self.store is not None and self.rt is not None
+        rt = self.rt
+
+        def reject(reason: str, detail: str) -> None:
+            log.info("sync request rejected: %s: %s", reason, detail)
+            rt.reject("sync", reason)
+
+        await serve_stream(stream, self.store, reject)
+
+    def _connected_peers(self) -> list[tuple[str, str]]:
+        """(peer id, kind) of every connected peer: kind is direct when any direct connection
+        exists (the swarm opens streams on direct connections first)."""
+        assert self.rt is not None
+        peers: dict[str, str] = {}
+        for c in self.rt.connections.all():
+            pid = str(c.peer)
+            if peers.get(pid) != "direct":
+                peers[pid] = c.kind
+        return sorted(peers.items())
+
+    async def _client(self, peer: str, kind: str) -> SyncClient | None:
+        """A sync stream to `peer`, reopened when the connection kind changed (e.g. DCUtR
+        turned a relayed path into a direct one)."""
+        assert self.rt is not None
+        held = self.clients.get(peer)
+        if held is not None and held[1] == kind:
+            return held[0]
+        if held is not None:
+            await held[0].close()
+            self.clients.pop(peer, None)
+        if time.monotonic() - self.no_sync.get(peer, -1e9) < 30:
+            return None
+        try:
+            with trio.fail_after(STATUS_TIMEOUT):
+                stream = await self.rt.host.new_stream(ID.from_base58(peer), [SYNC_PROTOCOL])  # type: ignore[list-item]
+        except Exception as exc:
+            log.debug("sync: no sync stream to %s: %s", peer, exc)
+            self.no_sync[peer] = time.monotonic()
+            return None
+        client = SyncClient(stream)
+        self.clients[peer] = (client, kind)
+        return client
+
+    async def _poll_status(self) -> list[SyncPeer]:
+        """Ask every connected peer for its tip, concurrently."""
+        peers = self._connected_peers()
+        out: list[SyncPeer] = []
+
+        async def one(peer: str, kind: str) -> None:
+            client = await self._client(peer, kind)
+            if client is None:
+                return
+            try:
+                resp, _ = await client.request({"type": "status"}, STATUS_TIMEOUT)
+                height = codec.get_int(resp, "height")
+            except (SyncError, CodecError, trio.TooSlowError, Exception) as exc:
+                log.debug("sync: status from %s failed: %s", peer, exc)
+                self.clients.pop(peer, None)
+                self.peer_heights.pop(peer, None)
+                return
+            self.peer_heights[peer] = height
+            out.append(SyncPeer(peer, kind, client, height))
+
+        async with trio.open_nursery() as nursery:
+            for peer, kind in peers:
+                nursery.start_soon(one, peer, kind)
+        connected = {p for p, _ in peers}
+        for gone in set(self.peer_heights) - connected:
+            self.peer_heights.pop(gone, None)
+        return out
+
+    async def _sync_loop(self) -> None:
+        store = self.store
+        assert store is not None
+        while True:
+            with trio.move_on_after(SYNC_POLL_S):
+                await self._wake_sync.wait()
+            self._wake_sync = trio.Event()
+            peers = await self._poll_status()
+            best = max((p.height for p in peers), default=None)
+            if best is None:
+                self.sync_state = "idle"
+                continue
+            stalled = time.monotonic() - self.last_commit_at > STALL_S
+            if best > store.height + 1 or (best > store.height and stalled):
+                await self._sync_session([p for p in peers if p.height > store.height], best)
+            self.sync_state = "synced" if best <= store.height + 1 else "syncing"
+
+    async def _sync_session(self, peers: list[SyncPeer], target: int) -> None:
+        store, rt, cons = self.store, self.rt, self.cons
+        assert store is not None and rt is not None and cons is not None
+        start = store.height + 1
+        self.sync_state = "syncing"
+        self.syncing = True
+        log.info(
+            "sync: heights %d..%d from %d peer(s): %s",
+            start,
+            target,
+            len(peers),
+            ", ".join(f"{p.peer[-8:]}({p.kind},{p.height})" for p in peers),
+        )
+        t0 = time.monotonic()
+
+        def apply(block: Block, cert: CommitCert, peer: str, kind: str) -> None:
+            assert self.vset is not None
+            if block.height != store.height + 1:
+                return  # already have it (e.g. from gossip meanwhile)
+            verify_chain_link(self.vset, store.tip_hash, block, cert)
+            store.append(block, cert)
+            rt.metrics.chain_height.set(block.height)
+
+        def record(peer: str, kind: str, a: int, b: int, size: int) -> None:
+            st = self.sync_stats.setdefault((peer, kind), PeerStats(peer, kind))
+            st.add(a, b, size)
+            rt.metrics.blocks_synced_total.labels(kind=kind).inc(b - a + 1)
+
+        def reject(reason: str, detail: str) -> None:
+            log.info("sync response rejected: %s: %s", reason, detail)
+            rt.reject("sync", reason)
+
+        session = SyncSession(peers, start, target, apply, record, reject)
+        try:
+            with trio.move_on_after(max(60.0, REQUEST_TIMEOUT * 6)):
+                await session.run()
+        finally:
+            self.syncing = False
+        for p in peers:
+            if p.peer not in session.sched.alive:
+                await p.client.close()
+                self.clients.pop(p.peer, None)
+        end = store.height
+        if end >= start:
+            self.last_commit_at = time.monotonic()
+            dt = time.monotonic() - t0
+            log.info(
+                "sync: applied %d..%d (%d blocks) in %.2fs (%.0f blocks/s)",
+                start,
+                end,
+                end - start + 1,
+                dt,
+                (end - start + 1) / dt if dt else 0.0,
+            )
+            rt.events.emit(
+                "sync_completed",
+                from_height=start,
+                to_height=end,
+                peers=sorted(session.used),
+                duration_s=round(dt, 3),
+            )
+        # back to following gossip from the new tip
+        if end >= cons.height or cons.decided:
+            lr, lb = store.load_lock(end + 1)
+            self._start_gen += 1
+            self._act(cons.start_height(end + 1, store.tip_hash, locked_round=lr, locked_block=lb))
+
+
+def _timeouts_for(block_interval_s: float) -> Timeouts:
+    """Round timeouts scale with the block interval but never drop below what a loaded
+    loopback or a relayed path needs."""
+    base = max(1.0, block_interval_s)
+    return Timeouts(propose=2.0 * base, prevote=base, precommit=base, delta=0.5 * base)

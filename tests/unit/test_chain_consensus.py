@@ -1,0 +1,331 @@
+"""Pure state-machine tests of node/chain: codec, signatures, store, consensus rules, sync
+request handling. (Real-node claims live in tests/node/test_chain*.py.)"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+
+from node.chain import codec
+from node.chain.block import (
+    PRECOMMIT,
+    PREVOTE,
+    Block,
+    CommitCert,
+    InvalidMessage,
+    Proposal,
+    ValidatorSet,
+    Vote,
+)
+from node.chain.codec import CodecError
+from node.chain.consensus import (
+    Behind,
+    Broadcast,
+    Consensus,
+    Decide,
+    Rejected,
+    ScheduleTimeout,
+    Timeouts,
+)
+from node.chain.store import BlockStore, StoreError
+
+
+@dataclass
+class Val:
+    name: str
+    key: object
+    pid: str
+
+
+def make_vals(n: int = 4) -> list[Val]:
+    out = []
+    for i in range(n):
+        kp = create_new_key_pair()
+        out.append(Val(f"v{i}", kp.private_key, str(ID.from_pubkey(kp.public_key))))
+    return out
+
+
+def vset_of(vals: list[Val]) -> ValidatorSet:
+    return ValidatorSet([(v.name, v.pid) for v in vals])
+
+
+# ------------------------------------------------------------------ codec / block
+
+
+def test_codec_is_canonical_and_strict() -> None:
+    assert codec.encode({"b": 1, "a": [None, "x"]}) == b'{"a":[null,"x"],"b":1}'
+    with pytest.raises(CodecError):
+        codec.encode({"x": 1.5})
+    with pytest.raises(CodecError):
+        codec.decode(b'{"x": 1.5}')
+    with pytest.raises(CodecError):
+        codec.decode(b"\xff\xfe")
+    with pytest.raises(CodecError):
+        codec.decode_object(b"[1]")
+    with pytest.raises(CodecError, match="'from'"):
+        codec.get_int({"from": "1"}, "from")
+
+
+def test_vote_signature_checks() -> None:
+    vals = make_vals()
+    vs = vset_of(vals)
+    h = bytes(32)
+    v = Vote.make(vs, vals[0].key, vals[0].pid, PREVOTE, 1, 0, h)  # type: ignore[arg-type]
+    v.verify(vs)
+    assert Vote.from_obj(codec.decode(codec.encode(v.to_obj()))) == v
+    forged = Vote(PREVOTE, 1, 0, b"\x01" * 32, v.validator, v.signature)
+    with pytest.raises(InvalidMessage) as exc:
+        forged.verify(vs)
+    assert exc.value.reason == "bad_signature"
+    outsider = make_vals(1)[0]
+    ov = Vote.make(vs, outsider.key, outsider.pid, PREVOTE, 1, 0, h)  # type: ignore[arg-type]
+    with pytest.raises(InvalidMessage) as exc:
+        ov.verify(vs)
+    assert exc.value.reason == "not_validator"
+    # a signature for another validator set (chain id) does not verify here
+    other = vset_of(vals[:3])
+    v2 = Vote.make(other, vals[0].key, vals[0].pid, PREVOTE, 1, 0, h)  # type: ignore[arg-type]
+    with pytest.raises(InvalidMessage):
+        v2.verify(vs)
+
+
+def test_proposer_rotates_by_height_and_round() -> None:
+    vals = make_vals()
+    vs = vset_of(vals)
+    assert vs.quorum == 3
+    assert vs.proposer(5, 0) == vals[1].pid  # validators[h mod n]
+    assert vs.proposer(5, 1) == vals[2].pid
+
+
+# ------------------------------------------------------------------ store
+
+
+def _cert(vs: ValidatorSet, vals: list[Val], block: Block, k: int = 3) -> CommitCert:
+    votes = tuple(
+        Vote.make(vs, v.key, v.pid, PRECOMMIT, block.height, 0, block.hash)  # type: ignore[arg-type]
+        for v in vals[:k]
+    )
+    return CommitCert(block.height, 0, block.hash, votes)
+
+
+def test_store_survives_reopen_and_enforces_order(tmp_path: Path) -> None:
+    vals = make_vals()
+    vs = vset_of(vals)
+    path = tmp_path / "chain.sqlite"
+    s = BlockStore(path, vs.chain_id)
+    assert (s.height, s.tip_hash) == (0, vs.chain_id)
+    b1 = Block(1, vs.chain_id, vals[1].pid, 1000, b"x")
+    c1 = _cert(vs, vals, b1)
+    c1.verify(vs, b1)
+    s.append(b1, c1)
+    with pytest.raises(StoreError):
+        s.append(b1, c1)
+    assert s.check_and_record_signature(2, 0, PREVOTE, b"a" * 32)
+    assert s.check_and_record_signature(2, 0, PREVOTE, b"a" * 32)
+    assert not s.check_and_record_signature(2, 0, PREVOTE, b"b" * 32)
+    s.close()
+    s2 = BlockStore(path, vs.chain_id)
+    assert s2.height == 1 and s2.tip_hash == b1.hash
+    blk, cert = s2.get(1)  # type: ignore[misc]
+    assert blk == b1 and cert == c1
+    assert not s2.check_and_record_signature(2, 0, PREVOTE, None)  # survives restarts
+    with pytest.raises(StoreError, match="another validator set"):
+        BlockStore(path, vset_of(make_vals()).chain_id)
+
+
+def test_cert_needs_quorum_of_distinct_valid_precommits() -> None:
+    vals = make_vals()
+    vs = vset_of(vals)
+    b = Block(1, vs.chain_id, vals[1].pid, 0)
+    with pytest.raises(InvalidMessage, match="quorum"):
+        _cert(vs, vals, b, k=2).verify(vs, b)
+    c = _cert(vs, vals, b, k=2)
+    dup = CommitCert(1, 0, b.hash, (*c.votes, c.votes[0]))
+    with pytest.raises(InvalidMessage, match="duplicate"):
+        dup.verify(vs, b)
+
+
+# ------------------------------------------------------------------ consensus
+
+
+@dataclass(order=True)
+class _Ev:
+    t: float
+    seq: int
+    node: int = field(compare=False)
+    what: object = field(compare=False)
+
+
+class Net:
+    """A deterministic in-memory network of Consensus machines with virtual time."""
+
+    def __init__(self, n: int = 4, down: set[int] | None = None, observers: int = 0) -> None:
+        self.vals = make_vals(n)
+        self.vs = vset_of(self.vals)
+        self.down = down or set()
+        self.nodes: list[Consensus] = []
+        for v in self.vals:
+            self.nodes.append(Consensus(self.vs, v.pid, v.key, timeouts=Timeouts()))  # type: ignore[arg-type]
+        for _ in range(observers):
+            self.nodes.append(Consensus(self.vs, None, None))
+        self.tip = [(0, self.vs.chain_id)] * len(self.nodes)
+        self.decided: list[dict[int, bytes]] = [{} for _ in self.nodes]
+        self.q: list[_Ev] = []
+        self.t = 0.0
+        self.seq = 0
+        self.rejected: list[str] = []
+        self.drop: object = lambda src, dst, msg: False
+
+    def push(self, delay: float, node: int, what: object) -> None:
+        self.seq += 1
+        heapq.heappush(self.q, _Ev(self.t + delay, self.seq, node, what))
+
+    def handle(self, i: int, actions: list) -> None:
+        for a in actions:
+            if isinstance(a, Broadcast):
+                for j in range(len(self.nodes)):
+                    if j != i and j not in self.down and not self.drop(i, j, a.msg):  # type: ignore[operator]
+                        self.push(0.01, j, a.msg)
+            elif isinstance(a, ScheduleTimeout):
+                self.push(a.delay, i, a)
+            elif isinstance(a, Decide):
+                h = a.block.height
+                a.cert.verify(self.vs, a.block)
+                self.decided[i][h] = a.block.hash
+                self.tip[i] = (h, a.block.hash)
+                self.push(0.1, i, "start")
+            elif isinstance(a, Rejected):
+                self.rejected.append(a.reason)
+
+    def start(self) -> None:
+        for i, node in enumerate(self.nodes):
+            if i not in self.down:
+                self.handle(i, node.start_height(1, self.vs.chain_id))
+
+    def run(self, until: float, stop_height: int = 10**9) -> None:
+        while self.q and self.t < until:
+            ev = heapq.heappop(self.q)
+            self.t = ev.t
+            node = self.nodes[ev.node]
+            if isinstance(ev.what, Proposal):
+                self.handle(ev.node, node.on_proposal(ev.what))
+            elif isinstance(ev.what, Vote):
+                self.handle(ev.node, node.on_vote(ev.what))
+            elif isinstance(ev.what, ScheduleTimeout):
+                w = ev.what
+                self.handle(ev.node, node.on_timeout(w.step, w.height, w.round))
+            elif ev.what == "start":
+                h, tip = self.tip[ev.node]
+                if node.height == h:
+                    self.handle(ev.node, node.start_height(h + 1, tip))
+            if (
+                min(self.tip[i][0] for i in range(len(self.nodes)) if i not in self.down)
+                >= stop_height
+            ):
+                return
+
+    def assert_agreement(self) -> None:
+        by_height: dict[int, set[bytes]] = {}
+        for d in self.decided:
+            for h, digest in d.items():
+                by_height.setdefault(h, set()).add(digest)
+        assert all(len(s) == 1 for s in by_height.values()), by_height
+
+
+def test_four_validators_commit_and_observer_follows() -> None:
+    net = Net(observers=1)
+    net.start()
+    net.run(until=60, stop_height=10)
+    assert all(tip[0] >= 10 for tip in net.tip)
+    net.assert_agreement()
+    assert net.t < 5  # no timeouts needed when everyone is up
+    assert not net.rejected
+
+
+def test_missing_proposer_does_not_stall() -> None:
+    # v1 proposes height 1 round 0 and v2 height 2...: with v1 down, its heights need round 1
+    net = Net(down={1})
+    net.start()
+    net.run(until=120, stop_height=8)
+    assert all(net.tip[i][0] >= 8 for i in (0, 2, 3))
+    net.assert_agreement()
+
+
+def test_no_quorum_no_commit() -> None:
+    net = Net(down={1, 2})
+    net.start()
+    net.run(until=60)
+    assert all(net.tip[i][0] == 0 for i in (0, 3))
+
+
+def test_lock_keeps_safety_under_split_delivery() -> None:
+    """Adversarial delivery: precommits of round 0 reach only one validator, so others
+    move to later rounds; whatever happens, no two validators decide different blocks."""
+    for seed in range(6):
+        net = Net()
+
+        def drop(src: int, dst: int, msg: object, seed: int = seed) -> bool:
+            if isinstance(msg, Vote) and msg.round == 0 and msg.type == PRECOMMIT:
+                return dst != seed % 4
+            if isinstance(msg, Vote) and msg.round == 1 and msg.type == PREVOTE:
+                return (src + dst + seed) % 3 == 0
+            return False
+
+        net.drop = drop
+        net.start()
+        net.run(until=200, stop_height=4)
+        net.assert_agreement()
+        assert min(t[0] for t in net.tip) >= 4, (seed, net.t)
+
+
+def test_locked_validator_prevotes_nil_for_other_block() -> None:
+    vals = make_vals()
+    vs = vset_of(vals)
+    me = vals[0]
+    c = Consensus(vs, me.pid, me.key, timeouts=Timeouts())  # type: ignore[arg-type]
+    c.start_height(1, vs.chain_id)
+    # round 0: proposer v1 proposes A, polka for A -> we lock on A and precommit it
+    a = Block(1, vs.chain_id, vals[1].pid, 1)
+    out = c.on_proposal(Proposal.make(vs, vals[1].key, vals[1].pid, 0, a, -1))  # type: ignore[arg-type]
+    assert any(isinstance(x, Broadcast) and x.msg.block_hash == a.hash for x in out)
+    for v in vals[1:3]:
+        out += c.on_vote(Vote.make(vs, v.key, v.pid, PREVOTE, 1, 0, a.hash))  # type: ignore[arg-type]
+    precommits = [x.msg for x in out if isinstance(x, Broadcast) and isinstance(x.msg, Vote)]
+    assert any(p.type == PRECOMMIT and p.block_hash == a.hash for p in precommits)
+    assert c.locked_block == a
+    # round 1: v2 proposes B without a polka: we must prevote nil
+    c.on_timeout("precommit", 1, 0)
+    b = Block(1, vs.chain_id, vals[2].pid, 2)
+    out = c.on_proposal(Proposal.make(vs, vals[2].key, vals[2].pid, 1, b, -1))  # type: ignore[arg-type]
+    votes = [x.msg for x in out if isinstance(x, Broadcast)]
+    assert votes and all(isinstance(v, Vote) and v.block_hash is None for v in votes)
+
+
+def test_bad_messages_rejected_and_counted() -> None:
+    vals = make_vals()
+    vs = vset_of(vals)
+    c = Consensus(vs, None, None)
+    c.start_height(1, vs.chain_id)
+    h1, h2 = b"\x01" * 32, b"\x02" * 32
+    v = Vote.make(vs, vals[0].key, vals[0].pid, PREVOTE, 1, 0, h1)  # type: ignore[arg-type]
+    assert c.on_vote(v) == []
+    assert c.on_vote(v) == []  # a duplicate is not equivocation
+    eq = Vote.make(vs, vals[0].key, vals[0].pid, PREVOTE, 1, 0, h2)  # type: ignore[arg-type]
+    assert [type(a) for a in c.on_vote(eq)] == [Rejected]
+    assert c.on_vote(eq)[0].reason == "equivocation"  # type: ignore[union-attr]
+    bad = Vote(PREVOTE, 1, 0, h1, vals[1].pid, b"\x00" * 64)
+    assert c.on_vote(bad)[0].reason == "bad_signature"  # type: ignore[union-attr]
+    outsider = make_vals(1)[0]
+    ov = Vote.make(vs, outsider.key, outsider.pid, PREVOTE, 1, 0, h1)  # type: ignore[arg-type]
+    assert c.on_vote(ov)[0].reason == "not_validator"  # type: ignore[union-attr]
+    wrong = Proposal.make(
+        vs, vals[3].key, vals[3].pid, 0, Block(1, vs.chain_id, vals[3].pid, 0), -1
+    )  # type: ignore[arg-type]
+    assert c.on_proposal(wrong)[0].reason == "wrong_proposer"  # type: ignore[union-attr]
+    far = Vote.make(vs, vals[0].key, vals[0].pid, PRECOMMIT, 9, 0, h1)  # type: ignore[arg-type]
+    assert c.on_vote(far) == [Behind(9)]

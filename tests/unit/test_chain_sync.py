@@ -1,0 +1,118 @@
+"""Sync protocol pieces without the network: request answers, framing, chunk scheduling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from node.chain import codec
+from node.chain.codec import CodecError
+from node.chain.sync import (
+    MAX_RANGE,
+    FrameError,
+    FrameReader,
+    Scheduler,
+    answer,
+    encode_uvarint,
+    frame,
+)
+
+
+class Source:
+    height = 100
+    tip_hash = b"\x07" * 32
+
+    def range_objs(self, start: int, end: int) -> list[dict[str, Any]]:
+        return [{"block": {"height": h}, "commit": {}} for h in range(start, end + 1)]
+
+
+def test_answers_status_and_ranges() -> None:
+    assert answer(Source(), b'{"type":"status"}') == {
+        "type": "status",
+        "height": 100,
+        "tip": "07" * 32,
+    }
+    resp = answer(Source(), codec.encode({"type": "blocks", "from": 95, "to": 110}))
+    assert [b["block"]["height"] for b in resp["blocks"]] == list(range(95, 101))
+    assert answer(Source(), b'{"type":"blocks","from":200,"to":201}')["blocks"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"\x00\xff", "canonical JSON"),
+        (b"[]", "object"),
+        (b'{"type":"nope"}', "'type'"),
+        (b'{"type":"blocks","from":0,"to":3}', "'from'"),
+        (b'{"type":"blocks","from":5,"to":3}', "'to'"),
+        (b'{"type":"blocks","from":"1","to":3}', "'from'"),
+        (b'{"type":"blocks","from":1,"to":%d}' % (MAX_RANGE + 1), "longer"),
+    ],
+)
+def test_malformed_requests_name_the_problem(body: bytes, field: str) -> None:
+    with pytest.raises(CodecError, match=field):
+        answer(Source(), body)
+
+
+class FakeStream:
+    def __init__(self, data: bytes, chunk: int = 3) -> None:
+        self.data, self.chunk = data, chunk
+
+    async def read(self, n: int | None = None) -> bytes:
+        out, self.data = self.data[: self.chunk], self.data[self.chunk :]
+        return out
+
+
+def test_frames_split_across_reads() -> None:
+    async def main() -> None:
+        data = frame({"a": 1}) + frame({"b": "x" * 300})
+        r = FrameReader(FakeStream(data))  # type: ignore[arg-type]
+        assert codec.decode(await r.read_frame(1000) or b"") == {"a": 1}
+        assert codec.decode(await r.read_frame(1000) or b"") == {"b": "x" * 300}
+        assert await r.read_frame(1000) is None
+        big = FrameReader(FakeStream(encode_uvarint(10**6)))  # type: ignore[arg-type]
+        with pytest.raises(FrameError, match="exceeds"):
+            await big.read_frame(1000)
+        bad = FrameReader(FakeStream(b"\xff" * 12))  # type: ignore[arg-type]
+        with pytest.raises(FrameError, match="varint"):
+            await bad.read_frame(1000)
+        cut = FrameReader(FakeStream(encode_uvarint(50) + b"abc"))  # type: ignore[arg-type]
+        with pytest.raises(FrameError, match="inside a frame"):
+            await cut.read_frame(1000)
+
+    trio.run(main)
+
+
+def test_scheduler_prefers_direct_and_hedges_slow_peers() -> None:
+    s = Scheduler(1, 96, chunk=32)
+    s.add_peer("d1", 96, "direct")
+    s.add_peer("r1", 96, "relayed")
+    s.add_peer("r2", 200, "relayed")
+    c = s.next_for("d1", 0.0)
+    assert c is not None and c.start == 1
+    c.inflight["d1"] = 0.0
+    # a direct peer has every chunk: relayed peers wait...
+    assert s.next_for("r1", 0.5) is None
+    # ...unless a chunk is stuck on another peer for too long (hedging)
+    hedge = s.next_for("r1", 10.0)
+    assert hedge is c
+    # once the direct peer is gone, relayed peers are the only path and take the rest
+    s.drop_peer("d1")
+    nxt = s.next_for("r2", 10.5)
+    assert nxt is not None and nxt.start == 1
+    assert s.reachable()
+    s.drop_peer("r1")
+    s.drop_peer("r2")
+    assert not s.reachable()
+
+
+def test_scheduler_only_asks_peers_that_have_the_range() -> None:
+    s = Scheduler(1, 64, chunk=32)
+    s.add_peer("short", 40, "direct")
+    c = s.next_for("short", 0.0)
+    assert c is not None and c.end == 32
+    c.done = True
+    assert s.next_for("short", 0.0) is None
+    assert not s.reachable()
