@@ -1,0 +1,281 @@
+"""Reachability from the model alone: who reaches whom over IP, which relays each node can
+reserve on, and whether a direct dial, a relayed circuit or a DCUtR hole punch between two
+nodes is possible — each with the reason.
+
+Why: the seed's testnet failed because node0 (network a) and node4 (network b) shared no relay
+both could reach over IP; no amount of relay code fixes that. This answers it before anything
+starts (`sentrynet check TOPOLOGY`), and render uses the same rules to choose which of a relay
+server's addresses a client is configured with.
+
+The IP rules mirror what the rendered testnet does (templates/netsetup.sh.j2, router.sh.j2):
+- two nodes on a common network reach each other directly (on-link, both ways);
+- a node on a private network with a NAT router (nat cone|symmetric) reaches the PUBLIC
+  addresses of other nodes through the router (outbound only: the router drops unsolicited
+  inbound packets);
+- nothing else: private networks never route to each other, a private network with
+  `nat: none` has no path out at all, public nodes have no route into private networks.
+Circuit relay v2: the listener must hold a reservation on a relay it can reach (it reserves on
+its configured `relay_servers`), and the dialer must reach that relay too.
+DCUtR: needs a relayed connection first, then TCP simultaneous open between the two NATed
+public addresses: works when both are behind cone NAT (port-preserving mapping); fails when
+either side is symmetric (the mapping for the peer differs from the one the relay observed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from harness.topology import NodeSpec, Topology
+
+
+@dataclass(frozen=True)
+class Path:
+    """How `src` reaches `dst` over IP: the destination address and the reason."""
+
+    src: str
+    dst: str
+    addr: str  # dst's IP that src dials
+    network: str  # dst's network the address is on
+    via_router: str | None  # router-<net> when the path goes through src's NAT router
+    reason: str
+
+
+def ip_path(topo: Topology, src: NodeSpec, dst: NodeSpec) -> Path | None:
+    """The path from src to dst over IP, or None. Same network first, then via src's NAT."""
+    for net in src.addresses:
+        if net in dst.addresses:
+            return Path(src.name, dst.name, dst.addresses[net], net, None, f"same network {net}")
+    public = topo.public_network
+    if public.name in dst.addresses:
+        for net in src.addresses:
+            spec = topo.network(net)
+            if spec.has_router:
+                return Path(
+                    src.name,
+                    dst.name,
+                    dst.addresses[public.name],
+                    public.name,
+                    spec.router_name,
+                    f"{dst.name}'s public address through {spec.router_name} ({spec.nat} NAT)",
+                )
+    return None
+
+
+def no_path_reason(topo: Topology, src: NodeSpec, dst: NodeSpec) -> str:
+    """Why ip_path(src, dst) is None, in one phrase."""
+    public = topo.public_network
+    src_nets = ", ".join(src.addresses)
+    dst_nets = ", ".join(dst.addresses)
+    if public.name not in dst.addresses:
+        return (
+            f"{dst.name} is only on private network(s) {dst_nets}, which {src.name} "
+            f"(on {src_nets}) is not on; NAT routers drop unsolicited inbound packets"
+        )
+    nats = [topo.network(n) for n in src.addresses]
+    no_router = [n.name for n in nats if not n.public and not n.has_router]
+    if no_router:
+        return (
+            f"{src.name}'s network {', '.join(no_router)} has nat: none (no router), so it has "
+            f"no IP path to {dst.name}'s public address"
+        )
+    return f"no common network ({src.name}: {src_nets}; {dst.name}: {dst_nets})"
+
+
+def nat_of(topo: Topology, node: NodeSpec) -> str:
+    """`public` when the node has a public address, else the NAT type of its networks."""
+    if topo.public_network.name in node.addresses:
+        return "public"
+    nats = {topo.network(n).nat for n in node.addresses}
+    for kind in ("cone", "symmetric", "none"):  # best path out wins
+        if kind in nats:
+            return kind
+    return "none"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A relay `node` can reserve on: configured or not, reachable or not, and why."""
+
+    node: str
+    relay: str
+    configured: bool
+    reachable: bool
+    addr: str | None
+    reason: str
+
+
+def reservations(topo: Topology, node: NodeSpec) -> list[Reservation]:
+    """Every relay server in the testnet as seen from `node` (configured ones first)."""
+    if not node.is_relay_client:
+        return []
+    relays = [topo.node(n) for n in node.relay_servers] + [
+        r
+        for r in topo.nodes
+        if r.is_relay_server and r.name != node.name and r.name not in node.relay_servers
+    ]
+    out = []
+    for relay in relays:
+        configured = relay.name in node.relay_servers
+        path = ip_path(topo, node, relay)
+        if path is None:
+            out.append(
+                Reservation(
+                    node.name,
+                    relay.name,
+                    configured,
+                    False,
+                    None,
+                    no_path_reason(topo, node, relay),
+                )
+            )
+        else:
+            out.append(Reservation(node.name, relay.name, configured, True, path.addr, path.reason))
+    return out
+
+
+def reservable(topo: Topology, node: NodeSpec) -> list[str]:
+    """Relays `node` really holds a reservation on: configured and reachable over IP."""
+    return [r.relay for r in reservations(topo, node) if r.configured and r.reachable]
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    a: str
+    b: str
+    direct: bool
+    direct_reason: str
+    circuit: bool
+    circuit_relays: tuple[str, ...]
+    circuit_reason: str
+    holepunch: bool
+    holepunch_reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["circuit_relays"] = list(self.circuit_relays)
+        return d
+
+
+def _circuit_relays(topo: Topology, dialer: NodeSpec, listener: NodeSpec) -> list[str]:
+    """Relays on which `listener` holds a reservation and which `dialer` reaches over IP."""
+    out = []
+    for relay in reservable(topo, listener):
+        if relay == dialer.name:
+            continue
+        if ip_path(topo, dialer, topo.node(relay)) is not None:
+            out.append(relay)
+    return out
+
+
+def pair_verdict(topo: Topology, a: NodeSpec, b: NodeSpec) -> PairVerdict:
+    ab, ba = ip_path(topo, a, b), ip_path(topo, b, a)
+    if ab and ba:
+        direct, direct_reason = True, f"both ways: {ab.reason}"
+    elif ab:
+        direct, direct_reason = True, f"{a.name} dials {b.name}: {ab.reason}"
+    elif ba:
+        direct, direct_reason = True, f"{b.name} dials {a.name}: {ba.reason}"
+    else:
+        direct, direct_reason = False, no_path_reason(topo, a, b)
+
+    a_to_b = _circuit_relays(topo, a, b)  # b listens
+    b_to_a = _circuit_relays(topo, b, a)
+    relays = tuple(dict.fromkeys(a_to_b + b_to_a))
+    if relays:
+        parts = []
+        if a_to_b:
+            parts.append(f"{a.name}->{b.name} via {', '.join(a_to_b)}")
+        if b_to_a:
+            parts.append(f"{b.name}->{a.name} via {', '.join(b_to_a)}")
+        circuit, circuit_reason = True, "; ".join(parts)
+    else:
+        circuit = False
+        ra, rb = reservable(topo, a), reservable(topo, b)
+        reach_a = [r.name for r in topo.nodes if r.is_relay_server and ip_path(topo, a, r)]
+        reach_b = [r.name for r in topo.nodes if r.is_relay_server and ip_path(topo, b, r)]
+        circuit_reason = (
+            f"no relay both can use: {a.name} reaches relays {_list(reach_a)} "
+            f"(reserved on {_list(ra)}), {b.name} reaches relays {_list(reach_b)} "
+            f"(reserved on {_list(rb)})"
+        )
+
+    na, nb = nat_of(topo, a), nat_of(topo, b)
+    if ab is not None and ba is not None:
+        holepunch, hp_reason = False, "not needed: both dial each other directly"
+    elif not circuit:
+        holepunch, hp_reason = False, "needs a relayed connection first, and there is none"
+    elif direct:
+        holepunch, hp_reason = False, "not needed: one side dials the other directly"
+    elif "none" in (na, nb):
+        who = a.name if na == "none" else b.name
+        holepunch, hp_reason = False, f"{who} has no NAT router (nat: none): no path out to punch"
+    elif "symmetric" in (na, nb):
+        who = ", ".join(n.name for n, k in ((a, na), (b, nb)) if k == "symmetric")
+        holepunch, hp_reason = (
+            False,
+            f"symmetric NAT ({who}): the port mapped for the peer differs from the one "
+            "identify observed, so simultaneous open misses",
+        )
+    else:
+        holepunch, hp_reason = True, f"both behind {na}/{nb} NAT with a relayed connection"
+    return PairVerdict(
+        a.name, b.name, direct, direct_reason, circuit, relays, circuit_reason, holepunch, hp_reason
+    )
+
+
+def _list(items: list[str]) -> str:
+    return "[" + ", ".join(items) + "]" if items else "[none]"
+
+
+@dataclass(frozen=True)
+class Report:
+    topology: str
+    reservations: dict[str, list[Reservation]]
+    pairs: list[PairVerdict]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "topology": self.topology,
+            "reservations": {k: [asdict(r) for r in v] for k, v in self.reservations.items()},
+            "pairs": [p.to_dict() for p in self.pairs],
+        }
+
+
+def analyse(topo: Topology, only: tuple[str, str] | None = None) -> Report:
+    """Every node's relay view and a verdict for every pair (or only the given pair)."""
+    res = {n.name: reservations(topo, n) for n in topo.nodes}
+    pairs = []
+    nodes = list(topo.nodes)
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1 :]:
+            if only and {a.name, b.name} != set(only):
+                continue
+            pairs.append(pair_verdict(topo, a, b))
+    return Report(topo.name, res, pairs)
+
+
+def format_report(report: Report, topo: Topology) -> str:
+    """The readable form: relays per node, then one line per pair."""
+    lines = [f"testnet {topo.name} ({topo.source})", "", "Relay reservations (configured first):"]
+    for node in topo.nodes:
+        rs = report.reservations[node.name]
+        head = f"  {node.name:<8} {node.role:<9} {nat_of(topo, node):<9} relay={node.relay_mode}"
+        if not rs:
+            lines.append(f"{head}  (not a relay client)")
+            continue
+        lines.append(head)
+        for r in rs:
+            tag = "configured" if r.configured else "discoverable" if r.reachable else "other"
+            ok = f"OK  {r.addr}" if r.reachable else "NO "
+            lines.append(f"      {ok:<20} {r.relay:<8} {tag:<12} {r.reason}")
+    lines += ["", "Pairs (direct / circuit / hole punch):"]
+    for p in report.pairs:
+        flags = " ".join(
+            f"{name}={'yes' if v else 'no'}"
+            for name, v in (("direct", p.direct), ("circuit", p.circuit), ("punch", p.holepunch))
+        )
+        lines.append(f"  {p.a}-{p.b}: {flags}")
+        lines.append(f"      direct:  {p.direct_reason}")
+        lines.append(f"      circuit: {p.circuit_reason}")
+        lines.append(f"      punch:   {p.holepunch_reason}")
+    return "\n".join(lines)
