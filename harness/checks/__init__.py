@@ -1,0 +1,238 @@
+"""Scenario checks: pure functions from an `Observation` (status + events snapshots) to a `Verdict`.
+
+A check never talks to Docker or HTTP. The scenario runner (harness/scenario.py) polls the
+nodes, folds what it saw into an `Observation` and calls the check until it holds or its
+deadline passes. Keeping checks pure is what lets tests/unit replay recorded status JSON
+through them, and what lets a failing check explain itself: the `Verdict` carries the detail
+(what was seen) and, when it does not hold, the likely cause in terms of the failure modes
+the harness exists to expose (no IP path to a relay, reservation never sent, reservation
+without addresses, no common relay, DCUtR defeated by symmetric NAT, sync that never
+crossed the NAT).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Status = dict[str, Any]
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the topology says about a node (static; the runner builds it from the model)."""
+
+    name: str
+    role: str  # validator | full | sentry
+    networks: tuple[str, ...]  # topology network names the node has an interface on
+    validator: bool = False
+    relay_client: bool = False  # expected to hold reservations (relay mode client|both)
+    serve_sync: bool = True
+    peer_id: str | None = None  # known before start when render generated the key
+
+
+@dataclass(frozen=True)
+class NetInfo:
+    """A topology network. `private` networks sit behind a NAT router (or, with no router,
+    are reachable only by the containers attached to them)."""
+
+    name: str
+    private: bool
+    subnet: str | None = None
+    nat: str | None = None  # cone | symmetric | None (no router)
+    router_public_ip: str | None = None
+
+
+@dataclass
+class Observation:
+    """Everything the checks may look at, as seen by the runner at time `t`.
+
+    `t` and every event's `ts` are seconds since `up` started (harness clock); `marks` are
+    values the scenario flow recorded (heights when a node was stopped, who held which
+    reservation when a relay was killed, the reachability verdict of harness/reach.py).
+    """
+
+    t: float
+    nodes: dict[str, NodeInfo]
+    nets: dict[str, NetInfo] = field(default_factory=dict)
+    status: dict[str, Status] = field(default_factory=dict)
+    unreachable: dict[str, str] = field(default_factory=dict)  # node -> last API error
+    events: dict[str, list[Event]] = field(default_factory=dict)
+    marks: dict[str, Any] = field(default_factory=dict)
+    clock: dict[str, float] = field(default_factory=dict)  # node clock + offset = harness t
+
+    def to_t(self, name: str, node_t: float | None) -> float | None:
+        """A node-clock timestamp (status `accepted_at`, `opened_at`) in harness seconds."""
+        if node_t is None or name not in self.clock:
+            return None
+        return float(node_t) + self.clock[name]
+
+    # ---- identities -------------------------------------------------------------------
+    def peer_names(self) -> dict[str, str]:
+        """peer id -> node name, from the topology (keys rendered up front) and /status."""
+        names = {n.peer_id: n.name for n in self.nodes.values() if n.peer_id}
+        for name, st in self.status.items():
+            pid = st.get("peer_id")
+            if pid:
+                names[pid] = name
+        return names
+
+    def name_of(self, peer: str | None) -> str:
+        if not peer:
+            return "?"
+        return self.peer_names().get(peer, _short(peer))
+
+    def peer_id(self, name: str) -> str | None:
+        st = self.status.get(name)
+        if st and st.get("peer_id"):
+            return str(st["peer_id"])
+        return self.nodes[name].peer_id if name in self.nodes else None
+
+    # ---- topology ---------------------------------------------------------------------
+    def private_nets(self, name: str) -> list[str]:
+        node = self.nodes.get(name)
+        if node is None:
+            return []
+        return [n for n in node.networks if self.nets.get(n, NetInfo(n, True)).private]
+
+    def home(self, name: str) -> str | None:
+        """The private network a node lives on (None for public-only nodes)."""
+        nets = self.private_nets(name)
+        return nets[0] if nets else None
+
+    def only_private(self, name: str) -> bool:
+        """True for nodes that live only on one private network (no public interface)."""
+        node = self.nodes.get(name)
+        return node is not None and len(node.networks) == 1 and bool(self.private_nets(name))
+
+    def validators(self) -> list[str]:
+        return sorted(n.name for n in self.nodes.values() if n.validator)
+
+    def clients(self) -> list[str]:
+        return sorted(n.name for n in self.nodes.values() if n.relay_client)
+
+    def relays(self) -> list[str]:
+        return sorted(n.name for n in self.nodes.values() if n.role == "sentry")
+
+    def cross_pairs(self, names: Iterable[str]) -> list[tuple[str, str]]:
+        """Pairs (a, b), a < b, living only on two different private networks."""
+        only = [n for n in sorted(names) if self.only_private(n)]
+        return [
+            (a, b)
+            for i, a in enumerate(only)
+            for b in only[i + 1 :]
+            if self.home(a) != self.home(b)
+        ]
+
+    def net_of_ip(self, ip: str | None) -> NetInfo | None:
+        if not ip:
+            return None
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        for net in self.nets.values():
+            if net.subnet and addr in ipaddress.ip_network(net.subnet, strict=False):
+                return net
+        return None
+
+    def router_of_ip(self, ip: str | None) -> NetInfo | None:
+        """The private network whose NAT router owns this public IP."""
+        for net in self.nets.values():
+            if ip and net.router_public_ip == ip:
+                return net
+        return None
+
+    # ---- status / events helpers ------------------------------------------------------
+    def connections(self, name: str, peer_name: str | None = None) -> list[dict[str, Any]]:
+        st = self.status.get(name) or {}
+        conns = list(st.get("connections") or [])
+        if peer_name is None:
+            return conns
+        pid = self.peer_id(peer_name)
+        return [c for c in conns if pid and c.get("peer") == pid]
+
+    def events_of(self, name: str, *types: str) -> list[Event]:
+        evs = self.events.get(name) or []
+        return [e for e in evs if not types or e.get("type") in types]
+
+    def height(self, name: str) -> int | None:
+        st = self.status.get(name)
+        if not st:
+            return None
+        h = (st.get("chain") or {}).get("height")
+        return int(h) if h is not None else None
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        """Nodes among `names` with no /status right now, with the reason."""
+        return [
+            f"{n} ({self.unreachable.get(n, 'no status yet')})"
+            for n in names
+            if n not in self.status
+        ]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of evaluating one check against one observation.
+
+    `since`: harness seconds since `up` when the condition became true according to the
+    nodes' own event timestamps (earlier than the poll that noticed it), when known.
+    """
+
+    ok: bool
+    detail: str
+    cause: str | None = None
+    since: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        text = self.detail
+        if not self.ok and self.cause:
+            text += f" | likely cause: {self.cause}"
+        return text
+
+
+Check = Callable[[Observation], Verdict]
+
+
+def ip_of(multiaddr: str | None) -> str | None:
+    """The IPv4/IPv6 address of the first transport segment of a multiaddr, if any."""
+    if not multiaddr:
+        return None
+    parts = multiaddr.split("/")
+    for i, p in enumerate(parts[:-1]):
+        if p in ("ip4", "ip6"):
+            return parts[i + 1]
+    return None
+
+
+def _short(peer: str) -> str:
+    return peer if len(peer) <= 12 else f"{peer[:6]}..{peer[-4:]}"
+
+
+def earliest(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return min(vals) if vals else None
+
+
+def latest(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return max(vals) if vals else None
+
+
+__all__ = [
+    "Check",
+    "Event",
+    "NetInfo",
+    "NodeInfo",
+    "Observation",
+    "Status",
+    "Verdict",
+    "earliest",
+    "ip_of",
+    "latest",
+]

@@ -1,0 +1,313 @@
+"""Chain checks: consensus across networks, cross-network sync, no forks, convergence.
+
+Same rules as harness/checks/relay.py: pure functions of an `Observation`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from harness.checks import Check, Observation, Verdict, earliest, ip_of
+
+
+def _heights(obs: Observation, names: list[str]) -> str:
+    return " ".join(f"{n}={obs.height(n) if obs.height(n) is not None else '-'}" for n in names)
+
+
+def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
+    """Every validator committed `min_blocks` blocks (beyond the heights recorded in
+    marks[base_mark], if given) and the proposers of committed blocks include validators on
+    at least two different networks: blocks are made with validators in both networks."""
+
+    def check(obs: Observation) -> Verdict:
+        vals = obs.validators()
+        if not vals:
+            return Verdict(False, "the topology has no validators", cause="topology")
+        base: dict[str, int] = dict(obs.marks.get(base_mark, {})) if base_mark else {}
+        missing = obs.missing(vals)
+        if missing:
+            return Verdict(
+                False,
+                f"validators without status: {', '.join(missing)}",
+                cause="a validator is down or its API is unreachable",
+            )
+        lagging = [v for v in vals if (obs.height(v) or 0) < base.get(v, 0) + min_blocks]
+        proposers: dict[str, set[str]] = defaultdict(set)  # home network -> proposer names
+        for v in vals:
+            for e in obs.events_of(v, "block_committed"):
+                if int(e.get("height") or 0) <= base.get(v, 0):
+                    continue
+                pname = obs.name_of(e.get("proposer"))
+                proposers[obs.home(pname) or "public"].add(pname)
+        homes = {obs.home(v) or "public" for v in vals}
+        heights = _heights(obs, vals)
+        by_net = "; ".join(f"{net}: {','.join(sorted(p))}" for net, p in sorted(proposers.items()))
+        if lagging:
+            stuck = all(obs.height(v) == base.get(v, obs.height(v)) for v in vals)
+            return Verdict(
+                False,
+                f"heights {heights} (need +{min_blocks}"
+                + (f" over {base}" if base else "")
+                + f"); proposers seen: {by_net or 'none'}",
+                cause=(
+                    "no validator commits: quorum needs more than 2/3 of the validators, so "
+                    "votes must cross the networks (gossip through the sentries)"
+                    if stuck
+                    else f"{', '.join(lagging)} lag behind: not receiving blocks/votes"
+                ),
+            )
+        if len(homes) > 1 and len(set(proposers) & homes) < 2:
+            return Verdict(
+                False,
+                f"heights {heights}, but committed blocks were proposed only from "
+                f"{by_net or 'nowhere'}",
+                cause="proposals from one network never commit on the other side",
+            )
+        return Verdict(
+            True,
+            f"validators at {heights}; committed blocks proposed from {by_net}",
+            data={"heights": {v: obs.height(v) for v in vals}},
+        )
+
+    return check
+
+
+def _conn_to(obs: Observation, me: str, peer_id: str | None) -> list[dict[str, Any]]:
+    st = obs.status.get(me) or {}
+    return [c for c in st.get("connections") or [] if peer_id and c.get("peer") == peer_id]
+
+
+def _upgraded(obs: Observation, node: str, peer: str) -> str | None:
+    """Evidence that a direct node<->peer connection is a DCUtR-upgraded one across NAT."""
+    pid, nid = obs.peer_id(peer), obs.peer_id(node)
+    for me, other_id in ((node, pid), (peer, nid)):
+        for e in obs.events_of(me, "dcutr_succeeded"):
+            if e.get("peer") == other_id:
+                return f"DCUtR-upgraded ({me} dcutr_succeeded at {e.get('ts', 0):.1f}s)"
+    for c in _conn_to(obs, node, pid):
+        router = obs.router_of_ip(ip_of(c.get("remote_addr")))
+        if c.get("kind") == "direct" and router is not None:
+            return f"direct through router of {router.name} ({c.get('remote_addr')})"
+    return None
+
+
+def cross_network_sync(node: str) -> Check:
+    """`node` (stopped, wiped, restarted) caught up to marks['sync_target'][node] and got
+    blocks from at least one peer living only on another private network, over a relayed
+    or DCUtR-upgraded connection, as its /status chain.sync_peers shows. Sentries, configured
+    not to serve sync, must not appear as serving peers."""
+
+    def check(obs: Observation) -> Verdict:
+        target = obs.marks.get("sync_target", {}).get(node)
+        restarted = obs.marks.get("restarted_at", {}).get(node)
+        st = obs.status.get(node)
+        if st is None:
+            return Verdict(
+                False,
+                f"{node} has no status ({obs.unreachable.get(node, 'not started')})",
+                cause=f"{node} did not come back after the restart",
+            )
+        chain = st.get("chain") or {}
+        height = int(chain.get("height") or 0)
+        peers = [p for p in chain.get("sync_peers") or [] if int(p.get("blocks") or 0) > 0]
+        home = obs.home(node)
+        served: list[str] = []
+        crossing: list[str] = []
+        sentries_served: list[str] = []
+        for p in peers:
+            pname = obs.name_of(p.get("peer"))
+            kind = p.get("kind")
+            rng = f"{p.get('from_height')}..{p.get('to_height')}"
+            where = obs.home(pname) or "public"
+            only = obs.only_private(pname)
+            desc = (
+                f"{pname} [{where}{' only' if only else ''}] {p.get('blocks')} blocks {rng} {kind}"
+            )
+            served.append(desc)
+            info = obs.nodes.get(pname)
+            if info is not None and not info.serve_sync:
+                sentries_served.append(pname)
+            if only and obs.home(pname) != home:
+                if kind == "relayed":
+                    via = [
+                        obs.name_of(c.get("relay"))
+                        for c in _conn_to(obs, node, obs.peer_id(pname))
+                        if c.get("kind") == "relayed" and c.get("relay")
+                    ]
+                    crossing.append(desc + (f" via relay {via[0]}" if via else ""))
+                elif kind == "direct":
+                    how = _upgraded(obs, node, pname)
+                    if how:
+                        crossing.append(f"{desc}, {how}")
+        heights = {n: obs.height(n) for n in obs.status if n != node and obs.height(n) is not None}
+        seen = (
+            f"{node} at height {height} (target {target}, {chain.get('sync_state')}); "
+            f"served by: {'; '.join(served) or 'nobody'}"
+        )
+        if sentries_served:
+            return Verdict(
+                False,
+                seen,
+                cause=f"{', '.join(sentries_served)} served sync although configured with "
+                "serve_sync=false, so history did not have to cross the NATs",
+            )
+        if target is None:
+            return Verdict(False, seen, cause="scenario did not record a sync target (harness bug)")
+        if height < int(target):
+            if not peers:
+                cause = (
+                    f"{node} found no peer that serves sync: the sentries do not serve, and "
+                    f"{node} has no working connection to a serving peer"
+                )
+            else:
+                top = max((h for h in heights.values() if h is not None), default=None)
+                cause = f"{node} is still syncing (others at {top})"
+            return Verdict(False, seen, cause=cause)
+        if not crossing:
+            return Verdict(
+                False,
+                seen,
+                cause=(
+                    f"history came only from peers on {node}'s own side: nothing crossed the "
+                    "NAT (the seed's 'sync peers only show local network peers'); the node "
+                    "needs sync over relayed/upgraded connections to peers behind the other NAT"
+                ),
+            )
+        done = [
+            e.get("ts")
+            for e in obs.events_of(node, "sync_completed")
+            if restarted is None or (e.get("ts") or 0) >= restarted
+        ]
+        return Verdict(
+            True,
+            f"{node} caught up to {height} (target {target}); across the NAT: "
+            + "; ".join(crossing)
+            + (f"; all serving peers: {'; '.join(served)}" if len(served) > len(crossing) else ""),
+            since=earliest(done),
+            data={"height": height, "crossing": crossing, "served": served},
+        )
+
+    return check
+
+
+def _hash_table(obs: Observation) -> dict[int, dict[str, set[str]]]:
+    """height -> hash -> nodes that committed/report that hash (events + current tips)."""
+    table: dict[int, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for name in obs.nodes:
+        for e in obs.events_of(name, "block_committed"):
+            if e.get("height") is not None and e.get("hash"):
+                table[int(e["height"])][str(e["hash"])].add(name)
+        chain = (obs.status.get(name) or {}).get("chain") or {}
+        if chain.get("height") is not None and chain.get("tip_hash"):
+            table[int(chain["height"])][str(chain["tip_hash"])].add(name)
+    return table
+
+
+def no_forks(obs: Observation) -> Verdict:
+    """No two nodes ever reported different blocks at the same height."""
+    table = _hash_table(obs)
+    forks = {h: v for h, v in table.items() if len(v) > 1}
+    if forks:
+        h = min(forks)
+        desc = "; ".join(f"{hs[:10]} at {','.join(sorted(n))}" for hs, n in forks[h].items())
+        return Verdict(
+            False,
+            f"{len(forks)} forked heights, first at {h}: {desc}",
+            cause="two blocks committed at one height: quorum was split (a partition with "
+            "both sides committing) or a node accepted a block from sync without checking it",
+        )
+    shared = [h for h, v in table.items() if len(next(iter(v.values()))) > 1]
+    if not shared:
+        return Verdict(
+            False,
+            "no height seen on two nodes yet: nothing to compare",
+            cause="no blocks committed (see check consensus)",
+        )
+    nodes = {n for v in table.values() for ns in v.values() for n in ns}
+    return Verdict(
+        True,
+        f"{len(table)} heights (up to {max(table)}) across {len(nodes)} nodes, "
+        f"{len(shared)} seen on several nodes: one hash each",
+    )
+
+
+def converged(min_blocks: int = 3, base_mark: str = "healed_heights") -> Check:
+    """After healing: every node is past max(marks[base_mark]) + min_blocks and all agree
+    on the hash at the lowest current tip."""
+
+    def check(obs: Observation) -> Verdict:
+        names = sorted(obs.nodes)
+        missing = obs.missing(names)
+        if missing:
+            return Verdict(False, f"no status: {', '.join(missing)}", cause="node down")
+        base = max(dict(obs.marks.get(base_mark, {})).values(), default=0)
+        heights = {n: obs.height(n) or 0 for n in names}
+        low = [n for n in names if heights[n] < base + min_blocks]
+        if low:
+            return Verdict(
+                False,
+                f"heights {_heights(obs, names)}; need >= {base + min_blocks}",
+                cause=f"{', '.join(low)} not catching up after the heal",
+            )
+        floor = min(heights.values())
+        table = _hash_table(obs).get(floor, {})
+        known = {n for ns in table.values() for n in ns}
+        if len(table) > 1:
+            return Verdict(
+                False, f"different blocks at height {floor}: {dict(table)}", cause="fork"
+            )
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            return Verdict(
+                False,
+                f"heights {_heights(obs, names)}; hash at {floor} unknown for {', '.join(unknown)}",
+                cause="waiting for a snapshot where every node reported height "
+                f"{floor} (node committed it by sync without a block_committed event?)",
+            )
+        return Verdict(
+            True,
+            f"all {len(names)} nodes on one chain: heights {_heights(obs, names)}, "
+            f"same block {next(iter(table))[:10]} at {floor}",
+        )
+
+    return check
+
+
+def advanced(min_blocks: int, base_mark: str, exclude: tuple[str, ...] = ()) -> Check:
+    """Every validator not in `exclude` is `min_blocks` past its height in marks[base_mark]
+    (e.g. the others keep committing while node4 is down)."""
+
+    def check(obs: Observation) -> Verdict:
+        base: dict[str, int] = dict(obs.marks.get(base_mark, {}))
+        vals = [v for v in obs.validators() if v not in exclude]
+        missing = obs.missing(vals)
+        if missing:
+            return Verdict(False, f"no status: {', '.join(missing)}", cause="validator down")
+        low = [v for v in vals if (obs.height(v) or 0) < base.get(v, 0) + min_blocks]
+        heights = _heights(obs, vals)
+        if low:
+            return Verdict(
+                False,
+                f"heights {heights}, need +{min_blocks} over {base}",
+                cause=f"{', '.join(low)} not committing: without "
+                f"{', '.join(exclude) or 'them'} is there still a quorum (> 2/3 of validators)?",
+            )
+        return Verdict(True, f"heights {heights} (from {base})")
+
+    return check
+
+
+def caught_up(node: str) -> Check:
+    """`node` reached marks['sync_target'][node] (whoever served it)."""
+
+    def check(obs: Observation) -> Verdict:
+        target = obs.marks.get("sync_target", {}).get(node)
+        h = obs.height(node)
+        if h is None:
+            return Verdict(False, f"{node}: no status", cause=f"{node} not back up")
+        if target is None or h < int(target):
+            return Verdict(False, f"{node} at {h}, target {target}", cause=f"{node} still syncing")
+        return Verdict(True, f"{node} at {h} (target {target})")
+
+    return check

@@ -1,0 +1,566 @@
+"""Relay checks: reservations, relayed circuits, DCUtR upgrades and relay failover.
+
+Each function reads an `Observation` and returns a `Verdict`; when the condition does not
+hold, `cause` names the failure mode from the relay integration that never worked (see
+DESIGN.md): no IP path to the relay, RESERVE never sent, a reservation with no addresses,
+no relay both ends can reach, no circuit address advertised or dialed, DCUtR not tried or
+defeated by the NAT, a relayed connection left open after the upgrade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.checks import Check, Event, Observation, Verdict, earliest, ip_of, latest
+
+
+# ---------------------------------------------------------------------------------------
+# reservations
+# ---------------------------------------------------------------------------------------
+def _good_reservations(obs: Observation, name: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """A client's reservations that count, and what is wrong with the ones that do not.
+
+    Counts: on a relay that the node learned at run time (relay_candidates source
+    `identify`, from a configured address without /p2p/<id>), with addresses to hand out.
+    """
+    st = obs.status.get(name) or {}
+    cands = {c.get("peer"): c for c in st.get("relay_candidates") or []}
+    good: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for r in st.get("reservations") or []:
+        relay = r.get("relay")
+        rname = obs.name_of(relay)
+        cand = cands.get(relay)
+        addrs = [str(a) for a in r.get("addrs") or []]
+        if cand is None:
+            problems.append(f"reservation on {rname} but {rname} is not among relay_candidates")
+        elif "/p2p/" in str(cand.get("addr") or ""):
+            problems.append(
+                f"{rname} was configured with its peer id ({cand.get('addr')}), not discovered"
+            )
+        elif cand.get("source") != "identify":
+            problems.append(f"{rname} candidate source is {cand.get('source')!r}, not identify")
+        elif not addrs:
+            problems.append(f"reservation on {rname} carries no addresses")
+        elif any("/0.0.0.0/" in a or "/::/" in a for a in addrs):
+            problems.append(f"reservation on {rname} hands out a wildcard address {addrs}")
+        else:
+            good.append({**r, "relay_name": rname, "candidate_addr": cand.get("addr")})
+    return good, problems
+
+
+def _reservation_cause(obs: Observation, name: str, problems: list[str]) -> str:
+    """Why `name` holds no usable reservation, in terms of the known failure modes."""
+    if name not in obs.status:
+        return f"{name} is not answering /status ({obs.unreachable.get(name, 'not started')})"
+    st = obs.status[name]
+    cands = st.get("relay_candidates") or []
+    denied = obs.events_of(name, "reservation_denied")
+    if any("no addresses" in p or "wildcard" in p for p in problems):
+        return (
+            "the relay answered with no usable addresses: a relay with no confirmed external "
+            "address (or listening on 0.0.0.0) sends empty reservations; rust clients fail "
+            "with NoAddressesInReservation"
+        )
+    if any("configured with its peer id" in p for p in problems):
+        return "relay_servers carry /p2p/<id>: the scenario requires discovery via identify"
+    if not cands:
+        return (
+            f"{name} never identified a relay at its relay_servers address: no IP path from "
+            f"network {obs.home(name)} to the relay, or the relay is down (the seed testnet: "
+            "a validator in A had no route to any relay B could reach)"
+        )
+    if denied:
+        last = denied[-1]
+        return (
+            f"relay {obs.name_of(last.get('relay'))} denied the reservation: {last.get('reason')}"
+        )
+    relays = ", ".join(f"{obs.name_of(c.get('peer'))} ({c.get('addr')})" for c in cands)
+    return (
+        f"{name} identified {relays} but no reservation was accepted and none denied: RESERVE "
+        "was never sent or never answered (the seed: listen_on(<relay>/p2p-circuit) returned "
+        "Ok and nothing reached the relay — the relay client behaviour was not being polled)"
+    )
+
+
+def reservations(obs: Observation) -> Verdict:
+    """Every relay client holds >= 1 reservation on a relay discovered at run time."""
+    clients = obs.clients()
+    if not clients:
+        return Verdict(False, "the topology has no relay clients", cause="topology")
+    held: list[str] = []
+    missing: list[str] = []
+    cause: str | None = None
+    per_client_since: list[float | None] = []
+    data: dict[str, list[str]] = {}
+    for name in clients:
+        good, problems = _good_reservations(obs, name)
+        if not good:
+            seen = "; ".join(problems) or "no reservations"
+            missing.append(f"{name}: {seen}")
+            cause = cause or _reservation_cause(obs, name, problems)
+            continue
+        relays = sorted({g["relay_name"] for g in good})
+        data[name] = relays
+        held.append(f"{name}->{'+'.join(relays)}")
+        relay_ids = {g.get("relay") for g in good}
+        accepted = [
+            e.get("ts")
+            for e in obs.events_of(name, "reservation_accepted")
+            if e.get("relay") in relay_ids
+        ]
+        from_status = [obs.to_t(name, g.get("accepted_at")) for g in good]
+        per_client_since.append(earliest([*accepted, *from_status]))
+    if missing:
+        detail = f"{len(held)}/{len(clients)} clients hold a reservation; missing: " + "; ".join(
+            missing
+        )
+        if held:
+            detail += f" (held: {', '.join(held)})"
+        return Verdict(False, detail, cause=cause, data={"held": data})
+    first = next(iter(data))
+    example = _good_reservations(obs, first)[0][0]
+    detail = (
+        f"all {len(clients)} clients hold reservations on relays found via identify: "
+        + ", ".join(held)
+        + f" (e.g. {first}: {example['relay_name']} from {example['candidate_addr']}, "
+        f"addrs {example.get('addrs')})"
+    )
+    since = None if None in per_client_since else latest(per_client_since)
+    return Verdict(True, detail, since=since, data={"held": data})
+
+
+# ---------------------------------------------------------------------------------------
+# relayed circuits
+# ---------------------------------------------------------------------------------------
+@dataclass
+class PairHistory:
+    """What the nodes reported about one cross-network pair (a, b)."""
+
+    a: str
+    b: str
+    relayed_at: float | None = None  # first evidence of a relayed connection/circuit
+    relays: set[str] = field(default_factory=set)
+    relayed_now: list[str] = field(default_factory=list)  # "a sees relayed via X"
+    direct_now: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    relayed_closed_at: float | None = None
+    dcutr_ok: list[Event] = field(default_factory=list)
+    dcutr_failed: list[Event] = field(default_factory=list)
+    dcutr_started: list[Event] = field(default_factory=list)
+
+    @property
+    def had_relayed(self) -> bool:
+        return self.relayed_at is not None or bool(self.relayed_now)
+
+
+def pair_history(obs: Observation, a: str, b: str) -> PairHistory:
+    h = PairHistory(a, b)
+    ids = {a: obs.peer_id(a), b: obs.peer_id(b)}
+    times: list[float | None] = []
+    for me, other in ((a, b), (b, a)):
+        pid = ids[other]
+        if pid is None:
+            continue
+        for c in obs.connections(me, other):
+            if c.get("kind") == "relayed":
+                relay = obs.name_of(c.get("relay")) if c.get("relay") else "?"
+                h.relays.add(relay)
+                h.relayed_now.append(f"{me} sees {other} relayed via {relay}")
+                times.append(obs.to_t(me, c.get("opened_at")))
+            elif c.get("kind") == "direct":
+                h.direct_now.append((me, c))
+        for e in obs.events_of(me, "connection_opened"):
+            if e.get("peer") == pid and e.get("kind") == "relayed":
+                times.append(e.get("ts"))
+        for e in obs.events_of(me, "circuit_opened"):
+            if {e.get("src"), e.get("dst")} == {ids[a], ids[b]}:
+                times.append(e.get("ts"))
+        for e in obs.events_of(me, "connection_closed"):
+            if e.get("peer") == pid and e.get("kind") == "relayed":
+                h.relayed_closed_at = latest([h.relayed_closed_at, e.get("ts")])
+        for e in obs.events_of(me, "dcutr_succeeded"):
+            if e.get("peer") == pid:
+                h.dcutr_ok.append({**e, "node": me})
+        for e in obs.events_of(me, "dcutr_failed"):
+            if e.get("peer") == pid:
+                h.dcutr_failed.append({**e, "node": me})
+        for e in obs.events_of(me, "dcutr_started"):
+            if e.get("peer") == pid:
+                h.dcutr_started.append({**e, "node": me})
+        for d in (obs.status.get(me) or {}).get("dcutr") or []:
+            if d.get("peer") != pid:
+                continue
+            ev = {**d, "node": me, "ts": obs.to_t(me, d.get("at"))}
+            if d.get("outcome") == "succeeded" and not h.dcutr_ok:
+                h.dcutr_ok.append(ev)
+            elif d.get("outcome") == "failed" and not h.dcutr_failed:
+                h.dcutr_failed.append(ev)
+    # the relay's own view: circuits it carries between a and b
+    for relay in obs.relays():
+        for e in obs.events_of(relay, "circuit_opened"):
+            if {e.get("src"), e.get("dst")} == {ids[a], ids[b]}:
+                h.relays.add(relay)
+                times.append(e.get("ts"))
+        for c in (obs.status.get(relay) or {}).get("circuits") or []:
+            if {c.get("src"), c.get("dst")} == {ids[a], ids[b]}:
+                h.relays.add(relay)
+                times.append(obs.to_t(relay, c.get("opened_at")))
+    h.relayed_at = earliest(times)
+    if h.relayed_at is None and h.relayed_now:
+        h.relayed_at = obs.t
+    return h
+
+
+def _held_relays(obs: Observation, name: str) -> set[str]:
+    st = obs.status.get(name) or {}
+    return {obs.name_of(r.get("relay")) for r in st.get("reservations") or []}
+
+
+def _circuit_cause(obs: Observation, pairs: list[tuple[str, str]]) -> str:
+    """Why no cross-network pair has a relayed connection."""
+    if not pairs:
+        return "the topology has no validators on two different private networks"
+    causes = []
+    for a, b in pairs:
+        ra, rb = _held_relays(obs, a), _held_relays(obs, b)
+        if not ra and not rb:
+            causes.append(f"neither {a} nor {b} holds a reservation (see check reservations)")
+        elif not (ra & rb):
+            causes.append(
+                f"no common relay: {a} holds {sorted(ra) or 'none'}, {b} holds "
+                f"{sorted(rb) or 'none'}; a one-hop circuit needs both ends to reach the same "
+                "relay over IP"
+            )
+        else:
+            adv = [
+                x
+                for x in (a, b)
+                if not any(
+                    "p2p-circuit" in str(ad)
+                    for ad in (obs.status.get(x) or {}).get("advertised_addrs") or []
+                )
+            ]
+            if adv:
+                causes.append(
+                    f"{'/'.join(adv)} reserved on {sorted(ra & rb)} but advertises no "
+                    "/p2p-circuit address, so the other side has nothing to dial (py-libp2p "
+                    "identify does not advertise relay addresses on its own)"
+                )
+            else:
+                closed = [
+                    e
+                    for r in obs.relays()
+                    for e in obs.events_of(r, "circuit_closed")
+                    if e.get("reason")
+                ]
+                hop = sum(
+                    int((obs.status.get(r) or {}).get("rejected", {}).get("hop", 0))
+                    for r in obs.relays()
+                )
+                extra = f"; relays closed circuits: {closed[-1].get('reason')}" if closed else ""
+                extra += f"; relays rejected {hop} hop messages" if hop else ""
+                causes.append(
+                    f"{a} and {b} share relay {sorted(ra & rb)} and advertise circuit "
+                    "addresses, but no circuit was opened: nobody dialed the /p2p-circuit "
+                    "address (host.connect drops relay addrs; dial with "
+                    f"CircuitV2Transport.dial){extra}"
+                )
+    return causes[0] if len(causes) == 1 else "; ".join(sorted(set(causes))[:3])
+
+
+def relayed_circuit(obs: Observation) -> Verdict:
+    """A validator on one private network reaches one on another through a relay circuit."""
+    pairs = obs.cross_pairs(obs.validators())
+    found = [h for h in (pair_history(obs, a, b) for a, b in pairs) if h.had_relayed]
+    if not found:
+        seen = ", ".join(
+            f"{v}: {sorted(_held_relays(obs, v)) or 'no reservation'}" for v in obs.validators()
+        )
+        return Verdict(
+            False,
+            f"no relayed connection between validators on different private networks "
+            f"(pairs {', '.join(f'{a}-{b}' for a, b in pairs) or 'none'}; reservations {seen})",
+            cause=_circuit_cause(obs, pairs),
+        )
+    found.sort(key=lambda h: h.relayed_at if h.relayed_at is not None else 1e18)
+    first = found[0]
+    parts = [
+        f"{h.a} ({obs.home(h.a)}) <-> {h.b} ({obs.home(h.b)}) via "
+        f"{'/'.join(sorted(h.relays)) or 'a relay'}"
+        + (f" at {h.relayed_at:.1f}s" if h.relayed_at is not None else "")
+        for h in found
+    ]
+    detail = (
+        "relayed: "
+        + "; ".join(parts[:4])
+        + (f" (+{len(parts) - 4} more)" if len(parts) > 4 else "")
+    )
+    return Verdict(
+        True,
+        detail,
+        since=first.relayed_at,
+        data={"pairs": [[h.a, h.b] for h in found], "relays": sorted(first.relays)},
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# DCUtR
+# ---------------------------------------------------------------------------------------
+def _direct_across_nat(obs: Observation, h: PairHistory) -> tuple[bool, str]:
+    """Is a direct a-b connection going through both NATs (remote = the peer's router)?"""
+    if not h.direct_now:
+        return False, "no direct connection"
+    notes = []
+    for me, c in h.direct_now:
+        other = h.b if me == h.a else h.a
+        ip = ip_of(c.get("remote_addr"))
+        router = obs.router_of_ip(ip)
+        if router is not None and router.name == obs.home(other):
+            return True, f"{me} reaches {other} at {c.get('remote_addr')} (router of {router.name})"
+        net = obs.net_of_ip(ip)
+        if router is None and net is None and not obs.nets:
+            return True, f"{me} reaches {other} at {c.get('remote_addr')}"
+        notes.append(
+            f"{me} sees {other} at {c.get('remote_addr')} "
+            f"({'network ' + net.name if net else 'unknown address'}, not {other}'s router)"
+        )
+    return False, "; ".join(notes)
+
+
+def _dcutr_failures(h: PairHistory) -> str:
+    reasons = sorted({str(e.get("reason")) for e in h.dcutr_failed})
+    return f"{len(h.dcutr_failed)} failed attempt(s): {', '.join(reasons)}"
+
+
+def dcutr_upgrade(obs: Observation) -> Verdict:
+    """A relayed cross-network connection became direct through both NATs; relayed one closed."""
+    pairs = obs.cross_pairs(obs.validators())
+    hist = [h for h in (pair_history(obs, a, b) for a, b in pairs) if h.had_relayed or h.dcutr_ok]
+    if not hist:
+        return Verdict(
+            False,
+            "no cross-network relayed connection to upgrade",
+            cause="see check relayed_circuit: DCUtR only starts on a relayed connection",
+        )
+    seen = []
+    best_cause = None
+    for h in hist:
+        across, how = _direct_across_nat(obs, h)
+        if h.dcutr_ok and across and not h.relayed_now:
+            ok = h.dcutr_ok[0]
+            dur = ok.get("duration_s")
+            detail = (
+                f"{h.a} <-> {h.b}: DCUtR succeeded"
+                + (f" in {float(dur):.2f}s" if dur is not None else "")
+                + f" ({ok.get('node')} as {ok.get('role', '?')}"
+                + (f", punched {ok.get('addr')}" if ok.get("addr") else "")
+                + f"); {how}; relayed connection closed"
+                + (f" at {h.relayed_closed_at:.1f}s" if h.relayed_closed_at is not None else "")
+            )
+            if h.dcutr_failed:
+                detail += f" (after {_dcutr_failures(h)})"
+            since = latest([ok.get("ts"), h.relayed_closed_at])
+            return Verdict(True, detail, since=since, data={"pair": [h.a, h.b]})
+        phase = "succeeded" if h.dcutr_ok else "started" if h.dcutr_started else "not started"
+        state = [f"dcutr {phase}", how]
+        if h.dcutr_failed:
+            state.append(_dcutr_failures(h))
+        if h.relayed_now:
+            state.append("still relayed: " + "; ".join(h.relayed_now))
+        seen.append(f"{h.a}<->{h.b}: " + ", ".join(state))
+        if best_cause is None or h.dcutr_ok:
+            if h.dcutr_ok and across and h.relayed_now:
+                best_cause = (
+                    "the hole punch worked but the relayed connection was never closed "
+                    "(the node must close it after the upgrade)"
+                )
+            elif h.dcutr_ok:
+                best_cause = f"DCUtR reported success but the direct connection is wrong: {how}"
+            elif h.dcutr_failed:
+                best_cause = (
+                    f"DCUtR {_dcutr_failures(h)}: with symmetric NAT the mapped port is random, "
+                    "otherwise check that dials leave from the listen port (SO_REUSEPORT) and "
+                    "that the observed public addresses, not private ones, are tried"
+                )
+            elif h.dcutr_started:
+                best_cause = (
+                    "DCUtR started but has neither succeeded nor failed yet (slow punch: "
+                    "unreachable private candidates tried first?)"
+                )
+            else:
+                best_cause = (
+                    "DCUtR never started on the relayed connection (dcutr disabled, protocol "
+                    "not negotiated over the circuit, or no observed address from identify)"
+                )
+    return Verdict(False, "; ".join(seen), cause=best_cause)
+
+
+def dcutr_fails(obs: Observation) -> Verdict:
+    """Symmetric NAT: DCUtR fails with a recorded reason and the pair stays relayed."""
+    pairs = obs.cross_pairs(obs.validators())
+    hist = [h for h in (pair_history(obs, a, b) for a, b in pairs) if h.had_relayed]
+    if not hist:
+        return Verdict(
+            False,
+            "no cross-network relayed connection, so no DCUtR attempt to fail",
+            cause="see check relayed_circuit",
+        )
+    upgraded = [h for h in hist if h.dcutr_ok or _direct_across_nat(obs, h)[0]]
+    if upgraded:
+        h = upgraded[0]
+        return Verdict(
+            False,
+            f"{h.a} <-> {h.b} was upgraded to direct ({_direct_across_nat(obs, h)[1]})",
+            cause="a hole punch succeeded through what should be symmetric NAT: is the router "
+            "using MASQUERADE --random-fully?",
+        )
+    for h in hist:
+        reasons = [e for e in h.dcutr_failed if e.get("reason")]
+        if reasons and h.relayed_now:
+            return Verdict(
+                True,
+                f"{h.a} <-> {h.b}: DCUtR {_dcutr_failures(h)}; traffic stays relayed ("
+                + "; ".join(h.relayed_now)
+                + ")",
+                since=latest([e.get("ts") for e in reasons]),
+                data={"pair": [h.a, h.b], "reasons": sorted({str(e["reason"]) for e in reasons})},
+            )
+    seen = [
+        f"{h.a}<->{h.b}: {_dcutr_failures(h) if h.dcutr_failed else 'no failure recorded'}, "
+        f"{'relayed' if h.relayed_now else 'relayed connection gone'}"
+        for h in hist
+    ]
+    lost = [h for h in hist if h.dcutr_failed and not h.relayed_now]
+    cause = (
+        "the relayed connection was closed after the failed punch: traffic must stay relayed"
+        if lost
+        else "no DCUtR failure with a reason recorded yet (DCUtR not attempted, or failures "
+        "not reported as dcutr_failed events with a reason)"
+    )
+    return Verdict(False, "; ".join(seen), cause=cause)
+
+
+# ---------------------------------------------------------------------------------------
+# relay failover
+# ---------------------------------------------------------------------------------------
+def reserved_elsewhere(relay: str) -> Check:
+    """After `relay` was killed: its clients hold a reservation on another, live relay and
+    no longer list one on the dead relay. Uses marks['reserved_on'][relay] (clients that
+    held a reservation on it when it was killed) and marks['killed_at'][relay]."""
+
+    def check(obs: Observation) -> Verdict:
+        clients = list(obs.marks.get("reserved_on", {}).get(relay) or [])
+        if not clients:
+            return Verdict(
+                False,
+                f"no client held a reservation on {relay} when it was killed",
+                cause="nothing to fail over (check reservations held before the kill)",
+            )
+        dead_id = obs.peer_id(relay)
+        killed_at = obs.marks.get("killed_at", {}).get(relay)
+        ok, bad = [], []
+        times: list[float | None] = []
+        for name in clients:
+            good, _ = _good_reservations(obs, name)
+            stale = [g for g in good if g.get("relay") == dead_id]
+            others = [g for g in good if g.get("relay") != dead_id]
+            if name not in obs.status:
+                bad.append(f"{name}: no status")
+            elif stale:
+                bad.append(f"{name}: still lists a reservation on dead {relay}")
+            elif not others:
+                bad.append(f"{name}: no reservation")
+            else:
+                rel = sorted({g["relay_name"] for g in others})
+                new = [
+                    e.get("ts")
+                    for e in obs.events_of(name, "reservation_accepted")
+                    if killed_at is not None
+                    and (e.get("ts") or 0) >= killed_at
+                    and e.get("relay") != dead_id
+                ]
+                times.append(earliest(new) if new else killed_at)
+                ok.append(f"{name}->{'+'.join(rel)}" + (" (new)" if new else " (already held)"))
+        if bad:
+            return Verdict(
+                False,
+                f"after killing {relay}: "
+                + "; ".join(bad)
+                + (f" (ok: {', '.join(ok)})" if ok else ""),
+                cause="clients do not notice the lost relay or do not reserve on the other "
+                "relay; each client needs a second relay in relay_servers it can reach",
+            )
+        return Verdict(True, f"after killing {relay}: " + ", ".join(ok), since=latest(times))
+
+    return check
+
+
+def reservations_back(relay: str) -> Check:
+    """After `relay` restarted: the clients that lost it hold a reservation on it again
+    (py-libp2p's client does not re-reserve after a relay restart on its own)."""
+
+    def check(obs: Observation) -> Verdict:
+        clients = list(obs.marks.get("reserved_on", {}).get(relay) or [])
+        restarted_at = obs.marks.get("restarted_at", {}).get(relay)
+        rid = obs.peer_id(relay)
+        if not clients:
+            return Verdict(False, f"no client to come back to {relay}", cause="see failover")
+        ok, bad = [], []
+        times = []
+        for name in clients:
+            good, _ = _good_reservations(obs, name)
+            on = [g for g in good if g.get("relay") == rid]
+            acc = [
+                e.get("ts")
+                for e in obs.events_of(name, "reservation_accepted")
+                if e.get("relay") == rid
+                and restarted_at is not None
+                and (e.get("ts") or 0) >= restarted_at
+            ]
+            if on and acc:
+                ok.append(name)
+                times.append(min(t for t in acc if t is not None))
+            elif on:
+                bad.append(f"{name}: lists {relay} but no reservation_accepted since its restart")
+            else:
+                bad.append(f"{name}: no reservation on {relay}")
+        if bad:
+            return Verdict(
+                False,
+                f"{len(ok)}/{len(clients)} back on {relay}: " + "; ".join(bad),
+                cause="the client does not re-reserve after a relay restart (py-libp2p "
+                "CircuitV2Transport only refreshes a live reservation): re-reserve when the "
+                "relay reconnects",
+            )
+        return Verdict(
+            True,
+            f"all {len(ok)} clients reserved on {relay} again: {', '.join(ok)}",
+            since=latest(times),
+        )
+
+    return check
+
+
+def partitioned(obs: Observation) -> Verdict:
+    """While partitioned: no connection of any kind between the two sides (a node's side is
+    its private network; sentries belong to theirs), so the partition is real."""
+    names = sorted(n for n in obs.nodes if obs.home(n))
+    pairs = [
+        (a, b) for i, a in enumerate(names) for b in names[i + 1 :] if obs.home(a) != obs.home(b)
+    ]
+    links = []
+    for a, b in pairs:
+        for me, other in ((a, b), (b, a)):
+            for c in obs.connections(me, other):
+                links.append(f"{me}->{other} {c.get('kind')} {c.get('remote_addr')}")
+    heights = " ".join(f"{n}={obs.height(n)}" for n in names)
+    if links:
+        return Verdict(
+            False,
+            f"still connected across the partition: {'; '.join(links[:6])}"
+            + (f" (+{len(links) - 6} more)" if len(links) > 6 else ""),
+            cause="connections across the cut are not detected as dead (no keepalive/ping "
+            "timeout closing them), or the partition did not cut every path",
+        )
+    return Verdict(True, f"no connection between the sides ({len(pairs)} pairs); heights {heights}")

@@ -1,0 +1,370 @@
+"""Scenario engine: a scenario is a sequence of steps run against one live testnet.
+
+Steps are
+- `CheckStep`: a named check (a pure function of an Observation, harness/checks/) polled
+  with `harness.wait.wait_until` until it holds or its deadline passes. Its outcome is one
+  row of the report: name, passed, seconds since `up`, detail (what was seen; on failure
+  also the likely cause).
+- `WaitStep`: an unnamed condition the flow needs before going on ("the others committed 5
+  blocks without node4"); polled the same way, shown in progress, not a report row. When it
+  times out, the checks after it fail with that reason.
+- `ActionStep`: a perturbation (stop/wipe/start a node, kill a relay, partition), doing its
+  work through harness/perturb.py and recording marks (heights, times) for later checks.
+
+The same `Scenario` objects serve the CLI (`sentrynet scenario NAME`) and pytest
+(scenarios/test_*.py through harness/pytest_plugin.py); neither re-implements the flow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.checks import Check, Event, NetInfo, NodeInfo, Observation, Verdict
+from harness.progress import Progress
+from harness.status import NodeUnreachable, StatusClient
+from harness.wait import WaitTimeout, wait_until
+
+# When a check this one builds on failed, do not spend its whole deadline: the detail of
+# a short look is as informative, and CI time is finite.
+DEPENDENT_DEADLINE_S = 15.0
+POLL_INTERVAL_S = 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# observing the testnet
+# ---------------------------------------------------------------------------------------
+@dataclass
+class _NodeCursor:
+    cursor: int = 0
+    epoch: int = 0
+    started_at: float | None = None
+    peer_id: str | None = None
+
+
+class Observer:
+    """Polls every node's /status and new /events, keeping the event history since `up`.
+
+    Restarts are detected (started_at or peer id changes, or /events `next` going
+    backwards): the cursor restarts at 0 and the node's `epoch` goes up, so history from
+    before the restart is kept and never confused with the new process's events.
+    Event times are converted to harness seconds since `up` (field `ts`) with the offset
+    between the node's clock (started_at + uptime_s) and ours at the moment of the poll.
+    """
+
+    def __init__(
+        self,
+        nodes: dict[str, NodeInfo],
+        api_urls: dict[str, str],
+        nets: dict[str, NetInfo] | None = None,
+        t_up: float | None = None,
+        timeout_s: float = 2.0,
+    ) -> None:
+        self.nodes = nodes
+        self.nets = nets or {}
+        self.clients = {n: StatusClient(url, timeout_s) for n, url in api_urls.items()}
+        self.t_up = time.monotonic() if t_up is None else t_up
+        self.marks: dict[str, Any] = {}
+        self.events: dict[str, list[Event]] = {n: [] for n in api_urls}
+        self.status: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, str] = {}
+        self.clock: dict[str, float] = {}
+        self._cur = {n: _NodeCursor() for n in api_urls}
+        self.last: Observation | None = None
+
+    def now(self) -> float:
+        return time.monotonic() - self.t_up
+
+    def _poll_node(self, name: str) -> None:
+        client = self.clients[name]
+        cur = self._cur[name]
+        try:
+            st = client.status()
+        except NodeUnreachable as exc:
+            self.status.pop(name, None)
+            self.errors[name] = str(exc).split(": ", 1)[-1]
+            return
+        t_harness = self.now()
+        self.errors.pop(name, None)
+        started, pid = st.get("started_at"), st.get("peer_id")
+        if (cur.started_at is not None and started != cur.started_at) or (
+            cur.peer_id is not None and pid != cur.peer_id
+        ):
+            cur.epoch += 1
+            cur.cursor = 0
+        cur.started_at, cur.peer_id = started, pid
+        if started is not None and st.get("uptime_s") is not None:
+            self.clock[name] = t_harness - (float(started) + float(st["uptime_s"]))
+        self.status[name] = st
+        try:
+            nxt, evs = client.events(cur.cursor)
+        except NodeUnreachable as exc:
+            self.errors[name] = f"/events: {str(exc).split(': ', 1)[-1]}"
+            return
+        if nxt < cur.cursor:  # restarted between the two calls: read the new log from 0
+            cur.epoch += 1
+            nxt, evs = client.events(0)
+        offset = self.clock.get(name)
+        for e in evs:
+            e = dict(e)
+            e["epoch"] = cur.epoch
+            t = e.get("t")
+            e["ts"] = float(t) + offset if (t is not None and offset is not None) else t_harness
+            self.events[name].append(e)
+        cur.cursor = nxt
+
+    def observe(self) -> Observation:
+        """Poll every node (in parallel) and return the current Observation."""
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(self.clients)))) as pool:
+            list(pool.map(self._poll_node, list(self.clients)))
+        self.last = Observation(
+            t=self.now(),
+            nodes=self.nodes,
+            nets=self.nets,
+            status=dict(self.status),
+            unreachable=dict(self.errors),
+            events={k: list(v) for k, v in self.events.items()},
+            marks=self.marks,
+            clock=dict(self.clock),
+        )
+        return self.last
+
+
+# ---------------------------------------------------------------------------------------
+# steps and outcomes
+# ---------------------------------------------------------------------------------------
+@dataclass
+class CheckOutcome:
+    """One row of report.json `checks`."""
+
+    name: str
+    passed: bool
+    seconds: float | None  # from `up` until the check held (or gave up)
+    detail: str
+    expect: str = "holds"
+    cause: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "passed": self.passed,
+            "seconds": None if self.seconds is None else round(self.seconds, 2),
+            "detail": self.detail,
+        }
+        if self.expect != "holds":
+            out["expect"] = self.expect
+        if self.cause and not self.passed:
+            out["likely_cause"] = self.cause
+        return out
+
+
+@dataclass
+class RunContext:
+    """What steps may use: the observer, marks, progress, and the runtime handles
+    (`testnet` model, perturbation layout) the flow needs for actions."""
+
+    observer: Observer
+    progress: Progress
+    testnet: Any = None  # harness.testnet.Testnet
+    layout: Any = None  # harness.perturb.Layout
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def marks(self) -> dict[str, Any]:
+        return self.observer.marks
+
+    def observe(self) -> Observation:
+        return self.observer.observe()
+
+
+@dataclass
+class CheckStep:
+    name: str
+    check: Check
+    deadline_s: float
+    expect: str = "holds"  # "holds", or what a negative result looks like ("impossible")
+    requires: tuple[str, ...] = ()
+    likely_cause: str = ""
+
+
+@dataclass
+class WaitStep:
+    what: str
+    check: Check
+    deadline_s: float
+    likely_cause: str = ""
+
+
+@dataclass
+class ActionStep:
+    what: str
+    run: Callable[[RunContext], str]
+
+
+Step = CheckStep | WaitStep | ActionStep
+
+
+@dataclass
+class Scenario:
+    name: str
+    topology: str  # topology file name under scenarios/ (without .yaml)
+    description: str
+    steps: list[Step]
+    # a quick look at the whole testnet before the first check (seconds allowed for every
+    # node to answer /status after `up`)
+    ready_deadline_s: float = 90.0
+
+    @property
+    def check_names(self) -> list[str]:
+        return [s.name for s in self.steps if isinstance(s, CheckStep)]
+
+
+# ---------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------
+def _short(text: str, limit: int = 220) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Ticker:
+    """Live progress while a condition is polled: one line every `every_s` seconds saying
+    what was last seen, so a slow check is never silent in a CI log."""
+
+    def __init__(self, progress: Progress, label: str, every_s: float = 15.0) -> None:
+        self.progress = progress
+        self.label = label
+        self.every_s = every_s
+        self.next = time.monotonic() + every_s
+
+    def __call__(self, seen: Verdict) -> None:
+        if time.monotonic() >= self.next and not seen.ok:
+            self.next = time.monotonic() + self.every_s
+            self.progress.say(f"  {self.label}: waiting; {_short(str(seen), 300)}")
+
+
+def poll_check(
+    ctx: RunContext, label: str, check: Check, deadline_s: float, likely_cause: str = ""
+) -> tuple[Verdict, float, bool]:
+    """Poll `check` until it holds, returns a final verdict, or the deadline passes.
+
+    Returns (last verdict, harness seconds since up when it held or gave up, held?)."""
+
+    def probe() -> tuple[bool, Verdict]:
+        v = check(ctx.observe())
+        return v.ok or bool(v.data.get("final")), v
+
+    try:
+        v = wait_until(
+            probe,
+            what=label,
+            deadline_s=deadline_s,
+            likely_cause=likely_cause or "see the detail",
+            interval_s=POLL_INTERVAL_S,
+            on_poll=_Ticker(ctx.progress, label),
+        )
+    except WaitTimeout as exc:
+        last = exc.last_seen if isinstance(exc.last_seen, Verdict) else None
+        if last is None:
+            last = Verdict(False, f"no observation: {exc}", cause=likely_cause)
+        return last, ctx.observer.now(), False
+    now = ctx.observer.now()
+    if not v.ok:
+        return v, now, False
+    since = v.since if v.since is not None and 0 <= v.since <= now else now
+    return v, since, True
+
+
+def run_steps(
+    scenario: Scenario, ctx: RunContext, on_outcome: Callable[[CheckOutcome], None] | None = None
+) -> list[CheckOutcome]:
+    """Run every step in order; one CheckOutcome per CheckStep, always (a step that could not
+    run is a failed row saying why). KeyboardInterrupt propagates after recording the
+    outcomes so far in ctx.extra['outcomes'] (the caller still writes a report)."""
+    outcomes: list[CheckOutcome] = []
+    ctx.extra["outcomes"] = outcomes
+    failed: set[str] = set()
+    blocked: str | None = None  # why the flow cannot continue (an action or wait failed)
+    p = ctx.progress
+
+    def record(o: CheckOutcome) -> None:
+        outcomes.append(o)
+        if not o.passed:
+            failed.add(o.name)
+        if on_outcome is not None:
+            on_outcome(o)
+
+    for step in scenario.steps:
+        if isinstance(step, ActionStep):
+            if blocked:
+                continue
+            p.say(f"step: {step.what} ...")
+            try:
+                said = step.run(ctx)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                blocked = f"step '{step.what}' failed: {exc}"
+                p.say(f"step: {step.what} FAILED: {exc}")
+                continue
+            p.say(f"step: {step.what} done" + (f": {_short(said, 400)}" if said else ""))
+        elif isinstance(step, WaitStep):
+            if blocked:
+                continue
+            p.say(f"wait: {step.what} (deadline {step.deadline_s:g}s) ...")
+            v, t, ok = poll_check(ctx, step.what, step.check, step.deadline_s, step.likely_cause)
+            if ok:
+                p.say(f"wait: {step.what}: ok at {t:.1f}s: {_short(v.detail)}")
+            else:
+                blocked = f"'{step.what}' did not happen: {v}"
+                p.say(f"wait: {step.what} TIMED OUT: {_short(str(v), 400)}")
+        else:
+            if blocked:
+                v = step.check(ctx.observe())
+                record(
+                    CheckOutcome(
+                        step.name,
+                        False,
+                        ctx.observer.now(),
+                        f"not reached: {blocked}; seen now: {v.detail}",
+                        step.expect,
+                        v.cause,
+                    )
+                )
+                p.say(f"check {step.name}: FAIL (not reached: {_short(blocked)})")
+                continue
+            deadline = step.deadline_s
+            deps = [r for r in step.requires if r in failed]
+            if deps:
+                deadline = min(deadline, DEPENDENT_DEADLINE_S)
+            p.say(
+                f"check {step.name} (deadline {deadline:g}s"
+                + (f", {', '.join(deps)} failed" if deps else "")
+                + ") ..."
+            )
+            v, t, ok = poll_check(
+                ctx, f"check {step.name}", step.check, deadline, step.likely_cause
+            )
+            detail = v.detail if ok else str(v)
+            if deps and not ok:
+                detail = f"(after failed {', '.join(deps)}) {detail}"
+            record(CheckOutcome(step.name, ok, t, detail, step.expect, None if ok else v.cause))
+            p.say(
+                f"check {step.name}: {'PASS' if ok else 'FAIL'} at {t:.1f}s: {_short(detail, 400)}"
+            )
+    return outcomes
+
+
+def pending_outcomes(scenario: Scenario, done: list[CheckOutcome], why: str) -> list[CheckOutcome]:
+    """Rows for the checks that never ran (interrupted, or up failed), so the report always
+    lists every check of the scenario."""
+    seen = {o.name for o in done}
+    rest = [
+        CheckOutcome(s.name, False, None, f"not run: {why}", s.expect)
+        for s in scenario.steps
+        if isinstance(s, CheckStep) and s.name not in seen
+    ]
+    return [*done, *rest]
