@@ -8,13 +8,14 @@ PYTEST_ARGS ?=
 
 LOCK_VENV := .cache/lock-venv
 
-.PHONY: lock help venv images test test-unit lint fmt testnet-sentry bench clean down
+.PHONY: lock help venv images images-tag test test-unit lint fmt testnet-sentry bench clean clean-images down
 
 help:
 	@echo "make testnet-sentry  venv + images + sentry testnet + scenario + report + teardown"
 	@echo "make test            venv + images + unit, loopback and Docker tests"
 	@echo "make lint            ruff + mypy"
 	@echo "make images          build the node image (no-op when up to date)"
+	@echo "make clean-images    remove sentrynet-node images no container uses"
 	@echo "make bench           measured figures into bench/results/"
 	@echo "make down            remove every sentrynet testnet on this machine"
 	@echo "make clean           venv, caches, results"
@@ -27,9 +28,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
+# Base image (pulled or debootstrapped), host wheelhouse, node image tagged by content hash.
+# Prints "... is up to date" and does nothing when node/, the lock and the Dockerfile are unchanged.
 images: venv
 	$(BIN)/sentrynet images build
 
+images-tag: venv
+	@$(BIN)/sentrynet images tag
+
+# Images first (the Docker tests need them), then one pytest run; conftest orders it
+# unit -> loopback/netns -> docker -> scenario, so the fast failures come first.
 test: venv images
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -56,6 +64,11 @@ down: venv
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache results
+
+# Without -f: an image a container still uses stays. The base image is kept (rebuilding it
+# takes a minute); remove it with `docker rmi sentrynet-base:bookworm`.
+clean-images:
+	docker images --filter label=sentrynet.image=node --format '{{.Repository}}:{{.Tag}}' | xargs -r docker rmi || true
 
 # Regenerate constraints.txt from pyproject.toml in a throwaway venv.
 lock:

@@ -14,12 +14,13 @@ import pytest
 
 def docker_available() -> str | None:
     """None when a Docker daemon answers, else the reason it does not."""
-    try:
-        import docker  # noqa: PLC0415
+    from harness.errors import SentrynetError
+    from harness.images import docker_client
 
-        docker.from_env(timeout=10).ping()
-    except Exception as exc:
-        return f"Docker daemon not reachable: {exc}"
+    try:
+        docker_client(timeout=10)
+    except SentrynetError as exc:
+        return str(exc)
     return None
 
 
@@ -37,7 +38,18 @@ def _docker_ready() -> None:
     pytest.skip(reason)
 
 
+# Run order within one pytest run: cheap and local first, so a broken unit fails in seconds
+# instead of after the scenarios. Unmarked tests rank 0.
+RANK = {"loopback": 1, "netns": 1, "docker": 2, "scenario": 3}
+
+
+def rank(item: pytest.Item) -> int:
+    return max((RANK.get(m.name, 0) for m in item.iter_markers()), default=0)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=rank)  # stable: file order is kept within a rank
     for item in items:
-        if item.get_closest_marker("docker") or item.get_closest_marker("scenario"):
+        needs_docker = item.get_closest_marker("docker") or item.get_closest_marker("scenario")
+        if needs_docker and isinstance(item, pytest.Function):
             item.fixturenames.insert(0, "_docker_ready")
