@@ -98,12 +98,9 @@ class Node:
         self.rt: NodeRuntime | None = None
         self.started_at = time.monotonic()
 
-    def advertised(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
-        """addrs_factory: our listen addresses plus `<relay>/p2p/<relay>/p2p-circuit`."""
-        out = list(candidates)
-        if self.relay_client is not None:
-            out += self.relay_client.circuit_addrs()
-        return out
+    def circuit_addrs(self) -> list[multiaddr.Multiaddr]:
+        """`<relay>/p2p/<relay>/p2p-circuit` for every reservation held (advertised)."""
+        return self.relay_client.circuit_addrs() if self.relay_client is not None else []
 
     def status(self) -> dict[str, Any]:
         rt = self.rt
@@ -150,8 +147,8 @@ class Node:
 async def _main(cfg: NodeConfig) -> None:
     node = Node(cfg)
     key_pair = load_or_create_key(cfg.node.key_file)
-    host = build_host(cfg, key_pair, addrs_factory=node.advertised)
-    apply_host_overrides(host)
+    host = build_host(cfg, key_pair, addrs_factory=None)
+    identify_hook = apply_host_overrides(host, circuit_addrs=node.circuit_addrs)
     host.get_network().register_notifee(node.tracker)
 
     # Pubsub must exist before the first connection so it sees every peer.
@@ -181,6 +178,7 @@ async def _main(cfg: NodeConfig) -> None:
                 dialer=dialer,
                 nursery=nursery,
                 started_at=node.started_at,
+                identify_hook=identify_hook,
             )
             dialer.bind(rt)
             own: list[Service] = []

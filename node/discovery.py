@@ -1,22 +1,263 @@
-"""Peer discovery and connection keeping (stub, being implemented)."""
+"""Peer discovery and connection keeping.
+
+- persistent_peers: kept connected (redial with backoff); an entry without /p2p/<id> is
+  dialed by address and the peer id learnt from the Noise handshake.
+- peer exchange (`/sentrynet/px/1.0.0`, when p2p.discovery): every connected peer is
+  asked for the peers it is connected to and the addresses those peers advertise —
+  circuit addresses included. Like the seed, addresses of peers in other networks are
+  kept (not filtered as unreachable) since a circuit or a hole punch may reach them.
+  Learnt peers are dialed through the node dialer (direct, then circuit) while we have
+  fewer than p2p.max_connections peers.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import multiaddr
 import trio
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
 
+from node.overrides.dial_unknown import dial_unknown_peer
 from node.runtime import NodeRuntime
+
+log = logging.getLogger("sentrynet.discovery")
+
+PX_ID = TProtocol("/sentrynet/px/1.0.0")
+PX_MAX_BYTES = 256 * 1024
+PX_MAX_PEERS = 64
+PX_INTERVAL_S = 5.0
+PX_FIRST_S = 0.5
+ADDR_TTL_S = 3600
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 10.0
+
+
+@dataclass
+class Known:
+    peer: ID
+    source: str  # persistent | px:<peer>
+    learnt_at: float
+    next_dial: float = 0.0
+    backoff: float = BACKOFF_MIN_S
+    failures: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class Persistent:
+    addr: str
+    peer: ID | None
+    next_dial: float = 0.0
+    backoff: float = BACKOFF_MIN_S
 
 
 class DiscoveryService:
     name = "discovery"
 
-    async def run(self, rt: NodeRuntime) -> None:
-        await trio.sleep_forever()
+    def __init__(self) -> None:
+        self.rt: NodeRuntime | None = None
+        self.known: dict[ID, Known] = {}
+        self.persistent: list[Persistent] = []
+        self._wake = trio.Event()
+        self._dialing: set[ID] = set()
 
     def status(self) -> dict[str, Any]:
-        return {}
+        return {"known": self.known_json()}
 
     def known_json(self) -> list[dict[str, Any]]:
-        return []
+        out = []
+        rt = self.rt
+        for k in list(self.known.values()):
+            addrs: list[str] = []
+            if rt is not None:
+                try:
+                    addrs = [str(a) for a in rt.host.get_peerstore().addrs(k.peer)]
+                except Exception:
+                    addrs = []
+            out.append(
+                {
+                    "peer": str(k.peer),
+                    "source": k.source,
+                    "addrs": addrs,
+                    "failures": k.failures,
+                    "last_error": k.last_error,
+                }
+            )
+        return out
+
+    async def run(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        for a in rt.config.p2p.persistent_peers:
+            ma = multiaddr.Multiaddr(a)
+            pid = ma.get_peer_id()
+            peer = ID.from_base58(pid) if pid else None
+            transport = str(ma).split("/p2p/")[0] if "/p2p-circuit" not in str(ma) else str(ma)
+            self.persistent.append(Persistent(transport, peer))
+            if peer is not None:
+                rt.host.get_peerstore().add_addrs(
+                    peer,
+                    [ma.decapsulate_code(421)] if "/p2p-circuit" not in a else [ma],
+                    ADDR_TTL_S,
+                )
+                self.known[peer] = Known(peer, "persistent", time.monotonic())
+        if rt.config.p2p.discovery:
+            rt.host.set_stream_handler(PX_ID, self._serve_px)
+        rt.connections.subscribe(self._on_conn)
+        async with trio.open_nursery() as n:
+            if rt.config.p2p.discovery:
+                n.start_soon(self._px_loop)
+            while True:
+                self._wake = trio.Event()
+                self._keep(n)
+                with trio.move_on_after(1.0):
+                    await self._wake.wait()
+
+    def _on_conn(self, event: str, info: Any) -> None:
+        self._wake.set()
+
+    def _connected_peers(self) -> set[ID]:
+        assert self.rt is not None
+        return {c.peer for c in self.rt.connections.all()}
+
+    def _keep(self, n: trio.Nursery) -> None:
+        assert self.rt is not None
+        rt = self.rt
+        now = time.monotonic()
+        connected = self._connected_peers()
+        for p in self.persistent:
+            if p.peer is not None and p.peer in connected:
+                p.backoff = BACKOFF_MIN_S
+                continue
+            if now >= p.next_dial:
+                p.next_dial = now + p.backoff
+                p.backoff = min(p.backoff * 2, BACKOFF_MAX_S)
+                n.start_soon(self._dial_persistent, p)
+        room = rt.config.p2p.max_connections - len(connected)
+        for k in sorted(self.known.values(), key=lambda k: k.failures):
+            if room <= 0:
+                break
+            if k.peer in connected or k.peer in self._dialing or k.peer == rt.peer_id:
+                continue
+            if now < k.next_dial:
+                continue
+            room -= 1
+            k.next_dial = now + k.backoff
+            k.backoff = min(k.backoff * 2, BACKOFF_MAX_S * 3)
+            n.start_soon(self._dial_known, k)
+
+    async def _dial_persistent(self, p: Persistent) -> None:
+        assert self.rt is not None
+        try:
+            if p.peer is None:
+                peer = await dial_unknown_peer(self.rt.host, multiaddr.Multiaddr(p.addr))
+                p.peer = peer
+                self.known.setdefault(peer, Known(peer, "persistent", time.monotonic()))
+            else:
+                await self.rt.dialer.connect(p.peer)
+        except Exception as exc:
+            log.info("persistent peer %s unreachable: %s", p.peer or p.addr, exc)
+
+    async def _dial_known(self, k: Known) -> None:
+        assert self.rt is not None
+        self._dialing.add(k.peer)
+        try:
+            await self.rt.dialer.connect(k.peer)
+            k.failures = 0
+            k.backoff = BACKOFF_MIN_S
+            k.last_error = ""
+        except Exception as exc:
+            k.failures += 1
+            k.last_error = str(exc)[:300]
+            log.info("peer %s (from %s) unreachable: %s", k.peer, k.source, k.last_error)
+        finally:
+            self._dialing.discard(k.peer)
+            self._wake.set()
+
+    # -- peer exchange --
+    def _px_record(self) -> list[dict[str, Any]]:
+        assert self.rt is not None
+        ps = self.rt.host.get_peerstore()
+        out = []
+        for peer in list(self._connected_peers())[:PX_MAX_PEERS]:
+            try:
+                addrs = [str(a) for a in ps.addrs(peer)]
+            except Exception:
+                addrs = []
+            if addrs:
+                out.append({"peer": str(peer), "addrs": addrs})
+        return out
+
+    async def _serve_px(self, stream: INetStream) -> None:
+        try:
+            await stream.write(json.dumps({"peers": self._px_record()}).encode())
+            await stream.close()
+        except Exception:
+            with contextlib.suppress(Exception):
+                await stream.reset()
+
+    async def _px_loop(self) -> None:
+        assert self.rt is not None
+        await trio.sleep(PX_FIRST_S)
+        while True:
+            async with trio.open_nursery() as n:
+                for peer in self._connected_peers():
+                    n.start_soon(self._ask, peer)
+            await trio.sleep(PX_INTERVAL_S)
+
+    async def _ask(self, peer: ID) -> None:
+        assert self.rt is not None
+        rt = self.rt
+        try:
+            with trio.fail_after(5):
+                s = await rt.host.new_stream(peer, [PX_ID])
+                buf = bytearray()
+                while len(buf) <= PX_MAX_BYTES:
+                    try:
+                        chunk = await s.read(65536)
+                    except StreamEOF:
+                        break
+                    if not chunk:
+                        break
+                    buf += chunk
+        except Exception:
+            return
+        try:
+            doc = json.loads(bytes(buf[:PX_MAX_BYTES]))
+            entries = doc["peers"][:PX_MAX_PEERS]
+        except Exception:
+            rt.reject("px", "malformed")
+            return
+        ps = rt.host.get_peerstore()
+        for e in entries:
+            try:
+                pid = ID.from_base58(e["peer"])
+                addrs = [multiaddr.Multiaddr(a) for a in e["addrs"]][:16]
+            except Exception:
+                continue
+            if pid == rt.peer_id:
+                continue
+            # keep every address, other networks' and circuits included (see docstring)
+            clean = []
+            for a in addrs:
+                text = str(a)
+                if text.endswith(f"/p2p/{pid}") and "/p2p-circuit" not in text:
+                    a = multiaddr.Multiaddr(text[: -len(f"/p2p/{pid}")])
+                clean.append(a)
+            ps.add_addrs(pid, clean, ADDR_TTL_S)
+            if pid not in self.known:
+                self.known[pid] = Known(pid, f"px:{peer}", time.monotonic())
+                log.info("learnt peer %s from %s: %s", pid, peer, ", ".join(map(str, clean)))
+                self._wake.set()
+
+
+__all__ = ["PX_ID", "DiscoveryService", "PeerInfo"]

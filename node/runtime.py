@@ -160,6 +160,16 @@ class ConnectionTracker(INotifee):
         with self._lock:
             return self._conns.get(id(conn))
 
+    async def wait_closed(self, conn: Any) -> None:
+        """Return when a connection (SwarmConn or muxed conn) is closed."""
+        muxed = getattr(conn, "muxed_conn", conn)
+        ev = getattr(muxed, "event_closed", None)
+        if isinstance(ev, trio.Event):
+            await ev.wait()
+            return
+        while not getattr(muxed, "is_closed", True):
+            await trio.sleep(0.5)
+
     def subscribe(self, callback: ConnCallback) -> Callable[[], None]:
         """Hear about every connection opened/closed (`callback(event, ConnInfo)`)."""
         self._subs.append(callback)
@@ -283,6 +293,8 @@ class NodeRuntime:
     nursery: trio.Nursery
     started_at: float = field(default_factory=time.monotonic)
     services: dict[str, Service] = field(default_factory=dict)
+    # node.overrides.identify.IdentifyHook: subscribe(cb(peer_id)) after identify/push
+    identify_hook: Any = None
     # counts for /status "rejected" (hop, stop, dcutr, sync, consensus)
     rejected: dict[str, int] = field(
         default_factory=lambda: {"hop": 0, "stop": 0, "dcutr": 0, "sync": 0, "consensus": 0}

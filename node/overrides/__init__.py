@@ -1,10 +1,25 @@
-"""Small named overrides of py-libp2p 0.8.1 behaviour; each module names what it corrects."""
+"""Small named overrides of py-libp2p 0.8.1 behaviour; each module names what it corrects.
+
+- identify.py       re-identify on every connection; a hook when identify finishes
+- circuit_addrs.py  advertise circuit addresses (get_addrs mangles them upstream)
+- dial_unknown.py   dial an address whose peer id is not known yet
+Relay hop/stop are reimplemented in node/relay/ (see node/relay/server.py for why).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import multiaddr
 from libp2p.abc import IHost
 
+from node.overrides.circuit_addrs import install_circuit_addrs
+from node.overrides.identify import IdentifyHook, install_identify_hook
 
-def apply_host_overrides(host: IHost) -> None:
-    """Apply every host-level override (called once, before the host runs)."""
-    return None
+
+def apply_host_overrides(
+    host: IHost, circuit_addrs: Callable[[], list[multiaddr.Multiaddr]]
+) -> IdentifyHook:
+    """Apply every host-level override (once, before the host runs)."""
+    install_circuit_addrs(host, circuit_addrs)
+    return install_identify_hook(host)

@@ -1,28 +1,394 @@
-"""Relay client: dynamic relay discovery and reservations (stub, being implemented)."""
+"""Relay client (mode client|both): find relays dynamically, hold reservations, advertise
+circuit addresses.
+
+Candidates come from two places:
+- [relay] relay_servers: dialed at start (an address without /p2p/<id> too); the peer is
+  matched to the configured address when identify reports it listening there (or our
+  connection to it goes there) — the dynamic discovery the seed could not do;
+- any identified peer whose protocols include the hop protocol.
+We reserve on up to `max_reservations_held` candidates (configured ones first), refresh
+at 3/4 of each reservation's lifetime, and when a relay's connection drops (a restart)
+or a refresh fails we drop the reservation, fail over to another candidate and redial
+the lost one with exponential backoff. Every change of the reservation set updates the
+advertised `<relay addr>/p2p/<relay>/p2p-circuit` addresses and pushes identify.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import multiaddr
+import trio
+from libp2p.identity.identify_push.identify_push import push_identify_to_peers
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeer
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
+from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
-from node.runtime import NodeRuntime
+from node.overrides.dial_unknown import dial_unknown_peer
+from node.relay.wire import WireError, read_msg, write_msg
+from node.runtime import ConnInfo, NodeRuntime
+
+log = logging.getLogger("sentrynet.relay.client")
+
+RESERVE_TIMEOUT_S = 10.0
+BACKOFF_MIN_S = 0.25
+BACKOFF_MAX_S = 8.0
+DENIED_BACKOFF_S = 15.0
+
+
+def transport_part(addr: multiaddr.Multiaddr | str) -> str:
+    """`/ip4/1.2.3.4/tcp/4001/p2p/X/...` -> `/ip4/1.2.3.4/tcp/4001`."""
+    s = str(addr)
+    return s.split("/p2p/")[0].split("/p2p-circuit")[0]
+
+
+@dataclass
+class Configured:
+    addr: str  # transport part
+    peer: ID | None  # from /p2p/<id>, or learnt through identify
+    backoff: float = BACKOFF_MIN_S
+    next_dial: float = 0.0  # monotonic
+
+
+@dataclass
+class Candidate:
+    peer: ID
+    addr: str
+    source: str  # config | identify
+    not_before: float = 0.0  # monotonic; backoff after a denial or failure
+    failures: int = 0
+
+
+@dataclass
+class Held:
+    relay: ID
+    relay_addrs: list[str]
+    expires_at: int  # unix
+    accepted_at: float  # monotonic
+    accepted_wall: float
+    circuit_addrs: list[multiaddr.Multiaddr] = field(default_factory=list)
+
+    @property
+    def refresh_at(self) -> float:
+        """Unix time to refresh: 3/4 through the reservation's lifetime."""
+        return self.accepted_wall + 0.75 * max(1.0, self.expires_at - self.accepted_wall)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "relay": str(self.relay),
+            "relay_addrs": list(self.relay_addrs),
+            "addrs": [str(a) for a in self.circuit_addrs],
+            "expires_at": self.expires_at,
+            "accepted_at": round(self.accepted_at, 4),
+        }
 
 
 class RelayClient:
     name = "relay_client"
 
-    async def run(self, rt: NodeRuntime) -> None:
-        raise NotImplementedError
+    def __init__(self) -> None:
+        self.rt: NodeRuntime | None = None
+        self.configured: list[Configured] = []
+        self.candidates: dict[ID, Candidate] = {}
+        self.held: dict[ID, Held] = {}
+        self._wake = trio.Event()
+        self._reserving: set[ID] = set()
 
-    def status(self) -> dict[str, Any]:
-        return {}
-
+    # -- public views --
     def circuit_addrs(self) -> list[multiaddr.Multiaddr]:
-        return []
+        out: list[multiaddr.Multiaddr] = []
+        for h in list(self.held.values()):
+            out += h.circuit_addrs
+        return out
 
     def reservations_json(self) -> list[dict[str, Any]]:
-        return []
+        return [h.to_json() for h in list(self.held.values())]
 
     def candidates_json(self) -> list[dict[str, Any]]:
-        return []
+        return [
+            {"peer": str(c.peer), "addr": c.addr, "source": c.source}
+            for c in list(self.candidates.values())
+        ]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "reservations": self.reservations_json(),
+            "relay_candidates": self.candidates_json(),
+        }
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- service --
+    async def run(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        for a in rt.config.relay.relay_servers:
+            ma = multiaddr.Multiaddr(a)
+            pid = ma.get_peer_id()
+            self.configured.append(
+                Configured(transport_part(ma), ID.from_base58(pid) if pid else None)
+            )
+        rt.connections.subscribe(self._on_conn)
+        hook = getattr(rt, "identify_hook", None)
+        if hook is not None:
+            hook.subscribe(self._on_identified)
+        log.info(
+            "relay client: %d configured relay(s), holding up to %d reservations",
+            len(self.configured),
+            rt.config.relay.max_reservations_held,
+        )
+        while True:
+            self._wake = trio.Event()
+            await self._step()
+            with trio.move_on_after(self._next_timer()):
+                await self._wake.wait()
+
+    def _next_timer(self) -> float:
+        now_m, now_w = time.monotonic(), time.time()
+        t = 5.0
+        for c in self.configured:
+            if not self._connected(c.peer):
+                t = min(t, max(0.0, c.next_dial - now_m))
+        for h in self.held.values():
+            t = min(t, max(0.0, h.refresh_at - now_w))
+        for cand in self.candidates.values():
+            if cand.not_before > now_m:
+                t = min(t, cand.not_before - now_m)
+        return max(t, 0.02)
+
+    def _connected(self, peer: ID | None) -> bool:
+        assert self.rt is not None
+        return peer is not None and any(
+            c.kind == "direct" for c in self.rt.connections.for_peer(peer)
+        )
+
+    async def _step(self) -> None:
+        assert self.rt is not None
+        rt = self.rt
+        now = time.monotonic()
+        # 1. (re)dial configured relays that are not connected
+        for c in self.configured:
+            if not self._connected(c.peer) and now >= c.next_dial:
+                c.next_dial = now + c.backoff
+                c.backoff = min(c.backoff * 2, BACKOFF_MAX_S)
+                rt.nursery.start_soon(self._dial_configured, c)
+        # 2. refresh reservations due
+        for h in list(self.held.values()):
+            if time.time() >= h.refresh_at and h.relay not in self._reserving:
+                rt.nursery.start_soon(self._reserve, h.relay, True)
+        # 3. fill up to max_reservations_held from connected candidates
+        want = (
+            rt.config.relay.max_reservations_held
+            - len(self.held)
+            - len([p for p in self._reserving if p not in self.held])
+        )
+        if want > 0:
+            order = sorted(
+                self.candidates.values(),
+                key=lambda c: (c.source != "config", c.failures),
+            )
+            for cand in order:
+                if want <= 0:
+                    break
+                if cand.peer in self.held or cand.peer in self._reserving:
+                    continue
+                if cand.not_before > now or not self._connected(cand.peer):
+                    if cand.source == "identify" and cand.not_before <= now:
+                        rt.nursery.start_soon(self._dial_known, cand)
+                    continue
+                want -= 1
+                rt.nursery.start_soon(self._reserve, cand.peer, False)
+
+    async def _dial_configured(self, c: Configured) -> None:
+        assert self.rt is not None
+        try:
+            if c.peer is not None:
+                await self.rt.host.connect(PeerInfo(c.peer, [multiaddr.Multiaddr(c.addr)]))
+            else:
+                await dial_unknown_peer(self.rt.host, multiaddr.Multiaddr(c.addr))
+        except BaseException as exc:
+            if isinstance(exc, trio.Cancelled):
+                raise
+            log.info(
+                "relay %s unreachable (%s); retry in %.2fs", c.addr, type(exc).__name__, c.backoff
+            )
+            self.wake()
+            return
+        c.backoff = BACKOFF_MIN_S
+        # matching happens when identify reports the peer (see _on_identified)
+
+    async def _dial_known(self, cand: Candidate) -> None:
+        assert self.rt is not None
+        cand.not_before = time.monotonic() + BACKOFF_MAX_S
+        try:
+            await self.rt.host.connect(PeerInfo(cand.peer, [multiaddr.Multiaddr(cand.addr)]))
+        except Exception:
+            cand.failures += 1
+            return
+        self.wake()
+
+    # -- discovery of candidates --
+    def _on_identified(self, peer: ID) -> None:
+        assert self.rt is not None
+        rt = self.rt
+        ps = rt.host.get_peerstore()
+        try:
+            protos = set(ps.get_protocols(peer))
+        except Exception:
+            protos = set()
+        try:
+            addrs = [transport_part(a) for a in ps.addrs(peer) if "/p2p-circuit" not in str(a)]
+        except Exception:
+            addrs = []
+        conn_addrs = [c.remote_addr for c in rt.connections.for_peer(peer) if c.kind == "direct"]
+        source = None
+        addr = ""
+        for c in self.configured:
+            if c.peer == peer or (c.peer is None and (c.addr in addrs or c.addr in conn_addrs)):
+                if c.peer is None:
+                    log.info("configured relay %s identified as %s", c.addr, peer)
+                    c.peer = peer
+                source, addr = "config", c.addr
+                break
+        if source is None and str(HOP_ID) in protos:
+            source = "identify"
+            addr = (conn_addrs or addrs or [""])[0]
+        if source is None:
+            return
+        if source == "config" and str(HOP_ID) not in protos:
+            log.warning("configured relay %s (%s) does not speak %s", addr, peer, HOP_ID)
+        cand = self.candidates.get(peer)
+        if cand is None or (cand.source != source and source == "config"):
+            self.candidates[peer] = Candidate(peer, addr, source)
+            rt.events.emit("relay_discovered", peer=str(peer), addr=addr, source=source)
+        self.wake()
+
+    async def _on_conn(self, event: str, info: ConnInfo) -> None:
+        if event == "opened":
+            self.wake()
+            return
+        if info.peer in self.held and not self._connected(info.peer):
+            await self._drop(info.peer, "connection_closed")
+        for c in self.configured:
+            if c.peer == info.peer:
+                c.next_dial = time.monotonic()  # first redial at once, then back off
+        self.wake()
+
+    # -- reservations --
+    async def _drop(self, relay: ID, reason: str) -> None:
+        assert self.rt is not None
+        held = self.held.pop(relay, None)
+        if held is None:
+            return
+        self.rt.metrics.reservations_active.dec()
+        self.rt.events.emit("reservation_expired", relay=str(relay), reason=reason)
+        await self._advertise()
+
+    async def _advertise(self) -> None:
+        """Our addresses changed: tell every connected peer (identify push)."""
+        assert self.rt is not None
+        try:
+            await push_identify_to_peers(self.rt.host)
+        except Exception as exc:
+            log.debug("identify push failed: %r", exc)
+
+    async def _reserve(self, relay: ID, refresh: bool) -> None:
+        assert self.rt is not None
+        rt = self.rt
+        if relay in self._reserving:
+            return
+        self._reserving.add(relay)
+        try:
+            outcome, detail, held = await self._do_reserve(relay)
+        finally:
+            self._reserving.discard(relay)
+        cand = self.candidates.get(relay)
+        if held is not None:
+            new = relay not in self.held
+            self.held[relay] = held
+            if cand is not None:
+                cand.failures = 0
+            if new:
+                rt.metrics.reservations_active.inc()
+            rt.metrics.reservations_total.labels(outcome="accepted").inc()
+            if new:
+                rt.events.emit(
+                    "reservation_accepted",
+                    relay=str(relay),
+                    addrs=[str(a) for a in held.circuit_addrs],
+                    expires_at=held.expires_at,
+                )
+                await self._advertise()
+            else:
+                log.info("refreshed reservation on %s until %d", relay, held.expires_at)
+        else:
+            rt.metrics.reservations_total.labels(outcome=outcome).inc()
+            rt.events.emit("reservation_denied", relay=str(relay), reason=detail)
+            if cand is not None:
+                cand.failures += 1
+                cand.not_before = time.monotonic() + (
+                    DENIED_BACKOFF_S
+                    if outcome == "denied"
+                    else min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**cand.failures)
+                )
+            if relay in self.held:
+                await self._drop(relay, f"refresh failed: {detail}")
+        self.wake()
+
+    async def _do_reserve(self, relay: ID) -> tuple[str, str, Held | None]:
+        assert self.rt is not None
+        rt = self.rt
+        try:
+            with trio.fail_after(RESERVE_TIMEOUT_S):
+                s = await rt.host.new_stream(relay, [HOP_ID])
+                await write_msg(
+                    s, HopMessage(type=HopMessage.RESERVE, peer=PbPeer(id=rt.peer_id.to_bytes()))
+                )
+                resp = await read_msg(s, HopMessage, timeout=RESERVE_TIMEOUT_S)
+        except WireError as exc:
+            rt.reject("hop", exc.reason)
+            return "error", f"bad reply: {exc}", None
+        except Exception as exc:
+            return "error", f"{type(exc).__name__}: {exc}", None
+        with contextlib.suppress(Exception):
+            await s.close()
+        status = StatusCode(resp.status) if resp.HasField("status") else StatusCode.UNUSED
+        if resp.type != HopMessage.STATUS or status != StatusCode.OK:
+            return "denied", status.name, None
+        if not resp.HasField("reservation"):
+            rt.reject("hop", "malformed")
+            return "error", "OK without a reservation", None
+        resv = resp.reservation
+        relay_addrs: list[str] = []
+        for raw in resv.addrs:
+            try:
+                relay_addrs.append(str(multiaddr.Multiaddr(raw)))
+            except Exception:
+                continue
+        if not relay_addrs:
+            # a relay listening on a wildcard sends none: use the address we reached it on
+            relay_addrs = [
+                f"{c.remote_addr}/p2p/{relay}"
+                for c in rt.connections.for_peer(relay)
+                if c.kind == "direct"
+            ][:1]
+        circuits = []
+        for a in relay_addrs:
+            base = a if f"/p2p/{relay}" in a else f"{transport_part(a)}/p2p/{relay}"
+            circuits.append(multiaddr.Multiaddr(f"{base}/p2p-circuit"))
+        held = Held(
+            relay=relay,
+            relay_addrs=relay_addrs,
+            expires_at=int(resv.expire),
+            accepted_at=time.monotonic(),
+            accepted_wall=time.time(),
+            circuit_addrs=circuits,
+        )
+        return "accepted", "OK", held

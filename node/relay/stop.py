@@ -1,17 +1,184 @@
-"""Circuit relay v2 stop handler (stub, being implemented)."""
+"""Circuit relay v2 stop side (the target of a circuit) and the dialer side of CONNECT.
+
+Both ends turn the relay stream into a libp2p connection: wrap it in a RawConnection
+marked RELAYED whose address is `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>`, then
+run the normal Noise + Yamux upgrade, so the swarm owns a connection like any other and
+every protocol (identify, ping, gossipsub, sync, DCUtR) runs over it.
+
+Upstream's `CircuitV2Transport.dial` also RESERVEs on every dial when the client role is
+enabled, and `CircuitV2Listener` only records addresses; we dial with CONNECT alone.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
+import multiaddr
+import trio
+from libp2p.abc import INetConn, INetStream
+from libp2p.connection_types import ConnectionType
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, StopMessage
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeer
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
+from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID as STOP_ID
+from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
+
+from node.relay.wire import WireError, read_msg, write_msg
 from node.runtime import NodeRuntime
+
+log = logging.getLogger("sentrynet.relay.stop")
+
+HOP_TIMEOUT_S = 10.0
+
+
+class CircuitError(Exception):
+    """CONNECT through a relay failed; `status` is the relay's answer when it gave one."""
+
+    def __init__(self, msg: str, status: StatusCode | None = None) -> None:
+        super().__init__(msg)
+        self.status = status
+
+
+def relay_transport_addr(rt: NodeRuntime, relay: ID) -> str:
+    """The relay's address as we reach it (from our connection to it), or ''."""
+    for c in rt.connections.for_peer(relay):
+        if c.kind == "direct" and c.remote_addr:
+            return c.remote_addr
+    return ""
+
+
+def circuit_addr(rt: NodeRuntime, relay: ID, peer: ID) -> multiaddr.Multiaddr:
+    base = relay_transport_addr(rt, relay)
+    return multiaddr.Multiaddr(f"{base}/p2p/{relay}/p2p-circuit/p2p/{peer}")
+
+
+async def dial_circuit(rt: NodeRuntime, relay: ID, peer: ID) -> INetConn:
+    """CONNECT to `peer` through `relay` (we must already be connected to it) and upgrade."""
+    try:
+        with trio.fail_after(HOP_TIMEOUT_S):
+            s = await rt.host.new_stream(relay, [HOP_ID])
+    except Exception as exc:
+        raise CircuitError(f"cannot open hop stream to relay {relay}: {exc!r}") from exc
+    try:
+        await write_msg(s, HopMessage(type=HopMessage.CONNECT, peer=PbPeer(id=peer.to_bytes())))
+        resp = await read_msg(s, HopMessage, timeout=HOP_TIMEOUT_S)
+    except WireError as exc:
+        await _reset(s)
+        raise CircuitError(f"bad hop reply from relay {relay}: {exc}") from exc
+    except Exception as exc:
+        await _reset(s)
+        raise CircuitError(f"hop exchange with relay {relay} failed: {exc!r}") from exc
+    status = StatusCode(resp.status) if resp.HasField("status") else StatusCode.UNUSED
+    if resp.type != HopMessage.STATUS or status != StatusCode.OK:
+        await _reset(s)
+        raise CircuitError(f"relay {relay} answered {status.name}", status)
+    addr = circuit_addr(rt, relay, peer)
+    raw = RawConnection(s, True, connection_type=ConnectionType.RELAYED, addresses=[addr])
+    try:
+        conn = await rt.host.upgrade_outbound_connection(raw, peer)
+    except Exception as exc:
+        await _reset(s)
+        raise CircuitError(f"upgrade over circuit via {relay} failed: {exc!r}") from exc
+    rt.events.emit(
+        "circuit_opened", src=str(rt.peer_id), dst=str(peer), side="dialer", relay=str(relay)
+    )
+    rt.metrics.circuits_active.inc()
+    _watch_close(rt, conn, str(rt.peer_id), str(peer), "dialer")
+    return conn
+
+
+def _watch_close(rt: NodeRuntime, conn: INetConn, src: str, dst: str, side: str) -> None:
+    async def watch() -> None:
+        await rt.connections.wait_closed(conn)
+        rt.metrics.circuits_active.dec()
+        rt.events.emit("circuit_closed", src=src, dst=dst, side=side, reason="closed", bytes=None)
+
+    rt.nursery.start_soon(watch)
 
 
 class StopHandler:
+    """Accept circuits relayed to us (STOP CONNECT) as inbound connections."""
+
     name = "stop"
 
+    def __init__(self) -> None:
+        self.rt: NodeRuntime | None = None
+        self.accepted = 0
+
     async def run(self, rt: NodeRuntime) -> None:
-        raise NotImplementedError
+        self.rt = rt
+        rt.host.set_stream_handler(STOP_ID, self._handle_stop)
+        await trio.sleep_forever()
 
     def status(self) -> dict[str, Any]:
-        return {}
+        return {"accepted": self.accepted}
+
+    async def _handle_stop(self, stream: INetStream) -> None:
+        assert self.rt is not None
+        rt = self.rt
+        relay: ID = stream.muxed_conn.peer_id
+        try:
+            msg = await read_msg(stream, StopMessage)
+        except WireError as exc:
+            log.info("stop from %s rejected: %s", relay, exc)
+            rt.reject("stop", exc.reason)
+            if exc.reason != "timeout":
+                await _send(stream, StatusCode.MALFORMED_MESSAGE)
+            await _reset(stream)
+            return
+        if not msg.HasField("type") or msg.type != StopMessage.CONNECT:
+            rt.reject("stop", "unexpected")
+            await _send(stream, StatusCode.UNEXPECTED_MESSAGE)
+            await _reset(stream)
+            return
+        try:
+            src = ID(msg.peer.id)
+            src.to_base58()
+            if not msg.peer.id:
+                raise ValueError("empty peer id")
+        except Exception:
+            rt.reject("stop", "malformed")
+            await _send(stream, StatusCode.MALFORMED_MESSAGE)
+            await _reset(stream)
+            return
+        await _send(stream, StatusCode.OK)
+        addr = circuit_addr(rt, relay, src)
+        raw = RawConnection(stream, False, connection_type=ConnectionType.RELAYED, addresses=[addr])
+        try:
+            muxed = await rt.host.upgrade_inbound_connection(raw, addr)
+        except Exception as exc:
+            log.info("circuit from %s via %s: upgrade failed: %r", src, relay, exc)
+            await _reset(stream)
+            return
+        self.accepted += 1
+        rt.events.emit(
+            "circuit_opened", src=str(src), dst=str(rt.peer_id), side="target", relay=str(relay)
+        )
+        rt.metrics.circuits_active.inc()
+        # keep the stream handler alive as long as the connection lives
+        await rt.connections.wait_closed(muxed)
+        rt.metrics.circuits_active.dec()
+        rt.events.emit(
+            "circuit_closed",
+            src=str(src),
+            dst=str(rt.peer_id),
+            side="target",
+            reason="closed",
+            bytes=None,
+        )
+
+
+async def _send(stream: INetStream, code: StatusCode) -> None:
+    try:
+        await write_msg(stream, StopMessage(type=StopMessage.STATUS, status=int(code)))  # type: ignore[arg-type]
+    except Exception as exc:
+        log.debug("could not send stop status: %s", exc)
+
+
+async def _reset(stream: INetStream) -> None:
+    with contextlib.suppress(Exception):
+        await stream.reset()
