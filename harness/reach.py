@@ -67,9 +67,15 @@ def no_path_reason(topo: Topology, src: NodeSpec, dst: NodeSpec) -> str:
     src_nets = ", ".join(src.addresses)
     dst_nets = ", ".join(dst.addresses)
     if public.name not in dst.addresses:
+        routed = [topo.network(n) for n in dst.addresses if topo.network(n).has_router]
+        why = (
+            f"{', '.join(str(n.router_name) for n in routed)} drops unsolicited inbound packets"
+            if routed
+            else "no router connects it to anything"
+        )
         return (
-            f"{dst.name} is only on private network(s) {dst_nets}, which {src.name} "
-            f"(on {src_nets}) is not on; NAT routers drop unsolicited inbound packets"
+            f"{dst.name} is only on private network {dst_nets}, which {src.name} (on {src_nets}) "
+            f"is not on, and {why}"
         )
     nats = [topo.network(n) for n in src.addresses]
     no_router = [n.name for n in nats if not n.public and not n.has_router]
@@ -188,11 +194,14 @@ def pair_verdict(topo: Topology, a: NodeSpec, b: NodeSpec) -> PairVerdict:
         if b_to_a:
             parts.append(f"{b.name}->{a.name} via {', '.join(b_to_a)}")
         circuit, circuit_reason = True, "; ".join(parts)
+    elif direct:
+        circuit = False
+        circuit_reason = "not needed: a direct path exists (and no relay serves both)"
     else:
         circuit = False
         ra, rb = reservable(topo, a), reservable(topo, b)
-        reach_a = [r.name for r in topo.nodes if r.is_relay_server and ip_path(topo, a, r)]
-        reach_b = [r.name for r in topo.nodes if r.is_relay_server and ip_path(topo, b, r)]
+        reach_a = _reachable_relays(topo, a)
+        reach_b = _reachable_relays(topo, b)
         circuit_reason = (
             f"no relay both can use: {a.name} reaches relays {_list(reach_a)} "
             f"(reserved on {_list(ra)}), {b.name} reaches relays {_list(reach_b)} "
@@ -221,6 +230,14 @@ def pair_verdict(topo: Topology, a: NodeSpec, b: NodeSpec) -> PairVerdict:
     return PairVerdict(
         a.name, b.name, direct, direct_reason, circuit, relays, circuit_reason, holepunch, hp_reason
     )
+
+
+def _reachable_relays(topo: Topology, node: NodeSpec) -> list[str]:
+    return [
+        r.name
+        for r in topo.nodes
+        if r.is_relay_server and r.name != node.name and ip_path(topo, node, r) is not None
+    ]
 
 
 def _list(items: list[str]) -> str:
@@ -254,28 +271,58 @@ def analyse(topo: Topology, only: tuple[str, str] | None = None) -> Report:
     return Report(topo.name, res, pairs)
 
 
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+
+
 def format_report(report: Report, topo: Topology) -> str:
-    """The readable form: relays per node, then one line per pair."""
-    lines = [f"testnet {topo.name} ({topo.source})", "", "Relay reservations (configured first):"]
+    """The readable form: each node's relays, a table of pairs, the reasons, a summary."""
+    shown = {p.a for p in report.pairs} | {p.b for p in report.pairs}
+    lines = [f"testnet {topo.name} ({topo.source})", "", "Relays each node can reserve on:"]
+    rows = [["NODE", "ROLE", "NAT", "RELAY", "SERVER", "ADDRESS", "STATUS", "WHY"]]
     for node in topo.nodes:
-        rs = report.reservations[node.name]
-        head = f"  {node.name:<8} {node.role:<9} {nat_of(topo, node):<9} relay={node.relay_mode}"
-        if not rs:
-            lines.append(f"{head}  (not a relay client)")
+        if node.name not in shown:
             continue
-        lines.append(head)
+        base = [node.name, node.role, nat_of(topo, node), node.relay_mode]
+        rs = report.reservations[node.name]
+        if not rs:
+            rows.append([*base, "-", "-", "not a relay client", ""])
         for r in rs:
-            tag = "configured" if r.configured else "discoverable" if r.reachable else "other"
-            ok = f"OK  {r.addr}" if r.reachable else "NO "
-            lines.append(f"      {ok:<20} {r.relay:<8} {tag:<12} {r.reason}")
-    lines += ["", "Pairs (direct / circuit / hole punch):"]
+            if r.configured:
+                status = "reserves" if r.reachable else "CONFIGURED, UNREACHABLE"
+            else:
+                status = "reachable, not configured" if r.reachable else "unreachable"
+            rows.append([*base, r.relay, r.addr or "-", status, r.reason])
+            base = ["", "", "", ""]
+    lines += _table(rows)
+
+    def yn(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    lines += ["", "Pairs:"]
+    rows = [["PAIR", "DIRECT", "CIRCUIT", "HOLE PUNCH"]]
     for p in report.pairs:
-        flags = " ".join(
-            f"{name}={'yes' if v else 'no'}"
-            for name, v in (("direct", p.direct), ("circuit", p.circuit), ("punch", p.holepunch))
-        )
-        lines.append(f"  {p.a}-{p.b}: {flags}")
-        lines.append(f"      direct:  {p.direct_reason}")
-        lines.append(f"      circuit: {p.circuit_reason}")
-        lines.append(f"      punch:   {p.holepunch_reason}")
+        via = f"yes ({', '.join(p.circuit_relays)})" if p.circuit else "no"
+        rows.append([f"{p.a} - {p.b}", yn(p.direct), via, yn(p.holepunch)])
+    lines += _table(rows)
+    lines += ["", "Why:"]
+    for p in report.pairs:
+        lines.append(f"  {p.a} - {p.b}")
+        lines.append(f"    direct:     {p.direct_reason}")
+        lines.append(f"    circuit:    {p.circuit_reason}")
+        lines.append(f"    hole punch: {p.holepunch_reason}")
+    cut = [f"{p.a}-{p.b}" for p in report.pairs if not p.direct and not p.circuit]
+    relayed = [f"{p.a}-{p.b}" for p in report.pairs if not p.direct and p.circuit]
+    punch = [f"{p.a}-{p.b}" for p in report.pairs if p.holepunch]
+    lines += [
+        "",
+        f"Summary: {len(report.pairs)} pair(s); {sum(p.direct for p in report.pairs)} direct, "
+        f"{len(relayed)} only through a relay circuit, {len(punch)} can hole-punch, "
+        f"{len(cut)} with no path at all.",
+    ]
+    if cut:
+        lines.append(f"  no path (neither direct nor a shared relay): {', '.join(cut)}")
     return "\n".join(lines)

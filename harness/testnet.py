@@ -112,6 +112,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Testnet:
+    __test__ = False  # not a pytest test class, despite the name
+
     name: str  # Compose project name and the value of every `sentrynet.testnet` label
     topology_name: str
     source: str  # topology file it came from

@@ -35,6 +35,7 @@ upward, in file order, skipping taken and reserved ones — deterministic for a 
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -239,6 +240,12 @@ def _names(items: list[str]) -> str:
     return ", ".join(items)
 
 
+def _suggest(word: str, allowed: tuple[str, ...], label: str) -> str:
+    close = difflib.get_close_matches(word, allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}{label}: {', '.join(allowed)}"
+
+
 class _Checker:
     """Holds the file name so each check can raise a fully located error in one line."""
 
@@ -260,7 +267,7 @@ class _Checker:
         for k in value:
             if k not in allowed:
                 path = f"{fieldpath}.{k}" if fieldpath else k
-                raise self.fail(path, "unknown key", f"valid keys: {', '.join(allowed)}")
+                raise self.fail(path, "unknown key", _suggest(k, allowed, "valid keys"))
 
     def name(self, value: str, fieldpath: str, what: str) -> str:
         if not NAME_RE.match(value):
@@ -286,7 +293,9 @@ class _Checker:
 
     def choice(self, value: Any, fieldpath: str, choices: tuple[str, ...]) -> str:
         if value not in choices:
-            raise self.fail(fieldpath, f"{value!r} is not one of {', '.join(choices)}")
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            fix = f"did you mean {close[0]!r}?" if close else ""
+            raise self.fail(fieldpath, f"{value!r} is not one of {', '.join(choices)}", fix)
         return str(value)
 
     def name_list(self, value: Any, fieldpath: str) -> list[str]:

@@ -1,0 +1,102 @@
+"""Reachability verdicts from the model: the seed's failure and the sentry fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.commands import check
+from harness.reach import PairVerdict, analyse, ip_path, pair_verdict, reservable
+from harness.topology import Topology, load_topology
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+A_SIDE = ("node0", "node1", "node2")
+B_SIDE = ("node4", "node5", "node6")
+
+
+def topo(name: str) -> Topology:
+    return load_topology(SCENARIOS / f"{name}.yaml")
+
+
+def verdict(t: Topology, a: str, b: str) -> PairVerdict:
+    return pair_verdict(t, t.node(a), t.node(b))
+
+
+def test_seed_exact_node0_and_node4_share_no_relay() -> None:
+    t = topo("seed-exact")
+    v = verdict(t, "node0", "node4")
+    assert not v.direct and not v.circuit and not v.holepunch
+    assert "no relay both can use" in v.circuit_reason
+    assert "node0 reaches relays [node3]" in v.circuit_reason
+    assert "node4 reaches relays [node7]" in v.circuit_reason
+    assert "no router" in v.direct_reason
+
+
+def test_seed_exact_every_cross_network_pair_is_cut() -> None:
+    t = topo("seed-exact")
+    for a in A_SIDE:
+        assert reservable(t, t.node(a)) == ["node3"]
+        assert ip_path(t, t.node(a), t.node("node7")) is None
+        for b in B_SIDE:
+            v = verdict(t, a, b)
+            assert (v.direct, v.circuit, v.holepunch) == (False, False, False), v
+    report = analyse(t)
+    cut = {(p.a, p.b) for p in report.pairs if not p.direct and not p.circuit}
+    assert cut == {(a, b) for a in A_SIDE for b in B_SIDE}
+
+
+def test_seed_exact_sentries_reach_each_other_and_their_network() -> None:
+    t = topo("seed-exact")
+    v = verdict(t, "node3", "node7")
+    assert v.direct and "same network public" in v.direct_reason
+    assert verdict(t, "node0", "node3").direct
+    # node7 reserves on node3, which node0 reaches: node0 can dial node7 through node3
+    v = verdict(t, "node0", "node7")
+    assert not v.direct and v.circuit and v.circuit_relays == ("node3",)
+
+
+def test_sentry_cross_network_pairs_relay_and_hole_punch() -> None:
+    t = topo("sentry")
+    for a in A_SIDE:
+        path = ip_path(t, t.node(a), t.node("node7"))
+        assert path is not None and path.addr == "10.0.0.7" and path.via_router == "router-a"
+        assert reservable(t, t.node(a)) == ["node3", "node7"]
+        for b in B_SIDE:
+            v = verdict(t, a, b)
+            assert not v.direct, v
+            assert v.circuit and set(v.circuit_relays) == {"node3", "node7"}, v
+            assert v.holepunch and "cone" in v.holepunch_reason, v
+    # nothing reaches into a private network from outside
+    assert ip_path(t, t.node("node7"), t.node("node0")) is None
+
+
+def test_symmetric_nat_relays_but_does_not_punch() -> None:
+    t = topo("symmetric-nat")
+    v = verdict(t, "node0", "node4")
+    assert v.circuit and not v.holepunch
+    assert "symmetric NAT" in v.holepunch_reason
+
+
+def test_mini_validators_punch_through_the_public_relay() -> None:
+    t = topo("mini")
+    v = verdict(t, "val-a", "val-b")
+    assert not v.direct and v.circuit and v.circuit_relays == ("relay",) and v.holepunch
+    v = verdict(t, "relay", "val-a")
+    assert v.direct and "val-a dials relay" in v.direct_reason
+
+
+def test_check_command_prints_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = __import__("argparse").ArgumentParser()
+    check.register(parser)
+    args = parser.parse_args([str(SCENARIOS / "seed-exact.yaml"), "--pair", "node0", "node4"])
+    assert check.run(args) == 0
+    out = capsys.readouterr().out
+    assert "node0 - node4  no      no       no" in out
+    assert "no relay both can use" in out
+    args = parser.parse_args([str(SCENARIOS / "sentry.yaml"), "--json"])
+    assert check.run(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    pair = next(p for p in data["pairs"] if (p["a"], p["b"]) == ("node0", "node4"))
+    assert pair["circuit"] and pair["holepunch"] and not pair["direct"]
