@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("node.chain")
 
+INITIAL_SYNC_WAIT_S = 5.0  # longest a starting node waits for peers' tips before consensus
 SYNC_POLL_S = 2.0  # how often connected peers' tips are asked for
 STALL_S = 3.0  # one block behind for this long (no commit of ours) -> sync
 PAYLOAD_SIZE = 256  # bytes of filler per block so sync moves realistic volumes
@@ -130,6 +131,7 @@ class ChainService:
         self.syncing = False
         self._start_gen = 0
         self._wake_sync = trio.Event()
+        self._initial_check = trio.Event()
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](1024)
 
     # ------------------------------------------------------------ lifecycle
@@ -189,12 +191,17 @@ class ChainService:
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._gossip_reader, sub)
                 nursery.start_soon(self._sync_loop)
-                lr, lb = store.load_lock(store.height + 1)
-                self._act(
-                    self.cons.start_height(
-                        store.height + 1, store.tip_hash, locked_round=lr, locked_block=lb
+                # catch up before voting: a validator restarted with an old (or empty) store
+                # should not sign anything for heights the others decided long ago
+                with trio.move_on_after(INITIAL_SYNC_WAIT_S):
+                    await self._initial_check.wait()
+                if self.cons.decided:  # not started by a sync session meanwhile
+                    lr, lb = store.load_lock(store.height + 1)
+                    self._act(
+                        self.cons.start_height(
+                            store.height + 1, store.tip_hash, locked_round=lr, locked_block=lb
+                        )
                     )
-                )
         finally:
             store.close()
 
@@ -438,11 +445,14 @@ class ChainService:
             best = max((p.height for p in peers), default=None)
             if best is None:
                 self.sync_state = "idle"
+                if peers == [] and self._connected_peers():
+                    self._initial_check.set()  # connected, but nobody serves sync
                 continue
             stalled = time.monotonic() - self.last_commit_at > STALL_S
             if best > store.height + 1 or (best > store.height and stalled):
                 await self._sync_session([p for p in peers if p.height > store.height], best)
             self.sync_state = "synced" if best <= store.height + 1 else "syncing"
+            self._initial_check.set()
 
     async def _sync_session(self, peers: list[SyncPeer], target: int) -> None:
         store, rt, cons = self.store, self.rt, self.cons

@@ -1,0 +1,81 @@
+"""Helpers for tests and benches that run chain nodes as real processes.
+
+Validator peer ids must be in every node's config before any node starts, so keys are
+created here first (in the node's key_file, where the node will find them). Agreement is
+checked on the nodes' own sqlite stores, read-only, so every height is compared, not only
+the tips the API shows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from libp2p.peer.id import ID
+
+from node.host import load_or_create_key
+
+
+def make_key(key_file: str | Path) -> str:
+    """Create (or read) the node key and return its peer id."""
+    kp = load_or_create_key(str(key_file))
+    return str(ID.from_pubkey(kp.public_key))
+
+
+def chain_section(
+    validator_ids: Mapping[str, str], block_interval_s: float = 0.5, serve_sync: bool = True
+) -> dict[str, Any]:
+    return {
+        "validators": list(validator_ids),
+        "block_interval_s": block_interval_s,
+        "serve_sync": serve_sync,
+        "validator_ids": dict(validator_ids),
+    }
+
+
+def chain(status: Mapping[str, Any]) -> dict[str, Any]:
+    doc = status.get("chain")
+    if not isinstance(doc, dict):
+        raise KeyError("no chain section in /status")
+    return doc
+
+
+def height(status: Mapping[str, Any]) -> int:
+    return int(chain(status)["height"])
+
+
+def store_hashes(data_dir: str | Path) -> dict[int, str]:
+    """height -> block hash from a node's store (read-only; safe while the node runs)."""
+    path = Path(data_dir) / "chain.sqlite"
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute("SELECT height, hash FROM blocks").fetchall()
+    finally:
+        db.close()
+    return {int(h): bytes(d).hex() for h, d in rows}
+
+
+def disagreements(stores: Mapping[str, Mapping[int, str]]) -> list[str]:
+    """Heights at which two stores hold different blocks (empty: safety held)."""
+    seen: dict[int, tuple[str, str]] = {}
+    out = []
+    for name, hashes in stores.items():
+        for h, digest in hashes.items():
+            prev = seen.setdefault(h, (name, digest))
+            if prev[1] != digest:
+                out.append(f"height {h}: {prev[0]} has {prev[1][:12]}, {name} has {digest[:12]}")
+    return out
+
+
+def check_agreement(data_dirs: Mapping[str, str | Path]) -> tuple[int, int]:
+    """Assert no two nodes committed different blocks at one height; return (nodes, heights
+    compared)."""
+    stores = {name: store_hashes(d) for name, d in data_dirs.items()}
+    bad = disagreements(stores)
+    assert not bad, "SAFETY VIOLATION:\n" + "\n".join(bad)
+    heights: Iterable[int] = (h for s in stores.values() for h in s)
+    return len(stores), len(set(heights))
