@@ -3,6 +3,7 @@
 - identify.py       re-identify on every connection; a hook when identify finishes
 - circuit_addrs.py  advertise circuit addresses (get_addrs mangles them upstream)
 - dial_unknown.py   dial an address whose peer id is not known yet
+- negative_cache.py a peer whose dial failed once is not blocked for 60 s
 Relay hop/stop are reimplemented in node/relay/ (see node/relay/server.py for why).
 """
 
@@ -15,6 +16,7 @@ from libp2p.abc import IHost
 
 from node.overrides.circuit_addrs import install_circuit_addrs
 from node.overrides.identify import IdentifyHook, install_identify_hook
+from node.overrides.negative_cache import shorten_negative_cache
 
 
 def apply_host_overrides(
@@ -22,4 +24,5 @@ def apply_host_overrides(
 ) -> IdentifyHook:
     """Apply every host-level override (once, before the host runs)."""
     install_circuit_addrs(host, circuit_addrs)
+    shorten_negative_cache(host)
     return install_identify_hook(host)

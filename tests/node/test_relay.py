@@ -1,0 +1,191 @@
+"""Circuit relay v2 on real node processes over loopback (several processes, real sockets).
+
+Each test starts nodes with `python -m node --config ...` (node/testing.py) and asserts
+through their HTTP API with deadline polling; an in-test libp2p peer (probe.py) drives
+exact hop frames and pings through circuits.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from libp2p.peer.id import ID
+from probe import circuit, connect, ping, probe_host
+
+from node.testing import NodeProc, NodeProcs, wait_for, wait_until
+
+pytestmark = pytest.mark.loopback
+
+
+def relay_server(procs: NodeProcs, name: str = "relay", **relay: Any) -> NodeProc:
+    return procs.start(
+        name, node={"role": "sentry"}, relay={"enabled": True, "mode": "server", **relay}
+    )
+
+
+def relay_client(procs: NodeProcs, name: str, relays: list[str], **extra: Any) -> NodeProc:
+    sections: dict[str, dict[str, Any]] = {
+        "relay": {"enabled": True, "mode": "client", "relay_servers": relays},
+        "p2p": {"discovery": False},
+    }
+    for k, v in extra.items():
+        sections.setdefault(k, {}).update(v)
+    return procs.start(name, **sections)
+
+
+def event_types(node: NodeProc) -> list[str]:
+    return [e["type"] for e in node.events()]
+
+
+def test_reservation_after_dynamic_discovery_without_peer_id(tmp_path: Path) -> None:
+    """relay_servers holds only /ip4/../tcp/..: identify matches the relay, it reserves,
+    and the circuit address is advertised (and pushed) to its peers."""
+    with NodeProcs(tmp_path) as procs:
+        relay = relay_server(procs)
+        t0 = time.monotonic()
+        client = relay_client(procs, "client", [relay.p2p_addr])
+        resv = wait_for(client, lambda s: s["reservations"], "reservation", 15)
+        took = time.monotonic() - t0
+        relay_id = relay.peer_id
+        assert resv[0]["relay"] == relay_id
+        assert resv[0]["expires_at"] > time.time() + 3000
+        st = client.status()
+        assert st["relay_candidates"] == [
+            {"peer": relay_id, "addr": relay.p2p_addr, "source": "config"}
+        ]
+        circuit_addr = f"{relay.p2p_addr}/p2p/{relay_id}/p2p-circuit/p2p/{st['peer_id']}"
+        assert circuit_addr in st["advertised_addrs"]
+        types = event_types(client)
+        assert types.index("relay_discovered") < types.index("reservation_accepted")
+        assert client.metric("sentrynet_reservations_active") == 1
+        assert relay.metric("sentrynet_reservations_total", outcome="accepted") == 1
+        # the relay learnt the circuit address through identify push
+        wait_until(
+            lambda: any(e.get("type") == "reservation_accepted" for e in relay.events()),
+            "relay-side reservation event",
+        )
+        print(f"reservation accepted {took:.2f}s after client process start")
+
+
+def test_dialer_reaches_target_through_circuit(tmp_path: Path) -> None:
+    """A dialer whose only direct address for the target is dead falls back to the relay;
+    the relayed connection carries identify both ways; a probe pings through a circuit."""
+    with NodeProcs(tmp_path) as procs:
+        relay = relay_server(procs)
+        target = relay_client(procs, "target", [relay.p2p_addr])
+        wait_for(target, lambda s: s["reservations"], "target reservation", 15)
+        target_id = target.peer_id
+        dead = f"/ip4/127.0.0.1/tcp/9/p2p/{target_id}"  # nothing listens there
+        dialer = relay_client(
+            procs,
+            "dialer",
+            [f"{relay.p2p_addr}/p2p/{relay.peer_id}"],
+            p2p={"persistent_peers": [dead]},
+        )
+        conn = wait_for(
+            dialer,
+            lambda s: [
+                c for c in s["connections"] if c["peer"] == target_id and c["kind"] == "relayed"
+            ],
+            "relayed connection to target",
+            30,
+        )[0]
+        assert conn["relay"] == relay.peer_id and conn["direction"] == "outbound"
+        assert "/p2p-circuit" in conn["remote_addr"]
+        wait_for(
+            target,
+            lambda s: [
+                c
+                for c in s["connections"]
+                if c["kind"] == "relayed" and c["peer"] == dialer.peer_id
+            ],
+            "inbound circuit",
+        )
+        circ = wait_for(relay, lambda s: s["circuits"], "circuit on relay")[0]
+        assert {circ["src"], circ["dst"]} == {dialer.peer_id, target_id}
+        # identify ran both ways over the circuit: bytes in both directions
+        wait_for(
+            relay,
+            lambda s: s["circuits"] and s["circuits"][0]["bytes"] > 1000,
+            "bytes through the circuit",
+        )
+        assert "circuit_opened" in event_types(dialer)
+
+        async def through_probe() -> list[bytes]:
+            async with probe_host() as h:
+                rid = await connect(h, f"{relay.p2p_addr}/p2p/{relay.peer_id}")
+                c, code = await circuit(h, rid, ID.from_base58(target_id))
+                assert c is not None, f"relay answered {code}"
+                return await ping(c, rounds=5)
+
+        echoed = trio.run(through_probe)
+        assert len(echoed) == 5
+        assert relay.metric("sentrynet_relayed_bytes_total") > 1000
+
+
+def test_relay_restart_client_reserves_again(tmp_path: Path) -> None:
+    with NodeProcs(tmp_path) as procs:
+        relay = relay_server(procs)
+        client = relay_client(procs, "client", [relay.p2p_addr])
+        first = wait_for(client, lambda s: s["reservations"], "reservation", 15)[0]
+        relay.stop()
+        wait_for(client, lambda s: not s["reservations"], "reservation dropped", 15)
+        st = client.status()
+        assert not any("/p2p-circuit" in a for a in st["advertised_addrs"])
+        t0 = time.monotonic()
+        procs.launch(relay)
+        again = wait_for(
+            client,
+            lambda s: [r for r in s["reservations"] if r["accepted_at"] > first["accepted_at"]],
+            "reservation after relay restart",
+            30,
+        )[0]
+        took = time.monotonic() - t0
+        assert again["relay"] == first["relay"]
+        types = event_types(client)
+        assert types.count("reservation_accepted") == 2
+        assert "reservation_expired" in types
+        print(f"re-reserved {took:.2f}s after relay restart began")
+
+
+def test_two_dialers_keep_independent_circuits(tmp_path: Path) -> None:
+    """Closing one dialer's circuit to a target leaves another dialer's circuit working
+    (upstream CircuitV2Protocol keys circuits by peer id and tears the other one down)."""
+    with NodeProcs(tmp_path) as procs:
+        relay = relay_server(procs)
+        target = relay_client(procs, "target", [relay.p2p_addr])
+        wait_for(target, lambda s: s["reservations"], "target reservation", 15)
+        tid = ID.from_base58(target.peer_id)
+        relay_addr = f"{relay.p2p_addr}/p2p/{relay.peer_id}"
+
+        async def scenario() -> None:
+            async with probe_host() as h1, probe_host() as h2:
+                r1 = await connect(h1, relay_addr)
+                r2 = await connect(h2, relay_addr)
+                c1, code1 = await circuit(h1, r1, tid)
+                c2, code2 = await circuit(h2, r2, tid)
+                assert c1 is not None and c2 is not None, (code1, code2)
+                await ping(c1)
+                await ping(c2)
+                await trio.to_thread.run_sync(
+                    lambda: wait_for(relay, lambda s: len(s["circuits"]) == 2, "2 circuits")
+                )
+                await c1.close()
+                await trio.to_thread.run_sync(
+                    lambda: wait_for(
+                        relay, lambda s: len(s["circuits"]) == 1, "first circuit closed"
+                    )
+                )
+                # the second dialer's circuit still carries data
+                echoed = await ping(c2, rounds=3)
+                assert len(echoed) == 3
+                left = relay.status()["circuits"][0]
+                assert left["src"] == str(h2.get_id())
+
+        trio.run(scenario)
+        closed = [e for e in relay.events() if e["type"] == "circuit_closed"]
+        assert len(closed) == 1 and closed[0]["reason"] == "closed"
