@@ -193,25 +193,31 @@ def _write_log(ldir: Path, name: str, read_log: Callable[[str], str]) -> None:
 
 
 def summary_table(doc: dict[str, Any], width: int = 100) -> str:
-    """The table `sentrynet scenario` prints at the end: check, result, seconds, detail."""
-    rows = [("check", "result", "seconds", "detail")]
+    """The table `sentrynet scenario` prints at the end: check, result, seconds, detail; a
+    failed check gets a second line with its likely cause."""
+    rows: list[tuple[str, str, str, str, str]] = [("check", "result", "seconds", "detail", "")]
     for c in doc.get("checks") or []:
         result = "PASS" if c.get("passed") else "FAIL"
         if c.get("expect"):
             result += f" ({c['expect']})"
         secs = "-" if c.get("seconds") is None else f"{float(c['seconds']):.1f}"
         detail = " ".join(str(c.get("detail", "")).split())
-        if not c.get("passed") and c.get("likely_cause"):
-            detail = f"{detail} | likely cause: {c['likely_cause']}"
-        rows.append((str(c["name"]), result, secs, detail))
+        cause = "" if c.get("passed") else " ".join(str(c.get("likely_cause") or "").split())
+        rows.append((str(c["name"]), result, secs, detail, cause))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
-    room = max(30, width - sum(w) - 6)
+    indent = sum(w) + 6
+    room = max(30, width - indent)
+
+    def cut(text: str, n: int) -> str:
+        return text if len(text) <= n else text[: n - 3] + "..."
+
     lines = []
     for i, r in enumerate(rows):
-        detail = r[3] if len(r[3]) <= room else r[3][: room - 3] + "..."
-        lines.append(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}}  {detail}".rstrip())
+        lines.append(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}}  {cut(r[3], room)}".rstrip())
+        if r[4]:
+            lines.append(" " * indent + cut(f"likely cause: {r[4]}", room))
         if i == 0:
-            lines.append("-" * min(width, sum(w) + 6 + room))
+            lines.append("-" * min(width, indent + room))
     n_ok = sum(1 for c in doc.get("checks") or [] if c.get("passed"))
     verdict = "PASSED" if doc.get("passed") else "FAILED"
     lines.append(

@@ -1,0 +1,471 @@
+"""The scenario checks on recorded-shape status snapshots: each passes on the state it
+names, and each failure names the failure mode it exposes (the seed's list)."""
+
+from __future__ import annotations
+
+from test_checks_data import PID, ROUTER, connect, ev, healthy_statuses, obs, reserve, tcp
+
+from harness.checks import chain, relay
+from harness.checks.expect import impossible
+
+# --------------------------------------------------------------------------- reservations
+
+
+def test_reservations_hold_when_every_client_reserved_via_identify() -> None:
+    v = relay.reservations(obs())
+    assert v.ok, v
+    assert "node0->node3+node7" in v.detail
+    assert v.data["held"]["node4"] == ["node3", "node7"]
+
+
+def test_reservations_since_is_last_client_first_acceptance() -> None:
+    events = {
+        n: [ev("reservation_accepted", 2.0 + i, relay=PID["node3"], addrs=[], expires_at=0)]
+        for i, n in enumerate(["node0", "node1", "node2", "node4", "node5", "node6"])
+    }
+    v = relay.reservations(obs(events=events))
+    assert v.ok
+    # status accepted_at 101.0 on the node clock is harness t 11.0; events are earlier
+    assert v.since == 7.0
+
+
+def test_reservations_no_candidate_means_no_ip_path() -> None:
+    st = healthy_statuses()
+    st["node4"]["reservations"] = []
+    st["node4"]["relay_candidates"] = []
+    v = relay.reservations(obs(st))
+    assert not v.ok
+    assert "node4: no reservations" in v.detail
+    assert "no IP path" in (v.cause or "")
+
+
+def test_reservations_identified_but_never_reserved_is_the_seed_bug() -> None:
+    st = healthy_statuses()
+    st["node0"]["reservations"] = []
+    v = relay.reservations(obs(st))
+    assert not v.ok
+    assert "RESERVE" in (v.cause or "") and "listen_on" in (v.cause or "")
+
+
+def test_reservations_denied_reason_is_reported() -> None:
+    st = healthy_statuses()
+    st["node0"]["reservations"] = []
+    events = {"node0": [ev("reservation_denied", 3.0, relay=PID["node3"], reason="RESOURCE_LIMIT")]}
+    v = relay.reservations(obs(st, events))
+    assert "RESOURCE_LIMIT" in (v.cause or "")
+
+
+def test_reservation_without_addresses_does_not_count() -> None:
+    st = healthy_statuses()
+    st["node1"]["reservations"] = []
+    st["node1"]["relay_candidates"] = []
+    reserve(st["node1"], "node3", addrs=[])
+    v = relay.reservations(obs(st))
+    assert not v.ok
+    assert "carries no addresses" in v.detail
+    assert "NoAddressesInReservation" in (v.cause or "")
+
+
+def test_reservation_on_relay_configured_with_peer_id_does_not_count() -> None:
+    st = healthy_statuses()
+    for c in st["node2"]["relay_candidates"]:
+        c["addr"] += f"/p2p/{c['peer']}"
+        c["source"] = "config"
+    v = relay.reservations(obs(st))
+    assert not v.ok
+    assert "configured with its peer id" in v.detail
+
+
+def test_reservations_missing_status_names_the_node() -> None:
+    st = healthy_statuses()
+    del st["node5"]
+    v = relay.reservations(obs(st))
+    assert not v.ok
+    assert "node5" in (v.cause or "") and "connection refused" in (v.cause or "")
+
+
+# --------------------------------------------------------------------------- relayed circuit
+
+
+def test_relayed_circuit_seen_in_status() -> None:
+    st = healthy_statuses()
+    connect(st["node0"], "node4", "relayed", relay="node7")
+    v = relay.relayed_circuit(obs(st))
+    assert v.ok, v
+    assert "node0 (a) <-> node4 (b) via node7" in v.detail
+
+
+def test_relayed_circuit_seen_only_in_history_still_counts() -> None:
+    # the relayed connection was already upgraded and closed before the poll
+    events = {
+        "node1": [
+            ev("connection_opened", 12.5, peer=PID["node5"], remote_addr="x", kind="relayed"),
+            ev("connection_closed", 14.0, peer=PID["node5"], remote_addr="x", kind="relayed"),
+        ],
+        "node3": [ev("circuit_opened", 12.4, src=PID["node1"], dst=PID["node5"], side="relay")],
+    }
+    v = relay.relayed_circuit(obs(events=events))
+    assert v.ok
+    assert v.since == 12.4
+    assert "via node3" in v.detail
+
+
+def test_relayed_circuit_no_common_relay_is_the_seed_topology() -> None:
+    st = healthy_statuses()
+    for n in ("node0", "node1", "node2"):
+        st[n]["reservations"] = [r for r in st[n]["reservations"] if r["relay"] == PID["node3"]]
+    for n in ("node4", "node5", "node6"):
+        st[n]["reservations"] = [r for r in st[n]["reservations"] if r["relay"] == PID["node7"]]
+    v = relay.relayed_circuit(obs(st))
+    assert not v.ok
+    assert "no common relay" in (v.cause or "")
+
+
+def test_relayed_circuit_without_advertised_circuit_address() -> None:
+    st = healthy_statuses()
+    for s in st.values():
+        s["advertised_addrs"] = [a for a in s["advertised_addrs"] if "p2p-circuit" not in a]
+    v = relay.relayed_circuit(obs(st))
+    assert not v.ok
+    assert "advertises no /p2p-circuit" in (v.cause or "")
+
+
+def test_relayed_circuit_common_relay_but_nobody_dialed() -> None:
+    v = relay.relayed_circuit(obs())
+    assert not v.ok
+    assert "nobody dialed" in (v.cause or "")
+
+
+# --------------------------------------------------------------------------- DCUtR
+
+
+def _upgraded() -> tuple[dict, dict]:
+    st = healthy_statuses()
+    connect(st["node0"], "node4", "direct", remote=f"/ip4/{ROUTER['b']}/tcp/4001")
+    connect(st["node4"], "node0", "direct", remote=f"/ip4/{ROUTER['a']}/tcp/4001")
+    events = {
+        "node0": [
+            ev("connection_opened", 12.0, peer=PID["node4"], remote_addr="c", kind="relayed"),
+            ev("dcutr_started", 12.1, peer=PID["node4"], role="initiator"),
+            ev(
+                "dcutr_succeeded",
+                12.5,
+                peer=PID["node4"],
+                role="initiator",
+                duration_s=0.4,
+                addr=f"/ip4/{ROUTER['b']}/tcp/4001",
+            ),
+            ev("connection_closed", 12.7, peer=PID["node4"], remote_addr="c", kind="relayed"),
+        ]
+    }
+    return st, events
+
+
+def test_dcutr_upgrade_holds_across_both_nats() -> None:
+    st, events = _upgraded()
+    v = relay.dcutr_upgrade(obs(st, events))
+    assert v.ok, v
+    assert "in 0.40s" in v.detail and "router of b" in v.detail
+    assert v.since == 12.7
+
+
+def test_dcutr_upgrade_fails_while_relayed_connection_stays_open() -> None:
+    st, events = _upgraded()
+    events["node0"] = events["node0"][:-1]
+    connect(st["node0"], "node4", "relayed", relay="node7")
+    v = relay.dcutr_upgrade(obs(st, events))
+    assert not v.ok
+    assert "never closed" in (v.cause or "")
+
+
+def test_dcutr_upgrade_failure_reports_reasons() -> None:
+    st = healthy_statuses()
+    connect(st["node0"], "node4", "relayed", relay="node7")
+    events = {
+        "node0": [
+            ev(
+                "dcutr_failed",
+                20.0,
+                peer=PID["node4"],
+                role="initiator",
+                reason="timeout",
+                duration_s=5,
+            )
+        ]
+    }
+    v = relay.dcutr_upgrade(obs(st, events))
+    assert not v.ok
+    assert "timeout" in (v.cause or "") and "symmetric" in (v.cause or "")
+
+
+def test_dcutr_never_started() -> None:
+    st = healthy_statuses()
+    connect(st["node0"], "node4", "relayed", relay="node7")
+    v = relay.dcutr_upgrade(obs(st))
+    assert not v.ok
+    assert "never started" in (v.cause or "")
+
+
+def test_dcutr_fails_holds_with_reason_and_relayed_traffic() -> None:
+    st = healthy_statuses()
+    connect(st["node0"], "node4", "relayed", relay="node7")
+    events = {
+        "node4": [
+            ev(
+                "dcutr_failed",
+                20.0,
+                peer=PID["node0"],
+                role="responder",
+                reason="no_dial_succeeded",
+            )
+        ]
+    }
+    v = relay.dcutr_fails(obs(st, events))
+    assert v.ok, v
+    assert "no_dial_succeeded" in v.detail and "relayed via node7" in v.detail
+
+
+def test_dcutr_fails_does_not_hold_when_punch_succeeded() -> None:
+    st, events = _upgraded()
+    v = relay.dcutr_fails(obs(st, events))
+    assert not v.ok
+    assert "random-fully" in (v.cause or "")
+
+
+# --------------------------------------------------------------------------- failover
+
+
+def test_failover_requires_dead_relay_gone_and_another_held() -> None:
+    marks = {"reserved_on": {"node3": ["node0", "node4"]}, "killed_at": {"node3": 40.0}}
+    st = healthy_statuses()
+    del st["node3"]
+    v = relay.reserved_elsewhere("node3")(obs(st, marks=marks))
+    assert not v.ok
+    assert "still lists a reservation on dead node3" in v.detail
+    for n in ("node0", "node4"):
+        st[n]["reservations"] = [r for r in st[n]["reservations"] if r["relay"] != PID["node3"]]
+    events = {"node0": [ev("reservation_accepted", 45.0, relay=PID["node7"])]}
+    v = relay.reserved_elsewhere("node3")(obs(st, events, marks))
+    assert v.ok, v
+    assert "node0->node7 (new)" in v.detail and "node4->node7 (already held)" in v.detail
+
+
+def test_reservations_back_needs_a_new_acceptance_after_restart() -> None:
+    marks = {"reserved_on": {"node3": ["node0"]}, "restarted_at": {"node3": 60.0}}
+    v = relay.reservations_back("node3")(obs(marks=marks))
+    assert not v.ok and "no reservation_accepted since its restart" in v.detail
+    events = {"node0": [ev("reservation_accepted", 61.0, relay=PID["node3"])]}
+    v = relay.reservations_back("node3")(obs(events=events, marks=marks))
+    assert v.ok and v.since == 61.0
+
+
+def test_partitioned() -> None:
+    st = healthy_statuses()
+    connect(st["node3"], "node7", "direct")
+    v = relay.partitioned(obs(st))
+    assert not v.ok and "node3->node7 direct" in v.detail
+    assert relay.partitioned(obs()).ok
+
+
+# --------------------------------------------------------------------------- chain
+
+
+def _committed(heights: range, proposers: list[str]) -> list[dict]:
+    return [
+        ev(
+            "block_committed",
+            float(h),
+            height=h,
+            hash=f"h{h}",
+            proposer=PID[proposers[h % len(proposers)]],
+        )
+        for h in heights
+    ]
+
+
+def test_consensus_with_proposers_in_both_networks() -> None:
+    vals = ["node0", "node1", "node4", "node5"]
+    events = {v: _committed(range(1, 11), vals) for v in vals}
+    v = chain.consensus(5)(obs(events=events))
+    assert v.ok, v
+    assert "a: node0,node1" in v.detail and "b: node4,node5" in v.detail
+
+
+def test_consensus_proposals_from_one_side_only() -> None:
+    vals = ["node0", "node1", "node4", "node5"]
+    events = {v: _committed(range(1, 11), ["node0", "node1"]) for v in vals}
+    v = chain.consensus(5)(obs(events=events))
+    assert not v.ok and "only from a" in v.detail
+
+
+def test_consensus_stuck_points_at_quorum() -> None:
+    st = healthy_statuses()
+    for s in st.values():
+        s["chain"]["height"] = 0
+    v = chain.consensus(5)(obs(st))
+    assert not v.ok and "quorum" in (v.cause or "")
+
+
+def _synced(peers: list[dict]) -> dict:
+    st = healthy_statuses()
+    st["node4"]["chain"]["sync_peers"] = peers
+    st["node4"]["chain"]["height"] = 40
+    return st
+
+
+MARKS = {"sync_target": {"node4": 35}, "restarted_at": {"node4": 50.0}}
+
+
+def test_cross_network_sync_over_relay_from_a_peer_only_on_a() -> None:
+    st = _synced(
+        [
+            {
+                "peer": PID["node1"],
+                "kind": "relayed",
+                "blocks": 30,
+                "bytes": 9,
+                "from_height": 1,
+                "to_height": 30,
+            },
+            {
+                "peer": PID["node5"],
+                "kind": "direct",
+                "blocks": 10,
+                "bytes": 9,
+                "from_height": 31,
+                "to_height": 40,
+            },
+        ]
+    )
+    connect(st["node4"], "node1", "relayed", relay="node7")
+    events = {"node4": [ev("sync_completed", 58.0, from_height=1, to_height=40, peers=[])]}
+    v = chain.cross_network_sync("node4")(obs(st, events, MARKS))
+    assert v.ok, v
+    assert "node1 [a only] 30 blocks 1..30 relayed via relay node7" in v.detail
+    assert v.since == 58.0
+
+
+def test_cross_network_sync_only_local_peers_is_the_seed_failure() -> None:
+    st = _synced(
+        [
+            {
+                "peer": PID["node5"],
+                "kind": "direct",
+                "blocks": 40,
+                "bytes": 9,
+                "from_height": 1,
+                "to_height": 40,
+            }
+        ]
+    )
+    v = chain.cross_network_sync("node4")(obs(st, marks=MARKS))
+    assert not v.ok
+    assert "nothing crossed the NAT" in (v.cause or "")
+
+
+def test_cross_network_sync_direct_needs_upgrade_evidence() -> None:
+    peers = [
+        {
+            "peer": PID["node0"],
+            "kind": "direct",
+            "blocks": 40,
+            "bytes": 9,
+            "from_height": 1,
+            "to_height": 40,
+        }
+    ]
+    st = _synced(peers)
+    connect(st["node4"], "node0", "direct", remote=f"/ip4/{ROUTER['a']}/tcp/4001")
+    v = chain.cross_network_sync("node4")(obs(st, marks=MARKS))
+    assert v.ok and "through router of a" in v.detail
+
+
+def test_cross_network_sync_sentry_serving_fails() -> None:
+    peers = [
+        {
+            "peer": PID["node7"],
+            "kind": "direct",
+            "blocks": 40,
+            "bytes": 9,
+            "from_height": 1,
+            "to_height": 40,
+        },
+        {
+            "peer": PID["node1"],
+            "kind": "relayed",
+            "blocks": 1,
+            "bytes": 9,
+            "from_height": 1,
+            "to_height": 1,
+        },
+    ]
+    v = chain.cross_network_sync("node4")(obs(_synced(peers), marks=MARKS))
+    assert not v.ok and "serve_sync=false" in (v.cause or "")
+
+
+def test_cross_network_sync_not_caught_up() -> None:
+    st = _synced([])
+    st["node4"]["chain"]["height"] = 3
+    v = chain.cross_network_sync("node4")(obs(st, marks=MARKS))
+    assert not v.ok and "no peer that serves sync" in (v.cause or "")
+
+
+def test_no_forks() -> None:
+    events = {
+        "node0": _committed(range(1, 6), ["node0"]),
+        "node4": _committed(range(1, 6), ["node0"]),
+    }
+    assert chain.no_forks(obs(events=events)).ok
+    events["node4"][2] = ev("block_committed", 3.0, height=3, hash="evil", proposer=PID["node4"])
+    v = chain.no_forks(obs(events=events))
+    assert not v.ok and "first at 3" in v.detail
+
+
+def test_converged_needs_every_node_past_the_heal() -> None:
+    marks = {"healed_heights": {"node0": 8, "node4": 7}}
+    v = chain.converged(3)(obs(marks=marks))  # all at 10 with tip h10 < 8 + 3
+    assert not v.ok
+    st = healthy_statuses()
+    for s in st.values():
+        s["chain"]["height"] = 12
+        s["chain"]["tip_hash"] = "h12"
+    assert chain.converged(3)(obs(st, marks=marks)).ok
+
+
+# --------------------------------------------------------------------------- expected negatives
+
+
+def test_impossible_passes_with_reach_reason_when_not_observed() -> None:
+    check = impossible(relay.relayed_circuit, "relayed_circuit")
+    v = check(obs(marks={"reach": {"relayed_circuit": "node0-node4: no relay both can use"}}))
+    assert v.ok
+    assert "no relay both can use" in v.detail
+
+
+def test_impossible_fails_final_when_it_happened() -> None:
+    st = healthy_statuses()
+    connect(st["node0"], "node4", "relayed", relay="node7")
+    v = impossible(relay.relayed_circuit, "relayed_circuit")(
+        obs(st, marks={"reach": {"relayed_circuit": "no path"}})
+    )
+    assert not v.ok and v.data.get("final")
+
+
+def test_impossible_fails_when_reach_finds_a_path() -> None:
+    v = impossible(relay.relayed_circuit, "relayed_circuit")(obs(marks={"reach": {}}))
+    assert not v.ok and "finds a path" in v.detail
+
+
+def test_impossible_waits_until_decisive() -> None:
+    check = impossible(
+        chain.cross_network_sync("node4"), "cross_network_sync", chain.caught_up("node4")
+    )
+    marks = {"reach": {"cross_network_sync": "no path"}, "sync_target": {"node4": 50}}
+    v = check(obs(marks=marks))
+    assert not v.ok and "not yet decisive" in v.detail
+    marks["sync_target"]["node4"] = 5
+    assert check(obs(marks=marks)).ok
+
+
+def test_tcp_helper_shape() -> None:
+    assert tcp("node3") == "/ip4/10.0.0.3/tcp/4001"

@@ -1,0 +1,126 @@
+"""report.json / junit.xml / results folder, and the summary table."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness import report
+from harness.scenario import CheckOutcome
+
+
+def _outcomes() -> list[CheckOutcome]:
+    return [
+        CheckOutcome("reservations", True, 3.21, "all 6 clients hold reservations"),
+        CheckOutcome(
+            "relayed_circuit",
+            False,
+            93.0,
+            "no relayed connection between validators",
+            cause="no common relay: node0 holds [node3], node4 holds [node7]",
+        ),
+        CheckOutcome("cross_network_sync", True, 40.0, "impossible, as expected", "impossible"),
+    ]
+
+
+def test_report_shape_and_verdict() -> None:
+    doc = report.build_report("sentry", _outcomes(), testnet="sentry-ab12", error=None)
+    assert doc["scenario"] == "sentry" and doc["passed"] is False
+    assert [c["name"] for c in doc["checks"]] == [
+        "reservations",
+        "relayed_circuit",
+        "cross_network_sync",
+    ]
+    first = doc["checks"][0]
+    assert set(first) == {"name", "passed", "seconds", "detail"}
+    assert first["seconds"] == 3.21
+    assert doc["checks"][1]["likely_cause"].startswith("no common relay")
+    assert doc["checks"][2]["expect"] == "impossible"
+    assert "error" not in doc
+
+
+def test_report_passes_only_with_checks_and_no_error() -> None:
+    ok = [CheckOutcome("a", True, 1.0, "x")]
+    assert report.build_report("s", ok)["passed"] is True
+    assert report.build_report("s", [])["passed"] is False
+    assert report.build_report("s", ok, error="up failed")["passed"] is False
+
+
+def test_junit_xml_one_case_per_check() -> None:
+    doc = report.build_report("sentry", _outcomes(), duration_s=120.0)
+    root = ET.fromstring(report.junit_xml(doc))
+    assert root.tag == "testsuite"
+    assert root.get("tests") == "3" and root.get("failures") == "1"
+    cases = root.findall("testcase")
+    assert [c.get("name") for c in cases] == [
+        "reservations",
+        "relayed_circuit",
+        "cross_network_sync",
+    ]
+    fail = cases[1].find("failure")
+    assert fail is not None and "likely cause: no common relay" in (fail.text or "")
+    out = cases[2].find("system-out")
+    assert out is not None and (out.text or "").startswith("expected impossible")
+
+
+def test_junit_records_run_error() -> None:
+    doc = report.build_report("sentry", [], error="up failed: compose")
+    root = ET.fromstring(report.junit_xml(doc))
+    assert root.get("errors") == "1"
+    assert root.find("testcase/error") is not None
+
+
+def test_results_dir_and_latest_symlink(tmp_path: Path) -> None:
+    first = report.new_run_dir(tmp_path, "sentry")
+    second = report.new_run_dir(tmp_path, "sentry")
+    assert first != second and first.is_dir() and second.is_dir()
+    latest = tmp_path / "latest"
+    assert latest.is_symlink() and latest.resolve() == second.resolve()
+    assert not Path(str(latest.readlink())).is_absolute()
+    doc = report.build_report("sentry", _outcomes())
+    report.write_results(second, doc)
+    assert json.loads((latest / "report.json").read_text())["scenario"] == "sentry"
+    assert (latest / "junit.xml").read_text().startswith("<?xml")
+
+
+def test_save_artifacts_never_raises(tmp_path: Path) -> None:
+    def read_log(name: str) -> str:
+        if name == "node1":
+            raise RuntimeError("container gone")
+        return f"log of {name}\n"
+
+    def graph(run_dir: Path) -> list[str]:
+        (run_dir / "graph.svg").write_text("<svg/>")
+        return ["graph.svg"]
+
+    got = report.save_artifacts(
+        tmp_path,
+        statuses={"node0": {"peer_id": "x"}, "node1": None},
+        status_errors={"node1": "connection refused"},
+        events={"node0": [{"seq": 0, "type": "block_committed"}]},
+        logs=["node0", "node1"],
+        read_log=read_log,
+        graph=graph,
+    )
+    assert "logs/node0.log" in got["written"] and "graph.svg" in got["written"]
+    assert any("node1" in e and "container gone" in e for e in got["errors"])
+    assert json.loads((tmp_path / "status/node1.json").read_text()) == {
+        "error": "connection refused"
+    }
+    assert (tmp_path / "events/node0.jsonl").read_text().count("\n") == 1
+
+
+def test_summary_table() -> None:
+    doc = report.build_report("sentry", _outcomes())
+    text = report.summary_table(doc, width=120)
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["check", "result", "seconds", "detail"]
+    assert any(
+        line.startswith("reservations") and "PASS" in line and "3.2" in line for line in lines
+    )
+    fail = next(i for i, line in enumerate(lines) if "FAIL" in line)
+    assert "likely cause: no common relay" in lines[fail + 1]
+    assert any("PASS (impossible)" in line for line in lines)
+    assert lines[-1] == "scenario sentry: FAILED (2/3 checks)"
+    assert all(len(line) <= 120 for line in lines)
