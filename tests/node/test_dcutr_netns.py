@@ -1,0 +1,151 @@
+"""DCUtR through real NAT routers (network namespaces, tests/node/netns.py).
+
+relay on the public segment; listener L behind router r1, dialer D behind router r2, each
+router doing DESIGN.md's MASQUERADE recipe. D reaches L through the relay; the relayed
+connection must become a direct one between the two routers' public addresses (a real
+hole punch: the routers drop unsolicited inbound packets) and the relayed one must close.
+With r2 doing symmetric NAT (--random-fully) the punch must fail with a recorded reason,
+the connection must stay relayed, and the attempts must stop at dcutr.max_attempts.
+Everything is read through the nodes' /status and /events. Upgrade times are printed
+(run with -s) and measured by bench/, not asserted here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from netns import P2P_PORT, LabNode, NatLab, Router
+
+from node.testing import WaitTimeout, wait_for, wait_until
+
+pytestmark = pytest.mark.netns
+
+
+def rows(st: dict[str, Any], peer: str) -> list[dict[str, Any]]:
+    return [r for r in st.get("dcutr") or [] if r["peer"] == peer]
+
+
+def conns(st: dict[str, Any], peer: str, kind: str) -> list[dict[str, Any]]:
+    return [c for c in st["connections"] if c["peer"] == peer and c["kind"] == kind]
+
+
+def build(
+    lab: NatLab, symmetric: bool, dcutr: dict[str, Any] | None = None
+) -> tuple[LabNode, LabNode, Router, Router]:
+    relay_host = lab.add_public_host("relay")
+    r1 = lab.add_router("r1")
+    r2 = lab.add_router("r2", symmetric=symmetric)
+    p2p = {"discovery": False}
+    extra = {"dcutr": dcutr} if dcutr else {}
+    relay = lab.start_node(relay_host, p2p=p2p, relay={"enabled": True, "mode": "server"})
+    client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
+    listener = lab.start_node(lab.add_private_host("l", r1), p2p=p2p, relay=client, **extra)
+    wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
+    circuit = f"{relay.full_addr}/p2p-circuit/p2p/{listener.peer_id}"
+    dialer = lab.start_node(
+        lab.add_private_host("d", r2),
+        p2p={**p2p, "persistent_peers": [circuit]},
+        relay=client,
+        **extra,
+    )
+    return listener, dialer, r1, r2
+
+
+def _explain(lab: NatLab, *nodes: LabNode) -> str:
+    out = [lab.describe()]
+    for n in nodes:
+        out.append(f"--- {n.name} log tail\n{n.log_tail(30)}")
+    return "\n".join(out)
+
+
+def test_cone_nat_hole_punch_upgrades_to_direct(nat_lab: NatLab) -> None:
+    listener, dialer, r1, r2 = build(nat_lab, symmetric=False)
+    lid, did = listener.peer_id, dialer.peer_id
+    try:
+        wait_for(dialer, lambda s: conns(s, lid, "relayed"), "relayed connection to L", 60)
+        row = wait_for(
+            listener,
+            lambda s: [r for r in rows(s, did) if r["outcome"] == "succeeded"],
+            "DCUtR success on L",
+            60,
+        )[-1]
+        wait_for(dialer, lambda s: not conns(s, lid, "relayed"), "relayed leg closed on D", 30)
+        wait_for(listener, lambda s: not conns(s, did, "relayed"), "relayed leg closed on L", 30)
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, dialer)}") from None
+
+    # direct between the two routers' public addresses, listen ports preserved by the NAT:
+    # only possible through the hole each side's outgoing SYN opened in its own router
+    d_on_l = conns(listener.status(), did, "direct")
+    l_on_d = conns(dialer.status(), lid, "direct")
+    assert [c["remote_addr"] for c in d_on_l] == [f"/ip4/{r2.public_ip}/tcp/{P2P_PORT}"]
+    assert [c["remote_addr"] for c in l_on_d] == [f"/ip4/{r1.public_ip}/tcp/{P2P_PORT}"]
+    assert row["role"] == "initiator" and row["addr"] == d_on_l[0]["remote_addr"]
+
+    ev_l, ev_d = listener.events(), dialer.events()
+    assert [e["type"] for e in ev_l if e["type"].startswith("dcutr") and e["peer"] == did][-2:] == [
+        "dcutr_started",
+        "dcutr_succeeded",
+    ]
+    assert any(
+        e["type"] == "dcutr_succeeded" and e["role"] == "responder" and e["peer"] == lid
+        for e in ev_d
+    )
+    for node, peer in ((listener, did), (dialer, lid)):
+        wait_until(
+            lambda n=node, p=peer: [
+                e for e in n.events()
+                if e["type"] == "connection_closed" and e["peer"] == p and e["kind"] == "relayed"
+            ],
+            f"connection_closed kind=relayed on {node.name}",
+        )  # fmt: skip
+    print(
+        f"\nDCUtR upgrade through cone NAT: {row['duration_s']:.3f}s "
+        f"(relayed RTT {row['rtt_s']:.3f}s, attempt {row['attempt']})"
+    )
+
+
+def test_symmetric_nat_fails_with_reason_stays_relayed_bounded(nat_lab: NatLab) -> None:
+    max_attempts = 2
+    listener, dialer, _, _ = build(nat_lab, symmetric=True, dcutr={"max_attempts": max_attempts})
+    lid, did = listener.peer_id, dialer.peer_id
+    try:
+        final = wait_for(
+            listener,
+            lambda s: [r for r in rows(s, did) if r["outcome"] == "failed" and r["final"]],
+            "a final DCUtR failure on L",
+            90,
+        )[-1]
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, dialer)}") from None
+
+    st_l = listener.status()
+    attempts = rows(st_l, did)
+    assert [r["attempt"] for r in attempts] == list(range(1, max_attempts + 1))
+    assert all(r["outcome"] == "failed" and r["reason"] for r in attempts)
+    assert final["reason"] == "timeout" and final["detail"]
+    # still connected, relayed only
+    assert conns(st_l, did, "relayed") and not conns(st_l, did, "direct")
+    st_d = wait_for(
+        dialer,
+        lambda s: len([r for r in rows(s, lid) if r["outcome"] == "failed"]) == max_attempts and s,
+        "D's responder attempts to end",
+        30,
+    )
+    assert conns(st_d, lid, "relayed") and not conns(st_d, lid, "direct")
+
+    # no retry storm: L started exactly max_attempts, D never initiated
+    def started(node: LabNode, peer: str) -> list[dict[str, Any]]:
+        return [e for e in node.events() if e["type"] == "dcutr_started" and e["peer"] == peer]
+
+    assert len(started(listener, did)) == max_attempts
+    assert all(e["role"] == "initiator" for e in started(listener, did))
+    assert all(e["role"] == "responder" for e in started(dialer, lid))
+    failed = [e for e in listener.events() if e["type"] == "dcutr_failed" and e["peer"] == did]
+    assert [e["final"] for e in failed] == [False] * (max_attempts - 1) + [True]
+    assert listener.metric("sentrynet_dcutr_total", outcome="failed") == max_attempts
+    # the relayed connection keeps working after giving up: D's relayed conn is still open
+    # when L's count is re-read after D's side settled (no attempt was added meanwhile)
+    wait_until(lambda: conns(dialer.status(), lid, "relayed"), "relayed connection kept")
+    assert len(started(listener, did)) == max_attempts
