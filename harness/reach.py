@@ -163,7 +163,12 @@ class PairVerdict:
 
 
 def _circuit_relays(topo: Topology, dialer: NodeSpec, listener: NodeSpec) -> list[str]:
-    """Relays on which `listener` holds a reservation and which `dialer` reaches over IP."""
+    """Relays on which `listener` holds a reservation and which `dialer` reaches over IP.
+
+    The dialer needs relaying enabled (relay_mode not off): that is what gives the node its
+    circuit transport (relay.enabled in node.toml)."""
+    if dialer.relay_mode == "off":
+        return []
     out = []
     for relay in reservable(topo, listener):
         if relay == dialer.name:
@@ -197,6 +202,9 @@ def pair_verdict(topo: Topology, a: NodeSpec, b: NodeSpec) -> PairVerdict:
     elif direct:
         circuit = False
         circuit_reason = "not needed: a direct path exists (and no relay serves both)"
+    elif a.relay_mode == "off" and b.relay_mode == "off":
+        circuit = False
+        circuit_reason = f"relaying is off on both {a.name} and {b.name} (relay_mode: off)"
     else:
         circuit = False
         ra, rb = reservable(topo, a), reservable(topo, b)
@@ -215,6 +223,9 @@ def pair_verdict(topo: Topology, a: NodeSpec, b: NodeSpec) -> PairVerdict:
         holepunch, hp_reason = False, "needs a relayed connection first, and there is none"
     elif direct:
         holepunch, hp_reason = False, "not needed: one side dials the other directly"
+    elif _dcutr_off(a) or _dcutr_off(b):
+        who = ", ".join(n.name for n in (a, b) if _dcutr_off(n))
+        holepunch, hp_reason = False, f"DCUtR disabled on {who} (config dcutr.enabled = false)"
     elif "none" in (na, nb):
         who = a.name if na == "none" else b.name
         holepunch, hp_reason = False, f"{who} has no NAT router (nat: none): no path out to punch"
@@ -230,6 +241,10 @@ def pair_verdict(topo: Topology, a: NodeSpec, b: NodeSpec) -> PairVerdict:
     return PairVerdict(
         a.name, b.name, direct, direct_reason, circuit, relays, circuit_reason, holepunch, hp_reason
     )
+
+
+def _dcutr_off(node: NodeSpec) -> bool:
+    return node.config.get("dcutr", {}).get("enabled", True) is False
 
 
 def _reachable_relays(topo: Topology, node: NodeSpec) -> list[str]:

@@ -100,3 +100,41 @@ def test_check_command_prints_the_verdict(capsys: pytest.CaptureFixture[str]) ->
     data = json.loads(capsys.readouterr().out)
     pair = next(p for p in data["pairs"] if (p["a"], p["b"]) == ("node0", "node4"))
     assert pair["circuit"] and pair["holepunch"] and not pair["direct"]
+
+
+def _variant(tmp_path: Path, old: str, new: str) -> Topology:
+    text = (SCENARIOS / "mini.yaml").read_text()
+    assert old in text
+    path = tmp_path / "variant.yaml"
+    path.write_text(text.replace(old, new, 1))
+    return load_topology(path)
+
+
+def test_dcutr_disabled_in_extra_config_means_no_hole_punch(tmp_path: Path) -> None:
+    t = _variant(
+        tmp_path,
+        "    networks: [a]\n    relay_mode: client\n",
+        "    networks: [a]\n    relay_mode: client\n    config: {dcutr: {enabled: false}}\n",
+    )
+    v = verdict(t, "val-a", "val-b")
+    assert v.circuit and not v.holepunch
+    assert "DCUtR disabled on val-a" in v.holepunch_reason
+
+
+def test_listener_without_reservation_cannot_be_reached_by_circuit(tmp_path: Path) -> None:
+    # val-b does not reserve anywhere: val-a cannot dial it, but val-b can still dial val-a
+    t = _variant(
+        tmp_path,
+        "    networks: [b]\n    relay_mode: client\n    relay_servers: [relay]\n",
+        "    networks: [b]\n    relay_mode: client\n",
+    )
+    v = verdict(t, "val-a", "val-b")
+    assert v.circuit and v.circuit_reason == "val-b->val-a via relay"
+    assert reservable(t, t.node("val-b")) == []
+
+
+def test_nat_none_network_has_no_path_out(tmp_path: Path) -> None:
+    t = _variant(tmp_path, "    nat: cone\n", "    nat: none\n")
+    assert ip_path(t, t.node("val-a"), t.node("relay")) is None
+    v = verdict(t, "val-a", "val-b")
+    assert not v.circuit and "val-a reaches relays [none]" in v.circuit_reason
