@@ -1,0 +1,140 @@
+"""pytest plugin (entry point `pytest11: sentrynet`): Docker testnets and scenarios as fixtures.
+
+Fixtures (module scope: one testnet per test module, shared by its tests):
+- `testnet(topology) -> Live`: bring `scenarios/<topology>.yaml` up under a unique name
+  (harness/scenario_run.start); torn down when the module ends (unless --sentrynet-keep).
+  `live.observe()` is a status/events snapshot; `live.wait_for(check, deadline_s)` polls a
+  check (harness/checks) and on timeout raises WaitTimeout with what was last seen and the
+  likely cause.
+- `scenario_report(name) -> dict`: run scenario `name` once on `testnet(<its topology>)`,
+  write results/<run-id>/ like `sentrynet scenario`, return report.json's document.
+- `assert_check(doc, name)`: fail a test with the check's detail and likely cause.
+
+A scenario test module is then three lines per check (scenarios/test_sentry.py).
+Options: --sentrynet-keep (leave testnets up), --sentrynet-results DIR (default results).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from harness import report, scenario_run, scenarios
+from harness.progress import Progress
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sentrynet", "sentrynet Docker testnets")
+    group.addoption(
+        "--sentrynet-keep",
+        action="store_true",
+        default=False,
+        help="leave scenario testnets up after the tests (inspect, then `sentrynet down NAME`)",
+    )
+    group.addoption(
+        "--sentrynet-results",
+        default=None,
+        metavar="DIR",
+        help="where scenario results go (default: results, or $SENTRYNET_RESULTS)",
+    )
+
+
+def _opt(config: pytest.Config, name: str, env: str, default: Any) -> Any:
+    value = config.getoption(name, default=None)
+    if value in (None, False):
+        value = os.environ.get(env) or default
+    return value
+
+
+def _keep(config: pytest.Config) -> bool:
+    return bool(_opt(config, "sentrynet_keep", "SENTRYNET_KEEP", False))
+
+
+def _results(config: pytest.Config) -> str:
+    return str(_opt(config, "sentrynet_results", "SENTRYNET_RESULTS", report.RESULTS_DIR))
+
+
+@pytest.fixture(scope="module")
+def testnet(request: pytest.FixtureRequest) -> Iterator[Callable[[str], scenario_run.Live]]:
+    """testnet(topology) -> Live; one per topology per test module, down at module end."""
+    started: dict[str, scenario_run.Live] = {}
+    progress = Progress()
+
+    def get(topology: str) -> scenario_run.Live:
+        if topology not in started:
+            started[topology] = scenario_run.start(topology, progress=progress)
+        return started[topology]
+
+    yield get
+    for live in started.values():
+        if _keep(request.config):
+            progress.say(f"testnet {live.name} kept (`sentrynet down {live.name}`)")
+        else:
+            progress.say(live.down())
+
+
+@pytest.fixture(scope="module")
+def scenario_report(
+    request: pytest.FixtureRequest, testnet: Callable[[str], scenario_run.Live]
+) -> Callable[[str], dict[str, Any]]:
+    """scenario_report(name) -> report.json document; the scenario runs once per module."""
+    done: dict[str, dict[str, Any]] = {}
+
+    def get(name: str) -> dict[str, Any]:
+        if name not in done:
+            sc = scenarios.get(name)
+            live = testnet(sc.topology)
+            doc, run_dir = scenario_run.execute(
+                sc,
+                live,
+                progress=Progress(),
+                results_root=_results(request.config),
+                kept=_keep(request.config),
+            )
+            doc["results_dir"] = str(run_dir)
+            done[name] = doc
+        return done[name]
+
+    return get
+
+
+def assert_check(doc: dict[str, Any], name: str) -> None:
+    """Pass when check `name` of a report passed; else fail with what was seen."""
+    found = [c for c in doc.get("checks") or [] if c.get("name") == name]
+    if not found:
+        pytest.fail(f"scenario {doc.get('scenario')} has no check {name!r}", pytrace=False)
+    c = found[0]
+    if c.get("passed"):
+        return
+    secs = c.get("seconds")
+    msg = f"{doc.get('scenario')}/{name} failed" + (f" after {secs:.1f}s" if secs else "")
+    msg += f":\n  seen: {c.get('detail')}"
+    if c.get("likely_cause"):
+        msg += f"\n  likely cause: {c['likely_cause']}"
+    if doc.get("results_dir"):
+        msg += f"\n  results: {doc['results_dir']}"
+    pytest.fail(msg, pytrace=False)
+
+
+@pytest.fixture
+def check_passed() -> Callable[[dict[str, Any], str], None]:
+    """assert_check as a fixture, for test modules that prefer not to import it."""
+    return assert_check
+
+
+@pytest.fixture(scope="session")
+def _docker_ready() -> None:
+    """Docker-marked items outside tests/ (scenarios/) get this from tests/conftest.py's
+    collection hook; same rule as there: skip locally without a daemon, fail with CI=true."""
+    from harness.errors import SentrynetError
+    from harness.images import docker_client
+
+    try:
+        docker_client(timeout=10)
+    except SentrynetError as exc:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{exc} (CI=true: Docker tests must run, they may not skip)")
+        pytest.skip(str(exc))
