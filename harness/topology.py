@@ -494,6 +494,12 @@ def _parse_nodes(
     for node_name, spec in raw.items():
         path = f"nodes.{node_name}"
         c.name(node_name, path, "node")
+        if node_name.startswith("router-"):
+            raise c.fail(
+                path,
+                f"{node_name!r}: names starting with 'router-' are reserved for NAT routers",
+                "rename the node",
+            )
         spec = c.mapping(spec if spec is not None else {}, path, "role, networks, relay_mode, ...")
         c.keys(spec, path, NODE_KEYS)
         if "role" not in spec:

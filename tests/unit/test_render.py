@@ -307,3 +307,25 @@ def test_extra_node_config_is_merged(tmp_path: Path) -> None:
     cfg = tomllib.loads((tmp_path / "out/nodes/relay/node.toml").read_text())
     assert cfg["relay"]["max_reservations"] == 7
     assert cfg["dcutr"]["enabled"] is False
+
+
+def test_render_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from harness.commands import render as render_cmd
+
+    parser = argparse.ArgumentParser()
+    render_cmd.register(parser)
+    out = tmp_path / "cli"
+    args = parser.parse_args(
+        [
+            *("scenarios/mini.yaml", "--out", str(out), "--image", IMAGE, "--name", "mini2"),
+            *("--subnet", "public=172.27.0.0/24"),
+        ]
+    )
+    assert render_cmd.run(args) == 0
+    assert "rendered testnet mini2 (3 nodes, 2 routers" in capsys.readouterr().out
+    tn = Testnet.load(out)
+    assert tn.name == "mini2"
+    assert tn.node("relay").addresses == {"public": "172.27.0.10"}
+    assert tn.router("router-a").public_ip == "172.27.0.254"

@@ -297,6 +297,12 @@ def test_known_nodes_are_abbreviated_as_a_range(tmp_path: Path) -> None:
             "lowercase letters",
         ),
         (
+            lambda d: d["nodes"].update({"router-a": {"role": "full", "networks": ["a"]}}),
+            "nodes.router-a",
+            "reserved for NAT routers",
+            "rename the node",
+        ),
+        (
             lambda d: [d["nodes"][n].update(role="full") for n in ("node0", "node4")],
             "nodes",
             "no node has `role: validator`",
