@@ -114,14 +114,19 @@ def _env(root: Path) -> jinja2.Environment:
 
 def _net_context(testnet: Testnet, addresses: dict[str, str]) -> list[dict[str, Any]]:
     out = []
+    used: set[str] = set()
     for name, ip in addresses.items():
         net = testnet.network(name)
+        var = name.upper().replace("-", "_")
+        if var in used:  # `a-b` and `a_b` on one node: keep the shell variables apart
+            var = f"{var}_{len(used)}"
+        used.add(var)
         out.append(
             {
                 "name": name,
                 "ip": ip,
                 "kind": net.kind,
-                "var": name.upper().replace("-", "_"),
+                "var": var,
                 "loss_pct": net.loss_pct,
                 "probability": f"{net.loss_pct / 100:.4f}",
                 "latency_ms": int(net.latency_ms)
@@ -188,17 +193,14 @@ def render(
         if key.peer_id != node.peer_id:  # testnet.json edited by hand or a stale model
             raise SentrynetError(f"{node.name}: peer id does not match its derived key; re-render")
         write(f"{base}/node.key", key.private_key)
+        nets = _net_context(testnet, node.addresses)
         default_var = None
         if node.router:
-            default_var = testnet.router(node.router).network.upper().replace("-", "_")
+            via = testnet.router(node.router).network
+            default_var = next(n["var"] for n in nets if n["name"] == via)
         write(
             f"{base}/netsetup.sh",
-            net_tpl.render(
-                node=node,
-                testnet=testnet.name,
-                nets=_net_context(testnet, node.addresses),
-                default_var=default_var,
-            ),
+            net_tpl.render(node=node, testnet=testnet.name, nets=nets, default_var=default_var),
             0o755,
         )
     router_tpl = env.get_template("router.sh.j2")

@@ -22,6 +22,7 @@ from harness.keys import node_key
 from harness.render import render
 from harness.testnet import Testnet, build_testnet, parse_subnet_overrides
 from harness.topology import load_topology
+from node.config import load_config  # the contract's other side: drift fails here
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
@@ -75,14 +76,13 @@ def test_render_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_every_node_config_loads_with_the_nodes_own_loader(tmp_path: Path) -> None:
-    node_config = pytest.importorskip("node.config")  # the contract's other side
     from libp2p.crypto.serialization import deserialize_private_key
     from libp2p.peer.id import ID
 
     for topo in ("sentry", "seed-exact", "symmetric-nat", "mini"):
         tn, out = rendered(tmp_path / topo, f"scenarios/{topo}.yaml")
         for node in tn.nodes:
-            cfg = node_config.load_config(out / "nodes" / node.name / "node.toml")
+            cfg = load_config(out / "nodes" / node.name / "node.toml")
             assert cfg.node.name == node.name
             assert cfg.node.role == node.role
             assert cfg.node.key_file == "/config/node.key"
