@@ -432,6 +432,15 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
             "mark exactly one network `public: true`: relays live there and NAT routers take "
             "their outside addresses from it",
         )
+    public_net = next(n for n in out if n.public)
+    pub = ipaddress.IPv4Network(public_net.subnet)
+    routers = sum(n.has_router for n in out)
+    if routers > pub.num_addresses // 2 - 2:
+        raise c.fail(
+            f"networks.{public_net.name}.subnet",
+            f"{pub} is too small for the {routers} NAT routers' public addresses",
+            "use a larger public subnet (routers take addresses from its top)",
+        )
     return tuple(out)
 
 

@@ -159,6 +159,17 @@ def test_known_nodes_are_abbreviated_as_a_range(tmp_path: Path) -> None:
             "mark exactly one network `public: true`",
         ),
         (
+            lambda d: (
+                d["networks"]["public"].update(subnet="10.0.0.0/28")
+                or d["networks"].update(
+                    {f"p{i}": {"subnet": f"172.{22 + i}.0.0/24", "nat": "cone"} for i in range(5)}
+                )
+            ),
+            "networks.public.subnet",
+            "too small for the 7 NAT routers' public addresses",
+            "use a larger public subnet",
+        ),
+        (
             lambda d: d["networks"]["a"].update(loss_pct=150),
             "networks.a.loss_pct",
             "150 is out of range",
