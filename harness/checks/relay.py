@@ -21,8 +21,9 @@ from harness.checks import Check, Event, Observation, Verdict, earliest, ip_of, 
 def _good_reservations(obs: Observation, name: str) -> tuple[list[dict[str, Any]], list[str]]:
     """A client's reservations that count, and what is wrong with the ones that do not.
 
-    Counts: on a relay that the node learned at run time (relay_candidates source
-    `identify`, from a configured address without /p2p/<id>), with addresses to hand out.
+    Counts: on a relay whose peer id the node learned at run time — a relay_candidates entry
+    from a configured address without /p2p/<id> (source `config`, matched via identify) or
+    one found through identify alone (source `identify`) — with addresses to hand out.
     """
     st = obs.status.get(name) or {}
     cands = {c.get("peer"): c for c in st.get("relay_candidates") or []}
@@ -39,8 +40,8 @@ def _good_reservations(obs: Observation, name: str) -> tuple[list[dict[str, Any]
             problems.append(
                 f"{rname} was configured with its peer id ({cand.get('addr')}), not discovered"
             )
-        elif cand.get("source") != "identify":
-            problems.append(f"{rname} candidate source is {cand.get('source')!r}, not identify")
+        elif cand.get("source") not in ("config", "identify"):
+            problems.append(f"{rname} candidate source is {cand.get('source')!r}")
         elif not addrs:
             problems.append(f"reservation on {rname} carries no addresses")
         elif any("/0.0.0.0/" in a or "/::/" in a for a in addrs):
@@ -122,10 +123,10 @@ def reservations(obs: Observation) -> Verdict:
     first = next(iter(data))
     example = _good_reservations(obs, first)[0][0]
     detail = (
-        f"all {len(clients)} clients hold reservations on relays found via identify: "
+        f"all {len(clients)} clients hold reservations on relays identified at run time: "
         + ", ".join(held)
-        + f" (e.g. {first}: {example['relay_name']} from {example['candidate_addr']}, "
-        f"addrs {example.get('addrs')})"
+        + f" (e.g. {first}: {example['relay_name']} identified at {example['candidate_addr']} "
+        f"[no peer id configured], circuit addrs {example.get('addrs')})"
     )
     since = None if None in per_client_since else latest(per_client_since)
     return Verdict(True, detail, since=since, data={"held": data})
