@@ -114,8 +114,19 @@ def network_subnets(net: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 
 def network_gateways(net: Any) -> list[str]:
+    """The host-side address of a network's bridge (a container's way out of the testnet).
+
+    Docker lists it in IPAM only when it was given explicitly; otherwise a bridge network
+    still takes the first host of each subnet, which is what we report then.
+    """
     cfgs = (net.attrs.get("IPAM") or {}).get("Config") or []
-    return [c["Gateway"] for c in cfgs if c.get("Gateway")]
+    gws = []
+    for c in cfgs:
+        if c.get("Gateway"):
+            gws.append(c["Gateway"])
+        elif c.get("Subnet") and net.attrs.get("Driver") == "bridge":
+            gws.append(str(ipaddress.ip_network(c["Subnet"], strict=False).network_address + 1))
+    return gws
 
 
 def subnets_in_use() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -143,8 +143,15 @@ def _layout(
     return pos, boxes, width, y + 40
 
 
+def _net_label(net: NetBox) -> str:
+    kind = "public" if net.public else "private"
+    name = net.name if net.name == kind else f"{net.name} ({kind})"
+    return f"{name} {net.subnet}".strip()
+
+
 def to_svg(g: Graph) -> str:
     pos, boxes, width, height = _layout(g)
+    width = max(width, 620.0)
     out: list[str] = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">',
@@ -158,10 +165,9 @@ def to_svg(g: Graph) -> str:
             f'<rect x="{x:.0f}" y="{y:.0f}" width="{w:.0f}" height="{h:.0f}" rx="10" '
             f'fill="{fill}" stroke="#90a4ae"/>'
         )
-        label = f"{net.name} ({'public' if net.public else 'private'}) {net.subnet}".strip()
-        out.append(
-            f'<text x="{x + 8:.0f}" y="{y + h - 8:.0f}" fill="#455a64">{escape(label)}</text>'
-        )
+        label = _net_label(net)
+        ly = y + 16 if net.public else y + h - 8  # private: the router sits on the top edge
+        out.append(f'<text x="{x + 8:.0f}" y="{ly:.0f}" fill="#455a64">{escape(label)}</text>')
     # router uplinks: private cluster border up to the public cluster
     public_boxes = {net.name: (x, y, w, h) for net, x, y, w, h in boxes if net.public}
     for r in g.routers:
@@ -177,22 +183,17 @@ def to_svg(g: Graph) -> str:
         if e.a not in pos or e.b not in pos:
             continue
         (x1, y1), (x2, y2) = pos[e.a], pos[e.b]
-        if e.kind == "relayed":  # bow relayed edges so they do not hide a direct one
-            mx, my = (x1 + x2) / 2, (y1 + y2) / 2
-            dx, dy = x2 - x1, y2 - y1
-            norm = math.hypot(dx, dy) or 1.0
-            cx, cy = mx - dy / norm * 40, my + dx / norm * 40
-            path = f"M{x1:.0f},{y1:.0f} Q{cx:.0f},{cy:.0f} {x2:.0f},{y2:.0f}"
-            title = f"relayed {e.a} - {e.b}" + (f" via {e.via}" if e.via else "")
-            out.append(
-                f'<path d="{path}" fill="none" {STYLE["relayed"]}>'
-                f"<title>{escape(title)}</title></path>"
-            )
-        else:
-            out.append(
-                f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" {STYLE[e.kind]}>'
-                f"<title>{escape(f'{e.kind} {e.a} - {e.b}')}</title></line>"
-            )
+        title = f"{e.kind} {e.a} - {e.b}" + (f" via {e.via}" if e.via else "")
+        # bow relayed and reservation edges to opposite sides so none hides a direct one
+        bow = {"direct": 0.0, "relayed": 40.0, "reservation": -30.0}[e.kind]
+        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
+        dx, dy = x2 - x1, y2 - y1
+        norm = math.hypot(dx, dy) or 1.0
+        cx, cy = mx - dy / norm * bow, my + dx / norm * bow
+        path = f"M{x1:.0f},{y1:.0f} Q{cx:.0f},{cy:.0f} {x2:.0f},{y2:.0f}"
+        out.append(
+            f'<path d="{path}" fill="none" {STYLE[e.kind]}><title>{escape(title)}</title></path>'
+        )
     routers = {r.name for r in g.routers}
     for name, (x, y) in pos.items():
         if name in routers:
@@ -239,8 +240,7 @@ def to_dot(g: Graph) -> str:
     lines = [f"graph {_q(g.testnet)} {{", "  compound=true; node [fontname=sans];"]
     for net in g.nets:
         lines.append(f"  subgraph {_q('cluster_' + net.name)} {{")
-        kind = " (public) " if net.public else " (private) "
-        lines.append(f"    label={_q(net.name + kind + net.subnet)};")
+        lines.append(f"    label={_q(_net_label(net))};")
         lines.append(f"    style=filled; color={_q('#e3f2fd' if net.public else '#fff8e1')};")
         for name in g.members.get(net.name, []):
             fill = "#ffcdd2" if name in g.down else "white"
@@ -251,9 +251,13 @@ def to_dot(g: Graph) -> str:
                     f"    {_q(r.name)} [shape=box, style=filled, fillcolor={_q('#cfd8dc')}];"
                 )
         lines.append("  }")
-    style = {"direct": "solid, penwidth=2", "relayed": "dashed", "reservation": "dotted"}
+    style = {
+        "direct": 'style=solid, penwidth=2, color="#1b5e20"',
+        "relayed": 'style=dashed, color="#1565c0"',
+        "reservation": 'style=dotted, color="#757575"',
+    }
     for e in g.edges:
-        lines.append(f"  {_q(e.a)} -- {_q(e.b)} [style={style[e.kind]}];")
+        lines.append(f"  {_q(e.a)} -- {_q(e.b)} [{style[e.kind]}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

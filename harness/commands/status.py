@@ -1,0 +1,28 @@
+"""`sentrynet status [--json]`: per node role, height, reservations, connections by kind,
+circuits and DCUtR outcomes."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness import lifecycle
+
+NAME = "status"
+HELP = "per-node status of a running testnet (table, or --json for scripts)"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-t", "--testnet", help="testnet name (default: the only one running on this machine)"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--timeout", type=float, default=2.0, metavar="S", help="per-node API timeout"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    testnet, _ = lifecycle.find_testnet(args.testnet)
+    snap = lifecycle.snapshot(testnet, args.timeout)
+    print(snap.to_json() if args.json else snap.table())
+    return 0 if all(n.ok for n in snap.nodes) else 1

@@ -1,0 +1,369 @@
+"""Perturbations of a running testnet: containers, links, partitions, NAT type, loss, latency.
+
+How each one works, and why:
+- kill / pause / unpause / restart / start: the Docker engine, on the node's container.
+- disconnect / reconnect NODE NET: iptables DROP on the node's interface on NET (INPUT,
+  OUTPUT, FORWARD), inside the container. Not `docker network disconnect` and not link down:
+  both lose the routes the setup script installed (link down flushes routes through the
+  interface; a Docker reconnect also brings the Docker default route back). With iptables
+  the addresses and routes survive and `reconnect` restores exactly the previous state.
+- partition / heal NET_A NET_B: iptables in every container on either network, dropping
+  packets to and from the addresses by which the other network is seen (its subnet, and
+  its NAT router's public address when it is behind one). A container on both networks
+  (a router between a private network and the public one) drops forwarding between them.
+- nat NET cone|symmetric: the router's MASQUERADE rule gains or loses `--random-fully`,
+  then its conntrack table is flushed (over netlink: the image has no conntrack tool) so
+  old mappings cannot keep the previous behaviour alive.
+- loss NET PCT: iptables `statistic --mode random` DROP on every container's inbound
+  interface on NET, so each packet crossing NET is dropped once with probability PCT.
+- latency NET MS: `tc qdisc netem` on every interface on NET. Needs the kernel's sch_netem;
+  where it is missing ("Specified qdisc kind is unknown") we say so and change nothing.
+Every iptables rule carries a comment `sn:<kind>:<args>` so undoing removes exactly it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from docker.models.containers import Container
+
+from harness import docker_ops
+from harness.errors import SentrynetError
+from harness.testnet import Testnet
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One container's interface on one data network."""
+
+    node: str  # topology name of the node or router
+    net: str
+    ip: str
+    is_router: bool
+
+
+@dataclass
+class Layout:
+    """The data-network facts perturbations need, from the testnet model."""
+
+    testnet: str
+    public_net: str
+    subnets: dict[str, str]  # net -> CIDR
+    attachments: list[Attachment]
+    routers: dict[str, str] = field(default_factory=dict)  # private net -> router node name
+    router_public_ip: dict[str, str] = field(default_factory=dict)  # private net -> IP
+
+    def on(self, net: str) -> list[Attachment]:
+        self.require_net(net)
+        return [a for a in self.attachments if a.net == net]
+
+    def of(self, node: str) -> list[Attachment]:
+        found = [a for a in self.attachments if a.node == node]
+        if not found:
+            known = sorted({a.node for a in self.attachments})
+            raise SentrynetError(f"no node or router {node!r}; known: {', '.join(known)}")
+        return found
+
+    def require_net(self, net: str) -> None:
+        if net == "control":
+            raise SentrynetError(
+                "the control network carries only the harness's API reads; "
+                "perturbations apply to data networks: " + ", ".join(self.subnets)
+            )
+        if net not in self.subnets:
+            raise SentrynetError(f"no network {net!r}; known: {', '.join(self.subnets)}")
+
+    def seen_as(self, net: str) -> list[str]:
+        """The addresses by which hosts elsewhere see `net`: its subnet, its router's IP."""
+        out = [self.subnets[net]]
+        if net in self.router_public_ip:
+            out.append(f"{self.router_public_ip[net]}/32")
+        return out
+
+
+def layout_of(testnet: Testnet) -> Layout:
+    atts = [
+        Attachment(n.name, net, ip, False) for n in testnet.nodes for net, ip in n.addresses.items()
+    ]
+    for r in testnet.routers:
+        atts.append(Attachment(r.name, r.network, r.private_ip, True))
+        atts.append(Attachment(r.name, r.public_network, r.public_ip, True))
+    return Layout(
+        testnet=testnet.name,
+        public_net=testnet.public_network.name,
+        subnets={n.name: n.subnet for n in testnet.networks},
+        attachments=atts,
+        routers={r.network: r.name for r in testnet.routers},
+        router_public_ip={r.network: r.public_ip for r in testnet.routers},
+    )
+
+
+# --------------------------------------------------------------------------- in-container tools
+
+
+def _iface_of(container: Container, ip: str) -> str:
+    """The interface inside `container` that holds `ip`."""
+    out = docker_ops.must_exec(container, ["ip", "-o", "-4", "addr", "show"])
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            addr = parts[parts.index("inet") + 1].split("/")[0]
+            if addr == ip:
+                return parts[1].split("@")[0]
+    raise SentrynetError(f"{container.name}: no interface holds {ip}; `ip -4 addr`:\n{out}")
+
+
+def _comment(kind: str, *args: str) -> str:
+    return ":".join(["sn", kind, *args])
+
+
+def _add_rules(container: Container, rules: list[str], comment: str) -> None:
+    """Insert iptables rules (each an argument string after the chain op) at the top."""
+    script = "set -e\n" + "\n".join(
+        f"iptables -I {r} -m comment --comment {shlex.quote(comment)} -j DROP" for r in rules
+    )
+    docker_ops.must_exec(container, script)
+
+
+def _remove_rules(container: Container, comment_prefix: str) -> int:
+    """Delete every filter-table rule whose comment starts with `comment_prefix`; count them."""
+    script = (
+        "n=0; iptables -S | grep -F -- "
+        + shlex.quote(f'--comment "{comment_prefix}')
+        + " | sed 's/^-A /-D /' > /tmp/sn-undo || true\n"
+        'while read -r rule; do eval iptables "$rule" && n=$((n+1)); done < /tmp/sn-undo\n'
+        "echo $n"
+    )
+    out = docker_ops.must_exec(container, script).strip().splitlines()
+    return int(out[-1]) if out and out[-1].isdigit() else 0
+
+
+# --------------------------------------------------------------------------- containers
+
+
+def _container(layout: Layout, node: str) -> Container:
+    return docker_ops.node_container(layout.testnet, node)
+
+
+def container_action(layout: Layout, node: str, action: str) -> str:
+    """kill | pause | unpause | restart | start one node (or router) container."""
+    c = _container(layout, node)
+    actions: dict[str, Callable[[], object]] = {
+        "kill": c.kill,
+        "pause": c.pause,
+        "unpause": c.unpause,
+        "restart": lambda: c.restart(timeout=5),
+        "start": c.start,
+    }
+    if action not in actions:
+        raise SentrynetError(f"unknown container action {action!r}")
+    try:
+        actions[action]()
+    except Exception as exc:  # docker.errors.APIError: the engine's reason is the message
+        raise SentrynetError(f"{action} {node}: {exc}") from exc
+    c.reload()
+    return f"{action} {node}: container {c.name} is now {c.status}"
+
+
+# --------------------------------------------------------------------------- links
+
+
+def disconnect(layout: Layout, node: str, net: str) -> str:
+    layout.require_net(net)
+    att = next((a for a in layout.of(node) if a.net == net), None)
+    if att is None:
+        nets = ", ".join(a.net for a in layout.of(node))
+        raise SentrynetError(f"{node} is not on network {net!r} (it is on {nets})")
+    c = _container(layout, node)
+    iface = _iface_of(c, att.ip)
+    comment = _comment("disconnect", net)
+    _remove_rules(c, comment)
+    _add_rules(
+        c,
+        [f"INPUT -i {iface}", f"OUTPUT -o {iface}", f"FORWARD -i {iface}", f"FORWARD -o {iface}"],
+        comment,
+    )
+    return (
+        f"disconnect {node} from {net}: iptables DROP on {iface} ({att.ip}) in {c.name}; "
+        "address and routes kept"
+    )
+
+
+def reconnect(layout: Layout, node: str, net: str) -> str:
+    layout.require_net(net)
+    c = _container(layout, node)
+    n = _remove_rules(c, _comment("disconnect", net))
+    return f"reconnect {node} to {net}: removed {n} DROP rule(s) in {c.name}"
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    lo, hi = sorted((a, b))
+    return lo, hi
+
+
+def partition(layout: Layout, net_a: str, net_b: str) -> str:
+    layout.require_net(net_a)
+    layout.require_net(net_b)
+    if net_a == net_b:
+        raise SentrynetError("partition needs two different networks")
+    comment = _comment("partition", *_pair(net_a, net_b))
+    lines = []
+    by_node: dict[str, list[Attachment]] = {}
+    for att in layout.attachments:
+        if att.net in (net_a, net_b):
+            by_node.setdefault(att.node, []).append(att)
+    for node, atts in sorted(by_node.items()):
+        c = _container(layout, node)
+        _remove_rules(c, comment)
+        rules: list[str] = []
+        if len(atts) == 2:  # on both networks: stop forwarding between them
+            ia, ib = (_iface_of(c, a.ip) for a in atts)
+            rules = [f"FORWARD -i {ia} -o {ib}", f"FORWARD -i {ib} -o {ia}"]
+            what = f"no forwarding {ia}<->{ib}"
+        else:
+            other = net_b if atts[0].net == net_a else net_a
+            for cidr in layout.seen_as(other):
+                rules += [f"INPUT -s {cidr}", f"OUTPUT -d {cidr}"]
+                rules += [f"FORWARD -s {cidr}", f"FORWARD -d {cidr}"]
+            what = "drop " + ", ".join(layout.seen_as(other))
+        _add_rules(c, rules, comment)
+        lines.append(f"  {node}: {what}")
+    return f"partition {net_a} | {net_b}: iptables in {len(lines)} container(s)\n" + "\n".join(
+        lines
+    )
+
+
+def heal(layout: Layout, net_a: str, net_b: str) -> str:
+    layout.require_net(net_a)
+    layout.require_net(net_b)
+    comment = _comment("partition", *_pair(net_a, net_b))
+    total = 0
+    nodes = sorted({a.node for a in layout.attachments if a.net in (net_a, net_b)})
+    for node in nodes:
+        total += _remove_rules(_container(layout, node), comment)
+    return f"heal {net_a} | {net_b}: removed {total} rule(s) in {len(nodes)} container(s)"
+
+
+# --------------------------------------------------------------------------- NAT type
+
+# Flush the conntrack table of the router's network namespace over netlink
+# (IPCTNL_MSG_CT_DELETE with no attributes = flush; NFNL_SUBSYS_CTNETLINK = 1).
+_CONNTRACK_FLUSH = r"""
+import socket, struct, os
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+msg_type = (1 << 8) | 2
+body = struct.pack("BBH", socket.AF_INET, 0, 0)
+hdr = struct.pack("=LHHLL", 16 + len(body), msg_type, 0x1 | 0x4, 1, 0)
+s.sendto(hdr + body, (0, 0))
+data = s.recv(4096)
+err = struct.unpack("=i", data[16:20])[0] if len(data) >= 20 else 0
+print("flushed" if err == 0 else f"error {os.strerror(-err)}")
+"""
+
+NAT_TYPES = ("cone", "symmetric")
+
+
+def set_nat(layout: Layout, net: str, nat: str, flush: bool = True) -> str:
+    """Switch the router of private network `net` to cone or symmetric NAT at run time."""
+    layout.require_net(net)
+    if nat not in NAT_TYPES:
+        raise SentrynetError(f"nat type {nat!r} is not one of {', '.join(NAT_TYPES)}")
+    router = layout.routers.get(net)
+    if router is None:
+        raise SentrynetError(
+            f"network {net!r} has no NAT router (routed private networks: "
+            f"{', '.join(layout.routers) or 'none'})"
+        )
+    c = _container(layout, router)
+    current = docker_ops.must_exec(c, ["iptables", "-t", "nat", "-S", "POSTROUTING"])
+    masq = [line for line in current.splitlines() if "-j MASQUERADE" in line]
+    if not masq:
+        raise SentrynetError(f"{router}: no MASQUERADE rule in nat POSTROUTING:\n{current}")
+    cmds = []
+    for line in masq:
+        base = line.replace(" --random-fully", "")
+        new = base + (" --random-fully" if nat == "symmetric" else "")
+        if new == line:
+            continue
+        cmds.append("iptables -t nat " + line.replace("-A ", "-D ", 1))
+        cmds.append("iptables -t nat " + new)
+    if cmds:
+        docker_ops.must_exec(c, "set -e\n" + "\n".join(cmds))
+    note = "already " + nat if not cmds else f"MASQUERADE{' --random-fully' * (nat == 'symmetric')}"
+    flushed = ""
+    if flush:
+        res = docker_ops.exec_in(c, ["python3", "-c", _CONNTRACK_FLUSH])
+        flushed = f"; conntrack {res.output.strip() or 'flush failed'}"
+    return f"nat {net} -> {nat}: {router}: {note}{flushed}"
+
+
+# --------------------------------------------------------------------------- loss / latency
+
+
+def set_loss(layout: Layout, net: str, pct: float) -> str:
+    if not 0 <= pct < 100:
+        raise SentrynetError(f"loss {pct}: use a percentage 0 <= PCT < 100 (0 removes loss)")
+    comment = _comment("loss", net)
+    done = []
+    for att in layout.on(net):
+        c = _container(layout, att.node)
+        iface = _iface_of(c, att.ip)
+        _remove_rules(c, comment)
+        if pct > 0:
+            p = f"{pct / 100:.4f}"
+            stat = f"-m statistic --mode random --probability {p}"
+            _add_rules(c, [f"INPUT -i {iface} {stat}", f"FORWARD -i {iface} {stat}"], comment)
+        done.append(f"{att.node}:{iface}")
+    verb = f"{pct:g}% inbound drop" if pct > 0 else "loss removed"
+    return f"loss {net}: {verb} on {', '.join(done)} (iptables statistic)"
+
+
+NETEM_MISSING = (
+    "Specified qdisc kind is unknown",
+    "Unknown qdisc",
+    "No such file or directory",
+)
+
+
+class NetemUnavailable(SentrynetError):
+    """This kernel has no netem qdisc: latency cannot be emulated here (loss still can)."""
+
+
+def set_latency(layout: Layout, net: str, ms: float) -> str:
+    if ms < 0:
+        raise SentrynetError(f"latency {ms}: use milliseconds >= 0 (0 removes it)")
+    targets = []
+    for att in layout.on(net):
+        c = _container(layout, att.node)
+        targets.append((att.node, c, _iface_of(c, att.ip)))
+    if ms == 0:
+        for _node, c, iface in targets:
+            docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, "root"])
+        return f"latency {net}: removed on {len(targets)} interface(s)"
+    done = []
+    for node, c, iface in targets:
+        res = docker_ops.exec_in(
+            c, ["tc", "qdisc", "replace", "dev", iface, "root", "netem", "delay", f"{ms:g}ms"]
+        )
+        if not res.ok:
+            if any(m in res.output for m in NETEM_MISSING):
+                raise NetemUnavailable(
+                    f"latency is not available on this machine: the kernel has no netem qdisc "
+                    f"(tc said: {res.output.strip()!r}). Nothing was changed. Loss, partitions "
+                    "and disconnects still work (iptables); on a kernel with sch_netem "
+                    "(`modprobe sch_netem`) latency works unchanged."
+                )
+            raise SentrynetError(f"{node}: tc netem on {iface} failed: {res.output.strip()}")
+        done.append(f"{node}:{iface}")
+    return f"latency {net}: {ms:g} ms egress delay on {', '.join(done)} (netem)"
+
+
+def clear(layout: Layout) -> str:
+    """Undo every iptables perturbation (disconnects, partitions, loss) in every container."""
+    total = 0
+    nodes = sorted({a.node for a in layout.attachments})
+    for node in nodes:
+        total += _remove_rules(_container(layout, node), "sn:")
+    return f"clear: removed {total} perturbation rule(s) in {len(nodes)} container(s)"
