@@ -14,6 +14,7 @@ Entry points for the rest of the harness:
 
 from __future__ import annotations
 
+import calendar
 import fcntl
 import hashlib
 import os
@@ -49,6 +50,7 @@ NODE_REQUIREMENTS: tuple[str, ...] = ("libp2p", "trio", "prometheus-client")
 SYSTEM_PACKAGES: tuple[str, ...] = ("iproute2", "iptables", "procps")
 DEBOOTSTRAP_INCLUDE = "python3,python3-venv,iproute2,iptables,ca-certificates,procps"
 DEBIAN_SUITE = "bookworm"
+IMAGE_PYTHON = (3, 11)  # bookworm's python3 and python:3.11-slim-bookworm
 
 # Pruning keeps this many older node images, and never one younger than KEEP_YOUNGER_S
 # (another checkout on the same machine may be about to start a testnet with it).
@@ -194,6 +196,11 @@ def plan_node_image(root: Path, base: str, base_id: str) -> NodeImagePlan:
     lock_path = root / "constraints.txt"
     if not lock_path.is_file():
         raise SentrynetError(f"{lock_path} missing: the image pins versions from it (make lock)")
+    if not (root / "templates" / "node.Dockerfile.j2").is_file():
+        raise SentrynetError(
+            f"{root}/templates/node.Dockerfile.j2 missing: run sentrynet from a checkout "
+            "(pip install -e .)"
+        )
     return NodeImagePlan(
         root=root,
         base=base,
@@ -264,15 +271,18 @@ def node_image_tag(root: Path | None = None, client: Any = None, mode: BaseMode 
 
 
 @contextmanager
-def build_lock(root: Path, progress: Progress) -> Iterator[None]:
-    """One image build per checkout at a time (several `make test` may run at once)."""
-    lock_dir = root / ".cache"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / "images.lock", "w") as fh:
+def build_lock(progress: Progress) -> Iterator[None]:
+    """One image build on this machine at a time.
+
+    Images are machine-wide: two checkouts (or two `make test` in one) must not debootstrap
+    or build the same tag at once. The lock file lives in the temp dir for that reason.
+    """
+    path = Path(tempfile.gettempdir()) / f"sentrynet-images-{os.getuid()}.lock"
+    with open(path, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress.say("another image build runs in this checkout; waiting for it")
+            progress.say(f"another image build runs on this machine ({path}); waiting for it")
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -318,8 +328,20 @@ def wheelhouse_key(lock: bytes) -> str:
     return h.hexdigest()[:HASH_LEN]
 
 
+def check_host_python(version: tuple[int, int] = sys.version_info[:2]) -> None:
+    """Host-built wheels only fit the image when the host runs the image's Python (3.11)."""
+    if version != IMAGE_PYTHON:
+        want = ".".join(map(str, IMAGE_PYTHON))
+        raise SentrynetError(
+            f"the host venv runs Python {'.'.join(map(str, version))}, the image Python {want}: "
+            f"its compiled wheels would not install. Recreate .venv with python{want} "
+            f"(make clean && make venv PYTHON=python{want})"
+        )
+
+
 def ensure_wheelhouse(root: Path, progress: Progress) -> Path:
     """Build (once per lock) the node's wheels with the host venv's pip into .cache/wheelhouse."""
+    check_host_python()
     lock_path = root / "constraints.txt"
     key = wheelhouse_key(lock_path.read_bytes())
     target = root / ".cache" / "wheelhouse" / key
@@ -555,30 +577,41 @@ def build_node_image(client: Any, plan: NodeImagePlan, progress: Progress) -> No
                         progress.say("  " + text.strip()[:110])
 
 
+def created_epoch(created: str) -> float | None:
+    """Docker's `Created` (RFC 3339, UTC, nanoseconds) as epoch seconds; None if unreadable."""
+    try:
+        return float(calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return None
+
+
+def prune_candidates(
+    images: list[tuple[list[str], float | None]], keep: str, now: float
+) -> list[str]:
+    """Tags to remove from (tags, created) pairs: all but `keep`, the newest KEEP_OLD_IMAGES
+    others, and anything younger than KEEP_YOUNGER_S or of unknown age."""
+    others = [(tags, t) for tags, t in images if keep not in tags]
+    others.sort(key=lambda it: it[1] or float("inf"), reverse=True)
+    doomed: list[str] = []
+    for tags, created in others[KEEP_OLD_IMAGES:]:
+        if created is None or now - created < KEEP_YOUNGER_S:
+            continue
+        doomed += [t for t in tags if t.startswith(f"{NODE_REPO}:")]
+    return doomed
+
+
 def prune_node_images(client: Any, keep: str, progress: Progress) -> None:
-    """Remove old sentrynet-node images: keep the newest few and anything recent or in use."""
+    """Remove old sentrynet-node images; never forced, so an image a container uses stays."""
     import docker.errors
 
-    images = client.images.list(name=NODE_REPO, filters={"label": f"{IMAGE_LABEL}=node"})
-    images.sort(key=lambda im: im.attrs.get("Created", ""), reverse=True)
-    now = time.time()
-    old = [im for im in images if keep not in im.tags][KEEP_OLD_IMAGES:]
-    for im in old:
-        created = im.attrs.get("Created", "")
+    found = client.images.list(name=NODE_REPO, filters={"label": f"{IMAGE_LABEL}=node"})
+    pairs = [(list(im.tags), created_epoch(im.attrs.get("Created", ""))) for im in found]
+    for tag in prune_candidates(pairs, keep, time.time()):
         try:
-            age = (
-                now - time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")) + time.timezone
-            )
-        except ValueError:
-            continue
-        if age < KEEP_YOUNGER_S:
-            continue
-        for tag in im.tags:
-            try:
-                client.images.remove(tag)  # no force: an image in use stays
-                progress.say(f"pruned {tag}")
-            except docker.errors.APIError:
-                pass
+            client.images.remove(tag)
+            progress.say(f"pruned {tag}")
+        except docker.errors.APIError:
+            pass
 
 
 def ensure_node_image(
@@ -591,7 +624,7 @@ def ensure_node_image(
     progress = progress or Progress()
     root = root or repo_root()
     client = docker_client()
-    with build_lock(root, progress):
+    with build_lock(progress):
         choice = ensure_base(client, root, progress, mode)
         base_id = image_id(client, choice.ref)
         if base_id is None:

@@ -246,3 +246,40 @@ def test_disabled_deb822_stanza_and_missing_files_are_ignored(
 def test_mirror_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTRYNET_DEBIAN_MIRROR", "http://override.example/debian")
     assert images.debian_mirror([]) == "http://override.example/debian"
+
+
+# --------------------------------------------------------------------------- host python, prune
+
+
+def test_host_python_must_match_the_image() -> None:
+    images.check_host_python((3, 11))
+    with pytest.raises(SentrynetError, match=r"Python 3\.12.*python3\.11"):
+        images.check_host_python((3, 12))
+
+
+def test_created_epoch_reads_docker_timestamps() -> None:
+    assert images.created_epoch("1970-01-01T00:01:40.123456789Z") == 100.0
+    assert images.created_epoch("") is None
+
+
+def test_prune_keeps_current_newest_recent_and_unknown() -> None:
+    hour = images.KEEP_YOUNGER_S
+    now = 100 * hour
+    old = [([f"sentrynet-node:old{i}"], float(now - 2 * hour - i)) for i in range(8)]
+    pairs = [
+        (["sentrynet-node:current"], float(now - 50 * hour)),  # the one just built/kept
+        (["sentrynet-node:recent"], float(now - 60)),
+        (["sentrynet-node:unknown"], None),
+        *old,
+    ]
+    doomed = images.prune_candidates(pairs, "sentrynet-node:current", now)
+    # kept besides current: the newest five others (unknown age counts as newest), i.e.
+    # unknown, recent, old0..old2; everything older goes
+    assert doomed == [f"sentrynet-node:old{i}" for i in range(3, 8)]
+
+
+def test_prune_never_touches_other_repositories() -> None:
+    pairs: list[tuple[list[str], float | None]] = [
+        (["sentrynet-node:x", "mine:too"], 0.0) for _ in range(images.KEEP_OLD_IMAGES + 1)
+    ]
+    assert images.prune_candidates(pairs, "sentrynet-node:current", 10.0**9) == ["sentrynet-node:x"]
