@@ -80,6 +80,11 @@ class Attempt:
     addr: str | None = None
     rtt_s: float | None = None
     final: bool = False  # a failure after which no further attempt follows
+    # seconds from t0 at which each step finished (stream, connect, sync, direct): the profile
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, phase: str) -> None:
+        self.phases[phase] = round(time.monotonic() - self.t0, 4)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +99,7 @@ class Attempt:
             "rtt_s": self.rtt_s,
             "at": round(self.t0, 4),
             "final": self.final,
+            "phases": dict(self.phases),
         }
 
 
@@ -172,6 +178,7 @@ class HolePunchService:
                 stream = await rt.host.new_stream(peer, [PROTOCOL_ID])
         except Exception as exc:
             return self._fail(rec, "stream_failed", f"{type(exc).__name__}: {exc}", last)
+        rec.mark("stream")
         try:
             await write_message(stream, CONNECT, self._our_addrs(), self.read_timeout_s)
             sent = time.monotonic()
@@ -181,8 +188,10 @@ class HolePunchService:
                 rt.reject("dcutr", exc.reason)
                 return self._fail(rec, f"bad_message:{exc.reason}", exc.detail, last)
             rec.rtt_s = round(time.monotonic() - sent, 4)
+            rec.mark("connect")
             cands, dropped = self._candidates(list(reply.ObsAddrs), info)
             await write_message(stream, SYNC, None, self.read_timeout_s)
+            rec.mark("sync")
             await trio.sleep(rec.rtt_s / 2)
             return await self._punch(rec, cands, dropped, as_server=True, last=last)
         except Exception as exc:
@@ -211,6 +220,7 @@ class HolePunchService:
                 return
             rec = self._start(peer, "responder", self._responder_count(peer) + 1)
             await write_message(stream, CONNECT, self._our_addrs(), self.read_timeout_s)
+            rec.mark("connect")
             try:
                 await read_message(stream, SYNC, self.read_timeout_s)
             except DcutrMessageError as exc:
@@ -218,6 +228,7 @@ class HolePunchService:
                 await _reset(stream)
                 self._fail(rec, f"bad_message:{exc.reason}", exc.detail, False)
                 return
+            rec.mark("sync")
             info = next((c for c in rt.connections.for_peer(peer) if c.kind == "relayed"), None)
             cands, dropped = self._candidates(list(connect.ObsAddrs), info)
             await self._punch(rec, cands, dropped, as_server=False, last=False)
@@ -246,6 +257,7 @@ class HolePunchService:
         if self._has_direct(peer):
             return self._succeed(rec)
         st.direct = trio.Event()
+        rec.mark("dial")
         errors: list[str] = []
         with trio.move_on_after(self.punch_window_s):
             async with trio.open_nursery() as nursery:
@@ -305,6 +317,7 @@ class HolePunchService:
         rt = self._runtime()
         peer = ID.from_base58(rec.peer)
         rec.outcome = "succeeded"
+        rec.mark("direct")
         rec.duration_s = round(time.monotonic() - rec.t0, 4)
         direct = [c for c in rt.connections.for_peer(peer) if c.kind == "direct"]
         rec.addr = direct[0].remote_addr if direct else None
