@@ -15,8 +15,6 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from node.api import APIServer
@@ -24,7 +22,7 @@ from node.config import ConfigError, NodeConfig, load_config
 from node.dialing import NodeDialer
 from node.discovery import DiscoveryService
 from node.events import EventLog
-from node.host import build_host, load_or_create_key
+from node.host import build_host, build_pubsub, load_or_create_key
 from node.metrics import Metrics
 from node.overrides import apply_host_overrides
 from node.relay.client import RelayClient
@@ -33,8 +31,6 @@ from node.relay.stop import StopHandler
 from node.runtime import ConnectionTracker, NodeRuntime, Service
 
 log = logging.getLogger("sentrynet.node")
-
-GOSSIP_HEARTBEAT_S = 1  # py-libp2p default is 120 s: a mesh would take minutes to form
 
 # Services written by other engineers: (module, class, enabled(cfg)). Started when the
 # module exists; once they land these become unconditional imports.
@@ -138,7 +134,7 @@ class Node:
         doc["rejected"] = dict(rt.rejected)
         doc["peers_known"] = self.discovery.known_json()
         for name, svc in rt.services.items():
-            if name in ("relay_client", "relay_server", "stop", "discovery"):
+            if name in ("relay_client", "stop", "discovery"):
                 continue
             doc[name] = svc.status()
         return doc
@@ -152,15 +148,7 @@ async def _main(cfg: NodeConfig) -> None:
     host.get_network().register_notifee(node.tracker)
 
     # Pubsub must exist before the first connection so it sees every peer.
-    gossipsub = GossipSub(
-        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
-        degree=6,
-        degree_low=4,
-        degree_high=12,
-        heartbeat_interval=GOSSIP_HEARTBEAT_S,
-        heartbeat_initial_delay=0.1,
-    )
-    pubsub = Pubsub(host, gossipsub)
+    pubsub, gossipsub = build_pubsub(host)
 
     api = APIServer(cfg.api.host_port, node.status, node.events, node.metrics)
     listen = [multiaddr.Multiaddr(a) for a in cfg.p2p.listen_addrs]

@@ -20,10 +20,16 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.serialization import deserialize_private_key
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
 from libp2p.network.config import ConnectionConfig
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from node.config import NodeConfig
+
+# py-libp2p's GossipSub default heartbeat_interval is 120 s: a mesh would take minutes to
+# form and repair. gossipsub 1.1 / 1.2 (IDONTWANT) are offered.
+GOSSIP_HEARTBEAT_S = 1
 
 
 def load_or_create_key(path: str) -> KeyPair:
@@ -65,3 +71,16 @@ def build_host(
         enable_mDNS=False,
         enable_upnp=False,
     )
+
+
+def build_pubsub(host: IHost) -> tuple[Pubsub, GossipSub]:
+    """Gossipsub 1.2/1.1 with a 1 s heartbeat; create it before the first connection."""
+    gossipsub = GossipSub(
+        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=GOSSIP_HEARTBEAT_S,
+        heartbeat_initial_delay=0.1,
+    )
+    return Pubsub(host, gossipsub), gossipsub

@@ -281,7 +281,7 @@ class NodeProcs:
         self.nodes[name] = node
         return node
 
-    def start(self, name: str, wait_ready: bool = True, **sections: dict[str, Any]) -> NodeProc:
+    def start(self, name: str, *, wait_ready: bool = True, **sections: dict[str, Any]) -> NodeProc:
         node = (
             self.write_config(name, **sections)
             if sections or name not in self.nodes

@@ -4,6 +4,7 @@
 - circuit_addrs.py  advertise circuit addresses (get_addrs mangles them upstream)
 - dial_unknown.py   dial an address whose peer id is not known yet
 - negative_cache.py a peer whose dial failed once is not blocked for 60 s
+- auto_connector.py the swarm does not dial every peer-store peer on its own
 Relay hop/stop are reimplemented in node/relay/ (see node/relay/server.py for why).
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 import multiaddr
 from libp2p.abc import IHost
 
+from node.overrides.auto_connector import disable_auto_connector
 from node.overrides.circuit_addrs import install_circuit_addrs
 from node.overrides.identify import IdentifyHook, install_identify_hook
 from node.overrides.negative_cache import shorten_negative_cache
@@ -25,4 +27,5 @@ def apply_host_overrides(
     """Apply every host-level override (once, before the host runs)."""
     install_circuit_addrs(host, circuit_addrs)
     shorten_negative_cache(host)
+    disable_auto_connector(host)
     return install_identify_hook(host)

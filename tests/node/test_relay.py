@@ -28,7 +28,7 @@ def relay_server(procs: NodeProcs, name: str = "relay", **relay: Any) -> NodePro
 
 
 def relay_client(procs: NodeProcs, name: str, relays: list[str], **extra: Any) -> NodeProc:
-    sections: dict[str, dict[str, Any]] = {
+    sections: Any = {
         "relay": {"enabled": True, "mode": "client", "relay_servers": relays},
         "p2p": {"discovery": False},
     }

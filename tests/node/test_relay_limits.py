@@ -171,6 +171,8 @@ def test_circuits_per_peer_and_data_and_duration_limits(tmp_path: Path) -> None:
         assert len(target.status()["reservations"]) == 2
 
 
+OK_STATUS: Any = 100  # protobuf enum value (typed as a NewType in the stubs)
+
 HOP_BAD: list[tuple[str, bytes, int | None]] = [
     # (reason, frame, status the relay answers with)
     ("malformed", b"\x03\xff\xff\xff", MALFORMED),  # body is not a protobuf
@@ -178,7 +180,7 @@ HOP_BAD: list[tuple[str, bytes, int | None]] = [
     ("malformed", b"\xff" * 10 + b"\x01", MALFORMED),  # length prefix is not a uvarint
     ("truncated", b"\x40" + b"\x08\x00" * 4, MALFORMED),  # claims 64 bytes, sends 8
     ("oversized", b"\x80\x80\x40" + b"\x00" * 1000, MALFORMED),  # claims 1 MiB
-    ("unexpected", encode(HopMessage(type=HopMessage.STATUS, status=100)), UNEXPECTED),
+    ("unexpected", encode(HopMessage(type=HopMessage.STATUS, status=OK_STATUS)), UNEXPECTED),
     ("malformed", encode(HopMessage(type=HopMessage.CONNECT)), MALFORMED),  # no peer
 ]
 
@@ -201,7 +203,7 @@ def test_malformed_hop_and_stop_rejected_node_keeps_serving(tmp_path: Path) -> N
                 stop_codes = []
                 for frame in (
                     b"\x05\xff\xff\xff\xff\xff",
-                    encode(StopMessage(type=StopMessage.STATUS, status=100)),
+                    encode(StopMessage(type=StopMessage.STATUS, status=OK_STATUS)),
                     b"\x30\x08\x00",  # claims 48 bytes, sends 2
                 ):
                     resp_s = decode_stop(await exchange(h, cid, STOP_ID, frame))

@@ -1,0 +1,359 @@
+"""Each py-libp2p 0.8.1 behaviour we override, shown on upstream code, and our fix.
+
+These run real hosts in this process over loopback sockets. Each "upstream" test asserts
+the upstream behaviour; when an upgrade fixes it, that test fails and tells us the
+override can go.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, StopMessage
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeer
+from libp2p.relay.circuit_v2.protocol import (
+    DEFAULT_RELAY_LIMITS,
+    CircuitV2Protocol,
+)
+from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+from probe import HOP_ID, STOP_ID, probe_host
+
+from node.config import RelaySection
+from node.host import GOSSIP_HEARTBEAT_S, build_pubsub
+from node.overrides.auto_connector import disable_auto_connector
+from node.overrides.circuit_addrs import install_circuit_addrs
+from node.overrides.dial_unknown import dial_unknown_peer
+from node.overrides.identify import install_identify_hook
+from node.overrides.negative_cache import shorten_negative_cache
+from node.relay.wire import encode, read_msg
+from node.testing import NodeProcs, wait_for
+
+pytestmark = pytest.mark.loopback
+
+
+def addr_of(h: IHost) -> multiaddr.Multiaddr:
+    return h.get_transport_addrs()[0]
+
+
+async def poll(check: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    with trio.move_on_after(timeout):
+        while not check():
+            await trio.sleep(0.02)
+        return
+    raise AssertionError(f"no {what} within {timeout}s")
+
+
+# -- circuits keyed by peer id ------------------------------------------------------
+
+
+async def _echo_target(h: IHost) -> None:
+    """A circuit target without the Noise upgrade: STATUS OK then echo raw bytes."""
+
+    async def on_stop(s: INetStream) -> None:
+        await read_msg(s, StopMessage)
+        await s.write(encode(StopMessage(type=StopMessage.STATUS, status=100)))  # type: ignore[arg-type]
+        while True:
+            try:
+                data = await s.read(1024)
+            except Exception:
+                break
+            if not data or data == b"bye":
+                break
+            await s.write(data)
+        await s.close()  # the target hangs up this circuit
+
+    h.set_stream_handler(STOP_ID, on_stop)
+
+
+async def _raw_circuit(h: IHost, relay: ID, target: ID) -> INetStream:
+    s = await h.new_stream(relay, [HOP_ID])
+    await s.write(encode(HopMessage(type=HopMessage.CONNECT, peer=PbPeer(id=target.to_bytes()))))
+    resp = await read_msg(s, HopMessage)
+    assert resp.status == 100, resp
+    return s
+
+
+async def _echo(s: INetStream, payload: bytes) -> bytes:
+    await s.write(payload)
+    got = b""
+    with trio.fail_after(5):
+        while len(got) < len(payload):
+            try:
+                chunk = await s.read(len(payload) - len(got))
+            except StreamEOF:
+                break
+            if not chunk:
+                break
+            got += chunk
+    return got
+
+
+def test_upstream_relay_tears_down_another_dialers_circuit() -> None:
+    """Upstream CircuitV2Protocol stores circuits in `_active_relays[peer_id]`; when the
+    target ends one dialer's circuit, the cleanup closes the streams stored under the
+    target's id — the other dialer's circuit. (Ours: test_relay.py::
+    test_two_dialers_keep_independent_circuits.)"""
+
+    async def scenario() -> bool:
+        async with (
+            probe_host() as relay,
+            probe_host() as target,
+            probe_host() as d1,
+            probe_host() as d2,
+        ):
+            proto = CircuitV2Protocol(relay, DEFAULT_RELAY_LIMITS, allow_hop=True)
+            async with background_trio_service(proto):
+                await _echo_target(target)
+                rinfo = PeerInfo(relay.get_id(), [addr_of(relay)])
+                for h in (target, d1, d2):
+                    await h.connect(rinfo)
+                rs = await target.new_stream(relay.get_id(), [HOP_ID])
+                await rs.write(encode(HopMessage(type=HopMessage.RESERVE)))
+                resp = await read_msg(rs, HopMessage)  # upstream keeps the stream open
+                assert resp.status == 100, resp
+                s1 = await _raw_circuit(d1, relay.get_id(), target.get_id())
+                s2 = await _raw_circuit(d2, relay.get_id(), target.get_id())
+                assert await _echo(s1, b"one") == b"one"
+                assert await _echo(s2, b"two") == b"two"
+                await s1.write(b"bye")  # the target ends dialer 1's circuit
+                await poll(
+                    lambda: target.get_id() not in proto._active_relays,
+                    what="upstream cleanup of the target's entry",
+                )
+                try:
+                    got = await _echo(s2, b"still there?")
+                except Exception:
+                    got = b""
+                return got == b"still there?"
+
+    assert trio.run(scenario) is False, "upstream no longer tears down the other circuit"
+
+
+def test_upstream_default_max_reservations_is_4() -> None:
+    assert DEFAULT_RELAY_LIMITS.max_reservations == 4
+    assert RelaySection().max_reservations == 128
+    assert RelayLimits.__dataclass_fields__["max_reservations"] is not None
+
+
+# -- identify ------------------------------------------------------------------------
+
+
+def test_upstream_skips_identify_on_reconnect_and_override_reidentifies() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        async with probe_host() as a, probe_host() as b, probe_host() as c:
+            results = []
+            for host, override in ((a, False), (c, True)):
+                fired: list[ID] = []
+                if override:
+                    install_identify_hook(host).subscribe(fired.append)
+                h: Any = host
+                bid = b.get_id()
+
+                def identified(h: Any = h, bid: ID = bid) -> bool:
+                    return bid in h._identified_peers
+
+                def gone(h: Any = h, bid: ID = bid) -> bool:
+                    return not h.get_network().get_connections(bid)
+
+                def twice(fired: list[ID] = fired, bid: ID = bid) -> bool:
+                    return fired.count(bid) >= 2
+
+                await host.connect(PeerInfo(bid, [addr_of(b)]))
+                await poll(identified, what="identify")
+                await host.disconnect(bid)
+                await poll(gone, what="disconnect")
+                # after the reconnect, is identify scheduled again?
+                results.append(not h._has_cached_protocols(bid))
+                if override:
+                    await host.connect(PeerInfo(bid, [addr_of(b)]))
+                    await poll(twice, what="re-identify")
+            return results[0], results[1]
+
+    upstream_reidentifies, ours_reidentifies = trio.run(scenario)
+    assert upstream_reidentifies is False
+    assert ours_reidentifies is True
+
+
+# -- circuit addresses in get_addrs ----------------------------------------------------
+
+
+def _host() -> IHost:
+    kp = create_new_key_pair()
+    return new_host(
+        key_pair=kp,
+        sec_opt={NOISE_ID: NoiseTransport(kp, noise_privkey=create_x25519().private_key)},
+        listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")],
+    )
+
+
+RELAY = "12D3KooWLFjrKSaGsWbiFioADLrUkvwmwb6Z9XwTwrsi9nud6aXo"
+CIRCUIT = multiaddr.Multiaddr(f"/ip4/10.0.0.3/tcp/4001/p2p/{RELAY}/p2p-circuit")
+
+
+def test_upstream_get_addrs_mangles_circuit_addrs() -> None:
+    kp = create_new_key_pair()
+    host = new_host(key_pair=kp, addrs_factory=lambda c: [*c, CIRCUIT])
+    me = host.get_id()
+    got = [str(a) for a in host.get_addrs()]
+    assert f"/ip4/10.0.0.3/tcp/4001/p2p/{me}" in got  # the relay's address, labelled as ours
+    assert not any("p2p-circuit" in a for a in got)
+
+    fixed = _host()
+    install_circuit_addrs(fixed, lambda: [CIRCUIT])
+    got = [str(a) for a in fixed.get_addrs()]
+    assert f"{CIRCUIT}/p2p/{fixed.get_id()}" in got
+
+
+# -- dialing ------------------------------------------------------------------------
+
+
+def test_upstream_cannot_dial_without_peer_id_override_can() -> None:
+    async def scenario() -> tuple[str, ID]:
+        async with probe_host() as a, probe_host() as b:
+            swarm: object = a.get_network()
+            transport = swarm.transport_manager.transport_for_dialing(addr_of(b))  # type: ignore[attr-defined]
+            raw = await transport.dial(addr_of(b))
+            try:
+                await swarm.upgrader.upgrade_security(raw, True, None)  # type: ignore[attr-defined]
+                err = ""
+            except ValueError as exc:
+                err = str(exc)
+            await raw.close()
+            return err, await dial_unknown_peer(a, addr_of(b))
+
+    err, peer = trio.run(scenario)
+    assert "peer_id must be provided" in err
+    assert isinstance(peer, ID)
+
+
+def test_upstream_swarm_refuses_circuit_addresses() -> None:
+    """host.connect() with only a /p2p-circuit address fails: the swarm filters them
+    (node/dialing.py dials circuits itself)."""
+
+    async def scenario() -> str:
+        async with probe_host() as a:
+            target = create_new_key_pair()
+            from libp2p.peer.id import ID as PID
+
+            tid = PID.from_pubkey(target.public_key)
+            try:
+                await a.connect(PeerInfo(tid, [multiaddr.Multiaddr(f"{CIRCUIT}/p2p/{tid}")]))
+            except Exception as exc:
+                return str(exc)
+            return ""
+
+    assert "unusable" in trio.run(scenario) or "relay" in trio.run(scenario)
+
+
+def test_upstream_negative_cache_blocks_redial_for_a_minute() -> None:
+    async def scenario(override: bool) -> str:
+        async with probe_host() as a:
+            if override:
+                shorten_negative_cache(a)
+            later = _host()
+            lid = later.get_id()
+            port = 0
+            # learn a free port, dial it while nothing listens, then listen there
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            addr = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")
+            with pytest.raises(Exception):  # noqa: B017
+                await a.connect(PeerInfo(lid, [addr]))
+            async with later.run(listen_addrs=[addr]):
+                err = ""
+                with trio.move_on_after(5):
+                    while True:
+                        try:
+                            await a.connect(PeerInfo(lid, [addr]))
+                            return ""
+                        except Exception as exc:
+                            err = str(exc)
+                            if not override:
+                                return err
+                        await trio.sleep(0.1)
+                return err
+
+    assert "negative cache" in trio.run(scenario, False)
+    assert trio.run(scenario, True) == ""
+
+
+def test_upstream_auto_connector_dials_peerstore_peers() -> None:
+    async def scenario(override: bool) -> bool:
+        async with probe_host() as a, probe_host() as b:
+            if override:
+                disable_auto_connector(a)
+            a.get_peerstore().add_addrs(b.get_id(), [addr_of(b)], 3600)
+            await a.get_network().auto_connector.maybe_connect()  # type: ignore[attr-defined]
+            if override:
+                return bool(a.get_network().get_connections(b.get_id()))
+            await poll(lambda: bool(a.get_network().get_connections(b.get_id())), what="auto-dial")
+            return True
+
+    assert trio.run(scenario, False) is True  # upstream dialed a peer nobody asked for
+    assert trio.run(scenario, True) is False
+
+
+def test_upstream_gossipsub_heartbeat_is_120s() -> None:
+    default = inspect.signature(GossipSub.__init__).parameters["heartbeat_interval"].default
+    assert default == 120
+    _, gs = build_pubsub(_host())
+    assert gs.heartbeat_interval == GOSSIP_HEARTBEAT_S == 1
+
+
+def test_relay_restart_upstream_transport_keeps_stale_reservation(tmp_path: Path) -> None:
+    """Upstream CircuitV2Transport.reserve() records the reservation and only refreshes it
+    near expiry: after the relay restarts (losing it) the client still believes it holds
+    one. Our relay client re-reserves (test_relay.py::
+    test_relay_restart_client_reserves_again)."""
+    from libp2p.relay.circuit_v2.config import RelayConfig
+    from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+
+    with NodeProcs(tmp_path) as procs:
+        relay = procs.start("relay", relay={"enabled": True, "mode": "server"})
+        relay_id = ID.from_base58(relay.peer_id)
+
+        async def scenario() -> tuple[bool, list[dict[str, object]]]:
+            async with probe_host() as h, trio.open_nursery() as n:
+                proto = CircuitV2Protocol(h, None, allow_hop=False)
+                transport = CircuitV2Transport(h, proto, RelayConfig())
+                await h.connect(PeerInfo(relay_id, [multiaddr.Multiaddr(relay.p2p_addr)]))
+                s = await h.new_stream(relay_id, [HOP_ID])
+                assert await transport.reserve(s, relay_id, n)
+                await trio.to_thread.run_sync(
+                    lambda: wait_for(relay, lambda st: st["relay_server"]["granted"], "grant")
+                )
+                await trio.to_thread.run_sync(relay.stop)
+                await trio.to_thread.run_sync(procs.launch, relay)
+                await poll(
+                    lambda: not h.get_network().get_connections(relay_id),
+                    what="old relay connection closed",
+                )
+                granted = await trio.to_thread.run_sync(
+                    lambda: relay.status()["relay_server"]["granted"]
+                )
+                believed = relay_id in transport._reservations
+                n.cancel_scope.cancel()
+                return believed, granted
+
+        believed, granted = trio.run(scenario)
+        assert believed is True and granted == []
