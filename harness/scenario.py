@@ -17,6 +17,7 @@ The same `Scenario` objects serve the CLI (`sentrynet scenario NAME`) and pytest
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,18 @@ from harness.wait import WaitTimeout, wait_until
 # When a check this one builds on failed, do not spend its whole deadline: the detail of
 # a short look is as informative, and CI time is finite.
 DEPENDENT_DEADLINE_S = 15.0
-POLL_INTERVAL_S = 1.0
+# Each poll reads /status and /events of every node; every 2 s is enough because a check's
+# time comes from the nodes' own event timestamps, and it keeps load off small machines.
+POLL_INTERVAL_S = 2.0
+
+
+def deadline_scale() -> float:
+    """SENTRYNET_DEADLINE_SCALE multiplies every deadline (a loaded 2-CPU CI runner, several
+    testnets side by side); it never shortens one below what the scenario says."""
+    try:
+        return max(1.0, float(os.environ.get("SENTRYNET_DEADLINE_SCALE", "1")))
+    except ValueError:
+        return 1.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,6 +200,9 @@ class CheckStep:
     expect: str = "holds"  # "holds", or what a negative result looks like ("impossible")
     requires: tuple[str, ...] = ()
     likely_cause: str = ""
+    # evaluate even when an earlier action or wait failed (a check that means something on
+    # whatever state the testnet is in, like no_forks)
+    always: bool = False
 
 
 @dataclass
@@ -261,7 +276,7 @@ def poll_check(
         v = wait_until(
             probe,
             what=label,
-            deadline_s=deadline_s,
+            deadline_s=deadline_s * deadline_scale(),
             likely_cause=likely_cause or "see the detail",
             interval_s=POLL_INTERVAL_S,
             on_poll=_Ticker(ctx.progress, label),
@@ -322,7 +337,7 @@ def run_steps(
                 blocked = f"'{step.what}' did not happen: {v}"
                 p.say(f"wait: {step.what} TIMED OUT: {_short(str(v), 400)}")
         else:
-            if blocked:
+            if blocked and not step.always:
                 v = step.check(ctx.observe())
                 record(
                     CheckOutcome(
@@ -348,12 +363,15 @@ def run_steps(
             v, t, ok = poll_check(
                 ctx, f"check {step.name}", step.check, deadline, step.likely_cause
             )
-            detail = v.detail if ok else str(v)
+            detail = v.detail
             if deps and not ok:
                 detail = f"(after failed {', '.join(deps)}) {detail}"
+            if blocked and not ok:
+                detail = f"(after {blocked}) {detail}"
             record(CheckOutcome(step.name, ok, t, detail, step.expect, None if ok else v.cause))
             p.say(
                 f"check {step.name}: {'PASS' if ok else 'FAIL'} at {t:.1f}s: {_short(detail, 400)}"
+                + ("" if ok or not v.cause else f" | likely cause: {_short(v.cause, 300)}")
             )
     return outcomes
 

@@ -225,7 +225,7 @@ def sentry() -> Scenario:
             ),
             CheckStep("consensus", chain_checks.consensus(5), 120),
             *_sync_steps(expect_crossing=True),
-            CheckStep("no_forks", chain_checks.no_forks, 30),
+            CheckStep("no_forks", chain_checks.no_forks, 30, always=True),
         ],
     )
 
@@ -248,7 +248,7 @@ def seed_exact() -> Scenario:
                 expect="impossible",
             ),
             *_sync_steps(expect_crossing=False),
-            CheckStep("no_forks", chain_checks.no_forks, 30),
+            CheckStep("no_forks", chain_checks.no_forks, 30, always=True),
         ],
     )
 
@@ -272,7 +272,7 @@ def symmetric_nat() -> Scenario:
             ),
             CheckStep("consensus", chain_checks.consensus(5), 120),
             *_sync_steps(expect_crossing=True),
-            CheckStep("no_forks", chain_checks.no_forks, 30),
+            CheckStep("no_forks", chain_checks.no_forks, 30, always=True),
         ],
     )
 
@@ -304,7 +304,7 @@ def partition_heal() -> Scenario:
             CheckStep("partitioned", relay_checks.partitioned, 60),
             ActionStep("heal a | b", heal("a", "b", KILLED_RELAY)),
             CheckStep("converged", chain_checks.converged(3), 120),
-            CheckStep("no_forks", chain_checks.no_forks, 30),
+            CheckStep("no_forks", chain_checks.no_forks, 30, always=True),
         ],
     )
 

@@ -88,7 +88,7 @@ def test_outcomes_seconds_and_detail() -> None:
         ("third", False),
     ]
     assert res[0].seconds == 0.01  # the nodes' own timestamp, not the poll that saw it
-    assert res[1].cause == "never happens" and "likely cause: never happens" in res[1].detail
+    assert res[1].cause == "never happens" and res[1].detail == "not yet"
     assert res[2].detail.startswith("(after failed second)")
     text = out.getvalue()
     assert "check first: PASS" in text and "check second: FAIL" in text
@@ -116,11 +116,31 @@ def test_failed_action_blocks_the_rest_but_every_check_is_reported() -> None:
     assert "not reached: step 'kill node3' failed: container gone" in res[1].detail
 
 
-def test_wait_timeout_blocks_later_checks() -> None:
+def test_wait_timeout_blocks_later_checks_except_always() -> None:
     c, _ = ctx()
-    sc = Scenario("t", "sentry", "", [WaitStep("blocks", never, 0.05), CheckStep("x", after(0), 1)])
+    sc = Scenario(
+        "t",
+        "sentry",
+        "",
+        [
+            WaitStep("blocks", never, 0.05),
+            CheckStep("x", after(0), 1),
+            CheckStep("forks", after(0), 1, always=True),
+        ],
+    )
     res = run_steps(sc, c)
-    assert not res[0].passed and "'blocks' did not happen" in res[0].detail
+    assert [o.name for o in res] == ["x", "forks"]
+    assert not res[0].passed and res[0].detail.startswith("not reached: 'blocks' did not happen")
+    assert res[1].passed  # evaluated anyway
+
+
+def test_deadline_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTRYNET_DEADLINE_SCALE", "3")
+    assert engine.deadline_scale() == 3.0
+    monkeypatch.setenv("SENTRYNET_DEADLINE_SCALE", "0.1")
+    assert engine.deadline_scale() == 1.0
+    monkeypatch.setenv("SENTRYNET_DEADLINE_SCALE", "x")
+    assert engine.deadline_scale() == 1.0
 
 
 def test_final_verdict_stops_polling_early() -> None:
