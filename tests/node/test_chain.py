@@ -32,14 +32,17 @@ def start_validators(
     names = names or [f"v{i}" for i in range(n)]
     nodes = [procs.write_config(name) for name in names]
     ids = {node.name: make_key(node.config["node"]["key_file"]) for node in nodes}
-    for node in nodes:
-        peers = [f"{o.p2p_addr}/p2p/{ids[o.name]}" for o in nodes if o is not node]
+    addrs = {o.name: f"{o.p2p_addr}/p2p/{ids[o.name]}" for o in nodes}
+    # write_config returns a fresh NodeProc (the one NodeProcs will stop): keep those
+    nodes = [
         procs.write_config(
-            node.name,
+            name,
             node={"role": "validator"},
-            p2p={"persistent_peers": peers},
+            p2p={"persistent_peers": [a for n, a in addrs.items() if n != name]},
             chain=chain_section(ids, interval),
         )
+        for name in names
+    ]
     for node in nodes:
         procs.launch(node, wait_ready=False)
     for node in nodes:
