@@ -1,0 +1,21 @@
+"""What every measurement gets: options, progress output and a scratch directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.progress import Progress
+
+
+@dataclass
+class Ctx:
+    progress: Progress
+    work_dir: Path  # scratch: generated topologies, rendered testnets (removed on down)
+    quick: bool = False
+    repeat: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, msg: str) -> None:
+        self.progress.say(msg)

@@ -1,0 +1,158 @@
+"""DCUtR: upgrade time, success ratio per NAT type, and the relayed RTT they relate to.
+
+Testnet per NAT type (bench/topogen.pairs): one public relay, k relay clients behind each of
+two routers of that type; every a-b pair meets over a circuit through the relay and the node
+that received the relayed connection drives DCUtR (node/dcutr.py). A pair is one sample.
+
+Per pair, on the initiating node, node-monotonic clock throughout:
+- upgrade_s: its relayed `connection_opened` for the peer -> `dcutr_succeeded` (every
+  attempt and back-off included): what a user waits for a direct connection;
+- punch_s: `duration_s` of the successful attempt (CONNECT sent -> direct connection);
+- rtt_s: the relayed round trip DCUtR measured (CONNECT -> CONNECT reply over the circuit);
+- target_s = 1 + 3 * rtt_s (the target "within 1 s plus 3 relayed RTTs").
+success ratio = pairs that ended direct / pairs with at least one attempt. A pair whose
+attempts are still running at the deadline counts as attempted, not succeeded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import live, reservation, stats, topogen
+from bench.context import Ctx
+from harness.errors import SentrynetError
+
+NAT_TYPES = ("cone", "symmetric")
+TARGET_BASE_S = 1.0
+TARGET_RTTS = 3
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def pair_samples(net: live.BenchNet, data: dict[str, live.NodeData]) -> list[dict[str, Any]]:
+    names = {n.peer_id: n.name for n in net.testnet.nodes}
+    relay_ids = {n.peer_id for n in net.testnet.nodes if n.relay_mode in ("server", "both")}
+    pairs: dict[tuple[str, str], dict[str, Any]] = {}
+    for me, d in data.items():
+        records = [r for r in (d.status or {}).get("dcutr") or [] if r.get("role") == "initiator"]
+        relayed_at: dict[str, float] = {}
+        for e in d.of_type("connection_opened"):
+            if e.get("kind") == "relayed":
+                relayed_at.setdefault(str(e.get("peer")), float(e["t"]))
+        by_peer: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            by_peer.setdefault(str(r.get("peer")), []).append(r)
+        for peer, recs in by_peer.items():
+            if peer in relay_ids:
+                continue
+            other = names.get(peer, peer[-8:])
+            recs.sort(key=lambda r: float(r.get("at") or 0))
+            ok = next((r for r in recs if r.get("outcome") == "succeeded"), None)
+            rtts = [r.get("rtt_s") for r in recs if r.get("rtt_s") is not None]
+            row: dict[str, Any] = {
+                "initiator": me,
+                "peer": other,
+                "attempts": len(recs),
+                "outcome": "succeeded"
+                if ok
+                else ("failed" if any(r.get("final") for r in recs) else "pending"),
+                "rtt_s": rtts[0] if rtts else None,
+                "reasons": sorted({str(r.get("reason")) for r in recs if r.get("reason")}),
+            }
+            if ok is not None:
+                row["punch_s"] = ok.get("duration_s")
+                row["attempt"] = ok.get("attempt")
+                succ = next(
+                    (e for e in d.of_type("dcutr_succeeded") if e.get("peer") == peer), None
+                )
+                if succ is not None and peer in relayed_at:
+                    row["upgrade_s"] = round(float(succ["t"]) - relayed_at[peer], 4)
+                ok_rtt = ok.get("rtt_s") if ok.get("rtt_s") is not None else row["rtt_s"]
+                if ok_rtt is not None:
+                    row["target_s"] = round(TARGET_BASE_S + TARGET_RTTS * float(ok_rtt), 4)
+                    if "upgrade_s" in row:
+                        row["target_met"] = row["upgrade_s"] <= row["target_s"]
+            key = _pair(me, other)
+            prev = pairs.get(key)
+            # a pair seen from both ends: keep the end that succeeded, else the first
+            if prev is None or (prev["outcome"] != "succeeded" and row["outcome"] == "succeeded"):
+                pairs[key] = row
+    return sorted(pairs.values(), key=lambda r: (r["initiator"], r["peer"]))
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    done = [r for r in rows if r["outcome"] == "succeeded"]
+    met = [r for r in done if r.get("target_met")]
+    with_target = [r for r in done if "target_met" in r]
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r["outcome"] != "succeeded":
+            for why in r["reasons"] or ["(none yet)"]:
+                reasons[why] = reasons.get(why, 0) + 1
+    return {
+        "pairs": len(rows),
+        "succeeded": len(done),
+        "dcutr_success_ratio": stats.success_ratio(len(done), len(rows)),
+        "dcutr_upgrade_s": stats.summary(r.get("upgrade_s") for r in done),
+        "punch_s": stats.summary(r.get("punch_s") for r in done),
+        "attempts_to_success": stats.summary(r.get("attempt") for r in done),
+        "relayed_rtt_s": stats.summary(r.get("rtt_s") for r in rows),
+        "target_s": stats.summary(r.get("target_s") for r in done),
+        "target_met": f"{len(met)}/{len(with_target)}",
+        "failure_reasons": reasons,
+    }
+
+
+def _settled(net: live.BenchNet, k: int) -> tuple[bool, str]:
+    data = net.collect([n.name for n in net.testnet.nodes if n.name != "relay"])
+    rows = pair_samples(net, data)
+    final = [r for r in rows if r["outcome"] != "pending"]
+    line = f"{len(final)}/{k * k} cross pairs settled ({len(rows)} with an attempt)"
+    return len(final) >= k * k, line
+
+
+def run_nat(ctx: Ctx, nat: str, k: int, run: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"nat": nat, "run": run, "k": k}
+    try:
+        with live.running(
+            topogen.pairs(k, nat), f"hp-{nat[:3]}", ctx.work_dir, ctx.progress
+        ) as net:
+            out["testnet"] = net.name
+            reservation.wait_reservations(net, 120.0)
+            try:
+                net.wait(
+                    lambda: _settled(net, k),
+                    f"DCUtR to settle on all {k * k} cross pairs",
+                    90.0 if nat == "cone" else 120.0,
+                    "pairs never met over a circuit (peer exchange, reservations) or attempts "
+                    "still in back-off",
+                    interval_s=2.0,
+                )
+            except SentrynetError as exc:
+                out["error"] = str(exc)
+            data = net.collect()
+            out["clock"] = live.clock_check(net, data)
+            out["samples"] = pair_samples(net, data)
+            out["reservations"] = reservation.samples(net, data)
+    except SentrynetError as exc:
+        out.setdefault("error", str(exc))
+    return out
+
+
+def measure(ctx: Ctx) -> dict[str, Any]:
+    k = int(ctx.options.get("pairs_k") or (2 if ctx.quick else 3))
+    result: dict[str, Any] = {
+        "clock": "node monotonic on the initiating node",
+        "target": f"upgrade_s <= {TARGET_BASE_S:g} s + {TARGET_RTTS} x relayed RTT",
+    }
+    for nat in NAT_TYPES:
+        runs = [run_nat(ctx, nat, k, i) for i in range(ctx.repeat)]
+        rows = [r for run in runs for r in run.get("samples") or []]
+        result[nat] = {**summarize(rows), "runs": runs}
+        ctx.say(
+            f"holepunch {nat}: {result[nat]['succeeded']}/{result[nat]['pairs']} pairs direct, "
+            f"upgrade median {result[nat]['dcutr_upgrade_s']['median']} s"
+        )
+    return result

@@ -1,0 +1,126 @@
+"""Relay CPU and memory per active circuit.
+
+Testnet (bench/topogen.pairs with DCUtR off): one public relay, k clients behind each of two
+cone routers. With DCUtR off every a-b pair keeps its circuit, so with i clients running on
+each side the relay carries i*i circuits. Steps: up; stop every client (0 circuits); then
+start the pairs (a_i, b_i) one at a time; after each, wait until the relay reports the
+expected circuits (`/status circuits`), then sample the relay container over a fixed window:
+CPU seconds (cgroup total_usage, docker stats) per wall second, memory (usage -
+inactive_file), relayed bytes (`sentrynet_relayed_bytes_total`). The per-circuit slope is a
+least-squares fit over the points. Circuits carry the nodes' own background traffic
+(identify, ping, gossipsub heartbeats and a one-block-per-second chain, peer exchange): the
+figure is the cost of an open, lightly used circuit, not of a saturated one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from bench import live, stats, topogen
+from bench.context import Ctx
+from harness.errors import SentrynetError
+
+WINDOW_S = 15.0
+QUICK_WINDOW_S = 5.0
+RELAYED_BYTES = re.compile(r"^sentrynet_relayed_bytes_total(?:\{[^}]*\})?\s+([0-9.eE+]+)", re.M)
+
+
+def _relayed_bytes(net: live.BenchNet) -> float | None:
+    try:
+        m = RELAYED_BYTES.search(net.client("relay").metrics())
+    except SentrynetError:
+        return None
+    return float(m.group(1)) if m else None
+
+
+def _circuits(net: live.BenchNet) -> int:
+    st = net.status("relay") or {}
+    return len(st.get("circuits") or [])
+
+
+def sample(net: live.BenchNet, window_s: float) -> dict[str, Any]:
+    c = net.container("relay")
+    b0, a0 = live.container_stats(c), _relayed_bytes(net)
+    circ0 = _circuits(net)
+    time.sleep(window_s)  # the sampling window, not a wait for a condition
+    b1, a1 = live.container_stats(c), _relayed_bytes(net)
+    dt = b1["t"] - b0["t"]
+    return {
+        "circuits": circ0,
+        "circuits_end": _circuits(net),
+        "cpu_cores": round((b1["cpu_s"] - b0["cpu_s"]) / dt, 4),
+        "mem_mib": round(b1["mem_bytes"] / 2**20, 2),
+        "relayed_bytes_per_s": round((a1 - a0) / dt, 1) if a0 is not None and a1 else None,
+        "window_s": round(dt, 2),
+    }
+
+
+def measure(ctx: Ctx) -> dict[str, Any]:
+    k = int(ctx.options.get("relay_k") or (2 if ctx.quick else 4))
+    window = QUICK_WINDOW_S if ctx.quick else WINDOW_S
+    runs = []
+    for run in range(ctx.repeat):
+        points: list[dict[str, Any]] = []
+        out: dict[str, Any] = {"run": run, "k": k, "points": points}
+        try:
+            with live.running(
+                topogen.pairs(k, "cone", dcutr=False), "relaycost", ctx.work_dir, ctx.progress
+            ) as net:
+                out["testnet"] = net.name
+                clients = [f"{s}{i}" for i in range(k) for s in ("a", "b")]
+                for n in clients:
+                    net.container(n).stop(timeout=10)
+                net.wait(
+                    lambda: (_circuits(net) == 0, f"{_circuits(net)} circuits"),
+                    "the relay to drop every circuit",
+                    60.0,
+                    "circuits not closed",
+                )
+                points.append(sample(net, window))
+                for i in range(k):
+                    for s in ("a", "b"):
+                        net.container(f"{s}{i}").start()
+                    want = (i + 1) ** 2
+
+                    def enough(want: int = want) -> tuple[bool, str]:
+                        have = _circuits(net)
+                        return have >= want, f"{have}/{want} circuits"
+
+                    try:
+                        net.wait(
+                            enough,
+                            f"{want} circuits on the relay",
+                            120.0,
+                            "peers did not meet over the relay (peer exchange, reservations)",
+                            interval_s=1.0,
+                        )
+                    except SentrynetError as exc:
+                        out.setdefault("errors", []).append(str(exc))
+                    points.append(sample(net, window))
+                    ctx.say(f"relay cost: {points[-1]}")
+        except SentrynetError as exc:
+            out["error"] = str(exc)
+        runs.append(out)
+    pts = [p for r in runs for p in r["points"]]
+    xs = [float(p["circuits"]) for p in pts]
+    cpu = linear(xs, [p["cpu_cores"] for p in pts])
+    mem = linear(xs, [p["mem_mib"] for p in pts])
+    return {
+        "clock": "bench monotonic sampling windows; CPU from the relay container's cgroup",
+        "window_s": window,
+        "cpu_cores_per_circuit": cpu["slope"],
+        "cpu_cores_at_zero": cpu["intercept"],
+        "cpu_fit_r2": cpu["r2"],
+        "mem_mib_per_circuit": mem["slope"],
+        "mem_mib_at_zero": mem["intercept"],
+        "mem_fit_r2": mem["r2"],
+        "max_circuits": max(xs, default=0),
+        "runs": runs,
+    }
+
+
+def linear(xs: list[float], ys: list[float]) -> dict[str, float | None]:
+    fit = stats.linear_fit(xs, ys)
+    return {k: (round(v, 6) if v is not None else None) for k, v in fit.items()}

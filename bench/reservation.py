@@ -1,0 +1,120 @@
+"""first_reservation_s: node start to its first reservation accepted.
+
+Clock: node-monotonic on both ends (`/status started_at` and the `reservation_accepted`
+event's `t`), so polling latency never enters the figure. Samples: every relay client of
+scenarios/sentry.yaml (the default testnet), per repeat; `samples()` also serves the other
+benchmarks' testnets (scale points, pairs), reported separately.
+
+Where the time goes, per client (same clock): start -> first connection to one of its relay
+servers (`connection_opened`), -> relay matched via identify (`relay_discovered`), ->
+reservation accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import yaml
+
+from bench import live, stats
+from bench.context import Ctx
+from harness.scenario_run import topology_path
+
+
+def samples(net: live.BenchNet, data: dict[str, live.NodeData]) -> list[dict[str, Any]]:
+    """One row per relay client that got a reservation (and one with `error` for those that
+    did not): seconds from its start to the first reservation, and the phases before it."""
+    out = []
+    for node in net.testnet.nodes:
+        if node.relay_mode not in ("client", "both") or not node.relay_servers:
+            continue
+        d = data.get(node.name)
+        if d is None or d.started_at is None:
+            out.append({"node": node.name, "error": "no status"})
+            continue
+        start = d.started_at
+        first = d.first("reservation_accepted")
+        if first is None:
+            out.append({"node": node.name, "error": "no reservation_accepted event"})
+            continue
+        row: dict[str, Any] = {
+            "node": node.name,
+            "role": node.role,
+            "first_reservation_s": round(float(first["t"]) - start, 4),
+        }
+        relay = first.get("relay")
+        conn = next((e for e in d.of_type("connection_opened") if e.get("peer") == relay), None)
+        disc = next((e for e in d.of_type("relay_discovered") if e.get("peer") == relay), None)
+        if conn is not None:
+            row["connect_s"] = round(float(conn["t"]) - start, 4)
+        if disc is not None:
+            row["relay_discovered_s"] = round(float(disc["t"]) - start, 4)
+        out.append(row)
+    return out
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in rows if "first_reservation_s" in r]
+    return {
+        "first_reservation_s": stats.summary(r["first_reservation_s"] for r in ok),
+        "phases_s": {
+            "start_to_relay_connection": stats.summary(r.get("connect_s") for r in ok),
+            "start_to_relay_discovered": stats.summary(r.get("relay_discovered_s") for r in ok),
+        },
+        "clients": len(rows),
+        "without_reservation": [r["node"] for r in rows if "error" in r],
+    }
+
+
+def wait_reservations(net: live.BenchNet, deadline_s: float) -> float:
+    """Wait until every relay client holds min(#relay servers, max held) reservations;
+    return the bench-clock moment it was first seen."""
+    want = {}
+    for n in net.testnet.nodes:
+        if n.relay_mode in ("client", "both") and n.relay_servers:
+            held = int((n.config.get("relay") or {}).get("max_reservations_held", 2))
+            want[n.name] = min(len(n.relay_servers), held)
+
+    def probe() -> tuple[bool, str]:
+        snap = net.running.snapshot(timeout_s=3.0)
+        missing = []
+        for ns in snap.nodes:
+            if ns.name in want and len(ns.reservations) < want[ns.name]:
+                missing.append(f"{ns.name} {len(ns.reservations)}/{want[ns.name]}")
+        line = f"{len(want) - len(missing)}/{len(want)} clients hold their reservations"
+        if missing:
+            line += ": waiting on " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
+        return not missing, line
+
+    net.wait(
+        probe,
+        "every relay client to hold its reservations",
+        deadline_s,
+        "a relay unreachable (router, routes) or reservations refused (see events)",
+        interval_s=1.0,
+    )
+    return time.monotonic()
+
+
+def measure(ctx: Ctx) -> dict[str, Any]:
+    doc = yaml.safe_load(topology_path("sentry").read_text())
+    rows: list[dict[str, Any]] = []
+    runs = []
+    for i in range(ctx.repeat):
+        with live.running(doc, "resv", ctx.work_dir, ctx.progress) as net:
+            wait_reservations(net, 120.0)
+            data = net.collect()
+            r = samples(net, data)
+            for row in r:
+                row["run"] = i
+            rows += r
+            runs.append({"testnet": net.name, "clock": live.clock_check(net, data)})
+        ctx.say(f"reservation run {i + 1}/{ctx.repeat}: {len(r)} clients")
+    return {
+        "topology": "scenarios/sentry.yaml",
+        "clock": "node monotonic (status started_at -> reservation_accepted.t)",
+        **summarize(rows),
+        "runs": runs,
+        "samples": rows,
+    }

@@ -1,0 +1,139 @@
+"""`python -m bench.run` (make bench): run the measurements, write bench/results/.
+
+    python -m bench.run                      # everything, once (about half an hour)
+    python -m bench.run --quick              # smoke run: small sizes, short windows
+    python -m bench.run --only holepunch,sync --repeat 3
+    python -m bench.run --only scale --sizes 8,16
+
+Writes bench/results/<run-id>.json and .md, latest.json and latest.md, and PNG plots. A
+measurement that fails is recorded with its error and the others still run. The machine's
+state (cores, load, memory, other testnets, busiest processes) is recorded before, after,
+and around every scale point: on a shared machine the figures mean little without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import holepunch, live, relay_cost, report, reservation, scale, sync, warm
+from bench.context import Ctx
+from harness.progress import Progress
+from harness.render import REPO_ROOT
+
+RESULTS = REPO_ROOT / "bench" / "results"
+MEASUREMENTS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
+    "reservation": reservation.measure,
+    "holepunch": holepunch.measure,
+    "sync": sync.measure,
+    "relay_cost": relay_cost.measure,
+    "warm": warm.measure,
+    "scale": scale.measure,  # last: the largest sizes may exhaust the machine
+}
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small smoke run")
+    p.add_argument("--repeat", type=int, default=1, help="repeat each measurement N times")
+    p.add_argument(
+        "--only",
+        default="",
+        help=f"comma list of measurements (default: all): {', '.join(MEASUREMENTS)}",
+    )
+    p.add_argument("--sizes", default="", help="scale: node counts, e.g. 8,16,32,64")
+    p.add_argument("--sync-blocks", type=int, default=0, help="sync: chain length to sync")
+    p.add_argument("--pairs", type=int, default=0, help="holepunch: k nodes per side (k*k pairs)")
+    p.add_argument("--relay-k", type=int, default=0, help="relay cost: k clients per side")
+    p.add_argument("--out", default=str(RESULTS), help="results directory")
+    p.add_argument("--run-id", default="", help="default: UTC timestamp")
+    args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(MEASUREMENTS)
+    unknown = [n for n in names if n not in MEASUREMENTS]
+    if unknown:
+        print(
+            f"bench: --only: unknown measurement(s) {', '.join(unknown)}; "
+            f"known: {', '.join(MEASUREMENTS)}",
+            file=sys.stderr,
+        )
+        return 2
+    started = dt.datetime.now(dt.UTC)
+    run_id = args.run_id or started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+    out = Path(args.out)
+    progress = Progress()
+    ctx = Ctx(
+        progress=progress,
+        work_dir=REPO_ROOT / ".cache" / "bench" / run_id,
+        quick=args.quick,
+        repeat=args.repeat,
+        options={
+            "sizes": [int(x) for x in args.sizes.split(",") if x.strip()],
+            "sync_blocks": args.sync_blocks,
+            "pairs_k": args.pairs,
+            "relay_k": args.relay_k,
+        },
+    )
+    doc: dict[str, Any] = {
+        "run_id": run_id,
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--", "node", "harness", "bench")),
+        "quick": args.quick,
+        "repeat": args.repeat,
+        "measurements": names,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "started_at": started.isoformat(timespec="seconds"),
+        "machine": {"before": live.machine_state()},
+        "results": {},
+        "errors": {},
+        "seconds": {},
+    }
+    t0 = time.monotonic()
+    try:
+        for name in names:
+            progress.say(f"== {name}")
+            t = time.monotonic()
+            try:
+                doc["results"][name] = MEASUREMENTS[name](ctx)
+            except Exception as exc:  # keep the other measurements' numbers
+                doc["errors"][name] = f"{type(exc).__name__}: {exc}"
+                doc["results"].setdefault(name, {})["traceback"] = traceback.format_exc()
+                progress.say(f"{name} failed: {exc}")
+            doc["seconds"][name] = round(time.monotonic() - t, 1)
+    finally:
+        doc["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        doc["wall_s"] = round(time.monotonic() - t0, 1)
+        doc["machine"]["after"] = live.machine_state()
+        doc["headline"] = report.headline(doc["results"])
+        doc["targets"] = report.targets(doc["results"])
+        doc["notes"] = report.where_time_goes(doc["results"])
+        paths = report.write(doc, out, run_id)
+        print(report.markdown(doc))
+        print("wrote " + ", ".join(str(p) for p in paths))
+    return 1 if doc["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

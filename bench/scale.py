@@ -1,0 +1,148 @@
+"""ready_s vs node count: from `compose up` to every node answering with its reservations.
+
+Each point is a generated topology (bench/topogen.py: N nodes over P private networks behind
+cone routers, one sentry per network on the public network), started through
+harness.lifecycle.up and torn down after. Figures per point:
+
+- ready_s (events): bench-clock compose-up moment -> the last relay client's last needed
+  `reservation_accepted` (node clock; containers share the host's CLOCK_MONOTONIC, checked
+  per testnet in `clock`). ready_poll_s is the same seen by polling /status (1 s interval),
+  an upper bound that includes the poll interval.
+- phases: compose up -> first / last node process started (`started_at`: container
+  creation, network setup, Python imports) -> last API answering -> last reservation.
+- resources once ready: memory per node container (docker stats, usage - inactive_file),
+  node CPU over a sampling window, host MemAvailable.
+Where a point fails (deadline, start failure) the error and the last state seen are kept.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import live, reservation, stats, topogen
+from bench.context import Ctx
+from harness.errors import SentrynetError
+
+SIZES = (8, 16, 32, 64)
+QUICK_SIZES = (8,)
+CPU_WINDOW_S = 10.0
+
+
+def last_needed_reservation(
+    net: live.BenchNet, data: dict[str, live.NodeData]
+) -> tuple[float | None, list[str]]:
+    """Node-clock time when the last client got its last needed reservation."""
+    worst = None
+    missing = []
+    for n in net.testnet.nodes:
+        if n.relay_mode not in ("client", "both") or not n.relay_servers:
+            continue
+        held = int((n.config.get("relay") or {}).get("max_reservations_held", 2))
+        need = min(len(n.relay_servers), held)
+        seen: dict[str, float] = {}
+        for e in data[n.name].of_type("reservation_accepted"):
+            seen.setdefault(str(e.get("relay")), float(e["t"]))
+        times = sorted(seen.values())
+        if len(times) < need:
+            missing.append(n.name)
+            continue
+        t = times[need - 1]
+        worst = t if worst is None else max(worst, t)
+    return worst, missing
+
+
+def resources(net: live.BenchNet, window_s: float) -> dict[str, Any]:
+    """Memory per node container now, and node CPU (cores) over `window_s`."""
+    names = [n.name for n in net.testnet.nodes]
+    before = {}
+    for n in names:
+        try:
+            before[n] = live.container_stats(net.container(n))
+        except Exception:
+            continue
+    time.sleep(window_s)  # a sampling window for CPU, not a wait for a condition
+    cpu, mem = [], []
+    for n, b in before.items():
+        try:
+            a = live.container_stats(net.container(n))
+        except Exception:
+            continue
+        cpu.append((a["cpu_s"] - b["cpu_s"]) / max(1e-6, a["t"] - b["t"]))
+        mem.append(a["mem_bytes"] / 2**20)
+    return {
+        "containers_sampled": len(mem),
+        "node_mem_mib": stats.summary(mem, 1),
+        "node_mem_total_mib": round(sum(mem), 1),
+        "node_cpu_cores": stats.summary(cpu, 3),
+        "node_cpu_total_cores": round(sum(cpu), 3),
+        "cpu_window_s": window_s,
+    }
+
+
+def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
+    p = topogen.networks_for(n_nodes)
+    doc = topogen.scale(n_nodes, p)
+    row: dict[str, Any] = {"nodes": n_nodes, "private_networks": p, "run": run}
+    deadline = 120.0 + 6.0 * n_nodes
+    row["machine_before"] = live.machine_state()
+    t0 = time.monotonic()
+    try:
+        with live.running(doc, f"scale{n_nodes}", ctx.work_dir, ctx.progress, deadline) as net:
+            row["testnet"] = net.name
+            row["prepare_s"] = round(net.running.timings.get("prepare_s", 0.0), 3)
+            row["up_to_api_s"] = round(net.running.timings.get("up_to_ready_s", 0.0), 3)
+            try:
+                t_done = reservation.wait_reservations(net, deadline)
+                row["ready_poll_s"] = round(t_done - net.t_compose_up, 3)
+            except SentrynetError as exc:
+                row["error"] = str(exc)
+            data = net.collect()
+            row["clock"] = live.clock_check(net, data)
+            t_last, missing = last_needed_reservation(net, data)
+            if t_last is not None and not missing:
+                row["ready_s"] = round(t_last - net.t_compose_up, 3)
+            row["without_reservations"] = missing
+            starts = [d.started_at for d in data.values() if d.started_at is not None]
+            if starts:
+                row["phases_s"] = {
+                    "compose_up_to_first_node_started": round(min(starts) - net.t_compose_up, 3),
+                    "compose_up_to_last_node_started": round(max(starts) - net.t_compose_up, 3),
+                    "compose_up_to_all_apis": row["up_to_api_s"],
+                    "compose_up_to_all_reservations": row.get("ready_s"),
+                }
+            rows = reservation.samples(net, data)
+            row["first_reservation_s"] = stats.summary(r.get("first_reservation_s") for r in rows)
+            row["resources"] = resources(net, CPU_WINDOW_S if not ctx.quick else 3.0)
+            row["machine_ready"] = live.machine_state()
+    except SentrynetError as exc:
+        row.setdefault("error", str(exc))
+    row["wall_s"] = round(time.monotonic() - t0, 1)
+    ctx.say(
+        f"scale {n_nodes} nodes / {p} networks: ready_s={row.get('ready_s')} "
+        f"poll={row.get('ready_poll_s')} error={(row.get('error') or '-')[:200]}"
+    )
+    return row
+
+
+def measure(ctx: Ctx) -> dict[str, Any]:
+    sizes = ctx.options.get("sizes") or (QUICK_SIZES if ctx.quick else SIZES)
+    points = []
+    for n in sizes:
+        for i in range(ctx.repeat):
+            points.append(point(ctx, int(n), i))
+    ok = [pt for pt in points if pt.get("ready_s") is not None]
+    by_size: dict[int, list[float]] = {}
+    for pt in ok:
+        by_size.setdefault(pt["nodes"], []).append(pt["ready_s"])
+    curve = [{"nodes": n, "ready_s": stats.summary(v, 3)} for n, v in sorted(by_size.items())]
+    xs = [float(n) for n in sorted(by_size)]
+    ys = [float(stats.median(by_size[n]) or 0.0) for n in sorted(by_size)]
+    return {
+        "clock": "bench monotonic at compose up -> node-monotonic reservation_accepted.t "
+        "(shared kernel clock, see clock.shared_monotonic per point)",
+        "curve": curve,
+        "growth_exponent": stats.growth_exponent(xs, ys),
+        "per_node_slope_s": stats.linear_fit(xs, ys)["slope"] if len(xs) > 1 else None,
+        "points": points,
+    }

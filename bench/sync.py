@@ -1,0 +1,197 @@
+"""Direct vs relayed sync throughput, same run, same chain, same serving peers.
+
+Testnet (bench/topogen.sync): four validators and `sync-direct` on network a (cone NAT);
+`sync-relay` alone on network b behind a symmetric router with DCUtR off, so it reaches
+the validators only over circuits through the public relay. Steps:
+
+1. up; stop the validators and both syncers;
+2. write one pre-built chain of N certified blocks (signed offline with the validators'
+   deterministic keys, harness/keys.py) into every validator's store, empty both syncers'
+   stores (the same docker-cp approach as harness/scenarios.wipe_store);
+3. start the validators (they continue consensus from height N), wait for their
+   reservations; start `sync-direct`, wait for its sync to reach N; then `sync-relay`
+   (one after the other: the two never compete for the validators' CPU).
+
+blocks/s = blocks applied / duration of the node's first sync session, both from its
+`sync_completed` event (node clock). The connection kind each block came over is the
+node's own record (`/status chain.sync_peers[].kind`), checked: a relayed figure with any
+direct block in it is reported as contaminated, not as relayed.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from libp2p.crypto.serialization import deserialize_private_key
+
+from bench import live, reservation, stats, topogen
+from bench.context import Ctx
+from harness.errors import SentrynetError
+from harness.keys import node_key
+from harness.testnet import Testnet
+from node.chain.block import PRECOMMIT, Block, CommitCert, ValidatorSet, Vote
+from node.chain.service import block_payload
+from node.chain.store import BlockStore
+
+STORE_FILES = ("chain.sqlite", "chain.sqlite-wal", "chain.sqlite-shm")
+BLOCKS = 3000
+QUICK_BLOCKS = 400
+
+
+def build_chain(testnet: Testnet, blocks: int, out: Path) -> Path:
+    """A store with `blocks` certified blocks for this testnet's validator set."""
+    names = list(testnet.validators)
+    ids = testnet.validator_ids
+    vset = ValidatorSet([(n, ids[n]) for n in names])
+    keys = {ids[n]: deserialize_private_key(node_key(testnet.name, n).private_key) for n in names}
+    path = out / "chain.sqlite"
+    for f in STORE_FILES:
+        (out / f).unlink(missing_ok=True)
+    store = BlockStore(path, vset.chain_id)
+    now_ms = int(time.time() * 1000) - blocks * 1000
+    signers = vset.ids[: vset.quorum]
+    try:
+        for h in range(1, blocks + 1):
+            proposer = vset.proposer(h, 0)
+            block = Block(
+                h,
+                store.tip_hash,
+                proposer,
+                now_ms + h * 1000,
+                block_payload(vset.name_of[proposer], h),
+            )
+            votes = tuple(
+                Vote.make(vset, keys[pid], pid, PRECOMMIT, h, 0, block.hash) for pid in signers
+            )
+            store.append(block, CommitCert(h, 0, block.hash, votes))
+    finally:
+        store.close()
+    return path
+
+
+def _put_store(container: Any, sqlite: bytes | None) -> None:
+    """Replace a stopped node's store: `sqlite` bytes, or empty (0-byte files)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for fname in STORE_FILES:
+            data = sqlite if (fname == "chain.sqlite" and sqlite is not None) else b""
+            info = tarfile.TarInfo(fname)
+            info.size = len(data)
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    if not container.put_archive("/data", buf.getvalue()):
+        raise SentrynetError(f"docker cp into {container.name}:/data failed")
+
+
+def _sync_done(net: live.BenchNet, node: str, height: int) -> tuple[bool, str]:
+    d = net.collect([node])[node]
+    done = [e for e in d.of_type("sync_completed") if int(e.get("to_height", 0)) >= height]
+    h = ((d.status or {}).get("chain") or {}).get("height")
+    peers = ((d.status or {}).get("chain") or {}).get("sync_peers") or []
+    return bool(
+        done
+    ), f"{node} at height {h}, sync peers {[(p['kind'], p['blocks']) for p in peers]}"
+
+
+def _figure(d: live.NodeData) -> dict[str, Any]:
+    sessions = d.of_type("sync_completed")
+    chain = (d.status or {}).get("chain") or {}
+    kinds: dict[str, int] = {}
+    for p in chain.get("sync_peers") or []:
+        kinds[p["kind"]] = kinds.get(p["kind"], 0) + int(p.get("blocks") or 0)
+    out: dict[str, Any] = {"blocks_by_kind": kinds, "sessions": sessions}
+    if sessions:
+        s = sessions[0]
+        blocks = int(s["to_height"]) - int(s["from_height"]) + 1
+        dur = float(s.get("duration_s") or 0)
+        out.update(blocks=blocks, duration_s=dur, peers=len(s.get("peers") or []))
+        out["blocks_per_s"] = round(blocks / dur, 2) if dur > 0 else None
+    return out
+
+
+def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"run": run, "chain_blocks": blocks}
+    with live.running(topogen.sync(), "sync", ctx.work_dir, ctx.progress) as net:
+        out["testnet"] = net.name
+        tn = net.testnet
+        validators = list(tn.validators)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.monotonic()
+            sqlite = build_chain(tn, blocks, Path(tmp)).read_bytes()
+            out["chain_build_s"] = round(time.monotonic() - t0, 2)
+        out["chain_bytes"] = len(sqlite)
+        for n in [*validators, "sync-direct", "sync-relay"]:
+            net.container(n).stop(timeout=10)
+        for n in validators:
+            _put_store(net.container(n), sqlite)
+        for n in ("sync-direct", "sync-relay"):
+            _put_store(net.container(n), None)
+        for n in validators:
+            net.container(n).start()
+
+        def validators_ready() -> tuple[bool, str]:
+            hs = {}
+            for n in validators:
+                st = net.status(n) or {}
+                hs[n] = (((st.get("chain") or {}).get("height")), len(st.get("reservations") or []))
+            ok = all((h or 0) >= blocks and r >= 1 for h, r in hs.values())
+            return ok, f"validators (height, reservations): {hs}"
+
+        net.wait(
+            validators_ready,
+            "validators back at the injected height with reservations",
+            120.0,
+            "the injected store was rejected (chain id) or the relay is unreachable",
+        )
+        for n in ("sync-direct", "sync-relay"):
+            net.container(n).start()
+            t_start = time.monotonic()
+
+            def synced(n: str = n) -> tuple[bool, str]:
+                return _sync_done(net, n, blocks)
+
+            try:
+                net.wait(
+                    synced,
+                    f"{n} to sync to {blocks}",
+                    240.0,
+                    "no sync peer reached (peer exchange, circuits) or sync stalled",
+                )
+            except SentrynetError as exc:
+                out.setdefault("errors", []).append(str(exc))
+            out[f"{n}_wall_s"] = round(time.monotonic() - t_start, 2)
+            # stop it again so the next syncer has the validators to itself
+            d = net.collect([n])[n]
+            out[n] = _figure(d)
+            out[n]["first_reservation"] = reservation.samples(net, {n: d})
+            net.container(n).stop(timeout=10)
+        out["clock"] = "node monotonic (sync_completed.duration_s)"
+    direct, relayed = out.get("sync-direct") or {}, out.get("sync-relay") or {}
+    out["relay_path_clean"] = set(relayed.get("blocks_by_kind") or {}) == {"relayed"}
+    out["direct_path_clean"] = set(direct.get("blocks_by_kind") or {}) == {"direct"}
+    return out
+
+
+def measure(ctx: Ctx) -> dict[str, Any]:
+    blocks = int(ctx.options.get("sync_blocks") or (QUICK_BLOCKS if ctx.quick else BLOCKS))
+    runs = []
+    for i in range(ctx.repeat):
+        try:
+            runs.append(run_once(ctx, blocks, i))
+        except SentrynetError as exc:
+            runs.append({"run": i, "error": str(exc)})
+    d = [r["sync-direct"].get("blocks_per_s") for r in runs if r.get("direct_path_clean")]
+    rl = [r["sync-relay"].get("blocks_per_s") for r in runs if r.get("relay_path_clean")]
+    ds, rs = stats.summary(d, 2), stats.summary(rl, 2)
+    return {
+        "clock": "node monotonic: blocks / duration of the first sync session (sync_completed)",
+        "sync_direct_blocks_per_s": ds,
+        "sync_relayed_blocks_per_s": rs,
+        "relayed_over_direct": stats.ratio(rs["median"], ds["median"]),
+        "runs": runs,
+    }

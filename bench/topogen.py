@@ -1,0 +1,161 @@
+"""Generated topologies for the benchmarks, validated by the harness's own topology model.
+
+Each function returns the YAML document (a dict in the format of README "Topologies");
+`write(doc, path)` dumps it and loads it back through `harness.topology.load_topology`, so a
+benchmark never runs a topology the harness would reject. Subnets here are defaults: the
+runner moves any that are taken on this machine (harness.scenario_run.free_subnet_overrides).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.topology import Topology, load_topology
+
+PUBLIC_SUBNET = "10.99.0.0/24"
+VALIDATORS = 4  # a fixed validator set: the chain load is the same at every size
+
+
+def _private_subnet(i: int) -> str:
+    return f"172.{24 + i}.0.0/24"
+
+
+def networks_for(n_nodes: int) -> int:
+    """Private networks for a scale point: 2 for 8 or 16 nodes, then one per 8 nodes, at
+    most 8 (8 -> 2, 16 -> 2, 32 -> 4, 64 -> 8)."""
+    return max(2, min(8, n_nodes // 8))
+
+
+def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
+    """N nodes over P private networks behind `nat` routers, one sentry per network.
+
+    The sentry of network i sits on it and on the public network (relay mode both) and uses
+    the next network's sentry as its relay; every other node is a relay client of its local
+    sentry and of the next network's sentry (reached through its NAT router), as in
+    scenarios/sentry.yaml. Four validators, spread round-robin over the networks; the rest
+    are full nodes.
+    """
+    if n_private < 2:
+        raise ValueError("n_private must be at least 2 (a sentry needs another to relay to)")
+    if n_nodes < 2 * n_private:
+        raise ValueError(f"{n_nodes} nodes cannot fill {n_private} networks (2 per network)")
+    nets: dict[str, Any] = {
+        f"p{i}": {"subnet": _private_subnet(i), "nat": nat} for i in range(n_private)
+    }
+    nets["public"] = {"subnet": PUBLIC_SUBNET, "public": True}
+    members: list[list[str]] = [[] for _ in range(n_private)]
+    for k in range(n_nodes):
+        members[k % n_private].append(f"n{k:02d}")
+    sentries = [m[-1] for m in members]
+    clients_order = [
+        name
+        for i in range(max(map(len, members)))
+        for m in members
+        for name in m[i : i + 1]
+        if name not in sentries
+    ]
+    validators = set(clients_order[:VALIDATORS])
+    nodes: dict[str, Any] = {}
+    for i, m in enumerate(members):
+        nxt = sentries[(i + 1) % n_private]
+        for name in m:
+            if name == sentries[i]:
+                nodes[name] = {
+                    "role": "sentry",
+                    "networks": [f"p{i}", "public"],
+                    "relay_mode": "both",
+                    "relay_servers": [nxt],
+                }
+            else:
+                nodes[name] = {
+                    "role": "validator" if name in validators else "full",
+                    "networks": [f"p{i}"],
+                    "relay_mode": "client",
+                    "relay_servers": [sentries[i], nxt],
+                }
+    ordered = {name: nodes[name] for name in sorted(nodes)}
+    return {
+        "name": f"scale{n_nodes}",
+        "description": f"bench: {n_nodes} nodes over {n_private} private {nat} networks",
+        "chain": {"block_interval_s": 1.0},
+        "networks": nets,
+        "nodes": ordered,
+    }
+
+
+def pairs(k: int, nat: str, dcutr: bool = True) -> dict[str, Any]:
+    """One public relay; k relay clients behind each of two `nat` routers (a0.., b0..).
+
+    Every a-node learns the b-nodes through peer exchange and reaches them over a circuit
+    through the relay: k*k cross pairs, each a hole-punch sample (dcutr) or a circuit that
+    stays up (dcutr off). The relay is the only validator (the model needs one): a light,
+    steady chain of one block per second gossiped to everyone besides the nodes' own traffic
+    (identify, ping, gossipsub heartbeats, peer exchange), so CPU noise stays low.
+    """
+    nets = {
+        "a": {"subnet": _private_subnet(0), "nat": nat},
+        "b": {"subnet": _private_subnet(1), "nat": nat},
+        "public": {"subnet": PUBLIC_SUBNET, "public": True},
+    }
+    nodes: dict[str, Any] = {
+        "relay": {"role": "validator", "networks": ["public"], "relay_mode": "server"}
+    }
+    for side in ("a", "b"):
+        for i in range(k):
+            spec: dict[str, Any] = {
+                "role": "full",
+                "networks": [side],
+                "relay_mode": "client",
+                "relay_servers": ["relay"],
+            }
+            if not dcutr:
+                spec["config"] = {"dcutr": {"enabled": False}}
+            nodes[f"{side}{i}"] = spec
+    return {
+        "name": f"pairs{k}-{nat}",
+        "description": f"bench: {k}x{k} cross pairs over one relay, {nat} NAT, dcutr {dcutr}",
+        "chain": {"block_interval_s": 1.0},
+        "networks": nets,
+        "nodes": nodes,
+    }
+
+
+def sync() -> dict[str, Any]:
+    """Four validators and `sync-direct` on network a (cone); `sync-relay` alone on network
+    b behind a symmetric router with DCUtR off, so everything it gets comes over circuits
+    through the public relay. Both sync the same chain from the same four validators."""
+    nets = {
+        "a": {"subnet": _private_subnet(0), "nat": "cone"},
+        "b": {"subnet": _private_subnet(1), "nat": "symmetric"},
+        "public": {"subnet": PUBLIC_SUBNET, "public": True},
+    }
+    client = {"relay_mode": "client", "relay_servers": ["relay"]}
+    nodes: dict[str, Any] = {
+        "relay": {"role": "full", "networks": ["public"], "relay_mode": "server"}
+    }
+    for i in range(VALIDATORS):
+        nodes[f"v{i}"] = {"role": "validator", "networks": ["a"], **client}
+    nodes["sync-direct"] = {"role": "full", "networks": ["a"], **client}
+    nodes["sync-relay"] = {
+        "role": "full",
+        "networks": ["b"],
+        **client,
+        "config": {"dcutr": {"enabled": False}},
+    }
+    return {
+        "name": "syncbench",
+        "description": "bench: direct vs relayed sync of one chain",
+        "chain": {"block_interval_s": 1.0},
+        "networks": nets,
+        "nodes": nodes,
+    }
+
+
+def write(doc: dict[str, Any], path: Path) -> Topology:
+    """Dump `doc` to `path` and validate it with the harness's loader (raises TopologyError)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load_topology(path)
