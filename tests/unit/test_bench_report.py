@@ -1,0 +1,265 @@
+"""bench/report.py, bench/png.py, bench/topogen.py and the event arithmetic of the
+measurements, on fixed inputs (no Docker, no timing assertions)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import holepunch, png, report, reservation, scale, topogen
+from bench.live import NodeData
+from harness.testnet import Testnet, build_testnet
+from harness.topology import TopologyError
+
+
+def _testnet(doc: dict[str, Any], tmp_path: Path) -> Testnet:
+    return build_testnet(topogen.write(doc, tmp_path / "t.yaml"))
+
+
+class _Net:
+    """What the sample functions read from a BenchNet: the resolved model."""
+
+    def __init__(self, testnet: Testnet) -> None:
+        self.testnet = testnet
+
+
+# --------------------------------------------------------------------------- topologies
+
+
+@pytest.mark.parametrize("n", [8, 16, 32, 64])
+def test_scale_topologies_validate(n: int, tmp_path: Path) -> None:
+    p = topogen.networks_for(n)
+    topo = topogen.write(topogen.scale(n, p), tmp_path / "s.yaml")
+    assert len(topo.nodes) == n
+    assert len([x for x in topo.networks if not x.public]) == p
+    assert len(topo.validators) == topogen.VALIDATORS
+    sentries = [x for x in topo.nodes if x.role == "sentry"]
+    assert len(sentries) == p and all("public" in s.addresses for s in sentries)
+
+
+def test_networks_for_scale_points() -> None:
+    assert [topogen.networks_for(n) for n in (8, 16, 32, 64, 128)] == [2, 2, 4, 8, 8]
+
+
+def test_scale_rejects_too_few_nodes() -> None:
+    with pytest.raises(ValueError, match="cannot fill"):
+        topogen.scale(3, 2)
+
+
+def test_pairs_and_sync_topologies_validate(tmp_path: Path) -> None:
+    t = topogen.write(topogen.pairs(3, "symmetric", dcutr=False), tmp_path / "p.yaml")
+    assert {n.name for n in t.nodes} == {"relay", "a0", "a1", "a2", "b0", "b1", "b2"}
+    assert t.node("a0").config == {"dcutr": {"enabled": False}}
+    assert t.network("a").nat == "symmetric"
+    s = topogen.write(topogen.sync(), tmp_path / "s.yaml")
+    assert s.network("b").nat == "symmetric" and s.node("sync-relay").addresses.keys() == {"b"}
+
+
+def test_write_reports_invalid_topology(tmp_path: Path) -> None:
+    doc = topogen.pairs(1, "cone")
+    doc["networks"]["a"]["nat"] = "ful-cone"
+    with pytest.raises(TopologyError, match="did you mean 'cone'"):
+        topogen.write(doc, tmp_path / "bad.yaml")
+
+
+# --------------------------------------------------------------------------- event arithmetic
+
+
+def test_reservation_samples_from_events(tmp_path: Path) -> None:
+    tn = _testnet(topogen.pairs(1, "cone"), tmp_path)
+    relay = tn.node("relay").peer_id
+    data = {
+        "a0": NodeData(
+            "a0",
+            {"started_at": 100.0},
+            [
+                {"t": 100.4, "type": "connection_opened", "peer": relay},
+                {"t": 100.6, "type": "relay_discovered", "peer": relay},
+                {"t": 101.5, "type": "reservation_accepted", "relay": relay},
+            ],
+        ),
+        "b0": NodeData("b0", {"started_at": 50.0}, []),
+    }
+    rows = reservation.samples(_Net(tn), data)  # type: ignore[arg-type]
+    by = {r["node"]: r for r in rows}
+    assert by["a0"]["first_reservation_s"] == pytest.approx(1.5)
+    assert by["a0"]["connect_s"] == pytest.approx(0.4)
+    assert by["a0"]["relay_discovered_s"] == pytest.approx(0.6)
+    assert "error" in by["b0"]
+    s = reservation.summarize(rows)
+    assert s["first_reservation_s"]["n"] == 1 and s["without_reservation"] == ["b0"]
+
+
+def test_last_needed_reservation_counts_distinct_relays(tmp_path: Path) -> None:
+    tn = _testnet(topogen.scale(8, 2), tmp_path)
+    data = {}
+    for n in tn.nodes:
+        evs = [
+            {"t": 10.0, "type": "reservation_accepted", "relay": "r1"},
+            {"t": 11.0, "type": "reservation_accepted", "relay": "r1"},  # a refresh
+        ]
+        if n.role != "sentry":  # clients need two relays, sentries one
+            evs.append({"t": 12.5, "type": "reservation_accepted", "relay": "r2"})
+        data[n.name] = NodeData(n.name, {"started_at": 1.0}, evs)
+    t, missing = scale.last_needed_reservation(_Net(tn), data)  # type: ignore[arg-type]
+    assert (t, missing) == (12.5, [])
+    data["n00"].events.pop()
+    assert scale.last_needed_reservation(_Net(tn), data)[1] == ["n00"]  # type: ignore[arg-type]
+
+
+def test_holepunch_pair_samples(tmp_path: Path) -> None:
+    tn = _testnet(topogen.pairs(2, "cone"), tmp_path)
+    pid = {n.name: n.peer_id for n in tn.nodes}
+
+    def rec(peer: str, at: float, outcome: str, **kw: Any) -> dict[str, Any]:
+        return {"peer": pid[peer], "role": "initiator", "at": at, "outcome": outcome, **kw}
+
+    data = {
+        "a0": NodeData(
+            "a0",
+            {
+                "dcutr": [
+                    rec("b0", 10.2, "failed", reason="timeout", rtt_s=0.05, final=False),
+                    rec("b0", 16.0, "succeeded", duration_s=0.3, rtt_s=0.04, attempt=2),
+                    rec("b1", 10.1, "failed", reason="timeout", rtt_s=0.05, final=True),
+                ]
+            },
+            [
+                {"t": 10.0, "type": "connection_opened", "peer": pid["b0"], "kind": "relayed"},
+                {"t": 16.3, "type": "dcutr_succeeded", "peer": pid["b0"]},
+            ],
+        ),
+        "b0": NodeData("b0", {"dcutr": [rec("a1", 5.0, "started")]}, []),
+    }
+    rows = holepunch.pair_samples(_Net(tn), data)  # type: ignore[arg-type]
+    by = {(r["initiator"], r["peer"]): r for r in rows}
+    ok = by[("a0", "b0")]
+    assert ok["outcome"] == "succeeded" and ok["attempts"] == 2
+    assert ok["upgrade_s"] == pytest.approx(6.3)
+    assert ok["target_s"] == pytest.approx(1.12) and ok["target_met"] is False
+    assert by[("a0", "b1")]["outcome"] == "failed"
+    assert by[("b0", "a1")]["outcome"] == "pending"
+    s = holepunch.summarize(rows)
+    assert s["pairs"] == 3 and s["succeeded"] == 1
+    assert s["dcutr_success_ratio"] == pytest.approx(1 / 3, abs=1e-3)
+    assert s["failure_reasons"] == {"timeout": 1, "(none yet)": 1}
+    assert s["target_met"] == "0/1"
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _results() -> dict[str, Any]:
+    return {
+        "reservation": {
+            "first_reservation_s": {"n": 6, "median": 0.8, "p95": 2.5},
+            "phases_s": {
+                "start_to_relay_connection": {"median": 0.2},
+                "start_to_relay_discovered": {"median": 0.3},
+            },
+        },
+        "holepunch": {
+            "cone": {
+                "pairs": 4,
+                "succeeded": 4,
+                "dcutr_success_ratio": 1.0,
+                "target_met": "4/4",
+                "dcutr_upgrade_s": {"n": 4, "median": 0.4, "p95": 0.6},
+                "runs": [{"samples": [{"upgrade_s": 0.4, "punch_s": 0.2}]}],
+            },
+            "symmetric": {"pairs": 4, "succeeded": 0, "dcutr_success_ratio": 0.0},
+        },
+        "sync": {
+            "sync_direct_blocks_per_s": {"n": 1, "median": 400.0, "p95": 400.0},
+            "sync_relayed_blocks_per_s": {"n": 1, "median": 100.0, "p95": 100.0},
+            "relayed_over_direct": 0.25,
+        },
+        "scale": {
+            "curve": [{"nodes": 8, "ready_s": {"n": 1, "median": 30.0, "p95": 30.0}}],
+            "points": [
+                {
+                    "nodes": 8,
+                    "private_networks": 2,
+                    "ready_s": 30.0,
+                    "phases_s": {
+                        "compose_up_to_all_reservations": 30.0,
+                        "compose_up_to_all_apis": 20.0,
+                        "compose_up_to_last_node_started": 15.0,
+                    },
+                },
+                {"nodes": 64, "private_networks": 8, "error": "timed out waiting"},
+            ],
+        },
+        "warm": {"testnet_sentry_warm_s": {"n": 1, "median": 75.0, "p95": 75.0}, "runs": []},
+    }
+
+
+def test_targets_verdicts() -> None:
+    t = {x["target"].split(" ")[0]: x for x in report.targets(_results())}
+    assert t["warm"]["verdict"] == "MISSED"
+    assert t["first"]["verdict"] == "MISSED"  # p95 2.5 s > 2 s
+    assert t["DCUtR"]["verdict"] == "met"
+    assert t["relayed"]["verdict"] == "MISSED"  # 0.25 < 0.5
+    assert t["64"]["verdict"] == "MISSED" and "timed out" in t["64"]["measured"]
+    assert {x["verdict"] for x in report.targets({})} == {"not measured"}
+
+
+def test_markdown_has_figures_targets_and_notes() -> None:
+    res = _results()
+    doc = {
+        "run_id": "r1",
+        "headline": report.headline(res),
+        "targets": report.targets(res),
+        "notes": report.where_time_goes(res),
+        "machine": {"before": {"nproc": 2, "loadavg": [1.0, 1.0, 1.0]}},
+    }
+    md = report.markdown(doc)
+    assert "| first_reservation_s | 0.8 | 2.5 | 6 | s | node monotonic |" in md
+    assert "| relayed / direct sync | 0.25 |" in md
+    assert "| ready_s, 8 nodes | 30 | 30 | 1 | s |" in md
+    assert "MISSED" in md and "Where the time goes:" in md
+    assert "scale 64 nodes: timed out waiting" in md
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, tag = struct.unpack(">I4s", data[8:16])
+    assert tag == b"IHDR"
+    body = data[12 : 16 + length]
+    (crc,) = struct.unpack(">I", data[16 + length : 20 + length])
+    assert zlib.crc32(body) == crc
+    w, h = struct.unpack(">II", data[16:24])
+    return w, h
+
+
+def test_plots_write_valid_pngs(tmp_path: Path) -> None:
+    names = report.plots({"results": _results()}, tmp_path, "r1")
+    assert names == ["r1-scale.png", "r1-holepunch.png"]
+    for n in names:
+        assert _png_size((tmp_path / n).read_bytes()) == (720, 440)
+
+
+def test_png_canvas_pixels_and_ticks() -> None:
+    c = png.Canvas(4, 3)
+    c.set(1, 2, (1, 2, 3))
+    data = c.png()
+    assert _png_size(data) == (4, 3)
+    idat = data.index(b"IDAT")
+    (length,) = struct.unpack(">I", data[idat - 4 : idat])
+    raw = zlib.decompress(data[idat + 4 : idat + 4 + length])
+    row2 = raw[2 * 13 : 3 * 13]  # filter byte + 4 RGB pixels per row
+    assert row2[0] == 0 and row2[1 + 3 : 1 + 6] == bytes((1, 2, 3))
+    assert png.nice_ticks(0, 64) == [0, 20, 40, 60, 80]
+    assert png.nice_ticks(0, 1.0)[-1] >= 1.0
+
+
+def test_write_results_files(tmp_path: Path) -> None:
+    res = _results()
+    doc = {"run_id": "r2", "results": res, "headline": report.headline(res), "targets": []}
+    paths = report.write(doc, tmp_path, "r2")
+    assert {p.name for p in paths} == {"r2.json", "r2.md", "latest.json", "latest.md"}
+    assert (tmp_path / "latest.md").read_text() == (tmp_path / "r2.md").read_text()
