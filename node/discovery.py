@@ -123,6 +123,13 @@ class DiscoveryService:
                     await self._wake.wait()
 
     def _on_conn(self, event: str, info: Any) -> None:
+        k = self.known.get(info.peer)
+        if event == "closed" and k is not None and time.monotonic() - info.opened_at < 10:
+            # the peer hung up at once (e.g. it is over its own max_connections):
+            # count it as a failed dial so we back off instead of churning
+            k.failures += 1
+            k.next_dial = time.monotonic() + k.backoff
+            k.backoff = min(k.backoff * 2, BACKOFF_MAX_S * 6)
         self._wake.set()
 
     def _connected_peers(self) -> set[ID]:
@@ -142,7 +149,9 @@ class DiscoveryService:
                 p.next_dial = now + p.backoff
                 p.backoff = min(p.backoff * 2, BACKOFF_MAX_S)
                 n.start_soon(self._dial_persistent, p)
-        room = rt.config.p2p.max_connections - len(connected)
+        room = rt.config.p2p.max_connections - len(connected | self._dialing)
+        if rt.config.p2p.max_connections - len(connected) < 0:
+            n.start_soon(self._trim, len(connected) - rt.config.p2p.max_connections)
         for k in sorted(self.known.values(), key=lambda k: k.failures):
             if room <= 0:
                 break
@@ -153,7 +162,44 @@ class DiscoveryService:
             room -= 1
             k.next_dial = now + k.backoff
             k.backoff = min(k.backoff * 2, BACKOFF_MAX_S * 3)
+            self._dialing.add(k.peer)  # counted against max_connections until it ends
             n.start_soon(self._dial_known, k)
+
+    def _protected(self) -> set[ID]:
+        """Peers never trimmed: persistent peers, relays we hold reservations on, peers
+        holding a reservation on us or a circuit through us."""
+        assert self.rt is not None
+        keep = {p.peer for p in self.persistent if p.peer is not None}
+        client = self.rt.services.get("relay_client")
+        keep |= set(getattr(client, "held", {}))
+        server = self.rt.services.get("relay_server")
+        keep |= set(getattr(server, "granted", {}))
+        for c in getattr(server, "circuits", {}).values():
+            keep |= {c.src, c.dst}
+        return keep
+
+    async def _trim(self, excess: int) -> None:
+        """Over p2p.max_connections: close the newest unprotected inbound peers first."""
+        assert self.rt is not None
+        keep = self._protected()
+        conns = sorted(
+            self.rt.connections.all(), key=lambda c: (c.direction != "inbound", -c.opened_at)
+        )
+        victims: list[ID] = []
+        for c in conns:
+            if len(victims) >= excess:
+                break
+            if c.peer not in keep and c.peer not in victims:
+                victims.append(c.peer)
+        for peer in victims:
+            k = self.known.get(peer)
+            if k is not None:  # do not dial it straight back
+                k.next_dial = time.monotonic() + BACKOFF_MAX_S * 6
+            log.info(
+                "over max_connections (%d): closing %s", self.rt.config.p2p.max_connections, peer
+            )
+            with contextlib.suppress(Exception):
+                await self.rt.host.disconnect(peer)
 
     async def _dial_persistent(self, p: Persistent) -> None:
         assert self.rt is not None

@@ -1,0 +1,75 @@
+"""Discovery on real node processes over loopback: peers learnt beyond the configured
+ones (peer exchange), with the addresses they advertise — circuit addresses included —
+and p2p.max_connections respected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.testing import NodeProc, NodeProcs, wait_for
+
+pytestmark = pytest.mark.loopback
+
+
+def client(procs: NodeProcs, name: str, relay: NodeProc, **p2p: Any) -> NodeProc:
+    return procs.start(
+        name,
+        p2p={"persistent_peers": [relay.p2p_addr], **p2p},
+        relay={"enabled": True, "mode": "client", "relay_servers": [relay.p2p_addr]},
+    )
+
+
+def test_peers_learnt_through_exchange_with_circuit_addrs(tmp_path: Path) -> None:
+    with NodeProcs(tmp_path) as procs:
+        relay = procs.start(
+            "relay", node={"role": "sentry"}, relay={"enabled": True, "mode": "both"}
+        )
+        a = client(procs, "a", relay)
+        b = client(procs, "b", relay)
+        wait_for(b, lambda s: s["reservations"], "b's reservation", 15)
+        b_id = b.peer_id
+
+        def knows_b_circuit(s: dict[str, Any]) -> Any:
+            return [
+                k
+                for k in s["peers_known"]
+                if k["peer"] == b_id and any("/p2p-circuit" in x for x in k["addrs"])
+            ]
+
+        known = wait_for(a, knows_b_circuit, "b (with its circuit address) learnt by a", 30)
+        assert known[0]["source"].startswith("px:")
+        assert any(f"/p2p/{relay.peer_id}/p2p-circuit" in x for x in known[0]["addrs"])
+        # a was never told about b, yet connects to it
+        wait_for(
+            a, lambda s: [c for c in s["connections"] if c["peer"] == b_id], "a connected to b", 30
+        )
+
+
+def test_max_connections_is_respected(tmp_path: Path) -> None:
+    with NodeProcs(tmp_path) as procs:
+        relay = procs.start("relay", relay={"enabled": True, "mode": "server"})
+        others = [client(procs, f"n{i}", relay) for i in range(3)]
+        for o in others:
+            wait_for(
+                relay,
+                lambda s, o=o: [c for c in s["connections"] if c["peer"] == o.peer_id],
+                f"{o.name} on relay",
+            )
+        small = client(procs, "small", relay, max_connections=2)
+        # it learns every peer, and the others learn it (and dial it) ...
+        wait_for(small, lambda s: len(s["peers_known"]) >= 4, "peers learnt", 30)
+        for o in others:
+            wait_for(
+                o,
+                lambda s: [k for k in s["peers_known"] if k["peer"] == small.peer_id],
+                f"{o.name} learnt small",
+                30,
+            )
+        # ... but it keeps at most 2 connections
+        wait_for(
+            small, lambda s: len({c["peer"] for c in s["connections"]}) == 2, "2 connections", 30
+        )
+        assert len({c["peer"] for c in small.status()["connections"]}) == 2

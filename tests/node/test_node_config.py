@@ -1,0 +1,141 @@
+"""`python -m node --config FILE`: exit 2 naming the bad key; a good config runs and
+stops cleanly on SIGTERM; the API serves /status, /events and /metrics as contracted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from node.config import ConfigError, load_config
+from node.testing import REPO, NodeProcs, render_toml, wait_for
+
+GOOD = {
+    "node": {"name": "n0", "role": "validator", "key_file": "n0.key"},
+    "p2p": {"listen_addrs": ["/ip4/127.0.0.1/tcp/4001"]},
+    "api": {"listen": "127.0.0.1:9000"},
+}
+
+
+def run_node(tmp_path: Path, doc: dict[str, dict[str, object]]) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(render_toml(doc))  # type: ignore[arg-type]
+    return subprocess.run(
+        [sys.executable, "-m", "node", "--config", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"relay": {"mode": "clinet"}}, "relay.mode: 'clinet' is not one of client, server, both"),
+        (
+            {"node": {"name": "n0", "rol": "full"}},
+            "node.rol: unknown key; valid keys in [node]: data_dir, key_file, name, role",
+        ),
+        ({"p2p": {"listen_addrs": ["/ip4/0.0.0.0/tcp/4001"]}}, "p2p.listen_addrs[0]"),
+        (
+            {"relay": {"max_reservations_held": "2"}},
+            "relay.max_reservations_held: expected an integer",
+        ),
+        ({"relay": {"relay_servers": ["not-a-multiaddr"]}}, "relay.relay_servers[0]"),
+        ({"dcutr": {"max_attempts": 0}}, "dcutr.max_attempts: must be > 0"),
+        (
+            {"chain": {"validators": ["a"], "validator_ids": {"b": "12D3KooW"}}},
+            "chain.validator_ids.b: not in chain.validators",
+        ),
+        ({"bogus": {"x": 1}}, "bogus: unknown section"),
+    ],
+)
+def test_invalid_config_exits_2_naming_the_key(
+    tmp_path: Path, patch: dict[str, dict[str, object]], message: str
+) -> None:
+    doc = {k: dict(v) for k, v in GOOD.items()}
+    for sec, vals in patch.items():
+        doc.setdefault(sec, {}).update(vals)
+    res = run_node(tmp_path, doc)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("config error: ")
+    assert message in res.stderr
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[node\nname=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_defaults_are_sized_for_consensus(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "n.toml"
+    cfg_path.write_text(render_toml(GOOD))  # type: ignore[arg-type]
+    cfg = load_config(cfg_path)
+    assert cfg.relay.max_reservations_held == 2
+    assert cfg.relay.circuit_duration_s >= 3600 and cfg.relay.circuit_bytes >= 1 << 30
+    assert cfg.node.key_file == str(tmp_path / "n0.key")  # relative to the config file
+
+
+@pytest.mark.loopback
+def test_api_contract_and_clean_sigterm(tmp_path: Path) -> None:
+    with NodeProcs(tmp_path) as procs:
+        node = procs.start("n0", relay={"enabled": True, "mode": "both"})
+        st = node.status()
+        for key in (
+            "peer_id",
+            "name",
+            "role",
+            "started_at",
+            "uptime_s",
+            "listen_addrs",
+            "advertised_addrs",
+            "reservations",
+            "relay_candidates",
+            "connections",
+            "circuits",
+            "dcutr",
+            "chain",
+            "rejected",
+        ):
+            assert key in st, key
+        assert st["listen_addrs"] == [node.p2p_addr]
+        assert set(st["rejected"]) >= {"hop", "stop", "dcutr", "sync", "consensus"}
+        doc = json.loads(node.get("/events?since=0"))
+        assert set(doc) == {"next", "events"}
+        assert all({"seq", "t", "type"} <= set(e) for e in doc["events"])
+        later = json.loads(node.get(f"/events?since={doc['next']}"))
+        assert later["events"] == [] or later["events"][0]["seq"] >= doc["next"]
+        metrics = node.metrics()
+        for name in (
+            "reservations_active",
+            "circuits_active",
+            "relayed_bytes_total",
+            "reservations_total",
+            "circuits_total",
+            "dcutr_total",
+            "holepunch_duration_seconds",
+            "messages_rejected_total",
+            "connections_active",
+            "chain_height",
+            "blocks_synced_total",
+        ):
+            assert f"# TYPE sentrynet_{name} " in metrics, name
+        assert "libp2p" not in metrics  # py-libp2p's own collectors stay out
+        t0 = time.monotonic()
+        rc = node.stop()
+        assert rc == 0, node.log_tail()
+        assert time.monotonic() - t0 < 10
+        assert "shutting down" in node.log_tail()
+
+        # the same key file gives the same peer id on restart
+        procs.launch(node)
+        wait_for(node, lambda s: s["peer_id"] == st["peer_id"], "same peer id")
