@@ -189,3 +189,37 @@ def test_two_dialers_keep_independent_circuits(tmp_path: Path) -> None:
         trio.run(scenario)
         closed = [e for e in relay.events() if e["type"] == "circuit_closed"]
         assert len(closed) == 1 and closed[0]["reason"] == "closed"
+
+
+def test_refresh_before_expiry_and_failover(tmp_path: Path) -> None:
+    """Short reservations are refreshed before they expire; with max_reservations_held=1
+    the client moves to the other configured relay when its relay goes away."""
+    with NodeProcs(tmp_path) as procs:
+        r1 = relay_server(procs, "r1", reservation_ttl_s=4)
+        r2 = relay_server(procs, "r2", reservation_ttl_s=4)
+        client = relay_client(
+            procs, "client", [r1.p2p_addr, r2.p2p_addr], relay={"max_reservations_held": 1}
+        )
+        first = wait_for(client, lambda s: s["reservations"], "reservation", 15)[0]
+        renewed = wait_for(
+            client,
+            lambda s: [r for r in s["reservations"] if r["expires_at"] > first["expires_at"]],
+            "refreshed reservation",
+            15,
+        )[0]
+        assert renewed["relay"] == first["relay"]
+        assert "reservation_expired" not in event_types(client)
+        assert len(client.status()["reservations"]) == 1
+        held, other = (r1, r2) if first["relay"] == r1.peer_id else (r2, r1)
+        other_id = other.peer_id
+        held.stop()
+        moved = wait_for(
+            client,
+            lambda s: [r for r in s["reservations"] if r["relay"] == other_id],
+            "reservation moved to the other relay",
+            20,
+        )[0]
+        st = client.status()
+        assert len(st["reservations"]) == 1
+        assert any(f"/p2p/{other_id}/p2p-circuit" in a for a in st["advertised_addrs"])
+        assert moved["addrs"][0].startswith(other.p2p_addr)
