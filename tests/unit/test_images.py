@@ -15,6 +15,7 @@ import pytest
 
 from harness import images
 from harness.errors import SentrynetError
+from harness.progress import Progress
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -283,3 +284,11 @@ def test_prune_never_touches_other_repositories() -> None:
         (["sentrynet-node:x", "mine:too"], 0.0) for _ in range(images.KEEP_OLD_IMAGES + 1)
     ]
     assert images.prune_candidates(pairs, "sentrynet-node:current", 10.0**9) == ["sentrynet-node:x"]
+
+
+def test_debootstrap_base_without_root_says_how(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images.os, "geteuid", lambda: 1000)
+    with pytest.raises(SentrynetError, match=r"needs root.*sudo"):
+        images.build_debootstrap_base(tmp_path, Progress(quiet=True))
