@@ -211,6 +211,7 @@ class WaitStep:
     check: Check
     deadline_s: float
     likely_cause: str = ""
+    requires: tuple[str, ...] = ()
 
 
 @dataclass
@@ -329,8 +330,11 @@ def run_steps(
         elif isinstance(step, WaitStep):
             if blocked:
                 continue
-            p.say(f"wait: {step.what} (deadline {step.deadline_s:g}s) ...")
-            v, t, ok = poll_check(ctx, step.what, step.check, step.deadline_s, step.likely_cause)
+            deadline = step.deadline_s
+            if any(r in failed for r in step.requires):
+                deadline = min(deadline, DEPENDENT_DEADLINE_S)
+            p.say(f"wait: {step.what} (deadline {deadline:g}s) ...")
+            v, t, ok = poll_check(ctx, step.what, step.check, deadline, step.likely_cause)
             if ok:
                 p.say(f"wait: {step.what}: ok at {t:.1f}s: {_short(v.detail)}")
             else:

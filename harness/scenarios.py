@@ -202,6 +202,7 @@ def _sync_steps(expect_crossing: bool, deadline_s: float = 180.0) -> list[Any]:
             chain_checks.advanced(5, "stopped_heights", exclude=(SYNC_NODE,)),
             90,
             likely_cause="quorum lost without the stopped validator",
+            requires=("consensus",),
         ),
         ActionStep(
             f"start {SYNC_NODE} with an empty store", start_node(SYNC_NODE, sync_target=True)
@@ -216,7 +217,7 @@ def sentry() -> Scenario:
         topology="sentry",
         description="cone NAT on both private networks: every relay feature end to end",
         steps=[
-            CheckStep("reservations", relay_checks.reservations, 90),
+            CheckStep("reservations", relay_checks.reservations, 120),
             CheckStep(
                 "relayed_circuit", relay_checks.relayed_circuit, 90, requires=("reservations",)
             ),
@@ -238,7 +239,7 @@ def seed_exact() -> Scenario:
         "circuits and sync are impossible, and the report says why",
         steps=[
             ActionStep("analyse reachability (harness/reach.py)", analyse_reach),
-            CheckStep("reservations", relay_checks.reservations, 90),
+            CheckStep("reservations", relay_checks.reservations, 120),
             CheckStep("consensus", chain_checks.consensus(5), 120),
             # after consensus held for 5 blocks, a possible circuit would have formed
             CheckStep(
@@ -259,7 +260,7 @@ def symmetric_nat() -> Scenario:
         topology="symmetric-nat",
         description="symmetric NAT: DCUtR fails with a reason, traffic and sync stay relayed",
         steps=[
-            CheckStep("reservations", relay_checks.reservations, 90),
+            CheckStep("reservations", relay_checks.reservations, 120),
             CheckStep(
                 "relayed_circuit", relay_checks.relayed_circuit, 90, requires=("reservations",)
             ),
@@ -284,7 +285,7 @@ def relay_failover() -> Scenario:
         description=f"kill sentry {KILLED_RELAY}: its clients hold reservations elsewhere; "
         "restart it: they reserve on it again",
         steps=[
-            CheckStep("reservations", relay_checks.reservations, 90),
+            CheckStep("reservations", relay_checks.reservations, 120),
             ActionStep(f"kill relay {KILLED_RELAY}", kill_relay(KILLED_RELAY)),
             CheckStep("failover", relay_checks.reserved_elsewhere(KILLED_RELAY), 60),
             ActionStep(f"start relay {KILLED_RELAY}", start_node(KILLED_RELAY)),
