@@ -304,6 +304,7 @@ def run_steps(
     ctx.extra["outcomes"] = outcomes
     failed: set[str] = set()
     blocked: str | None = None  # why the flow cannot continue (an action or wait failed)
+    blocked_cause: str | None = None
     p = ctx.progress
 
     def record(o: CheckOutcome) -> None:
@@ -338,7 +339,8 @@ def run_steps(
             if ok:
                 p.say(f"wait: {step.what}: ok at {t:.1f}s: {_short(v.detail)}")
             else:
-                blocked = f"'{step.what}' did not happen: {v}"
+                blocked = f"'{step.what}' did not happen: {v.detail}"
+                blocked_cause = v.cause
                 p.say(f"wait: {step.what} TIMED OUT: {_short(str(v), 400)}")
         else:
             if blocked and not step.always:
@@ -350,7 +352,7 @@ def run_steps(
                         ctx.observer.now(),
                         f"not reached: {blocked}; seen now: {v.detail}",
                         step.expect,
-                        v.cause,
+                        blocked_cause or blocked,
                     )
                 )
                 p.say(f"check {step.name}: FAIL (not reached: {_short(blocked)})")
