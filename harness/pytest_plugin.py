@@ -24,6 +24,7 @@ import pytest
 
 from harness import report, scenario_run, scenarios
 from harness.progress import Progress
+from harness.scenario import pending_outcomes
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,14 +87,26 @@ def scenario_report(
     def get(name: str) -> dict[str, Any]:
         if name not in done:
             sc = scenarios.get(name)
-            live = testnet(sc.topology)
-            doc, run_dir = scenario_run.execute(
-                sc,
-                live,
-                progress=Progress(),
-                results_root=_results(request.config),
-                kept=_keep(request.config),
-            )
+            progress = Progress()
+            try:
+                live = testnet(sc.topology)
+            except Exception as exc:  # up failed: every check fails with the reason
+                doc, run_dir = scenario_run.finish(
+                    sc,
+                    None,
+                    pending_outcomes(sc, [], f"the testnet did not come up: {exc}"),
+                    results_root=_results(request.config),
+                    progress=progress,
+                    error=f"up failed: {exc}",
+                )
+            else:
+                doc, run_dir = scenario_run.execute(
+                    sc,
+                    live,
+                    progress=progress,
+                    results_root=_results(request.config),
+                    kept=_keep(request.config),
+                )
             doc["results_dir"] = str(run_dir)
             done[name] = doc
         return done[name]
