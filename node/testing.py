@@ -261,6 +261,8 @@ class NodeProcs:
         else:
             ip = next_ip()
             p2p_port, api_port = free_port(ip), free_port(ip)
+            while api_port == p2p_port:  # the kernel may hand out the same free port twice
+                api_port = free_port(ip)
         d = self.tmp / name
         d.mkdir(parents=True, exist_ok=True)
         doc: dict[str, dict[str, Any]] = {
