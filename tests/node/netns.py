@@ -24,7 +24,9 @@ Layout (mirrors DESIGN.md's Docker testnet and its router recipe):
 Names carry a random id (namespaces `sn<id>-<name>`, root-side veths `sn<id>c<n>`), so
 concurrent runs never clash. `cleanup()` kills the lab's processes and deletes its
 namespaces (which deletes every veth and iptables rule in them); it is registered with
-atexit as well, so an interrupted run cleans up too. Needs root.
+atexit as well, so an interrupted run cleans up too. A run killed outright (SIGKILL) leaves
+a marker `/run/sentrynet-netns/<id>` with its pid: the next lab reaps labs whose owner is
+gone (`reap_stale_labs`). Needs root.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ from typing import Any
 
 from node.testing import REPO, NodeProc, render_toml, wait_for
 
-PUBLIC_NET = ipaddress.ip_network("100.64.0.0/24")
-CONTROL_SPACE = ipaddress.ip_network("198.18.0.0/15")
+PUBLIC_NET = ipaddress.IPv4Network("100.64.0.0/24")
+CONTROL_SPACE = ipaddress.IPv4Network("198.18.0.0/15")
 P2P_PORT = 4001
 API_PORT = 9000
+MARKERS = Path("/run/sentrynet-netns")
 
 
 class LabError(RuntimeError):
@@ -69,6 +72,36 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and p.returncode != 0:
         raise LabError(f"{' '.join(argv)} -> rc={p.returncode}: {p.stderr.strip()}")
     return p
+
+
+def _delete_ns(ns: str) -> None:
+    """Kill whatever runs in `ns` (it would keep the namespace alive), then delete it."""
+    for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    sh("ip", "netns", "del", ns, check=False)
+
+
+def reap_stale_labs() -> list[str]:
+    """Delete the namespaces of labs whose owning process is gone; returns their names."""
+    if not MARKERS.is_dir():
+        return []
+    listed = [ln.split()[0] for ln in sh("ip", "netns", "list", check=False).stdout.splitlines()]
+    reaped: list[str] = []
+    for marker in MARKERS.iterdir():
+        try:
+            os.kill(int(marker.read_text().strip()), 0)
+            continue  # owner alive
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue
+        for ns in listed:
+            if ns.startswith(f"sn{marker.name}-"):
+                _delete_ns(ns)
+                reaped.append(ns)
+        marker.unlink(missing_ok=True)
+    return reaped
 
 
 @dataclass
@@ -130,6 +163,9 @@ class NatLab:
         self._ctl_n = 0
         self._control = self._pick_control_net()
         self._closed = False
+        reap_stale_labs()
+        MARKERS.mkdir(parents=True, exist_ok=True)
+        (MARKERS / self.id).write_text(str(os.getpid()))
         atexit.register(self.cleanup)
         try:
             self.pub_ns = self._add_ns("pub")
@@ -146,7 +182,7 @@ class NatLab:
         n = len(self.routers) + 1
         public_ip = str(PUBLIC_NET.network_address + 10 + n)
         self._wire_public(ns, "wan0", public_ip)
-        lan = ipaddress.ip_network(f"10.{n}.0.0/24")
+        lan = ipaddress.IPv4Network(f"10.{n}.0.0/24")
         self._in(ns, "ip", "link", "add", "lan", "type", "bridge")
         self._in(ns, "ip", "addr", "add", f"{lan.network_address + 1}/24", "dev", "lan")
         self._in(ns, "ip", "link", "set", "lan", "up")
@@ -267,13 +303,9 @@ class NatLab:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(5)
         for ns in reversed(self.namespaces):
-            # anything else still inside one of our namespaces keeps it alive: end it
-            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            sh("ip", "netns", "del", ns, check=False)
+            _delete_ns(ns)
         self.namespaces.clear()
+        (MARKERS / self.id).unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             atexit.unregister(self.cleanup)
 

@@ -54,12 +54,11 @@ def start_relayed_pair(
     p2p = {"discovery": False}
     relay = procs.start("relay", p2p=p2p, relay={"enabled": True, "mode": "server"})
     client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
-    extra = {"dcutr": dcutr} if dcutr else {}
-    listener = procs.start("listener", p2p=p2p, relay=client, **extra)
+    listener = procs.start("listener", p2p=p2p, relay=client, dcutr=dcutr or {})
     wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
     circuit = f"{relay.full_addr}/p2p-circuit/p2p/{listener.peer_id}"
     dialer = procs.start(
-        "dialer", p2p={**p2p, "persistent_peers": [circuit]}, relay=client, **extra
+        "dialer", p2p={**p2p, "persistent_peers": [circuit]}, relay=client, dcutr=dcutr or {}
     )
     return relay, listener, dialer
 
@@ -142,15 +141,17 @@ def test_bad_dcutr_messages_rejected_counted_node_keeps_serving(tmp_path: Path) 
         replies = trio.run(_send_bad, listener.full_addr)
         assert replies == [b""] * len(BAD_MESSAGES), "the node answered a bad message"
 
+        def rejected_count(reason: str) -> float:
+            return listener.metric("sentrynet_messages_rejected_total", protocol="dcutr",
+                                   reason=reason)  # fmt: skip
+
         for _, _, reason in BAD_MESSAGES:
             want = sum(1 for b in BAD_MESSAGES if b[2] == reason)
             wait_until(
-                lambda r=reason, w=want: listener.metric(
-                    "sentrynet_messages_rejected_total", protocol="dcutr", reason=r
-                ) == w,
+                lambda r=reason, w=want: rejected_count(r) == w,  # type: ignore[misc]
                 f"messages_rejected_total{{protocol=dcutr,reason={reason}}} == {want}",
                 20,
-            )  # fmt: skip
+            )
         st = wait_for(
             listener, lambda s: s["rejected"]["dcutr"] == len(BAD_MESSAGES) and s, "rejected.dcutr"
         )

@@ -37,17 +37,18 @@ def build(
     r1 = lab.add_router("r1")
     r2 = lab.add_router("r2", symmetric=symmetric)
     p2p = {"discovery": False}
-    extra = {"dcutr": dcutr} if dcutr else {}
     relay = lab.start_node(relay_host, p2p=p2p, relay={"enabled": True, "mode": "server"})
     client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
-    listener = lab.start_node(lab.add_private_host("l", r1), p2p=p2p, relay=client, **extra)
+    listener = lab.start_node(
+        lab.add_private_host("l", r1), p2p=p2p, relay=client, dcutr=dcutr or {}
+    )
     wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
     circuit = f"{relay.full_addr}/p2p-circuit/p2p/{listener.peer_id}"
     dialer = lab.start_node(
         lab.add_private_host("d", r2),
         p2p={**p2p, "persistent_peers": [circuit]},
         relay=client,
-        **extra,
+        dcutr=dcutr or {},
     )
     return listener, dialer, r1, r2
 
@@ -94,7 +95,7 @@ def test_cone_nat_hole_punch_upgrades_to_direct(nat_lab: NatLab) -> None:
     )
     for node, peer in ((listener, did), (dialer, lid)):
         wait_until(
-            lambda n=node, p=peer: [
+            lambda n=node, p=peer: [  # type: ignore[misc]
                 e for e in n.events()
                 if e["type"] == "connection_closed" and e["peer"] == p and e["kind"] == "relayed"
             ],
