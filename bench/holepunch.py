@@ -120,8 +120,8 @@ def run_nat(ctx: Ctx, nat: str, k: int, run: int) -> dict[str, Any]:
             topogen.pairs(k, nat), f"hp-{nat[:3]}", ctx.work_dir, ctx.progress
         ) as net:
             out["testnet"] = net.name
-            reservation.wait_reservations(net, 120.0)
             try:
+                reservation.wait_reservations(net, 120.0)
                 net.wait(
                     lambda: _settled(net, k),
                     f"DCUtR to settle on all {k * k} cross pairs",

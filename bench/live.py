@@ -70,7 +70,7 @@ class BenchNet:
     running: lifecycle.RunningTestnet
     t_call: float  # time.monotonic() when lifecycle.up was called
     topology_path: Path
-    marks: dict[str, Any] = field(default_factory=dict)
+    progress: Progress = field(default_factory=lambda: Progress(quiet=True))
 
     @property
     def testnet(self) -> Testnet:
@@ -125,12 +125,22 @@ class BenchNet:
         cause: str,
         interval_s: float = 0.5,
     ) -> Any:
+        """harness.wait.wait_until, printing the probe's line whenever it changes."""
+        last = [""]
+
+        def show(seen: Any) -> None:
+            line = str(seen)
+            if line != last[0]:
+                self.progress.say(f"  {line[:300]}")
+                last[0] = line
+
         return wait_until(
             probe,
             what=f"{what} ({self.name})",
             deadline_s=deadline_s,
             likely_cause=cause,
             interval_s=interval_s,
+            on_poll=show,
         )
 
 
@@ -174,7 +184,7 @@ def running(
         ready_deadline_s=ready_deadline_s,
     )
     try:
-        yield BenchNet(running_tn, t_call, path)
+        yield BenchNet(running_tn, t_call, path, progress)
     finally:
         removed = lifecycle.down(name)
         progress.say(lifecycle.describe_removed(name, removed))

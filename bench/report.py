@@ -237,10 +237,14 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
     if fr is not None:
         conn = _get(r, "phases_s", "start_to_relay_connection", "median")
         disc = _get(r, "phases_s", "start_to_relay_discovered", "median")
+        late = _get(r, "phases_s", "relay_process_started_after_client", "median")
+        denied = _get(r, "denied_before_first", "mean")
         notes.append(
             f"first reservation (median {fr:.2f} s after node start): first connection to the "
             f"relay at {_s(conn)} s, relay matched via identify at {_s(disc)} s, reservation "
-            f"accepted at {fr:.2f} s (node clock, medians over clients)"
+            f"accepted at {fr:.2f} s (node clock, medians over clients); the relay's process "
+            f"started {_s(late)} s after the client's (median); failed or denied attempts "
+            f"before the first accept: {_s(denied)} per client (mean)"
         )
     for pt in _get(results, "scale", "points") or []:
         ph = pt.get("phases_s")

@@ -5,9 +5,11 @@ event's `t`), so polling latency never enters the figure. Samples: every relay c
 scenarios/sentry.yaml (the default testnet), per repeat; `samples()` also serves the other
 benchmarks' testnets (scale points, pairs), reported separately.
 
-Where the time goes, per client (same clock): start -> first connection to one of its relay
-servers (`connection_opened`), -> relay matched via identify (`relay_discovered`), ->
-reservation accepted.
+Where the time goes, per client (same clock): start -> first connection to the relay it
+first reserved on (`connection_opened`), -> relay matched via identify (`relay_discovered`),
+-> reservation accepted; plus how many reservation attempts were denied or failed before
+(`reservation_denied`), and whether that relay's own process had even started yet
+(`relay_started_after_s` > 0: the client waited for its relay, not for itself).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 
 from bench import live, stats
 from bench.context import Ctx
+from harness.errors import SentrynetError
 from harness.scenario_run import topology_path
 
 
@@ -26,6 +29,7 @@ def samples(net: live.BenchNet, data: dict[str, live.NodeData]) -> list[dict[str
     """One row per relay client that got a reservation (and one with `error` for those that
     did not): seconds from its start to the first reservation, and the phases before it."""
     out = []
+    peers = {n.peer_id: n.name for n in net.testnet.nodes}
     for node in net.testnet.nodes:
         if node.relay_mode not in ("client", "both") or not node.relay_servers:
             continue
@@ -46,6 +50,13 @@ def samples(net: live.BenchNet, data: dict[str, live.NodeData]) -> list[dict[str
         relay = first.get("relay")
         conn = next((e for e in d.of_type("connection_opened") if e.get("peer") == relay), None)
         disc = next((e for e in d.of_type("relay_discovered") if e.get("peer") == relay), None)
+        denied = [e for e in d.of_type("reservation_denied") if float(e["t"]) < float(first["t"])]
+        row["denied_before"] = len(denied)
+        relay_node = peers.get(str(relay))
+        relay_start = data[relay_node].started_at if relay_node in data else None
+        if relay_start is not None:
+            # > 0: the relay process was not even running when this client started
+            row["relay_started_after_s"] = round(relay_start - start, 4)
         if conn is not None:
             row["connect_s"] = round(float(conn["t"]) - start, 4)
         if disc is not None:
@@ -61,20 +72,24 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "phases_s": {
             "start_to_relay_connection": stats.summary(r.get("connect_s") for r in ok),
             "start_to_relay_discovered": stats.summary(r.get("relay_discovered_s") for r in ok),
+            "relay_process_started_after_client": stats.summary(
+                r.get("relay_started_after_s") for r in ok
+            ),
         },
+        "denied_before_first": stats.summary(r.get("denied_before") for r in ok),
         "clients": len(rows),
         "without_reservation": [r["node"] for r in rows if "error" in r],
     }
 
 
-def wait_reservations(net: live.BenchNet, deadline_s: float) -> float:
-    """Wait until every relay client holds min(#relay servers, max held) reservations;
-    return the bench-clock moment it was first seen."""
+def wait_reservations(net: live.BenchNet, deadline_s: float, first_only: bool = False) -> float:
+    """Wait until every relay client holds min(#relay servers, max held) reservations (or
+    one, with first_only); return the bench-clock moment it was first seen."""
     want = {}
     for n in net.testnet.nodes:
         if n.relay_mode in ("client", "both") and n.relay_servers:
             held = int((n.config.get("relay") or {}).get("max_reservations_held", 2))
-            want[n.name] = min(len(n.relay_servers), held)
+            want[n.name] = 1 if first_only else min(len(n.relay_servers), held)
 
     def probe() -> tuple[bool, str]:
         snap = net.running.snapshot(timeout_s=3.0)
@@ -103,13 +118,17 @@ def measure(ctx: Ctx) -> dict[str, Any]:
     runs = []
     for i in range(ctx.repeat):
         with live.running(doc, "resv", ctx.work_dir, ctx.progress) as net:
-            wait_reservations(net, 120.0)
+            error = None
+            try:
+                wait_reservations(net, 120.0, first_only=True)
+            except SentrynetError as exc:  # keep the clients that did reserve
+                error = str(exc)
             data = net.collect()
             r = samples(net, data)
             for row in r:
                 row["run"] = i
             rows += r
-            runs.append({"testnet": net.name, "clock": live.clock_check(net, data)})
+            runs.append({"testnet": net.name, "clock": live.clock_check(net, data), "error": error})
         ctx.say(f"reservation run {i + 1}/{ctx.repeat}: {len(r)} clients")
     return {
         "topology": "scenarios/sentry.yaml",

@@ -4,9 +4,11 @@
     python -m bench.run --quick              # smoke run: small sizes, short windows
     python -m bench.run --only holepunch,sync --repeat 3
     python -m bench.run --only scale --sizes 8,16
+    python -m bench.run --only scale,warm,sync --budget-s 1500   # in this order, time-boxed
 
 Writes bench/results/<run-id>.json and .md, latest.json and latest.md, and PNG plots. A
-measurement that fails is recorded with its error and the others still run. The machine's
+measurement that fails is recorded with its error and the others still run; --only runs
+them in the order given. The machine's
 state (cores, load, memory, other testnets, busiest processes) is recorded before, after,
 and around every scale point: on a shared machine the figures mean little without it.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sync-blocks", type=int, default=0, help="sync: chain length to sync")
     p.add_argument("--pairs", type=int, default=0, help="holepunch: k nodes per side (k*k pairs)")
     p.add_argument("--relay-k", type=int, default=0, help="relay cost: k clients per side")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=0.0,
+        help="start no further measurement after this many seconds (0: no limit); the "
+        "skipped ones are listed under errors",
+    )
     p.add_argument("--out", default=str(RESULTS), help="results directory")
     p.add_argument("--run-id", default="", help="default: UTC timestamp")
     args = p.parse_args(argv)
@@ -69,8 +79,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (CI timeouts, kill) tears the current testnet down like Ctrl-C does
+    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(MEASUREMENTS)
     unknown = [n for n in names if n not in MEASUREMENTS]
     if unknown:
@@ -113,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         for name in names:
+            if args.budget_s and time.monotonic() - t0 > args.budget_s:
+                doc["errors"][name] = f"skipped: time budget of {args.budget_s:g} s used up"
+                continue
             progress.say(f"== {name}")
             t = time.monotonic()
             try:

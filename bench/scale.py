@@ -6,8 +6,9 @@ harness.lifecycle.up and torn down after. Figures per point:
 
 - ready_s (events): bench-clock compose-up moment -> the last relay client's last needed
   `reservation_accepted` (node clock; containers share the host's CLOCK_MONOTONIC, checked
-  per testnet in `clock`). ready_poll_s is the same seen by polling /status (1 s interval),
-  an upper bound that includes the poll interval.
+  per testnet in `clock`); needed = min(relay servers, max_reservations_held).
+  ready_first_s: the same for every client's first reservation. ready_poll_s: ready_s seen
+  by polling /status (1 s interval), an upper bound that includes the poll interval.
 - phases: compose up -> first / last node process started (`started_at`: container
   creation, network setup, Python imports) -> last API answering -> last reservation.
 - resources once ready: memory per node container (docker stats, usage - inactive_file),
@@ -30,16 +31,17 @@ CPU_WINDOW_S = 10.0
 
 
 def last_needed_reservation(
-    net: live.BenchNet, data: dict[str, live.NodeData]
+    net: live.BenchNet, data: dict[str, live.NodeData], first_only: bool = False
 ) -> tuple[float | None, list[str]]:
-    """Node-clock time when the last client got its last needed reservation."""
+    """Node-clock time when the last client got its last needed reservation (its first,
+    with first_only), and the clients that never did."""
     worst = None
     missing = []
     for n in net.testnet.nodes:
         if n.relay_mode not in ("client", "both") or not n.relay_servers:
             continue
         held = int((n.config.get("relay") or {}).get("max_reservations_held", 2))
-        need = min(len(n.relay_servers), held)
+        need = 1 if first_only else min(len(n.relay_servers), held)
         seen: dict[str, float] = {}
         for e in data[n.name].of_type("reservation_accepted"):
             seen.setdefault(str(e.get("relay")), float(e["t"]))
@@ -103,6 +105,9 @@ def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
             if t_last is not None and not missing:
                 row["ready_s"] = round(t_last - net.t_compose_up, 3)
             row["without_reservations"] = missing
+            t_first, _ = last_needed_reservation(net, data, first_only=True)
+            if t_first is not None:
+                row["ready_first_s"] = round(t_first - net.t_compose_up, 3)
             starts = [d.started_at for d in data.values() if d.started_at is not None]
             if starts:
                 row["phases_s"] = {
