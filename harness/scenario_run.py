@@ -11,10 +11,14 @@ Shared by `sentrynet scenario NAME` and the pytest plugin (harness/pytest_plugin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import secrets
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -377,6 +381,35 @@ def run(
     """up -> steps -> results -> down (down in `finally`, also on Ctrl-C, unless keep)."""
     progress = progress or Progress()
     t_start = time.monotonic()
+    with _sigterm_as_ctrl_c():
+        return _run(scenario, name, keep, results_root, progress, t_start)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (CI timeout, `kill`) tears the testnet down like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(
+    scenario: Scenario,
+    name: str | None,
+    keep: bool,
+    results_root: str | Path,
+    progress: Progress,
+    t_start: float,
+) -> tuple[dict[str, Any], Path]:
     live: Live | None = None
     try:
         try:
@@ -405,9 +438,7 @@ def run(
                     f"`sentrynet down {live.name}` when done"
                 )
             else:
-                import signal
-                import threading
-
+                # tear-down must finish: a second Ctrl-C would leave half a testnet behind
                 main = threading.current_thread() is threading.main_thread()
                 prev = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
                 try:
