@@ -265,3 +265,54 @@ def test_observer_keeps_history_across_a_restart() -> None:
 
 def test_observer_with_no_nodes_is_harmless() -> None:
     assert Observer(nodes(), {}).observe().status == {}
+
+
+# --------------------------------------------------------------------------- run plumbing
+
+
+def test_free_subnet_overrides_only_move_taken_networks() -> None:
+    import ipaddress
+
+    from harness.scenario_run import free_subnet_overrides, topology_path
+    from harness.topology import load_topology
+
+    topo = load_topology(topology_path("sentry"))
+    assert free_subnet_overrides(topo, []) == {}
+    taken = [ipaddress.ip_network("172.20.0.0/16"), ipaddress.ip_network("10.0.0.0/24")]
+    moved = free_subnet_overrides(topo, taken)
+    assert set(moved) == {"a", "public"}
+    new = [ipaddress.ip_network(v) for v in moved.values()]
+    assert all(n.prefixlen == 24 for n in new)
+    assert not any(n.overlaps(t) for n in new for t in taken)
+    assert not new[0].overlaps(new[1])
+    assert not any(n.overlaps(ipaddress.ip_network("172.21.0.0/24")) for n in new)
+
+
+def test_node_infos_from_the_resolved_testnet() -> None:
+    from harness.scenario_run import node_infos, topology_path
+    from harness.testnet import build_testnet
+    from harness.topology import load_topology
+
+    tn = build_testnet(load_topology(topology_path("sentry")), "unit-sentry")
+    infos, nets = node_infos(tn)
+    assert infos["node3"].networks == ("a", "public") and not infos["node3"].serve_sync
+    assert infos["node0"].relay_client and infos["node0"].validator
+    assert not infos["node3"].relay_client  # sentries (mode both) are not counted as clients
+    assert nets["b"].private and nets["b"].router_public_ip
+    assert not nets["public"].private
+    o = Observation(t=0, nodes=infos, nets=nets)
+    assert o.only_private("node0") and not o.only_private("node3")
+    assert o.cross_pairs(o.validators()) == [
+        ("node0", "node4"),
+        ("node0", "node5"),
+        ("node1", "node4"),
+        ("node1", "node5"),
+    ]
+
+
+def test_topology_path_errors_name_the_known_ones() -> None:
+    from harness.errors import SentrynetError
+    from harness.scenario_run import topology_path
+
+    with pytest.raises(SentrynetError, match=r"known: .*sentry"):
+        topology_path("nope")
