@@ -156,6 +156,14 @@ class ConnectionTracker(INotifee):
             return "direct"
         return "relayed" if kinds else None
 
+    def kind_of_stream(self, stream: INetStream) -> Kind | None:
+        """The kind of the connection a stream runs on (None if not tracked yet)."""
+        muxed = stream.muxed_conn
+        for c in self.all():
+            if getattr(c.conn, "muxed_conn", None) is muxed:
+                return c.kind
+        return None
+
     def info(self, conn: INetConn) -> ConnInfo | None:
         with self._lock:
             return self._conns.get(id(conn))

@@ -198,8 +198,7 @@ class RelayServer:
     async def _reserve(self, stream: INetStream, src: ID) -> None:
         assert self.rt is not None
         rt, r = self.rt, self.rt.config.relay
-        kind = rt.connections.kind_of(src)
-        if kind == "relayed":
+        if rt.connections.kind_of_stream(stream) == "relayed":
             # spec: a reservation over a relayed connection must be refused
             rt.metrics.reservations_total.labels(outcome="denied").inc()
             await self._status(stream, StatusCode.PERMISSION_DENIED)
@@ -262,10 +261,10 @@ class RelayServer:
             return
         self._expire()
         deny: tuple[StatusCode, str] | None = None
-        if dst not in self.granted:
-            deny = (StatusCode.NO_RESERVATION, "NO_RESERVATION")
-        elif rt.connections.kind_of(src) == "relayed":
+        if rt.connections.kind_of_stream(stream) == "relayed":
             deny = (StatusCode.PERMISSION_DENIED, "relayed source")  # no circuits of circuits
+        elif dst not in self.granted:
+            deny = (StatusCode.NO_RESERVATION, "NO_RESERVATION")
         elif self._count(dst) >= r.max_circuits_per_peer or self._count(src) >= (
             r.max_circuits_per_peer
         ):

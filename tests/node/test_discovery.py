@@ -53,9 +53,10 @@ def test_max_connections_is_respected(tmp_path: Path) -> None:
         relay = procs.start("relay", relay={"enabled": True, "mode": "server"})
         others = [client(procs, f"n{i}", relay) for i in range(3)]
         for o in others:
+            oid = o.peer_id
             wait_for(
                 relay,
-                lambda s, o=o: [c for c in s["connections"] if c["peer"] == o.peer_id],
+                lambda s: [c for c in s["connections"] if c["peer"] == oid],  # noqa: B023
                 f"{o.name} on relay",
             )
         small = client(procs, "small", relay, max_connections=2)

@@ -8,22 +8,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from node.config import ConfigError, load_config
 from node.testing import REPO, NodeProcs, render_toml, wait_for
 
-GOOD = {
+GOOD: dict[str, dict[str, Any]] = {
     "node": {"name": "n0", "role": "validator", "key_file": "n0.key"},
     "p2p": {"listen_addrs": ["/ip4/127.0.0.1/tcp/4001"]},
     "api": {"listen": "127.0.0.1:9000"},
 }
 
 
-def run_node(tmp_path: Path, doc: dict[str, dict[str, object]]) -> subprocess.CompletedProcess[str]:
+def run_node(tmp_path: Path, doc: dict[str, dict[str, Any]]) -> subprocess.CompletedProcess[str]:
     cfg = tmp_path / "node.toml"
-    cfg.write_text(render_toml(doc))  # type: ignore[arg-type]
+    cfg.write_text(render_toml(doc))
     return subprocess.run(
         [sys.executable, "-m", "node", "--config", str(cfg)],
         cwd=REPO,
@@ -78,7 +79,7 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
 
 def test_defaults_are_sized_for_consensus(tmp_path: Path) -> None:
     cfg_path = tmp_path / "n.toml"
-    cfg_path.write_text(render_toml(GOOD))  # type: ignore[arg-type]
+    cfg_path.write_text(render_toml(GOOD))
     cfg = load_config(cfg_path)
     assert cfg.relay.max_reservations_held == 2
     assert cfg.relay.circuit_duration_s >= 3600 and cfg.relay.circuit_bytes >= 1 << 30

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 from libp2p.peer.id import ID
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeer
 from probe import (
     HOP_ID,
     STOP_ID,
@@ -35,7 +36,7 @@ from node.testing import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
 
-OK, RESOURCE_LIMIT_EXCEEDED, MALFORMED, UNEXPECTED = 100, 201, 400, 401
+OK, RESOURCE_LIMIT_EXCEEDED, PERMISSION_DENIED, MALFORMED, UNEXPECTED = 100, 201, 202, 400, 401
 
 
 def relay_server(procs: NodeProcs, **relay: Any) -> NodeProc:
@@ -233,3 +234,43 @@ def test_malformed_hop_and_stop_rejected_node_keeps_serving(tmp_path: Path) -> N
         assert client.status()["reservations"]
         other = relay_client(procs, "other", relay)
         wait_for(other, lambda s: s["reservations"], "reservation after bad input", 15)
+
+
+def test_hop_over_a_relayed_connection_is_refused(tmp_path: Path) -> None:
+    """Spec: no reservations and no circuits over a relayed connection."""
+    with NodeProcs(tmp_path) as procs:
+        r1 = relay_server(procs)
+        r2 = procs.start(
+            "r2",
+            relay={"enabled": True, "mode": "both", "relay_servers": [r1.p2p_addr]},
+            p2p={"discovery": False},
+        )
+        wait_for(r2, lambda s: s["reservations"], "r2 reserved on r1", 15)
+        r2_id = ID.from_base58(r2.peer_id)
+
+        async def poke() -> tuple[int, int]:
+            async with probe_host() as h:
+                rid = await connect(h, f"{r1.p2p_addr}/p2p/{r1.peer_id}")
+                c, code = await circuit(h, rid, r2_id)  # our only connection to r2
+                assert c is not None, code
+                resp = decode_hop(
+                    await exchange(h, r2_id, HOP_ID, encode(HopMessage(type=HopMessage.RESERVE)))
+                )
+                conn_resp = decode_hop(
+                    await exchange(
+                        h,
+                        r2_id,
+                        HOP_ID,
+                        encode(
+                            HopMessage(
+                                type=HopMessage.CONNECT,
+                                peer=PbPeer(id=ID.from_base58(r1.peer_id).to_bytes()),
+                            )
+                        ),
+                    )
+                )
+                assert resp is not None and conn_resp is not None
+                return int(resp.status), int(conn_resp.status)
+
+        assert trio.run(poke) == (PERMISSION_DENIED, PERMISSION_DENIED)
+        assert r2.metric("sentrynet_reservations_total", outcome="denied") == 1
