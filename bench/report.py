@@ -55,9 +55,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         h["relay_cpu_cores_idle"] = r.get("cpu_cores_at_zero")
         h["relay_mem_mib_idle"] = r.get("mem_mib_at_zero")
     if "scale" in results:
-        h["ready_s_by_nodes"] = {
-            str(c["nodes"]): c["ready_s"] for c in _get(results, "scale", "curve") or []
-        }
+        curve = _get(results, "scale", "curve") or []
+        h["ready_s_by_nodes"] = {str(c["nodes"]): c["ready_s"] for c in curve}
+        h["ready_first_s_by_nodes"] = {str(c["nodes"]): c.get("ready_first_s") for c in curve}
         h["scale_growth_exponent"] = _get(results, "scale", "growth_exponent")
     if "warm" in results:
         h["testnet_sentry_warm_s"] = _get(results, "warm", "testnet_sentry_warm_s")
@@ -121,6 +121,8 @@ def _s(x: Any, digits: int = 3) -> str:
 
 def _row(name: str, v: Any, unit: str, clock: str) -> str:
     if isinstance(v, dict) and "median" in v:
+        if not v.get("n"):
+            return f"| {name} | - | - | 0 | {unit} | {clock} |"
         return f"| {name} | {_s(v['median'])} | {_s(v['p95'])} | {v['n']} | {unit} | {clock} |"
     return f"| {name} | {_s(v)} | | | {unit} | {clock} |"
 
@@ -160,6 +162,8 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     for n, v in (h.get("ready_s_by_nodes") or {}).items():
         rows.append((f"ready_s, {n} nodes", v, "s", "bench+node (shared)"))
+    for n, v in (h.get("ready_first_s_by_nodes") or {}).items():
+        rows.append((f"ready (first reservation each), {n} nodes", v, "s", "bench+node (shared)"))
     rows.append(("testnet_sentry_warm_s", h.get("testnet_sentry_warm_s"), "s", wall))
     for name, v, unit, clock in rows:
         if v is not None:
@@ -185,6 +189,7 @@ def plots(doc: dict[str, Any], out: Path, stem: str) -> list[str]:
         series: list[tuple[str, list[tuple[float, float]]]] = []
         for label, key in (
             ("all reservations (ready_s)", "compose_up_to_all_reservations"),
+            ("every client's first reservation", "compose_up_to_all_first_reservations"),
             ("all APIs answering", "compose_up_to_all_apis"),
             ("last node process started", "compose_up_to_last_node_started"),
         ):
@@ -257,7 +262,8 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
             f"scale {pt['nodes']} nodes / {pt['private_networks']} networks: compose up -> "
             f"first node process started {_s(ph.get('compose_up_to_first_node_started'))} s, "
             f"last {_s(ph.get('compose_up_to_last_node_started'))} s, all APIs "
-            f"{_s(ph.get('compose_up_to_all_apis'))} s, all reservations "
+            f"{_s(ph.get('compose_up_to_all_apis'))} s, every client's first reservation "
+            f"{_s(ph.get('compose_up_to_all_first_reservations'))} s, all reservations "
             f"{_s(ph.get('compose_up_to_all_reservations'))} s; first reservation after node "
             f"start median {_s(_get(pt, 'first_reservation_s', 'median'))} s; node memory "
             f"median {_s(_get(res, 'node_mem_mib', 'median'))} MiB "
