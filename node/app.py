@@ -133,6 +133,8 @@ class Node:
         doc["circuits"] = circuits
         doc["rejected"] = dict(rt.rejected)
         doc["peers_known"] = self.discovery.known_json()
+        # peers with an open gossipsub stream (shows pubsub runs over relayed connections)
+        doc["pubsub_peers"] = sorted(str(p) for p in list(getattr(rt.pubsub, "peers", {})))
         for name, svc in rt.services.items():
             if name in ("relay_client", "stop", "discovery"):
                 continue

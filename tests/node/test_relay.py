@@ -76,7 +76,8 @@ def test_dialer_reaches_target_through_circuit(tmp_path: Path) -> None:
     the relayed connection carries identify both ways; a probe pings through a circuit."""
     with NodeProcs(tmp_path) as procs:
         relay = relay_server(procs)
-        target = relay_client(procs, "target", [relay.p2p_addr])
+        # DCUtR off: on loopback it would replace the circuit we want to look at
+        target = relay_client(procs, "target", [relay.p2p_addr], dcutr={"enabled": False})
         wait_for(target, lambda s: s["reservations"], "target reservation", 15)
         target_id = target.peer_id
         dead = f"/ip4/127.0.0.1/tcp/9/p2p/{target_id}"  # nothing listens there
@@ -85,6 +86,7 @@ def test_dialer_reaches_target_through_circuit(tmp_path: Path) -> None:
             "dialer",
             [f"{relay.p2p_addr}/p2p/{relay.peer_id}"],
             p2p={"persistent_peers": [dead]},
+            dcutr={"enabled": False},
         )
         conn = wait_for(
             dialer,
@@ -114,6 +116,12 @@ def test_dialer_reaches_target_through_circuit(tmp_path: Path) -> None:
             "bytes through the circuit",
         )
         assert "circuit_opened" in event_types(dialer)
+        # gossipsub streams opened over the relayed connection, both ways
+        wait_for(dialer, lambda s: target_id in s["pubsub_peers"], "pubsub peer over circuit")
+        wait_for(target, lambda s: dialer.peer_id in s["pubsub_peers"], "pubsub peer (target)")
+        assert [c["kind"] for c in dialer.status()["connections"] if c["peer"] == target_id] == [
+            "relayed"
+        ]
 
         async def through_probe() -> list[bytes]:
             async with probe_host() as h:
@@ -157,7 +165,7 @@ def test_two_dialers_keep_independent_circuits(tmp_path: Path) -> None:
     (upstream CircuitV2Protocol keys circuits by peer id and tears the other one down)."""
     with NodeProcs(tmp_path) as procs:
         relay = relay_server(procs)
-        target = relay_client(procs, "target", [relay.p2p_addr])
+        target = relay_client(procs, "target", [relay.p2p_addr], dcutr={"enabled": False})
         wait_for(target, lambda s: s["reservations"], "target reservation", 15)
         tid = ID.from_base58(target.peer_id)
         relay_addr = f"{relay.p2p_addr}/p2p/{relay.peer_id}"

@@ -48,6 +48,7 @@ def relay_client(procs: NodeProcs, name: str, relay: NodeProc) -> NodeProc:
         name,
         relay={"enabled": True, "mode": "client", "relay_servers": [relay.p2p_addr]},
         p2p={"discovery": False},
+        dcutr={"enabled": False},  # probes do not speak DCUtR; keep circuit bytes exact
     )
 
 
@@ -101,6 +102,7 @@ def test_circuits_per_peer_and_data_and_duration_limits(tmp_path: Path) -> None:
                 "relay_servers": [by_data.p2p_addr, by_time.p2p_addr],
             },
             p2p={"discovery": False},
+            dcutr={"enabled": False},
         )
         wait_for(target, lambda s: len(s["reservations"]) == 2, "reservations on both", 15)
         tid = ID.from_base58(target.peer_id)
