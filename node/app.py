@@ -6,7 +6,6 @@ shutdown, 2 invalid config (message names the key), 1 anything else fatal.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import sys
@@ -18,7 +17,9 @@ import trio
 from libp2p.tools.anyio_service import background_trio_service
 
 from node.api import APIServer
+from node.chain.service import ChainService
 from node.config import ConfigError, NodeConfig, load_config
+from node.dcutr import HolePunchService
 from node.dialing import NodeDialer
 from node.discovery import DiscoveryService
 from node.events import EventLog
@@ -32,27 +33,13 @@ from node.runtime import ConnectionTracker, NodeRuntime, Service
 
 log = logging.getLogger("sentrynet.node")
 
-# Services written by other engineers: (module, class, enabled(cfg)). Started when the
-# module exists; once they land these become unconditional imports.
-OPTIONAL_SERVICES: list[tuple[str, str, Any]] = [
-    ("node.dcutr", "HolePunchService", lambda cfg: cfg.dcutr.enabled),
-    ("node.chain.service", "ChainService", lambda cfg: True),
-]
 
-
-def _optional_services(cfg: NodeConfig) -> list[Service]:
+def _other_services(cfg: NodeConfig) -> list[Service]:
+    """DCUtR (when [dcutr] enabled) and the chain (it disables itself without validators)."""
     out: list[Service] = []
-    for mod_name, cls_name, enabled in OPTIONAL_SERVICES:
-        if not enabled(cfg):
-            continue
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and mod_name.startswith(exc.name):
-                log.info("service %s not present; skipped", mod_name)
-                continue
-            raise
-        out.append(getattr(mod, cls_name)())
+    if cfg.dcutr.enabled:
+        out.append(HolePunchService())
+    out.append(ChainService())
     return out
 
 
@@ -179,7 +166,7 @@ async def _main(cfg: NodeConfig) -> None:
             if node.relay_client is not None:
                 own.append(node.relay_client)
             own.append(node.discovery)
-            for svc in own + _optional_services(cfg):
+            for svc in own + _other_services(cfg):
                 rt.services[svc.name] = svc
             node.rt = rt
             for svc in rt.services.values():

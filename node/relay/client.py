@@ -40,7 +40,7 @@ log = logging.getLogger("sentrynet.relay.client")
 RESERVE_TIMEOUT_S = 10.0
 BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 8.0
-DENIED_BACKOFF_S = 15.0
+DENIED_BACKOFF_S = 5.0
 
 
 def transport_part(addr: multiaddr.Multiaddr | str) -> str:

@@ -97,6 +97,7 @@ class RelayServer:
     async def run(self, rt: NodeRuntime) -> None:
         self.rt = rt
         rt.host.set_stream_handler(HOP_ID, self._handle_hop)
+        rt.connections.subscribe(self._on_conn)
         log.info(
             "relay server on: max_reservations=%d max_circuits_per_peer=%d "
             "circuit_duration_s=%d circuit_bytes=%d",
@@ -126,6 +127,17 @@ class RelayServer:
         return [c.to_json() for c in list(self.circuits.values())]
 
     # -- internals --
+    def _on_conn(self, event: str, info: Any) -> None:
+        """A client whose last direct connection closed loses its reservation (as in
+        go-libp2p): the slot counts against max_reservations only while it can be used."""
+        if event != "closed" or info.peer not in self.granted or self.rt is None:
+            return
+        if any(c.kind == "direct" for c in self.rt.connections.for_peer(info.peer)):
+            return
+        del self.granted[info.peer]
+        self.rt.metrics.reservations_active.dec()
+        log.info("reservation of %s dropped: disconnected", info.peer)
+
     def _expire(self) -> None:
         now = time.time()
         for peer, g in list(self.granted.items()):

@@ -75,8 +75,12 @@ def test_reservations_over_the_cap_are_refused(tmp_path: Path) -> None:
                 return int(resp.status)
 
         assert trio.run(probe) == RESOURCE_LIMIT_EXCEEDED
-        # the holder still holds its reservation and renewing it is not refused
+        # the holder still holds its reservation
         assert first.status()["reservations"]
+        # when the holder goes away its slot frees and the refused client gets it
+        first.stop()
+        wait_for(second, lambda s: s["reservations"], "reservation once the slot freed", 30)
+        assert relay.metric("sentrynet_reservations_active") == 1
 
 
 def test_circuits_per_peer_and_data_and_duration_limits(tmp_path: Path) -> None:
