@@ -45,6 +45,15 @@ def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
         by_net = "; ".join(f"{net}: {','.join(sorted(p))}" for net, p in sorted(proposers.items()))
         if lagging:
             stuck = all(obs.height(v) == base.get(v, obs.height(v)) for v in vals)
+            # round/step are optional extras of /status chain: where the round is, is where
+            # the votes stop (a high round at an unchanged height = votes do not arrive)
+            rounds = [
+                f"{v} round {c.get('round')} {c.get('step') or ''}".rstrip()
+                for v in vals
+                if (c := (obs.status.get(v) or {}).get("chain") or {}).get("round") is not None
+            ]
+            if rounds:
+                heights += f" ({'; '.join(rounds)})"
             return Verdict(
                 False,
                 f"heights {heights} (need +{min_blocks}"
@@ -217,11 +226,12 @@ def no_forks(obs: Observation) -> Verdict:
             cause="two blocks committed at one height: quorum was split (a partition with "
             "both sides committing) or a node accepted a block from sync without checking it",
         )
-    shared = [h for h, v in table.items() if len(next(iter(v.values()))) > 1]
+    # height 0 is the genesis every node starts from: agreeing on it proves nothing
+    shared = [h for h, v in table.items() if h > 0 and len(next(iter(v.values()))) > 1]
     if not shared:
         return Verdict(
             False,
-            "no height seen on two nodes yet: nothing to compare",
+            "no committed height (above genesis) seen on two nodes: nothing to compare",
             cause="no blocks committed (see check consensus)",
         )
     nodes = {n for v in table.values() for ns in v.values() for n in ns}

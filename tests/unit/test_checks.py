@@ -469,3 +469,20 @@ def test_impossible_waits_until_decisive() -> None:
 
 def test_tcp_helper_shape() -> None:
     assert tcp("node3") == "/ip4/10.0.0.3/tcp/4001"
+
+
+def test_no_forks_needs_a_height_above_genesis() -> None:
+    st = healthy_statuses()
+    for s in st.values():
+        s["chain"]["height"] = 0
+        s["chain"]["tip_hash"] = "genesis"
+    v = chain.no_forks(obs(st))
+    assert not v.ok and "nothing to compare" in v.detail
+
+
+def test_consensus_stuck_shows_rounds() -> None:
+    st = healthy_statuses()
+    for s in st.values():
+        s["chain"].update(height=0, round=13, step="prevote")
+    v = chain.consensus(5)(obs(st))
+    assert not v.ok and "node0 round 13 prevote" in v.detail
