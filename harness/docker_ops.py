@@ -189,3 +189,26 @@ def remove_testnet(name: str) -> Removed:
         except docker.errors.APIError as exc:
             removed.errors.append(f"volume {v.name}: {exc.explanation or exc}")
     return removed
+
+
+def pick_free_subnets(
+    count: int, pool: str = "10.200.0.0/13", prefixlen: int = 24, seed: int | None = None
+) -> list[str]:
+    """`count` /prefixlen subnets of `pool` that no Docker network on this machine uses.
+
+    For running a second copy of a topology (`--subnet NET=CIDR`) and for tests that must not
+    collide with testnets other people run on the same machine. `seed` picks where in the
+    pool to start looking, so concurrent callers rarely race for the same subnets.
+    """
+    used = subnets_in_use()
+    candidates = list(ipaddress.IPv4Network(pool).subnets(new_prefix=prefixlen))
+    start = (seed or 0) % len(candidates)
+    out: list[str] = []
+    for i in range(len(candidates)):
+        cand = candidates[(start + i) % len(candidates)]
+        if any(isinstance(u, ipaddress.IPv4Network) and cand.overlaps(u) for u in used):
+            continue
+        out.append(str(cand))
+        if len(out) == count:
+            return out
+    raise SentrynetError(f"fewer than {count} free /{prefixlen} subnets left in {pool}")

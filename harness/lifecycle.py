@@ -216,7 +216,7 @@ def up(
                 reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "start failed"
                 with _uninterruptible():
                     progress.say(f"{reason}: removing testnet {testnet.name}")
-                    removed = down(testnet.name)
+                    removed = down_settled(testnet.name)
                     progress.say(describe_removed(testnet.name, removed))
             elif started:
                 progress.say(
@@ -292,6 +292,36 @@ def wait_ready(testnet: Testnet, progress: Progress, deadline_s: float) -> Testn
 def down(name: str) -> docker_ops.Removed:
     """Remove everything labelled sentrynet.testnet=<name>; idempotent."""
     return docker_ops.remove_testnet(name)
+
+
+def down_settled(name: str, deadline_s: float = 60.0) -> docker_ops.Removed:
+    """`down` until nothing labelled reappears for a few polls in a row.
+
+    After an interrupted `compose up` the daemon may still finish creating a container the
+    killed client asked for; a single pass could miss it.
+    """
+    total = down(name)
+    empty_polls = [0]
+
+    def probe() -> tuple[bool, str]:
+        again = down(name)
+        total.containers += again.containers
+        total.networks += again.networks
+        total.volumes += again.volumes
+        empty_polls[0] = empty_polls[0] + 1 if again.nothing else 0
+        left = [c.name for c in docker_ops.containers(name)]
+        left += [n.name for n in docker_ops.networks(name)]
+        return empty_polls[0] >= 3 and not left, f"still present: {left or 'nothing'}"
+
+    wait_until(
+        probe,
+        what=f"nothing labelled sentrynet.testnet={name} to remain",
+        deadline_s=deadline_s,
+        likely_cause="the Docker daemon keeps (re)creating objects for this testnet; "
+        "is another `compose up` for it still running?",
+        interval_s=0.5,
+    )
+    return total
 
 
 def describe_removed(name: str, removed: docker_ops.Removed) -> str:

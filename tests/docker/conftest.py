@@ -1,0 +1,98 @@
+"""Fixtures for Docker tests: testnets with names and subnets no one else on the machine uses.
+
+Other people (and other test runs) bring testnets up on the same machine at the same time,
+so every testnet here gets a unique name (`t<pid>-...`) and subnets that no Docker network
+uses yet, and is removed by its own label, never by a broad sweep.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from harness import docker_ops, lifecycle
+from harness.progress import Progress
+
+REPO = Path(__file__).resolve().parents[2]
+MINI = REPO / "scenarios" / "mini.yaml"
+MINI_NETS = ("public", "a", "b", "control")
+# Generous: a loaded 2-CPU CI machine takes tens of seconds to import py-libp2p per node.
+READY_DEADLINE_S = 240.0
+
+
+def leftovers(name: str) -> list[str]:
+    """Everything still labelled with testnet `name` (containers, networks, volumes)."""
+    return (
+        [f"container {c.name}" for c in docker_ops.containers(name)]
+        + [f"network {n.name}" for n in docker_ops.networks(name)]
+        + [f"volume {v.name}" for v in docker_ops.volumes(name)]
+    )
+
+
+@dataclass
+class Testnets:
+    """Hands out unique names and free subnets; removes every testnet it named at the end."""
+
+    __test__ = False
+
+    prefix: str
+    tmp: Path
+    names: list[str] = field(default_factory=list)
+
+    def name(self, tag: str) -> str:
+        name = f"{self.prefix}-{tag}"[:31]
+        self.names.append(name)
+        return name
+
+    def subnets(self, nets: tuple[str, ...] = MINI_NETS) -> dict[str, str]:
+        seed = (os.getpid() * 7 + len(self.names) * 16) % 2048
+        free = docker_ops.pick_free_subnets(len(nets), seed=seed)
+        return dict(zip(nets, free, strict=True))
+
+    def up(self, tag: str, topology: Path = MINI, **kwargs: object) -> lifecycle.RunningTestnet:
+        name = self.name(tag)
+        return lifecycle.up(
+            topology,
+            name=name,
+            subnets=self.subnets(),
+            out=self.tmp / name,
+            progress=Progress(),
+            ready_deadline_s=READY_DEADLINE_S,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def leftovers(name: str) -> list[str]:
+        return leftovers(name)
+
+    def cleanup(self) -> list[str]:
+        left = []
+        for name in self.names:
+            lifecycle.down(name)
+            left += leftovers(name)
+        return left
+
+
+@pytest.fixture
+def testnets(tmp_path: Path) -> Iterator[Testnets]:
+    tn = Testnets(prefix=f"t{os.getpid() % 100000}", tmp=tmp_path)
+    try:
+        yield tn
+    finally:
+        left = tn.cleanup()
+        assert not left, f"objects left after down: {left}"
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lifecycle.RunningTestnet]:
+    """One mini testnet (relay + two validators behind cone routers) shared by a module."""
+    tn = Testnets(prefix=f"t{os.getpid() % 100000}", tmp=tmp_path_factory.mktemp("mini"))
+    try:
+        yield tn.up("nat")
+    finally:
+        left = tn.cleanup()
+        assert not left, f"objects left after down: {left}"

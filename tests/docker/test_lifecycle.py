@@ -1,0 +1,150 @@
+"""up / down of real testnets: verified wiring, two at once, and nothing left after failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import docker_ops, lifecycle, verify
+from harness.errors import SentrynetError
+from harness.images import ensure_node_image
+from harness.progress import Progress
+from harness.render import render
+from harness.testnet import build_testnet
+from harness.topology import load_topology
+from harness.wait import wait_until
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+MINI = REPO / "scenarios" / "mini.yaml"
+
+
+def routes(container: str) -> list[dict[str, str]]:
+    c = docker_ops.client().containers.get(container)
+    return verify.parse_routes(docker_ops.must_exec(c, ["ip", "-4", "route", "show"]))
+
+
+def test_two_testnets_side_by_side_verified_then_down(testnets: Any) -> None:
+    one = testnets.up("one")
+    two = testnets.up("two")
+    for running in (one, two):
+        tn = running.testnet
+        snap = running.snapshot()
+        assert [n.name for n in snap.nodes if not n.ok] == [], snap.table()
+        # the wiring `up` verified, looked at directly: NAT'd nodes leave via their router,
+        # the public relay and the routers have no default route at all
+        val_a = tn.node("val-a")
+        assert [r.get("via") for r in routes(val_a.container) if r["dest"] == "default"] == [
+            val_a.default_via
+        ]
+        assert val_a.default_via == tn.router("router-a").private_ip
+        for container in (tn.node("relay").container, *(r.container for r in tn.routers)):
+            assert [r for r in routes(container) if r["dest"] == "default"] == [], container
+        assert verify.control_path_violations(tn, snap) == []
+    assert {n.subnet for n in one.testnet.networks}.isdisjoint(
+        n.subnet for n in two.testnet.networks
+    )
+
+    removed = lifecycle.down(one.name)
+    assert len(removed.containers) == 5 and len(removed.networks) == 4, removed
+    assert len(removed.volumes) == 3, removed
+    assert testnets.leftovers(one.name) == []
+    # the other testnet is untouched and still answers
+    assert all(n.ok for n in two.snapshot().nodes), two.snapshot().table()
+    again = lifecycle.down(one.name)
+    assert again.nothing and not again.errors, again
+
+
+def test_route_check_catches_a_docker_gateway_route(testnets: Any) -> None:
+    """The route check can fail: a default route via the Docker gateway is reported."""
+    running = testnets.up("gw")
+    tn = running.testnet
+    relay = docker_ops.client().containers.get(tn.node("relay").container)
+    gateway = tn.public_network.gateway
+    docker_ops.must_exec(relay, ["ip", "route", "add", "default", "via", gateway])
+    findings = verify.check_routes(tn, verify.docker_gateways())
+    assert any("relay" in f and gateway in f for f in findings), findings
+    with pytest.raises(verify.VerifyError) as err:
+        verify.verify(tn, running.snapshot())
+    assert f"route via Docker gateway {gateway}" in str(err.value)
+
+
+def test_failed_start_removes_everything(testnets: Any, tmp_path: Path) -> None:
+    """A node whose config is invalid exits at once: up fails fast and leaves nothing."""
+    name = testnets.name("bad")
+    testnet = build_testnet(load_topology(MINI), name, testnets.subnets())
+    run_dir = tmp_path / name
+    render(testnet, run_dir, ensure_node_image(Progress(quiet=True)))
+    toml = run_dir / "nodes" / "val-b" / "node.toml"
+    toml.write_text(toml.read_text().replace('mode = "client"', 'mode = "clinet"'))
+    started = time.monotonic()
+    with pytest.raises(SentrynetError) as err:
+        lifecycle.up(run_dir, progress=Progress(), ready_deadline_s=240)
+    message = str(err.value)
+    # failed as soon as the container exited, not at the deadline
+    assert time.monotonic() - started < 200, message
+    assert "val-b" in message and "exited with code 2" in message, message
+    assert "relay.mode" in message, message  # the node's own error, from its log tail
+    assert testnets.leftovers(name) == []
+
+
+@pytest.fixture
+def cli_env() -> Iterator[dict[str, str]]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    yield env
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_up_removes_everything(
+    testnets: Any, tmp_path: Path, cli_env: dict[str, str], sig: signal.Signals
+) -> None:
+    """Ctrl-C / SIGTERM while `sentrynet up` waits for nodes: it tears down, exits 130."""
+    name = testnets.name(f"int{int(sig)}")
+    subnets = testnets.subnets()
+    argv = [sys.executable, "-m", "harness.cli", "up", str(MINI), "--name", name]
+    argv += ["--out", str(tmp_path / name)]
+    for net, cidr in subnets.items():
+        argv += ["--subnet", f"{net}={cidr}"]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=cli_env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+
+    def reader() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip())
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        # interrupt once the harness is waiting for nodes (containers exist by then)
+        wait_until(
+            lambda: (any("nodes to answer /status" in line for line in lines), lines[-3:]),
+            what="`sentrynet up` to reach the wait-for-ready step",
+            deadline_s=300,
+            likely_cause="image build or compose up failed; see the lines above",
+        )
+        assert docker_ops.containers(name), "containers should exist while waiting"
+        proc.send_signal(sig)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        thread.join(timeout=10)
+    output = "\n".join(lines)
+    assert code == 130, output
+    assert "interrupted: removing testnet" in output, output
+    assert testnets.leftovers(name) == [], output

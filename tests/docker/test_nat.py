@@ -1,0 +1,255 @@
+"""The NAT routers with plain sockets, in the containers of a rendered testnet (mini.yaml).
+
+No libp2p here: if these fail, no amount of relay or DCUtR code can work. What is shown:
+a private node reaches the public network (source NATed to its router's public IP); the two
+private networks cannot reach each other directly; unsolicited inbound to a router is
+DROPPED (a timeout, not a RST); TCP simultaneous open from the listen port connects
+through two cone routers and does not through two symmetric ones (switched at run time with
+`sentrynet perturb nat`).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from harness import docker_ops, lifecycle, perturb
+from harness.wait import wait_until
+
+pytestmark = pytest.mark.docker
+
+# Runs inside the containers (python3 of the node image): `serve` accepts one connection
+# and answers; `dial` connects (optionally from a bound port, retrying until a deadline)
+# and reports every error it saw by type, so a failure says HOW it failed.
+PROBE = r"""
+import json, os, socket, sys, time
+
+def sock(bind):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if bind:
+        s.bind(tuple(bind))
+    return s
+
+def serve(a):
+    s = sock(a["bind"]); s.listen(4); s.settimeout(a["timeout"])
+    try:
+        c, peer = s.accept()
+        c.settimeout(5); data = c.recv(100); c.sendall(b"pong:" + data)
+        out = {"accepted": True, "peer": list(peer), "data": data.decode()}
+    except OSError as e:
+        out = {"accepted": False, "error": type(e).__name__}
+    with open(a["out"] + ".tmp", "w") as f:
+        json.dump(out, f)
+    os.rename(a["out"] + ".tmp", a["out"])
+    return out
+
+def dial(a):
+    end = time.monotonic() + a["deadline"]; attempts = 0; errors = {}
+    while True:
+        s = sock(a.get("bind")); s.settimeout(a["attempt_timeout"]); attempts += 1
+        try:
+            s.connect(tuple(a["to"]))
+        except OSError as e:
+            name = type(e).__name__ + (f"[{e.errno}]" if getattr(e, "errno", None) else "")
+            errors[name] = errors.get(name, 0) + 1
+            s.close()
+            if time.monotonic() >= end or not a.get("retry"):
+                return {"connected": False, "attempts": attempts, "errors": errors}
+            continue
+        s.settimeout(5)
+        s.sendall(a["say"].encode())
+        try:
+            reply = s.recv(100).decode()
+        except OSError as e:
+            reply = type(e).__name__
+        return {"connected": True, "attempts": attempts, "local": list(s.getsockname()),
+                "peer": list(s.getpeername()), "reply": reply, "errors": errors}
+
+print(json.dumps({"serve": serve, "dial": dial}[sys.argv[1]](json.loads(sys.argv[2]))))
+"""
+
+
+def run_probe(testnet: str, node: str, mode: str, **args: Any) -> dict[str, Any]:
+    container = docker_ops.node_container(testnet, node)
+    res = docker_ops.exec_in(container, ["python3", "-c", PROBE, mode, json.dumps(args)])
+    lines = res.output.strip().splitlines()
+    assert res.ok and lines, f"probe in {node} failed (exit {res.exit_code}): {res.output}"
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+class Server:
+    """A one-shot TCP server in a container: started in the background, listening for sure
+    before anyone dials it, its result read back from a file when it is done."""
+
+    def __init__(self, testnet: str, node: str, bind: tuple[str, int], timeout: float) -> None:
+        self.container = docker_ops.node_container(testnet, node)
+        self.node, self.bind, self.timeout = node, bind, timeout
+        self.out = f"/tmp/sn-probe-{bind[1]}.json"
+        docker_ops.exec_in(self.container, ["rm", "-f", self.out])
+        args = {"bind": list(bind), "timeout": timeout, "out": self.out}
+        self.container.exec_run(["python3", "-c", PROBE, "serve", json.dumps(args)], detach=True)
+        needle = f"{bind[0]}:{bind[1]}"
+
+        def listening() -> tuple[bool, str]:
+            res = docker_ops.exec_in(self.container, ["ss", "-ltnH"])
+            return needle in res.output, res.output.strip()
+
+        wait_until(
+            listening,
+            what=f"the probe server in {node} to listen on {needle}",
+            deadline_s=60,
+            likely_cause="python3 failed in the container, or the port is taken",
+        )
+
+    def result(self) -> dict[str, Any]:
+        def done() -> tuple[bool, str]:
+            res = docker_ops.exec_in(self.container, ["cat", self.out])
+            return res.ok, res.output.strip()
+
+        text = wait_until(
+            done,
+            what=f"the probe server in {self.node} to finish",
+            deadline_s=self.timeout + 60,
+            likely_cause="the probe server hung or crashed",
+        )
+        result: dict[str, Any] = json.loads(text)
+        return result
+
+
+def serve_and_dial(
+    testnet: str, server: str, bind: tuple[str, int], client: str, **dial: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start a one-shot server, dial it once it listens; return (server result, dial result).
+
+    A failed dial is followed by the server's own timeout (it must have accepted nothing).
+    """
+    srv = Server(testnet, server, bind, timeout=dial["deadline"] + 5)
+    dialed = run_probe(testnet, client, "dial", **dial)
+    return srv.result(), dialed
+
+
+def test_private_node_reaches_public_network_through_its_router(
+    mini: lifecycle.RunningTestnet,
+) -> None:
+    tn = mini.testnet
+    relay_ip = tn.node("relay").addresses["public"]
+    served, dialed = serve_and_dial(
+        tn.name,
+        "relay",
+        (relay_ip, 5101),
+        "val-a",
+        to=[relay_ip, 5101],
+        deadline=10,
+        attempt_timeout=10,
+        retry=False,
+        say="hi",
+    )
+    assert dialed["connected"] and dialed["reply"] == "pong:hi", dialed
+    # the relay saw the router's public address, not the private one: SNAT happened
+    assert served["peer"][0] == tn.router("router-a").public_ip, served
+
+
+def test_private_networks_cannot_reach_each_other_directly(
+    mini: lifecycle.RunningTestnet,
+) -> None:
+    tn = mini.testnet
+    b_ip = tn.node("val-b").addresses["b"]
+    served, dialed = serve_and_dial(
+        tn.name,
+        "val-b",
+        (b_ip, 5102),
+        "val-a",
+        to=[b_ip, 5102],
+        deadline=3,
+        attempt_timeout=3,
+        retry=False,
+        say="hi",
+    )
+    assert not dialed["connected"], dialed
+    assert not served["accepted"], f"val-b got a connection from val-a: {served}"
+    # router-a has no route into b: the kernel answers "network unreachable" (or it times out)
+    assert set(dialed["errors"]) <= {"OSError[101]", "OSError[113]", "TimeoutError"}, dialed
+
+
+def test_unsolicited_inbound_is_dropped_not_rejected(mini: lifecycle.RunningTestnet) -> None:
+    tn = mini.testnet
+    a_ip = tn.node("val-a").addresses["a"]
+    router_a = tn.router("router-a").public_ip
+    # val-a listens on 5103; the relay dials router-a's public IP at that port
+    served, dialed = serve_and_dial(
+        tn.name,
+        "val-a",
+        (a_ip, 5103),
+        "relay",
+        to=[router_a, 5103],
+        deadline=4,
+        attempt_timeout=4,
+        retry=False,
+        say="hi",
+    )
+    assert not dialed["connected"], dialed
+    # a timeout, never ConnectionRefused (a RST would kill a hole punch in flight)
+    assert dialed["errors"] == {"TimeoutError": 1}, dialed
+    assert not served["accepted"], f"val-a accepted unsolicited inbound: {served}"
+
+
+def simultaneous_open(tn: Any, port: int, deadline: float) -> tuple[dict[str, Any], ...]:
+    """val-a and val-b each dial the other's router public IP from their own listen port."""
+    a_ip, b_ip = tn.node("val-a").addresses["a"], tn.node("val-b").addresses["b"]
+    ra, rb = tn.router("router-a").public_ip, tn.router("router-b").public_ip
+    common = {"deadline": deadline, "attempt_timeout": 1, "retry": True}
+    with ThreadPoolExecutor(2) as pool:
+        fa = pool.submit(
+            run_probe,
+            tn.name,
+            "val-a",
+            "dial",
+            bind=[a_ip, port],
+            to=[rb, port],
+            say="from-a",
+            **common,
+        )
+        fb = pool.submit(
+            run_probe,
+            tn.name,
+            "val-b",
+            "dial",
+            bind=[b_ip, port],
+            to=[ra, port],
+            say="from-b",
+            **common,
+        )
+        return fa.result(timeout=deadline + 60), fb.result(timeout=deadline + 60)
+
+
+def test_simultaneous_open_through_cone_and_symmetric_nat(
+    mini: lifecycle.RunningTestnet,
+) -> None:
+    tn = mini.testnet
+    layout = perturb.layout_of(tn)
+    # cone (the topology's NAT): the punch connects, ports preserved end to end
+    a, b = simultaneous_open(tn, 5110, deadline=30)
+    assert a["connected"] and b["connected"], (a, b)
+    assert a["reply"] == "from-b" and b["reply"] == "from-a", (a, b)
+    assert a["peer"] == [tn.router("router-b").public_ip, 5110], a
+    assert b["peer"] == [tn.router("router-a").public_ip, 5110], b
+
+    # symmetric (switched at run time): a new random port per mapping, the punch fails
+    try:
+        for net in ("a", "b"):
+            perturb.set_nat(layout, net, "symmetric")
+        a, b = simultaneous_open(tn, 5111, deadline=10)
+        assert not a["connected"] and not b["connected"], (a, b)
+        assert set(a["errors"]) == {"TimeoutError"}, a
+    finally:
+        for net in ("a", "b"):
+            perturb.set_nat(layout, net, "cone")
+    # and back to cone, it works again (the switch is reversible)
+    a, b = simultaneous_open(tn, 5112, deadline=30)
+    assert a["connected"] and b["connected"], (a, b)
