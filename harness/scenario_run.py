@@ -121,25 +121,7 @@ def perturb_layout(testnet: Any) -> Any:
     """harness/perturb.py's Layout for this testnet."""
     from harness import perturb
 
-    builder = getattr(perturb, "layout_of", None) or getattr(perturb, "layout_from_testnet", None)
-    if builder is not None:
-        return builder(testnet)
-    atts = [
-        perturb.Attachment(n.name, net, ip, False)
-        for n in testnet.nodes
-        for net, ip in n.addresses.items()
-    ]
-    for r in testnet.routers:
-        atts.append(perturb.Attachment(r.name, r.network, r.private_ip, True))
-        atts.append(perturb.Attachment(r.name, r.public_network, r.public_ip, True))
-    return perturb.Layout(
-        testnet=testnet.name,
-        public_net=testnet.public_network.name,
-        subnets={n.name: n.subnet for n in testnet.networks},
-        attachments=atts,
-        routers={r.network: r.name for r in testnet.routers},
-        router_public_ip={r.network: r.public_ip for r in testnet.routers},
-    )
+    return perturb.layout_of(testnet)
 
 
 @dataclass

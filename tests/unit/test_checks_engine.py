@@ -316,3 +316,14 @@ def test_topology_path_errors_name_the_known_ones() -> None:
 
     with pytest.raises(SentrynetError, match=r"known: .*sentry"):
         topology_path("nope")
+
+
+def test_perturb_layout_of_the_testnet() -> None:
+    from harness.scenario_run import perturb_layout, topology_path
+    from harness.testnet import build_testnet
+    from harness.topology import load_topology
+
+    tn = build_testnet(load_topology(topology_path("sentry")), "unit-sentry")
+    layout = perturb_layout(tn)
+    assert layout.public_net == "public"
+    assert {a.node for a in layout.on("a")} >= {"node0", "node3", "router-a"}
