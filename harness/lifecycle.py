@@ -53,7 +53,9 @@ class RunningTestnet:
 
 
 def targets(testnet: Testnet) -> list[NodeTarget]:
-    return [NodeTarget(n.name, n.role, n.api_url, tuple(n.addresses)) for n in testnet.nodes]
+    return [
+        NodeTarget(n.name, n.role, n.api_url, tuple(n.addresses), n.peer_id) for n in testnet.nodes
+    ]
 
 
 def snapshot(testnet: Testnet, timeout_s: float = 2.0) -> TestnetStatus:
@@ -140,16 +142,23 @@ def _preflight(testnet: Testnet) -> None:
             f"`sentrynet down {testnet.name}` first, or start this one with --name OTHER"
         )
     ours = [(n.name, ipaddress.ip_network(n.subnet)) for n in (*testnet.networks, testnet.control)]
+    clashes: dict[str, str] = {}
     for dn in docker_ops.client().networks.list():
         dn.reload()
         for used in docker_ops.network_subnets(dn):
             for net_name, subnet in ours:
                 if subnet.version == used.version and subnet.overlaps(used):
-                    raise SentrynetError(
-                        f"network {net_name} ({subnet}) overlaps Docker network {dn.name} "
-                        f"({used}); pass --subnet {net_name}=CIDR (a free /"
-                        f"{subnet.prefixlen}) or remove that network"
+                    clashes.setdefault(
+                        net_name, f"{net_name} ({subnet}) overlaps {dn.name} ({used})"
                     )
+    if clashes:
+        free = docker_ops.pick_free_subnets(len(clashes), seed=hash(testnet.name) % 2048)
+        flags = " ".join(f"--subnet {n}={c}" for n, c in zip(clashes, free, strict=True))
+        raise SentrynetError(
+            f"testnet {testnet.name}: subnets in use by other Docker networks: "
+            + "; ".join(clashes.values())
+            + f". Free ones on this machine now: {flags}"
+        )
 
 
 def _ensure_image(progress: Progress) -> str:

@@ -89,6 +89,7 @@ class NodeTarget:
     role: str
     api_url: str
     networks: tuple[str, ...] = ()
+    peer_id: str | None = None  # known before start (render derives the keys)
 
 
 @dataclass
@@ -112,7 +113,7 @@ class NodeStatus:
 
     @property
     def peer_id(self) -> str | None:
-        return (self.status or {}).get("peer_id")
+        return (self.status or {}).get("peer_id") or self.target.peer_id
 
     @property
     def height(self) -> int | None:
@@ -201,7 +202,7 @@ class TestnetStatus:
         raise KeyError(name)
 
     def name_of_peer(self) -> dict[str, str]:
-        """peer id -> node name, for every node that answered."""
+        """peer id -> node name (from /status, else from the model for nodes that are down)."""
         return {n.peer_id: n.name for n in self.nodes if n.peer_id}
 
     def ready(self) -> list[NodeStatus]:
