@@ -125,7 +125,7 @@ def run_nat(ctx: Ctx, nat: str, k: int, run: int) -> dict[str, Any]:
                 net.wait(
                     lambda: _settled(net, k),
                     f"DCUtR to settle on all {k * k} cross pairs",
-                    90.0 if nat == "cone" else 120.0,
+                    180.0,
                     "pairs never met over a circuit (peer exchange, reservations) or attempts "
                     "still in back-off",
                     interval_s=2.0,
