@@ -9,14 +9,17 @@ before the other side's SYN arrives and lets it in. On the resulting TCP connect
 the client (security/muxer initiator) and B the server, whoever's SYN made it.
 
 Why not py-libp2p's `DCUtRProtocol` (0.8.1), which this replaces (we never start it):
-- its auto-drive loop re-initiates on every relayed connection every 2 s in *both* roles,
-  attempt budgets reset on every disconnect: a retry storm. Here only the inbound side
-  initiates, at most `dcutr.max_attempts` attempts per relayed connection with
-  exponential backoff, and a cooldown per peer after giving up.
-- it first dials the peer's peerstore addresses (private ones included) one timeout each
-  and retries rounds with 2 s sleeps: ~12 s through real NAT. Here the CONNECT candidates
-  are filtered (node/dcutr_addrs.py) and dialed all at once; the first direct connection
-  to the peer, from whichever side, ends the attempt.
+- its auto-drive loop wakes every 2 s and initiates on every relayed connection in *both*
+  roles (the spec lets only the receiving side initiate), and forgets its 3-attempt budget
+  whenever the peer disconnects, so every relayed reconnection buys 3 more attempts of up
+  to 3 dial rounds each (tests/node/test_dcutr_upstream.py shows both). Here only the
+  inbound side initiates, at most `dcutr.max_attempts` attempts per relayed connection
+  with exponential backoff, then a cooldown per peer.
+- before the exchange it waits on a unilateral direct dial of the peer's peer-store
+  addresses (private ones included) for up to the dial timeout, then punches in up to 3
+  rounds of 5 s windows with 2 s sleeps between: ~12 s through real NAT (DESIGN.md). Here
+  the CONNECT candidates are filtered (node/dcutr_addrs.py) and dialed all at once; the
+  first direct connection to the peer, from whichever side, ends the attempt.
 - its relay filter reads the wrong peer id (node/dcutr_addrs.relay_of_circuit).
 - malformed messages were only logged; here they are rejected and counted
   (node/dcutr_wire.py) and the node keeps serving.
