@@ -112,6 +112,30 @@ def wait_reservations(net: live.BenchNet, deadline_s: float, first_only: bool = 
     return time.monotonic()
 
 
+def pooled(results: dict[str, Any]) -> dict[str, Any] | None:
+    """first_reservation_s from the other measurements' testnets (scale points, hole-punch
+    pairs), when the dedicated run was not made: same definition, same clock."""
+    rows: list[dict[str, Any]] = []
+    sources = []
+    for pt in (results.get("scale") or {}).get("points") or []:
+        for r in pt.get("reservation_samples") or []:
+            rows.append({**r, "source": f"scale{pt.get('nodes')}"})
+        sources.append(f"scale {pt.get('nodes')} nodes")
+    for nat in ("cone", "symmetric"):
+        for run in ((results.get("holepunch") or {}).get(nat) or {}).get("runs") or []:
+            for r in run.get("reservations") or []:
+                rows.append({**r, "source": f"pairs-{nat}"})
+            sources.append(f"pairs {nat}")
+    if not rows:
+        return None
+    return {
+        "topology": "pooled from " + ", ".join(sources),
+        "clock": "node monotonic (status started_at -> reservation_accepted.t)",
+        **summarize(rows),
+        "samples": rows,
+    }
+
+
 def measure(ctx: Ctx) -> dict[str, Any]:
     doc = yaml.safe_load(topology_path("sentry").read_text())
     rows: list[dict[str, Any]] = []

@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         doc["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         doc["wall_s"] = round(time.monotonic() - t0, 1)
         doc["machine"]["after"] = live.machine_state()
+        if "reservation" not in doc["results"]:
+            pooled = reservation.pooled(doc["results"])
+            if pooled is not None:
+                doc["results"]["reservation"] = pooled
         doc["headline"] = report.headline(doc["results"])
         doc["targets"] = report.targets(doc["results"])
         doc["notes"] = report.where_time_goes(doc["results"])

@@ -121,6 +121,7 @@ def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
                     "compose_up_to_all_reservations": row.get("ready_s"),
                 }
             rows = reservation.samples(net, data)
+            row["reservation_samples"] = rows
             row["first_reservation_s"] = stats.summary(r.get("first_reservation_s") for r in rows)
             row["resources"] = resources(net, CPU_WINDOW_S if not ctx.quick else 3.0)
             row["machine_ready"] = live.machine_state()

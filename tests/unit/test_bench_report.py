@@ -263,3 +263,22 @@ def test_write_results_files(tmp_path: Path) -> None:
     paths = report.write(doc, tmp_path, "r2")
     assert {p.name for p in paths} == {"r2.json", "r2.md", "latest.json", "latest.md"}
     assert (tmp_path / "latest.md").read_text() == (tmp_path / "r2.md").read_text()
+
+
+def test_reservation_pooled_from_other_testnets() -> None:
+    res = {
+        "scale": {
+            "points": [
+                {"nodes": 8, "reservation_samples": [{"node": "n0", "first_reservation_s": 1.0}]}
+            ]
+        },
+        "holepunch": {
+            "cone": {"runs": [{"reservations": [{"node": "a0", "first_reservation_s": 3.0}]}]}
+        },
+    }
+    pooled = reservation.pooled(res)
+    assert pooled is not None
+    assert pooled["first_reservation_s"]["n"] == 2
+    assert pooled["first_reservation_s"]["median"] == 2.0
+    assert {r["source"] for r in pooled["samples"]} == {"scale8", "pairs-cone"}
+    assert reservation.pooled({}) is None
