@@ -53,16 +53,24 @@ class Graph:
     edges: list[Edge]
     down: set[str] = field(default_factory=set)  # nodes whose API did not answer
     unknown_peers: int = 0  # connections to peer ids outside the testnet
+    also_on: dict[str, list[str]] = field(default_factory=dict)  # node -> its other networks
 
 
 def build_graph(snapshot: TestnetStatus, nets: list[NetBox], routers: list[RouterBox]) -> Graph:
     """Fold a status snapshot into a graph: each connection reported by either end, once."""
     names = snapshot.name_of_peer()
     members: dict[str, list[str]] = {n.name: [] for n in nets}
+    public = {n.name for n in nets if n.public}
+    also: dict[str, list[str]] = {}
     for node in snapshot.nodes:
-        home = next((n for n in node.target.networks if n in members), None)
+        # a multi-homed node (a sentry) is drawn where it is reachable from: the public side
+        ordered = sorted(node.target.networks, key=lambda n: n not in public)
+        home = next((n for n in ordered if n in members), None)
         if home is not None:
             members[home].append(node.name)
+            others = [n for n in node.target.networks if n != home]
+            if others:
+                also[node.name] = others
     seen: set[tuple[str, str, str]] = set()
     edges: list[Edge] = []
     unknown = 0
@@ -95,6 +103,7 @@ def build_graph(snapshot: TestnetStatus, nets: list[NetBox], routers: list[Route
         edges=edges,
         down={n.name for n in snapshot.nodes if not n.ok},
         unknown_peers=unknown,
+        also_on=also,
     )
 
 
@@ -103,7 +112,7 @@ def build_graph(snapshot: TestnetStatus, nets: list[NetBox], routers: list[Route
 NODE_R = 22
 NODE_GAP = 90
 PAD = 30
-CLUSTER_H = 120
+CLUSTER_H = 170
 STYLE = {
     "direct": 'stroke="#1b5e20" stroke-width="2.5"',
     "relayed": 'stroke="#1565c0" stroke-width="2" stroke-dasharray="8 5"',
@@ -116,30 +125,46 @@ def _layout(
 ) -> tuple[
     dict[str, tuple[float, float]], list[tuple[NetBox, float, float, float, float]], float, float
 ]:
-    """Place clusters (public row on top, private row below) and nodes inside them."""
+    """Place clusters (public row on top, private row below) and nodes inside them.
+
+    Nodes of a cluster sit on a half ellipse, so no three are on one line and an edge never
+    runs through a node it does not touch.
+    """
     pos: dict[str, tuple[float, float]] = {}
     boxes: list[tuple[NetBox, float, float, float, float]] = []
     rows = [[n for n in g.nets if n.public], [n for n in g.nets if not n.public]]
-    width = 0.0
+    sizes = {n.name: max(220.0, len(g.members.get(n.name, [])) * NODE_GAP + 60) for n in g.nets}
+    row_widths = [sum(sizes[n.name] for n in row) + PAD * (len(row) - 1) for row in rows]
+    width = max(row_widths) + 2 * PAD
     y: float = PAD + 30
-    for row in rows:
+    for row, row_w in zip(rows, row_widths, strict=True):
         if not row:
             continue
-        x: float = PAD
+        x: float = (width - row_w) / 2
         for net in row:
-            count = max(1, len(g.members.get(net.name, [])))
-            w = max(180.0, count * NODE_GAP + 40)
+            w = sizes[net.name]
             boxes.append((net, x, y, w, CLUSTER_H))
-            for i, name in enumerate(g.members.get(net.name, [])):
-                pos[name] = (x + 20 + NODE_GAP / 2 + i * NODE_GAP, y + CLUSTER_H / 2 + 10)
+            names = g.members.get(net.name, [])
+            cx, cy = x + w / 2, y + CLUSTER_H / 2 - 6
+            rx, ry = w / 2 - NODE_R - 24, CLUSTER_H / 2 - NODE_R - 20
+            for i, name in enumerate(names):
+                if len(names) == 1:
+                    pos[name] = (cx, cy)
+                    continue
+                theta = math.pi * (0.1 + 0.8 * i / (len(names) - 1))
+                # public cluster: arc opens downwards (towards the routers); private: upwards
+                sign = 1.0 if net.public else -1.0
+                pos[name] = (
+                    cx - rx * math.cos(theta),
+                    cy + sign * ry * math.sin(theta) - sign * ry / 2,
+                )
             x += w + PAD
-        width = max(width, x)
         y += CLUSTER_H + 2 * PAD + 20
-    # routers sit on the top border of their private cluster
+    # routers sit on the top border of their private cluster, off centre
     for r in g.routers:
         for net, bx, by, bw, _bh in boxes:
             if net.name == r.private_net:
-                pos[r.name] = (bx + bw / 2, by)
+                pos[r.name] = (bx + bw - 50, by)
     return pos, boxes, width, y + 40
 
 
@@ -209,6 +234,11 @@ def to_svg(g: Graph) -> str:
             f'stroke-width="1.5"/><text x="{x:.0f}" y="{y + 4:.0f}" text-anchor="middle">'
             f"{escape(name)}</text>"
         )
+        if name in g.also_on:
+            out.append(
+                f'<text x="{x:.0f}" y="{y - NODE_R - 5:.0f}" text-anchor="middle" '
+                f'font-size="10" fill="#455a64">also on {escape(", ".join(g.also_on[name]))}</text>'
+            )
     ly = height - 18
     legend = [
         ("direct", "direct"),

@@ -32,7 +32,7 @@ from harness.topology import load_topology
 from harness.wait import wait_until
 
 RUNS_DIR = REPO_ROOT / ".cache" / "testnets"
-READY_DEADLINE_S = 120.0
+READY_DEADLINE_S = 240.0  # generous: a loaded 2-CPU machine needs ~100 s for 8 nodes
 
 
 @dataclass
