@@ -39,7 +39,7 @@ log = logging.getLogger("sentrynet.relay.client")
 
 RESERVE_TIMEOUT_S = 10.0
 BACKOFF_MIN_S = 0.25
-BACKOFF_MAX_S = 8.0
+BACKOFF_MAX_S = 4.0
 DENIED_BACKOFF_S = 5.0
 
 
@@ -53,6 +53,7 @@ def transport_part(addr: multiaddr.Multiaddr | str) -> str:
 class Configured:
     addr: str  # transport part
     peer: ID | None  # from /p2p/<id>, or learnt through identify
+    dialed: ID | None = None  # who answered our dial (Noise), until identify matches it
     backoff: float = BACKOFF_MIN_S
     next_dial: float = 0.0  # monotonic
 
@@ -154,7 +155,7 @@ class RelayClient:
         now_m, now_w = time.monotonic(), time.time()
         t = 5.0
         for c in self.configured:
-            if not self._connected(c.peer):
+            if not self._connected(c.peer or c.dialed):
                 t = min(t, max(0.0, c.next_dial - now_m))
         for h in self.held.values():
             t = min(t, max(0.0, h.refresh_at - now_w))
@@ -175,9 +176,9 @@ class RelayClient:
         now = time.monotonic()
         # 1. (re)dial configured relays that are not connected
         for c in self.configured:
-            if not self._connected(c.peer) and now >= c.next_dial:
+            if not self._connected(c.peer or c.dialed) and now >= c.next_dial:
                 c.next_dial = now + c.backoff
-                c.backoff = min(c.backoff * 2, BACKOFF_MAX_S)
+                c.backoff = min(c.backoff * 1.5, BACKOFF_MAX_S)
                 rt.nursery.start_soon(self._dial_configured, c)
         # 2. refresh reservations due
         for h in list(self.held.values()):
@@ -212,7 +213,7 @@ class RelayClient:
             if c.peer is not None:
                 await self.rt.host.connect(PeerInfo(c.peer, [multiaddr.Multiaddr(c.addr)]))
             else:
-                await dial_unknown_peer(self.rt.host, multiaddr.Multiaddr(c.addr))
+                c.dialed = await dial_unknown_peer(self.rt.host, multiaddr.Multiaddr(c.addr))
         except BaseException as exc:
             if isinstance(exc, trio.Cancelled):
                 raise
@@ -277,7 +278,7 @@ class RelayClient:
         if info.peer in self.held and not self._connected(info.peer):
             await self._drop(info.peer, "connection_closed")
         for c in self.configured:
-            if c.peer == info.peer:
+            if info.peer in (c.peer, c.dialed):
                 c.next_dial = time.monotonic()  # first redial at once, then back off
         self.wake()
 
