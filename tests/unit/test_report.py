@@ -124,3 +124,20 @@ def test_summary_table() -> None:
     assert any("PASS (impossible)" in line for line in lines)
     assert lines[-1] == "scenario sentry: FAILED (2/3 checks)"
     assert all(len(line) <= 120 for line in lines)
+
+
+def test_assert_check_fails_with_seen_and_cause() -> None:
+    import pytest
+
+    from harness.pytest_plugin import assert_check
+
+    doc = report.build_report("sentry", _outcomes())
+    doc["results_dir"] = "results/x"
+    assert_check(doc, "reservations")
+    with pytest.raises(pytest.fail.Exception) as info:
+        assert_check(doc, "relayed_circuit")
+    text = str(info.value)
+    assert "sentry/relayed_circuit failed after 93.0s" in text
+    assert "likely cause: no common relay" in text and "results: results/x" in text
+    with pytest.raises(pytest.fail.Exception, match="no check 'nope'"):
+        assert_check(doc, "nope")
