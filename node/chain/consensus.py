@@ -165,7 +165,7 @@ class Consensus:
                 out += self._dispatch(msg)
             elif msg.height > height:
                 self._future.append(msg)
-        return out
+        return out + self._run()  # e.g. our own proposal: prevote it now
 
     def on_proposal(self, p: Proposal) -> list[Action]:
         gate = self._gate(p.height)

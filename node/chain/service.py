@@ -330,8 +330,10 @@ class ChainService:
             round=cert.round,
             via=via,
         )
-        if cons.voting and via == "consensus":
-            # lets followers that missed votes (and nodes far behind) learn the decision
+        if cons.voting and via == "consensus" and block.proposer == str(rt.host.get_id()):
+            # lets followers that missed votes (and nodes far behind) learn the decision;
+            # only the proposer sends it: gossip already delivers every message to every
+            # mesh peer several times, and relayed circuits carry all of it
             self._publish(encode_gossip((block, cert)))
         cons.decided = True
         delay = rt.config.chain.block_interval_s if cons.voting else 0.0
@@ -388,7 +390,7 @@ class ChainService:
         turned a relayed path into a direct one)."""
         assert self.rt is not None
         held = self.clients.get(peer)
-        if held is not None and held[1] == kind:
+        if held is not None and held[1] == kind and not held[0].broken:
             return held[0]
         if held is not None:
             await held[0].close()
@@ -399,7 +401,7 @@ class ChainService:
             with trio.fail_after(STATUS_TIMEOUT):
                 stream = await self.rt.host.new_stream(ID.from_base58(peer), [SYNC_PROTOCOL])  # type: ignore[list-item]
         except Exception as exc:
-            log.debug("sync: no sync stream to %s: %s", peer, exc)
+            log.info("sync: no sync stream to %s (%s): %r", peer, kind, exc)
             self.no_sync[peer] = time.monotonic()
             return None
         client = SyncClient(stream)
@@ -419,7 +421,7 @@ class ChainService:
                 resp, _ = await client.request({"type": "status"}, STATUS_TIMEOUT)
                 height = codec.get_int(resp, "height")
             except (SyncError, CodecError, trio.TooSlowError, Exception) as exc:
-                log.debug("sync: status from %s failed: %s", peer, exc)
+                log.info("sync: status from %s (%s) failed: %r", peer, kind, exc)
                 self.clients.pop(peer, None)
                 self.peer_heights.pop(peer, None)
                 return
@@ -493,7 +495,7 @@ class ChainService:
         finally:
             self.syncing = False
         for p in peers:
-            if p.peer not in session.sched.alive:
+            if p.peer not in session.sched.alive or p.client.broken:
                 await p.client.close()
                 self.clients.pop(p.peer, None)
         end = store.height

@@ -39,8 +39,8 @@ SYNC_PROTOCOL = "/sentrynet/sync/1.0.0"
 MAX_RANGE = 64
 MAX_REQUEST = 4 * 1024
 MAX_RESPONSE = 8 * 1024 * 1024
-STATUS_TIMEOUT = 5.0
-REQUEST_TIMEOUT = 10.0
+STATUS_TIMEOUT = 10.0  # stream open + one round trip, over a circuit on a loaded relay
+REQUEST_TIMEOUT = 20.0
 HEDGE_AFTER = 2.0
 MAX_STRIKES = 2
 
@@ -198,13 +198,20 @@ class SyncClient:
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
         self.reader = FrameReader(stream)
+        # set while a request is outstanding; stays set if it never completed (timeout,
+        # cancelled hedge, error), because a late answer would be read as the next one's
+        self.broken = False
 
     async def request(self, obj: dict[str, Any], timeout: float) -> tuple[dict[str, Any], int]:
         """(response, response size in bytes)."""
+        if self.broken:
+            raise SyncError("stream has an unanswered request; open a new one")
+        self.broken = True
         with trio.fail_after(timeout):
             await self.stream.write(frame(obj))
             before = self.reader.bytes_read
             body = await self.reader.read_frame(MAX_RESPONSE)
+        self.broken = False
         if body is None:
             raise SyncError("peer closed the stream")
         try:
@@ -360,7 +367,7 @@ class SyncSession:
                 self.wake = self.wake  # nothing to do now; look again shortly
                 await trio.sleep(0.05)
                 continue
-            c.inflight[p.peer] = time.monotonic()
+            started = c.inflight[p.peer] = time.monotonic()
             try:
                 resp, size = await p.client.request(
                     {"type": "blocks", "from": c.start, "to": c.end}, REQUEST_TIMEOUT
@@ -384,6 +391,15 @@ class SyncSession:
                 self.wake.set()
                 return
             c.inflight.pop(p.peer, None)
+            log.info(
+                "sync: %d-%d from %s (%s): %d bytes in %.2fs",
+                c.start,
+                c.end,
+                p.peer[-8:],
+                p.kind,
+                size,
+                time.monotonic() - started,
+            )
             if not c.done:
                 c.done = True
                 self.results[c.start] = (c, p.peer, p.kind, pairs, size)

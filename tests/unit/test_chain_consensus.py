@@ -329,3 +329,12 @@ def test_bad_messages_rejected_and_counted() -> None:
     assert c.on_proposal(wrong)[0].reason == "wrong_proposer"  # type: ignore[union-attr]
     far = Vote.make(vs, vals[0].key, vals[0].pid, PRECOMMIT, 9, 0, h1)  # type: ignore[arg-type]
     assert c.on_vote(far) == [Behind(9)]
+
+
+def test_single_validator_decides_in_round_zero_without_timeouts() -> None:
+    vals = make_vals(1)
+    vs = vset_of(vals)
+    c = Consensus(vs, vals[0].pid, vals[0].key, timeouts=Timeouts())  # type: ignore[arg-type]
+    out = c.start_height(1, vs.chain_id)
+    decided = [a for a in out if isinstance(a, Decide)]
+    assert decided and decided[0].cert.round == 0

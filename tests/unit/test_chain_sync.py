@@ -116,3 +116,35 @@ def test_scheduler_only_asks_peers_that_have_the_range() -> None:
     c.done = True
     assert s.next_for("short", 0.0) is None
     assert not s.reachable()
+
+
+class SilentStream:
+    """Accepts requests, never answers (a peer that went slow)."""
+
+    async def write(self, data: bytes) -> None:
+        return None
+
+    async def read(self, n: int | None = None) -> bytes:
+        await trio.sleep_forever()
+        return b""
+
+    async def close(self) -> None:
+        return None
+
+    async def reset(self) -> None:
+        return None
+
+
+def test_client_with_unanswered_request_is_not_reused() -> None:
+    """A late answer to a cancelled request must never be read as the next answer."""
+    from node.chain.sync import SyncClient, SyncError
+
+    async def main() -> None:
+        client = SyncClient(SilentStream())  # type: ignore[arg-type]
+        with pytest.raises(trio.TooSlowError):
+            await client.request({"type": "status"}, 0.05)
+        assert client.broken
+        with pytest.raises(SyncError, match="unanswered"):
+            await client.request({"type": "status"}, 0.05)
+
+    trio.run(main)
