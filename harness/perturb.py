@@ -8,9 +8,10 @@ How each one works, and why:
   interface; a Docker reconnect also brings the Docker default route back). With iptables
   the addresses and routes survive and `reconnect` restores exactly the previous state.
 - partition / heal NET_A NET_B: iptables in every container on either network, dropping
-  packets to and from the addresses by which the other network is seen (its subnet, and
-  its NAT router's public address when it is behind one). A container on both networks
-  (a router between a private network and the public one) drops forwarding between them.
+  packets to and from the addresses by which the other network is seen (its subnet, its
+  NAT router's public address, the public addresses of its multi-homed sentries). A
+  container on both networks (a router between a private network and the public one)
+  drops forwarding between them; a node on both stays reachable from both sides.
 - nat NET cone|symmetric: the router's MASQUERADE rule gains or loses `--random-fully`,
   then its conntrack table is flushed (over netlink: the image has no conntrack tool) so
   old mappings cannot keep the previous behaviour alive.
@@ -75,11 +76,17 @@ class Layout:
         if net not in self.subnets:
             raise SentrynetError(f"no network {net!r}; known: {', '.join(self.subnets)}")
 
-    def seen_as(self, net: str) -> list[str]:
-        """The addresses by which hosts elsewhere see `net`: its subnet, its router's IP."""
+    def seen_as(self, net: str, exclude: tuple[str, ...] = ()) -> list[str]:
+        """The addresses by which hosts elsewhere see `net`: its subnet, its NAT router's
+        public IP, and the other addresses of multi-homed nodes on it (a sentry's public IP),
+        except addresses on the `exclude` networks (the other side of a partition)."""
         out = [self.subnets[net]]
         if net in self.router_public_ip:
             out.append(f"{self.router_public_ip[net]}/32")
+        members = {a.node for a in self.attachments if a.net == net and not a.is_router}
+        for a in self.attachments:
+            if a.node in members and a.net != net and a.net not in exclude:
+                out.append(f"{a.ip}/32")
         return out
 
 
@@ -224,10 +231,11 @@ def partition(layout: Layout, net_a: str, net_b: str) -> str:
             what = f"no forwarding {ia}<->{ib}"
         else:
             other = net_b if atts[0].net == net_a else net_a
-            for cidr in layout.seen_as(other):
+            seen = layout.seen_as(other, exclude=(net_a, net_b))
+            for cidr in seen:
                 rules += [f"INPUT -s {cidr}", f"OUTPUT -d {cidr}"]
                 rules += [f"FORWARD -s {cidr}", f"FORWARD -d {cidr}"]
-            what = "drop " + ", ".join(layout.seen_as(other))
+            what = "drop " + ", ".join(seen)
         _add_rules(c, rules, comment)
         lines.append(f"  {node}: {what}")
     return f"partition {net_a} | {net_b}: iptables in {len(lines)} container(s)\n" + "\n".join(

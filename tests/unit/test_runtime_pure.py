@@ -198,3 +198,23 @@ def test_graph_dedupes_edges_and_draws_each_kind(mini: Testnet) -> None:
     dot = graph.to_dot(g)
     assert '"val-a" -- "val-b" [style=dashed' in dot
     assert 'subgraph "cluster_public"' in dot
+
+
+# --------------------------------------------------------------------------- perturb layout
+
+
+def test_partition_sees_a_network_through_its_router_and_sentries() -> None:
+    from harness import perturb
+
+    tn = build_testnet(load_topology(MINI.parent / "sentry.yaml"), "unit-sentry")
+    layout = perturb.layout_of(tn)
+    b_from_a = layout.seen_as("b", exclude=("a", "b"))
+    router_b, node7 = tn.router("router-b"), tn.node("node7")
+    assert b_from_a[0] == tn.network("b").subnet
+    assert f"{router_b.public_ip}/32" in b_from_a  # NATed traffic from b
+    assert f"{node7.addresses['public']}/32" in b_from_a  # b's sentry on the public side
+    # a router between a and public is "on both": it is never told to drop its own side
+    a_from_public = layout.seen_as("a", exclude=("a", "public"))
+    assert f"{tn.node('node3').addresses['public']}/32" not in a_from_public
+    with pytest.raises(Exception, match="control network"):
+        layout.require_net("control")
