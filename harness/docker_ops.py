@@ -132,8 +132,7 @@ def network_gateways(net: Any) -> list[str]:
 def subnets_in_use() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Every subnet of every Docker network on this machine (to pick free ones)."""
     used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for net in client().networks.list():
-        net.reload()
+    for net in client().networks.list():  # the list already carries IPAM
         used += network_subnets(net)
     return used
 

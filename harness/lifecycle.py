@@ -143,8 +143,7 @@ def _preflight(testnet: Testnet) -> None:
         )
     ours = [(n.name, ipaddress.ip_network(n.subnet)) for n in (*testnet.networks, testnet.control)]
     clashes: dict[str, str] = {}
-    for dn in docker_ops.client().networks.list():
-        dn.reload()
+    for dn in docker_ops.client().networks.list():  # the list already carries IPAM
         for used in docker_ops.network_subnets(dn):
             for net_name, subnet in ours:
                 if subnet.version == used.version and subnet.overlaps(used):

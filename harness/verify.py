@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import docker.errors
@@ -95,8 +96,7 @@ def check_networks(testnet: Testnet) -> list[str]:
 def docker_gateways() -> set[str]:
     """Every Docker network gateway on this machine (any of them is a way off the testnet)."""
     gws: set[str] = set()
-    for net in docker_ops.client().networks.list():
-        net.reload()
+    for net in docker_ops.client().networks.list():  # the list already carries IPAM
         gws.update(docker_ops.network_gateways(net))
     return gws
 
@@ -135,16 +135,29 @@ def parse_routes(text: str) -> list[dict[str, str]]:
     return routes
 
 
+def read_all(containers: list[str], argv: list[str]) -> dict[str, docker_ops.ExecResult | None]:
+    """Run one read-only command in many containers at once (None: container missing)."""
+    client = docker_ops.client()
+
+    def one(name: str) -> docker_ops.ExecResult | None:
+        try:
+            return docker_ops.exec_in(client.containers.get(name), argv)
+        except docker.errors.NotFound:
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(containers, pool.map(one, containers), strict=True))
+
+
 def check_routes(testnet: Testnet, gateways: set[str]) -> list[str]:
     findings = []
-    client = docker_ops.client()
-    for box in _boxes(testnet):
-        try:
-            c = client.containers.get(box.container)
-        except docker.errors.NotFound:
+    boxes = _boxes(testnet)
+    outputs = read_all([b.container for b in boxes], ["ip", "-4", "route", "show"])
+    for box in boxes:
+        res = outputs[box.container]
+        if res is None:
             findings.append(f"{box.label} ({box.container}): container missing")
             continue
-        res = docker_ops.exec_in(c, ["ip", "-4", "route", "show"])
         if not res.ok:
             findings.append(f"{box.label}: `ip -4 route` failed: {res.output.strip()}")
             continue
@@ -200,13 +213,11 @@ WILDCARDS = {"*", "0.0.0.0", "::"}
 
 def check_listeners(testnet: Testnet) -> list[str]:
     findings = []
-    client = docker_ops.client()
+    outputs = read_all([n.container for n in testnet.nodes], ["ss", "-ltnH"])
     for node in testnet.nodes:
-        try:
-            c = client.containers.get(node.container)
-        except docker.errors.NotFound:
+        res = outputs[node.container]
+        if res is None:
             continue  # reported by check_routes
-        res = docker_ops.exec_in(c, ["ss", "-ltnH"])
         if not res.ok:
             findings.append(f"{node.name}: `ss -ltn` failed: {res.output.strip()}")
             continue
