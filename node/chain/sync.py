@@ -37,6 +37,7 @@ log = logging.getLogger("node.chain.sync")
 
 SYNC_PROTOCOL = "/sentrynet/sync/1.0.0"
 MAX_RANGE = 64
+CHUNK = 16  # blocks per request: small enough to spread a short catch-up over several peers
 MAX_REQUEST = 4 * 1024
 MAX_RESPONSE = 8 * 1024 * 1024
 STATUS_TIMEOUT = 10.0  # stream open + one round trip, over a circuit on a loaded relay
@@ -267,7 +268,7 @@ class Chunk:
 class Scheduler:
     """Which chunk a peer should fetch next. Pure: time is passed in."""
 
-    def __init__(self, start: int, end: int, chunk: int = 32) -> None:
+    def __init__(self, start: int, end: int, chunk: int = CHUNK) -> None:
         self.chunks = [Chunk(a, min(a + chunk - 1, end)) for a in range(start, end + 1, chunk)]
         self.peer_height: dict[str, int] = {}
         self.peer_kind: dict[str, str] = {}
@@ -334,7 +335,7 @@ class SyncSession:
         apply: Callable[[Block, CommitCert, str, str], None],
         record: Callable[[str, str, int, int, int], None],
         reject: Callable[[str, str], None],
-        chunk: int = 32,
+        chunk: int = CHUNK,
     ) -> None:
         self.peers = peers
         self.start, self.target = start, target

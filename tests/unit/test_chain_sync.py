@@ -148,3 +148,68 @@ def test_client_with_unanswered_request_is_not_reused() -> None:
             await client.request({"type": "status"}, 0.05)
 
     trio.run(main)
+
+
+class ServingStream:
+    """Answers block requests from a canned chain (requests parsed for real)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.out = bytearray()
+        self.delay = delay
+        self.pending: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        r = FrameReader(FakeStream(data, chunk=1 << 20))  # type: ignore[arg-type]
+        req = codec.decode_object(await r.read_frame(1 << 20) or b"")
+        blocks = [_wire_block(h) for h in range(req["from"], req["to"] + 1)]
+        self.pending.append(frame({"type": "blocks", "from": req["from"], "blocks": blocks}))
+
+    async def read(self, n: int | None = None) -> bytes:
+        while not self.pending:
+            await trio.sleep(0.001)
+        await trio.sleep(self.delay)
+        return self.pending.pop(0)
+
+    async def close(self) -> None:
+        return None
+
+    async def reset(self) -> None:
+        return None
+
+
+def _wire_block(h: int) -> dict[str, Any]:
+    block = {"height": h, "prev": "00" * 32, "proposer": "p", "time_ms": 0, "payload": ""}
+    commit = {"height": h, "round": 0, "block": "11" * 32, "votes": []}
+    return {"block": block, "commit": commit}
+
+
+def test_session_finishes_when_one_peer_never_answers() -> None:
+    """One slow/lost peer must not stall a sync: its chunks are hedged to the others."""
+    from node.chain.sync import SyncClient, SyncPeer, SyncSession
+
+    applied: list[int] = []
+    served: dict[str, int] = {}
+
+    async def main() -> None:
+        peers = [
+            SyncPeer("silent", "direct", SyncClient(SilentStream()), 100),  # type: ignore[arg-type]
+            SyncPeer("good", "direct", SyncClient(ServingStream()), 100),  # type: ignore[arg-type]
+            SyncPeer("relayed", "relayed", SyncClient(ServingStream(0.01)), 100),  # type: ignore[arg-type]
+        ]
+        session = SyncSession(
+            peers,
+            1,
+            100,
+            apply=lambda b, c, peer, kind: applied.append(b.height),
+            record=lambda peer, kind, a, b, size: served.__setitem__(
+                peer, served.get(peer, 0) + b - a + 1
+            ),
+            reject=lambda reason, detail: None,
+            chunk=10,
+        )
+        with trio.fail_after(30):
+            assert await session.run() == 100
+
+    trio.run(main)
+    assert applied == list(range(1, 101))
+    assert "silent" not in served and served.get("good", 0) > 0
