@@ -152,6 +152,8 @@ class NatLab:
             raise LabError(err)
         self.id = secrets.token_hex(3)
         self.prefix = f"sn{self.id}"
+        # our own scratch dir (no workdir given) goes with the lab; a caller's stays theirs
+        self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(f"/tmp/{self.prefix}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.namespaces: list[str] = []
@@ -306,6 +308,8 @@ class NatLab:
             _delete_ns(ns)
         self.namespaces.clear()
         (MARKERS / self.id).unlink(missing_ok=True)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         with contextlib.suppress(Exception):
             atexit.unregister(self.cleanup)
 
