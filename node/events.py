@@ -24,6 +24,8 @@ EVENT_TYPES = frozenset(
         "reservation_accepted",
         "reservation_denied",
         "reservation_expired",
+        "reservation_granted",  # relay side
+        "reservation_refused",  # relay side
         "circuit_opened",
         "circuit_closed",
         "connection_opened",

@@ -213,6 +213,7 @@ class RelayServer:
         if rt.connections.kind_of_stream(stream) == "relayed":
             # spec: a reservation over a relayed connection must be refused
             rt.metrics.reservations_total.labels(outcome="denied").inc()
+            rt.events.emit("reservation_refused", peer=str(src), reason="PERMISSION_DENIED")
             await self._status(stream, StatusCode.PERMISSION_DENIED)
             await _close(stream)
             return
@@ -224,11 +225,9 @@ class RelayServer:
                 "reservation of %s denied: %d/%d held", src, len(self.granted), r.max_reservations
             )
             rt.events.emit(
-                "reservation_denied",
-                relay=str(rt.peer_id),
+                "reservation_refused",
                 peer=str(src),
                 reason="RESOURCE_LIMIT_EXCEEDED",
-                side="relay",
             )
             await self._status(stream, StatusCode.RESOURCE_LIMIT_EXCEEDED)
             await _close(stream)
@@ -247,12 +246,10 @@ class RelayServer:
         self.granted[src] = Granted(src, expires, time.monotonic())
         rt.metrics.reservations_total.labels(outcome="accepted").inc()
         rt.events.emit(
-            "reservation_accepted",
-            relay=str(rt.peer_id),
+            "reservation_granted",
             peer=str(src),
             addrs=[str(a) for a in addrs],
             expires_at=expires,
-            side="relay",
             renewed=renewing,
         )
 

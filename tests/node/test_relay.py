@@ -63,9 +63,9 @@ def test_reservation_after_dynamic_discovery_without_peer_id(tmp_path: Path) -> 
         assert types.index("relay_discovered") < types.index("reservation_accepted")
         assert client.metric("sentrynet_reservations_active") == 1
         assert relay.metric("sentrynet_reservations_total", outcome="accepted") == 1
-        # the relay learnt the circuit address through identify push
+        # the relay logs the grant on its side
         wait_until(
-            lambda: any(e.get("type") == "reservation_accepted" for e in relay.events()),
+            lambda: any(e.get("type") == "reservation_granted" for e in relay.events()),
             "relay-side reservation event",
         )
         since_start = resv[0]["accepted_at"] - st["started_at"]
@@ -140,14 +140,28 @@ def test_dialer_reaches_target_through_circuit(tmp_path: Path) -> None:
 
 
 def test_relay_restart_client_reserves_again(tmp_path: Path) -> None:
+    """The client notices the lost relay, withdraws its circuit address (identify push
+    to a connected watcher), redials with backoff, reserves again and re-advertises."""
     with NodeProcs(tmp_path) as procs:
         relay = relay_server(procs)
         client = relay_client(procs, "client", [relay.p2p_addr])
         first = wait_for(client, lambda s: s["reservations"], "reservation", 15)[0]
+        cid = client.peer_id
+        watcher = procs.start(
+            "watcher",
+            p2p={"persistent_peers": [f"{client.p2p_addr}/p2p/{cid}"], "discovery": False},
+        )
+
+        def watcher_sees_circuit(s: dict[str, Any]) -> bool:
+            addrs = [a for k in s["peers_known"] if k["peer"] == cid for a in k["addrs"]]
+            return any("/p2p-circuit" in a for a in addrs)
+
+        wait_for(watcher, watcher_sees_circuit, "client's circuit address at the watcher")
         relay.stop()
         wait_for(client, lambda s: not s["reservations"], "reservation dropped", 15)
         st = client.status()
         assert not any("/p2p-circuit" in a for a in st["advertised_addrs"])
+        wait_for(watcher, lambda s: not watcher_sees_circuit(s), "circuit address withdrawn")
         t0 = time.monotonic()
         procs.launch(relay)
         again = wait_for(
@@ -156,6 +170,7 @@ def test_relay_restart_client_reserves_again(tmp_path: Path) -> None:
             "reservation after relay restart",
             30,
         )[0]
+        wait_for(watcher, watcher_sees_circuit, "circuit address pushed again")
         took = time.monotonic() - t0
         assert again["relay"] == first["relay"]
         types = event_types(client)
