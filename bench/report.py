@@ -93,10 +93,26 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             if pairs:
                 measured = f"{a}/{pairs} pairs within target (success {cone.get('succeeded')})"
                 ok = a >= 0.95 * pairs
+            else:
+                errs = [r.get("error") for r in cone.get("runs") or [] if r.get("error")]
+                measured = "no pair met over a circuit" + (
+                    f": {str(errs[0]).splitlines()[0][:160]}" if errs else ""
+                )
+                ok = False
         elif key == "sync" and "sync" in results:
             r = _get(results, "sync", "relayed_over_direct")
             if r is not None:
                 measured, ok = f"{r:.2f}", r >= 0.5
+            else:
+                runs = _get(results, "sync", "runs") or []
+                errs = [
+                    e for run in runs for e in [run.get("error"), *(run.get("errors") or [])] if e
+                ]
+                if runs:
+                    measured = "no ratio: " + (
+                        str(errs[0]).splitlines()[0][:160] if errs else "a figure is missing"
+                    )
+                    ok = False
         elif key == "scale64" and "scale" in results:
             pts = [p for p in _get(results, "scale", "points") or [] if p.get("nodes") == 64]
             if pts:
