@@ -22,7 +22,7 @@ from node.runtime import ConnectionTracker, NodeRuntime
 
 log = logging.getLogger("sentrynet.dialing")
 
-DIRECT_TIMEOUT_S = 5.0
+DIRECT_TIMEOUT_S = 3.0  # then the circuit; unreachable private addrs must not stall
 RELAY_CONNECT_TIMEOUT_S = 5.0
 
 

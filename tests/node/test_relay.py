@@ -254,3 +254,24 @@ def test_refresh_before_expiry_and_failover(tmp_path: Path) -> None:
         assert len(st["reservations"]) == 1
         assert any(f"/p2p/{other_id}/p2p-circuit" in a for a in st["advertised_addrs"])
         assert moved["addrs"][0].startswith(other.p2p_addr)
+
+
+def test_any_identified_hop_peer_is_a_candidate(tmp_path: Path) -> None:
+    """No relay_servers at all: a peer met otherwise (here a persistent peer) that
+    identify shows speaking the hop protocol becomes a candidate and is reserved on."""
+    with NodeProcs(tmp_path) as procs:
+        relay = relay_server(procs)
+        plain = procs.start("plain", p2p={"discovery": False})  # speaks no hop
+        client = relay_client(
+            procs,
+            "client",
+            [],
+            p2p={"persistent_peers": [relay.p2p_addr, plain.p2p_addr]},
+        )
+        resv = wait_for(client, lambda s: s["reservations"], "reservation", 15)
+        assert resv[0]["relay"] == relay.peer_id
+        st = client.status()
+        assert st["relay_candidates"] == [
+            {"peer": relay.peer_id, "addr": relay.p2p_addr, "source": "identify"}
+        ]
+        assert {c["peer"] for c in st["connections"]} >= {relay.peer_id, plain.peer_id}
