@@ -96,7 +96,7 @@ def test_circuits_per_peer_and_data_and_duration_limits(tmp_path: Path) -> None:
             },
         )
         by_time = procs.start(
-            "relay_time", relay={"enabled": True, "mode": "server", "circuit_duration_s": 2}
+            "relay_time", relay={"enabled": True, "mode": "server", "circuit_duration_s": 4}
         )
         target = procs.start(
             "target",
@@ -174,6 +174,10 @@ def test_circuits_per_peer_and_data_and_duration_limits(tmp_path: Path) -> None:
 
         trio.run(duration_limit)
         assert by_time.metric("sentrynet_circuits_total", outcome="limit") == 1
+        evs = by_time.events()
+        opened = next(e["t"] for e in evs if e["type"] == "circuit_opened")
+        ended = next(e["t"] for e in evs if e["type"] == "circuit_closed")
+        assert 3.9 <= ended - opened < 15, ended - opened  # closed at 4 s, not before
         # the target kept serving through all of it
         assert len(target.status()["reservations"]) == 2
 
