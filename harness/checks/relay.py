@@ -345,7 +345,7 @@ def dcutr_upgrade(obs: Observation) -> Verdict:
             cause="see check relayed_circuit: DCUtR only starts on a relayed connection",
         )
     seen = []
-    best_cause = None
+    best: tuple[int, str] | None = None
     for h in hist:
         across, how = _direct_across_nat(obs, h)
         if h.dcutr_ok and across and not h.relayed_now:
@@ -370,31 +370,38 @@ def dcutr_upgrade(obs: Observation) -> Verdict:
         if h.relayed_now:
             state.append("still relayed: " + "; ".join(h.relayed_now))
         seen.append(f"{h.a}<->{h.b}: " + ", ".join(state))
-        if best_cause is None or h.dcutr_ok:
-            if h.dcutr_ok and across and h.relayed_now:
-                best_cause = (
-                    "the hole punch worked but the relayed connection was never closed "
-                    "(the node must close it after the upgrade)"
-                )
-            elif h.dcutr_ok:
-                best_cause = f"DCUtR reported success but the direct connection is wrong: {how}"
-            elif h.dcutr_failed:
-                best_cause = (
-                    f"DCUtR {_dcutr_failures(h)}: with symmetric NAT the mapped port is random, "
-                    "otherwise check that dials leave from the listen port (SO_REUSEPORT) and "
-                    "that the observed public addresses, not private ones, are tried"
-                )
-            elif h.dcutr_started:
-                best_cause = (
-                    "DCUtR started but has neither succeeded nor failed yet (slow punch: "
-                    "unreachable private candidates tried first?)"
-                )
-            else:
-                best_cause = (
-                    "DCUtR never started on the relayed connection (dcutr disabled, protocol "
-                    "not negotiated over the circuit, or no observed address from identify)"
-                )
-    return Verdict(False, "; ".join(seen), cause=best_cause)
+        # the most telling explanation over all pairs wins (lower rank first)
+        if h.dcutr_ok and across and h.relayed_now:
+            cand = (
+                0,
+                "the hole punch worked but the relayed connection was never closed "
+                "(the node must close it after the upgrade)",
+            )
+        elif h.dcutr_ok:
+            cand = (1, f"DCUtR reported success but the direct connection is wrong: {how}")
+        elif h.dcutr_failed:
+            cand = (
+                2,
+                f"DCUtR {_dcutr_failures(h)} ({h.a}<->{h.b}): with symmetric NAT the mapped "
+                "port is random; otherwise check that dials leave from the listen port "
+                "(SO_REUSEPORT), that the observed public addresses (not private ones) are "
+                "tried, and that the DCUtR streams over the circuit open in time",
+            )
+        elif h.dcutr_started:
+            cand = (
+                3,
+                "DCUtR started but has neither succeeded nor failed yet (slow punch: "
+                "unreachable private candidates tried first?)",
+            )
+        else:
+            cand = (
+                4,
+                "DCUtR never started on the relayed connection (dcutr disabled, protocol "
+                "not negotiated over the circuit, or no observed address from identify)",
+            )
+        if best is None or cand[0] < best[0]:
+            best = cand
+    return Verdict(False, "; ".join(seen), cause=best[1] if best else None)
 
 
 def dcutr_fails(obs: Observation) -> Verdict:

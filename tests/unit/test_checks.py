@@ -486,3 +486,12 @@ def test_consensus_stuck_shows_rounds() -> None:
         s["chain"].update(height=0, round=13, step="prevote")
     v = chain.consensus(5)(obs(st))
     assert not v.ok and "node0 round 13 prevote" in v.detail
+
+
+def test_dcutr_cause_prefers_failures_over_pairs_not_started() -> None:
+    st = healthy_statuses()
+    connect(st["node0"], "node4", "relayed", relay="node7")
+    connect(st["node1"], "node5", "relayed", relay="node3")
+    events = {"node1": [ev("dcutr_failed", 20.0, peer=PID["node5"], reason="stream_failed")]}
+    v = relay.dcutr_upgrade(obs(st, events))
+    assert not v.ok and "stream_failed (node1<->node5)" in (v.cause or "")
