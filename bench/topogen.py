@@ -126,15 +126,22 @@ def pairs(k: int, nat: str, dcutr: bool = True) -> dict[str, Any]:
 def sync() -> dict[str, Any]:
     """Four validators and `sync-direct` on network a (cone); `sync-relay` alone on network
     b behind a symmetric router with DCUtR off, so everything it gets comes over circuits
-    through the public relay. Both sync the same chain from the same four validators."""
+    through the public relay (which does not serve sync itself). Both sync the same chain
+    from the same four validators."""
     nets = {
         "a": {"subnet": _private_subnet(0), "nat": "cone"},
         "b": {"subnet": _private_subnet(1), "nat": "symmetric"},
         "public": {"subnet": PUBLIC_SUBNET, "public": True},
     }
     client = {"relay_mode": "client", "relay_servers": ["relay"]}
+    # the relay follows the chain but must not serve sync: sync-relay reaches it directly
     nodes: dict[str, Any] = {
-        "relay": {"role": "full", "networks": ["public"], "relay_mode": "server"}
+        "relay": {
+            "role": "full",
+            "networks": ["public"],
+            "relay_mode": "server",
+            "serve_sync": False,
+        }
     }
     for i in range(VALIDATORS):
         nodes[f"v{i}"] = {"role": "validator", "networks": ["a"], **client}

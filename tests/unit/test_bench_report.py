@@ -57,6 +57,7 @@ def test_pairs_and_sync_topologies_validate(tmp_path: Path) -> None:
     assert t.network("a").nat == "symmetric"
     s = topogen.write(topogen.sync(), tmp_path / "s.yaml")
     assert s.network("b").nat == "symmetric" and s.node("sync-relay").addresses.keys() == {"b"}
+    assert s.node("relay").serve_sync is False  # else sync-relay syncs from it directly
 
 
 def test_write_reports_invalid_topology(tmp_path: Path) -> None:
