@@ -334,7 +334,7 @@ def run_steps(
             deadline = step.deadline_s
             if any(r in failed for r in step.requires):
                 deadline = min(deadline, DEPENDENT_DEADLINE_S)
-            p.say(f"wait: {step.what} (deadline {deadline:g}s) ...")
+            p.say(f"wait: {step.what} (deadline {deadline * deadline_scale():g}s) ...")
             v, t, ok = poll_check(ctx, step.what, step.check, deadline, step.likely_cause)
             if ok:
                 p.say(f"wait: {step.what}: ok at {t:.1f}s: {_short(v.detail)}")
@@ -362,7 +362,7 @@ def run_steps(
             if deps:
                 deadline = min(deadline, DEPENDENT_DEADLINE_S)
             p.say(
-                f"check {step.name} (deadline {deadline:g}s"
+                f"check {step.name} (deadline {deadline * deadline_scale():g}s"
                 + (f", {', '.join(deps)} failed" if deps else "")
                 + ") ..."
             )

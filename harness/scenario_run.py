@@ -32,6 +32,7 @@ from harness.scenario import (
     Observer,
     RunContext,
     Scenario,
+    deadline_scale,
     pending_outcomes,
     poll_check,
     run_steps,
@@ -198,7 +199,11 @@ def start(
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t_call = time.monotonic()
     running = lifecycle.up(
-        path, name=tn_name, subnets=overrides, progress=progress, ready_deadline_s=ready_deadline_s
+        path,
+        name=tn_name,
+        subnets=overrides,
+        progress=progress,
+        ready_deadline_s=ready_deadline_s * deadline_scale(),
     )
     # t = 0 is `compose up`: lifecycle reports how long preparing (image, render) took
     t_up = t_call + float(running.timings.get("prepare_s", 0.0))
