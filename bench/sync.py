@@ -4,12 +4,13 @@ Testnet (bench/topogen.sync): four validators and `sync-direct` on network a (co
 `sync-relay` alone on network b behind a symmetric router with DCUtR off, so it reaches
 the validators only over circuits through the public relay. Steps:
 
-1. up; stop the validators and both syncers;
+1. up; stop the validators, the relay and both syncers;
 2. write one pre-built chain of N certified blocks (signed offline with the validators'
-   deterministic keys, harness/keys.py) into every validator's store, empty both syncers'
-   stores (the same docker-cp approach as harness/scenarios.wipe_store);
-3. start the validators (they continue consensus from height N), wait for their
-   reservations; start `sync-direct`, wait for its sync to reach N; then `sync-relay`
+   deterministic keys, harness/keys.py) into every validator's store and the relay's (it
+   follows the chain but serves no sync), empty both syncers' stores (the same docker-cp
+   approach as harness/scenarios.wipe_store);
+3. start the validators and the relay (consensus continues from height N), wait until two
+   validators hold a reservation; start `sync-direct`, wait for its sync to reach N; then `sync-relay`
    (one after the other: the two never compete for the validators' CPU).
 
 blocks/s = blocks applied / duration of the node's first sync session, both from its
@@ -125,13 +126,17 @@ def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
             sqlite = build_chain(tn, blocks, Path(tmp)).read_bytes()
             out["chain_build_s"] = round(time.monotonic() - t0, 2)
         out["chain_bytes"] = len(sqlite)
-        for n in [*validators, "sync-direct", "sync-relay"]:
+        # the relay follows the chain too (it serves no sync): it gets the injected chain
+        # as well, or it would sit on the first blocks of the chain the validators had
+        # started before the injection
+        holders = [*validators, "relay"]
+        for n in [*holders, "sync-direct", "sync-relay"]:
             net.container(n).stop(timeout=10)
-        for n in validators:
+        for n in holders:
             _put_store(net.container(n), sqlite)
         for n in ("sync-direct", "sync-relay"):
             _put_store(net.container(n), None)
-        for n in validators:
+        for n in holders:
             net.container(n).start()
 
         def validators_ready() -> tuple[bool, str]:
