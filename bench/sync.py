@@ -10,8 +10,8 @@ the validators only over circuits through the public relay. Steps:
    follows the chain but serves no sync), empty both syncers' stores (the same docker-cp
    approach as harness/scenarios.wipe_store);
 3. start the validators and the relay (consensus continues from height N), wait until two
-   validators hold a reservation; start `sync-direct`, wait for its sync to reach N; then `sync-relay`
-   (one after the other: the two never compete for the validators' CPU).
+   validators hold a reservation; start `sync-direct`, wait for its sync to reach N; then
+   `sync-relay` (one after the other: the two never compete for the validators' CPU).
 
 blocks/s = blocks applied / duration of the node's first sync session, both from its
 `sync_completed` event (node clock). The connection kind each block came over is the
