@@ -400,7 +400,9 @@ def _run(
     live: Live | None = None
     try:
         try:
-            live = start(scenario.topology, name=name, progress=progress)
+            live = start(
+                scenario.topology, name=name or unique_name(scenario.name), progress=progress
+            )
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # up failed: still write a report saying why
