@@ -26,7 +26,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name",
         dest="testnet_name",
-        help="testnet name (default: <topology>-<4 hex>, unique per run)",
+        help="testnet name (default: <scenario>-<4 hex>, unique per run)",
     )
     parser.add_argument(
         "--results",
