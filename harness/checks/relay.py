@@ -425,10 +425,17 @@ def dcutr_fails(obs: Observation) -> Verdict:
         )
     for h in hist:
         reasons = [e for e in h.dcutr_failed if e.get("reason")]
+        # nodes that say whether an attempt was the last one (`final`, beyond the contract):
+        # wait until DCUtR gave up, so one slow attempt that a retry would fix is not taken
+        # for the NAT defeating it
+        if any("final" in e for e in reasons) and not any(e.get("final") for e in reasons):
+            continue
         if reasons and h.relayed_now:
             return Verdict(
                 True,
-                f"{h.a} <-> {h.b}: DCUtR {_dcutr_failures(h)}; traffic stays relayed ("
+                f"{h.a} <-> {h.b}: DCUtR {_dcutr_failures(h)}"
+                + (", gave up" if any(e.get("final") for e in reasons) else "")
+                + "; traffic stays relayed ("
                 + "; ".join(h.relayed_now)
                 + ")",
                 since=latest([e.get("ts") for e in reasons]),

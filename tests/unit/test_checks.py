@@ -495,3 +495,13 @@ def test_dcutr_cause_prefers_failures_over_pairs_not_started() -> None:
     events = {"node1": [ev("dcutr_failed", 20.0, peer=PID["node5"], reason="stream_failed")]}
     v = relay.dcutr_upgrade(obs(st, events))
     assert not v.ok and "stream_failed (node1<->node5)" in (v.cause or "")
+
+
+def test_dcutr_fails_waits_for_the_final_attempt_when_the_node_says() -> None:
+    st = healthy_statuses()
+    connect(st["node0"], "node4", "relayed", relay="node7")
+    first = ev("dcutr_failed", 20.0, peer=PID["node4"], reason="timeout", final=False)
+    assert not relay.dcutr_fails(obs(st, {"node0": [first]})).ok
+    last = ev("dcutr_failed", 40.0, peer=PID["node4"], reason="timeout", final=True)
+    v = relay.dcutr_fails(obs(st, {"node0": [first, last]}))
+    assert v.ok and "gave up" in v.detail and v.since == 40.0
