@@ -15,8 +15,8 @@ import multiaddr
 import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 
+from node.overrides.multi_addr_dial import dial_any
 from node.relay.stop import CircuitError, dial_circuit
 from node.runtime import ConnectionTracker, NodeRuntime
 
@@ -85,14 +85,12 @@ class NodeDialer:
         if not direct:
             return False
         try:
-            with trio.fail_after(DIRECT_TIMEOUT_S):
-                await self.host.connect(PeerInfo(peer_id, direct))
+            # every address at once (upstream's host.connect tries one TCP address only)
+            await dial_any(self.host, peer_id, direct, DIRECT_TIMEOUT_S)
             return True
-        except BaseException as exc:
-            if isinstance(exc, trio.Cancelled):
-                raise
+        except Exception as exc:
             if errors is not None:
-                errors.append(f"direct {[str(a) for a in direct]}: {type(exc).__name__}")
+                errors.append(f"direct: {exc}")
             return False
 
     def relay_options(self, peer_id: ID) -> list[tuple[str, ID]]:
@@ -116,6 +114,12 @@ class NodeDialer:
                     protos = []
                 if "/libp2p/circuit/relay/0.2.0/hop" in protos:
                     extra.append((c.remote_addr, c.peer))
+        # one option per relay: dial_any tries all of a relay's addresses at once
+        unique: list[tuple[str, ID]] = []
+        for t, r in opts:
+            if r not in {u for _, u in unique}:
+                unique.append((t, r))
+        opts = unique
         known = {r for _, r in opts}
         for t, r in extra:
             if r not in known and r != peer_id:
@@ -128,10 +132,11 @@ class NodeDialer:
         for transport, relay in self.relay_options(peer_id):
             try:
                 if not any(c.kind == "direct" for c in self.tracker.for_peer(relay)):
-                    with trio.fail_after(RELAY_CONNECT_TIMEOUT_S):
-                        await self.host.connect(
-                            PeerInfo(relay, [multiaddr.Multiaddr(transport)] if transport else [])
-                        )
+                    # the address in the circuit first, then any other the relay advertises
+                    known, _ = self.addrs(relay)
+                    addrs = [multiaddr.Multiaddr(transport)] if transport else []
+                    addrs += [a for a in known if str(a) != transport]
+                    await dial_any(self.host, relay, addrs, RELAY_CONNECT_TIMEOUT_S)
                 await dial_circuit(self.rt, relay, peer_id)
                 log.info("reached %s through relay %s", peer_id, relay)
                 return True

@@ -357,3 +357,33 @@ def test_relay_restart_upstream_transport_keeps_stale_reservation(tmp_path: Path
 
         believed, granted = trio.run(scenario)
         assert believed is True and granted == []
+
+
+def test_upstream_dials_one_tcp_address_per_peer_override_dials_all() -> None:
+    """A peer listening on two addresses, the first of which we cannot reach: upstream
+    host.connect() tries only the first TCP address; dial_any reaches the second."""
+    import socket
+
+    from node.overrides.multi_addr_dial import dial_any
+
+    def dead_addr() -> multiaddr.Multiaddr:
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            return multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{s.getsockname()[1]}")
+
+    async def scenario(override: bool) -> str:
+        async with probe_host() as a, probe_host("127.0.0.3") as b:
+            addrs = [dead_addr(), addr_of(b)]
+            try:
+                if override:
+                    await dial_any(a, b.get_id(), addrs, 10)
+                else:
+                    with trio.fail_after(10):
+                        await a.connect(PeerInfo(b.get_id(), addrs))
+            except Exception as exc:
+                return f"{type(exc).__name__}: {exc}"
+            return "" if a.get_network().get_connections(b.get_id()) else "not connected"
+
+    upstream = trio.run(scenario, False)
+    assert upstream, "upstream reached the second address (fixed upstream? drop the override)"
+    assert trio.run(scenario, True) == ""

@@ -1,0 +1,50 @@
+"""Dial every direct address of a peer, not just one.
+
+Upstream (py-libp2p 0.8.1, Swarm.dial_peer, "Smart Address Selection") keeps at most one
+address per transport class (MAX_ADDRS_PER_PEER = 2, "at most 1 per class"): of a peer's
+TCP addresses only the first is ever dialed. A dual-homed sentry advertises a private and
+a public TCP address; a node in the other network gets the private one first, cannot
+reach it, and upstream never tries the public one. We dial each address ourselves
+(`Swarm.dial_addr`), all at once, and keep the first connection that comes up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetConn
+from libp2p.peer.id import ID
+
+
+async def dial_any(
+    host: IHost, peer: ID, addrs: list[multiaddr.Multiaddr], timeout: float
+) -> INetConn:
+    """Dial all `addrs` of `peer` concurrently; return the first connection, or raise
+    ConnectionError naming every address and why it failed."""
+    swarm: Any = host.get_network()
+    errors: dict[str, str] = {}
+    won: list[INetConn] = []
+    host.get_peerstore().add_addrs(peer, addrs, 3600)
+
+    async def one(addr: multiaddr.Multiaddr, cancel: trio.CancelScope) -> None:
+        try:
+            conn = await swarm.dial_addr(addr, peer)
+        except Exception as exc:
+            errors[str(addr)] = f"{type(exc).__name__}: {exc}"[:200]
+            return
+        won.append(conn)
+        cancel.cancel()
+
+    with trio.move_on_after(timeout) as scope:
+        async with trio.open_nursery() as n:
+            for a in addrs:
+                n.start_soon(one, a, n.cancel_scope)
+    if won:
+        return won[0]
+    if scope.cancelled_caught:
+        for a in addrs:
+            errors.setdefault(str(a), f"no answer within {timeout}s")
+    detail = "; ".join(f"{a} -> {e}" for a, e in errors.items())
+    raise ConnectionError(f"{peer}: {detail or 'no addresses'}")
