@@ -137,6 +137,11 @@ class NodeStatus:
     def dcutr(self) -> list[dict[str, Any]]:
         return self._list("dcutr")
 
+    def peers(self) -> set[str]:
+        """Distinct connected peers (a peer may have several connections, e.g. relayed and
+        direct during a DCUtR upgrade)."""
+        return {str(c.get("peer")) for c in self.connections}
+
     def connections_of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [c for c in self.connections if c.get("kind") == kind]
 
@@ -160,6 +165,7 @@ class NodeStatus:
             "height": self.height,
             "sync_state": ((self.status or {}).get("chain") or {}).get("sync_state"),
             "reservations": len(self.reservations),
+            "peers": len(self.peers()),
             "connections": {
                 "direct": len(self.connections_of_kind("direct")),
                 "relayed": len(self.connections_of_kind("relayed")),
@@ -220,6 +226,7 @@ class TestnetStatus:
             "role",
             "networks",
             "height",
+            "peers",
             "resv",
             "direct",
             "relayed",
@@ -241,6 +248,7 @@ class TestnetStatus:
                         "-",
                         "-",
                         "-",
+                        "-",
                         f"DOWN ({n.error})",
                     )
                 )
@@ -253,6 +261,7 @@ class TestnetStatus:
                     n.target.role,
                     ",".join(n.target.networks),
                     str(n.height if n.height is not None else "-"),
+                    str(len(n.peers())),
                     str(len(n.reservations)),
                     str(len(n.connections_of_kind("direct"))),
                     str(len(n.connections_of_kind("relayed"))),

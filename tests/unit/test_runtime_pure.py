@@ -171,7 +171,7 @@ def test_status_table_and_json(mini: Testnet) -> None:
     snap = _snapshot(mini)
     table = snap.table()
     row = next(line for line in table.splitlines() if line.startswith("val-a"))
-    assert row.split()[:9] == ["val-a", "validator", "a", "5", "1", "2", "1", "0", "1/0"]
+    assert row.split()[:10] == ["val-a", "validator", "a", "5", "2", "1", "2", "1", "0", "1/0"]
     assert "DOWN (timeout)" in table
     assert "2/3 nodes answering" in table
     summary = snap.nodes[1].summary()
