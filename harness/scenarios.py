@@ -198,8 +198,8 @@ def _sync_steps(expect_crossing: bool, deadline_s: float = 180.0) -> list[Any]:
     return [
         ActionStep(f"stop {SYNC_NODE} and wipe its block store", stop_and_wipe(SYNC_NODE)),
         WaitStep(
-            f"the others commit 5 blocks without {SYNC_NODE}",
-            chain_checks.advanced(5, "stopped_heights", exclude=(SYNC_NODE,)),
+            f"the others commit 2 blocks without {SYNC_NODE}",
+            chain_checks.advanced(2, "stopped_heights", exclude=(SYNC_NODE,)),
             90,
             likely_cause="quorum lost without the stopped validator",
             requires=("consensus",),
@@ -224,7 +224,7 @@ def sentry() -> Scenario:
             CheckStep(
                 "dcutr_upgrade", relay_checks.dcutr_upgrade, 90, requires=("relayed_circuit",)
             ),
-            CheckStep("consensus", chain_checks.consensus(5), 120),
+            CheckStep("consensus", chain_checks.consensus(3), 120),
             *_sync_steps(expect_crossing=True),
             CheckStep("no_forks", chain_checks.no_forks, 30, always=True),
         ],
@@ -240,7 +240,7 @@ def seed_exact() -> Scenario:
         steps=[
             ActionStep("analyse reachability (harness/reach.py)", analyse_reach),
             CheckStep("reservations", relay_checks.reservations, 120),
-            CheckStep("consensus", chain_checks.consensus(5), 120),
+            CheckStep("consensus", chain_checks.consensus(3), 120),
             # after consensus held for 5 blocks, a possible circuit would have formed
             CheckStep(
                 "relayed_circuit",
@@ -271,7 +271,7 @@ def symmetric_nat() -> Scenario:
                 expect="fails",
                 requires=("relayed_circuit",),
             ),
-            CheckStep("consensus", chain_checks.consensus(5), 120),
+            CheckStep("consensus", chain_checks.consensus(3), 120),
             *_sync_steps(expect_crossing=True),
             CheckStep("no_forks", chain_checks.no_forks, 30, always=True),
         ],
@@ -300,7 +300,7 @@ def partition_heal() -> Scenario:
         topology="sentry",
         description="partition network a from b, heal, converge on one chain without forks",
         steps=[
-            CheckStep("consensus", chain_checks.consensus(5), 120),
+            CheckStep("consensus", chain_checks.consensus(3), 120),
             ActionStep("partition a | b", partition("a", "b", KILLED_RELAY)),
             CheckStep("partitioned", relay_checks.partitioned, 60),
             ActionStep("heal a | b", heal("a", "b", KILLED_RELAY)),
