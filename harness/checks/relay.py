@@ -541,12 +541,28 @@ def reservations_back(relay: str) -> Check:
             else:
                 bad.append(f"{name}: no reservation on {relay}")
         if bad:
+            denied = [
+                e
+                for n in clients
+                for e in obs.events_of(n, "reservation_denied")
+                if e.get("relay") == rid
+                and restarted_at is not None
+                and (e.get("ts") or 0) >= restarted_at
+            ]
+            if denied:
+                reasons = sorted({str(e.get("reason")).strip() for e in denied})
+                cause = (
+                    f"the clients did ask again ({len(denied)} RESERVE since the restart) but "
+                    f"{relay} refused or did not answer: {', '.join(reasons)}"
+                )
+            else:
+                cause = (
+                    "the client does not re-reserve after a relay restart (py-libp2p "
+                    "CircuitV2Transport only refreshes a live reservation): re-reserve when "
+                    "the relay reconnects"
+                )
             return Verdict(
-                False,
-                f"{len(ok)}/{len(clients)} back on {relay}: " + "; ".join(bad),
-                cause="the client does not re-reserve after a relay restart (py-libp2p "
-                "CircuitV2Transport only refreshes a live reservation): re-reserve when the "
-                "relay reconnects",
+                False, f"{len(ok)}/{len(clients)} back on {relay}: " + "; ".join(bad), cause=cause
             )
         return Verdict(
             True,

@@ -505,3 +505,18 @@ def test_dcutr_fails_waits_for_the_final_attempt_when_the_node_says() -> None:
     last = ev("dcutr_failed", 40.0, peer=PID["node4"], reason="timeout", final=True)
     v = relay.dcutr_fails(obs(st, {"node0": [first, last]}))
     assert v.ok and "gave up" in v.detail and v.since == 40.0
+
+
+def test_reservations_back_says_when_the_relay_refuses() -> None:
+    marks = {"reserved_on": {"node3": ["node0"]}, "restarted_at": {"node3": 60.0}}
+    st = healthy_statuses()
+    st["node0"]["reservations"] = []
+    events = {
+        "node0": [ev("reservation_denied", 70.0, relay=PID["node3"], reason="TooSlowError: ")]
+    }
+    v = relay.reservations_back("node3")(obs(st, events, marks))
+    assert (
+        not v.ok
+        and "did ask again (1 RESERVE" in (v.cause or "")
+        and "TooSlowError" in (v.cause or "")
+    )
