@@ -10,9 +10,9 @@ routers drop unsolicited inbound packets), so it can only reach them through cir
 the relay, where the validators hold reservations. The relay is a sentry with serve_sync
 off, so every synced block must come over a circuit from a validator. The path is blocked
 by the lab's routers, not by a flag in the node. DCUtR is off so that a lucky hole punch
-cannot turn this into a direct-sync test, and peer exchange is off so that validators do not
-also dial the late node back through the relay (a second circuit per pair doubles the
-gossip the relay forwards; on a loaded 2-CPU machine that starved new streams).
+cannot turn this into a direct-sync test, and peer exchange is off so that the late node's
+paths to the validators are exactly the circuits it dials (validators would otherwise also
+dial it back through the relay: two circuits per pair, twice the gossip through the relay).
 """
 
 from __future__ import annotations
