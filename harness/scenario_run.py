@@ -213,6 +213,10 @@ def start(
         observer = Observer(nodes, {n.name: n.api_url for n in testnet.nodes}, nets, t_up=t_up)
         # reachability does not depend on subnets: the topology as written serves reach.py
         live = Live(running, topo, observer, perturb_layout(testnet), t_up, started_at)
+        from harness import reach
+
+        # which relays each client can reach over IP, from the model (explains failures)
+        observer.marks["reach_relays"] = {n.name: reach.reservable(topo, n) for n in topo.nodes}
         live.extra["up_seconds"] = round(float(running.timings.get("up_to_ready_s", 0.0)), 2)
     except BaseException:
         lifecycle.down(tn_name)

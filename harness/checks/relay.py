@@ -66,6 +66,13 @@ def _reservation_cause(obs: Observation, name: str, problems: list[str]) -> str:
         )
     if any("configured with its peer id" in p for p in problems):
         return "relay_servers carry /p2p/<id>: the scenario requires discovery via identify"
+    reachable = (obs.marks.get("reach_relays") or {}).get(name)
+    if not cands and reachable:
+        return (
+            f"{name} never identified a relay, although the topology gives it an IP path to "
+            f"{', '.join(reachable)} (harness/reach.py): the connection or the identify "
+            "exchange with the relay never completed (see its connection events and log)"
+        )
     if not cands:
         return (
             f"{name} never identified a relay at its relay_servers address: no IP path from "

@@ -520,3 +520,11 @@ def test_reservations_back_says_when_the_relay_refuses() -> None:
         and "did ask again (1 RESERVE" in (v.cause or "")
         and "TooSlowError" in (v.cause or "")
     )
+
+
+def test_reservations_cause_uses_the_model_reachability() -> None:
+    st = healthy_statuses()
+    st["node0"]["reservations"] = []
+    st["node0"]["relay_candidates"] = []
+    v = relay.reservations(obs(st, marks={"reach_relays": {"node0": ["node3", "node7"]}}))
+    assert "although the topology gives it an IP path to node3, node7" in (v.cause or "")
