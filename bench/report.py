@@ -284,7 +284,9 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
             f"start median {_s(_get(pt, 'first_reservation_s', 'median'))} s; node memory "
             f"median {_s(_get(res, 'node_mem_mib', 'median'))} MiB "
             f"(total {_s(res.get('node_mem_total_mib'))} MiB), node CPU total "
-            f"{_s(res.get('node_cpu_total_cores'))} cores once ready"
+            f"{_s(res.get('node_cpu_total_cores'))} cores once ready; each node got "
+            f"{_s(_get(res, 'node_avg_cores_since_up', 'median'))} cores on average since "
+            f"compose up (median; {_s(_get(pt, 'machine_ready', 'loadavg'))} load average)"
         )
     for nat in ("cone", "symmetric"):
         sec = _get(results, "holepunch", nat)

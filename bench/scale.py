@@ -55,7 +55,9 @@ def last_needed_reservation(
 
 
 def resources(net: live.BenchNet, window_s: float) -> dict[str, Any]:
-    """Memory per node container now, and node CPU (cores) over `window_s`."""
+    """Memory per node container now, node CPU (cores) over `window_s`, and the CPU each
+    node got since compose up."""
+    t_compose_up = net.t_compose_up
     names = [n.name for n in net.testnet.nodes]
     before = {}
     for n in names:
@@ -72,7 +74,14 @@ def resources(net: live.BenchNet, window_s: float) -> dict[str, Any]:
             continue
         cpu.append((a["cpu_s"] - b["cpu_s"]) / max(1e-6, a["t"] - b["t"]))
         mem.append(a["mem_bytes"] / 2**20)
+    since_up = max(1e-6, time.monotonic() - t_compose_up - window_s)
+    spent = [b["cpu_s"] for b in before.values()]
     return {
+        # CPU each node container got since compose up: with N nodes on C cores an
+        # unstarved node could have had up to C/N cores; far less means it was waiting on
+        # the CPU, not on the network
+        "node_cpu_s_since_up": stats.summary(spent, 2),
+        "node_avg_cores_since_up": stats.summary([x / since_up for x in spent], 4),
         "containers_sampled": len(mem),
         "node_mem_mib": stats.summary(mem, 1),
         "node_mem_total_mib": round(sum(mem), 1),
