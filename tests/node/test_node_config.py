@@ -68,6 +68,29 @@ def test_invalid_config_exits_2_naming_the_key(
     assert message in res.stderr
 
 
+def test_invalid_config_is_rejected_before_libp2p_is_imported(tmp_path: Path) -> None:
+    """Importing py-libp2p takes tens of seconds on a loaded machine: `python -m node`
+    checks the config first, so a bad one exits 2 without importing libp2p at all."""
+    doc = {k: dict(v) for k, v in GOOD.items()}
+    doc["relay"] = {"mode": "clinet"}
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(render_toml(doc))
+    probe = (
+        "import sys; from node.__main__ import main; rc = main(['--config', sys.argv[1]]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'libp2p')); sys.exit(rc)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", probe, str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2, res.stderr
+    assert "relay.mode" in res.stderr
+    assert res.stdout.strip() == "[]", res.stdout
+
+
 def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.toml")
