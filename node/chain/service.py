@@ -65,6 +65,7 @@ log = logging.getLogger("node.chain")
 
 INITIAL_SYNC_WAIT_S = 5.0  # longest a starting node waits for peers' tips before consensus
 SYNC_POLL_S = 2.0  # how often connected peers' tips are asked for
+STATUS_GRACE_S = 1.5  # after the first tip answer, how long slower peers may take
 STALL_S = 3.0  # one block behind for this long (no commit of ours) -> sync
 PAYLOAD_SIZE = 256  # bytes of filler per block so sync moves realistic volumes
 MAX_GOSSIP = 256 * 1024
@@ -409,28 +410,47 @@ class ChainService:
         return client
 
     async def _poll_status(self) -> list[SyncPeer]:
-        """Ask every connected peer for its tip, concurrently."""
+        """Ask every connected peer for its tip, concurrently. Returns once every peer has
+        answered or failed, or STATUS_GRACE_S after the first answer: a frozen peer must not
+        hold up a sync the others can serve (it is asked again at the next poll)."""
         peers = self._connected_peers()
         out: list[SyncPeer] = []
+        pending = [len(peers)]
+        enough, all_done = trio.Event(), trio.Event()
 
         async def one(peer: str, kind: str) -> None:
-            client = await self._client(peer, kind)
-            if client is None:
-                return
             try:
-                resp, _ = await client.request({"type": "status"}, STATUS_TIMEOUT)
-                height = codec.get_int(resp, "height")
-            except (SyncError, CodecError, trio.TooSlowError, Exception) as exc:
-                log.info("sync: status from %s (%s) failed: %r", peer, kind, exc)
-                self.clients.pop(peer, None)
-                self.peer_heights.pop(peer, None)
-                return
-            self.peer_heights[peer] = height
-            out.append(SyncPeer(peer, kind, client, height))
+                client = await self._client(peer, kind)
+                if client is None:
+                    return
+                try:
+                    resp, _ = await client.request({"type": "status"}, STATUS_TIMEOUT)
+                    height = codec.get_int(resp, "height")
+                except (SyncError, CodecError, trio.TooSlowError, Exception) as exc:
+                    log.info("sync: status from %s (%s) failed: %r", peer, kind, exc)
+                    self.clients.pop(peer, None)
+                    self.peer_heights.pop(peer, None)
+                    return
+                self.peer_heights[peer] = height
+                out.append(SyncPeer(peer, kind, client, height))
+                enough.set()
+            finally:
+                pending[0] -= 1
+                if pending[0] <= 0:
+                    all_done.set()
+                    enough.set()
 
         async with trio.open_nursery() as nursery:
             for peer, kind in peers:
                 nursery.start_soon(one, peer, kind)
+            if peers:
+                await enough.wait()
+                with trio.move_on_after(STATUS_GRACE_S):
+                    await all_done.wait()
+            if not all_done.is_set():
+                late = sorted({p for p, _ in peers} - {sp.peer for sp in out})
+                log.info("sync: going ahead without slow peer(s) %s", ", ".join(late))
+            nursery.cancel_scope.cancel()  # a cancelled request marks its stream broken
         connected = {p for p, _ in peers}
         for gone in set(self.peer_heights) - connected:
             self.peer_heights.pop(gone, None)

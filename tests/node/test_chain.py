@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,32 @@ def test_restart_keeps_store_and_empty_store_catches_up(tmp_path: Path) -> None:
         h = min_height(vals)
         wait_height(vals, h + 5, timeout=60)
         check_agreement(data_dirs(vals))
+
+
+def test_frozen_peer_does_not_stall_sync(tmp_path: Path) -> None:
+    """A validator frozen with SIGSTOP (connections open, nothing answered: the worst kind of
+    slow peer) while a late node syncs: the late node still catches up from the others,
+    and the chain goes on with three of four validators."""
+    with NodeProcs(tmp_path) as procs:
+        vals, ids = start_validators(procs)
+        wait_height(vals, 40, timeout=180)
+        frozen = vals[3]
+        late = start_follower(procs, "late", vals, ids)
+        wait_for(
+            late,
+            lambda s: {c["peer"] for c in s["connections"]} >= set(ids.values()),
+            "connections to all four validators",
+            30,
+        )
+        assert frozen.proc is not None
+        frozen.proc.send_signal(signal.SIGSTOP)
+        try:
+            target = max(height(v.status()) for v in vals[:3])
+            wait_for(late, lambda s: height(s) >= target, f"catch-up to {target}", 90)
+            served = {p["peer"] for p in chain(late.status())["sync_peers"] if p["blocks"]}
+            assert served and ids["v3"] not in served, served
+            h = min_height(vals[:3])
+            wait_height(vals[:3], h + 3, timeout=90)
+        finally:
+            frozen.proc.send_signal(signal.SIGCONT)
+        check_agreement(data_dirs([*vals, late]))
