@@ -118,7 +118,8 @@ def measure(ctx: Ctx) -> dict[str, Any]:
             out["error"] = str(exc)
         runs.append(out)
     pts = [p for r in runs for p in r["points"]]
-    xs = [float(p["circuits"]) for p in pts]
+    # circuits can open or close during a window: x is the mean of its two ends
+    xs = [(float(p["circuits"]) + float(p["circuits_end"])) / 2 for p in pts]
     cpu = linear(xs, [p["cpu_cores"] for p in pts])
     mem = linear(xs, [p["mem_mib"] for p in pts])
     return {
