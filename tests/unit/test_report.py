@@ -141,3 +141,22 @@ def test_assert_check_fails_with_seen_and_cause() -> None:
     assert "likely cause: no common relay" in text and "results: results/x" in text
     with pytest.raises(pytest.fail.Exception, match="no check 'nope'"):
         assert_check(doc, "nope")
+
+
+def test_finish_without_a_testnet_writes_every_check(tmp_path: Path) -> None:
+    import io
+
+    from harness import scenario_run, scenarios
+    from harness.progress import Progress
+    from harness.scenario import pending_outcomes
+
+    sc = scenarios.get("seed-exact")
+    rows = pending_outcomes(sc, [], "the testnet did not come up: boom")
+    doc, run_dir = scenario_run.finish(
+        sc, None, rows, results_root=tmp_path, progress=Progress(stream=io.StringIO()), error="boom"
+    )
+    assert doc["passed"] is False and doc["error"] == "boom"
+    assert [c["name"] for c in doc["checks"]] == sc.check_names
+    saved = json.loads((tmp_path / "latest" / "report.json").read_text())
+    assert saved["checks"][2]["expect"] == "impossible"
+    assert (run_dir / "junit.xml").exists()
