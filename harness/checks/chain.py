@@ -174,9 +174,16 @@ def cross_network_sync(node: str) -> Check:
                 cause = f"{node} is still syncing (others at {top})"
             return Verdict(False, seen, cause=cause)
         if not crossing:
+            # sync finished (synced, past the target, sync_completed since the restart): the
+            # serving peers will not change any more, so waiting longer cannot help
+            finished = chain.get("sync_state") == "synced" and any(
+                restarted is None or (e.get("ts") or 0) >= restarted
+                for e in obs.events_of(node, "sync_completed")
+            )
             return Verdict(
                 False,
-                seen,
+                seen + ("; sync finished" if finished else ""),
+                data={"final": True} if finished else {},
                 cause=(
                     f"history came only from peers on {node}'s own side: nothing crossed the "
                     "NAT (the seed's 'sync peers only show local network peers'); the node "

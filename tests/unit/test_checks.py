@@ -528,3 +528,23 @@ def test_reservations_cause_uses_the_model_reachability() -> None:
     st["node0"]["relay_candidates"] = []
     v = relay.reservations(obs(st, marks={"reach_relays": {"node0": ["node3", "node7"]}}))
     assert "although the topology gives it an IP path to node3, node7" in (v.cause or "")
+
+
+def test_cross_network_sync_gives_up_once_sync_finished_locally() -> None:
+    st = _synced(
+        [
+            {
+                "peer": PID["node5"],
+                "kind": "direct",
+                "blocks": 40,
+                "bytes": 9,
+                "from_height": 1,
+                "to_height": 40,
+            }
+        ]
+    )
+    v = chain.cross_network_sync("node4")(obs(st, marks=MARKS))
+    assert not v.ok and not v.data.get("final")
+    events = {"node4": [ev("sync_completed", 55.0, from_height=1, to_height=40, peers=[])]}
+    v = chain.cross_network_sync("node4")(obs(st, events, MARKS))
+    assert not v.ok and v.data.get("final") and "sync finished" in v.detail
