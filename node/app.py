@@ -134,6 +134,7 @@ async def _main(cfg: NodeConfig) -> None:
     key_pair = load_or_create_key(cfg.node.key_file)
     host = build_host(cfg, key_pair, addrs_factory=None)
     identify_hook = apply_host_overrides(host, circuit_addrs=node.circuit_addrs)
+    node.tracker.local_peer = host.get_id()
     host.get_network().register_notifee(node.tracker)
 
     # Pubsub must exist before the first connection so it sees every peer.

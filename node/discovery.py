@@ -27,7 +27,6 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from node.overrides.dial_unknown import dial_unknown_peer
 from node.runtime import NodeRuntime
 
 log = logging.getLogger("sentrynet.discovery")
@@ -205,7 +204,7 @@ class DiscoveryService:
         assert self.rt is not None
         try:
             if p.peer is None:
-                peer = await dial_unknown_peer(self.rt.host, multiaddr.Multiaddr(p.addr))
+                peer = await self.rt.dialer.connect_addr(multiaddr.Multiaddr(p.addr))
                 p.peer = peer
                 self.known.setdefault(peer, Known(peer, "persistent", time.monotonic()))
             else:

@@ -7,6 +7,7 @@ each other: they talk through the runtime (connection subscriptions, events, the
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,8 @@ from node.metrics import Metrics
 if TYPE_CHECKING:
     from libp2p.pubsub.pubsub import Pubsub
 
+log = logging.getLogger("sentrynet.runtime")
+
 Kind = Literal["direct", "relayed"]
 
 
@@ -39,6 +42,7 @@ class ConnInfo:
     remote_addr: str
     opened_at: float  # monotonic
     relay: ID | None = None  # the relay for kind == "relayed"
+    seq: int = 0  # registration order (ties of opened_at)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,11 +144,28 @@ class ConnectionTracker(INotifee):
         self.nursery: trio.Nursery | None = None
         # relayed connections we created know their relay; set by the relay code
         self._pending_relay: dict[int, ID] = {}
+        self.local_peer: ID | None = None  # set once the host exists (duplicate rule)
+        self._seq = 0
+        self._doomed: set[int] = set()  # duplicates being closed (see duplicates())
 
     # -- queries (thread-safe snapshots) --
     def all(self) -> list[ConnInfo]:
         with self._lock:
-            return [c for c in self._conns.values() if not c.conn.is_closed]
+            return [
+                c
+                for c in self._conns.values()
+                if not c.conn.is_closed and id(c.conn) not in self._doomed
+            ]
+
+    def is_live(self, conn: INetConn) -> bool:
+        """Open and not a duplicate being closed."""
+        with self._lock:
+            return not conn.is_closed and id(conn) not in self._doomed
+
+    def best(self, peer: ID) -> ConnInfo | None:
+        """The connection to use for peer: direct before relayed, then the oldest."""
+        conns = sorted(self.for_peer(peer), key=lambda c: (c.kind != "direct", c.seq))
+        return conns[0] if conns else None
 
     def for_peer(self, peer: ID) -> list[ConnInfo]:
         return [c for c in self.all() if c.peer == peer]
@@ -221,6 +242,9 @@ class ConnectionTracker(INotifee):
         ).lower()
         if direction not in ("inbound", "outbound"):
             direction = "inbound" if "in" in direction else "outbound"
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
         info = ConnInfo(
             peer=conn.muxed_conn.peer_id,
             conn=conn,
@@ -229,6 +253,7 @@ class ConnectionTracker(INotifee):
             remote_addr=remote,
             opened_at=time.monotonic(),
             relay=relay,
+            seq=seq,
         )
         with self._lock:
             self._conns[id(conn)] = info
@@ -240,11 +265,36 @@ class ConnectionTracker(INotifee):
             kind=kind,
             direction=direction,
         )
+        self._close_duplicates(info.peer)  # before subscribers look at the peer
         self._notify("opened", info)
+
+    def _close_duplicates(self, peer: ID) -> None:
+        """Close the connections to `peer` that duplicates() says go (in the background)."""
+        if self.local_peer is None:
+            return
+        with self._lock:
+            live = [
+                c
+                for c in self._conns.values()
+                if c.peer == peer and not c.conn.is_closed and id(c.conn) not in self._doomed
+            ]
+            victims = duplicates(self.local_peer, live)
+            self._doomed |= {id(v.conn) for v in victims}
+        for v in victims:
+            log.info(
+                "closing duplicate %s %s connection to %s (%s)",
+                v.kind,
+                v.direction,
+                v.peer,
+                v.remote_addr,
+            )
+            if self.nursery is not None:
+                self.nursery.start_soon(_close_conn, v.conn)
 
     def on_disconnected(self, conn: INetConn) -> None:
         with self._lock:
             info = self._conns.pop(id(conn), None)
+            self._doomed.discard(id(conn))
         if info is None:
             return
         self.metrics.connections_active.labels(kind=info.kind).dec()
@@ -263,19 +313,59 @@ class ConnectionTracker(INotifee):
                 self.nursery.start_soon(_await, res)
 
 
+def duplicates(local: ID, conns: list[ConnInfo]) -> list[ConnInfo]:
+    """Which of our connections to ONE peer to close, so that one per kind remains.
+
+    Both ends apply the same rule to what both can see (kind, and who dialed: outbound on
+    the dialer's side, inbound on the other), so they never close different halves:
+    - a cross-dial (each side dialed the other, same kind): the connections dialed by the
+      larger peer id go (either side may close them; closing twice is harmless);
+    - several connections of one kind dialed by the same side: only the dialer decides,
+      and it keeps its oldest (node/overrides/multi_addr_dial.py keeps the same one).
+    Direct and relayed are left to DCUtR (it closes the relayed one after an upgrade).
+    """
+    out: list[ConnInfo] = []
+    if not conns:
+        return out
+    peer = conns[0].peer
+    we_are_smaller = local.to_bytes() < peer.to_bytes()
+    for kind in ("direct", "relayed"):
+        ours = sorted(
+            (c for c in conns if c.kind == kind and c.direction == "outbound"),
+            key=lambda c: c.seq,
+        )
+        theirs = [c for c in conns if c.kind == kind and c.direction == "inbound"]
+        if ours and theirs:
+            if we_are_smaller:
+                out += theirs
+            else:
+                out += ours
+                ours = []
+        out += ours[1:]
+    return out
+
+
+async def _close_conn(conn: INetConn) -> None:
+    try:
+        await conn.close()
+    except Exception:
+        log.debug("closing a duplicate connection failed", exc_info=True)
+
+
 async def _await(aw: Awaitable[None]) -> None:
     try:
         await aw
     except Exception:
-        import logging
-
-        logging.getLogger("sentrynet.runtime").exception("connection subscriber failed")
+        log.exception("connection subscriber failed")
 
 
 class Dialer(Protocol):
-    """Reach a peer: direct addresses first, then circuit addresses (node/dialing.py)."""
+    """Reach a peer: direct addresses first, then circuit addresses (node/dialing.py).
+    One dial per peer at a time; a connected peer's existing connection is reused."""
 
-    async def connect(self, peer_id: ID) -> None: ...
+    async def connect(self, peer_id: ID) -> INetConn: ...
+
+    async def connect_addr(self, addr: multiaddr.Multiaddr) -> ID: ...
 
 
 @runtime_checkable

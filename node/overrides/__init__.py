@@ -6,6 +6,7 @@
 - negative_cache.py a peer whose dial failed once is not blocked for 60 s
 - auto_connector.py the swarm does not dial every peer-store peer on its own
 - multi_addr_dial.py dial every TCP address of a peer (upstream dials one per class)
+- dial_peer.py      Swarm.dial_peer goes through the node's single-flight dialer
 Relay hop/stop are reimplemented in node/relay/ (see node/relay/server.py for why).
 """
 

@@ -10,6 +10,7 @@ the connection to the swarm like any outbound one. Identify then tells us who it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import multiaddr
@@ -18,8 +19,15 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
 
-async def dial_unknown_peer(host: IHost, addr: multiaddr.Multiaddr, timeout: float = 5.0) -> ID:
-    """Connect to `addr` (no /p2p component); return the peer id Noise authenticated."""
+async def dial_unknown_peer(
+    host: IHost,
+    addr: multiaddr.Multiaddr,
+    timeout: float = 5.0,
+    connected: Callable[[ID], list[Any]] | None = None,
+) -> ID:
+    """Connect to `addr` (no /p2p component); return the peer id Noise authenticated.
+    When `connected(peer)` reports a connection to that peer already, the new one is
+    dropped after the handshake (no second connection to a peer we have)."""
     swarm: Any = host.get_network()
     transport = swarm.transport_manager.transport_for_dialing(addr)
     if transport is None:
@@ -31,6 +39,10 @@ async def dial_unknown_peer(host: IHost, addr: multiaddr.Multiaddr, timeout: flo
             peer: ID = secured.get_remote_peer()
             if peer == host.get_id():
                 raise ConnectionError(f"{addr} is ourselves")
+            if connected is not None and connected(peer):
+                await raw.close()
+                host.get_peerstore().add_addrs(peer, [addr], 7200)
+                return peer
             muxed = await swarm.upgrader.upgrade_connection(secured, peer)
         except BaseException:
             await raw.close()

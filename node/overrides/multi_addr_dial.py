@@ -5,11 +5,16 @@ address per transport class (MAX_ADDRS_PER_PEER = 2, "at most 1 per class"): of 
 TCP addresses only the first is ever dialed. A dual-homed sentry advertises a private and
 a public TCP address; a node in the other network gets the private one first, cannot
 reach it, and upstream never tries the public one. We dial each address ourselves
-(`Swarm.dial_addr`), all at once, and keep the first connection that comes up.
+(`Swarm.dial_addr`), all at once, and keep the first connection that comes up. Dials that
+also succeed before the others are cancelled (a peer reachable at two addresses) are
+closed: one connection per dial (node/runtime.duplicates keeps the same, oldest, one).
+Callers go through node/dialing.NodeDialer, which runs one such dial per peer at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import multiaddr
@@ -19,10 +24,15 @@ from libp2p.peer.id import ID
 
 
 async def dial_any(
-    host: IHost, peer: ID, addrs: list[multiaddr.Multiaddr], timeout: float
+    host: IHost,
+    peer: ID,
+    addrs: list[multiaddr.Multiaddr],
+    timeout: float,
+    order: Callable[[INetConn], int] | None = None,
 ) -> INetConn:
-    """Dial all `addrs` of `peer` concurrently; return the first connection, or raise
-    ConnectionError naming every address and why it failed."""
+    """Dial all `addrs` of `peer` concurrently; return the first connection (by `order`,
+    e.g. registration order, else completion order) and close any other that came up, or
+    raise ConnectionError naming every address and why it failed."""
     swarm: Any = host.get_network()
     errors: dict[str, str] = {}
     won: list[INetConn] = []
@@ -42,6 +52,11 @@ async def dial_any(
             for a in addrs:
                 n.start_soon(one, a, n.cancel_scope)
     if won:
+        if order is not None:
+            won.sort(key=order)
+        for extra in won[1:]:
+            with contextlib.suppress(Exception):
+                await extra.close()
         return won[0]
     if scope.cancelled_caught:
         for a in addrs:

@@ -31,7 +31,6 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeer
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
-from node.overrides.dial_unknown import dial_unknown_peer
 from node.relay.wire import WireError, read_msg, write_msg
 from node.runtime import ConnInfo, NodeRuntime
 
@@ -210,10 +209,11 @@ class RelayClient:
     async def _dial_configured(self, c: Configured) -> None:
         assert self.rt is not None
         try:
+            # host.connect -> Swarm.dial_peer -> the node's single-flight dialer
             if c.peer is not None:
                 await self.rt.host.connect(PeerInfo(c.peer, [multiaddr.Multiaddr(c.addr)]))
             else:
-                c.dialed = await dial_unknown_peer(self.rt.host, multiaddr.Multiaddr(c.addr))
+                c.dialed = await self.rt.dialer.connect_addr(multiaddr.Multiaddr(c.addr))
         except BaseException as exc:
             if isinstance(exc, trio.Cancelled):
                 raise

@@ -1,0 +1,54 @@
+"""Route `Swarm.dial_peer` through the node's single-flight dialer.
+
+Upstream (py-libp2p 0.8.1, Swarm.dial_peer) reuses an existing connection and joins its
+own in-flight `dial_peer` for the same peer (`_ongoing_dials`), but it cannot see dials
+made any other way: `Swarm.dial_addr` (our multi-address dial, circuits, DCUtR) and
+`dial_unknown_peer`. `host.connect()` (relay client) and `host.new_stream()` to a peer
+that is not connected yet (chain sync, peer exchange) call `dial_peer`, so they raced our
+dialer and each other and every race left one more connection to the same peer (seen in
+the sentry testnet: 5 outbound connections from node0 to node3 within 4 s). Here
+`dial_peer` returns the peer's existing connections, else joins or starts the node
+dialer's one direct dial to that peer (node/dialing.py).
+
+`Swarm.get_connections(peer)` (what `new_stream` picks a connection from) prefers the
+connections the node keeps: it leaves out a duplicate being closed
+(node/runtime.duplicates). The swarm lists a connection before its notifees run, so a
+duplicate would be visible for a moment before the node judged it: `usable` registers
+such a connection with the node's tracker on the spot. Upstream would open streams on
+a duplicate and they would die with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from libp2p.abc import IHost, INetConn
+from libp2p.peer.id import ID
+
+
+def route_dial_peer(
+    host: IHost,
+    existing: Callable[[ID], list[INetConn]],
+    dial: Callable[[ID], Awaitable[INetConn]],
+    usable: Callable[[INetConn], bool] = lambda c: True,
+) -> None:
+    swarm: Any = host.get_network()
+    orig_get_connections = swarm.get_connections
+
+    def get_connections(peer_id: ID | None = None) -> list[INetConn]:
+        conns: list[INetConn] = orig_get_connections(peer_id)
+        if peer_id is None:
+            return conns
+        keep = [c for c in conns if usable(c)]
+        return keep or conns
+
+    swarm.get_connections = get_connections
+
+    async def dial_peer(peer_id: ID) -> list[INetConn]:
+        conns = existing(peer_id)
+        if conns:
+            return conns
+        return [await dial(peer_id)]
+
+    swarm.dial_peer = dial_peer
