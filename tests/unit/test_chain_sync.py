@@ -213,3 +213,22 @@ def test_session_finishes_when_one_peer_never_answers() -> None:
     trio.run(main)
     assert applied == list(range(1, 101))
     assert "silent" not in served and served.get("good", 0) > 0
+
+
+def test_pubsub_seqno_survives_a_fast_restart() -> None:
+    """Upstream seeds the seqno counter with whole seconds: a restart within the seen-cache
+    TTL reuses ids the peers already saw. The override seeds with nanoseconds."""
+    import time
+
+    from node.chain.service import fix_pubsub_seqno
+
+    class FakePubsub:
+        counter = int(time.time())
+
+    first = FakePubsub()
+    first.counter += 500  # a first run that published 500 messages in its first seconds
+    restarted = FakePubsub()
+    assert restarted.counter < first.counter  # the upstream collision
+    fix_pubsub_seqno(restarted)
+    assert restarted.counter > first.counter
+    assert restarted.counter < 2**63  # still fits the 8-byte seqno
