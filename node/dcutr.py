@@ -60,8 +60,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sentrynet.dcutr")
 
-READ_TIMEOUT_S = 10.0  # one CONNECT/SYNC over the relay
-PUNCH_WINDOW_S = 5.0  # from our dial to giving up on a direct connection
+READ_TIMEOUT_S = 10.0  # one CONNECT/SYNC over the relay: the floor; scaled by the RTT
+PUNCH_WINDOW_S = 5.0  # from our dial to giving up on a direct connection (floor)
+MAX_TIMEOUT_S = 60.0  # cap of an RTT-scaled timeout (attempts stay bounded)
+RTT_FACTOR = 4.0  # a CONNECT/SYNC exchange may take this many relayed RTTs
+SETTLE_S = 30.0  # at most this long for dials to the peer in flight before initiating
+OBSERVE_WAIT_S = 10.0  # at most this long for an observed address before CONNECT
 BACKOFF_S = 1.0  # before attempt k+1: BACKOFF_S * 2**(k-1), +-20 % jitter
 COOLDOWN_S = 120.0  # after max_attempts failures, leave the peer alone this long
 RELAY_CLOSE_GRACE_S = 1.0  # let in-flight streams on the relayed connection finish
@@ -112,6 +116,10 @@ class _Peer:
     responding: bool = False
     cooldown_until: float = 0.0
     direct: trio.Event = field(default_factory=trio.Event)
+    # one punch per peer at a time: two (initiator + responder after a relayed cross-dial)
+    # dial the same 4-tuple from the listen port and the second fails with EADDRNOTAVAIL
+    punch: trio.Lock = field(default_factory=trio.Lock)
+    initiating: trio.CancelScope | None = None  # the initiator attempt under way
 
 
 class HolePunchService:
@@ -128,6 +136,8 @@ class HolePunchService:
         self.read_timeout_s = READ_TIMEOUT_S
         self.backoff_s = BACKOFF_S
         self.cooldown_s = COOLDOWN_S
+        self._seen_observed: list[TcpEndpoint] = []
+        self._observing = False
 
     # -- Service --
     async def run(self, rt: NodeRuntime) -> None:
@@ -149,8 +159,11 @@ class HolePunchService:
         st = self._peer(info.peer)
         if info.kind == "direct":
             st.direct.set()
-        elif info.direction == "inbound":
+        elif info.direction == "inbound" and self._live(info):
             self._nursery().start_soon(self._drive, info)
+        else:
+            # a relayed connection of ours: start observing our address already
+            self._nursery().start_soon(self._ensure_observed)
 
     # -- initiator (B: received the relayed connection) --
     async def _drive(self, info: ConnInfo) -> None:
@@ -160,45 +173,66 @@ class HolePunchService:
             return
         st.driving = True
         try:
-            for k in range(1, self.max_attempts + 1):
-                if self._has_direct(peer) or info.conn.is_closed:
+            await self._settle(peer)
+            await self._ensure_observed()
+            k = 1
+            while k <= self.max_attempts:
+                if self._has_direct(peer) or not self._live(info):
                     return
                 last = k == self.max_attempts
-                if await self._initiate(peer, info, k, last):
+                rec = self._start(peer, "initiator", k)
+                with trio.CancelScope() as scope:
+                    st.initiating = scope
+                    ok = await self._initiate(rec, peer, info, last)
+                st.initiating = None
+                if rec.outcome == "started" and (scope.cancelled_caught or not self._live(info)):
+                    # the peer initiated at the same time, or our relayed connection closed
+                    # (a duplicate, or the relay dropped it): not a failed hole punch
+                    self._abandon(rec)
+                    return
+                if ok or scope.cancelled_caught:
                     return
                 if not last:
                     delay = self.backoff_s * 2 ** (k - 1)
                     await trio.sleep(delay * random.uniform(0.8, 1.2))
+                k += 1
             st.cooldown_until = time.monotonic() + self.cooldown_s
         finally:
             st.driving = False
 
-    async def _initiate(self, peer: ID, info: ConnInfo, k: int, last: bool) -> bool:
+    async def _initiate(self, rec: Attempt, peer: ID, info: ConnInfo, last: bool) -> bool:
         rt = self._runtime()
-        rec = self._start(peer, "initiator", k)
+        timeout = self._timeout(info)
         try:
-            with trio.fail_after(self.read_timeout_s):
+            with trio.fail_after(timeout):
                 stream = await rt.host.new_stream(peer, [PROTOCOL_ID])
         except Exception as exc:
-            return self._fail(rec, "stream_failed", f"{type(exc).__name__}: {exc}", last)
+            detail = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, trio.TooSlowError):
+                detail = f"no stream within {timeout:.1f}s"
+            return self._fail_unless_gone(rec, info, "stream_failed", detail, last)
         rec.mark("stream")
         try:
-            await write_message(stream, CONNECT, self._our_addrs(), self.read_timeout_s)
+            await write_message(stream, CONNECT, self._our_addrs(), timeout)
             sent = time.monotonic()
             try:
-                reply = await read_message(stream, CONNECT, self.read_timeout_s)
+                reply = await read_message(stream, CONNECT, timeout)
             except DcutrMessageError as exc:
                 rt.reject("dcutr", exc.reason)
-                return self._fail(rec, f"bad_message:{exc.reason}", exc.detail, last)
+                return self._fail_unless_gone(
+                    rec, info, f"bad_message:{exc.reason}", exc.detail, last
+                )
             rec.rtt_s = round(time.monotonic() - sent, 4)
             rec.mark("connect")
             cands, dropped = self._candidates(list(reply.ObsAddrs), info)
-            await write_message(stream, SYNC, None, self.read_timeout_s)
+            await write_message(stream, SYNC, None, timeout)
             rec.mark("sync")
             await trio.sleep(rec.rtt_s / 2)
-            return await self._punch(rec, cands, dropped, as_server=True, last=last)
+            return await self._punch(rec, cands, dropped, as_server=True, last=last, rtt=rec.rtt_s)
         except Exception as exc:
-            return self._fail(rec, "stream_failed", f"{type(exc).__name__}: {exc}", last)
+            return self._fail_unless_gone(
+                rec, info, "stream_failed", f"{type(exc).__name__}: {exc}", last
+            )
         finally:
             await _close(stream)
 
@@ -213,31 +247,54 @@ class HolePunchService:
             return
         st.responding = True
         rec: Attempt | None = None
+        info = next((c for c in rt.connections.for_peer(peer) if c.kind == "relayed"), None)
+        timeout = self._timeout(info)
+        if st.initiating is not None:
+            # both sides initiated (each received a relayed connection): one role per pair,
+            # the larger peer id initiates (it received the connection the duplicate rule
+            # keeps, node/runtime.duplicates)
+            if rt.peer_id.to_bytes() < peer.to_bytes():
+                st.initiating.cancel()
+            else:
+                rt.reject("dcutr", "concurrent_session")
+                st.responding = False
+                await _reset(stream)
+                return
         try:
             try:
-                connect = await read_message(stream, CONNECT, self.read_timeout_s)
+                connect = await read_message(stream, CONNECT, timeout)
             except DcutrMessageError as exc:
                 rt.reject("dcutr", exc.reason)
                 log.info("dcutr from %s rejected: %s", peer, exc)
                 await _reset(stream)
                 return
             rec = self._start(peer, "responder", self._responder_count(peer) + 1)
-            await write_message(stream, CONNECT, self._our_addrs(), self.read_timeout_s)
+            if not self._observed_any():
+                with trio.move_on_after(min(OBSERVE_WAIT_S, timeout / 2)):
+                    await self._ensure_observed()
+            await write_message(stream, CONNECT, self._our_addrs(), timeout)
+            sent = time.monotonic()
             rec.mark("connect")
             try:
-                await read_message(stream, SYNC, self.read_timeout_s)
+                await read_message(stream, SYNC, timeout)
             except DcutrMessageError as exc:
                 rt.reject("dcutr", exc.reason)
                 await _reset(stream)
-                self._fail(rec, f"bad_message:{exc.reason}", exc.detail, False)
+                if info is not None and not self._live(info):
+                    self._abandon(rec)
+                else:
+                    self._fail(rec, f"bad_message:{exc.reason}", exc.detail, False)
                 return
             rec.mark("sync")
-            info = next((c for c in rt.connections.for_peer(peer) if c.kind == "relayed"), None)
+            rtt = time.monotonic() - sent  # our CONNECT out, their SYNC back
             cands, dropped = self._candidates(list(connect.ObsAddrs), info)
-            await self._punch(rec, cands, dropped, as_server=False, last=False)
+            await self._punch(rec, cands, dropped, as_server=False, last=False, rtt=rtt)
         except Exception as exc:
             if rec is not None and rec.outcome == "started":
-                self._fail(rec, "stream_failed", f"{type(exc).__name__}: {exc}", False)
+                if info is not None and not self._live(info):
+                    self._abandon(rec)
+                else:
+                    self._fail(rec, "stream_failed", f"{type(exc).__name__}: {exc}", False)
         finally:
             st.responding = False
             await _close(stream)
@@ -251,23 +308,28 @@ class HolePunchService:
         *,
         as_server: bool,
         last: bool,
+        rtt: float = 0.0,
     ) -> bool:
         """Dial every candidate at once from our listen port; succeed on the first direct
         connection to the peer, however it came (our dial, theirs, or one merged TCP
-        simultaneous open)."""
+        simultaneous open). One punch per peer at a time (see _Peer.punch)."""
         peer = ID.from_base58(rec.peer)
         st = self._peer(peer)
         if self._has_direct(peer):
             return self._succeed(rec)
-        st.direct = trio.Event()
-        rec.mark("dial")
-        errors: list[str] = []
-        with trio.move_on_after(self.punch_window_s):
-            async with trio.open_nursery() as nursery:
-                for ep in cands:
-                    nursery.start_soon(self._dial, peer, ep, as_server, errors)
-                await st.direct.wait()
-                nursery.cancel_scope.cancel()
+        window = min(MAX_TIMEOUT_S, max(self.punch_window_s, 2 * rtt))
+        async with st.punch:
+            if self._has_direct(peer):
+                return self._succeed(rec)
+            st.direct = trio.Event()
+            rec.mark("dial")
+            errors: list[str] = []
+            with trio.move_on_after(window):
+                async with trio.open_nursery() as nursery:
+                    for ep in cands:
+                        nursery.start_soon(self._dial, peer, ep, as_server, errors)
+                    await st.direct.wait()
+                    nursery.cancel_scope.cancel()
         if self._has_direct(peer):
             return self._succeed(rec)
         if not cands:
@@ -276,7 +338,7 @@ class HolePunchService:
         else:
             reason = "timeout"
             detail = (
-                f"no direct connection within {self.punch_window_s:.1f}s; dialed "
+                f"no direct connection within {window:.1f}s; dialed "
                 + ", ".join(str(c) for c in cands)
                 + (f"; errors: {'; '.join(errors)}" if errors else "")
             )
@@ -357,6 +419,22 @@ class HolePunchService:
         )
         return False
 
+    def _fail_unless_gone(
+        self, rec: Attempt, info: ConnInfo, reason: str, detail: str, final: bool
+    ) -> bool:
+        """A failure, unless the relayed connection is gone (then _drive abandons it)."""
+        if not self._live(info):
+            return False
+        return self._fail(rec, reason, detail, final)
+
+    def _abandon(self, rec: Attempt) -> None:
+        """The attempt ended because its relayed connection went away (a duplicate closed,
+        the relay dropped it) or the peer took the initiator role: no outcome to count;
+        the row leaves /status (the dcutr_started event stays in the timeline)."""
+        with contextlib.suppress(ValueError):
+            self._records.remove(rec)
+        log.info("dcutr %s with %s abandoned: relayed connection gone", rec.role, rec.peer)
+
     async def _close_relayed(self, peer: ID) -> None:
         """After success the relayed connection only costs the relay: close it."""
         rt = self._runtime()
@@ -368,13 +446,70 @@ class HolePunchService:
                 await _close(info.conn)
 
     # -- helpers --
+    def _live(self, info: ConnInfo) -> bool:
+        return self._runtime().connections.is_live(info.conn)
+
+    def _timeout(self, info: ConnInfo | None) -> float:
+        """One CONNECT/SYNC exchange (or stream open) over the relayed connection: the
+        floor, or RTT_FACTOR relayed RTTs estimated from how long the connection took to
+        set up (~3 round trips: circuit, Noise, muxer), capped."""
+        setup = info.setup_s if info is not None and info.setup_s else 0.0
+        return min(MAX_TIMEOUT_S, max(self.read_timeout_s, RTT_FACTOR * setup / 3))
+
+    async def _settle(self, peer: ID) -> None:
+        """Wait (bounded) while our own dial to the peer is in flight: if it brings a second
+        relayed connection, the duplicate rule decides which one stays, and with it which
+        side initiates."""
+        dialer = self._runtime().dialer
+        in_flight = getattr(dialer, "in_flight", None)
+        if in_flight is None:
+            return
+        with trio.move_on_after(SETTLE_S):
+            while in_flight(peer):
+                await trio.sleep(0.05)
+
+    def _observed(self) -> list[TcpEndpoint]:
+        """External endpoints identify reported for us (any observer count), remembered:
+        upstream forgets an observation when the connection that carried it closes."""
+        host: Any = self._runtime().host
+        manager = getattr(host, "_observed_addr_manager", None)
+        if manager is not None:
+            for e in map(tcp_endpoint, manager.addrs(min_observers=1)):
+                if e is not None and e not in self._seen_observed:
+                    self._seen_observed.append(e)
+        return list(self._seen_observed)
+
+    def _observed_any(self) -> bool:
+        return bool(self._observed())
+
+    async def _ensure_observed(self) -> None:
+        """No observed address yet (identify with a directly connected peer not finished,
+        or its connection closed): ask a directly connected peer — a relay first, it sees
+        our router's public IP — with identify, once, bounded."""
+        if self._observed_any() or self._observing:
+            return
+        rt = self._runtime()
+        host: Any = rt.host
+        direct = [c.peer for c in rt.connections.all() if c.kind == "direct"]
+        relays = set(getattr(rt.services.get("relay_client"), "held", {}))
+        direct.sort(key=lambda p: p not in relays)
+        if not direct or not hasattr(host, "_identify_peer"):
+            return
+        self._observing = True
+        try:
+            with trio.move_on_after(OBSERVE_WAIT_S):
+                for p in direct[:3]:
+                    with contextlib.suppress(Exception):
+                        await host._identify_peer(p, reason="dcutr-observed-addr")
+                    if self._observed_any():
+                        return
+        finally:
+            self._observing = False
+
     def _our_addrs(self) -> list[bytes]:
         host: Any = self._runtime().host
         listen = [e for e in map(tcp_endpoint, host.get_transport_addrs()) if e]
-        observed: list[TcpEndpoint] = []
-        manager = getattr(host, "_observed_addr_manager", None)
-        if manager is not None:
-            observed = [e for e in map(tcp_endpoint, manager.addrs(min_observers=1)) if e]
+        observed = self._observed()
         return [e.multiaddr().to_bytes() for e in advertised_endpoints(listen, observed)]
 
     def _candidates(

@@ -43,6 +43,9 @@ class ConnInfo:
     opened_at: float  # monotonic
     relay: ID | None = None  # the relay for kind == "relayed"
     seq: int = 0  # registration order (ties of opened_at)
+    # seconds the connection took to set up (relayed: CONNECT/STOP to muxer ready, several
+    # round trips over the relay): DCUtR scales its timeouts by it
+    setup_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -188,6 +191,13 @@ class ConnectionTracker(INotifee):
     def info(self, conn: INetConn) -> ConnInfo | None:
         with self._lock:
             return self._conns.get(id(conn))
+
+    def note_setup(self, conn: Any, seconds: float) -> None:
+        """Record how long `conn` (SwarmConn or its muxed conn) took to set up."""
+        muxed = getattr(conn, "muxed_conn", conn)
+        for c in self.all():
+            if c.conn is conn or getattr(c.conn, "muxed_conn", None) is muxed:
+                c.setup_s = round(seconds, 4)
 
     async def wait_closed(self, conn: Any) -> None:
         """Return when a connection (SwarmConn or muxed conn) is closed."""

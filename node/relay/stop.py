@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 import multiaddr
@@ -58,6 +59,7 @@ def circuit_addr(rt: NodeRuntime, relay: ID, peer: ID) -> multiaddr.Multiaddr:
 
 async def dial_circuit(rt: NodeRuntime, relay: ID, peer: ID) -> INetConn:
     """CONNECT to `peer` through `relay` (we must already be connected to it) and upgrade."""
+    t0 = time.monotonic()
     try:
         with trio.fail_after(HOP_TIMEOUT_S):
             s = await rt.host.new_stream(relay, [HOP_ID])
@@ -83,6 +85,7 @@ async def dial_circuit(rt: NodeRuntime, relay: ID, peer: ID) -> INetConn:
     except Exception as exc:
         await _reset(s)
         raise CircuitError(f"upgrade over circuit via {relay} failed: {exc!r}") from exc
+    rt.connections.note_setup(conn, time.monotonic() - t0)
     rt.events.emit(
         "circuit_opened", src=str(rt.peer_id), dst=str(peer), side="dialer", relay=str(relay)
     )
@@ -121,6 +124,7 @@ class StopHandler:
         assert self.rt is not None
         rt = self.rt
         relay: ID = stream.muxed_conn.peer_id
+        t0 = time.monotonic()
         try:
             msg = await read_msg(stream, StopMessage)
         except WireError as exc:
@@ -155,6 +159,7 @@ class StopHandler:
             await _reset(stream)
             return
         self.accepted += 1
+        rt.connections.note_setup(muxed, time.monotonic() - t0)
         rt.events.emit(
             "circuit_opened", src=str(src), dst=str(rt.peer_id), side="target", relay=str(relay)
         )
