@@ -303,6 +303,15 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
             f"{_s(_get(sec, 'relayed_rtt_s', 'median'))} s)"
             + (f"; failures: {fails}" if fails else "")
         )
+    for run in _get(results, "sync", "runs") or []:
+        for who in ("sync-direct", "sync-relay"):
+            fig = run.get(who) or {}
+            if fig.get("stalled_s") is not None:
+                last = (fig.get("log") or ["(no log)"])[-1]
+                notes.append(
+                    f"sync run {run.get('run')}: {who} got no block in {fig['stalled_s']} s; "
+                    f"its last sync log line: {last}"
+                )
     for run in _get(results, "warm", "runs") or []:
         checks = ", ".join(f"{c.get('name')} {c.get('seconds')} s" for c in run.get("checks") or [])
         notes.append(
