@@ -233,7 +233,20 @@ def _circuit_cause(obs: Observation, pairs: list[tuple[str, str]]) -> str:
     for a, b in pairs:
         ra, rb = _held_relays(obs, a), _held_relays(obs, b)
         if not ra and not rb:
-            causes.append(f"neither {a} nor {b} holds a reservation (see check reservations)")
+            lost = [
+                f"{x}: {obs.name_of(e.get('relay'))} {e.get('reason') or 'expired'}"
+                for x in (a, b)
+                for e in obs.events_of(x, "reservation_expired")
+            ]
+            causes.append(
+                f"neither {a} nor {b} holds a reservation"
+                + (
+                    f"; they held some and lost them ({'; '.join(lost[:4])}) and did not "
+                    "get them back"
+                    if lost
+                    else " (see check reservations)"
+                )
+            )
         elif not (ra & rb):
             causes.append(
                 f"no common relay: {a} holds {sorted(ra) or 'none'}, {b} holds "

@@ -548,3 +548,15 @@ def test_cross_network_sync_gives_up_once_sync_finished_locally() -> None:
     events = {"node4": [ev("sync_completed", 55.0, from_height=1, to_height=40, peers=[])]}
     v = chain.cross_network_sync("node4")(obs(st, events, MARKS))
     assert not v.ok and v.data.get("final") and "sync finished" in v.detail
+
+
+def test_relayed_circuit_cause_names_lost_reservations() -> None:
+    st = healthy_statuses()
+    for n in ("node0", "node4"):
+        st[n]["reservations"] = []
+    events = {
+        "node0": [ev("reservation_expired", 50.0, relay=PID["node3"], reason="connection_closed")]
+    }
+    st2 = {k: v for k, v in st.items() if k not in ("node1", "node5")}
+    v = relay.relayed_circuit(obs(st2, events))
+    assert not v.ok and "node0: node3 connection_closed" in (v.cause or "")
