@@ -37,7 +37,7 @@ from node.runtime import ConnectionTracker, NodeRuntime
 
 log = logging.getLogger("sentrynet.dialing")
 
-DIRECT_TIMEOUT_S = 3.0  # then the circuit; unreachable private addrs must not stall
+DIRECT_TIMEOUT_S = 3.0  # TCP connect, then the circuit (the handshake gets its own 30 s)
 RELAY_CONNECT_TIMEOUT_S = 5.0
 UNKNOWN_TIMEOUT_S = 5.0
 

@@ -24,6 +24,7 @@ async def dial_unknown_peer(
     addr: multiaddr.Multiaddr,
     timeout: float = 5.0,
     connected: Callable[[ID], list[Any]] | None = None,
+    upgrade_timeout: float = 30.0,
 ) -> ID:
     """Connect to `addr` (no /p2p component); return the peer id Noise authenticated.
     When `connected(peer)` reports a connection to that peer already, the new one is
@@ -34,6 +35,8 @@ async def dial_unknown_peer(
         raise ConnectionError(f"no transport can dial {addr}")
     with trio.fail_after(timeout):
         raw = await transport.dial(addr)
+    # the handshake gets longer than the TCP connect: it takes seconds on a loaded machine
+    with trio.fail_after(upgrade_timeout):
         try:
             secured = await swarm.upgrader.security_multistream.secure_outbound(raw, None)
             peer: ID = secured.get_remote_peer()

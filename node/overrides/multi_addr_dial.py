@@ -22,6 +22,8 @@ import trio
 from libp2p.abc import IHost, INetConn
 from libp2p.peer.id import ID
 
+UPGRADE_TIMEOUT_S = 30.0
+
 
 async def dial_any(
     host: IHost,
@@ -29,25 +31,43 @@ async def dial_any(
     addrs: list[multiaddr.Multiaddr],
     timeout: float,
     order: Callable[[INetConn], int] | None = None,
+    upgrade_timeout: float = UPGRADE_TIMEOUT_S,
 ) -> INetConn:
     """Dial all `addrs` of `peer` concurrently; return the first connection (by `order`,
     e.g. registration order, else completion order) and close any other that came up, or
-    raise ConnectionError naming every address and why it failed."""
+    raise ConnectionError naming every address and why it failed.
+
+    `timeout` bounds the TCP connect (an unreachable address must not stall the caller);
+    a connected socket then gets `upgrade_timeout` for Noise + Yamux, which takes several
+    seconds on a loaded machine (cutting it short wastes both sides' work)."""
     swarm: Any = host.get_network()
     errors: dict[str, str] = {}
     won: list[INetConn] = []
     host.get_peerstore().add_addrs(peer, addrs, 3600)
 
     async def one(addr: multiaddr.Multiaddr, cancel: trio.CancelScope) -> None:
+        stage = "connect"
         try:
-            conn = await swarm.dial_addr(addr, peer)
+            transport = swarm.transport_manager.transport_for_dialing(addr)
+            if transport is None:
+                raise ConnectionError(f"no transport can dial {addr}")
+            with trio.fail_after(timeout):
+                raw = await transport.dial(addr)
+            stage = "upgrade"
+            with trio.fail_after(upgrade_timeout):
+                conn = await swarm.upgrade_outbound_raw_conn(raw, peer)
         except Exception as exc:
-            errors[str(addr)] = f"{type(exc).__name__}: {exc}"[:200]
+            if isinstance(exc, trio.TooSlowError):
+                limit = timeout if stage == "connect" else upgrade_timeout
+                errors[str(addr)] = f"no {stage} within {limit}s"
+            else:
+                cause = exc.__cause__ or exc
+                errors[str(addr)] = f"{type(cause).__name__}: {cause}"[:200]
             return
         won.append(conn)
         cancel.cancel()
 
-    with trio.move_on_after(timeout) as scope:
+    with trio.move_on_after(timeout + upgrade_timeout) as scope:
         async with trio.open_nursery() as n:
             for a in addrs:
                 n.start_soon(one, a, n.cancel_scope)
@@ -60,6 +80,6 @@ async def dial_any(
         return won[0]
     if scope.cancelled_caught:
         for a in addrs:
-            errors.setdefault(str(a), f"no answer within {timeout}s")
+            errors.setdefault(str(a), f"no answer within {timeout + upgrade_timeout}s")
     detail = "; ".join(f"{a} -> {e}" for a, e in errors.items())
     raise ConnectionError(f"{peer}: {detail or 'no addresses'}")
