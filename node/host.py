@@ -30,6 +30,7 @@ from node.config import NodeConfig
 # py-libp2p's GossipSub default heartbeat_interval is 120 s: a mesh would take minutes to
 # form and repair. gossipsub 1.1 / 1.2 (IDONTWANT) are offered.
 GOSSIP_HEARTBEAT_S = 1
+UPGRADE_TIMEOUT_S = 30.0
 
 
 def load_or_create_key(path: str) -> KeyPair:
@@ -60,6 +61,10 @@ def build_host(
         high_watermark=max(cfg.p2p.max_connections * 4, 64),
         max_connections_per_peer=4,
         dial_timeout=5.0,
+        # upstream's 10 s cut relayed upgrades (Noise + Yamux, ~4 round trips over the
+        # relay) in the loaded sentry testnet ("Inbound upgrade timeout exceeded")
+        inbound_upgrade_timeout=UPGRADE_TIMEOUT_S,
+        outbound_upgrade_timeout=UPGRADE_TIMEOUT_S,
     )
     return new_host(
         key_pair=key_pair,
