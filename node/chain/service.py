@@ -442,6 +442,7 @@ class ChainService:
                     height = codec.get_int(resp, "height")
                 except (SyncError, CodecError, trio.TooSlowError, Exception) as exc:
                     log.info("sync: status from %s (%s) failed: %r", peer, kind, exc)
+                    await client.close()
                     self.clients.pop(peer, None)
                     self.peer_heights.pop(peer, None)
                     return

@@ -224,8 +224,12 @@ class SyncClient:
         return resp, self.reader.bytes_read - before
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.stream.close()
+        """Close; reset when a request is unanswered, so the peer stops sending its answer."""
+        with contextlib.suppress(Exception), trio.move_on_after(2):
+            if self.broken:
+                await self.stream.reset()
+            else:
+                await self.stream.close()
 
 
 @dataclass
