@@ -60,6 +60,11 @@ def pair_samples(net: live.BenchNet, data: dict[str, live.NodeData]) -> list[dic
                 else ("failed" if any(r.get("final") for r in recs) else "pending"),
                 "rtt_s": rtts[0] if rtts else None,
                 "reasons": sorted({str(r.get("reason")) for r in recs if r.get("reason")}),
+                "failed_attempt_s": [
+                    r.get("duration_s")
+                    for r in recs
+                    if r.get("outcome") == "failed" and r.get("duration_s") is not None
+                ],
             }
             if ok is not None:
                 row["punch_s"] = ok.get("duration_s")

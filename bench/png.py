@@ -271,7 +271,7 @@ def histogram(
             k[min(bins - 1, int((v - lo) / width))] += 1
         counts.append(k)
     top = max((max(k) for k in counts), default=1) or 1
-    ax = Axes(c, (lo, hi), (0.0, top * 1.1), title, xlabel, "COUNT")
+    ax = Axes(c, (lo, hi), (0.0, max(5.0, top * 1.1)), title, xlabel, "COUNT")
     n = max(1, len(series))
     for i, k in enumerate(counts):
         color = COLORS[i % len(COLORS)]

@@ -229,6 +229,9 @@ def plots(doc: dict[str, Any], out: Path, stem: str) -> list[str]:
         punch = [float(r["punch_s"]) for r in rows if r.get("punch_s") is not None]
         if punch:
             samples.append((f"{nat} punch_s (last attempt)", punch))
+        failed = [float(x) for r in rows for x in r.get("failed_attempt_s") or []]
+        if failed:
+            samples.append((f"{nat} failed attempts", failed))
     if samples:
         name = f"{stem}-holepunch.png"
         png.histogram(out / name, samples, "DCUTR TIME TO DIRECT", "seconds")
@@ -264,7 +267,8 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
             f"first reservation (median {fr:.2f} s after node start): first connection to the "
             f"relay at {_s(conn)} s, relay matched via identify at {_s(disc)} s, reservation "
             f"accepted at {fr:.2f} s (node clock, medians over clients); the relay's process "
-            f"started {_s(late)} s after the client's (median); failed or denied attempts "
+            f"started {_s(late)} s after the client's (median; negative: before); failed or "
+            f"denied attempts "
             f"before the first accept: {_s(denied)} per client (mean)"
         )
     for pt in _get(results, "scale", "points") or []:
