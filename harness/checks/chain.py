@@ -76,10 +76,27 @@ def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
         return Verdict(
             True,
             f"validators at {heights}; committed blocks proposed from {by_net}",
+            since=_reached_at(obs, vals, {v: base.get(v, 0) + min_blocks for v in vals}),
             data={"heights": {v: obs.height(v) for v in vals}},
         )
 
     return check
+
+
+def _reached_at(obs: Observation, names: list[str], need: dict[str, int]) -> float | None:
+    """When every node in `names` had committed height need[node] (from block_committed
+    events); None when some node's event is missing (then the poll time counts)."""
+    times = []
+    for n in names:
+        hits = [
+            e.get("ts")
+            for e in obs.events_of(n, "block_committed")
+            if int(e.get("height") or 0) >= need[n]
+        ]
+        if not hits or None in hits:
+            return None
+        times.append(min(t for t in hits if t is not None))
+    return max(times) if times else None
 
 
 def _conn_to(obs: Observation, me: str, peer_id: str | None) -> list[dict[str, Any]]:

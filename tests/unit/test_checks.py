@@ -560,3 +560,11 @@ def test_relayed_circuit_cause_names_lost_reservations() -> None:
     st2 = {k: v for k, v in st.items() if k not in ("node1", "node5")}
     v = relay.relayed_circuit(obs(st2, events))
     assert not v.ok and "node0: node3 connection_closed" in (v.cause or "")
+
+
+def test_consensus_since_is_when_the_last_validator_reached_the_height() -> None:
+    vals = ["node0", "node1", "node4", "node5"]
+    events = {v: _committed(range(1, 11), vals) for v in vals}
+    events["node5"] = [{**e, "ts": e["ts"] + 2} for e in events["node5"]]
+    v = chain.consensus(5)(obs(events=events))
+    assert v.ok and v.since == 7.0  # node5 committed height 5 at 5.0 + 2
