@@ -16,6 +16,8 @@ class Ctx:
     quick: bool = False
     repeat: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    # what a measurement has so far, kept when it is interrupted (SIGTERM, Ctrl-C)
+    partial: dict[str, Any] = field(default_factory=dict)
 
     def say(self, msg: str) -> None:
         self.progress.say(msg)

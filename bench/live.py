@@ -71,6 +71,7 @@ class BenchNet:
     t_call: float  # time.monotonic() when lifecycle.up was called
     topology_path: Path
     progress: Progress = field(default_factory=lambda: Progress(quiet=True))
+    last_seen: str = ""  # the last line a wait printed (kept for interrupted runs)
 
     @property
     def testnet(self) -> Testnet:
@@ -133,6 +134,7 @@ class BenchNet:
             if line != last[0]:
                 self.progress.say(f"  {line[:300]}")
                 last[0] = line
+                self.last_seen = line[:1000]
 
         return wait_until(
             probe,

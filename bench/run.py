@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                 progress.say(f"{name} failed: {exc}")
             doc["seconds"][name] = round(time.monotonic() - t, 1)
     finally:
+        if "scale" in names and "scale" not in doc["results"] and ctx.partial.get("scale_points"):
+            doc["results"]["scale"] = {
+                **scale.summarize(ctx.partial["scale_points"]),
+                "interrupted": True,
+            }
         doc["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         doc["wall_s"] = round(time.monotonic() - t0, 1)
         doc["machine"]["after"] = live.machine_state()

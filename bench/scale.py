@@ -98,8 +98,10 @@ def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
     deadline = 120.0 + 6.0 * n_nodes
     row["machine_before"] = live.machine_state()
     t0 = time.monotonic()
+    held: list[live.BenchNet] = []
     try:
         with live.running(doc, f"scale{n_nodes}", ctx.work_dir, ctx.progress, deadline) as net:
+            held.append(net)
             row["testnet"] = net.name
             row["prepare_s"] = round(net.running.timings.get("prepare_s", 0.0), 3)
             row["up_to_api_s"] = round(net.running.timings.get("up_to_ready_s", 0.0), 3)
@@ -136,6 +138,15 @@ def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
             row["machine_ready"] = live.machine_state()
     except SentrynetError as exc:
         row.setdefault("error", str(exc))
+    except KeyboardInterrupt:
+        # keep how far it got: where a large point breaks is a result too
+        row["error"] = f"interrupted after {time.monotonic() - t0:.0f} s"
+        if held:
+            row["last_seen"] = held[0].last_seen
+        row["wall_s"] = round(time.monotonic() - t0, 1)
+        row["machine_interrupted"] = live.machine_state()
+        ctx.partial.setdefault("scale_points", []).append(row)
+        raise
     row["wall_s"] = round(time.monotonic() - t0, 1)
     ctx.say(
         f"scale {n_nodes} nodes / {p} networks: ready_s={row.get('ready_s')} "
@@ -146,10 +157,14 @@ def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
 
 def measure(ctx: Ctx) -> dict[str, Any]:
     sizes = ctx.options.get("sizes") or (QUICK_SIZES if ctx.quick else SIZES)
-    points = []
+    points: list[dict[str, Any]] = ctx.partial.setdefault("scale_points", [])
     for n in sizes:
         for i in range(ctx.repeat):
             points.append(point(ctx, int(n), i))
+    return summarize(points)
+
+
+def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
     by_size: dict[int, list[float]] = {}
     first_by_size: dict[int, list[float]] = {}
     for pt in points:
