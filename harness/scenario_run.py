@@ -337,15 +337,16 @@ def execute(
     error = None
     try:
         outcomes = run_steps(scenario, ctx)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         done = list(ctx.extra.get("outcomes") or [])
+        why = f"interrupted ({exc})" if str(exc) else "interrupted (Ctrl-C)"
         finish(
             scenario,
             live,
             pending_outcomes(scenario, done, "interrupted"),
             results_root=results_root,
             progress=progress,
-            error="interrupted (Ctrl-C)",
+            error=why,
             kept=kept,
             t_start=t_start,
         )
