@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from libp2p.peer.id import ID
+from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
 from multiaddr import Multiaddr
 
 from node.dcutr_addrs import (
@@ -180,6 +181,7 @@ class HolePunchService:
             await self._ensure_observed()
             k = 1
             while k <= self.max_attempts:
+                info = self._newest_relayed(peer) or info
                 if self._has_direct(peer) or not self._live(info):
                     return
                 last = k == self.max_attempts
@@ -208,7 +210,7 @@ class HolePunchService:
         timeout = self._timeout(info)
         try:
             with trio.fail_after(timeout):
-                stream = await rt.host.new_stream(peer, [PROTOCOL_ID])
+                stream = await self._open_on(info, timeout)
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, trio.TooSlowError):
@@ -449,6 +451,28 @@ class HolePunchService:
                 await _close(info.conn)
 
     # -- helpers --
+    def _newest_relayed(self, peer: ID) -> ConnInfo | None:
+        """The relayed connection to punch over: the newest live one. An older relayed
+        connection to the same peer can be half-dead (the peer closed it, the relay never
+        passed the close on: seen in the sentry testnet), and host.new_stream would pick
+        it and fail at once."""
+        relayed = [c for c in self._runtime().connections.for_peer(peer) if c.kind == "relayed"]
+        return max(relayed, key=lambda c: c.seq) if relayed else None
+
+    async def _open_on(self, info: ConnInfo, timeout: float) -> Any:
+        """A DCUtR stream on exactly this connection (host.new_stream picks any)."""
+        host: Any = self._runtime().host
+        net_stream = await info.conn.new_stream()
+        try:
+            proto = await host.multiselect_client.select_one_of(
+                [PROTOCOL_ID], MultiselectCommunicator(net_stream), max(1, int(timeout))
+            )
+        except BaseException:
+            await _reset(net_stream)
+            raise
+        net_stream.set_protocol(proto)
+        return net_stream
+
     def _live(self, info: ConnInfo) -> bool:
         return self._runtime().connections.is_live(info.conn)
 
