@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             try:
                 doc["results"][name] = MEASUREMENTS[name](ctx)
+            except KeyboardInterrupt:
+                doc["errors"][name] = "interrupted (SIGTERM or Ctrl-C): partial results"
+                raise
             except Exception as exc:  # keep the other measurements' numbers
                 doc["errors"][name] = f"{type(exc).__name__}: {exc}"
                 doc["results"].setdefault(name, {})["traceback"] = traceback.format_exc()
