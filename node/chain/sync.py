@@ -11,11 +11,18 @@ too large) the server answers with an error and closes that stream; after a well
 invalid request it answers with an error and keeps reading. Either way it keeps serving.
 
 The client side (`SyncSession`) asks every connected peer for its status, splits the
-missing heights into chunks and runs one worker per peer that has them. Chunks go to peers
-reached directly first; a peer reached only through a relayed circuit takes a chunk when
-no directly connected peer has it, when it failed elsewhere, or when it has been in flight
-too long elsewhere (hedging), so one slow or lost peer does not stall the sync. Every block
-is verified (links to our tip, >2/3 valid precommits) before it is stored.
+missing heights into chunks and runs one worker per peer that has them. Every live peer
+that has a chunk's range takes free chunks, relayed ones included: the load spreads over
+all of them, and a slower peer (a circuit through a loaded relay) simply comes back for
+its next chunk less often, so it takes fewer. "Direct first" is a choice per peer, not
+between peers: the caller hands us each peer on its direct connection when it has one and
+on its relayed circuit when that is the only path to it. Preferring direct peers over
+relayed ones for whole chunks would let a node's own-network peers serve everything and
+nothing would ever cross the NAT (the seed's "sync peers only show local network peers").
+A peer also takes a chunk that failed elsewhere, or one in flight elsewhere for too long
+(hedging), so one slow or lost peer does not stall the sync. Peers may join a running
+session (`SyncSession.add_peer`). Every block is verified (links to our tip, >2/3 valid
+precommits) before it is stored.
 """
 
 from __future__ import annotations
@@ -287,21 +294,17 @@ class Scheduler:
         for c in self.chunks:
             c.inflight.pop(peer, None)
 
-    def _direct_covers(self, c: Chunk) -> bool:
-        return any(
-            self.peer_kind[p] == "direct" and self.peer_height[p] >= c.end and p not in c.failed_on
-            for p in self.alive
-        )
-
     def next_for(self, peer: str, now: float) -> Chunk | None:
-        height, kind = self.peer_height[peer], self.peer_kind[peer]
+        """The lowest free chunk within `peer`'s height, whatever its connection kind;
+        else a chunk stuck elsewhere for HEDGE_AFTER (a duplicate request); else None."""
+        height = self.peer_height[peer]
         usable = [
             c
             for c in self.chunks
             if not c.done and c.end <= height and peer not in c.inflight and peer not in c.failed_on
         ]
         for c in usable:
-            if not c.inflight and (kind == "direct" or c.failed_on or not self._direct_covers(c)):
+            if not c.inflight:
                 return c
         # hedge: nothing pending for us, so duplicate the oldest chunk stuck elsewhere
         stuck = [c for c in usable if c.inflight and now - min(c.inflight.values()) > HEDGE_AFTER]

@@ -11,6 +11,7 @@ from node.chain import codec
 from node.chain.codec import CodecError
 from node.chain.sync import (
     MAX_RANGE,
+    Chunk,
     FrameError,
     FrameReader,
     Scheduler,
@@ -85,7 +86,28 @@ def test_frames_split_across_reads() -> None:
     trio.run(main)
 
 
-def test_scheduler_prefers_direct_and_hedges_slow_peers() -> None:
+def test_scheduler_gives_relayed_peers_chunks_when_direct_peers_have_them() -> None:
+    """Issue #4: spread over EVERY connected peer with the range. A peer reachable only
+    through a circuit takes free chunks even though a direct peer could serve them all."""
+    s = Scheduler(1, 96, chunk=32)
+    s.add_peer("d1", 200, "direct")
+    s.add_peer("r1", 200, "relayed")
+    s.add_peer("r2", 200, "relayed")
+    got: dict[str, Chunk | None] = {}
+    for p in ("d1", "r1", "r2"):
+        c = got[p] = s.next_for(p, 0.0)
+        assert c is not None, f"{p} got no chunk"
+        c.inflight[p] = 0.0  # what the session's worker does when it sends the request
+    assert sorted(c.start for c in got.values() if c) == [1, 33, 65]
+    # the direct peer finishes first: it takes nothing more until a chunk is stuck
+    chunk_d1 = got["d1"]
+    assert chunk_d1 is not None
+    chunk_d1.inflight.pop("d1")
+    chunk_d1.done = True
+    assert s.next_for("d1", 1.0) is None
+
+
+def test_scheduler_hedges_slow_peers_and_survives_lost_ones() -> None:
     s = Scheduler(1, 96, chunk=32)
     s.add_peer("d1", 96, "direct")
     s.add_peer("r1", 96, "relayed")
@@ -93,19 +115,47 @@ def test_scheduler_prefers_direct_and_hedges_slow_peers() -> None:
     c = s.next_for("d1", 0.0)
     assert c is not None and c.start == 1
     c.inflight["d1"] = 0.0
-    # a direct peer has every chunk: relayed peers wait...
-    assert s.next_for("r1", 0.5) is None
-    # ...unless a chunk is stuck on another peer for too long (hedging)
+    # a relayed peer takes the next free chunk, not the one in flight
+    c2 = s.next_for("r1", 0.5)
+    assert c2 is not None and c2.start == 33
+    c2.inflight["r1"] = 0.5
+    c3 = s.next_for("r2", 0.5)
+    assert c3 is not None and c3.start == 65
+    c3.inflight["r2"] = 0.5
+    # nothing free and nothing stuck yet: wait
+    assert s.next_for("r2", 1.0) is None
+    # r1 finishes; chunk 1 is stuck on d1 for too long: r1 duplicates it (hedging)
+    c2.inflight.pop("r1")
+    c2.done = True
     hedge = s.next_for("r1", 10.0)
     assert hedge is c
-    # once the direct peer is gone, relayed peers are the only path and take the rest
+    # the direct peer is lost: relayed peers are the only path and take the rest
     s.drop_peer("d1")
-    nxt = s.next_for("r2", 10.5)
-    assert nxt is not None and nxt.start == 1
+    assert "d1" not in c.inflight
     assert s.reachable()
+    # a chunk that failed on one peer goes to another, never back to the one it failed on
+    c.inflight.pop("r1", None)
+    c.failed_on.add("r1")
+    c3.inflight.pop("r2")
+    c3.done = True
+    assert s.next_for("r2", 11.0) is c
+    assert s.next_for("r1", 11.0) is None
     s.drop_peer("r1")
     s.drop_peer("r2")
     assert not s.reachable()
+
+
+def test_scheduler_late_peer_joins() -> None:
+    """A peer that connects during a session (e.g. a circuit to the other network that
+    came up late) takes free chunks from then on."""
+    s = Scheduler(1, 96, chunk=32)
+    s.add_peer("d1", 96, "direct")
+    c = s.next_for("d1", 0.0)
+    assert c is not None
+    c.inflight["d1"] = 0.0
+    s.add_peer("late", 96, "relayed")
+    c2 = s.next_for("late", 0.1)
+    assert c2 is not None and c2.start == 33
 
 
 def test_scheduler_only_asks_peers_that_have_the_range() -> None:
