@@ -7,6 +7,23 @@ sentries follow the same certificates. A sync loop polls connected peers' tips a
 are behind (restart with an empty store, late start, a commit seen far ahead), fetches the
 missing ranges over the sync protocol, verifying every block against its certificate.
 
+Whom a catch-up syncs from: every connected peer that has the range, each over its direct
+connection when there is one and over its relayed circuit when that is the only path (the
+range scheduler in sync.py spreads chunks over all of them). Two timing rules make that
+real, because a restarted node meets its own network's peers first: they answer within a
+second, while the circuits to peers behind the other NAT need a reservation (~1 s), a peer
+exchange round and circuit dials (several seconds, more under load). Syncing at once from
+whoever is connected would take everything from the local side, concentrate the load on a
+couple of peers and never cross the NAT (the seed's "sync peers only show local network
+peers"). So:
+- the initial catch-up (the node starts behind, e.g. with an empty store) first waits for
+  the peer set to settle: until the relay client (mode client|both, with candidates) holds a
+  reservation and the number of connected peers has not grown for SETTLE_QUIET_S, at most
+  SETTLE_MAX_S; consensus does not start meanwhile (nothing signed for old heights);
+- a peer that connects while a session runs joins it (SyncSession.add_peer), so a long
+  catch-up also uses circuits that came up late.
+Later catch-ups (a few blocks behind while following) start at once: the peers are settled.
+
 Blocks that arrive by sync are not announced one by one as `block_committed` (a catch-up of
 thousands would flood the event log); the session ends with one `sync_completed`.
 """
@@ -66,6 +83,9 @@ log = logging.getLogger("node.chain")
 INITIAL_SYNC_WAIT_S = 5.0  # longest a starting node waits for peers' tips before consensus
 SYNC_POLL_S = 2.0  # how often connected peers' tips are asked for
 STATUS_GRACE_S = 1.5  # after the first tip answer, how long slower peers may take
+SETTLE_QUIET_S = 6.0  # no new peer for this long: longer than a peer-exchange round (5 s)
+SETTLE_MAX_S = 25.0  # the initial catch-up never waits longer than this for the peer set
+JOIN_POLL_S = 1.0  # during a session, how often new connections are looked for
 STALL_S = 3.0  # one block behind for this long (no commit of ours) -> sync
 PAYLOAD_SIZE = 256  # bytes of filler per block so sync moves realistic volumes
 MAX_GOSSIP = 256 * 1024
@@ -143,6 +163,8 @@ class ChainService:
         self.last_commit_at = time.monotonic()
         self.commits = 0
         self.syncing = False
+        self.settled = False  # the initial catch-up's peer-set wait is over (or not needed)
+        self.settling = False
         self._start_gen = 0
         self._wake_sync = trio.Event()
         self._initial_check = trio.Event()
@@ -209,6 +231,8 @@ class ChainService:
                 # catch up before voting: a validator restarted with an old (or empty) store
                 # should not sign anything for heights the others decided long ago
                 with trio.move_on_after(INITIAL_SYNC_WAIT_S):
+                    await self._initial_check.wait()
+                if self.settling:  # behind, waiting for peers before the catch-up (bounded)
                     await self._initial_check.wait()
                 if self.cons.decided:  # not started by a sync session meanwhile
                     lr, lb = store.load_lock(store.height + 1)
@@ -486,10 +510,92 @@ class ChainService:
                     self._initial_check.set()  # connected, but nobody serves sync
                 continue
             stalled = time.monotonic() - self.last_commit_at > STALL_S
-            if best > store.height + 1 or (best > store.height and stalled):
+            behind = best > store.height + 1 or (best > store.height and stalled)
+            if behind and not self.settled:
+                self.settling = True
+                self.sync_state = "syncing"
+                await self._settle_peers()
+                peers = await self._poll_status()  # the settled peer set, fresh tips
+                best = max((p.height for p in peers), default=store.height)
+                self.settling = False
+            self.settled = True
+            if behind and best > store.height:
                 await self._sync_session([p for p in peers if p.height > store.height], best)
             self.sync_state = "synced" if best <= store.height + 1 else "syncing"
             self._initial_check.set()
+
+    def _reservation_pending(self) -> bool:
+        """The relay client has relay candidates but no reservation yet: until it has one,
+        peers behind other NATs cannot dial us over a circuit."""
+        assert self.rt is not None
+        if not self.rt.config.relay.is_client:
+            return False
+        svc = self.rt.services.get("relay_client")
+        st = svc.status() if svc is not None else None
+        if not isinstance(st, dict):
+            return False
+        return bool(st.get("relay_candidates")) and not st.get("reservations")
+
+    async def _settle_peers(self) -> None:
+        """Wait (bounded by SETTLE_MAX_S) until a reservation is held, when we are a relay
+        client with candidates, and the connected peer count has not grown for
+        SETTLE_QUIET_S since then. See the module docstring for why."""
+        t0 = time.monotonic()
+        count = len(self._connected_peers())
+        quiet_from = t0
+        reserved_at: float | None = None
+        while True:
+            now = time.monotonic()
+            n = len(self._connected_peers())
+            if n > count:
+                quiet_from = now
+            count = n
+            if reserved_at is None and not self._reservation_pending():
+                reserved_at = now
+                quiet_from = max(quiet_from, now)
+            if reserved_at is not None and now - quiet_from >= SETTLE_QUIET_S:
+                why = "peer set settled"
+                break
+            if now - t0 >= SETTLE_MAX_S:
+                why = "settle limit reached" + ("" if reserved_at else " (no reservation yet)")
+                break
+            await trio.sleep(0.25)
+        kinds: dict[str, int] = {}
+        for _, kind in self._connected_peers():
+            kinds[kind] = kinds.get(kind, 0) + 1
+        log.info(
+            "sync: behind at start; %s after %.1fs: %d peer(s) connected (%s)",
+            why,
+            time.monotonic() - t0,
+            count,
+            ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) or "none",
+        )
+
+    async def _join_late(self, session: SyncSession) -> None:
+        """While a session runs, peers that connect (or reconnect another way) join it."""
+        while True:
+            await trio.sleep(JOIN_POLL_S)
+            fresh = [(p, k) for p, k in self._connected_peers() if session.accepts(p, k)]
+            if fresh:
+                async with trio.open_nursery() as nursery:
+                    for peer, kind in fresh:
+                        nursery.start_soon(self._join_one, session, peer, kind)
+
+    async def _join_one(self, session: SyncSession, peer: str, kind: str) -> None:
+        client = await self._client(peer, kind)
+        if client is None:
+            return
+        try:
+            resp, _ = await client.request({"type": "status"}, STATUS_TIMEOUT)
+            height = codec.get_int(resp, "height")
+        except Exception as exc:
+            log.info("sync: status from joining peer %s (%s) failed: %r", peer, kind, exc)
+            await client.close()
+            self.clients.pop(peer, None)
+            return
+        self.peer_heights[peer] = height
+        if session.add_peer(SyncPeer(peer, kind, client, height)):
+            log.info("sync: %s (%s, height %d) joined the running session", peer[-8:], kind, height)
 
     async def _sync_session(self, peers: list[SyncPeer], target: int) -> None:
         store, rt, cons = self.store, self.rt, self.cons
@@ -526,10 +632,13 @@ class ChainService:
         session = SyncSession(peers, start, target, apply, record, reject)
         try:
             with trio.move_on_after(max(60.0, REQUEST_TIMEOUT * 6)):
-                await session.run()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._join_late, session)
+                    await session.run()
+                    nursery.cancel_scope.cancel()
         finally:
             self.syncing = False
-        for p in peers:
+        for p in session.peers:
             if p.peer not in session.sched.alive or p.client.broken:
                 await p.client.close()
                 self.clients.pop(p.peer, None)

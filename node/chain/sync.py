@@ -354,17 +354,42 @@ class SyncSession:
         self.next_height = start
         self.wake = trio.Event()
         self.used: set[str] = set()
+        self.joined: dict[str, str] = {p.peer: p.kind for p in peers}  # peer -> kind last used
+        self.banned: set[str] = set()  # sent blocks that failed verification
+        self._nursery: trio.Nursery | None = None
+
+    def accepts(self, peer: str, kind: str) -> bool:
+        """Whether `peer` on a connection of `kind` may join: new to the session, or lost
+        and now reachable another way (a circuit DCUtR replaced by a direct connection)."""
+        if peer in self.sched.alive or peer in self.banned:
+            return False
+        return self.joined.get(peer) != kind
+
+    def add_peer(self, p: SyncPeer) -> bool:
+        """Let a peer that connected after the session started take chunks (a circuit to the
+        other network usually comes up seconds after the local peers)."""
+        if not self.accepts(p.peer, p.kind) or p.height < self.start:
+            return False
+        self.peers.append(p)
+        self.joined[p.peer] = p.kind
+        self.sched.add_peer(p.peer, p.height, p.kind)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._worker, p)
+        self.wake.set()
+        return True
 
     async def run(self) -> int:
         """Returns the last height applied (start - 1 when nothing was)."""
         async with trio.open_nursery() as nursery:
-            for p in self.peers:
+            self._nursery = nursery
+            for p in list(self.peers):
                 nursery.start_soon(self._worker, p)
             while not self.sched.finished() and self.sched.reachable():
                 self.wake = trio.Event()
                 with trio.move_on_after(0.5):
                     await self.wake.wait()
             nursery.cancel_scope.cancel()
+        self._nursery = None
         return self.next_height - 1
 
     async def _worker(self, p: SyncPeer) -> None:
@@ -428,6 +453,7 @@ class SyncSession:
                 c.done = False
                 c.start = applied
                 c.failed_on.add(peer)
+                self.banned.add(peer)
                 self.sched.drop_peer(peer)
                 if applied <= c.end:
                     return

@@ -282,3 +282,44 @@ def test_pubsub_seqno_survives_a_fast_restart() -> None:
     fix_pubsub_seqno(restarted)
     assert restarted.counter > first.counter
     assert restarted.counter < 2**63  # still fits the 8-byte seqno
+
+
+def test_peer_joining_a_running_session_takes_chunks() -> None:
+    """A relayed peer that connects after the session started (circuits come up after the
+    local peers) joins it and serves part of the range."""
+    from node.chain.sync import SyncClient, SyncPeer, SyncSession
+
+    applied: list[int] = []
+    served: dict[str, int] = {}
+
+    async def main() -> None:
+        slow = SyncPeer("local", "direct", SyncClient(ServingStream(0.05)), 100)  # type: ignore[arg-type]
+        session = SyncSession(
+            [slow],
+            1,
+            100,
+            apply=lambda b, c, peer, kind: applied.append(b.height),
+            record=lambda peer, kind, a, b, size: served.__setitem__(
+                peer, served.get(peer, 0) + b - a + 1
+            ),
+            reject=lambda reason, detail: None,
+            chunk=10,
+        )
+        result: list[int] = []
+
+        async def run() -> None:
+            result.append(await session.run())
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                while not applied:  # the session is under way
+                    await trio.sleep(0.01)
+                late = SyncPeer("late", "relayed", SyncClient(ServingStream()), 100)  # type: ignore[arg-type]
+                assert session.add_peer(late)
+                assert not session.add_peer(late)  # already in, same kind
+        assert result == [100]
+
+    trio.run(main)
+    assert applied == list(range(1, 101))
+    assert served.get("late", 0) > 0 and served.get("local", 0) > 0
