@@ -447,10 +447,13 @@ class ChainService:
         self.clients[peer] = (client, kind)
         return client
 
-    async def _poll_status(self) -> list[SyncPeer]:
+    async def _poll_status(self, grace: float = STATUS_GRACE_S) -> list[SyncPeer]:
         """Ask every connected peer for its tip, concurrently. Returns once every peer has
-        answered or failed, or STATUS_GRACE_S after the first answer: a frozen peer must not
-        hold up a sync the others can serve (it is asked again at the next poll)."""
+        answered or failed, or `grace` after the first answer: a frozen peer must not
+        hold up a sync the others can serve (it is asked again at the next poll). The
+        initial catch-up passes a longer grace: a first stream over a circuit through a
+        loaded relay can take seconds, and a short catch-up would be over before that peer
+        could join the session."""
         peers = self._connected_peers()
         out: list[SyncPeer] = []
         pending = [len(peers)]
@@ -484,7 +487,7 @@ class ChainService:
                 nursery.start_soon(one, peer, kind)
             if peers:
                 await enough.wait()
-                with trio.move_on_after(STATUS_GRACE_S):
+                with trio.move_on_after(grace):
                     await all_done.wait()
             if not all_done.is_set():
                 late = sorted({p for p, _ in peers} - {sp.peer for sp in out})
@@ -515,7 +518,8 @@ class ChainService:
                 self.settling = True
                 self.sync_state = "syncing"
                 await self._settle_peers()
-                peers = await self._poll_status()  # the settled peer set, fresh tips
+                # the settled peer set, fresh tips; each ask is bounded by STATUS_TIMEOUT
+                peers = await self._poll_status(grace=STATUS_TIMEOUT)
                 best = max((p.height for p in peers), default=store.height)
                 self.settling = False
             self.settled = True
