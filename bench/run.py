@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import signal
 import subprocess
 import sys
@@ -73,6 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", default=str(RESULTS), help="results directory")
     p.add_argument("--run-id", default="", help="default: UTC timestamp")
+    p.add_argument(
+        "--render",
+        metavar="JSON",
+        default="",
+        help="run nothing: re-derive the headline, targets, notes, markdown and plots of an "
+        "existing results file (after a change to bench/report.py)",
+    )
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
@@ -83,8 +91,21 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def render(path: Path, out: Path) -> int:
+    doc = json.loads(path.read_text())
+    doc["headline"] = report.headline(doc["results"])
+    doc["targets"] = report.targets(doc["results"])
+    doc["notes"] = report.where_time_goes(doc["results"])
+    paths = report.write(doc, out, str(doc["run_id"]))
+    print(report.markdown(doc))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        return render(Path(args.render), Path(args.out))
     # SIGTERM (CI timeouts, kill) tears the current testnet down like Ctrl-C does
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
