@@ -18,8 +18,10 @@ couple of peers and never cross the NAT (the seed's "sync peers only show local 
 peers"). So:
 - the initial catch-up (the node starts behind, e.g. with an empty store) first waits for
   the peer set to settle: until the relay client (mode client|both, with candidates) holds a
-  reservation and the number of connected peers has not grown for SETTLE_QUIET_S, at most
-  SETTLE_MAX_S; consensus does not start meanwhile (nothing signed for old heights);
+  reservation, discovery has no dial in flight (a circuit dial to the other network took
+  ~28 s on a loaded machine in the sentry scenario), and the number of connected peers has
+  not grown for SETTLE_QUIET_S; at most SETTLE_MAX_S. Consensus does not start meanwhile
+  (nothing signed for old heights);
 - a peer that connects while a session runs joins it (SyncSession.add_peer), so a long
   catch-up also uses circuits that came up late.
 Later catch-ups (a few blocks behind while following) start at once: the peers are settled.
@@ -84,7 +86,7 @@ INITIAL_SYNC_WAIT_S = 5.0  # longest a starting node waits for peers' tips befor
 SYNC_POLL_S = 2.0  # how often connected peers' tips are asked for
 STATUS_GRACE_S = 1.5  # after the first tip answer, how long slower peers may take
 SETTLE_QUIET_S = 6.0  # no new peer for this long: longer than a peer-exchange round (5 s)
-SETTLE_MAX_S = 25.0  # the initial catch-up never waits longer than this for the peer set
+SETTLE_MAX_S = 30.0  # the initial catch-up never waits longer than this for the peer set
 JOIN_POLL_S = 1.0  # during a session, how often new connections are looked for
 STALL_S = 3.0  # one block behind for this long (no commit of ours) -> sync
 PAYLOAD_SIZE = 256  # bytes of filler per block so sync moves realistic volumes
@@ -540,10 +542,19 @@ class ChainService:
             return False
         return bool(st.get("relay_candidates")) and not st.get("reservations")
 
+    def _dials_pending(self) -> int:
+        """How many dials discovery has in flight (peers learnt by peer exchange, often
+        through circuit addresses of peers behind the other NAT). Read-only look at its
+        `_dialing` set: /status does not expose it, and node/discovery.py is not ours."""
+        assert self.rt is not None
+        svc = self.rt.services.get("discovery")
+        dialing = getattr(svc, "_dialing", None)
+        return len(dialing) if isinstance(dialing, set) else 0
+
     async def _settle_peers(self) -> None:
         """Wait (bounded by SETTLE_MAX_S) until a reservation is held, when we are a relay
-        client with candidates, and the connected peer count has not grown for
-        SETTLE_QUIET_S since then. See the module docstring for why."""
+        client with candidates, discovery has no dial in flight, and the connected
+        peer count has not grown for SETTLE_QUIET_S. See the module docstring for why."""
         t0 = time.monotonic()
         count = len(self._connected_peers())
         quiet_from = t0
@@ -557,11 +568,16 @@ class ChainService:
             if reserved_at is None and not self._reservation_pending():
                 reserved_at = now
                 quiet_from = max(quiet_from, now)
-            if reserved_at is not None and now - quiet_from >= SETTLE_QUIET_S:
+            pending = self._dials_pending()
+            if reserved_at is not None and not pending and now - quiet_from >= SETTLE_QUIET_S:
                 why = "peer set settled"
                 break
             if now - t0 >= SETTLE_MAX_S:
-                why = "settle limit reached" + ("" if reserved_at else " (no reservation yet)")
+                why = (
+                    "settle limit reached"
+                    + ("" if reserved_at else ", no reservation yet")
+                    + (f", {pending} dial(s) in flight" if pending else "")
+                )
                 break
             await trio.sleep(0.25)
         kinds: dict[str, int] = {}
