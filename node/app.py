@@ -24,6 +24,7 @@ from node.dialing import NodeDialer
 from node.discovery import DiscoveryService
 from node.events import EventLog
 from node.host import build_host, build_pubsub, load_or_create_key
+from node.liveness import LivenessService
 from node.metrics import Metrics
 from node.overrides import apply_host_overrides
 from node.relay.client import RelayClient
@@ -167,6 +168,7 @@ async def _main(cfg: NodeConfig) -> None:
             if node.relay_client is not None:
                 own.append(node.relay_client)
             own.append(node.discovery)
+            own.append(LivenessService())  # closes connections that stopped answering
             for svc in own + _other_services(cfg):
                 rt.services[svc.name] = svc
             node.rt = rt

@@ -35,6 +35,12 @@ class P2PSection:
     persistent_peers: tuple[str, ...] = ()
     max_connections: int = 32
     discovery: bool = True
+    # liveness (node/liveness.py): ping every connection each interval; after
+    # `ping_failures` pings in a row unanswered within `ping_timeout_s`, close it. The
+    # timeout is generous: a loaded 2-core host answers slowly but still answers.
+    ping_interval_s: float = 5.0
+    ping_timeout_s: float = 10.0
+    ping_failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,9 @@ def _validate(cfg: NodeConfig) -> None:
         "relay.circuit_bytes": cfg.relay.circuit_bytes,
         "relay.reservation_ttl_s": cfg.relay.reservation_ttl_s,
         "dcutr.max_attempts": cfg.dcutr.max_attempts,
+        "p2p.ping_interval_s": cfg.p2p.ping_interval_s,
+        "p2p.ping_timeout_s": cfg.p2p.ping_timeout_s,
+        "p2p.ping_failures": cfg.p2p.ping_failures,
     }
     for key, value in positive.items():
         if value <= 0:

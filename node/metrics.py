@@ -63,6 +63,19 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.ping_rtt_seconds = Histogram(
+            p + "ping_rtt_seconds",
+            "libp2p ping round trips on open connections, by connection kind",
+            ["kind"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.ping_failures_total = Counter(
+            p + "ping_failures_total",
+            "pings unanswered within p2p.ping_timeout_s (or failed), by connection kind",
+            ["kind"],
+            registry=r,
+        )
         for kind in ("direct", "relayed"):
             self.connections_active.labels(kind=kind).set(0)
 

@@ -7,6 +7,7 @@ each other: they talk through the runtime (connection subscriptions, events, the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sentrynet.runtime")
 
+CLOSE_GRACE_S = 5.0  # a deliberate close that takes longer is forced (ConnectionTracker.close)
+
 Kind = Literal["direct", "relayed"]
 
 
@@ -46,6 +49,12 @@ class ConnInfo:
     # seconds the connection took to set up (relayed: CONNECT/STOP to muxer ready, several
     # round trips over the relay): DCUtR scales its timeouts by it
     setup_s: float | None = None
+    # liveness (node/liveness.py): last and median ping RTT, pings answered, misses in a row
+    rtt_s: float | None = None
+    rtt_median_s: float | None = None
+    pings_ok: int = 0
+    ping_failures: int = 0
+    close_reason: str | None = None  # set when the node closes it on purpose
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +64,10 @@ class ConnInfo:
             "direction": self.direction,
             "opened_at": round(self.opened_at, 4),
             "relay": str(self.relay) if self.relay else None,
+            "rtt_s": self.rtt_s,
+            "rtt_median_s": self.rtt_median_s,
+            "pings_ok": self.pings_ok,
+            "ping_failures": self.ping_failures,
         }
 
 
@@ -309,9 +322,51 @@ class ConnectionTracker(INotifee):
             return
         self.metrics.connections_active.labels(kind=info.kind).dec()
         self.events.emit(
-            "connection_closed", peer=str(info.peer), remote_addr=info.remote_addr, kind=info.kind
+            "connection_closed",
+            peer=str(info.peer),
+            remote_addr=info.remote_addr,
+            kind=info.kind,
+            reason=info.close_reason or "closed",
         )
         self._notify("closed", info)
+
+    async def close(self, conn: INetConn, reason: str, grace_s: float = CLOSE_GRACE_S) -> None:
+        """Close `conn` on purpose; its connection_closed event carries `reason`.
+
+        A dead peer can leave upstream's close stuck writing (yamux GO_AWAY behind a full
+        send buffer): after `grace_s` the raw transport is closed under it, and if the
+        swarm still has not reported the disconnect, the tracker reports it itself.
+        """
+        info = self.info(conn)
+        if info is not None and info.close_reason is None:
+            info.close_reason = reason
+        done = trio.Event()
+
+        async def close_it() -> None:
+            try:
+                await conn.close()
+            except Exception:
+                log.debug("closing a connection (%s) failed", reason, exc_info=True)
+            finally:
+                done.set()
+
+        if self.nursery is not None:
+            self.nursery.start_soon(close_it)
+        else:
+            await close_it()
+        with trio.move_on_after(grace_s):
+            await done.wait()
+        if done.is_set() and self.info(conn) is None:
+            return
+        raw = _find_attr(conn, ("secured_conn",))
+        with contextlib.suppress(Exception), trio.move_on_after(grace_s):
+            if raw is not None:
+                await raw.close()
+        with trio.move_on_after(grace_s):
+            await done.wait()
+        if self.info(conn) is not None:
+            log.info("connection to %s did not report its close: reporting it", conn)
+            self.on_disconnected(conn)
 
     def _notify(self, event: str, info: ConnInfo) -> None:
         for cb in list(self._subs):

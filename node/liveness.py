@@ -1,0 +1,178 @@
+"""Connection liveness: ping every open connection, close the ones that stopped answering.
+
+py-libp2p 0.8.1 has no keepalive, and TCP takes many minutes to notice a peer whose
+packets are silently dropped (a partition by iptables DROP, a frozen process, a NAT
+mapping gone): such a connection stays in /status, and a relay client keeps believing in
+a reservation on a relay that vanished. Every `p2p.ping_interval_s` this service runs one
+libp2p ping (`/ipfs/ping/1.0.0`) on each connection itself (a stream opened on that
+connection, not `host.new_stream(peer)`, which picks any), direct and relayed alike.
+After `p2p.ping_failures` pings in a row unanswered within `p2p.ping_timeout_s` it closes
+the connection through the tracker, whose connection_closed event then carries
+`reason="ping_timeout"`; subscribers (relay client: drop the reservation and fail over;
+discovery: redial) react as to any close. RTTs land in the /status connection rows
+(`rtt_s`, `rtt_median_s`) and in `sentrynet_ping_rtt_seconds`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from collections import deque
+from typing import Any
+
+import trio
+from libp2p.host.ping import ID as PING_ID
+from libp2p.host.ping import perform_ping_roundtrip
+from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+
+from node.runtime import ConnInfo, NodeRuntime
+
+log = logging.getLogger("sentrynet.liveness")
+
+RTT_WINDOW = 9  # pings the median is taken over
+CLOSE_REASON = "ping_timeout"
+
+
+class LivenessService:
+    name = "liveness"
+
+    def __init__(self) -> None:
+        self.rt: NodeRuntime | None = None
+        self._watching: set[int] = set()  # id(conn) with a ping loop
+        self._rtts: dict[int, deque[float]] = {}
+        self.closed = 0  # connections closed for not answering
+
+    def status(self) -> dict[str, Any]:
+        rt = self.rt
+        cfg = rt.config.p2p if rt is not None else None
+        return {
+            "interval_s": cfg.ping_interval_s if cfg else None,
+            "timeout_s": cfg.ping_timeout_s if cfg else None,
+            "failures": cfg.ping_failures if cfg else None,
+            "watching": len(self._watching),
+            "closed": self.closed,
+        }
+
+    async def run(self, rt: NodeRuntime) -> None:
+        self.rt = rt
+        rt.connections.subscribe(self._on_conn)
+        for info in rt.connections.all():  # connections made before we subscribed
+            self._watch(info)
+        await trio.sleep_forever()
+
+    def _on_conn(self, event: str, info: ConnInfo) -> None:
+        if event == "opened":
+            self._watch(info)
+
+    def _watch(self, info: ConnInfo) -> None:
+        assert self.rt is not None
+        key = id(info.conn)
+        if key in self._watching:
+            return
+        self._watching.add(key)
+        self.rt.nursery.start_soon(self._loop, info)
+
+    async def _loop(self, info: ConnInfo) -> None:
+        assert self.rt is not None
+        rt = self.rt
+        cfg = rt.config.p2p
+        key = id(info.conn)
+        try:
+            # the first ping one interval in: identify, DCUtR and the duplicate rule settle
+            # first, and a connection still being upgraded is never pinged
+            await trio.sleep(cfg.ping_interval_s)
+            while rt.connections.is_live(info.conn):
+                if not _ready(info):
+                    await trio.sleep(cfg.ping_interval_s)
+                    continue
+                t0 = time.monotonic()
+                rtt, error = await self._ping(info, cfg.ping_timeout_s)
+                if not rt.connections.is_live(info.conn):
+                    break  # closed under the ping: not the peer's silence
+                if rtt is not None:
+                    self._record(info, rtt)
+                    await trio.sleep(max(0.0, cfg.ping_interval_s - (time.monotonic() - t0)))
+                    continue
+                info.ping_failures += 1
+                rt.metrics.ping_failures_total.labels(kind=info.kind).inc()
+                log.info(
+                    "ping %d/%d to %s (%s %s) failed: %s",
+                    info.ping_failures,
+                    cfg.ping_failures,
+                    info.peer,
+                    info.kind,
+                    info.remote_addr,
+                    error,
+                )
+                if info.ping_failures >= cfg.ping_failures:
+                    self.closed += 1
+                    log.warning(
+                        "closing %s connection to %s (%s): %d pings unanswered",
+                        info.kind,
+                        info.peer,
+                        info.remote_addr,
+                        info.ping_failures,
+                    )
+                    await rt.connections.close(info.conn, CLOSE_REASON)
+                    break
+                # a miss: the next ping follows at once (a timeout already waited)
+                if time.monotonic() - t0 < cfg.ping_interval_s:
+                    await trio.sleep(cfg.ping_interval_s - (time.monotonic() - t0))
+        finally:
+            self._watching.discard(key)
+            self._rtts.pop(key, None)
+
+    def _record(self, info: ConnInfo, rtt: float) -> None:
+        assert self.rt is not None
+        window = self._rtts.setdefault(id(info.conn), deque(maxlen=RTT_WINDOW))
+        window.append(rtt)
+        info.rtt_s = round(rtt, 6)
+        info.rtt_median_s = round(statistics.median(window), 6)
+        info.pings_ok += 1
+        info.ping_failures = 0
+        self.rt.metrics.ping_rtt_seconds.labels(kind=info.kind).observe(rtt)
+
+    async def _ping(self, info: ConnInfo, timeout: float) -> tuple[float | None, str]:
+        """One ping on exactly this connection: (rtt seconds, "") or (None, why)."""
+        assert self.rt is not None
+        host: Any = self.rt.host
+        stream: Any = None
+        try:
+            with trio.fail_after(timeout):
+                stream = await info.conn.new_stream()
+                proto = await host.multiselect_client.select_one_of(
+                    [PING_ID], MultiselectCommunicator(stream), max(1, int(timeout))
+                )
+                stream.set_protocol(proto)
+                t0 = time.monotonic()
+                await perform_ping_roundtrip(stream)
+                rtt = time.monotonic() - t0
+        except trio.TooSlowError:
+            await _reset(stream)
+            return None, f"no answer within {timeout:g}s"
+        except Exception as exc:
+            await _reset(stream)
+            return None, f"{type(exc).__name__}: {exc}"
+        # the responder loops until EOF: end our side so it closes its own
+        with contextlib.suppress(Exception), trio.move_on_after(timeout):
+            await stream.close()
+        return rtt, ""
+
+
+def _ready(info: ConnInfo) -> bool:
+    """The connection finished its upgrade (muxer started): pinging it makes sense."""
+    muxed = getattr(info.conn, "muxed_conn", None)
+    started = getattr(muxed, "event_started", None)
+    if isinstance(started, trio.Event) and not started.is_set():
+        return False
+    swarm_started = getattr(info.conn, "event_started", None)
+    return not (isinstance(swarm_started, trio.Event) and not swarm_started.is_set())
+
+
+async def _reset(stream: Any) -> None:
+    if stream is None:
+        return
+    with contextlib.suppress(Exception), trio.move_on_after(2):
+        await stream.reset()

@@ -1,0 +1,92 @@
+"""Connection liveness (node/liveness.py) on real node processes over loopback.
+
+A frozen process (SIGSTOP) is what a silent partition looks like from the other side:
+its kernel still ACKs TCP, nothing answers. The other node must close the connection
+(connection_closed reason=ping_timeout) and get it back once the peer runs again.
+Short ping intervals via [p2p] config; every wait polls a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.testing import NodeProc, NodeProcs, wait_for, wait_until
+
+pytestmark = pytest.mark.loopback
+
+PING = {"ping_interval_s": 0.5, "ping_timeout_s": 2.0, "ping_failures": 3}
+
+
+def pair(procs: NodeProcs) -> tuple[NodeProc, NodeProc]:
+    """b, then a with b as persistent peer (a redials it); both ping fast."""
+    b = procs.start("b", p2p={"discovery": False, **PING})
+    a = procs.start("a", p2p={"discovery": False, "persistent_peers": [b.full_addr], **PING})
+    return a, b
+
+
+def conn_to(node: NodeProc, peer: str) -> Any:
+    return lambda s: next((c for c in s["connections"] if c["peer"] == peer), None)
+
+
+def closes(node: NodeProc, peer: str) -> list[dict[str, Any]]:
+    return [e for e in node.events() if e["type"] == "connection_closed" and e["peer"] == peer]
+
+
+def test_frozen_peer_is_closed_with_ping_timeout_and_comes_back(tmp_path: Path) -> None:
+    with NodeProcs(tmp_path) as procs:
+        a, b = pair(procs)
+        b_id = b.peer_id
+        first = wait_for(a, conn_to(a, b_id), "connection to b", 20)
+        wait_for(a, lambda s: conn_to(a, b_id)(s)["pings_ok"] >= 1, "a first ping", 20)
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            closed = wait_until(
+                lambda: [e for e in closes(a, b_id) if e.get("reason") == "ping_timeout"],
+                "connection_closed reason=ping_timeout on a",
+                timeout=40,
+            )
+            assert closed[0]["remote_addr"] == first["remote_addr"]
+            assert (
+                not conn_to(a, b_id)(a.status())
+                or conn_to(a, b_id)(a.status())["opened_at"] > first["opened_at"]
+            )
+            assert a.metric("sentrynet_ping_failures_total", kind="direct") >= 3
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        # persistent peer redial: a fresh connection that answers pings again
+        back = wait_for(
+            a,
+            lambda s: (
+                (c := conn_to(a, b_id)(s))
+                and c["opened_at"] > first["opened_at"]
+                and c["pings_ok"] >= 1
+                and c
+            ),
+            "a new connection to b answering pings after SIGCONT",
+            60,
+        )
+        assert back["ping_failures"] == 0
+
+
+def test_healthy_connection_survives_many_pings_and_reports_rtt(tmp_path: Path) -> None:
+    with NodeProcs(tmp_path) as procs:
+        a, b = pair(procs)
+        b_id, a_id = b.peer_id, a.peer_id
+        first = wait_for(a, conn_to(a, b_id), "connection to b", 20)
+        # ten intervals' worth of pings answered on both sides, on the same connection
+        row = wait_for(
+            a, lambda s: (c := conn_to(a, b_id)(s)) and c["pings_ok"] >= 10 and c, "10 pings", 40
+        )
+        wait_for(b, lambda s: conn_to(b, a_id)(s)["pings_ok"] >= 10, "10 pings on b", 40)
+        assert row["opened_at"] == first["opened_at"]
+        assert closes(a, b_id) == [] and closes(b, a_id) == []
+        # RTT in /status and in the histogram
+        assert 0 < row["rtt_s"] < 2.0 and 0 < row["rtt_median_s"] < 2.0
+        assert row["ping_failures"] == 0
+        assert a.metric("sentrynet_ping_rtt_seconds_count", kind="direct") >= 10
+        assert a.status()["liveness"]["closed"] == 0
