@@ -90,3 +90,111 @@ def test_healthy_connection_survives_many_pings_and_reports_rtt(tmp_path: Path) 
         assert row["ping_failures"] == 0
         assert a.metric("sentrynet_ping_rtt_seconds_count", kind="direct") >= 10
         assert a.status()["liveness"]["closed"] == 0
+
+
+def relay_node(procs: NodeProcs, name: str, ping: dict[str, Any] | None = None) -> NodeProc:
+    return procs.start(
+        name,
+        node={"role": "sentry"},
+        relay={"enabled": True, "mode": "server"},
+        p2p={"discovery": False, **(PING if ping is None else ping)},
+    )
+
+
+def test_client_fails_over_when_its_relay_goes_silent(tmp_path: Path) -> None:
+    """The relay holding our reservation freezes: the client closes that connection for
+    ping_timeout, drops the reservation and reserves on the other relay."""
+    with NodeProcs(tmp_path) as procs:
+        r1, r2 = relay_node(procs, "r1"), relay_node(procs, "r2")
+        client = procs.start(
+            "client",
+            relay={
+                "enabled": True,
+                "mode": "client",
+                "relay_servers": [r1.p2p_addr, r2.p2p_addr],
+                "max_reservations_held": 1,
+            },
+            p2p={"discovery": False, **PING},
+        )
+        held = wait_for(client, lambda s: s["reservations"], "a reservation", 20)[0]["relay"]
+        frozen, other = (r1, r2) if held == r1.peer_id else (r2, r1)
+        other_id = other.peer_id
+        wait_for(client, lambda s: conn_to(client, other_id)(s), "connection to the other relay")
+        assert frozen.proc is not None
+        frozen.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(
+                client,
+                lambda s: [r for r in s["reservations"] if r["relay"] == other_id],
+                "reservation on the other relay after the held one froze",
+                45,
+            )
+            evs = client.events()
+            assert any(
+                e["type"] == "connection_closed"
+                and e["peer"] == held
+                and e.get("reason") == "ping_timeout"
+                for e in evs
+            ), [e for e in evs if e["type"] == "connection_closed"]
+            assert any(e["type"] == "reservation_expired" and e["relay"] == held for e in evs)
+            assert all(r["relay"] != held for r in client.status()["reservations"])
+        finally:
+            frozen.proc.send_signal(signal.SIGCONT)
+
+
+def test_relayed_connection_to_frozen_peer_is_closed(tmp_path: Path) -> None:
+    """Pings run on relayed connections too: a frozen target's circuit is closed with
+    ping_timeout while the relay itself (alive) keeps its direct connection. The relay
+    pings at the default (slow) pace, else it would notice the frozen target first and
+    the circuit would close under the dialer for that reason instead."""
+    with NodeProcs(tmp_path) as procs:
+        relay = relay_node(procs, "relay", ping={})
+        target = procs.start(
+            "target",
+            relay={"enabled": True, "mode": "client", "relay_servers": [relay.p2p_addr]},
+            p2p={"discovery": False, **PING},
+            dcutr={"enabled": False},
+        )
+        wait_for(target, lambda s: s["reservations"], "target reservation", 20)
+        target_id = target.peer_id
+        dead = f"/ip4/127.0.0.1/tcp/9/p2p/{target_id}"  # only a circuit reaches it
+        dialer = procs.start(
+            "dialer",
+            relay={
+                "enabled": True,
+                "mode": "client",
+                "relay_servers": [f"{relay.p2p_addr}/p2p/{relay.peer_id}"],
+            },
+            p2p={"discovery": False, "persistent_peers": [dead], **PING},
+            dcutr={"enabled": False},
+        )
+        row = wait_for(
+            dialer,
+            lambda s: (
+                (c := conn_to(dialer, target_id)(s))
+                and c["kind"] == "relayed"
+                and c["pings_ok"] >= 1
+                and c
+            ),
+            "relayed connection answering pings",
+            40,
+        )
+        assert row["rtt_s"] is not None
+        assert dialer.metric("sentrynet_ping_rtt_seconds_count", kind="relayed") >= 1
+        assert target.proc is not None
+        target.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: [
+                    e
+                    for e in closes(dialer, target_id)
+                    if e["kind"] == "relayed" and e.get("reason") == "ping_timeout"
+                ],
+                "relayed connection_closed reason=ping_timeout on the dialer",
+                timeout=40,
+            )
+            relay_id = relay.peer_id
+            assert conn_to(dialer, relay_id)(dialer.status())["kind"] == "direct"
+            assert not [e for e in closes(dialer, relay_id) if e.get("reason") == "ping_timeout"]
+        finally:
+            target.proc.send_signal(signal.SIGCONT)
