@@ -8,7 +8,9 @@ libp2p ping (`/ipfs/ping/1.0.0`) on each connection itself (a stream opened on t
 connection, not `host.new_stream(peer)`, which picks any), direct and relayed alike.
 After `p2p.ping_failures` pings in a row unanswered within `p2p.ping_timeout_s` it closes
 the connection through the tracker, whose connection_closed event then carries
-`reason="ping_timeout"`; subscribers (relay client: drop the reservation and fail over;
+`reason="ping_timeout"`. A ping that times out while other data still arrived on the
+connection is a slow peer (a loaded host), not a silent one: it is not counted as a miss.
+Subscribers (relay client: drop the reservation and fail over;
 discovery: redial) react as to any close. RTTs land in the /status connection rows
 (`rtt_s`, `rtt_median_s`) and in `sentrynet_ping_rtt_seconds`.
 """
@@ -42,6 +44,7 @@ class LivenessService:
         self.rt: NodeRuntime | None = None
         self._watching: set[int] = set()  # id(conn) with a ping loop
         self._rtts: dict[int, deque[float]] = {}
+        self._rx_at: dict[int, float] = {}  # id(conn) -> monotonic time data last arrived
         self.closed = 0  # connections closed for not answering
 
     def status(self) -> dict[str, Any]:
@@ -72,7 +75,31 @@ class LivenessService:
         if key in self._watching:
             return
         self._watching.add(key)
+        self._count_rx(info)
         self.rt.nursery.start_soon(self._loop, info)
+
+    def _count_rx(self, info: ConnInfo) -> None:
+        """Note when bytes arrive on the connection: the muxer reads every frame through its
+        secured connection's `read`, wrapped here on this one instance (yamux's own
+        keepalive pongs, gossip, sync: any of them shows the peer is alive)."""
+        secured = getattr(getattr(info.conn, "muxed_conn", None), "secured_conn", None)
+        read = getattr(secured, "read", None)
+        if secured is None or read is None or getattr(read, "_liveness", False):
+            return
+        key = id(info.conn)
+        rx_at = self._rx_at
+
+        async def counting_read(*args: Any, **kwargs: Any) -> Any:
+            data = await read(*args, **kwargs)
+            if data:
+                rx_at[key] = time.monotonic()
+            return data
+
+        counting_read._liveness = True  # type: ignore[attr-defined]
+        try:
+            secured.read = counting_read
+        except Exception:
+            log.debug("cannot watch reads on %s", info.remote_addr, exc_info=True)
 
     async def _loop(self, info: ConnInfo) -> None:
         assert self.rt is not None
@@ -94,6 +121,15 @@ class LivenessService:
                 if rtt is not None:
                     self._record(info, rtt)
                     await trio.sleep(max(0.0, cfg.ping_interval_s - (time.monotonic() - t0)))
+                    continue
+                if self._rx_at.get(key, 0.0) > t0:
+                    log.info(
+                        "ping to %s (%s) unanswered but data arrived meanwhile: slow, alive (%s)",
+                        info.peer,
+                        info.kind,
+                        error,
+                    )
+                    info.ping_failures = 0
                     continue
                 info.ping_failures += 1
                 rt.metrics.ping_failures_total.labels(kind=info.kind).inc()
@@ -123,6 +159,7 @@ class LivenessService:
         finally:
             self._watching.discard(key)
             self._rtts.pop(key, None)
+            self._rx_at.pop(key, None)
 
     def _record(self, info: ConnInfo, rtt: float) -> None:
         assert self.rt is not None
