@@ -65,7 +65,7 @@ class Metrics:
         )
         self.ping_rtt_seconds = Histogram(
             p + "ping_rtt_seconds",
-            "libp2p ping round trips on open connections, by connection kind",
+            "ping (/ipfs/ping/1.0.0) round trips on open connections, by connection kind",
             ["kind"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
