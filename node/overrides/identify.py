@@ -10,6 +10,13 @@ relay client the peer is back. We treat a peer as identified only while
 
 Upstream also offers no hook for "identify finished"; we wrap `_identify_peer` and the
 identify-push handler so callbacks run after the peerstore is updated.
+
+Upstream `_identify_peer` also swallows every failure (stream open failed, read timed out,
+the connection closed under it) and never tries again. Since the node keeps one connection
+per peer, identify regularly starts on a duplicate that is closed a moment later; the peer
+then stays connected but unidentified, and a configured relay is never matched (seen in the
+relay-failover scenario: node7 unmatched for 71 s). We retry, bounded, while the peer is
+still connected and not yet identified.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.identity.identify_push.identify_push import (
     ID_PUSH,
@@ -28,6 +36,8 @@ from libp2p.peer.id import ID
 log = logging.getLogger("sentrynet.overrides.identify")
 
 IdentifiedCallback = Callable[[ID], None]
+IDENTIFY_ATTEMPTS = 4
+IDENTIFY_RETRY_S = 0.5  # back-off between attempts: 0.5 s, 1 s, 1.5 s
 
 
 class IdentifyHook:
@@ -51,9 +61,15 @@ def install_identify_hook(host: IHost) -> IdentifyHook:
     orig_identify = h._identify_peer
 
     async def identify_peer(peer_id: ID, *, reason: str) -> None:
-        await orig_identify(peer_id, reason=reason)
-        if peer_id in h._identified_peers:
-            hook.fire(peer_id)
+        for attempt in range(1, IDENTIFY_ATTEMPTS + 1):
+            await orig_identify(peer_id, reason=reason)
+            if peer_id in h._identified_peers:
+                hook.fire(peer_id)
+                return
+            if attempt == IDENTIFY_ATTEMPTS or not host.get_network().get_connections(peer_id):
+                return
+            log.info("identify of %s failed (attempt %d); retrying", peer_id, attempt)
+            await trio.sleep(IDENTIFY_RETRY_S * attempt)
 
     h._identify_peer = identify_peer
 
