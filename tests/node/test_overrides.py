@@ -191,6 +191,51 @@ def test_upstream_skips_identify_on_reconnect_and_override_reidentifies() -> Non
     assert ours_reidentifies is True
 
 
+def test_upstream_swallows_a_failed_identify_and_override_retries() -> None:
+    """Upstream `_identify_peer` returns silently when the identify stream fails and never
+    tries again, so a still-connected peer stays unidentified (a configured relay is then
+    never matched); ours retries while the peer is connected."""
+    from libp2p.identity.identify.identify import ID as IDENTIFY_ID
+
+    async def scenario() -> tuple[bool, bool, int]:
+        async with probe_host() as a, probe_host() as b, probe_host() as c:
+            mux: Any = b.get_mux()
+            real_handler = mux.handlers[IDENTIFY_ID]
+            calls = [0]
+
+            async def fails_once(stream: INetStream) -> None:
+                calls[0] += 1
+                if calls[0] == 1:
+                    await stream.reset()
+                    return
+                await real_handler(stream)
+
+            results = []
+            bid = b.get_id()
+            for host, override in ((a, False), (c, True)):
+                h: Any = host
+                if override:
+                    install_identify_hook(host)
+
+                def identified(h: Any = h) -> bool:
+                    return bid in h._identified_peers
+
+                await host.connect(PeerInfo(bid, [addr_of(b)]))
+                await poll(identified, what="identify")
+                h._identified_peers.pop(bid)  # as if the first identify never happened
+                calls[0] = 0
+                b.set_stream_handler(IDENTIFY_ID, fails_once)
+                await h._identify_peer(bid, reason="test")
+                results.append(identified())
+                b.set_stream_handler(IDENTIFY_ID, real_handler)
+            return results[0], results[1], calls[0]
+
+    upstream_identified, ours_identified, handler_calls = trio.run(scenario)
+    assert upstream_identified is False
+    assert ours_identified is True
+    assert handler_calls == 2  # one failed attempt, one retry
+
+
 # -- circuit addresses in get_addrs ----------------------------------------------------
 
 
