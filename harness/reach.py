@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from harness.topology import NodeSpec, Topology
+from harness.topology import NodeSpec, Topology, nat_router_network
 
 
 @dataclass(frozen=True)
@@ -238,9 +238,36 @@ def pair_verdict(topo: Topology, a: NodeSpec, b: NodeSpec) -> PairVerdict:
         )
     else:
         holepunch, hp_reason = True, f"both behind {na}/{nb} NAT with a relayed connection"
+        shared = [(n, others) for n in (a, b) if (others := _sharing(topo, n))]
+        if shared:
+            hp_reason += "; but " + "; ".join(
+                f"{n.name} shares its router's public port {n.p2p_port} with "
+                f"{', '.join(others)}: only one such pair can be direct at a time"
+                for n, others in shared
+            )
     return PairVerdict(
         a.name, b.name, direct, direct_reason, circuit, relays, circuit_reason, holepunch, hp_reason
     )
+
+
+def shared_public_endpoints(topo: Topology) -> dict[str, list[str]]:
+    """`router-<net>:<port>` -> the nodes behind that router listening on that port, where
+    there are several: a port-preserving NAT gives them one public endpoint, so at most one
+    pair of them across two routers can be direct at a time (harness/topology.py)."""
+    groups: dict[str, list[str]] = {}
+    for node in topo.nodes:
+        net = nat_router_network(node, topo.networks)
+        if net is not None:
+            groups.setdefault(f"router-{net}:{node.p2p_port}", []).append(node.name)
+    return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def _sharing(topo: Topology, node: NodeSpec) -> list[str]:
+    """Other nodes behind node's router on node's p2p port."""
+    for names in shared_public_endpoints(topo).values():
+        if node.name in names:
+            return [n for n in names if n != node.name]
+    return []
 
 
 def _dcutr_off(node: NodeSpec) -> bool:

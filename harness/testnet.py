@@ -9,7 +9,9 @@ the runtime (up, wait, status, perturb, graph) works from a rendered directory a
 `Testnet.load(out_dir)`.
 
 Decisions, in one place:
-- p2p listens on every data IP at port 4001 (P2P_PORT); never on the control network.
+- p2p listens on every data IP at the node's p2p port (harness/topology.py: 4001, and
+  4002, 4003, ... for further nodes behind the same NAT router, so each has its own public
+  endpoint); never on the control network.
 - The node API listens on the node's control IP, port 9000 (API_PORT). The control network is
   an internal bridge per testnet; its subnet is derived from the testnet name
   (10.250.X.0/24, X from a hash) unless overridden (`--subnet control=CIDR`).
@@ -39,7 +41,7 @@ from typing import Any
 
 from harness.errors import SentrynetError
 from harness.keys import node_key
-from harness.reach import ip_path, no_path_reason
+from harness.reach import ip_path, no_path_reason, shared_public_endpoints
 from harness.topology import (
     NAME_RE,
     NetworkSpec,
@@ -49,12 +51,11 @@ from harness.topology import (
     router_public_ips,
 )
 
-P2P_PORT = 4001
 API_PORT = 9000
 CONTROL_NETWORK = "control"
 CONTROL_FIRST_HOST = 10
 TESTNET_FILE = "testnet.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-node p2p_port
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Node:
     addresses: dict[str, str]  # data network -> IP
     control_ip: str
     listen_addrs: tuple[str, ...]
+    p2p_port: int
     api_url: str
     relay_mode: str  # off | client | server | both
     relay_servers: tuple[str, ...]  # node names
@@ -348,7 +350,11 @@ def build_testnet(
         if n.has_router
     )
     keys = {n.name: node_key(tn_name, n.name) for n in topo.nodes}
-    warnings: list[str] = []
+    warnings: list[str] = [
+        f"{', '.join(names)} share {endpoint} behind their NAT router: at most one pair of "
+        "them can be direct to a peer behind another router (give each its own p2p_port)"
+        for endpoint, names in shared_public_endpoints(topo).items()
+    ]
     nodes = []
     for index, spec in enumerate(topo.nodes):
         nodes.append(
@@ -380,8 +386,8 @@ def _network(tn_name: str, n: NetworkSpec) -> Network:
     )
 
 
-def _tcp(ip: str) -> str:
-    return f"/ip4/{ip}/tcp/{P2P_PORT}"
+def _tcp(ip: str, port: int) -> str:
+    return f"/ip4/{ip}/tcp/{port}"
 
 
 def _node(
@@ -400,10 +406,10 @@ def _node(
         server = topo.node(server_name)
         path = ip_path(topo, spec, server)
         if path is not None:
-            relay_addrs.append(_tcp(path.addr))
+            relay_addrs.append(_tcp(path.addr, server.p2p_port))
             continue
         fallback = server.addresses.get(public.name) or next(iter(server.addresses.values()))
-        relay_addrs.append(_tcp(fallback))
+        relay_addrs.append(_tcp(fallback, server.p2p_port))
         warnings.append(
             f"{spec.name}: relay server {server_name} ({fallback}) is unreachable over IP: "
             f"{no_path_reason(topo, spec, server)}"
@@ -429,7 +435,7 @@ def _node(
             )
         else:
             ip = path.addr
-        peer_addrs.append(f"{_tcp(ip)}/p2p/{keys[peer_name].peer_id}")
+        peer_addrs.append(f"{_tcp(ip, peer.p2p_port)}/p2p/{keys[peer_name].peer_id}")
 
     default_via = router = None
     if public.name not in spec.addresses:
@@ -444,7 +450,8 @@ def _node(
         peer_id=keys[spec.name].peer_id,
         addresses=dict(spec.addresses),
         control_ip=control_ip,
-        listen_addrs=tuple(_tcp(ip) for ip in spec.addresses.values()),
+        listen_addrs=tuple(_tcp(ip, spec.p2p_port) for ip in spec.addresses.values()),
+        p2p_port=spec.p2p_port,
         api_url=f"http://{control_ip}:{API_PORT}",
         relay_mode=spec.relay_mode,
         relay_servers=spec.relay_servers,

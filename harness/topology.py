@@ -24,6 +24,7 @@ File format (see scenarios/sentry.yaml and README "Topologies")::
         relay_servers: [node7]        # node names; rendered as address WITHOUT peer id
         persistent_peers: [node7]     # optional; default: every node sharing a network
         serve_sync: true
+        p2p_port: 4001                # optional; see "p2p ports" below
         config: {relay: {max_reservations: 64}}      # extra node.toml keys (contracts.md 1)
 
 One NAT router is derived for each private network whose nat is not `none` (`router-<net>`);
@@ -31,6 +32,16 @@ its addresses are reserved here so nodes never collide with them: the private si
 highest host of the private subnet, the public side is allocated downward from the highest
 host of the public subnet, in network order. Omitted node IPs are assigned from host .10
 upward, in file order, skipping taken and reserved ones — deterministic for a given file.
+
+p2p ports: every node behind the same NAT router gets its own port, 4001, 4002, ... in file
+order (nodes with a public address or without a router keep 4001). The routers are Linux
+MASQUERADE, which preserves the source port only while the public 4-tuple is free: with
+several nodes on one port behind one router, they all share one public endpoint
+(router-ip:4001), at most one pair of them across two routers can ever be direct, and every
+other hole punch collides (EADDRNOTAVAIL, or the peer's SYN mapped elsewhere). That is what
+the sentry scenario measured before ports were distinct. An explicit `p2p_port:` that makes
+two nodes share a port behind one router is allowed (to reproduce exactly that) and
+reported by `sentrynet check` and `render` as a warning.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +62,7 @@ NAT_TYPES = ("none", "cone", "symmetric")
 RELAY_MODES = ("off", "client", "server", "both")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 FIRST_AUTO_HOST = 10  # auto-assigned node IPs start at .10 (below: gateway, spare)
+P2P_PORT = 4001  # the first p2p port; nodes behind one NAT router count up from here
 RESERVED_NETWORK_NAMES = ("control",)  # harness-owned network (node API only)
 
 # The schema: allowed keys per object, next to the dataclasses they fill. Unknown keys are
@@ -65,6 +77,7 @@ NODE_KEYS = (
     "relay_servers",
     "persistent_peers",
     "serve_sync",
+    "p2p_port",
     "config",
 )
 # Extra node config (`config:`) may set these node.toml keys (docs/contracts.md section 1).
@@ -142,6 +155,7 @@ class NodeSpec:
     persistent_peers: tuple[str, ...] | None = None  # None: every node sharing a network
     serve_sync: bool = True
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    p2p_port: int = P2P_PORT  # resolved: explicit `p2p_port:` or derived (_assign_ports)
 
     @property
     def is_relay_server(self) -> bool:
@@ -595,7 +609,41 @@ def _parse_nodes(
                 taken[net_name][ip] = node_name
             addresses[net_name] = ip
         nodes.append(_node_spec(c, path, node_name, spec, addresses))
-    return tuple(nodes)
+    explicit = {name for name, spec, _ in pending if "p2p_port" in spec}
+    return _assign_ports(nodes, networks, explicit)
+
+
+def nat_router_network(node: NodeSpec, networks: tuple[NetworkSpec, ...]) -> str | None:
+    """The private network whose NAT router carries this node's traffic to the public
+    network, or None (the node has a public address, or no network of it has a router)."""
+    if any(n.public and n.name in node.addresses for n in networks):
+        return None
+    return next((n.name for n in networks if n.name in node.addresses and n.has_router), None)
+
+
+def _assign_ports(
+    nodes: list[NodeSpec], networks: tuple[NetworkSpec, ...], explicit: set[str]
+) -> tuple[NodeSpec, ...]:
+    """Derive the p2p ports not set explicitly: behind each router the lowest port from
+    P2P_PORT that no other node behind it uses (see the module docstring for why)."""
+    used: dict[str, set[int]] = {}
+    for n in nodes:
+        net = nat_router_network(n, networks)
+        if net is not None and n.name in explicit:
+            used.setdefault(net, set()).add(n.p2p_port)
+    out = []
+    for n in nodes:
+        net = nat_router_network(n, networks)
+        if net is None or n.name in explicit:
+            out.append(n)
+            continue
+        taken = used.setdefault(net, set())
+        port = P2P_PORT
+        while port in taken:
+            port += 1
+        taken.add(port)
+        out.append(replace(n, p2p_port=port))
+    return tuple(out)
 
 
 def _next_free(net: NetworkSpec, reserved: dict[str, str], taken: dict[str, str]) -> str | None:
@@ -618,6 +666,13 @@ def _node_spec(
     if "persistent_peers" in spec:
         peers = c.name_list(spec["persistent_peers"], f"{path}.persistent_peers")
     serve_sync = c.boolean(spec.get("serve_sync", True), f"{path}.serve_sync")
+    port = spec.get("p2p_port", P2P_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+        raise c.fail(
+            f"{path}.p2p_port",
+            f"expected a TCP port number, got {port!r}",
+            "use a whole number from 1024 to 65535, or leave it out (derived)",
+        )
     extra = c.mapping(spec.get("config", {}) or {}, f"{path}.config", "node.toml section -> keys")
     config: dict[str, dict[str, Any]] = {}
     for section, body in extra.items():
@@ -646,6 +701,7 @@ def _node_spec(
         persistent_peers=tuple(peers) if peers is not None else None,
         serve_sync=serve_sync,
         config=config,
+        p2p_port=port,
     )
 
 

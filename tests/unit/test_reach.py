@@ -138,3 +138,24 @@ def test_nat_none_network_has_no_path_out(tmp_path: Path) -> None:
     assert ip_path(t, t.node("val-a"), t.node("relay")) is None
     v = verdict(t, "val-a", "val-b")
     assert not v.circuit and "val-a reaches relays [none]" in v.circuit_reason
+
+
+def test_shared_public_port_behind_one_router_is_reported(tmp_path: Path) -> None:
+    """Two nodes on one port behind one MASQUERADE router share its public endpoint: the
+    verdict still allows a punch but says only one such pair can be direct, and the
+    rendered testnet carries a warning."""
+    from harness.reach import shared_public_endpoints
+    from harness.testnet import build_testnet
+
+    text = (SCENARIOS / "sentry.yaml").read_text()
+    for ip in ("172.21.0.14", "172.21.0.15"):  # node4 and node5, both on 4001
+        text = text.replace(f"{{b: {ip}}}\n", f"{{b: {ip}}}\n    p2p_port: 4001\n")
+    path = tmp_path / "shared.yaml"
+    path.write_text(text)
+    t = load_topology(path)
+    assert shared_public_endpoints(t) == {"router-b:4001": ["node4", "node5"]}
+    v = verdict(t, "node0", "node5")
+    assert v.holepunch and "shares its router's public port 4001 with node4" in v.holepunch_reason
+    assert shared_public_endpoints(topo("sentry")) == {}
+    warnings = build_testnet(t).warnings
+    assert any("node4, node5 share router-b:4001" in w for w in warnings)

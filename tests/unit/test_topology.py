@@ -442,3 +442,38 @@ def test_seed_exact_differs_from_sentry_only_in_nat_and_local_relays() -> None:
 def test_every_scenario_topology_loads(path: Path) -> None:
     topo = load_topology(path)
     assert topo.nodes and topo.validators
+
+
+def test_nodes_behind_one_router_get_distinct_p2p_ports() -> None:
+    """A port-preserving NAT gives nodes on one port one public endpoint: the model gives
+    each node behind a router its own port; public and router-less nodes keep 4001."""
+    t = load_topology(SCENARIOS / "sentry.yaml")
+    ports = {n.name: n.p2p_port for n in t.nodes}
+    assert ports == {
+        "node0": 4001,
+        "node1": 4002,
+        "node2": 4003,
+        "node3": 4001,  # sentry: public address, not behind the router
+        "node4": 4001,
+        "node5": 4002,
+        "node6": 4003,
+        "node7": 4001,
+    }
+    seed = load_topology(SCENARIOS / "seed-exact.yaml")
+    assert {n.p2p_port for n in seed.nodes} == {4001}  # nat: none, no router
+
+
+def test_explicit_p2p_port_is_kept_and_derived_ones_avoid_it(tmp_path: Path) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["nodes"]["node5"] = {"role": "full", "networks": ["b"], "p2p_port": 4001}
+    doc["nodes"]["node4"]["p2p_port"] = 4001  # shares 4001 with node5 on purpose
+    doc["nodes"]["node6"] = {"role": "full", "networks": ["b"]}
+    t = load_topology(write(tmp_path, doc))
+    assert [t.node(n).p2p_port for n in ("node4", "node5", "node6")] == [4001, 4001, 4002]
+
+
+@pytest.mark.parametrize("bad", [80, 70000, "4001", True, 4001.5])
+def test_bad_p2p_port_names_the_field(tmp_path: Path, bad: Any) -> None:
+    err = error_for(tmp_path, lambda d: d["nodes"]["node4"].__setitem__("p2p_port", bad))
+    assert err.field == "nodes.node4.p2p_port"
+    assert "1024 to 65535" in str(err)

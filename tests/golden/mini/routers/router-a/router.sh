@@ -3,7 +3,9 @@
 # The NAT router of private network a: cone NAT from
 # 172.28.1.254 (private) to 172.28.0.254 (public).
 # The recipe measured in DESIGN.md: MASQUERADE on the public interface (cone-like: the
-# source port is preserved, so DCUtR's simultaneous open can meet), and unsolicited
+# source port is preserved while the public 4-tuple is free, so DCUtR's simultaneous open
+# can meet; nodes behind this router listen on distinct ports so each has its own public
+# endpoint, harness/topology.py), and unsolicited
 # inbound packets DROPPED (not rejected: a RST would kill a hole punch in flight).
 # The router itself has no default route: nothing leaves the testnet.
 set -eu
