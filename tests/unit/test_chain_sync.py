@@ -323,3 +323,46 @@ def test_peer_joining_a_running_session_takes_chunks() -> None:
     trio.run(main)
     assert applied == list(range(1, 101))
     assert served.get("late", 0) > 0 and served.get("local", 0) > 0
+
+
+def test_spread_chunk_gives_every_peer_a_request() -> None:
+    from node.chain.sync import CHUNK, spread_chunk
+
+    assert spread_chunk(24, 5) == 5  # 5 chunks for 5 peers, not 2 of 16
+    assert spread_chunk(1000, 4) == CHUNK  # long catch-ups keep the full chunk
+    assert spread_chunk(3, 8) == 1
+    assert spread_chunk(0, 3) == CHUNK and spread_chunk(10, 0) == CHUNK
+
+
+def test_short_catch_up_reaches_the_slower_relayed_peers() -> None:
+    """24 missing heights, two fast own-network peers and three slower relayed ones: every
+    peer serves part of it (with fixed 16-block chunks the two fast peers took all of it)."""
+    from node.chain.sync import SyncClient, SyncPeer, SyncSession
+
+    applied: list[int] = []
+    served: dict[str, int] = {}
+
+    async def main() -> None:
+        peers = [
+            SyncPeer("local1", "direct", SyncClient(ServingStream()), 24),  # type: ignore[arg-type]
+            SyncPeer("local2", "direct", SyncClient(ServingStream()), 24),  # type: ignore[arg-type]
+        ] + [
+            SyncPeer(f"remote{i}", "relayed", SyncClient(ServingStream(0.05)), 24)  # type: ignore[arg-type]
+            for i in range(3)
+        ]
+        session = SyncSession(
+            peers,
+            1,
+            24,
+            apply=lambda b, c, peer, kind: applied.append(b.height),
+            record=lambda peer, kind, a, b, size: served.__setitem__(
+                peer, served.get(peer, 0) + b - a + 1
+            ),
+            reject=lambda reason, detail: None,
+        )
+        with trio.fail_after(30):
+            assert await session.run() == 24
+
+    trio.run(main)
+    assert applied == list(range(1, 25))
+    assert sorted(served) == ["local1", "local2", "remote0", "remote1", "remote2"]
