@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from libp2p.peer.id import ID
-from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
 from multiaddr import Multiaddr
 
 from node.dcutr_addrs import (
@@ -55,6 +54,7 @@ from node.dcutr_wire import (
     read_message,
     write_message,
 )
+from node.streams import open_stream_on
 
 if TYPE_CHECKING:
     from node.runtime import ConnInfo, NodeRuntime
@@ -461,17 +461,7 @@ class HolePunchService:
 
     async def _open_on(self, info: ConnInfo, timeout: float) -> Any:
         """A DCUtR stream on exactly this connection (host.new_stream picks any)."""
-        host: Any = self._runtime().host
-        net_stream = await info.conn.new_stream()
-        try:
-            proto = await host.multiselect_client.select_one_of(
-                [PROTOCOL_ID], MultiselectCommunicator(net_stream), max(1, int(timeout))
-            )
-        except BaseException:
-            await _reset(net_stream)
-            raise
-        net_stream.set_protocol(proto)
-        return net_stream
+        return await open_stream_on(self._runtime().host, info.conn, [PROTOCOL_ID], timeout)
 
     def _live(self, info: ConnInfo) -> bool:
         return self._runtime().connections.is_live(info.conn)

@@ -27,9 +27,9 @@ from typing import Any
 import trio
 from libp2p.host.ping import ID as PING_ID
 from libp2p.host.ping import perform_ping_roundtrip
-from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
 
 from node.runtime import ConnInfo, NodeRuntime
+from node.streams import open_stream_on
 
 log = logging.getLogger("sentrynet.liveness")
 
@@ -178,11 +178,7 @@ class LivenessService:
         stream: Any = None
         try:
             with trio.fail_after(timeout):
-                stream = await info.conn.new_stream()
-                proto = await host.multiselect_client.select_one_of(
-                    [PING_ID], MultiselectCommunicator(stream), max(1, int(timeout))
-                )
-                stream.set_protocol(proto)
+                stream = await open_stream_on(host, info.conn, [PING_ID], timeout)
                 t0 = time.monotonic()
                 await perform_ping_roundtrip(stream)
                 rtt = time.monotonic() - t0

@@ -432,6 +432,12 @@ class Dialer(Protocol):
 
     async def connect_addr(self, addr: multiaddr.Multiaddr) -> ID: ...
 
+    async def dial_direct(
+        self, peer_id: ID, addrs: list[multiaddr.Multiaddr] | None = None, timeout: float = ...
+    ) -> INetConn:
+        """A direct connection to peer_id, even when a relayed one exists."""
+        ...
+
 
 @runtime_checkable
 class Service(Protocol):

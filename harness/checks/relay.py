@@ -576,8 +576,19 @@ def reservations_back(relay: str) -> Check:
                     f"{relay} refused or did not answer: {', '.join(reasons)}"
                 )
             else:
+                only_relayed = [
+                    n
+                    for n in clients
+                    if (kinds := {c.get("kind") for c in obs.connections(n, relay)})
+                    and "direct" not in kinds
+                ]
                 cause = (
-                    "the client does not re-reserve after a relay restart (py-libp2p "
+                    f"{', '.join(only_relayed)} reach {relay} only through a relayed "
+                    "connection (it came back and dialed them through another relay): a "
+                    "reservation needs a direct connection, and the client never redialed "
+                    f"{relay} directly"
+                    if only_relayed
+                    else "the client does not re-reserve after a relay restart (py-libp2p "
                     "CircuitV2Transport only refreshes a live reservation): re-reserve when "
                     "the relay reconnects"
                 )

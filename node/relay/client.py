@@ -25,14 +25,15 @@ import multiaddr
 import trio
 from libp2p.identity.identify_push.identify_push import push_identify_to_peers
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeer
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
+from node.dialing import RELAY_CONNECT_TIMEOUT_S
 from node.relay.wire import WireError, read_msg, write_msg
 from node.runtime import ConnInfo, NodeRuntime
+from node.streams import open_stream_on
 
 log = logging.getLogger("sentrynet.relay.client")
 
@@ -209,9 +210,14 @@ class RelayClient:
     async def _dial_configured(self, c: Configured) -> None:
         assert self.rt is not None
         try:
-            # host.connect -> Swarm.dial_peer -> the node's single-flight dialer
+            # a DIRECT connection, also when a relayed one to the relay exists: upstream's
+            # host.connect returns at once for any connected peer, so a relay that came
+            # back and reached us through a circuit first was never redialed and never
+            # reserved on again (relay-failover: node4..6 -> restarted node3)
             if c.peer is not None:
-                await self.rt.host.connect(PeerInfo(c.peer, [multiaddr.Multiaddr(c.addr)]))
+                await self.rt.dialer.dial_direct(
+                    c.peer, [multiaddr.Multiaddr(c.addr)], RELAY_CONNECT_TIMEOUT_S
+                )
             else:
                 c.dialed = await self.rt.dialer.connect_addr(multiaddr.Multiaddr(c.addr))
         except BaseException as exc:
@@ -229,7 +235,9 @@ class RelayClient:
         assert self.rt is not None
         cand.not_before = time.monotonic() + BACKOFF_MAX_S
         try:
-            await self.rt.host.connect(PeerInfo(cand.peer, [multiaddr.Multiaddr(cand.addr)]))
+            await self.rt.dialer.dial_direct(
+                cand.peer, [multiaddr.Multiaddr(cand.addr)], RELAY_CONNECT_TIMEOUT_S
+            )
         except Exception:
             cand.failures += 1
             return
@@ -346,9 +354,15 @@ class RelayClient:
     async def _do_reserve(self, relay: ID) -> tuple[str, str, Held | None]:
         assert self.rt is not None
         rt = self.rt
+        direct = [c for c in rt.connections.for_peer(relay) if c.kind == "direct"]
+        if not direct:
+            return "error", "no direct connection to the relay", None
         try:
             with trio.fail_after(RESERVE_TIMEOUT_S):
-                s = await rt.host.new_stream(relay, [HOP_ID])
+                # on the direct connection: the relay refuses a RESERVE over a relayed one,
+                # and host.new_stream may pick either
+                conn = min(direct, key=lambda c: c.seq).conn
+                s = await open_stream_on(rt.host, conn, [HOP_ID], RESERVE_TIMEOUT_S)
                 await write_msg(
                     s, HopMessage(type=HopMessage.RESERVE, peer=PbPeer(id=rt.peer_id.to_bytes()))
                 )

@@ -183,6 +183,70 @@ def test_relay_restart_client_reserves_again(tmp_path: Path) -> None:
         )
 
 
+def test_relay_back_through_a_circuit_first_still_gets_a_direct_reservation(
+    tmp_path: Path,
+) -> None:
+    """A restarted relay that reaches the client through another relay's circuit before
+    the client redials it: the client still dials it directly and reserves again (seen in
+    relay-failover: node3 came back, dialed node4..6 through node7, and they never reserved
+    on node3 again: upstream host.connect returns at once for a peer connected in any way,
+    and a RESERVE over the relayed connection is refused)."""
+    with NodeProcs(tmp_path) as procs:
+        relay = relay_server(procs)
+        other = relay_server(procs, "other")
+        # DCUtR off: on loopback it would turn the relayed connection direct by itself
+        client = relay_client(
+            procs, "client", [relay.p2p_addr, other.p2p_addr], dcutr={"enabled": False}
+        )
+        both = wait_for(client, lambda s: len(s["reservations"]) == 2 and s, "2 reservations", 20)
+        relay_id, cid = relay.peer_id, client.peer_id
+        first = next(r for r in both["reservations"] if r["relay"] == relay_id)
+        relay.stop()
+        wait_for(
+            client,
+            lambda s: all(r["relay"] != relay_id for r in s["reservations"]),
+            "reservation on the stopped relay dropped",
+            15,
+        )
+        # the client's redials back off to their longest interval before the relay returns,
+        # so the relay's own circuit dial (at its start) usually comes first
+        wait_until(lambda: "retry in 4.00s" in client.log_tail(200), "client redial backoff", 30)
+        through_other = f"{other.p2p_addr}/p2p/{other.peer_id}/p2p-circuit/p2p/{cid}"
+        procs.start(
+            "relay",
+            node={"role": "sentry"},
+            relay={"enabled": True, "mode": "server"},
+            p2p={"persistent_peers": [through_other], "discovery": False},
+        )
+        wait_for(
+            relay,
+            lambda s: [c for c in s["connections"] if c["peer"] == cid and c["kind"] == "relayed"],
+            "restarted relay reaches the client through the other relay",
+            30,
+        )
+        again = wait_for(
+            client,
+            lambda s: [
+                r
+                for r in s["reservations"]
+                if r["relay"] == relay_id and r["accepted_at"] > first["accepted_at"]
+            ],
+            "reservation on the restarted relay",
+            30,
+        )[0]
+        kinds = {c["kind"] for c in client.status()["connections"] if c["peer"] == relay_id}
+        assert "direct" in kinds, kinds
+        assert again["addrs"][0].startswith(relay.p2p_addr)
+        denied = [
+            e
+            for e in client.events()
+            if e["type"] == "reservation_denied"
+            and e.get("relay") == relay_id
+            and "PERMISSION_DENIED" in str(e.get("reason"))
+        ]
+        assert not denied, denied  # never asked over the relayed connection
+
+
 def test_two_dialers_keep_independent_circuits(tmp_path: Path) -> None:
     """Closing one dialer's circuit to a target leaves another dialer's circuit working
     (upstream CircuitV2Protocol keys circuits by peer id and tears the other one down)."""

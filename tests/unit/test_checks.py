@@ -568,3 +568,16 @@ def test_consensus_since_is_when_the_last_validator_reached_the_height() -> None
     events["node5"] = [{**e, "ts": e["ts"] + 2} for e in events["node5"]]
     v = chain.consensus(5)(obs(events=events))
     assert v.ok and v.since == 7.0  # node5 committed height 5 at 5.0 + 2
+
+
+def test_reservations_back_names_clients_reaching_the_relay_only_through_a_circuit() -> None:
+    marks = {"reserved_on": {"node3": ["node4"]}, "restarted_at": {"node3": 60.0}}
+    st = healthy_statuses()
+    st["node4"]["reservations"] = []
+    st["node4"]["connections"] = [
+        c for c in st["node4"]["connections"] if c["peer"] != PID["node3"]
+    ]
+    connect(st["node4"], "node3", "relayed", relay="node7")
+    v = relay.reservations_back("node3")(obs(st, marks=marks))
+    assert not v.ok
+    assert "node4 reach node3 only through a relayed connection" in (v.cause or "")
