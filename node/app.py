@@ -104,7 +104,9 @@ class Node:
             "dcutr": [],
             "chain": None,
             "rejected": {"hop": 0, "stop": 0, "dcutr": 0, "sync": 0, "consensus": 0},
-            "ready": rt is not None,
+            # every service that says whether it is set up (the chain: its store is open)
+            "ready": rt is not None
+            and all(getattr(svc, "ready", True) for svc in list(rt.services.values())),
         }
         if rt is None:
             return doc

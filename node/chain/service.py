@@ -156,6 +156,9 @@ class ChainService:
         self.cons: Consensus | None = None
         self.topic = ""
         self.error: str | None = None
+        # the block store is open (or the chain is disabled): until then /status would say
+        # height 0 for a node that has blocks on disk, so the node is not `ready` before
+        self.ready = False
         self.sync_state = "idle"
         self.sync_stats: dict[tuple[str, str], PeerStats] = {}
         self.peer_heights: dict[str, int] = {}
@@ -180,17 +183,20 @@ class ChainService:
         if not cfg.validators:
             self.error = "no [chain] validators configured: chain disabled"
             log.info(self.error)
+            self.ready = True
             await trio.sleep_forever()
         missing = [n for n in cfg.validators if n not in cfg.validator_ids]
         if missing:
             self.error = f"chain.validator_ids: no peer id for {', '.join(missing)}"
             log.error("%s: chain disabled", self.error)
+            self.ready = True
             await trio.sleep_forever()
         self.vset = vset = ValidatorSet([(n, cfg.validator_ids[n]) for n in cfg.validators])
         self.store = store = BlockStore(
             Path(rt.config.node.data_dir) / "chain.sqlite", vset.chain_id
         )
         rt.metrics.chain_height.set(store.height)
+        self.ready = True
         my_id = str(rt.host.get_id())
         votes = rt.config.node.role == "validator"
         if votes and not vset.is_validator(my_id):
