@@ -233,34 +233,43 @@ def _wire_block(h: int) -> dict[str, Any]:
     return {"block": block, "commit": commit}
 
 
-def test_session_finishes_when_one_peer_never_answers() -> None:
-    """One slow/lost peer must not stall a sync: its chunks are hedged to the others."""
-    from node.chain.sync import SyncClient, SyncPeer, SyncSession
+def run_session(peers: list[Any], end: int, **kw: Any) -> tuple[list[int], dict[str, int]]:
+    """Run a SyncSession for heights 1..end over `peers`: (heights applied in order,
+    blocks each peer served)."""
+    from node.chain.sync import SyncSession
 
     applied: list[int] = []
     served: dict[str, int] = {}
 
     async def main() -> None:
-        peers = [
-            SyncPeer("silent", "direct", SyncClient(SilentStream()), 100),  # type: ignore[arg-type]
-            SyncPeer("good", "direct", SyncClient(ServingStream()), 100),  # type: ignore[arg-type]
-            SyncPeer("relayed", "relayed", SyncClient(ServingStream(0.01)), 100),  # type: ignore[arg-type]
-        ]
         session = SyncSession(
             peers,
             1,
-            100,
+            end,
             apply=lambda b, c, peer, kind: applied.append(b.height),
             record=lambda peer, kind, a, b, size: served.__setitem__(
                 peer, served.get(peer, 0) + b - a + 1
             ),
             reject=lambda reason, detail: None,
-            chunk=10,
+            **kw,
         )
         with trio.fail_after(30):
-            assert await session.run() == 100
+            assert await session.run() == end
 
     trio.run(main)
+    return applied, served
+
+
+def test_session_finishes_when_one_peer_never_answers() -> None:
+    """One slow/lost peer must not stall a sync: its chunks are hedged to the others."""
+    from node.chain.sync import SyncClient, SyncPeer
+
+    peers = [
+        SyncPeer("silent", "direct", SyncClient(SilentStream()), 100),  # type: ignore[arg-type]
+        SyncPeer("good", "direct", SyncClient(ServingStream()), 100),  # type: ignore[arg-type]
+        SyncPeer("relayed", "relayed", SyncClient(ServingStream(0.01)), 100),  # type: ignore[arg-type]
+    ]
+    applied, served = run_session(peers, 100, chunk=10)
     assert applied == list(range(1, 101))
     assert "silent" not in served and served.get("good", 0) > 0
 
@@ -337,32 +346,15 @@ def test_spread_chunk_gives_every_peer_a_request() -> None:
 def test_short_catch_up_reaches_the_slower_relayed_peers() -> None:
     """24 missing heights, two fast own-network peers and three slower relayed ones: every
     peer serves part of it (with fixed 16-block chunks the two fast peers took all of it)."""
-    from node.chain.sync import SyncClient, SyncPeer, SyncSession
+    from node.chain.sync import SyncClient, SyncPeer
 
-    applied: list[int] = []
-    served: dict[str, int] = {}
-
-    async def main() -> None:
-        peers = [
-            SyncPeer("local1", "direct", SyncClient(ServingStream()), 24),  # type: ignore[arg-type]
-            SyncPeer("local2", "direct", SyncClient(ServingStream()), 24),  # type: ignore[arg-type]
-        ] + [
-            SyncPeer(f"remote{i}", "relayed", SyncClient(ServingStream(0.05)), 24)  # type: ignore[arg-type]
-            for i in range(3)
-        ]
-        session = SyncSession(
-            peers,
-            1,
-            24,
-            apply=lambda b, c, peer, kind: applied.append(b.height),
-            record=lambda peer, kind, a, b, size: served.__setitem__(
-                peer, served.get(peer, 0) + b - a + 1
-            ),
-            reject=lambda reason, detail: None,
-        )
-        with trio.fail_after(30):
-            assert await session.run() == 24
-
-    trio.run(main)
+    peers = [
+        SyncPeer("local1", "direct", SyncClient(ServingStream()), 24),  # type: ignore[arg-type]
+        SyncPeer("local2", "direct", SyncClient(ServingStream()), 24),  # type: ignore[arg-type]
+    ] + [
+        SyncPeer(f"remote{i}", "relayed", SyncClient(ServingStream(0.05)), 24)  # type: ignore[arg-type]
+        for i in range(3)
+    ]
+    applied, served = run_session(peers, 24)
     assert applied == list(range(1, 25))
     assert sorted(served) == ["local1", "local2", "remote0", "remote1", "remote2"]
