@@ -62,3 +62,16 @@ def test_growth_exponent_linear_and_quadratic() -> None:
     assert stats.growth_exponent(xs, [2.0 * x for x in xs]) == pytest.approx(1.0)
     assert stats.growth_exponent(xs, [0.1 * x * x for x in xs]) == pytest.approx(2.0)
     assert stats.growth_exponent([8], [1.0]) is None
+
+
+def test_idle_profile_groups_functions_by_subsystem() -> None:
+    from bench.idle_profile import _group
+
+    site = "/opt/venv/lib/python3.11/site-packages"
+    assert _group(f"{site}/libp2p/pubsub/gossipsub.py") == "libp2p.pubsub"
+    assert _group(f"{site}/libp2p/abc.py") == "libp2p"
+    assert _group(f"{site}/trio/_core/_run.py") == "trio"
+    assert _group("/work/main/node/chain/service.py") == "node.chain"
+    assert _group(f"{site}/base58/__init__.py") == "base58"
+    assert _group("~") == "builtins"
+    assert _group("/usr/lib/python3.11/logging/__init__.py") == "stdlib"

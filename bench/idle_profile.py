@@ -1,0 +1,160 @@
+"""Where an idle node's CPU goes: `python -m bench.idle_profile [--nodes 4] [--window 60]`.
+
+Why: the scale figures show 32+ nodes saturating 2 cores before any reservation work, so
+the cost of a node doing nothing but keeping its network alive decides how far a laptop
+testnet scales. This starts N validators on loopback (block interval 1 s, as in the
+testnets), lets them settle, then runs one of them under cProfile for `--window` seconds
+and reports its CPU time (getrusage of the process) and where it went: own time grouped
+by top-level module (libp2p subsystem, trio, the node's services), plus the top functions.
+
+Real node processes, real sockets; nothing here is a test and nothing asserts a number.
+Writes bench/results/idle-profile-<run-id>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from node.chain.testkit import chain_section, height, make_key
+from node.testing import REPO, NodeProcs, wait_for
+
+RESULTS = REPO / "bench" / "results"
+
+
+def _group(filename: str) -> str:
+    """Module group of a profiled function: libp2p.<subpackage>, trio, node.<module>, ..."""
+    path = filename.replace("\\", "/")
+    for root, depth in (("/libp2p/", 1), ("/node/", 1), ("/trio/", 0), ("/multiaddr/", 0)):
+        if root in path:
+            rest = path.split(root, 1)[1].split("/")
+            name = root.strip("/")
+            return name + ("." + rest[0].removesuffix(".py") if depth and len(rest) > 1 else "")
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/")[0]
+    if path.startswith("~") or "<" in path:
+        return "builtins"
+    return "stdlib"
+
+
+def profile(nodes: int, window: float, work: Path) -> dict[str, Any]:
+    with NodeProcs(work) as procs:
+        names = [f"v{i}" for i in range(nodes)]
+        first = [procs.write_config(n) for n in names]
+        ids = {n.name: make_key(n.config["node"]["key_file"]) for n in first}
+        addrs = {n.name: f"{n.p2p_addr}/p2p/{ids[n.name]}" for n in first}
+        started = [
+            procs.write_config(
+                name,
+                node={"role": "validator"},
+                p2p={"persistent_peers": [a for k, a in addrs.items() if k != name]},
+                chain=chain_section(ids, 1.0),
+            )
+            for name in names
+        ]
+        profiled = started[0]
+        prof_out = work / "v0.prof"
+        for node in started[1:]:
+            procs.launch(node, wait_ready=False)
+        # CPU time, not wall time: an idle node spends its wall time in epoll
+        wrapper = (
+            "import cProfile, runpy, sys, time\n"
+            "p = cProfile.Profile(time.process_time)\n"
+            "sys.argv = ['node', '--config', sys.argv[2]]\n"
+            "p.enable()\n"
+            "try:\n"
+            "    runpy.run_module('node', run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "finally:\n"
+            "    p.disable()\n"
+            "    p.dump_stats(OUT)\n"
+        )
+        wrapper = wrapper.replace("OUT", repr(str(prof_out)))
+        profiled.proc = subprocess.Popen(
+            [sys.executable, "-c", wrapper, "--config", str(profiled.config_path)],
+            stdout=open(profiled.log_path, "ab"),  # noqa: SIM115 (owned by the process)
+            stderr=subprocess.STDOUT,
+            cwd=str(REPO),
+        )
+        wait_for(profiled, lambda s: height(s) >= 5, "chain running", 60)
+        t0, h0 = time.monotonic(), height(profiled.status())
+        with open(f"/proc/{profiled.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu0 = (int(fields[11]) + int(fields[12])) / _clk_tck()
+        wait_for(profiled, lambda s: time.monotonic() - t0 >= window, "profile window", window + 30)
+        with open(f"/proc/{profiled.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu1 = (int(fields[11]) + int(fields[12])) / _clk_tck()
+        elapsed, h1 = time.monotonic() - t0, height(profiled.status())
+        conns = len(profiled.status()["connections"])
+        profiled.proc.send_signal(signal.SIGINT)  # clean exit: cProfile writes its file
+        profiled.proc.wait(30)
+    stats = pstats.Stats(str(prof_out))
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    groups: dict[str, float] = {}
+    funcs = []
+    for (fname, line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        g = _group(fname)
+        groups[g] = groups.get(g, 0.0) + tt
+        funcs.append((tt, f"{g}:{func}:{line}"))
+    funcs.sort(reverse=True)
+    # inclusive time of libp2p's and the node's own functions: which subsystem's work it
+    # is (trio scheduling and builtins are charged to whoever awaited them)
+    inclusive = sorted(
+        (
+            (ct, f"{_group(fname)}:{func}:{line}")
+            for (fname, line, func), (_cc, _nc, _tt, ct, _callers) in stats.stats.items()  # type: ignore[attr-defined]
+            if _group(fname).startswith(("libp2p", "node"))
+        ),
+        reverse=True,
+    )
+    return {
+        "nodes": nodes,
+        "window_s": round(elapsed, 1),
+        "blocks_in_window": h1 - h0,
+        "connections": conns,
+        "cpu_cores_in_window": round((cpu1 - cpu0) / elapsed, 4),
+        "load_average": list(os.getloadavg()),
+        "note": "profile shares: CPU time over the whole process life (start-up included)",
+        "profile_total_s": round(total, 2),
+        "by_group": {
+            g: round(t / total, 4) for g, t in sorted(groups.items(), key=lambda kv: -kv[1])[:15]
+        },
+        "top_functions": [{"share": round(t / total, 4), "function": f} for t, f in funcs[:15]],
+        "top_inclusive": [{"share": round(t / total, 4), "function": f} for t, f in inclusive[:25]],
+    }
+
+
+def _clk_tck() -> float:
+    return float(os.sysconf("SC_CLK_TCK"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.idle_profile", description=__doc__)
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--window", type=float, default=60.0)
+    args = p.parse_args(argv)
+    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    work = REPO / ".cache" / "bench" / f"idle-{run_id}"
+    work.mkdir(parents=True, exist_ok=True)
+    doc = {"run_id": run_id, **profile(args.nodes, args.window, work)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"idle-profile-{run_id}.json"
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(doc, indent=2))
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
