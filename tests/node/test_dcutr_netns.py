@@ -150,3 +150,42 @@ def test_symmetric_nat_fails_with_reason_stays_relayed_bounded(nat_lab: NatLab) 
     # when L's count is re-read after D's side settled (no attempt was added meanwhile)
     wait_until(lambda: conns(dialer.status(), lid, "relayed"), "relayed connection kept")
     assert len(started(listener, did)) == max_attempts
+
+
+def test_public_peer_reaching_us_through_a_circuit_ends_direct_without_failures(
+    nat_lab: NatLab,
+) -> None:
+    """A public node P dials a node L behind a cone NAT through the relay (L cannot be dialed
+    directly); L, which received the relayed connection, initiates DCUtR with a peer that
+    needs no hole at all. L must end up direct to P without a failed attempt. (In
+    relay-failover the restarted sentry node3, public and on network a, reached node4
+    through node7 and node4's three attempts timed out; this single-homed lab peer does
+    not reproduce that, so the dual-homed case stays open.)"""
+    relay_host = nat_lab.add_public_host("relay")
+    r1 = nat_lab.add_router("r1")
+    p2p = {"discovery": False}
+    relay = nat_lab.start_node(relay_host, p2p=p2p, relay={"enabled": True, "mode": "server"})
+    client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
+    listener = nat_lab.start_node(nat_lab.add_private_host("l", r1), p2p=p2p, relay=client)
+    wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
+    circuit = f"{relay.full_addr}/p2p-circuit/p2p/{listener.peer_id}"
+    public = nat_lab.start_node(
+        nat_lab.add_public_host("p"),
+        p2p={**p2p, "persistent_peers": [circuit]},
+        relay={"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]},
+    )
+    pid = public.peer_id
+    try:
+        wait_for(
+            listener,
+            lambda s: [e for e in listener.events() if e["type"] == "dcutr_started"],
+            "L starts DCUtR over the relayed connection from P",
+            60,
+        )
+        wait_for(listener, lambda s: conns(s, pid, "direct"), "L direct to P", 30)
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, public)}") from None
+    failed = [e for e in listener.events() if e["type"] == "dcutr_failed" and e["peer"] == pid]
+    assert not failed, failed
+    d = conns(listener.status(), pid, "direct")[0]
+    assert public.host is not None and d["remote_addr"].startswith(f"/ip4/{public.host.ip}/"), d
