@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.chain.testkit import chain_section, height, make_key
+from node.chain.testkit import height, validator_configs
 from node.testing import REPO, NodeProcs, wait_for
 
 RESULTS = REPO / "bench" / "results"
@@ -48,19 +48,7 @@ def _group(filename: str) -> str:
 
 def profile(nodes: int, window: float, work: Path) -> dict[str, Any]:
     with NodeProcs(work) as procs:
-        names = [f"v{i}" for i in range(nodes)]
-        first = [procs.write_config(n) for n in names]
-        ids = {n.name: make_key(n.config["node"]["key_file"]) for n in first}
-        addrs = {n.name: f"{n.p2p_addr}/p2p/{ids[n.name]}" for n in first}
-        started = [
-            procs.write_config(
-                name,
-                node={"role": "validator"},
-                p2p={"persistent_peers": [a for k, a in addrs.items() if k != name]},
-                chain=chain_section(ids, 1.0),
-            )
-            for name in names
-        ]
+        started, _ids = validator_configs(procs, [f"v{i}" for i in range(nodes)], 1.0)
         profiled = started[0]
         prof_out = work / "v0.prof"
         for node in started[1:]:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from libp2p.peer.id import ID
 
 from node.host import load_or_create_key
+
+if TYPE_CHECKING:
+    from node.testing import NodeProc, NodeProcs
 
 
 def make_key(key_file: str | Path) -> str:
@@ -79,3 +82,24 @@ def check_agreement(data_dirs: Mapping[str, str | Path]) -> tuple[int, int]:
     assert not bad, "SAFETY VIOLATION:\n" + "\n".join(bad)
     heights: Iterable[int] = (h for s in stores.values() for h in s)
     return len(stores), len(set(heights))
+
+
+def validator_configs(
+    procs: NodeProcs, names: list[str], block_interval_s: float
+) -> tuple[list[NodeProc], dict[str, str]]:
+    """Write (not start) configs for validators `names` in a full mesh of persistent peers:
+    addresses first, then keys (for the peer ids every config lists), then the configs."""
+    first = [procs.write_config(name) for name in names]
+    ids = {node.name: make_key(node.config["node"]["key_file"]) for node in first}
+    addrs = {o.name: f"{o.p2p_addr}/p2p/{ids[o.name]}" for o in first}
+    # write_config returns a fresh NodeProc (the one NodeProcs will stop): keep those
+    nodes = [
+        procs.write_config(
+            name,
+            node={"role": "validator"},
+            p2p={"persistent_peers": [a for n, a in addrs.items() if n != name]},
+            chain=chain_section(ids, block_interval_s),
+        )
+        for name in names
+    ]
+    return nodes, ids

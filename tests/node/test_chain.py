@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from node.chain.testkit import chain, chain_section, check_agreement, height, make_key
+from node.chain.testkit import (
+    chain,
+    chain_section,
+    check_agreement,
+    height,
+    validator_configs,
+)
 from node.testing import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
@@ -30,20 +36,7 @@ def start_validators(
 ) -> tuple[list[NodeProc], dict[str, str]]:
     """Write configs (for addresses), create keys (for peer ids), then start n validators
     in a full mesh of persistent peers."""
-    names = names or [f"v{i}" for i in range(n)]
-    nodes = [procs.write_config(name) for name in names]
-    ids = {node.name: make_key(node.config["node"]["key_file"]) for node in nodes}
-    addrs = {o.name: f"{o.p2p_addr}/p2p/{ids[o.name]}" for o in nodes}
-    # write_config returns a fresh NodeProc (the one NodeProcs will stop): keep those
-    nodes = [
-        procs.write_config(
-            name,
-            node={"role": "validator"},
-            p2p={"persistent_peers": [a for n, a in addrs.items() if n != name]},
-            chain=chain_section(ids, interval),
-        )
-        for name in names
-    ]
+    nodes, ids = validator_configs(procs, names or [f"v{i}" for i in range(n)], interval)
     for node in nodes:
         procs.launch(node, wait_ready=False)
     for node in nodes:
