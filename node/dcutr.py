@@ -54,7 +54,7 @@ from node.dcutr_wire import (
     read_message,
     write_message,
 )
-from node.streams import open_stream_on
+from node.streams import open_stream_on, reset_stream
 
 if TYPE_CHECKING:
     from node.runtime import ConnInfo, NodeRuntime
@@ -248,7 +248,7 @@ class HolePunchService:
         st = self._peer(peer)
         if st.responding:
             rt.reject("dcutr", "concurrent_session")
-            await _reset(stream)
+            await reset_stream(stream)
             return
         st.responding = True
         rec: Attempt | None = None
@@ -263,7 +263,7 @@ class HolePunchService:
             else:
                 rt.reject("dcutr", "concurrent_session")
                 st.responding = False
-                await _reset(stream)
+                await reset_stream(stream)
                 return
         try:
             try:
@@ -271,7 +271,7 @@ class HolePunchService:
             except DcutrMessageError as exc:
                 rt.reject("dcutr", exc.reason)
                 log.info("dcutr from %s rejected: %s", peer, exc)
-                await _reset(stream)
+                await reset_stream(stream)
                 return
             rec = self._start(peer, "responder", self._responder_count(peer) + 1)
             if not self._observed_any():
@@ -284,7 +284,7 @@ class HolePunchService:
                 await read_message(stream, SYNC, timeout)
             except DcutrMessageError as exc:
                 rt.reject("dcutr", exc.reason)
-                await _reset(stream)
+                await reset_stream(stream)
                 if info is not None and not self._live(info):
                     self._abandon(rec)
                 else:
@@ -590,10 +590,3 @@ def _decode(addrs: list[bytes]) -> list[Multiaddr]:
 async def _close(obj: Any) -> None:
     with contextlib.suppress(Exception):
         await obj.close()
-
-
-async def _reset(stream: Any) -> None:
-    try:
-        await stream.reset()
-    except Exception:
-        await _close(stream)

@@ -24,11 +24,16 @@ async def open_stream_on(host: Any, conn: Any, protocols: list[Any], timeout: fl
             protocols, MultiselectCommunicator(stream), max(1, int(timeout))
         )
     except BaseException:
-        try:
-            await stream.reset()
-        except Exception:
-            with contextlib.suppress(Exception):
-                await stream.close()
+        await reset_stream(stream)
         raise
     stream.set_protocol(proto)
     return stream
+
+
+async def reset_stream(stream: Any) -> None:
+    """Reset a stream; where reset fails, close it; never raise."""
+    try:
+        await stream.reset()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await stream.close()
