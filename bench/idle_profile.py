@@ -4,7 +4,7 @@ Why: the scale figures show 32+ nodes saturating 2 cores before any reservation 
 the cost of a node doing nothing but keeping its network alive decides how far a laptop
 testnet scales. This starts N validators on loopback (block interval 1 s, as in the
 testnets), lets them settle, then runs one of them under cProfile for `--window` seconds
-and reports its CPU time (getrusage of the process) and where it went: own time grouped
+and reports its CPU time (utime + stime from /proc/<pid>/stat) and where it went: own time grouped
 by top-level module (libp2p subsystem, trio, the node's services), plus the top functions.
 
 Real node processes, real sockets; nothing here is a test and nothing asserts a number.
@@ -48,7 +48,7 @@ def _group(filename: str) -> str:
 
 def profile(nodes: int, window: float, work: Path) -> dict[str, Any]:
     with NodeProcs(work) as procs:
-        started, _ids = validator_configs(procs, [f"v{i}" for i in range(nodes)], 1.0)
+        started, _ = validator_configs(procs, [f"v{i}" for i in range(nodes)], 1.0)
         profiled = started[0]
         prof_out = work / "v0.prof"
         for node in started[1:]:
@@ -76,13 +76,9 @@ def profile(nodes: int, window: float, work: Path) -> dict[str, Any]:
         )
         wait_for(profiled, lambda s: height(s) >= 5, "chain running", 60)
         t0, h0 = time.monotonic(), height(profiled.status())
-        with open(f"/proc/{profiled.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        cpu0 = (int(fields[11]) + int(fields[12])) / _clk_tck()
+        cpu0 = _cpu_seconds(profiled.proc.pid)
         wait_for(profiled, lambda s: time.monotonic() - t0 >= window, "profile window", window + 30)
-        with open(f"/proc/{profiled.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        cpu1 = (int(fields[11]) + int(fields[12])) / _clk_tck()
+        cpu1 = _cpu_seconds(profiled.proc.pid)
         elapsed, h1 = time.monotonic() - t0, height(profiled.status())
         conns = len(profiled.status()["connections"])
         profiled.proc.send_signal(signal.SIGINT)  # clean exit: cProfile writes its file
@@ -90,22 +86,18 @@ def profile(nodes: int, window: float, work: Path) -> dict[str, Any]:
     stats = pstats.Stats(str(prof_out))
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     groups: dict[str, float] = {}
-    funcs = []
-    for (fname, line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+    funcs: list[tuple[float, str]] = []
+    # inclusive time of libp2p's and the node's own functions: which subsystem's work it
+    # is (trio scheduling and builtins are charged to whoever awaited them)
+    inclusive: list[tuple[float, str]] = []
+    for (fname, line, func), (_cc, _nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         g = _group(fname)
         groups[g] = groups.get(g, 0.0) + tt
         funcs.append((tt, f"{g}:{func}:{line}"))
+        if g.startswith(("libp2p", "node")):
+            inclusive.append((ct, f"{g}:{func}:{line}"))
     funcs.sort(reverse=True)
-    # inclusive time of libp2p's and the node's own functions: which subsystem's work it
-    # is (trio scheduling and builtins are charged to whoever awaited them)
-    inclusive = sorted(
-        (
-            (ct, f"{_group(fname)}:{func}:{line}")
-            for (fname, line, func), (_cc, _nc, _tt, ct, _callers) in stats.stats.items()  # type: ignore[attr-defined]
-            if _group(fname).startswith(("libp2p", "node"))
-        ),
-        reverse=True,
-    )
+    inclusive.sort(reverse=True)
     return {
         "nodes": nodes,
         "window_s": round(elapsed, 1),
@@ -123,8 +115,11 @@ def profile(nodes: int, window: float, work: Path) -> dict[str, Any]:
     }
 
 
-def _clk_tck() -> float:
-    return float(os.sysconf("SC_CLK_TCK"))
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -626,14 +626,15 @@ def _assign_ports(
 ) -> tuple[NodeSpec, ...]:
     """Derive the p2p ports not set explicitly: behind each router the lowest port from
     P2P_PORT that no other node behind it uses (see the module docstring for why)."""
+    behind = {n.name: nat_router_network(n, networks) for n in nodes}
     used: dict[str, set[int]] = {}
     for n in nodes:
-        net = nat_router_network(n, networks)
+        net = behind[n.name]
         if net is not None and n.name in explicit:
             used.setdefault(net, set()).add(n.p2p_port)
     out = []
     for n in nodes:
-        net = nat_router_network(n, networks)
+        net = behind[n.name]
         if net is None or n.name in explicit:
             out.append(n)
             continue
