@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 LOCK_VENV := .cache/lock-venv
+# The node image's runtime closure: what harness/images.py NODE_REQUIREMENTS names.
+NODE_REQUIREMENTS := libp2p trio prometheus-client
 
 .PHONY: lock help venv images images-tag test test-unit lint fmt testnet-sentry bench clean clean-images down
 
@@ -22,14 +24,17 @@ help:
 
 venv: $(STAMP)
 
+# One venv for everything: the bench extra (matplotlib) too, because the unit tests exercise
+# the bench plots.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
 # Base image (pulled or debootstrapped), host wheelhouse, node image tagged by content hash.
-# Prints "... is up to date" and does nothing when node/, the lock and the Dockerfile are unchanged.
+# Prints "... is up to date" and does nothing when node/, the node lock (constraints-node.txt)
+# and the Dockerfile are unchanged; harness, test and bench dependencies never rebuild it.
 images: venv
 	$(BIN)/sentrynet images build
 
@@ -70,9 +75,17 @@ clean:
 clean-images:
 	docker images --filter label=sentrynet.image=node --format '{{.Repository}}:{{.Tag}}' | xargs -r docker rmi || true
 
-# Regenerate constraints.txt from pyproject.toml in a throwaway venv.
+# Regenerate both locks from pyproject.toml in a throwaway venv:
+# - constraints.txt, the full lock of the host venv (runtime, dev and bench extras);
+# - constraints-node.txt, the node image's own lock: the closure of NODE_REQUIREMENTS only,
+#   resolved by pip against constraints.txt into an empty --target (so it ignores what the
+#   lock venv has installed) and frozen from there. Only this one goes into the image's tag.
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/pip install -q '.[dev]'
-	{ echo "# Lock for venvs and images: pip install -c constraints.txt. Regenerate with 'make lock'."; \
-	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v -E '^(pip|sentrynet)=='; } > constraints.txt
+	$(LOCK_VENV)/bin/pip install -q '.[dev,bench]'
+	{ echo "# Lock for the host venv: pip install -c constraints.txt. Regenerate with 'make lock'."; \
+	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v -E '^(pip|sentrynet)( @ |==)'; } > constraints.txt
+	$(LOCK_VENV)/bin/pip install -q --no-compile --target $(LOCK_VENV)/node -c constraints.txt $(NODE_REQUIREMENTS)
+	{ echo "# Lock for the node image ($(NODE_REQUIREMENTS) and their dependencies)."; \
+	  echo "# Generated from constraints.txt by 'make lock'; the image tag hashes this file."; \
+	  $(LOCK_VENV)/bin/pip freeze --all --path $(LOCK_VENV)/node; } > constraints-node.txt

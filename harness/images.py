@@ -43,8 +43,12 @@ HASH_LABEL = "sentrynet.content-hash"
 HASH_LEN = 12
 
 # The node's runtime closure (NOT the harness's docker/pyyaml/jinja2). Versions come from
-# constraints.txt; pip resolves the transitive dependencies from the same lock.
+# NODE_LOCK, which `make lock` generates as exactly the closure of these (the Makefile's
+# NODE_REQUIREMENTS names the same three). Of the two locks only this one goes into the
+# wheelhouse and the tag: harness, test and bench dependencies (constraints.txt, the host
+# venv's lock) never rebuild the image.
 NODE_REQUIREMENTS: tuple[str, ...] = ("libp2p", "trio", "prometheus-client")
+NODE_LOCK = "constraints-node.txt"
 
 # Router tools the node image needs; the debootstrap base already includes them.
 SYSTEM_PACKAGES: tuple[str, ...] = ("iproute2", "iptables", "procps")
@@ -65,7 +69,7 @@ BASE_MODES: tuple[BaseMode, ...] = ("auto", "python", "debootstrap")
 
 
 def repo_root() -> Path:
-    """The checkout this harness runs from (templates/, node/ and constraints.txt live here)."""
+    """The checkout this harness runs from (templates/, node/ and the locks live here)."""
     return Path(__file__).resolve().parents[1]
 
 
@@ -132,7 +136,7 @@ def node_files(root: Path) -> list[tuple[str, bytes]]:
 
 
 def content_hash(files: list[tuple[str, bytes]], lock: bytes, dockerfile: str, base_id: str) -> str:
-    """12 hex digits over the node tree, the lock, the Dockerfile text and the base image id.
+    """12 hex digits over the node tree, the node lock, the Dockerfile text and the base image id.
 
     Each part is length-prefixed so moving bytes between parts changes the hash.
     """
@@ -169,6 +173,7 @@ def render_dockerfile(root: Path, base: str) -> str:
         base=base,
         system_packages=[] if base == DEBOOTSTRAP_BASE else list(SYSTEM_PACKAGES),
         requirements=list(NODE_REQUIREMENTS),
+        lock=NODE_LOCK,
     )
 
 
@@ -192,10 +197,16 @@ class NodeImagePlan:
         return node_tag(self.digest)
 
 
+def node_lock(root: Path) -> Path:
+    """The node's runtime lock: the only lock the image is built from and hashed over."""
+    path = root / NODE_LOCK
+    if not path.is_file():
+        raise SentrynetError(f"{path} missing: the image pins versions from it (make lock)")
+    return path
+
+
 def plan_node_image(root: Path, base: str, base_id: str) -> NodeImagePlan:
-    lock_path = root / "constraints.txt"
-    if not lock_path.is_file():
-        raise SentrynetError(f"{lock_path} missing: the image pins versions from it (make lock)")
+    lock_path = node_lock(root)
     if not (root / "templates" / "node.Dockerfile.j2").is_file():
         raise SentrynetError(
             f"{root}/templates/node.Dockerfile.j2 missing: run sentrynet from a checkout "
@@ -320,7 +331,7 @@ def run_logged(cmd: list[str], log: Path, what: str, hint: str = "") -> None:
 
 
 def wheelhouse_key(lock: bytes) -> str:
-    """Wheels depend on the lock, the requirement list and the host's Python and machine."""
+    """Wheels depend on the node lock, the requirement list and the host's Python and machine."""
     h = hashlib.sha256()
     h.update(lock)
     h.update("\n".join(NODE_REQUIREMENTS).encode())
@@ -340,9 +351,10 @@ def check_host_python(version: tuple[int, int] = sys.version_info[:2]) -> None:
 
 
 def ensure_wheelhouse(root: Path, progress: Progress) -> Path:
-    """Build (once per lock) the node's wheels with the host venv's pip into .cache/wheelhouse."""
+    """Build (once per node lock) the node's wheels with the host venv's pip into
+    .cache/wheelhouse."""
     check_host_python()
-    lock_path = root / "constraints.txt"
+    lock_path = node_lock(root)
     key = wheelhouse_key(lock_path.read_bytes())
     target = root / ".cache" / "wheelhouse" / key
     if (target / ".complete").is_file():
@@ -362,7 +374,7 @@ def ensure_wheelhouse(root: Path, progress: Progress) -> Path:
                 hint="fastecdsa (a py-libp2p dependency) is compiled here: it needs gcc and "
                 "libgmp-dev on the host (apt-get install gcc libgmp-dev).",
             )
-        shutil.copyfile(lock_path, tmp / "constraints.txt")
+        shutil.copyfile(lock_path, tmp / NODE_LOCK)
         (tmp / ".complete").write_text(f"{len(list(tmp.glob('*.whl')))} wheels\n")
         if target.exists():
             shutil.rmtree(target)

@@ -132,10 +132,21 @@ def test_tag_format() -> None:
     assert images.node_tag("0123456789ab") == "sentrynet-node:0123456789ab"
 
 
+PYPROJECT = """[project]
+name = "sentrynet"
+dependencies = ["libp2p==0.8.1", "trio", "docker>=7"]
+
+[project.optional-dependencies]
+dev = ["pytest>=8"]
+"""
+
+
 def fake_repo(tmp_path: Path) -> Path:
-    """A minimal checkout: templates/, constraints.txt and a node/ package."""
+    """A minimal checkout: templates/, pyproject.toml, both locks and a node/ package."""
     shutil.copytree(REPO / "templates", tmp_path / "templates")
-    (tmp_path / "constraints.txt").write_text("libp2p==0.8.1\ntrio==0.35.0\n")
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    (tmp_path / "constraints.txt").write_text("docker==7.2.0\nlibp2p==0.8.1\npytest==9.0.0\n")
+    (tmp_path / images.NODE_LOCK).write_text("libp2p==0.8.1\ntrio==0.35.0\n")
     (tmp_path / "node").mkdir()
     (tmp_path / "node" / "__init__.py").write_text("")
     (tmp_path / "node" / "app.py").write_text("X = 1\n")
@@ -155,7 +166,7 @@ def test_plan_tag_unchanged_tree_same_tag_changed_tree_new_tag(tmp_path: Path) -
     tag2 = images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1").tag
     assert tag2 != tag1
 
-    (root / "constraints.txt").write_text("libp2p==0.8.1\ntrio==0.36.0\n")
+    (root / images.NODE_LOCK).write_text("libp2p==0.8.1\ntrio==0.36.0\n")
     tag3 = images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1").tag
     assert tag3 != tag2
     assert images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:2").tag != tag3
@@ -172,11 +183,52 @@ def test_node_files_lists_nested_files_and_skips_caches(tmp_path: Path) -> None:
     assert paths == ["node/__init__.py", "node/app.py", "node/relay/hop.py"]
 
 
-def test_missing_lock_is_a_clear_error(tmp_path: Path) -> None:
+def test_dev_extra_and_host_lock_never_change_the_tag(tmp_path: Path) -> None:
+    """A new test or bench dependency changes pyproject.toml and constraints.txt (the host
+    venv's lock), not the node's lock: the image is not rebuilt for it."""
     root = fake_repo(tmp_path)
-    (root / "constraints.txt").unlink()
-    with pytest.raises(SentrynetError, match=r"constraints\.txt"):
+    tag = images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1").tag
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('["pytest>=8"]', '["pytest>=8", "hypothesis"]')
+    )
+    with (root / "constraints.txt").open("a") as fh:
+        fh.write("hypothesis==6.100.0\nsortedcontainers==2.4.0\n")
+    assert images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1").tag == tag
+
+
+def test_missing_node_lock_is_a_clear_error(tmp_path: Path) -> None:
+    root = fake_repo(tmp_path)
+    (root / images.NODE_LOCK).unlink()
+    with pytest.raises(SentrynetError, match=r"constraints-node\.txt.*make lock"):
         images.plan_node_image(root, images.DEBOOTSTRAP_BASE, "sha256:1")
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name -> version of a pip freeze file, names normalised as pip compares them."""
+    found = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return found
+
+
+def test_node_lock_is_the_node_closure_pinned_as_in_the_host_lock() -> None:
+    """constraints-node.txt is generated from constraints.txt (make lock): same versions, the
+    node's requirements in it, and none of the harness's, test or bench dependencies."""
+    node, host = pins(REPO / images.NODE_LOCK), pins(REPO / "constraints.txt")
+    assert {n: host.get(n) for n in node} == node
+    assert set(images.NODE_REQUIREMENTS) <= set(node)
+    for host_only in ("docker", "pyyaml", "jinja2", "pytest", "testcontainers", "matplotlib"):
+        assert host_only in host
+        assert host_only not in node
+
+
+def test_makefile_locks_the_same_node_requirements() -> None:
+    found = re.search(r"^NODE_REQUIREMENTS := (.+)$", (REPO / "Makefile").read_text(), re.M)
+    assert found is not None
+    assert tuple(found.group(1).split()) == images.NODE_REQUIREMENTS
 
 
 # --------------------------------------------------------------------------- Dockerfile
@@ -187,6 +239,7 @@ def test_dockerfile_for_debootstrap_base_needs_no_network() -> None:
     assert text.splitlines()[4] == f"FROM {images.DEBOOTSTRAP_BASE}"
     assert "apt-get" not in text
     assert "pip install --no-index" in text
+    assert f"-c /tmp/wheelhouse/{images.NODE_LOCK}" in text
     assert "libp2p trio prometheus-client" in text
     assert 'CMD ["python", "-m", "node", "--config", "/config/node.toml"]' in text
     assert "sentrynet.image=node" in text
