@@ -3,7 +3,7 @@
 `headline(results)` pulls the figures the README quotes out of the per-measurement
 sections; `targets(results)` judges each target against them (met / missed / not measured,
 never guessed); `markdown(doc)` renders both as tables; `plots(doc, out)` draws the scale
-curve and the hole-punch time distribution (bench/png.py).
+curve and the hole-punch time distribution (bench/plot.py, matplotlib).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench import png
+from bench import plot
 
 TARGETS = (
     ("warm", "warm `make testnet-sentry` end to end", "< 60 s"),
@@ -227,7 +227,7 @@ def plots(doc: dict[str, Any], out: Path, stem: str) -> list[str]:
             if s:
                 series.append((label, s))
         name = f"{stem}-scale.png"
-        png.line_chart(out / name, series, "TIME FROM COMPOSE UP VS NODES", "nodes", "seconds")
+        plot.line_chart(out / name, series, "Time from compose up vs nodes", "nodes", "seconds")
         written.append(name)
     hp = _get(res, "holepunch") or {}
     samples: list[tuple[str, list[float]]] = []
@@ -244,7 +244,7 @@ def plots(doc: dict[str, Any], out: Path, stem: str) -> list[str]:
             samples.append((f"{nat} failed attempts", failed))
     if samples:
         name = f"{stem}-holepunch.png"
-        png.histogram(out / name, samples, "DCUTR TIME TO DIRECT", "seconds")
+        plot.histogram(out / name, samples, "DCUtR time to direct", "seconds")
         written.append(name)
     return written
 
