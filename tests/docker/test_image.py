@@ -1,17 +1,25 @@
-"""The node image, for real: built (or found) by the harness, then run."""
+"""The node image, for real: built (or found) by the harness, then run alone in one
+testcontainers container with no network at all (the image needs none)."""
 
 from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
 
 from harness import images
 from harness.progress import Progress
 
 pytestmark = pytest.mark.docker
+
+# testcontainers' Ryuk reaper (TESTCONTAINERS_RYUK_DISABLED) would pull its own image from a
+# registry this machine may not reach: it stays off and the fixture removes its container.
+testcontainers_config.ryuk_disabled = True
 
 # Test containers are labelled like everything else the harness starts, so `sentrynet down`
 # would find one left behind by a killed run.
@@ -29,7 +37,7 @@ def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     junk = shutil.ignore_patterns(*images.SKIP_DIRS, "*.pyc")
     shutil.copytree(repo / "node", root / "node", ignore=junk)
     shutil.copytree(repo / "templates", root / "templates", ignore=junk)
-    shutil.copyfile(repo / "constraints.txt", root / "constraints.txt")
+    shutil.copyfile(repo / images.NODE_LOCK, root / images.NODE_LOCK)
     (repo / ".cache").mkdir(exist_ok=True)
     (root / ".cache").symlink_to(repo / ".cache")
     return root
@@ -40,21 +48,37 @@ def node_image(snapshot: Path) -> str:
     return images.ensure_node_image(Progress(), root=snapshot)
 
 
-def run_in(tag: str, *cmd: str) -> str:
-    client = images.docker_client()
-    out = client.containers.run(
-        tag, list(cmd), remove=True, network_mode="none", labels=LABELS, stderr=True
+@pytest.fixture(scope="module")
+def container(node_image: str) -> Iterator[DockerContainer]:
+    """The node image idling (`sleep infinity`), commands exec'd into it; removed at the end.
+
+    `network=None` is explicit so testcontainers does not attach the container to a network
+    it guesses (it does so when no network is given); network_mode none then holds.
+    """
+    idle = DockerContainer(node_image, command=["sleep", "infinity"]).with_kwargs(
+        labels=LABELS, network_mode="none", network=None
     )
-    return bytes(out).decode()
+    with idle:
+        attrs = idle.get_wrapped_container().attrs
+        assert attrs["HostConfig"]["NetworkMode"] == "none"
+        assert attrs["Config"]["Labels"]["sentrynet.testnet"] == LABELS["sentrynet.testnet"]
+        yield idle
 
 
-def test_node_image_imports_libp2p_and_node(node_image: str) -> None:
-    out = run_in(node_image, "python", "-c", "import libp2p, node; print('imports ok')")
+def run_in(container: DockerContainer, *cmd: str) -> str:
+    code, out = container.exec(list(cmd))
+    text = bytes(out).decode()
+    assert code == 0, f"{' '.join(cmd)} exited {code}: {text}"
+    return text
+
+
+def test_node_image_imports_libp2p_and_node(container: DockerContainer) -> None:
+    out = run_in(container, "python", "-c", "import libp2p, node; print('imports ok')")
     assert out.strip() == "imports ok"
 
 
-def test_node_image_has_router_tools_and_venv(node_image: str) -> None:
-    out = run_in(node_image, "sh", "-c", "command -v python; command -v iptables; ip -V")
+def test_node_image_has_router_tools_and_venv(container: DockerContainer) -> None:
+    out = run_in(container, "sh", "-c", "command -v python; command -v iptables; ip -V")
     assert out.splitlines()[:2] == ["/opt/venv/bin/python", "/usr/sbin/iptables"]
     assert "iproute2" in out
 
