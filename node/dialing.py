@@ -212,9 +212,6 @@ class NodeDialer:
         peer: ID = await self._single_flight(("addr", transport), dial)
         return peer
 
-    async def connect_direct(self, peer_id: ID, errors: list[str] | None = None) -> bool:
-        return await self._try_direct(peer_id, errors) is not None
-
     async def _try_direct(self, peer_id: ID, errors: list[str] | None) -> INetConn | None:
         direct, _ = self.addrs(peer_id)
         if not direct:
@@ -259,9 +256,6 @@ class NodeDialer:
                 known.add(r)
                 opts.append((t, r))
         return opts
-
-    async def connect_relayed(self, peer_id: ID, errors: list[str] | None = None) -> bool:
-        return await self._try_relayed(peer_id, errors) is not None
 
     async def _try_relayed(self, peer_id: ID, errors: list[str] | None) -> INetConn | None:
         assert self.rt is not None

@@ -45,7 +45,6 @@ BACKOFF_MAX_S = 10.0
 class Known:
     peer: ID
     source: str  # persistent | px:<peer>
-    learnt_at: float
     next_dial: float = 0.0
     backoff: float = BACKOFF_MIN_S
     failures: int = 0
@@ -108,7 +107,7 @@ class DiscoveryService:
                     [ma.decapsulate_code(421)] if "/p2p-circuit" not in a else [ma],
                     ADDR_TTL_S,
                 )
-                self.known[peer] = Known(peer, "persistent", time.monotonic())
+                self.known[peer] = Known(peer, "persistent")
         if rt.config.p2p.discovery:
             rt.host.set_stream_handler(PX_ID, self._serve_px)
         rt.connections.subscribe(self._on_conn)
@@ -206,7 +205,7 @@ class DiscoveryService:
             if p.peer is None:
                 peer = await self.rt.dialer.connect_addr(multiaddr.Multiaddr(p.addr))
                 p.peer = peer
-                self.known.setdefault(peer, Known(peer, "persistent", time.monotonic()))
+                self.known.setdefault(peer, Known(peer, "persistent"))
             else:
                 await self.rt.dialer.connect(p.peer)
         except Exception as exc:
@@ -300,7 +299,7 @@ class DiscoveryService:
                 clean.append(a)
             ps.add_addrs(pid, clean, ADDR_TTL_S)
             if pid not in self.known:
-                self.known[pid] = Known(pid, f"px:{peer}", time.monotonic())
+                self.known[pid] = Known(pid, f"px:{peer}")
                 log.info("learnt peer %s from %s: %s", pid, peer, ", ".join(map(str, clean)))
                 self._wake.set()
 

@@ -22,8 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,20 +304,6 @@ class NodeProcs:
         if wait_ready:
             wait_for(node, lambda s: s.get("ready") and s.get("peer_id"), "ready node", 30)
         return node
-
-    def restart(self, name: str) -> NodeProc:
-        node = self.nodes[name]
-        node.stop()
-        return self.launch(node)
-
-
-@contextmanager
-def node_procs(tmp: Path) -> Iterator[NodeProcs]:
-    procs = NodeProcs(tmp)
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
 
 
 def elapsed(t0: float) -> float:

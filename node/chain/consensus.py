@@ -38,7 +38,6 @@ from node.chain.block import (
     Signer,
     ValidatorSet,
     Vote,
-    verify_chain_link,
 )
 
 PROPOSE, STEP_PREVOTE, STEP_PRECOMMIT = "propose", "prevote", "precommit"
@@ -236,17 +235,6 @@ class Consensus:
                     again.append(Broadcast(mine))
             return again + self._start_round(round_ + 1) + self._run()
         return []
-
-    def on_commit(self, block: Block, cert: CommitCert) -> list[Action]:
-        """A certified block for the current height learnt from gossip (commit message)."""
-        if self.decided or block.height != self.height:
-            return []
-        try:
-            verify_chain_link(self.vset, self.prev_hash, block, cert)
-        except InvalidMessage as exc:
-            return [Rejected(exc.reason, str(exc))]
-        self.decided = True
-        return [Decide(block, cert)]
 
     # ------------------------------------------------------------- internals
 

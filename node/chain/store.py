@@ -90,12 +90,6 @@ class BlockStore:
             return None
         return _load(row[0], row[1])
 
-    def hash_at(self, height: int) -> bytes | None:
-        if height == 0:
-            return self.chain_id
-        row = self.db.execute("SELECT hash FROM blocks WHERE height=?", (height,)).fetchone()
-        return bytes(row[0]) if row else None
-
     def range_objs(self, start: int, end: int) -> list[dict[str, Any]]:
         """Blocks start..end inclusive as wire objects {block, commit}, for the sync server."""
         rows = self.db.execute(

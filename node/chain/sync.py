@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -489,6 +489,3 @@ def _parse_blocks(resp: dict[str, Any], start: int, end: int) -> list[tuple[Bloc
             raise SyncError(f"block {block.height} out of order (expected {start + i})")
         out.append((block, cert))
     return out
-
-
-StatusFn = Callable[[str], Awaitable[tuple[SyncClient, int] | None]]

@@ -183,7 +183,7 @@ class RelayClient:
         # 2. refresh reservations due
         for h in list(self.held.values()):
             if time.time() >= h.refresh_at and h.relay not in self._reserving:
-                rt.nursery.start_soon(self._reserve, h.relay, True)
+                rt.nursery.start_soon(self._reserve, h.relay)
         # 3. fill up to max_reservations_held from connected candidates
         want = (
             rt.config.relay.max_reservations_held
@@ -205,7 +205,7 @@ class RelayClient:
                         rt.nursery.start_soon(self._dial_known, cand)
                     continue
                 want -= 1
-                rt.nursery.start_soon(self._reserve, cand.peer, False)
+                rt.nursery.start_soon(self._reserve, cand.peer)
 
     async def _dial_configured(self, c: Configured) -> None:
         assert self.rt is not None
@@ -308,7 +308,7 @@ class RelayClient:
         except Exception as exc:
             log.debug("identify push failed: %r", exc)
 
-    async def _reserve(self, relay: ID, refresh: bool) -> None:
+    async def _reserve(self, relay: ID) -> None:
         assert self.rt is not None
         rt = self.rt
         if relay in self._reserving:
