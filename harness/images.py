@@ -69,7 +69,7 @@ BASE_MODES: tuple[BaseMode, ...] = ("auto", "python", "debootstrap")
 
 
 def repo_root() -> Path:
-    """The checkout this harness runs from (templates/, node/ and the locks live here)."""
+    """The checkout this harness runs from (templates/, node/ and constraints.txt live here)."""
     return Path(__file__).resolve().parents[1]
 
 
