@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 LOCK_VENV := .cache/lock-venv
-# The node image's runtime closure: what harness/images.py NODE_REQUIREMENTS names.
+# The node image's runtime closure: the image module's NODE_REQUIREMENTS (a unit test checks).
 NODE_REQUIREMENTS := libp2p trio prometheus-client
 
 .PHONY: lock help venv images images-tag test test-unit lint fmt testnet-sentry bench clean clean-images down
