@@ -179,7 +179,8 @@ class NatLab:
 
     # -- building --
     def add_router(self, name: str, symmetric: bool = False) -> Router:
-        """A NAT router with its WAN side on the public segment (DESIGN's recipe)."""
+        """A NAT router with its WAN side on the public segment (the recipe of docs/design.md
+        "NAT routers")."""
         ns = self._add_ns(name)
         n = len(self.routers) + 1
         public_ip = str(PUBLIC_NET.network_address + 10 + n)
