@@ -1,0 +1,659 @@
+//! The libp2p side: the swarm (TCP + Noise + Yamux, relay client transport), its
+//! behaviours, and the loop that turns swarm events into state and events.
+//!
+//! Relays from `[relay] relay_servers`: an address with `/p2p/<id>` is reserved on at
+//! once with `listen_on(<addr>/p2p/<id>/p2p-circuit)`; an address without one is dialled,
+//! matched to a peer id when identify comes back (the connection's address or the
+//! peer's listen addresses), and then reserved on the same way. That `listen_on` is the
+//! whole dynamic reservation API of rust-libp2p's relay client.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
+use libp2p::core::ConnectedPoint;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{dcutr, identify, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, Swarm};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::events::{monotonic, round, unix_now};
+use crate::state::{
+    is_relayed, relay_of, Candidate, Conn, DcutrRow, Grant, RelayedCircuit, Reservation, State,
+};
+
+const RETRY: Duration = Duration::from_secs(5);
+const AGENT: &str =
+    concat!("sentrynet-rust-node/", env!("CARGO_PKG_VERSION"), " (rust-libp2p 0.56)");
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    relay_client: relay::client::Behaviour,
+    relay_server: Toggle<relay::Behaviour>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    dcutr: Toggle<dcutr::Behaviour>,
+}
+
+/// A `[relay] relay_servers` entry and where reserving on it stands.
+struct RelayTarget {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    listener: Option<ListenerId>,
+    retry_at: f64,
+}
+
+struct Node {
+    swarm: Swarm<Behaviour>,
+    state: Arc<Mutex<State>>,
+    cfg: Config,
+    relays: Vec<RelayTarget>,
+    /// Persistent peers: address, and the peer id once known.
+    peers: Vec<(Multiaddr, Option<PeerId>)>,
+    dial_at: f64,
+}
+
+fn build_swarm(cfg: &Config, key: Keypair) -> Result<Swarm<Behaviour>> {
+    let server = cfg.relay.is_server().then(|| relay::Config {
+        max_reservations: cfg.relay.max_reservations,
+        reservation_duration: Duration::from_secs(cfg.relay.reservation_ttl_s),
+        max_circuits: cfg.relay.max_reservations * cfg.relay.max_circuits_per_peer,
+        max_circuits_per_peer: cfg.relay.max_circuits_per_peer,
+        max_circuit_duration: Duration::from_secs(cfg.relay.circuit_duration_s),
+        max_circuit_bytes: cfg.relay.circuit_bytes,
+        ..Default::default()
+    });
+    let ping_cfg = ping::Config::new()
+        .with_interval(Duration::from_secs_f64(cfg.ping_interval_s))
+        .with_timeout(Duration::from_secs_f64(cfg.ping_timeout_s));
+    let dcutr_on = cfg.dcutr_enabled;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::new().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_relay_client(noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|key, relay_client| {
+            let id = key.public().to_peer_id();
+            Behaviour {
+                relay_client,
+                relay_server: Toggle::from(server.map(|c| relay::Behaviour::new(id, c))),
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                        .with_agent_version(AGENT.into()),
+                ),
+                ping: ping::Behaviour::new(ping_cfg),
+                dcutr: Toggle::from(dcutr_on.then(|| dcutr::Behaviour::new(id))),
+            }
+        })?
+        // our node keeps a connection while the peer does; don't drop idle ones early
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}
+
+/// The peer an address leads to: its last `/p2p/<id>` (the target of a circuit address).
+fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter()
+        .filter_map(|p| match p {
+            Protocol::P2p(id) => Some(id),
+            _ => None,
+        })
+        .last()
+}
+
+/// The address without a trailing `/p2p/<id>`.
+fn without_peer(addr: &Multiaddr) -> Multiaddr {
+    addr.iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+}
+
+/// The contract's status names for a reservation failure, else the error chain.
+fn denial_reason(err: &dyn std::error::Error) -> String {
+    let mut chain = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        chain.push_str(": ");
+        chain.push_str(&e.to_string());
+        src = e.source();
+    }
+    let lower = chain.to_lowercase();
+    if lower.contains("resource limit") {
+        "RESOURCE_LIMIT_EXCEEDED".into()
+    } else if lower.contains("reservation refused") {
+        "RESERVATION_REFUSED".into()
+    } else {
+        chain
+    }
+}
+
+fn status_name(code: relay::StatusCode) -> String {
+    let camel = format!("{code:?}");
+    let mut out = String::new();
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_uppercase() && i > 0 && camel != "OK" {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
+impl Node {
+    fn max_held(&self) -> usize {
+        self.cfg.relay.max_reservations_held
+    }
+
+    /// Start reservations on known relays while fewer than max_reservations_held run.
+    fn reserve_where_due(&mut self) {
+        if !self.cfg.relay.is_client() {
+            return;
+        }
+        let now = monotonic();
+        let mut active = self.relays.iter().filter(|r| r.listener.is_some()).count();
+        for i in 0..self.relays.len() {
+            if active >= self.max_held() {
+                break;
+            }
+            let r = &self.relays[i];
+            let Some(peer) = r.peer else { continue };
+            if r.listener.is_some() || r.retry_at > now || peer == *self.swarm.local_peer_id() {
+                continue;
+            }
+            let circuit =
+                without_peer(&r.addr).with(Protocol::P2p(peer)).with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    self.relays[i].listener = Some(id);
+                    active += 1;
+                }
+                Err(e) => {
+                    self.relays[i].retry_at = now + RETRY.as_secs_f64();
+                    self.state.lock().expect("state lock").events.emit(
+                        "reservation_denied",
+                        json!({"relay": peer.to_string(), "reason": denial_reason(&e)}),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Dial relays without a peer id and persistent peers we are not connected to.
+    fn dial_where_due(&mut self) {
+        let now = monotonic();
+        if now < self.dial_at {
+            return;
+        }
+        self.dial_at = now + RETRY.as_secs_f64();
+        let mut addrs = Vec::new();
+        if self.cfg.relay.is_client() {
+            for r in &self.relays {
+                if r.peer.is_none() {
+                    addrs.push((r.addr.clone(), None));
+                }
+            }
+        }
+        for (addr, peer) in &self.peers {
+            addrs.push((addr.clone(), *peer));
+        }
+        for (addr, peer) in addrs {
+            let connected = {
+                let st = self.state.lock().expect("state lock");
+                match peer {
+                    Some(p) => st.connected(&p, None),
+                    None => st.conns.values().any(|c| c.remote_addr == addr),
+                }
+            };
+            if !connected {
+                let _ = self.swarm.dial(addr);
+            }
+        }
+    }
+
+    fn on_listen_addr(&mut self, listener: ListenerId, address: Multiaddr) {
+        let relay = self.relays.iter().find(|r| r.listener == Some(listener)).and_then(|r| r.peer);
+        let mut st = self.state.lock().expect("state lock");
+        match relay {
+            Some(peer) => {
+                let addr =
+                    if address.iter().any(|p| matches!(p, Protocol::P2p(id) if id == st.peer_id)) {
+                        address
+                    } else {
+                        address.with(Protocol::P2p(st.peer_id))
+                    };
+                let r = st.reservations.entry(peer).or_insert_with(|| Reservation {
+                    relay_addrs: Vec::new(),
+                    addrs: Vec::new(),
+                    accepted_at: None,
+                });
+                if !r.addrs.contains(&addr) {
+                    r.addrs.push(addr);
+                }
+            }
+            None => {
+                if !st.listen_addrs.contains(&address) {
+                    st.listen_addrs.push(address.clone());
+                }
+                st.ready = st.listen_addrs.len() >= self.cfg.listen_addrs.len();
+                drop(st);
+                if self.cfg.relay.is_server() {
+                    // a relay's reservations carry its external addresses: its listen ones
+                    self.swarm.add_external_address(address);
+                }
+            }
+        }
+    }
+
+    fn on_listener_closed(&mut self, listener: ListenerId, reason: Option<&std::io::Error>) {
+        let Some(i) = self.relays.iter().position(|r| r.listener == Some(listener)) else {
+            if let Some(e) = reason {
+                eprintln!("listener closed: {e}");
+            }
+            return;
+        };
+        let target = &mut self.relays[i];
+        target.listener = None;
+        target.retry_at = monotonic() + RETRY.as_secs_f64();
+        let Some(peer) = target.peer else { return };
+        let mut st = self.state.lock().expect("state lock");
+        let held = st.reservations.remove(&peer).is_some_and(|r| r.accepted_at.is_some());
+        let (kind, reason) = match (held, reason) {
+            (true, Some(e)) => {
+                ("reservation_expired", format!("refresh failed: {}", denial_reason(e)))
+            }
+            (true, None) => ("reservation_expired", "connection_closed".to_string()),
+            (false, Some(e)) => ("reservation_denied", denial_reason(e)),
+            (false, None) => ("reservation_denied", "listener closed".to_string()),
+        };
+        st.events.emit(kind, json!({"relay": peer.to_string(), "reason": reason}));
+    }
+
+    fn on_established(&mut self, id: ConnectionId, peer: PeerId, endpoint: &ConnectedPoint) {
+        let (remote, outbound) = match endpoint {
+            ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
+            ConnectedPoint::Listener { local_addr, send_back_addr } if is_relayed(local_addr) => {
+                let mut a = local_addr.clone();
+                for p in send_back_addr.iter() {
+                    a.push(p);
+                }
+                (a, false)
+            }
+            ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr.clone(), false),
+        };
+        let relayed = is_relayed(&remote);
+        let conn = Conn {
+            peer,
+            remote_addr: remote.clone(),
+            relayed,
+            outbound,
+            opened_at: monotonic(),
+            relay: if relayed { relay_of(&remote) } else { None },
+            rtts: Vec::new(),
+            pings_ok: 0,
+            ping_failures: 0,
+            observed_addr: None,
+        };
+        for (addr, known) in &mut self.peers {
+            if known.is_none() && without_peer(addr) == without_peer(&remote) {
+                *known = Some(peer);
+            }
+        }
+        let dcutr_on = self.cfg.dcutr_enabled;
+        let mut st = self.state.lock().expect("state lock");
+        let kind = conn.kind();
+        st.events.emit(
+            "connection_opened",
+            json!({"peer": peer.to_string(), "remote_addr": remote.to_string(), "kind": kind,
+                   "direction": if outbound { "outbound" } else { "inbound" }}),
+        );
+        st.conns.insert(id, conn);
+        if relayed && dcutr_on && !st.connected(&peer, Some(false)) {
+            // spec roles: the side that received the relayed connection initiates
+            let role = if outbound { "responder" } else { "initiator" };
+            let attempt = 1 + st.dcutr.iter().filter(|d| d.peer == peer).count() as u32;
+            let now = monotonic();
+            st.dcutr.push(DcutrRow {
+                peer,
+                role,
+                attempt,
+                started: now,
+                outcome: "started",
+                reason: None,
+                detail: None,
+                duration_s: None,
+                at: now,
+                addr: None,
+                direct: None,
+            });
+            st.events.emit(
+                "dcutr_started",
+                json!({"peer": peer.to_string(), "role": role,
+                                                   "attempt": attempt}),
+            );
+        }
+        let pending = st.dcutr.iter().position(|d| d.direct == Some(id));
+        if let Some(i) = pending {
+            st.dcutr[i].direct = None;
+            st.dcutr[i].addr = Some(remote);
+            emit_dcutr_success(&mut st, i);
+        }
+    }
+
+    fn on_closed(&mut self, id: ConnectionId) {
+        let mut st = self.state.lock().expect("state lock");
+        if let Some(c) = st.conns.remove(&id) {
+            st.events.emit(
+                "connection_closed",
+                json!({"peer": c.peer.to_string(), "remote_addr": c.remote_addr.to_string(),
+                       "kind": c.kind(), "reason": "closed"}),
+            );
+        }
+    }
+
+    fn on_identify(&mut self, id: ConnectionId, peer: PeerId, info: identify::Info) {
+        let hop = info.protocols.iter().any(|p| *p == relay::HOP_PROTOCOL_NAME);
+        let mut st = self.state.lock().expect("state lock");
+        let remote = st.conns.get(&id).map(|c| c.remote_addr.clone());
+        if let Some(c) = st.conns.get_mut(&id) {
+            c.observed_addr = Some(info.observed_addr.clone());
+        }
+        if !self.cfg.relay.is_client() || !hop {
+            return;
+        }
+        let mut matched = false;
+        for r in self.relays.iter_mut().filter(|r| r.peer.is_none()) {
+            let by_conn = remote.as_ref().is_some_and(|a| without_peer(a) == r.addr);
+            let by_listen = info.listen_addrs.iter().any(|a| without_peer(a) == r.addr);
+            if by_conn || by_listen {
+                r.peer = Some(peer);
+                matched = true;
+                st.candidates.push(Candidate { peer, addr: r.addr.clone(), source: "config" });
+                st.events.emit(
+                    "relay_discovered",
+                    json!({"peer": peer.to_string(), "addr": r.addr.to_string(), "source": "config"}),
+                );
+            }
+        }
+        let known = matched || st.candidates.iter().any(|c| c.peer == peer);
+        if !known && !is_relayed(remote.as_ref().unwrap_or(&Multiaddr::empty())) {
+            if let Some(addr) = remote.map(|a| without_peer(&a)) {
+                st.candidates.push(Candidate { peer, addr: addr.clone(), source: "identify" });
+                st.events.emit(
+                    "relay_discovered",
+                    json!({"peer": peer.to_string(), "addr": addr.to_string(), "source": "identify"}),
+                );
+            }
+        }
+        drop(st);
+        if matched {
+            self.reserve_where_due();
+        }
+    }
+
+    fn on_relay_client(&mut self, ev: relay::client::Event) {
+        let mut st = self.state.lock().expect("state lock");
+        match ev {
+            relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. } => {
+                let relay_addrs: Vec<Multiaddr> = self
+                    .relays
+                    .iter()
+                    .filter(|r| r.peer == Some(relay_peer_id))
+                    .map(|r| without_peer(&r.addr))
+                    .collect();
+                let r = st.reservations.entry(relay_peer_id).or_insert_with(|| Reservation {
+                    relay_addrs: Vec::new(),
+                    addrs: Vec::new(),
+                    accepted_at: None,
+                });
+                r.relay_addrs = relay_addrs;
+                let first = r.accepted_at.is_none();
+                r.accepted_at.get_or_insert_with(monotonic);
+                let addrs: Vec<String> = r.addrs.iter().map(|a| a.to_string()).collect();
+                if first || !renewal {
+                    st.events.emit(
+                        "reservation_accepted",
+                        json!({"relay": relay_peer_id.to_string(), "addrs": addrs,
+                               "expires_at": null}),
+                    );
+                }
+            }
+            relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
+                let me = st.peer_id.to_string();
+                st.events.emit(
+                    "circuit_opened",
+                    json!({"src": me, "dst": null, "side": "dialer",
+                           "relay": relay_peer_id.to_string()}),
+                );
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                let me = st.peer_id.to_string();
+                st.events.emit(
+                    "circuit_opened",
+                    json!({"src": src_peer_id.to_string(), "dst": me,
+                           "side": "target", "relay": null}),
+                );
+            }
+        }
+    }
+
+    fn on_relay_server(&mut self, ev: relay::Event) {
+        let ttl = self.cfg.relay.reservation_ttl_s as f64;
+        let mut st = self.state.lock().expect("state lock");
+        match ev {
+            relay::Event::ReservationReqAccepted { src_peer_id, renewed } => {
+                let expires_at = unix_now() + ttl;
+                st.grants.insert(src_peer_id, Grant { expires_at, accepted_at: monotonic() });
+                let addrs: Vec<String> =
+                    self.swarm.external_addresses().map(|a| a.to_string()).collect();
+                st.events.emit(
+                    "reservation_granted",
+                    json!({"peer": src_peer_id.to_string(), "addrs": addrs,
+                           "expires_at": round(expires_at, 3), "renewed": renewed}),
+                );
+            }
+            relay::Event::ReservationReqDenied { src_peer_id, status } => {
+                st.events.emit(
+                    "reservation_refused",
+                    json!({"peer": src_peer_id.to_string(), "reason": status_name(status)}),
+                );
+            }
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                st.grants.remove(&src_peer_id);
+            }
+            relay::Event::CircuitReqAccepted { src_peer_id, dst_peer_id } => {
+                let id = st.next_circuit_id;
+                st.next_circuit_id += 1;
+                st.circuits.push(RelayedCircuit {
+                    id,
+                    src: src_peer_id,
+                    dst: dst_peer_id,
+                    opened_at: monotonic(),
+                });
+                st.events.emit(
+                    "circuit_opened",
+                    json!({"src": src_peer_id.to_string(), "dst": dst_peer_id.to_string(),
+                           "side": "relay", "id": id}),
+                );
+            }
+            relay::Event::CircuitClosed { src_peer_id, dst_peer_id, error } => {
+                let pos =
+                    st.circuits.iter().position(|c| c.src == src_peer_id && c.dst == dst_peer_id);
+                if let Some(i) = pos {
+                    st.circuits.remove(i);
+                }
+                let reason = match error {
+                    None => "closed".to_string(),
+                    Some(e) if e.to_string().contains("limit") => format!("limit: {e}"),
+                    Some(_) => "reset".to_string(),
+                };
+                st.events.emit(
+                    "circuit_closed",
+                    json!({"src": src_peer_id.to_string(), "dst": dst_peer_id.to_string(),
+                           "side": "relay", "reason": reason, "bytes": null}),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_dcutr(&mut self, ev: dcutr::Event) {
+        let mut st = self.state.lock().expect("state lock");
+        let peer = ev.remote_peer_id;
+        let now = monotonic();
+        let Some(i) = st.dcutr.iter().rposition(|d| d.peer == peer && d.outcome == "started")
+        else {
+            return;
+        };
+        let row = &mut st.dcutr[i];
+        row.duration_s = Some(now - row.started);
+        row.at = now;
+        match ev.result {
+            Ok(conn) => {
+                row.outcome = "succeeded";
+                let addr = st.conns.get(&conn).map(|c| c.remote_addr.clone());
+                match addr {
+                    Some(a) => {
+                        st.dcutr[i].addr = Some(a);
+                        emit_dcutr_success(&mut st, i);
+                    }
+                    None => st.dcutr[i].direct = Some(conn),
+                }
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                let reason =
+                    if detail.contains("dial attempts") { "timeout" } else { "stream_failed" };
+                row.outcome = "failed";
+                row.reason = Some(reason.into());
+                row.detail = Some(detail.clone());
+                let (role, attempt, duration) = (row.role, row.attempt, row.duration_s);
+                st.events.emit(
+                    "dcutr_failed",
+                    json!({"peer": peer.to_string(), "role": role, "reason": reason,
+                           "duration_s": duration.map(|d| round(d, 4)), "attempt": attempt,
+                           "final": true, "detail": detail}),
+                );
+            }
+        }
+    }
+
+    fn on_ping(&mut self, ev: ping::Event) {
+        let mut st = self.state.lock().expect("state lock");
+        if let Some(c) = st.conns.get_mut(&ev.connection) {
+            match ev.result {
+                Ok(rtt) => {
+                    c.pings_ok += 1;
+                    c.ping_failures = 0;
+                    c.rtts.push(rtt.as_secs_f64());
+                    if c.rtts.len() > 32 {
+                        c.rtts.remove(0);
+                    }
+                }
+                Err(_) => c.ping_failures += 1,
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { listener_id, address } => {
+                self.on_listen_addr(listener_id, address)
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let mut st = self.state.lock().expect("state lock");
+                st.listen_addrs.retain(|a| *a != address);
+                for r in st.reservations.values_mut() {
+                    r.addrs.retain(|a| without_peer(a) != without_peer(&address));
+                }
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                self.on_listener_closed(listener_id, reason.as_ref().err())
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                eprintln!("listener {listener_id:?} error: {error}");
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.on_established(connection_id, peer_id, &endpoint)
+            }
+            SwarmEvent::ConnectionClosed { connection_id, .. } => self.on_closed(connection_id),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                connection_id,
+                peer_id,
+                info,
+            })) => self.on_identify(connection_id, peer_id, info),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(ev)) => self.on_relay_client(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayServer(ev)) => self.on_relay_server(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(ev)) => self.on_dcutr(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => self.on_ping(ev),
+            _ => {}
+        }
+    }
+}
+
+fn emit_dcutr_success(st: &mut State, i: usize) {
+    let row = &st.dcutr[i];
+    let fields = json!({
+        "peer": row.peer.to_string(), "role": row.role,
+        "duration_s": row.duration_s.map(|d| round(d, 4)),
+        "addr": row.addr.as_ref().map(|a| a.to_string()), "attempt": row.attempt,
+    });
+    st.events.emit("dcutr_succeeded", fields);
+}
+
+/// Listen, start the API, dial and reserve, then run the swarm until SIGTERM/SIGINT.
+pub async fn run(cfg: Config, key: Keypair) -> Result<()> {
+    let peer_id = key.public().to_peer_id();
+    let mut swarm = build_swarm(&cfg, key)?;
+    for (i, addr) in cfg.listen_addrs.iter().enumerate() {
+        swarm
+            .listen_on(addr.clone())
+            .with_context(|| format!("p2p.listen_addrs[{i}]: cannot listen on {addr}"))?;
+    }
+    let state =
+        Arc::new(Mutex::new(State::new(peer_id, &cfg.name, &cfg.role, cfg.relay.is_server())));
+    crate::api::serve(cfg.api_listen, state.clone())?;
+    println!("{} peer_id={peer_id} api=http://{}", cfg.name, cfg.api_listen);
+    let relays: Vec<RelayTarget> = cfg
+        .relay
+        .relay_servers
+        .iter()
+        .map(|a| RelayTarget {
+            addr: without_peer(a),
+            peer: peer_in(a),
+            listener: None,
+            retry_at: 0.0,
+        })
+        .collect();
+    if cfg.relay.is_client() {
+        let mut st = state.lock().expect("state lock");
+        for r in relays.iter().filter(|r: &&RelayTarget| r.peer.is_some()) {
+            let peer = r.peer.expect("filtered");
+            st.candidates.push(Candidate { peer, addr: r.addr.clone(), source: "config" });
+            st.events.emit(
+                "relay_discovered",
+                json!({"peer": peer.to_string(), "addr": r.addr.to_string(), "source": "config"}),
+            );
+        }
+    }
+    let peers = cfg.persistent_peers.iter().map(|a| (a.clone(), peer_in(a))).collect();
+    let mut node = Node { swarm, state, cfg, relays, peers, dial_at: 0.0 };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            ev = node.swarm.select_next_some() => node.on_event(ev),
+            _ = tick.tick() => {
+                if node.state.lock().expect("state lock").ready {
+                    node.reserve_where_due();
+                    node.dial_where_due();
+                }
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    Ok(())
+}
