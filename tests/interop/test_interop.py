@@ -209,3 +209,33 @@ def test_identify_observed_address_on_a_direct_connection(rust_node: Path, tmp_p
         c = wait_for(rust, lambda s: [c for c in conns(s, oid, "direct") if c["observed_addr"]],
                      "identify from our node", 30)[0]  # fmt: skip
         assert c["observed_addr"] == rust.p2p_addr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10 defect: py-libp2p 0.8.1 identify picks observedAddr from all of the "
+    "peer's connections (_prefer_circuit_addr), so a DCUtR-made connection reports the "
+    "circuit address; remove this mark with the fix",
+)
+def test_identify_observed_address_on_a_dcutr_made_connection(
+    rust_node: Path, tmp_path: Path
+) -> None:
+    """After the upgrade, identify on the new direct connection must tell the rust node
+    its TCP address, not its circuit address (which it loses the hole-punched one by)."""
+    with NodeProcs(tmp_path) as procs:
+        relay = procs.start("relay", p2p=NO_PX, relay=RELAY_SERVER)
+
+        def rust(name: str, **s: Any) -> NodeProc:
+            return start_rust(procs, rust_node, name, **s)
+
+        target, dialer = relayed_pair(procs, relay, rust, procs.start, dcutr=True)
+        did = dialer.peer_id
+        wait_for(target, upgraded(did), "DCUtR upgrade on the rust node", 60)
+        c = wait_for(
+            target,
+            lambda s: [c for c in conns(s, did, "direct") if c["observed_addr"]],
+            "identify on the DCUtR-made connection",
+            30,
+        )[0]
+        assert "/p2p-circuit" not in c["observed_addr"], c["observed_addr"]
+        assert c["observed_addr"] == target.p2p_addr
