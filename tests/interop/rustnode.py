@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from node.testing import NodeProc, NodeProcs, wait_for
+from node.testing import NodeProc, NodeProcs, free_port, render_toml, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RUST_NODE = REPO / ".cache" / "rust-target" / "debug" / "sentrynet-rust-node"
@@ -57,8 +57,38 @@ def launch_rust(node: NodeProc, binary: Path, wait_ready: bool = True) -> NodePr
     return node
 
 
+def move_to_localhost(node: NodeProc) -> NodeProc:
+    """Put a written node on 127.0.0.1 (fresh ports), p2p and API.
+
+    rust-libp2p dials from its listen port on a socket bound to 0.0.0.0, so the kernel
+    picks the source IP: 127.0.0.1 for any loopback peer. Peers then observe it at
+    127.0.0.1:<port>, and its DCUtR offers only observed addresses. On its own 127.0.0.x
+    that address has no listener, so a rust node that is to be hole-punched to on
+    loopback listens on 127.0.0.1. (On a Docker network the source IP is the node's own.)
+    """
+    node.ip = "127.0.0.1"
+    node.p2p_port = free_port(node.ip)
+    node.api_port = free_port(node.ip)
+    while node.api_port == node.p2p_port:
+        node.api_port = free_port(node.ip)
+    node.config["p2p"]["listen_addrs"] = [node.p2p_addr]
+    node.config["api"]["listen"] = f"{node.ip}:{node.api_port}"
+    node.config_path.write_text(render_toml(node.config))
+    return node
+
+
 def start_rust(
-    procs: NodeProcs, binary: Path, name: str, *, wait_ready: bool = True, **sections: Any
+    procs: NodeProcs,
+    binary: Path,
+    name: str,
+    *,
+    wait_ready: bool = True,
+    localhost: bool = False,
+    **sections: Any,
 ) -> NodeProc:
-    """Write `name`'s config (sections as for NodeProcs.start) and run the rust node on it."""
-    return launch_rust(procs.write_config(name, **sections), binary, wait_ready)
+    """Write `name`'s config (sections as for NodeProcs.start) and run the rust node on it;
+    `localhost`: on 127.0.0.1 (see move_to_localhost)."""
+    node = procs.write_config(name, **sections)
+    if localhost:
+        move_to_localhost(node)
+    return launch_rust(node, binary, wait_ready)

@@ -22,8 +22,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::events::monotonic;
-use crate::state::{is_relayed, relay_of, Candidate, Conn, DcutrRow, Reservation, State};
-use dcutr::emit_dcutr_success;
+use crate::state::{is_relayed, relay_of, Candidate, Conn, Reservation, State};
 use relays::RelayTarget;
 
 const RETRY: Duration = Duration::from_secs(5);
@@ -169,6 +168,10 @@ impl Node {
 
     fn on_established(&mut self, id: ConnectionId, peer: PeerId, endpoint: &ConnectedPoint) {
         let (remote, outbound) = match endpoint {
+            // a direct dial's address is /ip4/../tcp/.. as our node reports it, no /p2p/<id>
+            ConnectedPoint::Dialer { address, .. } if !is_relayed(address) => {
+                (without_peer(address), true)
+            }
             ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
             ConnectedPoint::Listener { local_addr, send_back_addr } if is_relayed(local_addr) => {
                 let mut a = local_addr.clone();
@@ -206,41 +209,17 @@ impl Node {
                    "direction": if outbound { "outbound" } else { "inbound" }}),
         );
         st.conns.insert(id, conn);
-        if relayed && dcutr_on && !st.connected(&peer, Some(false)) {
-            // spec roles: the side that received the relayed connection initiates
-            let role = if outbound { "responder" } else { "initiator" };
-            let attempt = 1 + st.dcutr.iter().filter(|d| d.peer == peer).count() as u32;
-            let now = monotonic();
-            st.dcutr.push(DcutrRow {
-                peer,
-                role,
-                attempt,
-                started: now,
-                outcome: "started",
-                reason: None,
-                detail: None,
-                duration_s: None,
-                at: now,
-                addr: None,
-                direct: None,
-            });
-            st.events.emit(
-                "dcutr_started",
-                json!({"peer": peer.to_string(), "role": role,
-                                                   "attempt": attempt}),
-            );
-        }
-        let pending = st.dcutr.iter().position(|d| d.direct == Some(id));
-        if let Some(i) = pending {
-            st.dcutr[i].direct = None;
-            st.dcutr[i].addr = Some(remote);
-            emit_dcutr_success(&mut st, i);
+        if dcutr_on {
+            dcutr::on_connection(&mut st, id, peer, relayed, outbound, &remote);
         }
     }
 
     fn on_closed(&mut self, id: ConnectionId) {
         let mut st = self.state.lock().expect("state lock");
         if let Some(c) = st.conns.remove(&id) {
+            if c.relayed {
+                dcutr::on_relayed_closed(&mut st, c.peer);
+            }
             st.events.emit(
                 "connection_closed",
                 json!({"peer": c.peer.to_string(), "remote_addr": c.remote_addr.to_string(),

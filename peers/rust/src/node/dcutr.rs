@@ -1,22 +1,93 @@
-//! DCUtR bookkeeping: one row per attempt (started on a relayed connection, settled by
-//! the dcutr behaviour's event) and the `dcutr_*` events.
+//! DCUtR bookkeeping: one row per attempt and the `dcutr_*` events.
+//!
+//! An attempt starts with a relayed connection to a peer we have no direct connection to
+//! (the side that received it initiates, as the spec says). It succeeds when rust-libp2p
+//! reports its direct connection, or when a direct connection to the peer opens while it
+//! runs (the peer's dial of the same exchange won: our node then closes the relayed
+//! connection, and rust-libp2p's attempt dies with it without an event). It fails when
+//! rust-libp2p gives up. An attempt whose relayed connection closes with no direct
+//! connection is no outcome: its row leaves `dcutr`, as in our node.
 
-use libp2p::dcutr;
+use libp2p::swarm::ConnectionId;
+use libp2p::{dcutr, Multiaddr, PeerId};
 use serde_json::json;
 
 use super::Node;
 use crate::events::{monotonic, round};
-use crate::state::State;
+use crate::state::{DcutrRow, State};
+
+fn started(st: &State, peer: PeerId) -> Option<usize> {
+    st.dcutr.iter().rposition(|d| d.peer == peer && d.outcome == "started")
+}
+
+/// A connection opened: a relayed one may start an attempt, a direct one may settle one.
+pub(super) fn on_connection(
+    st: &mut State,
+    id: ConnectionId,
+    peer: PeerId,
+    relayed: bool,
+    outbound: bool,
+    remote: &Multiaddr,
+) {
+    if let Some(i) = st.dcutr.iter().position(|d| d.direct == Some(id)) {
+        st.dcutr[i].direct = None;
+        st.dcutr[i].addr = Some(remote.clone());
+        emit_dcutr_success(st, i);
+        return;
+    }
+    if !relayed {
+        if let Some(i) = started(st, peer) {
+            let now = monotonic();
+            let row = &mut st.dcutr[i];
+            row.outcome = "succeeded";
+            row.duration_s = Some(now - row.started);
+            row.at = now;
+            row.addr = Some(remote.clone());
+            row.detail = Some("direct connection opened during the attempt".into());
+            emit_dcutr_success(st, i);
+        }
+        return;
+    }
+    if st.connected(&peer, Some(false)) || started(st, peer).is_some() {
+        return;
+    }
+    let role = if outbound { "responder" } else { "initiator" };
+    let attempt = 1 + st.dcutr.iter().filter(|d| d.peer == peer).count() as u32;
+    let now = monotonic();
+    st.dcutr.push(DcutrRow {
+        peer,
+        role,
+        attempt,
+        started: now,
+        outcome: "started",
+        reason: None,
+        detail: None,
+        duration_s: None,
+        at: now,
+        addr: None,
+        direct: None,
+    });
+    st.events.emit(
+        "dcutr_started",
+        json!({"peer": peer.to_string(), "role": role,
+                                           "attempt": attempt}),
+    );
+}
+
+/// The relayed connection closed: an unsettled attempt without a direct connection is
+/// no outcome.
+pub(super) fn on_relayed_closed(st: &mut State, peer: PeerId) {
+    if !st.connected(&peer, Some(false)) {
+        st.dcutr.retain(|d| !(d.peer == peer && d.outcome == "started"));
+    }
+}
 
 impl Node {
     pub(super) fn on_dcutr(&mut self, ev: dcutr::Event) {
         let mut st = self.state.lock().expect("state lock");
         let peer = ev.remote_peer_id;
         let now = monotonic();
-        let Some(i) = st.dcutr.iter().rposition(|d| d.peer == peer && d.outcome == "started")
-        else {
-            return;
-        };
+        let Some(i) = started(&st, peer) else { return };
         let row = &mut st.dcutr[i];
         row.duration_s = Some(now - row.started);
         row.at = now;
@@ -51,7 +122,7 @@ impl Node {
     }
 }
 
-pub(super) fn emit_dcutr_success(st: &mut State, i: usize) {
+fn emit_dcutr_success(st: &mut State, i: usize) {
     let row = &st.dcutr[i];
     let fields = json!({
         "peer": row.peer.to_string(), "role": row.role,
