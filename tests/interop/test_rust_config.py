@@ -4,6 +4,7 @@ exit 2 naming the same key, and the same key file gives the same peer id both wa
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -93,3 +94,20 @@ def test_key_created_by_rust_is_read_by_our_node(rust_node: Path, tmp_path: Path
         assert key.stat().st_mode & 0o777 == 0o600
         ours = procs.start("ours", node={"key_file": str(key)})
         assert ours.peer_id == rust_id
+
+
+def test_taken_p2p_port_exits_1_naming_the_listen_addr(rust_node: Path, tmp_path: Path) -> None:
+    """A node that cannot listen says so and stops; it never reports ready without it."""
+    with NodeProcs(tmp_path) as procs, socket.socket() as taken:
+        node = procs.write_config("rust")
+        taken.bind((node.ip, node.p2p_port))
+        taken.listen()
+        done = subprocess.run(
+            [str(rust_node), "--config", str(node.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 1, done.stderr
+        assert f"p2p.listen_addrs[0]: cannot listen on {node.p2p_addr}" in done.stderr
+        assert "in use" in done.stderr

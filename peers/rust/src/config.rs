@@ -84,8 +84,11 @@ enum Kind {
     NameTable,
 }
 
-/// The contract's schema: section -> (key, kind, required). Order is the contract's.
-const SCHEMA: &[(&str, &[(&str, Kind, bool)])] = &[
+/// (key, kind, required) of one key in a section.
+type KeySpec = (&'static str, Kind, bool);
+
+/// The contract's schema: section -> its keys. Order is the contract's.
+const SCHEMA: &[(&str, &[KeySpec])] = &[
     (
         "node",
         &[

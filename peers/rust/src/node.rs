@@ -9,7 +9,7 @@ mod relays;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::core::ConnectedPoint;
@@ -298,9 +298,13 @@ pub async fn run(cfg: Config, key: Keypair) -> Result<()> {
     let peer_id = key.public().to_peer_id();
     let mut swarm = build_swarm(&cfg, key)?;
     for (i, addr) in cfg.listen_addrs.iter().enumerate() {
-        swarm
-            .listen_on(addr.clone())
-            .with_context(|| format!("p2p.listen_addrs[{i}]: cannot listen on {addr}"))?;
+        if let Err(e) = swarm.listen_on(addr.clone()) {
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            bail!("p2p.listen_addrs[{i}]: cannot listen on {addr}: {cause}");
+        }
     }
     let state =
         Arc::new(Mutex::new(State::new(peer_id, &cfg.name, &cfg.role, cfg.relay.is_server())));

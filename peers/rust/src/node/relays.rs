@@ -125,7 +125,7 @@ impl Node {
     }
 
     pub(super) fn on_identify(&mut self, id: ConnectionId, peer: PeerId, info: identify::Info) {
-        let hop = info.protocols.iter().any(|p| *p == relay::HOP_PROTOCOL_NAME);
+        let hop = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
         let mut st = self.state.lock().expect("state lock");
         let remote = st.conns.get(&id).map(|c| c.remote_addr.clone());
         if let Some(c) = st.conns.get_mut(&id) {
