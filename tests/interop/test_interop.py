@@ -60,8 +60,16 @@ def test_rust_reserves_on_our_relay_found_through_identify(rust_node: Path, tmp_
         assert st["relay_candidates"] == [
             {"peer": relay_id, "addr": relay.p2p_addr, "source": "config"}
         ]
-        seen = types(rust)
+        events = rust.events()
+        seen = [e["type"] for e in events]
         assert seen.index("relay_discovered") < seen.index("reservation_accepted")
+        accepted = next(e for e in events if e["type"] == "reservation_accepted")
+        later = rust.events(since=accepted["seq"])
+        assert [e["seq"] for e in later] == [
+            e["seq"] for e in events if e["seq"] >= accepted["seq"]
+        ]
+        took = accepted["t"] - st["started_at"]
+        print(f"rust node: reservation on our relay {took:.3f}s after start")
 
         wait_for(relay, granted(relay, rust_id), "the grant on our relay")
         wait_until(
