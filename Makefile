@@ -10,13 +10,14 @@ LOCK_VENV := .cache/lock-venv
 # The node image's runtime closure: the image module's NODE_REQUIREMENTS (a unit test checks).
 NODE_REQUIREMENTS := libp2p trio prometheus-client
 
-.PHONY: lock help venv images images-tag test test-unit lint fmt testnet-sentry bench clean clean-images down
+.PHONY: lock help venv images images-tag test test-unit lint fmt testnet-sentry bench clean clean-images down rust-node
 
 help:
 	@echo "make testnet-sentry  venv + images + sentry testnet + scenario + report + teardown"
 	@echo "make test            venv + images + unit, loopback and Docker tests"
 	@echo "make lint            ruff + mypy"
 	@echo "make images          build the node image (no-op when up to date)"
+	@echo "make rust-node       build the rust-libp2p reference node (peers/rust) with cargo"
 	@echo "make clean-images    remove sentrynet-node images no container uses"
 	@echo "make bench           measured figures into bench/results/"
 	@echo "make down            remove every sentrynet testnet on this machine"
@@ -40,6 +41,25 @@ images: venv
 
 images-tag: venv
 	@$(BIN)/sentrynet images tag
+
+# The rust-libp2p reference node (peers/rust), built on the host: cargo from PATH or from
+# rustup's $HOME/.cargo/bin; the target dir (about 0.5 GB) is cached under .cache/. Cargo.lock
+# is committed and --locked keeps it as is. CARGO_JOBS=1 (and the default nice) keep a cold
+# build (a few minutes on 2 cores) from starving a shared machine.
+RUST_DIR := peers/rust
+RUST_TARGET := $(CURDIR)/.cache/rust-target
+RUST_NODE := $(RUST_TARGET)/debug/sentrynet-rust-node
+CARGO ?= $(shell command -v cargo 2>/dev/null || { test -x "$$HOME/.cargo/bin/cargo" && echo "$$HOME/.cargo/bin/cargo"; })
+CARGO_JOBS ?=
+CARGO_NICE ?= 10
+
+rust-node:
+	@test -n "$(CARGO)" || { \
+	  echo "make rust-node: cargo not found (looked on PATH and in \$$HOME/.cargo/bin)." >&2; \
+	  echo "Install the Rust toolchain with rustup (stable; libp2p 0.56 needs rustc 1.83 or newer)." >&2; \
+	  echo "Only the rust reference node needs it; the default testnet does not." >&2; exit 1; }
+	cd $(RUST_DIR) && CARGO_TARGET_DIR=$(RUST_TARGET) nice -n $(CARGO_NICE) $(CARGO) build --locked $(if $(CARGO_JOBS),-j $(CARGO_JOBS))
+	@echo "rust node: $(RUST_NODE)"
 
 # Images first (the Docker tests need them), then one pytest run; conftest orders it
 # unit -> loopback/netns -> docker -> scenario, so the fast failures come first.

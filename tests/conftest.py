@@ -40,7 +40,7 @@ def _docker_ready() -> None:
 
 # Run order within one pytest run: cheap and local first, so a broken unit fails in seconds
 # instead of after the scenarios. Unmarked tests rank 0.
-RANK = {"loopback": 1, "netns": 1, "docker": 2, "scenario": 3}
+RANK = {"loopback": 1, "netns": 1, "interop": 1, "docker": 2, "scenario": 3}
 
 
 def rank(item: pytest.Item) -> int:

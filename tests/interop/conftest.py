@@ -1,0 +1,34 @@
+"""Interop tier (`-m interop`): the rust-libp2p reference node and our Python node.
+
+The session builds the rust node once with `make rust-node`. Without cargo the tests skip
+locally (the reason is shown by -ra) but FAIL with CI=true: CI has cargo, so a missing
+one there is a broken CI. A build that fails always fails the tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from rustnode import RUST_NODE, build, find_cargo, in_ci
+
+
+@pytest.fixture(scope="session")
+def rust_node() -> Path:
+    """Path of the freshly built rust node binary."""
+    if find_cargo() is None:
+        reason = (
+            "cargo not found on PATH or in ~/.cargo/bin: install the Rust toolchain with "
+            "rustup to run the interop tier"
+        )
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: interop tests must run, they may not skip)")
+        pytest.skip(reason)
+    done = build()
+    if done.returncode != 0 or not RUST_NODE.exists():
+        pytest.fail(f"make rust-node failed (rc={done.returncode}):\n{done.stderr[-6000:]}")
+    return RUST_NODE
