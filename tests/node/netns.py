@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.testing import REPO, NodeProc, render_toml, wait_for
+from testkit.procs import REPO, NodeProc, render_toml, wait_for
 
 PUBLIC_NET = ipaddress.IPv4Network("100.64.0.0/24")
 CONTROL_SPACE = ipaddress.IPv4Network("198.18.0.0/15")
@@ -251,7 +251,7 @@ class NatLab:
         self, host: Host, wait_ready: bool = True, **sections: dict[str, Any]
     ) -> LabNode:
         """Write a node config for `host` (p2p on its data IP, API on its control IP) and
-        run `python -m node` in its namespace. Returns a node.testing.NodeProc."""
+        run `python -m node` in its namespace. Returns a testkit.procs.NodeProc."""
         assert host.control_ip is not None
         d = self.workdir / host.name
         d.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Circuit relay v2 on real node processes over loopback (several processes, real sockets).
 
-Each test starts nodes with `python -m node --config ...` (node/testing.py) and asserts
+Each test starts nodes with `python -m node --config ...` (testkit/procs.py) and asserts
 through their HTTP API with deadline polling; an in-test libp2p peer (probe.py) drives
 exact hop frames and pings through circuits.
 """
@@ -16,7 +16,7 @@ import trio
 from libp2p.peer.id import ID
 from probe import circuit, connect, ping, probe_host
 
-from node.testing import NodeProc, NodeProcs, wait_for, wait_until
+from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
 
