@@ -107,19 +107,6 @@ def block_payload(name: str, height: int) -> bytes:
     return bytes(out[:PAYLOAD_SIZE])
 
 
-def fix_pubsub_seqno(pubsub: Any) -> None:
-    """Override of py-libp2p 0.8.1 `Pubsub.__init__` (`self.counter = int(time.time())`).
-
-    Message ids are (from, seqno) and receivers drop ids seen in the last 120 s. Seeding
-    the counter with whole seconds means a node that published more than one message per
-    second and restarts within two minutes reuses seqnos it already sent: every peer drops
-    its messages as duplicates. A validator restarted that way is silent; two of four and
-    the chain halts (seen in tests/node/test_chain.py's restart test). go-libp2p seeds with
-    nanoseconds; so do we. Must run before the first publish.
-    """
-    pubsub.counter = max(int(pubsub.counter), time.time_ns())
-
-
 def decode_gossip(data: bytes) -> Proposal | Vote | tuple[Block, CommitCert]:
     if len(data) > MAX_GOSSIP:
         raise CodecError("message too large")
@@ -218,7 +205,6 @@ class ChainService:
             rt.host.set_stream_handler(SYNC_PROTOCOL, self._serve)  # type: ignore[arg-type]
         self.topic = topic_for(vset)
         assert rt.pubsub is not None, "the chain needs pubsub"
-        fix_pubsub_seqno(rt.pubsub)
         rt.pubsub.set_topic_validator(self.topic, self._validate, False)
         sub = await rt.pubsub.subscribe(self.topic)
         log.info(

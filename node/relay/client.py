@@ -31,9 +31,9 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
 from node.dialing import RELAY_CONNECT_TIMEOUT_S
+from node.overrides.stream_on import open_stream_on
 from node.relay.wire import WireError, read_msg, write_msg
 from node.runtime import ConnInfo, NodeRuntime
-from node.streams import open_stream_on
 
 log = logging.getLogger("sentrynet.relay.client")
 
