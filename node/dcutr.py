@@ -476,11 +476,8 @@ class HolePunchService:
         relayed connection, the duplicate rule decides which one stays, and with it which
         side initiates."""
         dialer = self._runtime().dialer
-        in_flight = getattr(dialer, "in_flight", None)
-        if in_flight is None:
-            return
         with trio.move_on_after(SETTLE_S):
-            while in_flight(peer):
+            while dialer.in_flight(peer):
                 await trio.sleep(0.05)
 
     def _observed(self) -> list[TcpEndpoint]:
@@ -502,7 +499,8 @@ class HolePunchService:
             return
         rt = self._runtime()
         direct = [c.peer for c in rt.connections.all() if c.kind == "direct"]
-        relays = set(getattr(rt.services.get("relay_client"), "held", {}))
+        client = rt.relay_client
+        relays = client.relays_held() if client is not None else set()
         direct.sort(key=lambda p: p not in relays)
         if not direct:
             return

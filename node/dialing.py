@@ -229,10 +229,8 @@ class NodeDialer:
             sp = split_circuit(a)
             if sp and sp[1] != self.rt.peer_id and sp not in opts:
                 opts.append(sp)
-        client = self.rt.services.get("relay_client")
-        extra: list[tuple[str, ID]] = []
-        for cand in getattr(client, "candidates", {}).values():
-            extra.append((cand.addr, cand.peer))
+        client = self.rt.relay_client
+        extra: list[tuple[str, ID]] = client.candidate_relays() if client is not None else []
         for c in self.tracker.all():
             if c.kind == "direct":
                 try:

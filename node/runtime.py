@@ -25,6 +25,7 @@ from node.config import NodeConfig
 from node.events import EventLog
 from node.metrics import Metrics
 from node.overrides.conn_parts import closed_event, secured_conn
+from node.overrides.identify import IdentifyHook
 
 if TYPE_CHECKING:
     from libp2p.pubsub.pubsub import Pubsub
@@ -405,6 +406,10 @@ class Dialer(Protocol):
 
     async def connect(self, peer_id: ID) -> INetConn: ...
 
+    def in_flight(self, peer_id: ID) -> bool:
+        """A dial to peer_id (direct or circuit) is under way."""
+        ...
+
     async def connect_addr(self, addr: multiaddr.Multiaddr) -> ID: ...
 
     async def dial_direct(
@@ -425,6 +430,35 @@ class Service(Protocol):
     def status(self) -> dict[str, Any] | list[Any]: ...
 
 
+# What services ask of each other: small views (NodeRuntime.relay_client and the like).
+
+
+@runtime_checkable
+class RelayHolder(Protocol):
+    """The relay client (node/relay/client.py), as discovery, the dialer, DCUtR and the
+    chain see it."""
+
+    def relays_held(self) -> set[ID]: ...
+
+    def candidate_relays(self) -> list[tuple[str, ID]]: ...
+
+    def reservation_pending(self) -> bool: ...
+
+
+@runtime_checkable
+class RelayServing(Protocol):
+    """The relay server (node/relay/server.py), as discovery sees it: whom not to trim."""
+
+    def peers_served(self) -> set[ID]: ...
+
+
+@runtime_checkable
+class DialsInFlight(Protocol):
+    """Discovery (node/discovery.py), as the chain sees it while the peer set settles."""
+
+    def dials_in_flight(self) -> int: ...
+
+
 @dataclass
 class NodeRuntime:
     config: NodeConfig
@@ -437,8 +471,8 @@ class NodeRuntime:
     nursery: trio.Nursery
     started_at: float = field(default_factory=time.monotonic)
     services: dict[str, Service] = field(default_factory=dict)
-    # node.overrides.identify.IdentifyHook: subscribe(cb(peer_id)) after identify/push
-    identify_hook: Any = None
+    # subscribe(cb(peer_id)): called after identify / identify-push (node/overrides)
+    identify_hook: IdentifyHook | None = None
     # counts for /status "rejected" (hop, stop, dcutr, sync, consensus)
     rejected: dict[str, int] = field(
         default_factory=lambda: {"hop": 0, "stop": 0, "dcutr": 0, "sync": 0, "consensus": 0}
@@ -447,6 +481,22 @@ class NodeRuntime:
     @property
     def peer_id(self) -> ID:
         return self.host.get_id()
+
+    # the services others ask things of, as the small views above (None when not run)
+    @property
+    def relay_client(self) -> RelayHolder | None:
+        svc = self.services.get("relay_client")
+        return svc if isinstance(svc, RelayHolder) else None
+
+    @property
+    def relay_server(self) -> RelayServing | None:
+        svc = self.services.get("relay_server")
+        return svc if isinstance(svc, RelayServing) else None
+
+    @property
+    def discovery(self) -> DialsInFlight | None:
+        svc = self.services.get("discovery")
+        return svc if isinstance(svc, DialsInFlight) else None
 
     def reject(self, protocol: str, reason: str) -> None:
         """Count and log one rejected protocol message (contract: messages_rejected_total)."""

@@ -528,20 +528,15 @@ class ChainService:
         assert self.rt is not None
         if not self.rt.config.relay.is_client:
             return False
-        svc = self.rt.services.get("relay_client")
-        st = svc.status() if svc is not None else None
-        if not isinstance(st, dict):
-            return False
-        return bool(st.get("relay_candidates")) and not st.get("reservations")
+        client = self.rt.relay_client
+        return client is not None and client.reservation_pending()
 
     def _dials_pending(self) -> int:
         """How many dials discovery has in flight (peers learnt by peer exchange, often
-        through circuit addresses of peers behind the other NAT). Read-only look at its
-        `_dialing` set: /status does not expose it, and node/discovery.py is not ours."""
+        through circuit addresses of peers behind the other NAT)."""
         assert self.rt is not None
-        svc = self.rt.services.get("discovery")
-        dialing = getattr(svc, "_dialing", None)
-        return len(dialing) if isinstance(dialing, set) else 0
+        discovery = self.rt.discovery
+        return discovery.dials_in_flight() if discovery is not None else 0
 
     async def _settle_peers(self) -> None:
         """Wait (bounded by SETTLE_MAX_S) until a reservation is held, when we are a relay

@@ -53,7 +53,9 @@ async def node_host(*ips: str) -> AsyncIterator[tuple[IHost, NodeDialer, Connect
     dialer = NodeDialer(host, tracker)
     async with host.run(listen_addrs=listen), trio.open_nursery() as nursery:
         tracker.nursery = nursery
-        rt: Any = types.SimpleNamespace(nursery=nursery, services={}, peer_id=host.get_id())
+        rt: Any = types.SimpleNamespace(
+            nursery=nursery, services={}, peer_id=host.get_id(), relay_client=None
+        )
         dialer.bind(rt)
         route_dial_peer(host, dialer)
         yield host, dialer, tracker
