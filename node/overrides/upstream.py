@@ -29,88 +29,65 @@ class Internal:
     attr: str
     used_by: str
 
-    @property
-    def name(self) -> str:
-        return ".".join(p for p in (self.module, self.owner, self.attr) if p)
+
+HOST = "libp2p.host.basic_host:BasicHost"
+SWARM = "libp2p.network.swarm:Swarm"
+YAMUX = "libp2p.stream_muxer.yamux.yamux:Yamux"
+UPGRADER = "libp2p.transport.upgrader:TransportUpgrader"
+
+# node/overrides module -> the internals it reaches for, as "module:Owner.attr"
+# ("module:attr" for a module-level name)
+USES: dict[str, list[str]] = {
+    "identify.py": [
+        f"{HOST}._identify_peer",
+        f"{HOST}._identified_peers",
+        f"{HOST}._has_cached_protocols",
+        "libp2p.identity.identify_push.identify_push:identify_push_handler_for",
+    ],
+    "circuit_addrs.py": [f"{HOST}.get_addrs"],
+    "observed_addrs.py": [
+        f"{HOST}._observed_addr_manager",
+        "libp2p.host.observed_addr_manager:ObservedAddrManager.addrs",
+    ],
+    "stream_on.py": [
+        f"{HOST}.multiselect_client",
+        "libp2p.protocol_muxer.multiselect_client:MultiselectClient.select_one_of",
+    ],
+    "negative_cache.py": [
+        f"{SWARM}._negative_peer_cache",
+        "libp2p.network.swarm:_NegativePeerCache._ttl",
+    ],
+    "auto_connector.py": [
+        f"{SWARM}.auto_connector",
+        "libp2p.network.auto_connector:AutoConnector.maybe_connect",
+    ],
+    "dial_peer.py": [f"{SWARM}.get_connections", f"{SWARM}.dial_peer"],
+    "raw_dial.py": [
+        f"{SWARM}.transport_manager",
+        "libp2p.transport.manager:TransportManager.transport_for_dialing",
+        "libp2p.transport.tcp.tcp:TCP.dial_with_source",
+    ],
+    "multi_addr_dial.py": [f"{SWARM}.upgrade_outbound_raw_conn"],
+    "dial_unknown.py": [
+        f"{SWARM}.upgrader",
+        f"{UPGRADER}.security_multistream",
+        "libp2p.security.security_multistream:SecurityMultistream.secure_outbound",
+        f"{UPGRADER}.upgrade_connection",
+        f"{SWARM}.add_conn",
+    ],
+    "conn_parts.py": [f"{YAMUX}.secured_conn", f"{YAMUX}.event_closed"],
+    "read_watch.py": ["libp2p.security.secure_session:SecureSession.read"],
+    "pubsub_seqno.py": ["libp2p.pubsub.pubsub:Pubsub.counter"],
+}
 
 
-def _internals() -> list[Internal]:
-    host, swarm = "libp2p.host.basic_host", "libp2p.network.swarm"
-    o = "node/overrides/"
-    rows = [
-        (host, "BasicHost", "_identify_peer", o + "identify.py"),
-        (host, "BasicHost", "_identified_peers", o + "identify.py"),
-        (host, "BasicHost", "_has_cached_protocols", o + "identify.py"),
-        (
-            "libp2p.identity.identify_push.identify_push",
-            "",
-            "identify_push_handler_for",
-            o + "identify.py",
-        ),
-        (host, "BasicHost", "get_addrs", o + "circuit_addrs.py"),
-        (host, "BasicHost", "_observed_addr_manager", o + "observed_addrs.py"),
-        (
-            "libp2p.host.observed_addr_manager",
-            "ObservedAddrManager",
-            "addrs",
-            o + "observed_addrs.py",
-        ),
-        (host, "BasicHost", "multiselect_client", o + "stream_on.py"),
-        (
-            "libp2p.protocol_muxer.multiselect_client",
-            "MultiselectClient",
-            "select_one_of",
-            o + "stream_on.py",
-        ),
-        (swarm, "Swarm", "_negative_peer_cache", o + "negative_cache.py"),
-        (swarm, "_NegativePeerCache", "_ttl", o + "negative_cache.py"),
-        (swarm, "Swarm", "auto_connector", o + "auto_connector.py"),
-        (
-            "libp2p.network.auto_connector",
-            "AutoConnector",
-            "maybe_connect",
-            o + "auto_connector.py",
-        ),
-        (swarm, "Swarm", "get_connections", o + "dial_peer.py"),
-        (swarm, "Swarm", "dial_peer", o + "dial_peer.py"),
-        (swarm, "Swarm", "transport_manager", o + "raw_dial.py"),
-        (
-            "libp2p.transport.manager",
-            "TransportManager",
-            "transport_for_dialing",
-            o + "raw_dial.py",
-        ),
-        ("libp2p.transport.tcp.tcp", "TCP", "dial_with_source", o + "raw_dial.py"),
-        (swarm, "Swarm", "upgrade_outbound_raw_conn", o + "multi_addr_dial.py"),
-        (swarm, "Swarm", "upgrader", o + "dial_unknown.py"),
-        (
-            "libp2p.transport.upgrader",
-            "TransportUpgrader",
-            "security_multistream",
-            o + "dial_unknown.py",
-        ),
-        (
-            "libp2p.security.security_multistream",
-            "SecurityMultistream",
-            "secure_outbound",
-            o + "dial_unknown.py",
-        ),
-        (
-            "libp2p.transport.upgrader",
-            "TransportUpgrader",
-            "upgrade_connection",
-            o + "dial_unknown.py",
-        ),
-        (swarm, "Swarm", "add_conn", o + "dial_unknown.py"),
-        ("libp2p.stream_muxer.yamux.yamux", "Yamux", "secured_conn", o + "conn_parts.py"),
-        ("libp2p.stream_muxer.yamux.yamux", "Yamux", "event_closed", o + "conn_parts.py"),
-        ("libp2p.security.secure_session", "SecureSession", "read", o + "read_watch.py"),
-        ("libp2p.pubsub.pubsub", "Pubsub", "counter", o + "pubsub_seqno.py"),
-    ]
-    return [Internal(*r) for r in rows]
+def _internal(spec: str, used_by: str) -> Internal:
+    module, _, path = spec.partition(":")
+    owner, _, attr = path.rpartition(".")
+    return Internal(module, owner, attr, "node/overrides/" + used_by)
 
 
-INTERNALS: list[Internal] = _internals()
+INTERNALS: list[Internal] = [_internal(x, m) for m, xs in USES.items() for x in xs]
 
 
 class UpstreamMismatch(RuntimeError):
