@@ -11,11 +11,13 @@ needs it, instead of a misbehaving node.
 
 from __future__ import annotations
 
+import functools
 import importlib
-import inspect
 import re
+import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 PINNED_VERSION = "0.8.1"
 
@@ -95,20 +97,26 @@ class UpstreamMismatch(RuntimeError):
 
 
 def _assigned_in_source(cls: type, attr: str) -> bool:
-    """`self.<attr> = ...` (or an annotated assignment) somewhere in cls or its bases."""
+    """An annotation of `attr` in cls or its bases, or `self.<attr> = ...` in their
+    modules' source (instance attributes exist only once __init__ ran)."""
     pattern = re.compile(rf"\bself\.{re.escape(attr)}\s*(:[^=\n]*)?=(?!=)")
     for klass in cls.__mro__:
         if klass is object:
             continue
         if attr in getattr(klass, "__annotations__", {}):
             return True
-        try:
-            src = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        if pattern.search(src):
+        path = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        if path and pattern.search(_source(path)):
             return True
     return False
+
+
+@functools.cache
+def _source(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def missing(internal: Internal) -> str | None:
