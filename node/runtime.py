@@ -24,7 +24,7 @@ from libp2p.peer.id import ID
 from node.config import NodeConfig
 from node.events import EventLog
 from node.metrics import Metrics
-from node.overrides.conn_parts import closed_event, secured_conn
+from node.overrides.conn_parts import closed_event, direction_of, secured_conn
 from node.overrides.identify import IdentifyHook
 
 if TYPE_CHECKING:
@@ -235,12 +235,7 @@ class ConnectionTracker(INotifee):
             if self.nursery is not None:
                 self.nursery.start_soon(_close_conn, conn)
             return
-        direction = str(
-            getattr(getattr(conn, "direction", None), "value", None)
-            or getattr(conn, "direction", "unknown")
-        ).lower()
-        if direction not in ("inbound", "outbound"):
-            direction = "inbound" if "in" in direction else "outbound"
+        direction = direction_of(conn)
         with self._lock:
             self._seq += 1
             seq = self._seq

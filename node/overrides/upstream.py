@@ -77,7 +77,11 @@ USES: dict[str, list[str]] = {
         f"{UPGRADER}.upgrade_connection",
         f"{SWARM}.add_conn",
     ],
-    "conn_parts.py": [f"{YAMUX}.secured_conn", f"{YAMUX}.event_closed"],
+    "conn_parts.py": [
+        f"{YAMUX}.secured_conn",
+        f"{YAMUX}.event_closed",
+        "libp2p.network.connection.swarm_connection:SwarmConn.direction",
+    ],
     "read_watch.py": ["libp2p.security.secure_session:SecureSession.read"],
     "pubsub_seqno.py": ["libp2p.pubsub.pubsub:Pubsub.counter"],
 }
