@@ -1,6 +1,6 @@
 """Generated topologies for the benchmarks, validated by the harness's own topology model.
 
-Each function returns the YAML document (a dict in the format of README "Topologies");
+Each function returns the YAML document (a dict in the format of docs/topology.md);
 `write(doc, path)` dumps it and loads it back through `harness.topology.load_topology`, so a
 benchmark never runs a topology the harness would reject. Subnets here are defaults: the
 runner moves any that are taken on this machine (harness.scenario_run.free_subnet_overrides).
