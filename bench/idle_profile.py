@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node.chain.testkit import height, validator_configs
-from node.testing import REPO, NodeProcs, wait_for
+from testkit.chain import height, validator_configs
+from testkit.procs import REPO, NodeProcs, wait_for
 
 RESULTS = REPO / "bench" / "results"
 

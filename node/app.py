@@ -1,7 +1,8 @@
 """Node lifecycle: config -> key -> host -> services -> API -> run until SIGTERM/SIGINT.
 
 `run(path) -> int` is what `python -m node --config FILE` calls. Exit codes: 0 clean
-shutdown, 2 invalid config (message names the key), 1 anything else fatal.
+shutdown, 2 invalid config (message names the key), 1 anything else fatal (among them an
+installed py-libp2p that node/overrides was not written against: node/overrides/upstream).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import multiaddr
 import trio
 from libp2p.tools.anyio_service import background_trio_service
 
+from node import overrides
 from node.api import APIServer
 from node.chain.service import ChainService
 from node.config import ConfigError, NodeConfig, load_config
@@ -26,7 +28,8 @@ from node.events import EventLog
 from node.host import build_host, build_pubsub, load_or_create_key
 from node.liveness import LivenessService
 from node.metrics import Metrics
-from node.overrides import apply_host_overrides
+from node.overrides.upstream import UpstreamMismatch
+from node.overrides.upstream import check as check_upstream
 from node.relay.client import RelayClient
 from node.relay.server import RelayServer
 from node.relay.stop import StopHandler
@@ -57,6 +60,11 @@ def run(path: str) -> int:
     )
     for noisy in ("libp2p", "multiaddr", "async_service"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    try:
+        check_upstream()  # node/overrides relies on py-libp2p internals: are they there?
+    except UpstreamMismatch as exc:
+        print(f"node error: {exc}", file=sys.stderr)
+        return 1
     try:
         trio.run(_main, cfg)
     except KeyboardInterrupt:
@@ -136,19 +144,19 @@ async def _main(cfg: NodeConfig) -> None:
     node = Node(cfg)
     key_pair = load_or_create_key(cfg.node.key_file)
     host = build_host(cfg, key_pair, addrs_factory=None)
-    identify_hook = apply_host_overrides(host, circuit_addrs=node.circuit_addrs)
     node.tracker.local_peer = host.get_id()
     host.get_network().register_notifee(node.tracker)
 
     # Pubsub must exist before the first connection so it sees every peer.
     pubsub, gossipsub = build_pubsub(host)
+    dialer = NodeDialer(host, node.tracker)
+    identify_hook = overrides.apply(host, pubsub, dialer, circuit_addrs=node.circuit_addrs)
 
     api = APIServer(cfg.api.host_port, node.status, node.events, node.metrics)
     listen = [multiaddr.Multiaddr(a) for a in cfg.p2p.listen_addrs]
     async with host.run(listen_addrs=listen), trio.open_nursery() as nursery:
         node.tracker.nursery = nursery
         async with background_trio_service(pubsub), background_trio_service(gossipsub):
-            dialer = NodeDialer(host, node.tracker)
             rt = NodeRuntime(
                 config=cfg,
                 host=host,

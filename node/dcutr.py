@@ -55,7 +55,10 @@ from node.dcutr_wire import (
     read_message,
     write_message,
 )
-from node.streams import open_stream_on, reset_stream
+from node.overrides.identify import identify_now
+from node.overrides.observed_addrs import observed_addrs
+from node.overrides.raw_dial import dial_raw
+from node.overrides.stream_on import open_stream_on, reset_stream
 
 if TYPE_CHECKING:
     from node.runtime import ConnInfo, NodeRuntime
@@ -361,12 +364,7 @@ class HolePunchService:
                 # simultaneous open; py-libp2p provides exactly this entry point).
                 await network.dial_addr_as_responder(addr, peer, source)
             else:
-                transport = network.transport_manager.transport_for_dialing(addr)
-                dial_with_source = getattr(transport, "dial_with_source", None)
-                if source is None or dial_with_source is None:
-                    raw = await transport.dial(addr)
-                else:
-                    raw = await dial_with_source(addr, source)
+                raw = await dial_raw(rt.host, addr, source)
                 # single attempt, no swarm retry/backoff and no peerstore wipe on mismatch
                 await network.upgrade_outbound_raw_conn(raw, peer)
         except trio.Cancelled:
@@ -479,22 +477,16 @@ class HolePunchService:
         relayed connection, the duplicate rule decides which one stays, and with it which
         side initiates."""
         dialer = self._runtime().dialer
-        in_flight = getattr(dialer, "in_flight", None)
-        if in_flight is None:
-            return
         with trio.move_on_after(SETTLE_S):
-            while in_flight(peer):
+            while dialer.in_flight(peer):
                 await trio.sleep(0.05)
 
     def _observed(self) -> list[TcpEndpoint]:
         """External endpoints identify reported for us (any observer count), remembered:
         upstream forgets an observation when the connection that carried it closes."""
-        host: Any = self._runtime().host
-        manager = getattr(host, "_observed_addr_manager", None)
-        if manager is not None:
-            for e in map(tcp_endpoint, manager.addrs(min_observers=1)):
-                if e is not None and e not in self._seen_observed:
-                    self._seen_observed.append(e)
+        for e in map(tcp_endpoint, observed_addrs(self._runtime().host)):
+            if e is not None and e not in self._seen_observed:
+                self._seen_observed.append(e)
         return list(self._seen_observed)
 
     def _observed_any(self) -> bool:
@@ -507,18 +499,18 @@ class HolePunchService:
         if self._observed_any() or self._observing:
             return
         rt = self._runtime()
-        host: Any = rt.host
         direct = [c.peer for c in rt.connections.all() if c.kind == "direct"]
-        relays = set(getattr(rt.services.get("relay_client"), "held", {}))
+        client = rt.relay_client
+        relays = client.relays_held() if client is not None else set()
         direct.sort(key=lambda p: p not in relays)
-        if not direct or not hasattr(host, "_identify_peer"):
+        if not direct:
             return
         self._observing = True
         try:
             with trio.move_on_after(OBSERVE_WAIT_S):
                 for p in direct[:3]:
                     with contextlib.suppress(Exception):
-                        await host._identify_peer(p, reason="dcutr-observed-addr")
+                        await identify_now(rt.host, p, reason="dcutr-observed-addr")
                     if self._observed_any():
                         return
         finally:

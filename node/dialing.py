@@ -29,7 +29,6 @@ import trio
 from libp2p.abc import IHost, INetConn
 from libp2p.peer.id import ID
 
-from node.overrides.dial_peer import route_dial_peer
 from node.overrides.dial_unknown import dial_unknown_peer
 from node.overrides.multi_addr_dial import dial_any
 from node.relay.stop import CircuitError, dial_circuit
@@ -77,13 +76,8 @@ class NodeDialer:
         self.dials_started = 0  # direct/address/circuit dials really made (not joined)
 
     def bind(self, rt: NodeRuntime) -> None:
+        """Run dials in the runtime's nursery from now on (inline before)."""
         self.rt = rt
-        route_dial_peer(
-            self.host,
-            self._existing,
-            self._dial_peer,
-            self._usable,
-        )
 
     # -- single flight --
     def in_flight(self, peer: ID) -> bool:
@@ -119,12 +113,12 @@ class NodeDialer:
             raise DialError(f"{type(flight.error).__name__}: {flight.error}") from flight.error
         return flight.result
 
-    def _usable(self, conn: INetConn) -> bool:
+    def usable(self, conn: INetConn) -> bool:
         if self.tracker.info(conn) is None and not conn.is_closed:
             self.tracker.on_connected(conn)  # judged now, not when its notifee runs
         return self.tracker.is_live(conn)
 
-    def _existing(self, peer: ID) -> list[INetConn]:
+    def existing(self, peer: ID) -> list[INetConn]:
         conns = sorted(self.tracker.for_peer(peer), key=lambda c: (c.kind != "direct", c.seq))
         return [c.conn for c in conns]
 
@@ -192,7 +186,7 @@ class NodeDialer:
         conn = await self._single_flight(("direct", str(peer_id)), dial)
         return self._settled(peer_id, conn)
 
-    async def _dial_peer(self, peer_id: ID) -> INetConn:
+    async def dial_peer(self, peer_id: ID) -> INetConn:
         return await self.dial_direct(peer_id, timeout=RELAY_CONNECT_TIMEOUT_S)
 
     async def connect_addr(self, addr: multiaddr.Multiaddr) -> ID:
@@ -206,7 +200,7 @@ class NodeDialer:
         async def dial() -> ID:
             self.dials_started += 1
             return await dial_unknown_peer(
-                self.host, addr, UNKNOWN_TIMEOUT_S, connected=self._existing
+                self.host, addr, UNKNOWN_TIMEOUT_S, connected=self.existing
             )
 
         peer: ID = await self._single_flight(("addr", transport), dial)
@@ -232,10 +226,8 @@ class NodeDialer:
             sp = split_circuit(a)
             if sp and sp[1] != self.rt.peer_id and sp not in opts:
                 opts.append(sp)
-        client = self.rt.services.get("relay_client")
-        extra: list[tuple[str, ID]] = []
-        for cand in getattr(client, "candidates", {}).values():
-            extra.append((cand.addr, cand.peer))
+        client = self.rt.relay_client
+        extra: list[tuple[str, ID]] = client.candidate_relays() if client is not None else []
         for c in self.tracker.all():
             if c.kind == "direct":
                 try:

@@ -72,6 +72,10 @@ class DiscoveryService:
     def status(self) -> dict[str, Any]:
         return {"known": self.known_json()}
 
+    def dials_in_flight(self) -> int:
+        """Peers being dialed now (DialsInFlight, node/runtime.py)."""
+        return len(self._dialing)
+
     def known_json(self) -> list[dict[str, Any]]:
         out = []
         rt = self.rt
@@ -168,12 +172,12 @@ class DiscoveryService:
         holding a reservation on us or a circuit through us."""
         assert self.rt is not None
         keep = {p.peer for p in self.persistent if p.peer is not None}
-        client = self.rt.services.get("relay_client")
-        keep |= set(getattr(client, "held", {}))
-        server = self.rt.services.get("relay_server")
-        keep |= set(getattr(server, "granted", {}))
-        for c in getattr(server, "circuits", {}).values():
-            keep |= {c.src, c.dst}
+        client = self.rt.relay_client
+        if client is not None:
+            keep |= client.relays_held()
+        server = self.rt.relay_server
+        if server is not None:
+            keep |= server.peers_served()
         return keep
 
     async def _trim(self, excess: int) -> None:

@@ -28,8 +28,9 @@ import trio
 from libp2p.host.ping import ID as PING_ID
 from libp2p.host.ping import perform_ping_roundtrip
 
+from node.overrides.read_watch import watch_reads
+from node.overrides.stream_on import open_stream_on
 from node.runtime import ConnInfo, NodeRuntime
-from node.streams import open_stream_on
 
 log = logging.getLogger("sentrynet.liveness")
 
@@ -79,27 +80,15 @@ class LivenessService:
         self.rt.nursery.start_soon(self._loop, info)
 
     def _count_rx(self, info: ConnInfo) -> None:
-        """Note when bytes arrive on the connection: the muxer reads every frame through its
-        secured connection's `read`, wrapped here on this one instance (yamux's own
-        keepalive pongs, gossip, sync: any of them shows the peer is alive)."""
-        secured = getattr(getattr(info.conn, "muxed_conn", None), "secured_conn", None)
-        read = getattr(secured, "read", None)
-        if secured is None or read is None or getattr(read, "_liveness", False):
-            return
+        """Note when bytes arrive on the connection (node/overrides/read_watch.py): any of
+        them shows the peer is alive."""
         key = id(info.conn)
         rx_at = self._rx_at
 
-        async def counting_read(*args: Any, **kwargs: Any) -> Any:
-            data = await read(*args, **kwargs)
-            if data:
-                rx_at[key] = time.monotonic()
-            return data
+        def arrived() -> None:
+            rx_at[key] = time.monotonic()
 
-        counting_read._liveness = True  # type: ignore[attr-defined]
-        try:
-            secured.read = counting_read
-        except Exception:
-            log.debug("cannot watch reads on %s", info.remote_addr, exc_info=True)
+        watch_reads(info.conn, arrived)
 
     async def _loop(self, info: ConnInfo) -> None:
         assert self.rt is not None

@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.connection_types import ConnectionType
 from libp2p.peer.id import ID
 
 from node.config import NodeConfig
 from node.events import EventLog
 from node.metrics import Metrics
+from node.overrides.conn_parts import closed_event, direction_of, secured_conn
+from node.overrides.identify import IdentifyHook
 
 if TYPE_CHECKING:
     from libp2p.pubsub.pubsub import Pubsub
@@ -74,74 +77,34 @@ class ConnInfo:
 ConnCallback = Callable[[str, ConnInfo], Awaitable[None] | None]
 
 
-def _find_attr(obj: Any, names: tuple[str, ...], depth: int = 6) -> Any:
-    """Walk muxed_conn -> secured_conn -> raw conn looking for one of `names`."""
-    seen: set[int] = set()
-    todo = [obj]
-    for _ in range(depth):
-        nxt = []
-        for o in todo:
-            if o is None or id(o) in seen:
-                continue
-            seen.add(id(o))
-            for n in names:
-                v = o.__dict__.get(n) if hasattr(o, "__dict__") else None
-                if v is not None:
-                    return v
-            for child in (
-                "muxed_conn",
-                "secured_conn",
-                "conn",
-                "_conn",
-                "_wrapped",
-                "read_writer",
-                "stream",
-            ):
-                c = o.__dict__.get(child) if hasattr(o, "__dict__") else None
-                if c is not None:
-                    nxt.append(c)
-        todo = nxt
-    return None
+class UnrecordedConnection(Exception):
+    """A connection whose kind nobody recorded (see classify)."""
 
 
-def classify(conn: INetConn) -> tuple[Kind, str, ID | None]:
-    """(kind, remote_addr, relay) of a swarm connection.
+def classify(conn: INetConn, circuits: dict[str, ID]) -> tuple[Kind, str, ID | None]:
+    """(kind, remote_addr, relay) of a swarm connection, from what was recorded when it
+    was made.
 
-    A relayed connection is one whose innermost raw connection was built on a relay
-    stream: its transport addresses are `/p2p/<relay>/p2p-circuit/p2p/<peer>`.
+    Whoever builds the raw connection records its kind, and py-libp2p carries it up to the
+    swarm connection (`INetConn.get_connection_type()` / `get_transport_addresses()`):
+    the TCP transport marks its connections DIRECT with the peer's TCP address; the
+    node's circuit code (node/relay/stop.py, dialer and target side) marks a relay stream
+    RELAYED with the address `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>` and
+    registers that address and its relay in `circuits` before the upgrade. Anything else
+    raises UnrecordedConnection: the node does not guess.
     """
-    addrs: list[multiaddr.Multiaddr] = []
-    try:
-        addrs = list(conn.get_transport_addresses())
-    except Exception:
-        addrs = []
-    raw_addrs = _find_attr(conn, ("_addresses", "addresses"))
-    if isinstance(raw_addrs, list):
-        addrs = list(raw_addrs) + addrs
-    for a in addrs:
-        s = str(a)
-        if "/p2p-circuit" in s:
-            relay = None
-            try:
-                relay = ID.from_base58(s.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[1])
-            except Exception:
-                relay = None
-            return "relayed", s, relay
-    ctype = _find_attr(conn, ("connection_type", "_connection_type"))
-    if ctype is not None and getattr(ctype, "name", "") == "RELAYED":
-        return "relayed", str(addrs[0]) if addrs else "", None
-    remote = None
-    holder = _find_attr(conn, ("remote_address",))
-    if isinstance(holder, tuple):
-        remote = holder
-    if remote is None:
-        try:
-            remote = conn.muxed_conn.secured_conn.get_remote_address()  # type: ignore[attr-defined]
-        except Exception:
-            remote = None
-    if remote:
-        return "direct", f"/ip4/{remote[0]}/tcp/{remote[1]}", None
-    return "direct", str(addrs[0]) if addrs else "", None
+    ctype = conn.get_connection_type()
+    if ctype == ConnectionType.UNKNOWN:  # the swarm could not copy it: ask the muxer
+        ctype = conn.muxed_conn.get_connection_type()
+    addrs = [str(a) for a in conn.get_transport_addresses()]
+    if ctype == ConnectionType.RELAYED:
+        for a in addrs:
+            if a in circuits:
+                return "relayed", a, circuits[a]
+        raise UnrecordedConnection(f"relayed connection not opened by node/relay: {addrs}")
+    if ctype == ConnectionType.DIRECT:
+        return "direct", addrs[0] if addrs else "", None
+    raise UnrecordedConnection(f"connection of type {ctype} at {addrs}")
 
 
 class ConnectionTracker(INotifee):
@@ -158,8 +121,8 @@ class ConnectionTracker(INotifee):
         self._lock = threading.Lock()
         self._subs: list[ConnCallback] = []
         self.nursery: trio.Nursery | None = None
-        # relayed connections we created know their relay; set by the relay code
-        self._pending_relay: dict[int, ID] = {}
+        # circuit address -> relay, recorded by node/relay/stop.py before each upgrade
+        self._circuits: dict[str, ID] = {}
         self.local_peer: ID | None = None  # set once the host exists (duplicate rule)
         self._seq = 0
         self._doomed: set[int] = set()  # duplicates being closed (see duplicates())
@@ -214,13 +177,20 @@ class ConnectionTracker(INotifee):
 
     async def wait_closed(self, conn: Any) -> None:
         """Return when a connection (SwarmConn or muxed conn) is closed."""
-        muxed = getattr(conn, "muxed_conn", conn)
-        ev = getattr(muxed, "event_closed", None)
-        if isinstance(ev, trio.Event):
+        ev = closed_event(conn)
+        if ev is not None:
             await ev.wait()
             return
+        muxed = getattr(conn, "muxed_conn", conn)
         while not getattr(muxed, "is_closed", True):
             await trio.sleep(0.5)
+
+    def record_circuit(self, addr: multiaddr.Multiaddr, relay: ID) -> None:
+        """The connection about to be upgraded on a relay stream with transport address
+        `addr` (`<relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>`) is relayed by `relay`.
+        Called by the circuit code, dialer and target side, before the upgrade."""
+        with self._lock:
+            self._circuits[str(addr)] = relay
 
     def subscribe(self, callback: ConnCallback) -> Callable[[], None]:
         """Hear about every connection opened/closed (`callback(event, ConnInfo)`)."""
@@ -258,13 +228,14 @@ class ConnectionTracker(INotifee):
         with self._lock:
             if id(conn) in self._conns:
                 return
-        kind, remote, relay = classify(conn)
-        direction = str(
-            getattr(getattr(conn, "direction", None), "value", None)
-            or getattr(conn, "direction", "unknown")
-        ).lower()
-        if direction not in ("inbound", "outbound"):
-            direction = "inbound" if "in" in direction else "outbound"
+        try:
+            kind, remote, relay = classify(conn, self._circuits)
+        except UnrecordedConnection as exc:
+            log.error("closing a connection of unknown kind: %s", exc)
+            if self.nursery is not None:
+                self.nursery.start_soon(_close_conn, conn)
+            return
+        direction = direction_of(conn)
         with self._lock:
             self._seq += 1
             seq = self._seq
@@ -358,7 +329,7 @@ class ConnectionTracker(INotifee):
             await done.wait()
         if done.is_set() and self.info(conn) is None:
             return
-        raw = _find_attr(conn, ("secured_conn",))
+        raw = secured_conn(conn)
         with contextlib.suppress(Exception), trio.move_on_after(grace_s):
             if raw is not None:
                 await raw.close()
@@ -430,6 +401,10 @@ class Dialer(Protocol):
 
     async def connect(self, peer_id: ID) -> INetConn: ...
 
+    def in_flight(self, peer_id: ID) -> bool:
+        """A dial to peer_id (direct or circuit) is under way."""
+        ...
+
     async def connect_addr(self, addr: multiaddr.Multiaddr) -> ID: ...
 
     async def dial_direct(
@@ -450,6 +425,35 @@ class Service(Protocol):
     def status(self) -> dict[str, Any] | list[Any]: ...
 
 
+# What services ask of each other: small views (NodeRuntime.relay_client and the like).
+
+
+@runtime_checkable
+class RelayHolder(Protocol):
+    """The relay client (node/relay/client.py), as discovery, the dialer, DCUtR and the
+    chain see it."""
+
+    def relays_held(self) -> set[ID]: ...
+
+    def candidate_relays(self) -> list[tuple[str, ID]]: ...
+
+    def reservation_pending(self) -> bool: ...
+
+
+@runtime_checkable
+class RelayServing(Protocol):
+    """The relay server (node/relay/server.py), as discovery sees it: whom not to trim."""
+
+    def peers_served(self) -> set[ID]: ...
+
+
+@runtime_checkable
+class DialsInFlight(Protocol):
+    """Discovery (node/discovery.py), as the chain sees it while the peer set settles."""
+
+    def dials_in_flight(self) -> int: ...
+
+
 @dataclass
 class NodeRuntime:
     config: NodeConfig
@@ -462,8 +466,8 @@ class NodeRuntime:
     nursery: trio.Nursery
     started_at: float = field(default_factory=time.monotonic)
     services: dict[str, Service] = field(default_factory=dict)
-    # node.overrides.identify.IdentifyHook: subscribe(cb(peer_id)) after identify/push
-    identify_hook: Any = None
+    # subscribe(cb(peer_id)): called after identify / identify-push (node/overrides)
+    identify_hook: IdentifyHook | None = None
     # counts for /status "rejected" (hop, stop, dcutr, sync, consensus)
     rejected: dict[str, int] = field(
         default_factory=lambda: {"hop": 0, "stop": 0, "dcutr": 0, "sync": 0, "consensus": 0}
@@ -472,6 +476,22 @@ class NodeRuntime:
     @property
     def peer_id(self) -> ID:
         return self.host.get_id()
+
+    # the services others ask things of, as the small views above (None when not run)
+    @property
+    def relay_client(self) -> RelayHolder | None:
+        svc = self.services.get("relay_client")
+        return svc if isinstance(svc, RelayHolder) else None
+
+    @property
+    def relay_server(self) -> RelayServing | None:
+        svc = self.services.get("relay_server")
+        return svc if isinstance(svc, RelayServing) else None
+
+    @property
+    def discovery(self) -> DialsInFlight | None:
+        svc = self.services.get("discovery")
+        return svc if isinstance(svc, DialsInFlight) else None
 
     def reject(self, protocol: str, reason: str) -> None:
         """Count and log one rejected protocol message (contract: messages_rejected_total)."""

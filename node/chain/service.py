@@ -107,19 +107,6 @@ def block_payload(name: str, height: int) -> bytes:
     return bytes(out[:PAYLOAD_SIZE])
 
 
-def fix_pubsub_seqno(pubsub: Any) -> None:
-    """Override of py-libp2p 0.8.1 `Pubsub.__init__` (`self.counter = int(time.time())`).
-
-    Message ids are (from, seqno) and receivers drop ids seen in the last 120 s. Seeding
-    the counter with whole seconds means a node that published more than one message per
-    second and restarts within two minutes reuses seqnos it already sent: every peer drops
-    its messages as duplicates. A validator restarted that way is silent; two of four and
-    the chain halts (seen in tests/node/test_chain.py's restart test). go-libp2p seeds with
-    nanoseconds; so do we. Must run before the first publish.
-    """
-    pubsub.counter = max(int(pubsub.counter), time.time_ns())
-
-
 def decode_gossip(data: bytes) -> Proposal | Vote | tuple[Block, CommitCert]:
     if len(data) > MAX_GOSSIP:
         raise CodecError("message too large")
@@ -218,7 +205,6 @@ class ChainService:
             rt.host.set_stream_handler(SYNC_PROTOCOL, self._serve)  # type: ignore[arg-type]
         self.topic = topic_for(vset)
         assert rt.pubsub is not None, "the chain needs pubsub"
-        fix_pubsub_seqno(rt.pubsub)
         rt.pubsub.set_topic_validator(self.topic, self._validate, False)
         sub = await rt.pubsub.subscribe(self.topic)
         log.info(
@@ -542,20 +528,15 @@ class ChainService:
         assert self.rt is not None
         if not self.rt.config.relay.is_client:
             return False
-        svc = self.rt.services.get("relay_client")
-        st = svc.status() if svc is not None else None
-        if not isinstance(st, dict):
-            return False
-        return bool(st.get("relay_candidates")) and not st.get("reservations")
+        client = self.rt.relay_client
+        return client is not None and client.reservation_pending()
 
     def _dials_pending(self) -> int:
         """How many dials discovery has in flight (peers learnt by peer exchange, often
-        through circuit addresses of peers behind the other NAT). Read-only look at its
-        `_dialing` set: /status does not expose it, and node/discovery.py is not ours."""
+        through circuit addresses of peers behind the other NAT)."""
         assert self.rt is not None
-        svc = self.rt.services.get("discovery")
-        dialing = getattr(svc, "_dialing", None)
-        return len(dialing) if isinstance(dialing, set) else 0
+        discovery = self.rt.discovery
+        return discovery.dials_in_flight() if discovery is not None else 0
 
     async def _settle_peers(self) -> None:
         """Wait (bounded by SETTLE_MAX_S) until a reservation is held, when we are a relay

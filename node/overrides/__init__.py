@@ -1,12 +1,29 @@
-"""Small named overrides of py-libp2p 0.8.1 behaviour; each module names what it corrects.
+"""Every place the node reaches into py-libp2p 0.8.1 below its public interfaces.
 
-- identify.py       re-identify on every connection; a hook when identify finishes
-- circuit_addrs.py  advertise circuit addresses (get_addrs mangles them upstream)
-- dial_unknown.py   dial an address whose peer id is not known yet
-- negative_cache.py a peer whose dial failed once is not blocked for 60 s
-- auto_connector.py the swarm does not dial every peer-store peer on its own
+Each module names the upstream behaviour it corrects or the gap it fills; each behaviour
+is shown on upstream code in tests/node/test_overrides.py (or the test the module names).
+upstream.py lists every internal they use and checks, at start-up, that the installed
+py-libp2p is the pinned release and that each internal is still there.
+
+Applied once, by `apply()`, before the host runs (node/app.py):
+- identify.py        re-identify on every connection (upstream skips a peer whose
+                     protocols are cached), retry a failed identify, and a hook when
+                     identify finishes
+- circuit_addrs.py   advertise circuit addresses (upstream get_addrs mangles them)
+- negative_cache.py  a peer whose dial failed once is not blocked for 60 s
+- auto_connector.py  the swarm does not dial every peer-store peer on its own
+- dial_peer.py       Swarm.dial_peer goes through the node's single-flight dialer
+- pubsub_seqno.py    gossipsub seqnos seeded with nanoseconds, not seconds
+Called where needed (no patch, a reach below the interfaces):
 - multi_addr_dial.py dial every TCP address of a peer (upstream dials one per class)
-- dial_peer.py      Swarm.dial_peer goes through the node's single-flight dialer
+- dial_unknown.py    dial an address whose peer id is not known yet
+- raw_dial.py        a raw TCP connection from the swarm's transport (optionally from
+                     our listen port, for DCUtR)
+- identify.identify_now, observed_addrs.py  run identify now; the addresses it observed
+- stream_on.py       open a stream on one chosen connection (upstream picks any)
+- conn_parts.py      a connection's secured connection and close event (Yamux)
+- read_watch.py      when bytes last arrived on a connection (per connection, by
+                     node/liveness.py)
 Relay hop/stop are reimplemented in node/relay/ (see node/relay/server.py for why).
 """
 
@@ -16,18 +33,27 @@ from collections.abc import Callable
 
 import multiaddr
 from libp2p.abc import IHost
+from libp2p.pubsub.pubsub import Pubsub
 
 from node.overrides.auto_connector import disable_auto_connector
 from node.overrides.circuit_addrs import install_circuit_addrs
+from node.overrides.dial_peer import DialRoute, route_dial_peer
 from node.overrides.identify import IdentifyHook, install_identify_hook
 from node.overrides.negative_cache import shorten_negative_cache
+from node.overrides.pubsub_seqno import fix_pubsub_seqno
 
 
-def apply_host_overrides(
-    host: IHost, circuit_addrs: Callable[[], list[multiaddr.Multiaddr]]
+def apply(
+    host: IHost,
+    pubsub: Pubsub,
+    dialer: DialRoute,
+    circuit_addrs: Callable[[], list[multiaddr.Multiaddr]],
 ) -> IdentifyHook:
-    """Apply every host-level override (once, before the host runs)."""
+    """Apply every override, once, after the host and pubsub are built and before the
+    host runs; returns the identify hook (subscribe(cb(peer)) after identify/push)."""
     install_circuit_addrs(host, circuit_addrs)
     shorten_negative_cache(host)
     disable_auto_connector(host)
+    route_dial_peer(host, dialer)
+    fix_pubsub_seqno(pubsub)
     return install_identify_hook(host)

@@ -20,19 +20,29 @@ a duplicate and they would die with it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from libp2p.abc import IHost, INetConn
 from libp2p.peer.id import ID
 
 
-def route_dial_peer(
-    host: IHost,
-    existing: Callable[[ID], list[INetConn]],
-    dial: Callable[[ID], Awaitable[INetConn]],
-    usable: Callable[[INetConn], bool] = lambda c: True,
-) -> None:
+class DialRoute(Protocol):
+    """What the node's dialer (node/dialing.NodeDialer) offers the swarm."""
+
+    def existing(self, peer: ID) -> list[INetConn]:
+        """The peer's live connections, best first."""
+        ...
+
+    async def dial_peer(self, peer: ID) -> INetConn:
+        """Join or start the one direct dial to peer."""
+        ...
+
+    def usable(self, conn: INetConn) -> bool:
+        """Not a duplicate being closed (registers a connection the tracker missed)."""
+        ...
+
+
+def route_dial_peer(host: IHost, route: DialRoute) -> None:
     swarm: Any = host.get_network()
     orig_get_connections = swarm.get_connections
 
@@ -40,15 +50,15 @@ def route_dial_peer(
         conns: list[INetConn] = orig_get_connections(peer_id)
         if peer_id is None:
             return conns
-        keep = [c for c in conns if usable(c)]
+        keep = [c for c in conns if route.usable(c)]
         return keep or conns
 
     swarm.get_connections = get_connections
 
     async def dial_peer(peer_id: ID) -> list[INetConn]:
-        conns = existing(peer_id)
+        conns = route.existing(peer_id)
         if conns:
             return conns
-        return [await dial(peer_id)]
+        return [await route.dial_peer(peer_id)]
 
     swarm.dial_peer = dial_peer

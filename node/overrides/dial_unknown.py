@@ -18,6 +18,8 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
+from node.overrides.raw_dial import dial_raw
+
 
 async def dial_unknown_peer(
     host: IHost,
@@ -30,11 +32,8 @@ async def dial_unknown_peer(
     When `connected(peer)` reports a connection to that peer already, the new one is
     dropped after the handshake (no second connection to a peer we have)."""
     swarm: Any = host.get_network()
-    transport = swarm.transport_manager.transport_for_dialing(addr)
-    if transport is None:
-        raise ConnectionError(f"no transport can dial {addr}")
     with trio.fail_after(timeout):
-        raw = await transport.dial(addr)
+        raw = await dial_raw(host, addr)
     # the handshake gets longer than the TCP connect: it takes seconds on a loaded machine
     with trio.fail_after(upgrade_timeout):
         try:

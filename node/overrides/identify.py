@@ -88,3 +88,10 @@ def install_identify_hook(host: IHost) -> IdentifyHook:
 
     host.set_stream_handler(ID_PUSH, handle_push)
     return hook
+
+
+async def identify_now(host: IHost, peer: ID, reason: str) -> None:
+    """Run identify with a connected peer now (upstream has no public call for it: the
+    private `BasicHost._identify_peer`, which install_identify_hook makes retry)."""
+    h: Any = host
+    await h._identify_peer(peer, reason=reason)

@@ -22,6 +22,8 @@ import trio
 from libp2p.abc import IHost, INetConn
 from libp2p.peer.id import ID
 
+from node.overrides.raw_dial import dial_raw
+
 UPGRADE_TIMEOUT_S = 30.0
 
 
@@ -48,11 +50,8 @@ async def dial_any(
     async def one(addr: multiaddr.Multiaddr, cancel: trio.CancelScope) -> None:
         stage = "connect"
         try:
-            transport = swarm.transport_manager.transport_for_dialing(addr)
-            if transport is None:
-                raise ConnectionError(f"no transport can dial {addr}")
             with trio.fail_after(timeout):
-                raw = await transport.dial(addr)
+                raw = await dial_raw(host, addr)
             stage = "upgrade"
             with trio.fail_after(upgrade_timeout):
                 conn = await swarm.upgrade_outbound_raw_conn(raw, peer)

@@ -31,9 +31,9 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
 from node.dialing import RELAY_CONNECT_TIMEOUT_S
+from node.overrides.stream_on import open_stream_on
 from node.relay.wire import WireError, read_msg, write_msg
 from node.runtime import ConnInfo, NodeRuntime
-from node.streams import open_stream_on
 
 log = logging.getLogger("sentrynet.relay.client")
 
@@ -124,6 +124,20 @@ class RelayClient:
             "relay_candidates": self.candidates_json(),
         }
 
+    # -- what other services ask (RelayHolder, node/runtime.py) --
+    def relays_held(self) -> set[ID]:
+        """Relays we hold a reservation on."""
+        return set(self.held)
+
+    def candidate_relays(self) -> list[tuple[str, ID]]:
+        """(transport address, peer) of every relay candidate."""
+        return [(c.addr, c.peer) for c in list(self.candidates.values())]
+
+    def reservation_pending(self) -> bool:
+        """Relay candidates but no reservation yet: until one is held, peers behind other
+        NATs cannot dial us over a circuit."""
+        return bool(self.candidates) and not self.held
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -137,9 +151,8 @@ class RelayClient:
                 Configured(transport_part(ma), ID.from_base58(pid) if pid else None)
             )
         rt.connections.subscribe(self._on_conn)
-        hook = getattr(rt, "identify_hook", None)
-        if hook is not None:
-            hook.subscribe(self._on_identified)
+        if rt.identify_hook is not None:
+            rt.identify_hook.subscribe(self._on_identified)
         log.info(
             "relay client: %d configured relay(s), holding up to %d reservations",
             len(self.configured),

@@ -4,7 +4,7 @@ Our own hop handler on py-libp2p's protobufs instead of `CircuitV2Protocol`, bec
 upstream (0.8.1) keys active circuits by peer id (`_active_relays[peer_id]`): a second
 dialer to the same target overwrites the first entry, and when either circuit ends its
 cleanup closes the streams stored under that peer id, tearing down the other dialer's
-circuit (see node/overrides/relay_circuits.py and tests/node/test_overrides.py). Here every
+circuit (tests/node/test_overrides.py shows it on upstream code). Here every
 circuit has its own id, its own byte budget and deadline, and the limits come from
 [relay] (max_reservations, max_circuits_per_peer, circuit_duration_s, circuit_bytes,
 reservation_ttl_s) instead of upstream's default of 4 reservations.
@@ -122,6 +122,13 @@ class RelayServer:
             ],
             "circuits": self.circuits_json(),
         }
+
+    def peers_served(self) -> set[ID]:
+        """Peers holding a reservation on us or a circuit through us (RelayServing)."""
+        out = set(self.granted)
+        for c in list(self.circuits.values()):
+            out |= {c.src, c.dst}
+        return out
 
     def circuits_json(self) -> list[dict[str, Any]]:
         return [c.to_json() for c in list(self.circuits.values())]

@@ -1,8 +1,10 @@
 """Circuit relay v2 stop side (the target of a circuit) and the dialer side of CONNECT.
 
 Both ends turn the relay stream into a libp2p connection: wrap it in a RawConnection
-marked RELAYED whose address is `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>`, then
-run the normal Noise + Yamux upgrade, so the swarm owns a connection like any other and
+marked RELAYED whose address is `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>`, record
+that address and its relay with the ConnectionTracker (which reports the connection
+relayed, through that relay: node/runtime.classify), then run the normal Noise + Yamux
+upgrade, so the swarm owns a connection like any other and
 every protocol (identify, ping, gossipsub, sync, DCUtR) runs over it.
 
 Upstream's `CircuitV2Transport.dial` also RESERVEs on every dial when the client role is
@@ -79,6 +81,7 @@ async def dial_circuit(rt: NodeRuntime, relay: ID, peer: ID) -> INetConn:
         await _reset(s)
         raise CircuitError(f"relay {relay} answered {status.name}", status)
     addr = circuit_addr(rt, relay, peer)
+    rt.connections.record_circuit(addr, relay)  # the tracker reports it relayed via relay
     raw = RawConnection(s, True, connection_type=ConnectionType.RELAYED, addresses=[addr])
     try:
         conn = await rt.host.upgrade_outbound_connection(raw, peer)
@@ -151,6 +154,7 @@ class StopHandler:
             return
         await _send(stream, StatusCode.OK)
         addr = circuit_addr(rt, relay, src)
+        rt.connections.record_circuit(addr, relay)  # the tracker reports it relayed via relay
         raw = RawConnection(stream, False, connection_type=ConnectionType.RELAYED, addresses=[addr])
         try:
             muxed = await rt.host.upgrade_inbound_connection(raw, addr)

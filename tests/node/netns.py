@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.testing import REPO, NodeProc, render_toml, wait_for
+from testkit.procs import REPO, NodeProc, wait_for, write_node_config
 
 PUBLIC_NET = ipaddress.IPv4Network("100.64.0.0/24")
 CONTROL_SPACE = ipaddress.IPv4Network("198.18.0.0/15")
@@ -252,24 +252,16 @@ class NatLab:
         self, host: Host, wait_ready: bool = True, **sections: dict[str, Any]
     ) -> LabNode:
         """Write a node config for `host` (p2p on its data IP, API on its control IP) and
-        run `python -m node` in its namespace. Returns a node.testing.NodeProc."""
+        run `python -m node` in its namespace. Returns a testkit.procs.NodeProc."""
         assert host.control_ip is not None
         d = self.workdir / host.name
-        d.mkdir(parents=True, exist_ok=True)
-        doc: dict[str, dict[str, Any]] = {
-            "node": {
-                "name": host.name,
-                "role": "full",
-                "key_file": str(d / "node.key"),
-                "data_dir": str(d / "data"),
-            },
-            "p2p": {"listen_addrs": [f"/ip4/{host.ip}/tcp/{P2P_PORT}"]},
-            "api": {"listen": f"{host.control_ip}:{API_PORT}"},
-        }
-        for sec, vals in sections.items():
-            doc.setdefault(sec, {}).update(vals)
-        path = d / "node.toml"
-        path.write_text(render_toml(doc))
+        doc, path = write_node_config(
+            d,
+            host.name,
+            f"/ip4/{host.ip}/tcp/{P2P_PORT}",
+            f"{host.control_ip}:{API_PORT}",
+            sections,
+        )
         node = LabNode(
             name=host.name,
             ip=host.control_ip,

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from node.chain.testkit import (
+from testkit.chain import (
     chain,
     chain_section,
     check_agreement,
     height,
     validator_configs,
 )
-from node.testing import NodeProc, NodeProcs, wait_for, wait_until
+from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
 

@@ -30,9 +30,9 @@ from node.chain import codec
 from node.chain.block import PREVOTE, Block, CommitCert, Proposal, ValidatorSet, Vote
 from node.chain.service import encode_gossip, topic_for
 from node.chain.sync import SYNC_PROTOCOL, FrameReader, encode_uvarint, frame
-from node.chain.testkit import chain, chain_section, height, make_key
 from node.host import load_or_create_key
-from node.testing import NodeProc, NodeProcs, wait_for
+from testkit.chain import chain, chain_section, height, make_key
+from testkit.procs import NodeProc, NodeProcs, wait_for
 
 pytestmark = pytest.mark.loopback
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from node.chain.testkit import chain, chain_section, check_agreement, height, make_key
-from node.testing import NodeProc, wait_for
+from testkit.chain import chain, chain_section, check_agreement, height, make_key
+from testkit.procs import NodeProc, wait_for
 
 pytestmark = [pytest.mark.loopback, pytest.mark.netns]
 

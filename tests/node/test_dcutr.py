@@ -17,7 +17,7 @@ import trio
 from probe import connect, probe_host
 
 from node.dcutr_wire import PROTOCOL_ID, SYNC, encode
-from node.testing import NodeProc, NodeProcs, wait_for, wait_until
+from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from netns import P2P_PORT, LabNode, NatLab, Router
 
-from node.testing import WaitTimeout, wait_for, wait_until
+from testkit.procs import WaitTimeout, wait_for, wait_until
 
 pytestmark = pytest.mark.netns
 

@@ -24,7 +24,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from probe import circuit, connect, probe_host
 
 from node.overrides.auto_connector import disable_auto_connector
-from node.testing import NodeProcs, free_port, wait_for
+from testkit.procs import NodeProcs, free_port, wait_for
 
 pytestmark = pytest.mark.loopback
 

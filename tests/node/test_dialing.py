@@ -31,6 +31,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from node.dialing import NodeDialer
 from node.events import EventLog
 from node.metrics import Metrics
+from node.overrides.dial_peer import route_dial_peer
 from node.overrides.multi_addr_dial import dial_any
 from node.runtime import ConnectionTracker
 
@@ -52,8 +53,11 @@ async def node_host(*ips: str) -> AsyncIterator[tuple[IHost, NodeDialer, Connect
     dialer = NodeDialer(host, tracker)
     async with host.run(listen_addrs=listen), trio.open_nursery() as nursery:
         tracker.nursery = nursery
-        rt: Any = types.SimpleNamespace(nursery=nursery, services={}, peer_id=host.get_id())
+        rt: Any = types.SimpleNamespace(
+            nursery=nursery, services={}, peer_id=host.get_id(), relay_client=None
+        )
         dialer.bind(rt)
+        route_dial_peer(host, dialer)
         yield host, dialer, tracker
         nursery.cancel_scope.cancel()
 

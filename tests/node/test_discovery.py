@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from node.testing import NodeProc, NodeProcs, wait_for
+from testkit.procs import NodeProc, NodeProcs, wait_for
 
 pytestmark = pytest.mark.loopback
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from node.testing import NodeProc, NodeProcs, wait_for, wait_until
+from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from node.config import ConfigError, load_config
-from node.testing import REPO, NodeProcs, render_toml, wait_for
+from testkit.procs import REPO, NodeProcs, render_toml, wait_for
 
 GOOD: dict[str, dict[str, Any]] = {
     "node": {"name": "n0", "role": "validator", "key_file": "n0.key"},

@@ -43,7 +43,7 @@ from node.overrides.dial_unknown import dial_unknown_peer
 from node.overrides.identify import install_identify_hook
 from node.overrides.negative_cache import shorten_negative_cache
 from node.relay.wire import encode, read_msg
-from node.testing import NodeProcs, wait_for
+from testkit.procs import NodeProcs, wait_for
 
 pytestmark = pytest.mark.loopback
 

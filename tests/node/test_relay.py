@@ -1,6 +1,6 @@
 """Circuit relay v2 on real node processes over loopback (several processes, real sockets).
 
-Each test starts nodes with `python -m node --config ...` (node/testing.py) and asserts
+Each test starts nodes with `python -m node --config ...` (testkit/procs.py) and asserts
 through their HTTP API with deadline polling; an in-test libp2p peer (probe.py) drives
 exact hop frames and pings through circuits.
 """
@@ -16,7 +16,7 @@ import trio
 from libp2p.peer.id import ID
 from probe import circuit, connect, ping, probe_host
 
-from node.testing import NodeProc, NodeProcs, wait_for, wait_until
+from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
 
@@ -137,6 +137,52 @@ def test_dialer_reaches_target_through_circuit(tmp_path: Path) -> None:
         echoed = trio.run(through_probe)
         assert len(echoed) == 5
         assert relay.metric("sentrynet_relayed_bytes_total") > 1000
+
+
+def test_connection_kind_is_recorded_where_the_connection_is_made(tmp_path: Path) -> None:
+    """Each side reports what made its connections: the TCP dials and accepts to the relay
+    are direct (at the relay's TCP address), the dialer's circuit and the target's accepted
+    circuit are relayed, through that relay (node/relay/stop.py records them)."""
+    with NodeProcs(tmp_path) as procs:
+        relay = relay_server(procs)
+        target = relay_client(procs, "target", [relay.p2p_addr], dcutr={"enabled": False})
+        wait_for(target, lambda s: s["reservations"], "target reservation", 15)
+        dead = f"/ip4/127.0.0.1/tcp/9/p2p/{target.peer_id}"  # only a circuit reaches it
+        dialer = relay_client(
+            procs,
+            "dialer",
+            [relay.p2p_addr],
+            p2p={"persistent_peers": [dead]},
+            dcutr={"enabled": False},
+        )
+
+        def rows(node: NodeProc, peer: str) -> list[dict[str, Any]]:
+            return [c for c in node.status()["connections"] if c["peer"] == peer]
+
+        wait_for(
+            dialer,
+            lambda s: [c for c in s["connections"] if c["peer"] == target.peer_id],
+            "a connection to the target",
+            30,
+        )
+        wait_for(
+            target,
+            lambda s: [c for c in s["connections"] if c["peer"] == dialer.peer_id],
+            "the dialer's circuit",
+        )
+        for node, other, direction in ((dialer, target, "outbound"), (target, dialer, "inbound")):
+            (row,) = rows(node, other.peer_id)
+            assert (row["kind"], row["relay"], row["direction"]) == (
+                "relayed",
+                relay.peer_id,
+                direction,
+            )
+            assert row["remote_addr"].startswith(f"{relay.p2p_addr}/p2p/{relay.peer_id}")
+            assert row["remote_addr"].endswith(f"/p2p-circuit/p2p/{other.peer_id}")
+            (to_relay,) = rows(node, relay.peer_id)
+            assert (to_relay["kind"], to_relay["relay"]) == ("direct", None)
+            assert to_relay["remote_addr"] == relay.p2p_addr
+        assert {c["kind"] for c in relay.status()["connections"]} == {"direct"}
 
 
 def test_relay_restart_client_reserves_again(tmp_path: Path) -> None:

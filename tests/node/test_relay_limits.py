@@ -32,7 +32,7 @@ from probe import (
 )
 
 from node.relay.wire import encode
-from node.testing import NodeProc, NodeProcs, wait_for, wait_until
+from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
 

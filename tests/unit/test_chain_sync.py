@@ -279,7 +279,7 @@ def test_pubsub_seqno_survives_a_fast_restart() -> None:
     TTL reuses ids the peers already saw. The override seeds with nanoseconds."""
     import time
 
-    from node.chain.service import fix_pubsub_seqno
+    from node.overrides.pubsub_seqno import fix_pubsub_seqno
 
     class FakePubsub:
         counter = int(time.time())

@@ -5,6 +5,9 @@ direct and a relayed connection to the same peer the caller cannot say which one
 the stream. Several protocols must choose: a reservation is refused over a relayed
 connection (circuit relay v2 spec), DCUtR runs over the relayed one, liveness pings each
 connection separately.
+
+Upstream (py-libp2p 0.8.1) has no call for it: we open the muxed stream on the connection
+and negotiate with the host's own `BasicHost.multiselect_client` (not part of IHost).
 """
 
 from __future__ import annotations

@@ -75,6 +75,29 @@ def render_toml(doc: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def write_node_config(
+    d: Path, name: str, listen: str, api: str, sections: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], Path]:
+    """Write `d`/node.toml for node `name` (p2p on the multiaddr `listen`, API on `api`,
+    ip:port; key and data in `d`), `sections` merged over those; return (config, path)."""
+    d.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, dict[str, Any]] = {
+        "node": {
+            "name": name,
+            "role": "full",
+            "key_file": str(d / "node.key"),
+            "data_dir": str(d / "data"),
+        },
+        "p2p": {"listen_addrs": [listen]},
+        "api": {"listen": api},
+    }
+    for sec, vals in sections.items():
+        doc.setdefault(sec, {}).update(vals)
+    path = d / "node.toml"
+    path.write_text(render_toml(doc))
+    return doc, path
+
+
 @dataclass
 class NodeProc:
     name: str
@@ -263,21 +286,9 @@ class NodeProcs:
             while api_port == p2p_port:  # the kernel may hand out the same free port twice
                 api_port = free_port(ip)
         d = self.tmp / name
-        d.mkdir(parents=True, exist_ok=True)
-        doc: dict[str, dict[str, Any]] = {
-            "node": {
-                "name": name,
-                "role": "full",
-                "key_file": str(d / "node.key"),
-                "data_dir": str(d / "data"),
-            },
-            "p2p": {"listen_addrs": [f"/ip4/{ip}/tcp/{p2p_port}"]},
-            "api": {"listen": f"{ip}:{api_port}"},
-        }
-        for sec, vals in sections.items():
-            doc.setdefault(sec, {}).update(vals)
-        path = d / "node.toml"
-        path.write_text(render_toml(doc))
+        doc, path = write_node_config(
+            d, name, f"/ip4/{ip}/tcp/{p2p_port}", f"{ip}:{api_port}", sections
+        )
         node = NodeProc(name, ip, p2p_port, api_port, path, d / "node.log", doc)
         self.nodes[name] = node
         return node

@@ -18,7 +18,7 @@ from libp2p.peer.id import ID
 from node.host import load_or_create_key
 
 if TYPE_CHECKING:
-    from node.testing import NodeProc, NodeProcs
+    from testkit.procs import NodeProc, NodeProcs
 
 
 def make_key(key_file: str | Path) -> str:

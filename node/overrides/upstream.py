@@ -1,0 +1,161 @@
+"""The py-libp2p internals the node relies on, and the start-up check that they are there.
+
+The overrides in this package (and the few helpers beside them) reach below py-libp2p's
+public interfaces (libp2p.abc): private attributes, instance attributes that no interface
+declares, methods replaced on an instance. They are written against one release
+(PINNED_VERSION, pinned in pyproject.toml). `check()` runs when the node starts and in
+tests/unit/test_upstream.py: a different release, or a release that renamed one of these,
+stops the node with a message naming the attribute, the module and the override that
+needs it, instead of a misbehaving node.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+import sys
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+PINNED_VERSION = "0.8.1"
+
+
+@dataclass(frozen=True)
+class Internal:
+    """`module`.`owner`.`attr` (owner "" for a module-level name), used by `used_by`."""
+
+    module: str
+    owner: str
+    attr: str
+    used_by: str
+
+
+HOST = "libp2p.host.basic_host:BasicHost"
+SWARM = "libp2p.network.swarm:Swarm"
+YAMUX = "libp2p.stream_muxer.yamux.yamux:Yamux"
+UPGRADER = "libp2p.transport.upgrader:TransportUpgrader"
+
+# node/overrides module -> the internals it reaches for, as "module:Owner.attr"
+# ("module:attr" for a module-level name)
+USES: dict[str, list[str]] = {
+    "identify.py": [
+        f"{HOST}._identify_peer",
+        f"{HOST}._identified_peers",
+        f"{HOST}._has_cached_protocols",
+        "libp2p.identity.identify_push.identify_push:identify_push_handler_for",
+    ],
+    "circuit_addrs.py": [f"{HOST}.get_addrs"],
+    "observed_addrs.py": [
+        f"{HOST}._observed_addr_manager",
+        "libp2p.host.observed_addr_manager:ObservedAddrManager.addrs",
+    ],
+    "stream_on.py": [
+        f"{HOST}.multiselect_client",
+        "libp2p.protocol_muxer.multiselect_client:MultiselectClient.select_one_of",
+    ],
+    "negative_cache.py": [
+        f"{SWARM}._negative_peer_cache",
+        "libp2p.network.swarm:_NegativePeerCache._ttl",
+    ],
+    "auto_connector.py": [
+        f"{SWARM}.auto_connector",
+        "libp2p.network.auto_connector:AutoConnector.maybe_connect",
+    ],
+    "dial_peer.py": [f"{SWARM}.get_connections", f"{SWARM}.dial_peer"],
+    "raw_dial.py": [
+        f"{SWARM}.transport_manager",
+        "libp2p.transport.manager:TransportManager.transport_for_dialing",
+        "libp2p.transport.tcp.tcp:TCP.dial_with_source",
+    ],
+    "multi_addr_dial.py": [f"{SWARM}.upgrade_outbound_raw_conn"],
+    "dial_unknown.py": [
+        f"{SWARM}.upgrader",
+        f"{UPGRADER}.security_multistream",
+        "libp2p.security.security_multistream:SecurityMultistream.secure_outbound",
+        f"{UPGRADER}.upgrade_connection",
+        f"{SWARM}.add_conn",
+    ],
+    "conn_parts.py": [
+        f"{YAMUX}.secured_conn",
+        f"{YAMUX}.event_closed",
+        "libp2p.network.connection.swarm_connection:SwarmConn.direction",
+    ],
+    "read_watch.py": ["libp2p.security.secure_session:SecureSession.read"],
+    "pubsub_seqno.py": ["libp2p.pubsub.pubsub:Pubsub.counter"],
+}
+
+
+def _internal(spec: str, used_by: str) -> Internal:
+    module, _, path = spec.partition(":")
+    owner, _, attr = path.rpartition(".")
+    return Internal(module, owner, attr, "node/overrides/" + used_by)
+
+
+INTERNALS: list[Internal] = [_internal(x, m) for m, xs in USES.items() for x in xs]
+
+
+class UpstreamMismatch(RuntimeError):
+    """The installed py-libp2p is not the one node/overrides was written against."""
+
+
+def _assigned_in_source(cls: type, attr: str) -> bool:
+    """An annotation of `attr` in cls or its bases, or `self.<attr> = ...` in their
+    modules' source (instance attributes exist only once __init__ ran)."""
+    pattern = re.compile(rf"\bself\.{re.escape(attr)}\s*(:[^=\n]*)?=(?!=)")
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        if attr in getattr(klass, "__annotations__", {}):
+            return True
+        path = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        if path and pattern.search(_source(path)):
+            return True
+    return False
+
+
+@functools.cache
+def _source(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def missing(internal: Internal) -> str | None:
+    """Why `internal` is not there, or None when it is."""
+    try:
+        mod = importlib.import_module(internal.module)
+    except ImportError as exc:
+        return f"module {internal.module} cannot be imported ({exc})"
+    if not internal.owner:
+        return None if hasattr(mod, internal.attr) else f"{internal.module} has no {internal.attr}"
+    owner = getattr(mod, internal.owner, None)
+    if not isinstance(owner, type):
+        return f"{internal.module} has no class {internal.owner}"
+    if hasattr(owner, internal.attr) or _assigned_in_source(owner, internal.attr):
+        return None
+    return f"{internal.module}.{internal.owner} has no attribute {internal.attr}"
+
+
+def check(internals: list[Internal] | None = None, installed: str | None = None) -> None:
+    """Raise UpstreamMismatch naming every problem: the installed py-libp2p is not
+    PINNED_VERSION, or an internal in the registry is gone."""
+    if installed is None:
+        try:
+            installed = version("libp2p")
+        except PackageNotFoundError:
+            installed = "not installed"
+    problems = []
+    if installed != PINNED_VERSION:
+        problems.append(
+            f"py-libp2p {installed} is installed; node/overrides is written against "
+            f"{PINNED_VERSION} (pyproject.toml pins it)"
+        )
+    for internal in INTERNALS if internals is None else internals:
+        why = missing(internal)
+        if why is not None:
+            problems.append(f"{why} (used by {internal.used_by})")
+    if problems:
+        raise UpstreamMismatch("upstream py-libp2p changed:\n  " + "\n  ".join(problems))
