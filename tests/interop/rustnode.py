@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from node.testing import NodeProc, NodeProcs, free_port, render_toml, wait_for
+from testkit.procs import NodeProc, NodeProcs, free_port, render_toml, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RUST_NODE = REPO / ".cache" / "rust-target" / "debug" / "sentrynet-rust-node"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from rustnode import start_rust
 
-from node.testing import NodeProc, NodeProcs, wait_for, wait_until
+from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.interop
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rustnode import REPO, start_rust
 
-from node.testing import NodeProcs, render_toml
+from testkit.procs import NodeProcs, render_toml
 
 pytestmark = pytest.mark.interop
 
