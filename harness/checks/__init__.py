@@ -13,6 +13,7 @@ crossed the NAT).
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,33 @@ class Observation:
     events: dict[str, list[Event]] = field(default_factory=dict)
     marks: dict[str, Any] = field(default_factory=dict)
     clock: dict[str, float] = field(default_factory=dict)  # node clock + offset = harness t
+
+    def to_json(self) -> dict[str, Any]:
+        """The observation as JSON: results/<run-id>/observations/ keeps the one each check
+        decided on, which tests/unit/test_checks_replay.py replays through the checks."""
+        node_keys = ("name", "role", "networks", "validator", "relay_client", "serve_sync")
+        return {
+            "t": self.t,
+            "nodes": {
+                name: {**{k: getattr(n, k) for k in node_keys}, "peer_id": n.peer_id}
+                for name, n in self.nodes.items()
+            },
+            "nets": {
+                name: {
+                    "name": n.name,
+                    "private": n.private,
+                    "subnet": n.subnet,
+                    "nat": n.nat,
+                    "router_public_ip": n.router_public_ip,
+                }
+                for name, n in self.nets.items()
+            },
+            "status": dict(self.status),
+            "unreachable": dict(self.unreachable),
+            "events": {name: list(evs) for name, evs in self.events.items()},
+            "marks": json.loads(json.dumps(self.marks, default=str)),
+            "clock": dict(self.clock),
+        }
 
     def to_t(self, name: str, node_t: float | None) -> float | None:
         """A node-clock timestamp (status `accepted_at`, `opened_at`) in harness seconds."""
