@@ -289,9 +289,12 @@ def finish(
         artifacts.update(
             report.save_artifacts(
                 run_dir,
-                statuses={n.name: live.observer.status.get(n.name) for n in live.testnet.nodes},
+                statuses={
+                    n.name: st.to_json() if (st := live.observer.status.get(n.name)) else None
+                    for n in live.testnet.nodes
+                },
                 status_errors=live.observer.errors,
-                events=live.observer.events,
+                events={n: [e.to_json() for e in evs] for n, evs in live.observer.events.items()},
                 logs=names,
                 read_log=_read_log(live),
                 graph=_graph_writer(live),

@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from harness.checks import NetInfo, NodeInfo, Observation
+from node.contract import Event, Status
 
 PID = {f"node{i}": f"12D3KooWPeer{i}xxxxxxxxxxxxxxxxxxxx" for i in range(8)}
 IP = {
@@ -142,9 +143,9 @@ def obs(
         t=t,
         nodes=nodes(),
         nets=nets(),
-        status=st,
+        status={n: Status.from_json(doc) for n, doc in st.items()},
         unreachable={n: "connection refused" for n in ROLES if n not in st},
-        events={n: list((events or {}).get(n, [])) for n in ROLES},
+        events={n: [Event.from_json(e) for e in (events or {}).get(n, [])] for n in ROLES},
         marks=marks or {},
         clock={n: -90.0 for n in st},  # node clock 100.0 == harness t 10.0
     )
