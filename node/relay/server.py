@@ -69,14 +69,17 @@ class Circuit:
     close_reason: str = "closed"
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
-    def to_json(self) -> dict[str, Any]:
+    def record(self) -> contract.Circuit:
         return contract.Circuit(
             id=self.id,
             src=str(self.src),
             dst=str(self.dst),
             bytes=self.bytes,
             opened_at=round(self.opened_at, 4),
-        ).to_json()
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.record().to_json()
 
 
 def is_circuit(addr: multiaddr.Multiaddr) -> bool:
@@ -118,7 +121,7 @@ class RelayServer:
             )
             for g in list(self.granted.values())
         )
-        circuits = tuple(contract.Circuit.from_json(c) for c in self.circuits_json())
+        circuits = tuple(c.record() for c in list(self.circuits.values()))
         return contract.RelayServer(granted=granted, circuits=circuits).to_json()
 
     def circuits_json(self) -> list[dict[str, Any]]:
