@@ -21,32 +21,29 @@ R = TypeVar("R", bound="Record")
 
 
 class Record:
-    """JSON <-> dataclass for the records below (fields in contract order)."""
+    """JSON <-> dataclass for the records below (fields in contract order).
+
+    A record with `EXTRA` set keeps the keys its fields do not name in that field; one with
+    `GIVEN` set keeps the names of the keys the JSON carried in that field."""
+
+    EXTRA: typing.ClassVar[str] = ""
+    GIVEN: typing.ClassVar[str] = ""
 
     @classmethod
     def from_json(cls: type[R], doc: Mapping[str, Any]) -> R:
         hints = _hints(cls)
-        kwargs = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name in doc:
-                kwargs[f.name] = _read(hints[f.name], doc[f.name])
-        rec = cls(**kwargs)
-        extra_field = getattr(cls, "EXTRA", None)
-        if extra_field:
-            known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-            rest = {k: v for k, v in doc.items() if k not in known}
-            rec = dataclasses.replace(rec, **{extra_field: rest})  # type: ignore[type-var]
-        return rec
+        kwargs = {k: _read(hints[k], v) for k, v in doc.items() if k in hints}
+        if cls.EXTRA:
+            kwargs[cls.EXTRA] = {k: v for k, v in doc.items() if k not in hints}
+        if cls.GIVEN:
+            kwargs[cls.GIVEN] = tuple(k for k in doc if k != cls.GIVEN)
+        return cls(**kwargs)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        extra_field = getattr(self, "EXTRA", None)
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            if f.name == extra_field:
-                continue
-            out[f.name] = _write(getattr(self, f.name))
-        if extra_field:
-            out.update(getattr(self, extra_field))
+        skip = (self.EXTRA, self.GIVEN)
+        out = {k: _write(getattr(self, k)) for k in _hints(type(self)) if k not in skip}
+        if self.EXTRA:
+            out.update(getattr(self, self.EXTRA))
         return out
 
 
@@ -54,8 +51,10 @@ _HINTS: dict[type, dict[str, Any]] = {}
 
 
 def _hints(cls: type) -> dict[str, Any]:
+    """Field name -> type, in field order (the JSON's key order)."""
     if cls not in _HINTS:
-        _HINTS[cls] = get_type_hints(cls)
+        hints = get_type_hints(cls)
+        _HINTS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
     return _HINTS[cls]
 
 
@@ -269,6 +268,7 @@ class Event(Record):
     are added by the harness when it reads the log; the node never sets them."""
 
     EXTRA: typing.ClassVar[str] = "extra"
+    GIVEN: typing.ClassVar[str] = "given"
 
     seq: int = 0
     t: float | None = None
@@ -317,17 +317,12 @@ class Event(Record):
         """The record of an event the node emits (`fields` as passed to EventLog.emit)."""
         return cls.from_json({"seq": seq, "t": t, "type": type, **fields})
 
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> Event:
-        rec = super().from_json(doc)
-        return dataclasses.replace(rec, given=tuple(k for k in doc if k != "given"))
-
     def to_json(self) -> dict[str, Any]:
-        names = {f.name for f in dataclasses.fields(self)}
+        hints = _hints(Event)
         return {
-            k: _write(getattr(self, k)) if k in names else self.extra[k]
+            k: _write(getattr(self, k)) if k in hints else self.extra[k]
             for k in self.given
-            if k in names or k in self.extra
+            if k in hints or k in self.extra
         }
 
     def with_harness_time(self, ts: float | None, epoch: int) -> Event:
