@@ -209,6 +209,12 @@ def section_keys(section: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(_SECTIONS[section]))
 
 
+def section_defaults(section: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The default values of some keys of a section (render writes them out explicitly)."""
+    by_name = {f.name: f for f in fields(_SECTIONS[section])}
+    return {k: by_name[k].default for k in keys}
+
+
 # What `validate_overrides` puts under the override so that a partial document validates
 # as a whole; never reported (the caller derives these keys itself).
 _PLACEHOLDER: dict[str, dict[str, Any]] = {
