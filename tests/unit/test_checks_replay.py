@@ -18,6 +18,10 @@ from node.contract import Status
 RECORDED = sorted(REPLAY_DIR.glob("*.json"))
 
 
+def test_every_scenario_is_recorded() -> None:
+    assert sorted(p.stem for p in RECORDED) == sorted(scenarios.SCENARIOS)
+
+
 @pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.stem)
 def test_each_check_gives_its_recorded_verdict(path: Path) -> None:
     doc = json.loads(path.read_text())
