@@ -84,15 +84,15 @@ def build_graph(snapshot: TestnetStatus, nets: list[NetBox], routers: list[Route
 
     for node in snapshot.nodes:
         for conn in node.connections:
-            peer = names.get(str(conn.get("peer")))
+            peer = names.get(str(conn.peer))
             if peer is None:
                 unknown += 1
                 continue
-            kind = "relayed" if conn.get("kind") == "relayed" else "direct"
-            relay = names.get(str(conn.get("relay"))) if conn.get("relay") else None
+            kind = "relayed" if conn.kind == "relayed" else "direct"
+            relay = names.get(str(conn.relay)) if conn.relay else None
             add(node.name, peer, kind, relay)
         for resv in node.reservations:
-            relay = names.get(str(resv.get("relay")))
+            relay = names.get(str(resv.relay))
             if relay is not None:
                 add(node.name, relay, "reservation")
     return Graph(

@@ -25,23 +25,28 @@ import jinja2
 
 from harness.errors import SentrynetError
 from harness.testnet import TESTNET_FILE, Node, Testnet
+from node.config import section_defaults
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_TEMPLATE = "docker-compose.yml.j2"
 OWNED = ("docker-compose.yml", TESTNET_FILE, "nodes", "routers")
 
 # Node config values the contract documents (docs/contracts.md section 1), written explicitly
-# so a rendered node.toml is complete and readable on its own.
-P2P_DEFAULTS = {"max_connections": 32, "discovery": True}
-RELAY_DEFAULTS = {
-    "max_reservations_held": 2,
-    "max_reservations": 128,
-    "max_circuits_per_peer": 16,
-    "circuit_duration_s": 3600,
-    "circuit_bytes": 1 << 30,
-    "reservation_ttl_s": 3600,
-}
-DCUTR_DEFAULTS = {"enabled": True, "max_attempts": 3}
+# so a rendered node.toml is complete and readable on its own; the values are the node's own
+# defaults (node/config.py), so the two cannot drift.
+P2P_DEFAULTS = section_defaults("p2p", ("max_connections", "discovery"))
+RELAY_DEFAULTS = section_defaults(
+    "relay",
+    (
+        "max_reservations_held",
+        "max_reservations",
+        "max_circuits_per_peer",
+        "circuit_duration_s",
+        "circuit_bytes",
+        "reservation_ttl_s",
+    ),
+)
+DCUTR_DEFAULTS = section_defaults("dcutr", ("enabled", "max_attempts"))
 CONFIG_DIR = "/config"  # the node's rendered directory, mounted read-only
 DATA_DIR = "/data"  # a named volume per node: survives restarts, removed by `down`
 

@@ -28,6 +28,7 @@ from harness.checks import Check, Event, NetInfo, NodeInfo, Observation, Verdict
 from harness.progress import Progress
 from harness.status import NodeUnreachable, StatusClient
 from harness.wait import WaitTimeout, wait_until
+from node.contract import Status
 
 # When a check this one builds on failed, do not spend its whole deadline: the detail of
 # a short look is as informative, and CI time is finite.
@@ -81,7 +82,7 @@ class Observer:
         self.t_up = time.monotonic() if t_up is None else t_up
         self.marks: dict[str, Any] = {}
         self.events: dict[str, list[Event]] = {n: [] for n in api_urls}
-        self.status: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, Status] = {}
         self.errors: dict[str, str] = {}
         self.clock: dict[str, float] = {}
         self._cur = {n: _NodeCursor() for n in api_urls}
@@ -94,22 +95,22 @@ class Observer:
         client = self.clients[name]
         cur = self._cur[name]
         try:
-            st = client.status()
+            st = client.read_status()
         except NodeUnreachable as exc:
             self.status.pop(name, None)
             self.errors[name] = str(exc).split(": ", 1)[-1]
             return
         t_harness = self.now()
         self.errors.pop(name, None)
-        started, pid = st.get("started_at"), st.get("peer_id")
+        started, pid = st.started_at, st.peer_id
         if (cur.started_at is not None and started != cur.started_at) or (
             cur.peer_id is not None and pid != cur.peer_id
         ):
             cur.epoch += 1
             cur.cursor = 0
         cur.started_at, cur.peer_id = started, pid
-        if started is not None and st.get("uptime_s") is not None:
-            self.clock[name] = t_harness - (float(started) + float(st["uptime_s"]))
+        if started is not None and st.uptime_s is not None:
+            self.clock[name] = t_harness - (float(started) + float(st.uptime_s))
         self.status[name] = st
         try:
             nxt, evs = client.events(cur.cursor)
@@ -120,12 +121,10 @@ class Observer:
             cur.epoch += 1
             nxt, evs = client.events(0)
         offset = self.clock.get(name)
-        for e in evs:
-            e = dict(e)
-            e["epoch"] = cur.epoch
-            t = e.get("t")
-            e["ts"] = float(t) + offset if (t is not None and offset is not None) else t_harness
-            self.events[name].append(e)
+        for doc in evs:
+            e = Event.from_json(doc)
+            ts = float(e.t) + offset if (e.t is not None and offset is not None) else t_harness
+            self.events[name].append(e.with_harness_time(ts, cur.epoch))
         cur.cursor = nxt
 
     def observe(self) -> Observation:

@@ -289,14 +289,22 @@ def finish(
         artifacts.update(
             report.save_artifacts(
                 run_dir,
-                statuses={n.name: live.observer.status.get(n.name) for n in live.testnet.nodes},
+                statuses={
+                    n.name: st.to_json() if (st := live.observer.status.get(n.name)) else None
+                    for n in live.testnet.nodes
+                },
                 status_errors=live.observer.errors,
-                events=live.observer.events,
+                events={n: [e.to_json() for e in evs] for n, evs in live.observer.events.items()},
                 logs=names,
                 read_log=_read_log(live),
                 graph=_graph_writer(live),
             )
         )
+        for i, (check, obs) in enumerate(live.extra.get("decided_on") or []):
+            rel = f"observations/{i:02d}-{check}.json"
+            (run_dir / "observations").mkdir(exist_ok=True)
+            report.write_json(run_dir / rel, obs)
+            artifacts.setdefault("written", []).append(rel)
     doc = report.build_report(
         scenario.name,
         outcomes,
@@ -335,8 +343,16 @@ def execute(
     """Run the steps on a live testnet and write the results (also when interrupted)."""
     ctx = live.context(progress)
     error = None
+    decided: list[tuple[str, dict[str, Any]]] = live.extra.setdefault("decided_on", [])
+
+    def keep_observation(outcome: CheckOutcome) -> None:
+        # the observation the check's verdict came from (its last poll), for replay tests
+        last = live.observer.last
+        if last is not None:
+            decided.append((outcome.name, last.to_json()))
+
     try:
-        outcomes = run_steps(scenario, ctx)
+        outcomes = run_steps(scenario, ctx, on_outcome=keep_observation)
     except KeyboardInterrupt as exc:
         done = list(ctx.extra.get("outcomes") or [])
         why = f"interrupted ({exc})" if str(exc) else "interrupted (Ctrl-C)"

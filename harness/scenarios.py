@@ -108,11 +108,7 @@ def kill_relay(relay: str) -> Callable[[RunContext], str]:
         obs = ctx.observe()
         rid = obs.peer_id(relay)
         holders = sorted(
-            n
-            for n in obs.clients()
-            if any(
-                r.get("relay") == rid for r in (obs.status.get(n) or {}).get("reservations") or []
-            )
+            n for n in obs.clients() if any(r.relay == rid for r in obs.status_of(n).reservations)
         )
         _set_mark(ctx, "reserved_on", relay, holders)
         said = _perturb().container_action(ctx.layout, relay, "kill")

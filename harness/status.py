@@ -3,7 +3,8 @@
 `StatusClient` is one node's API; `TestnetStatus` is a snapshot of every node at one moment,
 the input of `sentrynet status`, `sentrynet graph`, the post-up checks and the scenarios.
 The harness never reads a node any other way: if it is not in /status or /events, the
-harness does not know it.
+harness does not know it. What it reads is typed by node/contract.py (`Status`, `Event`),
+the records the node builds its JSON from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import requests
 
 from harness.errors import SentrynetError
+from node.contract import Circuit, Connection, DcutrAttempt, Event, Reservation, Status
 
 
 class NodeUnreachable(SentrynetError):
@@ -70,12 +72,21 @@ class StatusClient:
         return data
 
     def status(self) -> dict[str, Any]:
+        """GET /status as served (JSON); `read_status` is the typed record."""
         return self._json("/status")
+
+    def read_status(self) -> Status:
+        return Status.from_json(self.status())
 
     def events(self, since: int = 0) -> tuple[int, list[dict[str, Any]]]:
         """Events with seq >= since, and the `since` to pass next time."""
         data = self._json("/events", {"since": since})
         return int(data.get("next", since)), list(data.get("events") or [])
+
+    def read_events(self, since: int = 0) -> tuple[int, list[Event]]:
+        """`events` as typed records."""
+        nxt, evs = self.events(since)
+        return nxt, [Event.from_json(e) for e in evs]
 
     def metrics(self) -> str:
         return self._get("/metrics").text
@@ -97,7 +108,7 @@ class NodeStatus:
     """One node's /status at snapshot time, or why it could not be read."""
 
     target: NodeTarget
-    status: dict[str, Any] | None = None
+    status: Status | None = None
     error: str | None = None
 
     @property
@@ -108,47 +119,48 @@ class NodeStatus:
     def ok(self) -> bool:
         return self.status is not None
 
-    def _list(self, key: str) -> list[dict[str, Any]]:
-        return list((self.status or {}).get(key) or [])
-
     @property
     def peer_id(self) -> str | None:
-        return (self.status or {}).get("peer_id") or self.target.peer_id
+        return (self.status.peer_id if self.status else None) or self.target.peer_id
 
     @property
     def height(self) -> int | None:
-        chain = (self.status or {}).get("chain") or {}
-        h = chain.get("height")
+        h = self.status.height if self.status else None
         return int(h) if h is not None else None
 
     @property
-    def reservations(self) -> list[dict[str, Any]]:
-        return self._list("reservations")
+    def sync_state(self) -> str | None:
+        chain = self.status.chain if self.status else None
+        return chain.sync_state if chain else None
 
     @property
-    def connections(self) -> list[dict[str, Any]]:
-        return self._list("connections")
+    def reservations(self) -> list[Reservation]:
+        return list(self.status.reservations) if self.status else []
 
     @property
-    def circuits(self) -> list[dict[str, Any]]:
-        return self._list("circuits")
+    def connections(self) -> list[Connection]:
+        return list(self.status.connections) if self.status else []
 
     @property
-    def dcutr(self) -> list[dict[str, Any]]:
-        return self._list("dcutr")
+    def circuits(self) -> list[Circuit]:
+        return list(self.status.circuits) if self.status else []
+
+    @property
+    def dcutr(self) -> list[DcutrAttempt]:
+        return list(self.status.dcutr) if self.status else []
 
     def peers(self) -> set[str]:
         """Distinct connected peers (a peer may have several connections, e.g. relayed and
         direct during a DCUtR upgrade)."""
-        return {str(c.get("peer")) for c in self.connections}
+        return {str(c.peer) for c in self.connections}
 
-    def connections_of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [c for c in self.connections if c.get("kind") == kind]
+    def connections_of_kind(self, kind: str) -> list[Connection]:
+        return [c for c in self.connections if c.kind == kind]
 
     def dcutr_outcomes(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for d in self.dcutr:
-            outcome = str(d.get("outcome"))
+            outcome = str(d.outcome)
             counts[outcome] = counts.get(outcome, 0) + 1
         return counts
 
@@ -163,7 +175,7 @@ class NodeStatus:
             "error": self.error,
             "peer_id": self.peer_id,
             "height": self.height,
-            "sync_state": ((self.status or {}).get("chain") or {}).get("sync_state"),
+            "sync_state": self.sync_state,
             "reservations": len(self.reservations),
             "peers": len(self.peers()),
             "connections": {
@@ -172,7 +184,7 @@ class NodeStatus:
             },
             "circuits": len(self.circuits),
             "dcutr": self.dcutr_outcomes(),
-            "status": self.status,
+            "status": self.status.to_json() if self.status else None,
         }
 
 
@@ -193,7 +205,7 @@ class TestnetStatus:
 
         def read(t: NodeTarget) -> NodeStatus:
             try:
-                return NodeStatus(t, StatusClient(t.api_url, timeout_s).status())
+                return NodeStatus(t, StatusClient(t.api_url, timeout_s).read_status())
             except NodeUnreachable as exc:
                 return NodeStatus(t, error=str(exc).split(": ", 1)[-1])
 
@@ -254,7 +266,6 @@ class TestnetStatus:
                 )
                 continue
             outcomes = n.dcutr_outcomes()
-            chain = (n.status or {}).get("chain") or {}
             rows.append(
                 (
                     n.name,
@@ -267,7 +278,7 @@ class TestnetStatus:
                     str(len(n.connections_of_kind("relayed"))),
                     str(len(n.circuits)),
                     f"{outcomes.get('succeeded', 0)}/{outcomes.get('failed', 0)}",
-                    str(chain.get("sync_state") or "up"),
+                    str(n.sync_state or "up"),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

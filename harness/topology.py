@@ -56,6 +56,7 @@ from typing import Any
 import yaml
 
 from harness.errors import SentrynetError
+from node.config import ConfigError, validate_overrides
 
 ROLES = ("validator", "full", "sentry")
 NAT_TYPES = ("none", "cone", "symmetric")
@@ -80,33 +81,21 @@ NODE_KEYS = (
     "p2p_port",
     "config",
 )
-# Extra node config (`config:`) may set these node.toml keys (docs/contracts.md section 1).
-# Keys the harness derives from the topology itself are listed in DERIVED_CONFIG_KEYS.
-NODE_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "node": ("name", "role", "key_file", "data_dir"),
-    "p2p": ("listen_addrs", "persistent_peers", "max_connections", "discovery"),
-    "relay": (
-        "enabled",
-        "mode",
-        "relay_servers",
-        "max_reservations_held",
-        "max_reservations",
-        "max_circuits_per_peer",
-        "circuit_duration_s",
-        "circuit_bytes",
-        "reservation_ttl_s",
-    ),
-    "dcutr": ("enabled", "max_attempts"),
-    "chain": ("validators", "validator_ids", "block_interval_s", "serve_sync"),
-    "api": ("listen",),
-}
+# Extra node config (`config:`) is validated by the node's own schema (node/config.py
+# validate_overrides, docs/contracts.md section 1). These node.toml keys render derives from
+# the topology, so `config:` cannot set them: each names the topology field to use instead
+# (a `config:` relay_servers would make node.toml disagree with testnet.json, which is what
+# the checks believe).
 DERIVED_CONFIG_KEYS: dict[str, str] = {
     "node.name": "the node's key under `nodes:`",
     "node.role": "`role:`",
     "node.key_file": "nothing: render writes the key file",
+    "node.data_dir": "nothing: the node's data volume is mounted there",
     "p2p.listen_addrs": "`networks:` (the node listens on each data IP)",
+    "p2p.persistent_peers": "`persistent_peers:` (node names)",
     "relay.mode": "`relay_mode:`",
     "relay.enabled": "`relay_mode:` (off disables relaying)",
+    "relay.relay_servers": "`relay_servers:` (node names)",
     "chain.validators": "`role: validator` on the nodes",
     "chain.validator_ids": "nothing: render derives them from the generated keys",
     "chain.serve_sync": "`serve_sync:`",
@@ -675,24 +664,10 @@ def _node_spec(
             "use a whole number from 1024 to 65535, or leave it out (derived)",
         )
     extra = c.mapping(spec.get("config", {}) or {}, f"{path}.config", "node.toml section -> keys")
-    config: dict[str, dict[str, Any]] = {}
-    for section, body in extra.items():
-        spath = f"{path}.config.{section}"
-        if section not in NODE_CONFIG_KEYS:
-            raise c.fail(
-                spath, "not a node config section", f"valid sections: {', '.join(NODE_CONFIG_KEYS)}"
-            )
-        body = c.mapping(body, spath, f"[{section}] keys")
-        c.keys(body, spath, NODE_CONFIG_KEYS[section])
-        for key in body:
-            dotted = f"{section}.{key}"
-            if dotted in DERIVED_CONFIG_KEYS:
-                raise c.fail(
-                    f"{spath}.{key}",
-                    f"{dotted} is derived from the topology",
-                    f"set it through {DERIVED_CONFIG_KEYS[dotted]}",
-                )
-        config[section] = dict(body)
+    try:
+        config = validate_overrides(extra, derived=DERIVED_CONFIG_KEYS)
+    except ConfigError as err:
+        raise c.fail(f"{path}.config.{err.key}", err.problem, err.fix) from None
     return NodeSpec(
         name=name,
         role=spec["role"],

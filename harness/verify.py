@@ -266,19 +266,19 @@ def control_path_violations(testnet: Testnet, snapshot: TestnetStatus) -> list[s
             findings.append(f"{ns.name}: /status unreadable ({ns.error})")
             continue
         node = testnet.node(ns.name)
-        for la in (ns.status or {}).get("listen_addrs") or []:
+        for la in ns.status.listen_addrs if ns.status else ():
             ip = _ip_of_multiaddr(str(la))
             if ip is not None and ip not in node.addresses.values():
                 findings.append(f"{ns.name}: p2p listens on {la}, not on a data IP of this node")
         for conn in ns.connections:
-            ra = str(conn.get("remote_addr") or "")
+            ra = str(conn.remote_addr or "")
             ip = _ip_of_multiaddr(ra)
             if ip is None:
                 continue
             addr = ipaddress.ip_address(ip)
             if addr in control:
                 findings.append(
-                    f"{ns.name}: p2p connection to {conn.get('peer')} over the control "
+                    f"{ns.name}: p2p connection to {conn.peer} over the control "
                     f"network ({ra}); p2p must never use it"
                 )
             elif not any(addr in d for d in data):

@@ -21,6 +21,7 @@ from node import overrides
 from node.api import APIServer
 from node.chain.service import ChainService
 from node.config import ConfigError, NodeConfig, load_config
+from node.contract import Status
 from node.dcutr import HolePunchService
 from node.dialing import NodeDialer
 from node.discovery import DiscoveryService
@@ -95,6 +96,11 @@ class Node:
         return self.relay_client.circuit_addrs() if self.relay_client is not None else []
 
     def status(self) -> dict[str, Any]:
+        """GET /status: every row is built from its node/contract.py record; the document
+        goes through `Status` so it has the contract's shape (keys outside it: `extra`)."""
+        return Status.from_json(self._status_doc()).to_json()
+
+    def _status_doc(self) -> dict[str, Any]:
         rt = self.rt
         now = time.monotonic()
         doc: dict[str, Any] = {

@@ -6,7 +6,9 @@ naming the dotted key and the fix, so `python -m node` can exit 2 with that mess
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,14 @@ RELAY_MODES = ("client", "server", "both")
 
 
 class ConfigError(ValueError):
-    """An invalid node config; the message names the key (e.g. `relay.mode: ...`)."""
+    """An invalid node config; the message names the key (e.g. `relay.mode: ...`).
+
+    `key` is the dotted key (`relay.relay_servers[0]`), `problem` what is wrong and `fix`
+    what to do, so a caller (the harness, for a topology's `config:`) can re-locate it."""
+
+    def __init__(self, key: str, problem: str, fix: str = "") -> None:
+        self.key, self.problem, self.fix = key, problem, fix
+        super().__init__(f"{key}: {problem}" + (f"; {fix}" if fix else ""))
 
 
 @dataclass(frozen=True)
@@ -119,31 +128,33 @@ def _check_scalar(key: str, value: Any, want: type) -> Any:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if want is int and isinstance(value, bool):
-        raise ConfigError(f"{key}: expected {_type_name(want)}, got {value!r}")
+        raise ConfigError(key, f"expected {_type_name(want)}, got {value!r}")
     if not isinstance(value, want):
-        raise ConfigError(f"{key}: expected {_type_name(want)}, got {value!r}")
+        raise ConfigError(key, f"expected {_type_name(want)}, got {value!r}")
     return value
 
 
 def _check_addr(key: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a multiaddr string, got {value!r}")
+        raise ConfigError(key, f"expected a multiaddr string, got {value!r}")
     try:
         multiaddr.Multiaddr(value)
     except Exception as exc:
-        raise ConfigError(f"{key}: {value!r} is not a valid multiaddr ({exc})") from None
+        raise ConfigError(key, f"{value!r} is not a valid multiaddr ({exc})") from None
     return value
 
 
 def _section(name: str, raw: Any) -> Any:
     cls = _SECTIONS[name]
     if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: expected a table [{name}], got {raw!r}")
+        raise ConfigError(name, f"expected a table [{name}], got {raw!r}")
     valid = {f.name for f in fields(cls)}
     for key in raw:
         if key not in valid:
             raise ConfigError(
-                f"{name}.{key}: unknown key; valid keys in [{name}]: {', '.join(sorted(valid))}"
+                f"{name}.{key}",
+                "unknown key",
+                f"valid keys in [{name}]: {', '.join(sorted(valid))}",
             )
     kwargs: dict[str, Any] = {}
     for f in fields(cls):
@@ -152,13 +163,13 @@ def _section(name: str, raw: Any) -> Any:
             from dataclasses import MISSING
 
             if f.default is MISSING and f.default_factory is MISSING:
-                raise ConfigError(f"{key}: required key is missing")
+                raise ConfigError(key, "required key is missing")
             continue
         value = raw[f.name]
         ann = str(f.type)
         if ann.startswith("tuple[str"):
             if not isinstance(value, list):
-                raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+                raise ConfigError(key, f"expected a list of strings, got {value!r}")
             items = []
             for i, item in enumerate(value):
                 if name in ("p2p", "relay") and f.name != "validators":
@@ -168,7 +179,7 @@ def _section(name: str, raw: Any) -> Any:
             value = tuple(items)
         elif ann.startswith("dict"):
             if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a table of name = peer id, got {value!r}")
+                raise ConfigError(key, f"expected a table of name = peer id, got {value!r}")
             for k, v in value.items():
                 _check_scalar(f"{key}.{k}", v, str)
             value = dict(value)
@@ -183,35 +194,96 @@ def parse_config(raw: dict[str, Any], source: str = "") -> NodeConfig:
     """Validate a parsed TOML document and build a NodeConfig (raises ConfigError)."""
     for key in raw:
         if key not in _SECTIONS:
-            raise ConfigError(f"{key}: unknown section; valid sections: {', '.join(_SECTIONS)}")
+            raise ConfigError(key, "unknown section", f"valid sections: {', '.join(_SECTIONS)}")
     for name in _REQUIRED_SECTIONS:
         if name not in raw:
-            raise ConfigError(f"{name}: required section [{name}] is missing")
+            raise ConfigError(name, f"required section [{name}] is missing")
     parts = {name: _section(name, raw[name]) for name in _SECTIONS if name in raw}
     cfg = NodeConfig(**parts, source=source)
     _validate(cfg)
     return cfg
 
 
+def section_keys(section: str) -> tuple[str, ...]:
+    """The keys of one config section, in contract order (docs/contracts.md section 1)."""
+    return tuple(f.name for f in fields(_SECTIONS[section]))
+
+
+def section_defaults(section: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The default values of some keys of a section (render writes them out explicitly)."""
+    by_name = {f.name: f for f in fields(_SECTIONS[section])}
+    return {k: by_name[k].default for k in keys}
+
+
+# What `validate_overrides` puts under the override so that a partial document validates
+# as a whole; never reported (the caller derives these keys itself).
+_PLACEHOLDER: dict[str, dict[str, Any]] = {
+    "node": {"name": "override-check"},
+    "p2p": {"listen_addrs": ["/ip4/127.0.0.1/tcp/4001"]},
+}
+
+
+def validate_overrides(
+    raw: Any, derived: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Validate a partial config (section -> key -> value), e.g. a topology's `config:`,
+    against the same schema as a whole node.toml; return it as plain dicts.
+
+    `derived` maps dotted keys the caller sets itself to where to set them instead; such a
+    key is an error too. Raises ConfigError whose `key` is `section.key` (or deeper)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config", f"expected a table of sections, got {raw!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for section, body in raw.items():
+        if section not in _SECTIONS:
+            raise ConfigError(
+                str(section), "not a node config section", f"valid sections: {', '.join(_SECTIONS)}"
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(section, f"expected a table [{section}], got {body!r}")
+        valid = section_keys(section)
+        for key in body:
+            if key not in valid:
+                close = difflib.get_close_matches(str(key), valid, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(
+                    f"{section}.{key}", "unknown key", f"{hint}valid keys: {', '.join(valid)}"
+                )
+            dotted = f"{section}.{key}"
+            if derived and dotted in derived:
+                raise ConfigError(
+                    dotted,
+                    f"{dotted} is derived from the topology",
+                    f"set it through {derived[dotted]}",
+                )
+        out[section] = dict(body)
+    doc = {name: {**_PLACEHOLDER.get(name, {}), **out.get(name, {})} for name in _SECTIONS}
+    parse_config(doc)
+    return out
+
+
 def _validate(cfg: NodeConfig) -> None:
     if not cfg.node.name:
-        raise ConfigError("node.name: must not be empty")
+        raise ConfigError("node.name", "must not be empty")
     if cfg.node.role not in ROLES:
-        raise ConfigError(f"node.role: {cfg.node.role!r} is not one of {', '.join(ROLES)}")
+        raise ConfigError("node.role", f"{cfg.node.role!r} is not one of {', '.join(ROLES)}")
     if cfg.relay.mode not in RELAY_MODES:
-        raise ConfigError(f"relay.mode: {cfg.relay.mode!r} is not one of {', '.join(RELAY_MODES)}")
+        raise ConfigError(
+            "relay.mode", f"{cfg.relay.mode!r} is not one of {', '.join(RELAY_MODES)}"
+        )
     if not cfg.p2p.listen_addrs:
-        raise ConfigError("p2p.listen_addrs: at least one listen address is required")
+        raise ConfigError("p2p.listen_addrs", "at least one listen address is required")
     for i, addr in enumerate(cfg.p2p.listen_addrs):
         ma = multiaddr.Multiaddr(addr)
         protos = [p.name for p in ma.protocols()]
         if protos[:2] != ["ip4", "tcp"] and protos[:2] != ["ip6", "tcp"]:
-            raise ConfigError(f"p2p.listen_addrs[{i}]: {addr!r} must be /ip4/<ip>/tcp/<port>")
+            raise ConfigError(f"p2p.listen_addrs[{i}]", f"{addr!r} must be /ip4/<ip>/tcp/<port>")
         ip = ma.value_for_protocol(protos[0])
         if ip in ("0.0.0.0", "::"):
             raise ConfigError(
-                f"p2p.listen_addrs[{i}]: {addr!r} is a wildcard; listen on a concrete IP "
-                "(a wildcard makes reservations carry no addresses)"
+                f"p2p.listen_addrs[{i}]",
+                f"{addr!r} is a wildcard",
+                "listen on a concrete IP (a wildcard makes reservations carry no addresses)",
             )
     positive = {
         "p2p.max_connections": cfg.p2p.max_connections,
@@ -228,20 +300,22 @@ def _validate(cfg: NodeConfig) -> None:
     }
     for key, value in positive.items():
         if value <= 0:
-            raise ConfigError(f"{key}: must be > 0, got {value}")
+            raise ConfigError(key, f"must be > 0, got {value}")
     if cfg.chain.block_interval_s <= 0:
-        raise ConfigError(f"chain.block_interval_s: must be > 0, got {cfg.chain.block_interval_s}")
+        raise ConfigError(
+            "chain.block_interval_s", f"must be > 0, got {cfg.chain.block_interval_s}"
+        )
     host, _, port = cfg.api.listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"api.listen: {cfg.api.listen!r} must be <ip>:<port>")
+        raise ConfigError("api.listen", f"{cfg.api.listen!r} must be <ip>:<port>")
     for addr in cfg.p2p.listen_addrs:
         if f"/{host}/tcp/{port}" in addr:
-            raise ConfigError(f"api.listen: {cfg.api.listen!r} collides with p2p listen {addr}")
+            raise ConfigError("api.listen", f"{cfg.api.listen!r} collides with p2p listen {addr}")
     for name in cfg.chain.validator_ids:
         if cfg.chain.validators and name not in cfg.chain.validators:
             raise ConfigError(
-                f"chain.validator_ids.{name}: not in chain.validators "
-                f"({', '.join(cfg.chain.validators)})"
+                f"chain.validator_ids.{name}",
+                f"not in chain.validators ({', '.join(cfg.chain.validators)})",
             )
 
 
@@ -251,11 +325,11 @@ def load_config(path: str | Path) -> NodeConfig:
     try:
         text = p.read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+        raise ConfigError(str(path), f"cannot read config ({exc.strerror})") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raise ConfigError(str(path), f"not valid TOML ({exc})") from None
     cfg = parse_config(raw, source=str(p))
     base = p.parent
     node = cfg.node

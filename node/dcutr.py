@@ -40,6 +40,7 @@ import trio
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
+from node.contract import DcutrAttempt
 from node.dcutr_addrs import (
     TcpEndpoint,
     advertised_endpoints,
@@ -102,20 +103,20 @@ class Attempt:
         self.phases[phase] = round(time.monotonic() - self.t0, 4)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "peer": self.peer,
-            "role": self.role,
-            "attempt": self.attempt,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "detail": self.detail,
-            "duration_s": self.duration_s,
-            "addr": self.addr,
-            "rtt_s": self.rtt_s,
-            "at": round(self.t0, 4),
-            "final": self.final,
-            "phases": dict(self.phases),
-        }
+        return DcutrAttempt(
+            peer=self.peer,
+            role=self.role,
+            attempt=self.attempt,
+            outcome=self.outcome,
+            reason=self.reason,
+            detail=self.detail,
+            duration_s=self.duration_s,
+            addr=self.addr,
+            rtt_s=self.rtt_s,
+            at=round(self.t0, 4),
+            final=self.final,
+            phases=dict(self.phases),
+        ).to_json()
 
 
 @dataclass

@@ -27,6 +27,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from node.contract import KnownPeer
 from node.runtime import NodeRuntime
 
 log = logging.getLogger("sentrynet.discovery")
@@ -87,13 +88,13 @@ class DiscoveryService:
                 except Exception:
                     addrs = []
             out.append(
-                {
-                    "peer": str(k.peer),
-                    "source": k.source,
-                    "addrs": addrs,
-                    "failures": k.failures,
-                    "last_error": k.last_error,
-                }
+                KnownPeer(
+                    peer=str(k.peer),
+                    source=k.source,
+                    addrs=tuple(addrs),
+                    failures=k.failures,
+                    last_error=k.last_error,
+                ).to_json()
             )
         return out
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import trio
 
+from node import contract
+
 EVENT_TYPES = frozenset(
     {
         "relay_discovered",
@@ -50,7 +52,8 @@ class Event:
     fields: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "t": round(self.t, 4), "type": self.type, **self.fields}
+        """The /events record: the contract's Event (node/contract.py) with these fields."""
+        return contract.Event.of(self.seq, round(self.t, 4), self.type, self.fields).to_json()
 
     def line(self, name: str) -> str:
         kv = " ".join(f"{k}={_fmt(v)}" for k, v in self.fields.items())

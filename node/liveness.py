@@ -28,6 +28,7 @@ import trio
 from libp2p.host.ping import ID as PING_ID
 from libp2p.host.ping import perform_ping_roundtrip
 
+from node.contract import Liveness
 from node.overrides.read_watch import watch_reads
 from node.overrides.stream_on import open_stream_on
 from node.runtime import ConnInfo, NodeRuntime
@@ -51,13 +52,13 @@ class LivenessService:
     def status(self) -> dict[str, Any]:
         rt = self.rt
         cfg = rt.config.p2p if rt is not None else None
-        return {
-            "interval_s": cfg.ping_interval_s if cfg else None,
-            "timeout_s": cfg.ping_timeout_s if cfg else None,
-            "failures": cfg.ping_failures if cfg else None,
-            "watching": len(self._watching),
-            "closed": self.closed,
-        }
+        return Liveness(
+            interval_s=cfg.ping_interval_s if cfg else None,
+            timeout_s=cfg.ping_timeout_s if cfg else None,
+            failures=cfg.ping_failures if cfg else None,
+            watching=len(self._watching),
+            closed=self.closed,
+        ).to_json()
 
     async def run(self, rt: NodeRuntime) -> None:
         self.rt = rt

@@ -22,6 +22,7 @@ from libp2p.connection_types import ConnectionType
 from libp2p.peer.id import ID
 
 from node.config import NodeConfig
+from node.contract import Connection
 from node.events import EventLog
 from node.metrics import Metrics
 from node.overrides.conn_parts import closed_event, direction_of, secured_conn
@@ -59,19 +60,22 @@ class ConnInfo:
     ping_failures: int = 0
     close_reason: str | None = None  # set when the node closes it on purpose
 
+    def record(self) -> Connection:
+        return Connection(
+            peer=str(self.peer),
+            remote_addr=self.remote_addr,
+            kind=self.kind,
+            direction=self.direction,
+            opened_at=round(self.opened_at, 4),
+            relay=str(self.relay) if self.relay else None,
+            rtt_s=self.rtt_s,
+            rtt_median_s=self.rtt_median_s,
+            pings_ok=self.pings_ok,
+            ping_failures=self.ping_failures,
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "peer": str(self.peer),
-            "remote_addr": self.remote_addr,
-            "kind": self.kind,
-            "direction": self.direction,
-            "opened_at": round(self.opened_at, 4),
-            "relay": str(self.relay) if self.relay else None,
-            "rtt_s": self.rtt_s,
-            "rtt_median_s": self.rtt_median_s,
-            "pings_ok": self.pings_ok,
-            "ping_failures": self.ping_failures,
-        }
+        return self.record().to_json()
 
 
 ConnCallback = Callable[[str, ConnInfo], Awaitable[None] | None]

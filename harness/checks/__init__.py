@@ -13,12 +13,12 @@ crossed the NAT).
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-Status = dict[str, Any]
-Event = dict[str, Any]
+from node.contract import Connection, Event, Status
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,9 @@ class NetInfo:
 class Observation:
     """Everything the checks may look at, as seen by the runner at time `t`.
 
-    `t` and every event's `ts` are seconds since `up` started (harness clock); `marks` are
+    `status` holds each node's /status and `events` its /events, as the typed records of
+    node/contract.py. `t` and every event's `ts` are seconds since `up` started (harness
+    clock); `marks` are
     values the scenario flow recorded (heights when a node was stopped, who held which
     reservation when a relay was killed, the reachability verdict of harness/reach.py).
     """
@@ -64,6 +66,33 @@ class Observation:
     marks: dict[str, Any] = field(default_factory=dict)
     clock: dict[str, float] = field(default_factory=dict)  # node clock + offset = harness t
 
+    def to_json(self) -> dict[str, Any]:
+        """The observation as JSON: results/<run-id>/observations/ keeps the one each check
+        decided on, which tests/unit/test_checks_replay.py replays through the checks."""
+        node_keys = ("name", "role", "networks", "validator", "relay_client", "serve_sync")
+        return {
+            "t": self.t,
+            "nodes": {
+                name: {**{k: getattr(n, k) for k in node_keys}, "peer_id": n.peer_id}
+                for name, n in self.nodes.items()
+            },
+            "nets": {
+                name: {
+                    "name": n.name,
+                    "private": n.private,
+                    "subnet": n.subnet,
+                    "nat": n.nat,
+                    "router_public_ip": n.router_public_ip,
+                }
+                for name, n in self.nets.items()
+            },
+            "status": {name: st.to_json() for name, st in self.status.items()},
+            "unreachable": dict(self.unreachable),
+            "events": {name: [e.to_json() for e in evs] for name, evs in self.events.items()},
+            "marks": json.loads(json.dumps(self.marks, default=str)),
+            "clock": dict(self.clock),
+        }
+
     def to_t(self, name: str, node_t: float | None) -> float | None:
         """A node-clock timestamp (status `accepted_at`, `opened_at`) in harness seconds."""
         if node_t is None or name not in self.clock:
@@ -75,9 +104,8 @@ class Observation:
         """peer id -> node name, from the topology (keys rendered up front) and /status."""
         names = {n.peer_id: n.name for n in self.nodes.values() if n.peer_id}
         for name, st in self.status.items():
-            pid = st.get("peer_id")
-            if pid:
-                names[pid] = name
+            if st.peer_id:
+                names[st.peer_id] = name
         return names
 
     def name_of(self, peer: str | None) -> str:
@@ -87,8 +115,8 @@ class Observation:
 
     def peer_id(self, name: str) -> str | None:
         st = self.status.get(name)
-        if st and st.get("peer_id"):
-            return str(st["peer_id"])
+        if st and st.peer_id:
+            return st.peer_id
         return self.nodes[name].peer_id if name in self.nodes else None
 
     # ---- topology ---------------------------------------------------------------------
@@ -147,23 +175,25 @@ class Observation:
         return None
 
     # ---- status / events helpers ------------------------------------------------------
-    def connections(self, name: str, peer_name: str | None = None) -> list[dict[str, Any]]:
-        st = self.status.get(name) or {}
-        conns = list(st.get("connections") or [])
+    def status_of(self, name: str) -> Status:
+        """`name`'s /status, or an empty one when it has none (down, not polled yet)."""
+        return self.status.get(name) or Status()
+
+    def connections(self, name: str, peer_name: str | None = None) -> list[Connection]:
+        st = self.status.get(name)
+        conns = list(st.connections) if st else []
         if peer_name is None:
             return conns
         pid = self.peer_id(peer_name)
-        return [c for c in conns if pid and c.get("peer") == pid]
+        return [c for c in conns if pid and c.peer == pid]
 
     def events_of(self, name: str, *types: str) -> list[Event]:
         evs = self.events.get(name) or []
-        return [e for e in evs if not types or e.get("type") in types]
+        return [e for e in evs if not types or e.type in types]
 
     def height(self, name: str) -> int | None:
         st = self.status.get(name)
-        if not st:
-            return None
-        h = (st.get("chain") or {}).get("height")
+        h = st.height if st else None
         return int(h) if h is not None else None
 
     def missing(self, names: Iterable[str]) -> list[str]:

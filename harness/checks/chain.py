@@ -6,9 +6,9 @@ Same rules as harness/checks/relay.py: pure functions of an `Observation`.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 from harness.checks import Check, Observation, Verdict, earliest, ip_of
+from node.contract import Chain, Connection
 
 
 def _heights(obs: Observation, names: list[str]) -> str:
@@ -36,9 +36,9 @@ def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
         proposers: dict[str, set[str]] = defaultdict(set)  # home network -> proposer names
         for v in vals:
             for e in obs.events_of(v, "block_committed"):
-                if int(e.get("height") or 0) <= base.get(v, 0):
+                if int(e.height or 0) <= base.get(v, 0):
                     continue
-                pname = obs.name_of(e.get("proposer"))
+                pname = obs.name_of(e.proposer)
                 proposers[obs.home(pname) or "public"].add(pname)
         homes = {obs.home(v) or "public" for v in vals}
         heights = _heights(obs, vals)
@@ -48,9 +48,9 @@ def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
             # round/step are optional extras of /status chain: where the round is, is where
             # the votes stop (a high round at an unchanged height = votes do not arrive)
             rounds = [
-                f"{v} round {c.get('round')} {c.get('step') or ''}".rstrip()
+                f"{v} round {c.round} {c.step or ''}".rstrip()
                 for v in vals
-                if (c := (obs.status.get(v) or {}).get("chain") or {}).get("round") is not None
+                if (c := obs.status_of(v).chain) is not None and c.round is not None
             ]
             if rounds:
                 heights += f" ({'; '.join(rounds)})"
@@ -88,20 +88,15 @@ def _reached_at(obs: Observation, names: list[str], need: dict[str, int]) -> flo
     events); None when some node's event is missing (then the poll time counts)."""
     times = []
     for n in names:
-        hits = [
-            e.get("ts")
-            for e in obs.events_of(n, "block_committed")
-            if int(e.get("height") or 0) >= need[n]
-        ]
+        hits = [e.ts for e in obs.events_of(n, "block_committed") if int(e.height or 0) >= need[n]]
         if not hits or None in hits:
             return None
         times.append(min(t for t in hits if t is not None))
     return max(times) if times else None
 
 
-def _conn_to(obs: Observation, me: str, peer_id: str | None) -> list[dict[str, Any]]:
-    st = obs.status.get(me) or {}
-    return [c for c in st.get("connections") or [] if peer_id and c.get("peer") == peer_id]
+def _conn_to(obs: Observation, me: str, peer_id: str | None) -> list[Connection]:
+    return obs.status_of(me).connections_to(peer_id)
 
 
 def _upgraded(obs: Observation, node: str, peer: str) -> str | None:
@@ -109,12 +104,12 @@ def _upgraded(obs: Observation, node: str, peer: str) -> str | None:
     pid, nid = obs.peer_id(peer), obs.peer_id(node)
     for me, other_id in ((node, pid), (peer, nid)):
         for e in obs.events_of(me, "dcutr_succeeded"):
-            if e.get("peer") == other_id:
-                return f"DCUtR-upgraded ({me} dcutr_succeeded at {e.get('ts', 0):.1f}s)"
+            if e.peer == other_id:
+                return f"DCUtR-upgraded ({me} dcutr_succeeded at {e.ts or 0.0:.1f}s)"
     for c in _conn_to(obs, node, pid):
-        router = obs.router_of_ip(ip_of(c.get("remote_addr")))
-        if c.get("kind") == "direct" and router is not None:
-            return f"direct through router of {router.name} ({c.get('remote_addr')})"
+        router = obs.router_of_ip(ip_of(c.remote_addr))
+        if c.kind == "direct" and router is not None:
+            return f"direct through router of {router.name} ({c.remote_addr})"
     return None
 
 
@@ -134,22 +129,20 @@ def cross_network_sync(node: str) -> Check:
                 f"{node} has no status ({obs.unreachable.get(node, 'not started')})",
                 cause=f"{node} did not come back after the restart",
             )
-        chain = st.get("chain") or {}
-        height = int(chain.get("height") or 0)
-        peers = [p for p in chain.get("sync_peers") or [] if int(p.get("blocks") or 0) > 0]
+        chain = st.chain or Chain()
+        height = int(chain.height or 0)
+        peers = [p for p in chain.sync_peers if int(p.blocks or 0) > 0]
         home = obs.home(node)
         served: list[str] = []
         crossing: list[str] = []
         sentries_served: list[str] = []
         for p in peers:
-            pname = obs.name_of(p.get("peer"))
-            kind = p.get("kind")
-            rng = f"{p.get('from_height')}..{p.get('to_height')}"
+            pname = obs.name_of(p.peer)
+            kind = p.kind
+            rng = f"{p.from_height}..{p.to_height}"
             where = obs.home(pname) or "public"
             only = obs.only_private(pname)
-            desc = (
-                f"{pname} [{where}{' only' if only else ''}] {p.get('blocks')} blocks {rng} {kind}"
-            )
+            desc = f"{pname} [{where}{' only' if only else ''}] {p.blocks} blocks {rng} {kind}"
             served.append(desc)
             info = obs.nodes.get(pname)
             if info is not None and not info.serve_sync:
@@ -157,9 +150,9 @@ def cross_network_sync(node: str) -> Check:
             if only and obs.home(pname) != home:
                 if kind == "relayed":
                     via = [
-                        obs.name_of(c.get("relay"))
+                        obs.name_of(c.relay)
                         for c in _conn_to(obs, node, obs.peer_id(pname))
-                        if c.get("kind") == "relayed" and c.get("relay")
+                        if c.kind == "relayed" and c.relay
                     ]
                     crossing.append(desc + (f" via relay {via[0]}" if via else ""))
                 elif kind == "direct":
@@ -168,7 +161,7 @@ def cross_network_sync(node: str) -> Check:
                         crossing.append(f"{desc}, {how}")
         heights = {n: obs.height(n) for n in obs.status if n != node and obs.height(n) is not None}
         seen = (
-            f"{node} at height {height} (target {target}, {chain.get('sync_state')}); "
+            f"{node} at height {height} (target {target}, {chain.sync_state}); "
             f"served by: {'; '.join(served) or 'nobody'}"
         )
         if sentries_served:
@@ -193,8 +186,8 @@ def cross_network_sync(node: str) -> Check:
         if not crossing:
             # sync finished (synced, past the target, sync_completed since the restart): the
             # serving peers will not change any more, so waiting longer cannot help
-            finished = chain.get("sync_state") == "synced" and any(
-                restarted is None or (e.get("ts") or 0) >= restarted
+            finished = chain.sync_state == "synced" and any(
+                restarted is None or (e.ts or 0) >= restarted
                 for e in obs.events_of(node, "sync_completed")
             )
             return Verdict(
@@ -208,9 +201,9 @@ def cross_network_sync(node: str) -> Check:
                 ),
             )
         done = [
-            e.get("ts")
+            e.ts
             for e in obs.events_of(node, "sync_completed")
-            if restarted is None or (e.get("ts") or 0) >= restarted
+            if restarted is None or (e.ts or 0) >= restarted
         ]
         return Verdict(
             True,
@@ -229,11 +222,11 @@ def _hash_table(obs: Observation) -> dict[int, dict[str, set[str]]]:
     table: dict[int, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for name in obs.nodes:
         for e in obs.events_of(name, "block_committed"):
-            if e.get("height") is not None and e.get("hash"):
-                table[int(e["height"])][str(e["hash"])].add(name)
-        chain = (obs.status.get(name) or {}).get("chain") or {}
-        if chain.get("height") is not None and chain.get("tip_hash"):
-            table[int(chain["height"])][str(chain["tip_hash"])].add(name)
+            if e.height is not None and e.hash:
+                table[int(e.height)][str(e.hash)].add(name)
+        chain = obs.status_of(name).chain
+        if chain is not None and chain.height is not None and chain.tip_hash:
+            table[int(chain.height)][str(chain.tip_hash)].add(name)
     return table
 
 

@@ -11,44 +11,70 @@ upgrade.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from harness.checks import Check, Event, Observation, Verdict, earliest, ip_of, latest
+from harness.checks import Check, Observation, Verdict, earliest, ip_of, latest
+from node.contract import Connection, DcutrAttempt, Event, Reservation
+
+
+@dataclass(frozen=True)
+class Good:
+    """A reservation that counts, with the relay's name and the address it was found at."""
+
+    res: Reservation
+    relay_name: str
+    candidate_addr: str | None
+
+
+@dataclass(frozen=True)
+class DcutrSeen:
+    """One DCUtR outcome a node reported (an event or a /status row), in harness time."""
+
+    node: str
+    ts: float | None
+    role: str | None = None
+    reason: str | None = None
+    duration_s: float | None = None
+    addr: str | None = None
+    final: bool | None = None  # None: the node did not say whether it was the last attempt
+
+    @classmethod
+    def of(cls, node: str, ts: float | None, e: Event | DcutrAttempt) -> DcutrSeen:
+        return cls(node, ts, e.role, e.reason, e.duration_s, e.addr, e.final)
 
 
 # ---------------------------------------------------------------------------------------
 # reservations
 # ---------------------------------------------------------------------------------------
-def _good_reservations(obs: Observation, name: str) -> tuple[list[dict[str, Any]], list[str]]:
+def _good_reservations(obs: Observation, name: str) -> tuple[list[Good], list[str]]:
     """A client's reservations that count, and what is wrong with the ones that do not.
 
     Counts: on a relay whose peer id the node learned at run time — a relay_candidates entry
     from a configured address without /p2p/<id> (source `config`, matched via identify) or
     one found through identify alone (source `identify`) — with addresses to hand out.
     """
-    st = obs.status.get(name) or {}
-    cands = {c.get("peer"): c for c in st.get("relay_candidates") or []}
-    good: list[dict[str, Any]] = []
+    st = obs.status_of(name)
+    cands = {c.peer: c for c in st.relay_candidates}
+    good: list[Good] = []
     problems: list[str] = []
-    for r in st.get("reservations") or []:
-        relay = r.get("relay")
+    for r in st.reservations:
+        relay = r.relay
         rname = obs.name_of(relay)
         cand = cands.get(relay)
-        addrs = [str(a) for a in r.get("addrs") or []]
+        addrs = [str(a) for a in r.addrs]
         if cand is None:
             problems.append(f"reservation on {rname} but {rname} is not among relay_candidates")
-        elif "/p2p/" in str(cand.get("addr") or ""):
+        elif "/p2p/" in str(cand.addr or ""):
             problems.append(
-                f"{rname} was configured with its peer id ({cand.get('addr')}), not discovered"
+                f"{rname} was configured with its peer id ({cand.addr}), not discovered"
             )
-        elif cand.get("source") not in ("config", "identify"):
-            problems.append(f"{rname} candidate source is {cand.get('source')!r}")
+        elif cand.source not in ("config", "identify"):
+            problems.append(f"{rname} candidate source is {cand.source!r}")
         elif not addrs:
             problems.append(f"reservation on {rname} carries no addresses")
         elif any("/0.0.0.0/" in a or "/::/" in a for a in addrs):
             problems.append(f"reservation on {rname} hands out a wildcard address {addrs}")
         else:
-            good.append({**r, "relay_name": rname, "candidate_addr": cand.get("addr")})
+            good.append(Good(r, rname, cand.addr))
     return good, problems
 
 
@@ -56,8 +82,7 @@ def _reservation_cause(obs: Observation, name: str, problems: list[str]) -> str:
     """Why `name` holds no usable reservation, in terms of the known failure modes."""
     if name not in obs.status:
         return f"{name} is not answering /status ({obs.unreachable.get(name, 'not started')})"
-    st = obs.status[name]
-    cands = st.get("relay_candidates") or []
+    cands = obs.status[name].relay_candidates
     denied = obs.events_of(name, "reservation_denied")
     if any("no addresses" in p or "wildcard" in p for p in problems):
         return (
@@ -82,10 +107,8 @@ def _reservation_cause(obs: Observation, name: str, problems: list[str]) -> str:
         )
     if denied:
         last = denied[-1]
-        return (
-            f"relay {obs.name_of(last.get('relay'))} denied the reservation: {last.get('reason')}"
-        )
-    relays = ", ".join(f"{obs.name_of(c.get('peer'))} ({c.get('addr')})" for c in cands)
+        return f"relay {obs.name_of(last.relay)} denied the reservation: {last.reason}"
+    relays = ", ".join(f"{obs.name_of(c.peer)} ({c.addr})" for c in cands)
     return (
         f"{name} identified {relays} but no reservation was accepted and none denied: RESERVE "
         "was never sent or never answered (the seed: listen_on(<relay>/p2p-circuit) returned "
@@ -110,16 +133,14 @@ def reservations(obs: Observation) -> Verdict:
             missing.append(f"{name}: {seen}")
             cause = cause or _reservation_cause(obs, name, problems)
             continue
-        relays = sorted({g["relay_name"] for g in good})
+        relays = sorted({g.relay_name for g in good})
         data[name] = relays
         held.append(f"{name}->{'+'.join(relays)}")
-        relay_ids = {g.get("relay") for g in good}
+        relay_ids = {g.res.relay for g in good}
         accepted = [
-            e.get("ts")
-            for e in obs.events_of(name, "reservation_accepted")
-            if e.get("relay") in relay_ids
+            e.ts for e in obs.events_of(name, "reservation_accepted") if e.relay in relay_ids
         ]
-        from_status = [obs.to_t(name, g.get("accepted_at")) for g in good]
+        from_status = [obs.to_t(name, g.res.accepted_at) for g in good]
         per_client_since.append(earliest([*accepted, *from_status]))
     if missing:
         detail = f"{len(held)}/{len(clients)} clients hold a reservation; missing: " + "; ".join(
@@ -133,8 +154,8 @@ def reservations(obs: Observation) -> Verdict:
     detail = (
         f"all {len(clients)} clients hold reservations on relays identified at run time: "
         + ", ".join(held)
-        + f" (e.g. {first}: {example['relay_name']} identified at {example['candidate_addr']} "
-        f"[no peer id configured], circuit addrs {example.get('addrs')})"
+        + f" (e.g. {first}: {example.relay_name} identified at {example.candidate_addr} "
+        f"[no peer id configured], circuit addrs {list(example.res.addrs)})"
     )
     since = None if None in per_client_since else latest(per_client_since)
     return Verdict(True, detail, since=since, data={"held": data})
@@ -152,11 +173,11 @@ class PairHistory:
     relayed_at: float | None = None  # first evidence of a relayed connection/circuit
     relays: set[str] = field(default_factory=set)
     relayed_now: list[str] = field(default_factory=list)  # "a sees relayed via X"
-    direct_now: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    direct_now: list[tuple[str, Connection]] = field(default_factory=list)
     relayed_closed_at: float | None = None
-    dcutr_ok: list[Event] = field(default_factory=list)
-    dcutr_failed: list[Event] = field(default_factory=list)
-    dcutr_started: list[Event] = field(default_factory=list)
+    dcutr_ok: list[DcutrSeen] = field(default_factory=list)
+    dcutr_failed: list[DcutrSeen] = field(default_factory=list)
+    dcutr_started: list[DcutrSeen] = field(default_factory=list)
 
     @property
     def had_relayed(self) -> bool:
@@ -172,49 +193,49 @@ def pair_history(obs: Observation, a: str, b: str) -> PairHistory:
         if pid is None:
             continue
         for c in obs.connections(me, other):
-            if c.get("kind") == "relayed":
-                relay = obs.name_of(c.get("relay")) if c.get("relay") else "?"
+            if c.kind == "relayed":
+                relay = obs.name_of(c.relay) if c.relay else "?"
                 h.relays.add(relay)
                 h.relayed_now.append(f"{me} sees {other} relayed via {relay}")
-                times.append(obs.to_t(me, c.get("opened_at")))
-            elif c.get("kind") == "direct":
+                times.append(obs.to_t(me, c.opened_at))
+            elif c.kind == "direct":
                 h.direct_now.append((me, c))
         for e in obs.events_of(me, "connection_opened"):
-            if e.get("peer") == pid and e.get("kind") == "relayed":
-                times.append(e.get("ts"))
+            if e.peer == pid and e.kind == "relayed":
+                times.append(e.ts)
         for e in obs.events_of(me, "circuit_opened"):
-            if {e.get("src"), e.get("dst")} == {ids[a], ids[b]}:
-                times.append(e.get("ts"))
+            if {e.src, e.dst} == {ids[a], ids[b]}:
+                times.append(e.ts)
         for e in obs.events_of(me, "connection_closed"):
-            if e.get("peer") == pid and e.get("kind") == "relayed":
-                h.relayed_closed_at = latest([h.relayed_closed_at, e.get("ts")])
+            if e.peer == pid and e.kind == "relayed":
+                h.relayed_closed_at = latest([h.relayed_closed_at, e.ts])
         for e in obs.events_of(me, "dcutr_succeeded"):
-            if e.get("peer") == pid:
-                h.dcutr_ok.append({**e, "node": me})
+            if e.peer == pid:
+                h.dcutr_ok.append(DcutrSeen.of(me, e.ts, e))
         for e in obs.events_of(me, "dcutr_failed"):
-            if e.get("peer") == pid:
-                h.dcutr_failed.append({**e, "node": me})
+            if e.peer == pid:
+                h.dcutr_failed.append(DcutrSeen.of(me, e.ts, e))
         for e in obs.events_of(me, "dcutr_started"):
-            if e.get("peer") == pid:
-                h.dcutr_started.append({**e, "node": me})
-        for d in (obs.status.get(me) or {}).get("dcutr") or []:
-            if d.get("peer") != pid:
+            if e.peer == pid:
+                h.dcutr_started.append(DcutrSeen.of(me, e.ts, e))
+        for d in obs.status_of(me).dcutr:
+            if d.peer != pid:
                 continue
-            ev = {**d, "node": me, "ts": obs.to_t(me, d.get("at"))}
-            if d.get("outcome") == "succeeded" and not h.dcutr_ok:
-                h.dcutr_ok.append(ev)
-            elif d.get("outcome") == "failed" and not h.dcutr_failed:
-                h.dcutr_failed.append(ev)
+            seen = DcutrSeen.of(me, obs.to_t(me, d.at), d)
+            if d.outcome == "succeeded" and not h.dcutr_ok:
+                h.dcutr_ok.append(seen)
+            elif d.outcome == "failed" and not h.dcutr_failed:
+                h.dcutr_failed.append(seen)
     # the relay's own view: circuits it carries between a and b
     for relay in obs.relays():
         for e in obs.events_of(relay, "circuit_opened"):
-            if {e.get("src"), e.get("dst")} == {ids[a], ids[b]}:
+            if {e.src, e.dst} == {ids[a], ids[b]}:
                 h.relays.add(relay)
-                times.append(e.get("ts"))
-        for c in (obs.status.get(relay) or {}).get("circuits") or []:
-            if {c.get("src"), c.get("dst")} == {ids[a], ids[b]}:
+                times.append(e.ts)
+        for circ in obs.status_of(relay).circuits:
+            if {circ.src, circ.dst} == {ids[a], ids[b]}:
                 h.relays.add(relay)
-                times.append(obs.to_t(relay, c.get("opened_at")))
+                times.append(obs.to_t(relay, circ.opened_at))
     h.relayed_at = earliest(times)
     if h.relayed_at is None and h.relayed_now:
         h.relayed_at = obs.t
@@ -222,8 +243,7 @@ def pair_history(obs: Observation, a: str, b: str) -> PairHistory:
 
 
 def _held_relays(obs: Observation, name: str) -> set[str]:
-    st = obs.status.get(name) or {}
-    return {obs.name_of(r.get("relay")) for r in st.get("reservations") or []}
+    return {obs.name_of(r.relay) for r in obs.status_of(name).reservations}
 
 
 def _circuit_cause(obs: Observation, pairs: list[tuple[str, str]]) -> str:
@@ -235,7 +255,7 @@ def _circuit_cause(obs: Observation, pairs: list[tuple[str, str]]) -> str:
         ra, rb = _held_relays(obs, a), _held_relays(obs, b)
         if not ra and not rb:
             lost = [
-                f"{x}: {obs.name_of(e.get('relay'))} {e.get('reason') or 'expired'}"
+                f"{x}: {obs.name_of(e.relay)} {e.reason or 'expired'}"
                 for x in (a, b)
                 for e in obs.events_of(x, "reservation_expired")
             ]
@@ -258,10 +278,7 @@ def _circuit_cause(obs: Observation, pairs: list[tuple[str, str]]) -> str:
             adv = [
                 x
                 for x in (a, b)
-                if not any(
-                    "p2p-circuit" in str(ad)
-                    for ad in (obs.status.get(x) or {}).get("advertised_addrs") or []
-                )
+                if not any("p2p-circuit" in str(ad) for ad in obs.status_of(x).advertised_addrs)
             ]
             if adv:
                 causes.append(
@@ -271,16 +288,10 @@ def _circuit_cause(obs: Observation, pairs: list[tuple[str, str]]) -> str:
                 )
             else:
                 closed = [
-                    e
-                    for r in obs.relays()
-                    for e in obs.events_of(r, "circuit_closed")
-                    if e.get("reason")
+                    e for r in obs.relays() for e in obs.events_of(r, "circuit_closed") if e.reason
                 ]
-                hop = sum(
-                    int((obs.status.get(r) or {}).get("rejected", {}).get("hop", 0))
-                    for r in obs.relays()
-                )
-                extra = f"; relays closed circuits: {closed[-1].get('reason')}" if closed else ""
+                hop = sum(int(obs.status_of(r).rejected.get("hop", 0)) for r in obs.relays())
+                extra = f"; relays closed circuits: {closed[-1].reason}" if closed else ""
                 extra += f"; relays rejected {hop} hop messages" if hop else ""
                 causes.append(
                     f"{a} and {b} share relay {sorted(ra & rb)} and advertise circuit "
@@ -336,22 +347,22 @@ def _direct_across_nat(obs: Observation, h: PairHistory) -> tuple[bool, str]:
     notes = []
     for me, c in h.direct_now:
         other = h.b if me == h.a else h.a
-        ip = ip_of(c.get("remote_addr"))
+        ip = ip_of(c.remote_addr)
         router = obs.router_of_ip(ip)
         if router is not None and router.name == obs.home(other):
-            return True, f"{me} reaches {other} at {c.get('remote_addr')} (router of {router.name})"
+            return True, f"{me} reaches {other} at {c.remote_addr} (router of {router.name})"
         net = obs.net_of_ip(ip)
         if router is None and net is None and not obs.nets:
-            return True, f"{me} reaches {other} at {c.get('remote_addr')}"
+            return True, f"{me} reaches {other} at {c.remote_addr}"
         notes.append(
-            f"{me} sees {other} at {c.get('remote_addr')} "
+            f"{me} sees {other} at {c.remote_addr} "
             f"({'network ' + net.name if net else 'unknown address'}, not {other}'s router)"
         )
     return False, "; ".join(notes)
 
 
 def _dcutr_failures(h: PairHistory) -> str:
-    reasons = sorted({str(e.get("reason")) for e in h.dcutr_failed})
+    reasons = sorted({str(e.reason) for e in h.dcutr_failed})
     return f"{len(h.dcutr_failed)} failed attempt(s): {', '.join(reasons)}"
 
 
@@ -371,18 +382,18 @@ def dcutr_upgrade(obs: Observation) -> Verdict:
         across, how = _direct_across_nat(obs, h)
         if h.dcutr_ok and across and not h.relayed_now:
             ok = h.dcutr_ok[0]
-            dur = ok.get("duration_s")
+            dur = ok.duration_s
             detail = (
                 f"{h.a} <-> {h.b}: DCUtR succeeded"
                 + (f" in {float(dur):.2f}s" if dur is not None else "")
-                + f" ({ok.get('node')} as {ok.get('role', '?')}"
-                + (f", punched {ok.get('addr')}" if ok.get("addr") else "")
+                + f" ({ok.node} as {ok.role if ok.role is not None else '?'}"
+                + (f", punched {ok.addr}" if ok.addr else "")
                 + f"); {how}; relayed connection closed"
                 + (f" at {h.relayed_closed_at:.1f}s" if h.relayed_closed_at is not None else "")
             )
             if h.dcutr_failed:
                 detail += f" (after {_dcutr_failures(h)})"
-            since = latest([ok.get("ts"), h.relayed_closed_at])
+            since = latest([ok.ts, h.relayed_closed_at])
             return Verdict(True, detail, since=since, data={"pair": [h.a, h.b]})
         phase = "succeeded" if h.dcutr_ok else "started" if h.dcutr_started else "not started"
         state = [f"dcutr {phase}", how]
@@ -445,22 +456,22 @@ def dcutr_fails(obs: Observation) -> Verdict:
             "using MASQUERADE --random-fully?",
         )
     for h in hist:
-        reasons = [e for e in h.dcutr_failed if e.get("reason")]
-        # nodes that say whether an attempt was the last one (`final`, beyond the contract):
-        # wait until DCUtR gave up, so one slow attempt that a retry would fix is not taken
-        # for the NAT defeating it
-        if any("final" in e for e in reasons) and not any(e.get("final") for e in reasons):
+        reasons = [e for e in h.dcutr_failed if e.reason]
+        # nodes that say whether an attempt was the last one (`final`): wait until DCUtR
+        # gave up, so one slow attempt that a retry would fix is not taken for the NAT
+        # defeating it
+        if any(e.final is not None for e in reasons) and not any(e.final for e in reasons):
             continue
         if reasons and h.relayed_now:
             return Verdict(
                 True,
                 f"{h.a} <-> {h.b}: DCUtR {_dcutr_failures(h)}"
-                + (", gave up" if any(e.get("final") for e in reasons) else "")
+                + (", gave up" if any(e.final for e in reasons) else "")
                 + "; traffic stays relayed ("
                 + "; ".join(h.relayed_now)
                 + ")",
-                since=latest([e.get("ts") for e in reasons]),
-                data={"pair": [h.a, h.b], "reasons": sorted({str(e["reason"]) for e in reasons})},
+                since=latest([e.ts for e in reasons]),
+                data={"pair": [h.a, h.b], "reasons": sorted({str(e.reason) for e in reasons})},
             )
     seen = [
         f"{h.a}<->{h.b}: {_dcutr_failures(h) if h.dcutr_failed else 'no failure recorded'}, "
@@ -499,8 +510,8 @@ def reserved_elsewhere(relay: str) -> Check:
         times: list[float | None] = []
         for name in clients:
             good, _ = _good_reservations(obs, name)
-            stale = [g for g in good if g.get("relay") == dead_id]
-            others = [g for g in good if g.get("relay") != dead_id]
+            stale = [g for g in good if g.res.relay == dead_id]
+            others = [g for g in good if g.res.relay != dead_id]
             if name not in obs.status:
                 bad.append(f"{name}: no status")
             elif stale:
@@ -508,13 +519,11 @@ def reserved_elsewhere(relay: str) -> Check:
             elif not others:
                 bad.append(f"{name}: no reservation")
             else:
-                rel = sorted({g["relay_name"] for g in others})
+                rel = sorted({g.relay_name for g in others})
                 new = [
-                    e.get("ts")
+                    e.ts
                     for e in obs.events_of(name, "reservation_accepted")
-                    if killed_at is not None
-                    and (e.get("ts") or 0) >= killed_at
-                    and e.get("relay") != dead_id
+                    if killed_at is not None and (e.ts or 0) >= killed_at and e.relay != dead_id
                 ]
                 times.append(earliest(new) if new else killed_at)
                 ok.append(f"{name}->{'+'.join(rel)}" + (" (new)" if new else " (already held)"))
@@ -546,13 +555,11 @@ def reservations_back(relay: str) -> Check:
         times = []
         for name in clients:
             good, _ = _good_reservations(obs, name)
-            on = [g for g in good if g.get("relay") == rid]
+            on = [g for g in good if g.res.relay == rid]
             acc = [
-                e.get("ts")
+                e.ts
                 for e in obs.events_of(name, "reservation_accepted")
-                if e.get("relay") == rid
-                and restarted_at is not None
-                and (e.get("ts") or 0) >= restarted_at
+                if e.relay == rid and restarted_at is not None and (e.ts or 0) >= restarted_at
             ]
             if on and acc:
                 ok.append(name)
@@ -566,12 +573,10 @@ def reservations_back(relay: str) -> Check:
                 e
                 for n in clients
                 for e in obs.events_of(n, "reservation_denied")
-                if e.get("relay") == rid
-                and restarted_at is not None
-                and (e.get("ts") or 0) >= restarted_at
+                if e.relay == rid and restarted_at is not None and (e.ts or 0) >= restarted_at
             ]
             if denied:
-                reasons = sorted({str(e.get("reason")).strip() for e in denied})
+                reasons = sorted({str(e.reason).strip() for e in denied})
                 cause = (
                     f"the clients did ask again ({len(denied)} RESERVE since the restart) but "
                     f"{relay} refused or did not answer: {', '.join(reasons)}"
@@ -580,7 +585,7 @@ def reservations_back(relay: str) -> Check:
                 only_relayed = [
                     n
                     for n in clients
-                    if (kinds := {c.get("kind") for c in obs.connections(n, relay)})
+                    if (kinds := {c.kind for c in obs.connections(n, relay)})
                     and "direct" not in kinds
                 ]
                 cause = (
@@ -616,7 +621,7 @@ def partitioned(obs: Observation) -> Verdict:
     for a, b in pairs:
         for me, other in ((a, b), (b, a)):
             for c in obs.connections(me, other):
-                links.append(f"{me}->{other} {c.get('kind')} {c.get('remote_addr')}")
+                links.append(f"{me}->{other} {c.kind} {c.remote_addr}")
     heights = " ".join(f"{n}={obs.height(n)}" for n in names)
     if links:
         return Verdict(

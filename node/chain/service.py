@@ -74,6 +74,7 @@ from node.chain.sync import (
     SyncSession,
     serve_stream,
 )
+from node.contract import Chain
 
 if TYPE_CHECKING:
     from libp2p.abc import INetStream
@@ -241,21 +242,21 @@ class ChainService:
     def status(self) -> dict[str, Any]:
         store, cons = self.store, self.cons
         best = max(self.peer_heights.values(), default=None)
-        return {
-            "height": store.height if store else 0,
-            "tip_hash": store.tip_hash.hex() if store else "",
-            "sync_state": self.sync_state,
-            "sync_peers": [s.to_obj() for s in self.sync_stats.values()],
-            "voting": bool(cons and cons.voting),
-            "round": cons.round if cons else 0,
-            "step": cons.step if cons else "",
-            "validators": self.vset.n if self.vset else 0,
-            "best_peer_height": best,
-            "peer_heights": dict(self.peer_heights),
-            "serve_sync": bool(self.rt and self.rt.config.chain.serve_sync),
-            "commits": self.commits,
-            "error": self.error,
-        }
+        return Chain(
+            height=store.height if store else 0,
+            tip_hash=store.tip_hash.hex() if store else "",
+            sync_state=self.sync_state,
+            sync_peers=tuple(s.record() for s in self.sync_stats.values()),
+            voting=bool(cons and cons.voting),
+            round=cons.round if cons else 0,
+            step=cons.step if cons else "",
+            validators=self.vset.n if self.vset else 0,
+            best_peer_height=best,
+            peer_heights=dict(self.peer_heights),
+            serve_sync=bool(self.rt and self.rt.config.chain.serve_sync),
+            commits=self.commits,
+            error=self.error,
+        ).to_json()
 
     # ------------------------------------------------------------ consensus I/O
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import trio
 
+from node import contract
 from node.chain import codec
 from node.chain.block import Block, CommitCert, InvalidMessage
 from node.chain.codec import CodecError
@@ -257,14 +258,17 @@ class PeerStats:
         self.to_height = end if self.to_height is None else max(self.to_height, end)
 
     def to_obj(self) -> dict[str, Any]:
-        return {
-            "peer": self.peer,
-            "kind": self.kind,
-            "blocks": self.blocks,
-            "bytes": self.bytes,
-            "from_height": self.from_height,
-            "to_height": self.to_height,
-        }
+        return self.record().to_json()
+
+    def record(self) -> contract.SyncPeer:
+        return contract.SyncPeer(
+            peer=self.peer,
+            kind=self.kind,
+            blocks=self.blocks,
+            bytes=self.bytes,
+            from_height=self.from_height,
+            to_height=self.to_height,
+        )
 
 
 def spread_chunk(span: int, peers: int, cap: int = CHUNK) -> int:

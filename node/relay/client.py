@@ -30,6 +30,7 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeer
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
+from node.contract import RelayCandidate, Reservation
 from node.dialing import RELAY_CONNECT_TIMEOUT_S
 from node.overrides.stream_on import open_stream_on
 from node.relay.wire import WireError, read_msg, write_msg
@@ -82,13 +83,13 @@ class Held:
         return self.accepted_wall + 0.75 * max(1.0, self.expires_at - self.accepted_wall)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "relay": str(self.relay),
-            "relay_addrs": list(self.relay_addrs),
-            "addrs": [str(a) for a in self.circuit_addrs],
-            "expires_at": self.expires_at,
-            "accepted_at": round(self.accepted_at, 4),
-        }
+        return Reservation(
+            relay=str(self.relay),
+            relay_addrs=tuple(self.relay_addrs),
+            addrs=tuple(str(a) for a in self.circuit_addrs),
+            expires_at=self.expires_at,
+            accepted_at=round(self.accepted_at, 4),
+        ).to_json()
 
 
 class RelayClient:
@@ -114,7 +115,7 @@ class RelayClient:
 
     def candidates_json(self) -> list[dict[str, Any]]:
         return [
-            {"peer": str(c.peer), "addr": c.addr, "source": c.source}
+            RelayCandidate(peer=str(c.peer), addr=c.addr, source=c.source).to_json()
             for c in list(self.candidates.values())
         ]
 

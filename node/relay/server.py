@@ -37,6 +37,7 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
 from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID as STOP_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
+from node import contract
 from node.relay.wire import WireError, read_msg, write_msg
 from node.runtime import NodeRuntime
 
@@ -68,14 +69,17 @@ class Circuit:
     close_reason: str = "closed"
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
+    def record(self) -> contract.Circuit:
+        return contract.Circuit(
+            id=self.id,
+            src=str(self.src),
+            dst=str(self.dst),
+            bytes=self.bytes,
+            opened_at=round(self.opened_at, 4),
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "src": str(self.src),
-            "dst": str(self.dst),
-            "bytes": self.bytes,
-            "opened_at": round(self.opened_at, 4),
-        }
+        return self.record().to_json()
 
 
 def is_circuit(addr: multiaddr.Multiaddr) -> bool:
@@ -111,17 +115,14 @@ class RelayServer:
             await trio.sleep(1.0)
 
     def status(self) -> dict[str, Any]:
-        return {
-            "granted": [
-                {
-                    "peer": str(g.peer),
-                    "expires_at": g.expires_at,
-                    "accepted_at": round(g.accepted_at, 4),
-                }
-                for g in list(self.granted.values())
-            ],
-            "circuits": self.circuits_json(),
-        }
+        granted = tuple(
+            contract.Grant(
+                peer=str(g.peer), expires_at=g.expires_at, accepted_at=round(g.accepted_at, 4)
+            )
+            for g in list(self.granted.values())
+        )
+        circuits = tuple(c.record() for c in list(self.circuits.values()))
+        return contract.RelayServer(granted=granted, circuits=circuits).to_json()
 
     def peers_served(self) -> set[ID]:
         """Peers holding a reservation on us or a circuit through us (RelayServing)."""

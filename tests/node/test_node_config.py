@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from node.config import ConfigError, load_config
+from node.config import ConfigError, load_config, validate_overrides
 from testkit.procs import REPO, NodeProcs, render_toml, wait_for
 
 GOOD: dict[str, dict[str, Any]] = {
@@ -107,6 +107,33 @@ def test_defaults_are_sized_for_consensus(tmp_path: Path) -> None:
     assert cfg.relay.max_reservations_held == 2
     assert cfg.relay.circuit_duration_s >= 3600 and cfg.relay.circuit_bytes >= 1 << 30
     assert cfg.node.key_file == str(tmp_path / "n0.key")  # relative to the config file
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "problem", "fix"),
+    [
+        ({"p2p": {"ping_failures": 0}}, "p2p.ping_failures", "must be > 0", ""),
+        ({"relay": {"mode": "clinet"}}, "relay.mode", "is not one of client, server", ""),
+        ({"relay": {"ttl": 1}}, "relay.ttl", "unknown key", "valid keys: enabled, mode"),
+        ({"dcutr": {"max_atempts": 1}}, "dcutr.max_atempts", "unknown key", "'max_attempts'?"),
+        ({"relays": {}}, "relays", "not a node config section", "valid sections: node, p2p"),
+        ({"api": {"listen": "1.2.3.4:9"}}, "api.listen", "derived", "set it through X"),
+    ],
+)
+def test_overrides_are_checked_against_the_same_schema(
+    override: dict[str, Any], key: str, problem: str, fix: str
+) -> None:
+    """A partial config (a topology's `config:`) fails naming section.key and the fix."""
+    with pytest.raises(ConfigError) as info:
+        validate_overrides(override, derived={"api.listen": "X"})
+    assert info.value.key == key
+    assert problem in info.value.problem
+    assert fix in info.value.fix
+
+
+def test_overrides_accept_documented_keys() -> None:
+    ok = {"p2p": {"ping_interval_s": 1, "ping_timeout_s": 2.5}, "dcutr": {"enabled": False}}
+    assert validate_overrides(ok) == ok
 
 
 @pytest.mark.loopback

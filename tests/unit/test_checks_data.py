@@ -7,9 +7,14 @@ b = node4..node7 (node7 sentry, also public), cone NAT routers at 10.0.0.254 / 1
 from __future__ import annotations
 
 import copy
+import json
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 from harness.checks import NetInfo, NodeInfo, Observation
+from node.contract import Event, Status
 
 PID = {f"node{i}": f"12D3KooWPeer{i}xxxxxxxxxxxxxxxxxxxx" for i in range(8)}
 IP = {
@@ -142,9 +147,9 @@ def obs(
         t=t,
         nodes=nodes(),
         nets=nets(),
-        status=st,
+        status={n: Status.from_json(doc) for n, doc in st.items()},
         unreachable={n: "connection refused" for n in ROLES if n not in st},
-        events={n: list((events or {}).get(n, [])) for n in ROLES},
+        events={n: [Event.from_json(e) for e in (events or {}).get(n, [])] for n in ROLES},
         marks=marks or {},
         clock={n: -90.0 for n in st},  # node clock 100.0 == harness t 10.0
     )
@@ -152,3 +157,150 @@ def obs(
 
 def ev(type_: str, ts: float, **fields: Any) -> dict[str, Any]:
     return {"seq": 0, "t": ts + 90.0, "ts": ts, "type": type_, "epoch": 0, **fields}
+
+
+# --------------------------------------------------------------------------- recorded runs
+# tests/data/replay/<scenario>.json: the observations the checks of one real scenario run
+# decided on (results/<run-id>/observations/, written by harness/scenario_run.py), trimmed
+# to what the checks read. Events are stored once (the last observation's, which extends
+# every earlier one); each check keeps how many of them it had seen.
+
+REPLAY_DIR = Path(__file__).resolve().parents[1] / "data" / "replay"
+STATUS_KEYS = (
+    "peer_id",
+    "advertised_addrs",
+    "reservations",
+    "relay_candidates",
+    "connections",
+    "circuits",
+    "dcutr",
+    "chain",
+    "rejected",
+)
+CHAIN_KEYS = ("height", "tip_hash", "sync_state", "sync_peers", "round", "step")
+RESERVATION_KEYS = ("relay", "addrs", "accepted_at")
+CONNECTION_KEYS = ("peer", "remote_addr", "kind", "relay", "opened_at")
+DCUTR_KEYS = ("peer", "role", "outcome", "reason", "duration_s", "addr", "at", "final")
+DCUTR_EVENT_KEYS = ("peer", "role", "reason", "duration_s", "addr", "final")
+EVENT_KEYS = {  # the event types the checks read, and the fields they read of each
+    "reservation_accepted": ("relay",),
+    "reservation_denied": ("relay", "reason"),
+    "reservation_expired": ("relay", "reason"),
+    "connection_opened": ("peer", "kind"),
+    "connection_closed": ("peer", "kind"),
+    "circuit_opened": ("src", "dst"),
+    "circuit_closed": ("src", "dst", "reason"),
+    "dcutr_started": DCUTR_EVENT_KEYS,
+    "dcutr_succeeded": DCUTR_EVENT_KEYS,
+    "dcutr_failed": DCUTR_EVENT_KEYS,
+    "block_committed": ("height", "hash", "proposer"),
+    "sync_completed": (),
+}
+EVENT_TYPES = tuple(EVENT_KEYS)
+
+
+def _pick(doc: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: doc[k] for k in keys if k in doc}
+
+
+def trim_status(doc: dict[str, Any]) -> dict[str, Any]:
+    """A /status document cut to the keys the checks read."""
+    out = _pick(doc, STATUS_KEYS)
+    # the checks ask only whether a circuit address is advertised, and for hop rejections
+    out["advertised_addrs"] = [a for a in out.get("advertised_addrs") or [] if "p2p-circuit" in a]
+    out["rejected"] = _pick(out.get("rejected") or {}, ("hop",))
+    out["reservations"] = [_pick(r, RESERVATION_KEYS) for r in out.get("reservations") or []]
+    out["connections"] = [_pick(c, CONNECTION_KEYS) for c in out.get("connections") or []]
+    out["dcutr"] = [_pick(d, DCUTR_KEYS) for d in out.get("dcutr") or []]
+    if out.get("chain"):
+        out["chain"] = _pick(out["chain"], CHAIN_KEYS)
+    return out
+
+
+def record_run(run_dir: Path) -> dict[str, Any]:
+    """The replay document of one results/<run-id>/ folder."""
+    report = json.loads((run_dir / "report.json").read_text())
+    rows = {c["name"]: c for c in report["checks"]}
+    files = sorted((run_dir / "observations").glob("*.json"))
+    seen = [(f.stem.split("-", 1)[1], json.loads(f.read_text())) for f in files]
+    last = seen[-1][1]
+    events = {n: [e for e in evs if e["type"] in EVENT_TYPES] for n, evs in last["events"].items()}
+    checks = []
+    for name, o in seen:
+        upto = {}
+        for n, evs in o["events"].items():
+            assert evs == last["events"][n][: len(evs)], f"{name}: {n} events are no prefix"
+            upto[n] = sum(1 for e in evs if e["type"] in EVENT_TYPES)
+        checks.append(
+            {
+                "name": name,
+                "passed": rows[name]["passed"],
+                "detail": rows[name]["detail"],
+                "t": o["t"],
+                "status": {n: trim_status(st) for n, st in o["status"].items()},
+                "unreachable": o["unreachable"],
+                "marks": o["marks"],
+                "clock": o["clock"],
+                "events_upto": upto,
+            }
+        )
+    doc = {
+        "scenario": report["scenario"],
+        "run_id": report.get("run_id"),
+        "nodes": last["nodes"],
+        "nets": last["nets"],
+        "events": {n: [trim_event(e) for e in evs] for n, evs in events.items()},
+        "checks": checks,
+    }
+    # shorter stand-ins, used consistently (details included): a peer id becomes
+    # 12D3KooW<name>x, a block hash its first 16 hex digits (details print 10)
+    text = json.dumps(doc)
+    for name, node in last["nodes"].items():
+        if node.get("peer_id"):
+            text = text.replace(node["peer_id"], f"12D3KooW{name}x")
+    text = re.sub(r"\b([0-9a-f]{16})[0-9a-f]{48}\b", r"\1", text)
+    return dict(json.loads(text))
+
+
+def trim_event(e: dict[str, Any]) -> dict[str, Any]:
+    """An event cut to its type, harness time (6 decimals) and the fields checks read."""
+    ts = e.get("ts")
+    return {
+        "type": e["type"],
+        "ts": round(ts, 6) if ts is not None else None,
+        **_pick(e, EVENT_KEYS[e["type"]]),
+    }
+
+
+def replayed(doc: dict[str, Any]) -> list[tuple[dict[str, Any], Observation]]:
+    """Each recorded check with the Observation it decided on, rebuilt from `doc`."""
+    infos = {
+        n: NodeInfo(**{**spec, "networks": tuple(spec["networks"])})
+        for n, spec in doc["nodes"].items()
+    }
+    net_infos = {n: NetInfo(**spec) for n, spec in doc["nets"].items()}
+    events = {n: [Event.from_json(e) for e in evs] for n, evs in doc["events"].items()}
+    out = []
+    for rec in doc["checks"]:
+        o = Observation(
+            t=rec["t"],
+            nodes=infos,
+            nets=net_infos,
+            status={n: Status.from_json(st) for n, st in rec["status"].items()},
+            unreachable=dict(rec["unreachable"]),
+            events={n: events[n][:k] for n, k in rec["events_upto"].items()},
+            marks=copy.deepcopy(rec["marks"]),
+            clock=dict(rec["clock"]),
+        )
+        out.append((rec, o))
+    return out
+
+
+if __name__ == "__main__":
+    # record: .venv/bin/python tests/unit/test_checks_data.py results/<run-id> ...
+    REPLAY_DIR.mkdir(parents=True, exist_ok=True)
+    for arg in sys.argv[1:]:
+        doc = record_run(Path(arg))
+        path = REPLAY_DIR / f"{doc['scenario']}.json"
+        path.write_text(json.dumps(doc, separators=(",", ":"), sort_keys=True) + "\n")
+        print(f"{path}: {path.stat().st_size} bytes, {len(doc['checks'])} checks")

@@ -238,10 +238,10 @@ def test_observer_keeps_history_across_a_restart() -> None:
     ob = Observer(nodes(), {"node4": f"http://{host}:{port}"}, t_up=t_up)
     try:
         o = ob.observe()
-        assert [e["height"] for e in o.events["node4"]] == [1]
+        assert [e.height for e in o.events["node4"]] == [1]
         log1.emit("block_committed", height=2, hash="h2", proposer=PID["node0"])
         o = ob.observe()
-        assert [e["height"] for e in o.events["node4"]] == [1, 2]
+        assert [e.height for e in o.events["node4"]] == [1, 2]
     finally:
         api.stop()
     o = ob.observe()
@@ -255,12 +255,12 @@ def test_observer_keeps_history_across_a_restart() -> None:
     finally:
         api.stop()
     evs = o.events["node4"]
-    assert [(e["type"], e["epoch"]) for e in evs] == [
+    assert [(e.type, e.epoch) for e in evs] == [
         ("block_committed", 0),
         ("block_committed", 0),
         ("sync_completed", 1),
     ]
-    assert all(0 <= e["ts"] <= ob.now() + 0.5 for e in evs)
+    assert all(e.ts is not None and 0 <= e.ts <= ob.now() + 0.5 for e in evs)
 
 
 def test_observer_with_no_nodes_is_harmless() -> None:

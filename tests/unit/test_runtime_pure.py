@@ -14,6 +14,7 @@ from harness.status import NodeStatus, NodeTarget, TestnetStatus
 from harness.testnet import Testnet, build_testnet
 from harness.topology import load_topology
 from harness.wait import WaitTimeout, wait_until
+from node.contract import Status
 
 MINI = Path(__file__).resolve().parents[2] / "scenarios" / "mini.yaml"
 
@@ -109,7 +110,8 @@ def _status(tn: Testnet, name: str, **over: Any) -> NodeStatus:
         "chain": {"height": 5, "sync_state": "synced"},
     }
     st.update(over)
-    return NodeStatus(NodeTarget(name, node.role, node.api_url, tuple(node.addresses)), st)
+    target = NodeTarget(name, node.role, node.api_url, tuple(node.addresses))
+    return NodeStatus(target, Status.from_json(st))
 
 
 def test_control_path_clean_when_connections_use_data_networks(mini: Testnet) -> None:

@@ -302,6 +302,46 @@ def test_known_nodes_are_abbreviated_as_a_range(tmp_path: Path) -> None:
             "the API listens on the node's control-network IP",
         ),
         (
+            lambda d: d["nodes"]["node0"].update(config={"relay": {"max_reservation": 3}}),
+            "nodes.node0.config.relay.max_reservation",
+            "unknown key",
+            "did you mean 'max_reservations'?",
+        ),
+        (
+            lambda d: d["nodes"]["node0"].update(config={"p2p": {"ping_interval_s": 0}}),
+            "nodes.node0.config.p2p.ping_interval_s",
+            "must be > 0",
+            "",
+        ),
+        (
+            lambda d: d["nodes"]["node0"].update(config={"dcutr": {"max_attempts": "3"}}),
+            "nodes.node0.config.dcutr.max_attempts",
+            "expected an integer",
+            "",
+        ),
+        (
+            lambda d: d["nodes"]["node0"].update(
+                config={"relay": {"relay_servers": ["/ip4/10.0.0.7/tcp/4001"]}}
+            ),
+            "nodes.node0.config.relay.relay_servers",
+            "relay.relay_servers is derived from the topology",
+            "set it through `relay_servers:` (node names)",
+        ),
+        (
+            lambda d: d["nodes"]["node0"].update(
+                config={"p2p": {"persistent_peers": ["/ip4/10.0.0.7/tcp/4001"]}}
+            ),
+            "nodes.node0.config.p2p.persistent_peers",
+            "p2p.persistent_peers is derived from the topology",
+            "set it through `persistent_peers:`",
+        ),
+        (
+            lambda d: d["nodes"]["node0"].update(config={"node": {"data_dir": "/tmp"}}),
+            "nodes.node0.config.node.data_dir",
+            "node.data_dir is derived from the topology",
+            "the node's data volume",
+        ),
+        (
             lambda d: d["nodes"].update(Node8={"role": "full", "networks": ["a"]}),
             "nodes.Node8",
             "'Node8' is not a valid node name",
@@ -477,3 +517,13 @@ def test_bad_p2p_port_names_the_field(tmp_path: Path, bad: Any) -> None:
     err = error_for(tmp_path, lambda d: d["nodes"]["node4"].__setitem__("p2p_port", bad))
     assert err.field == "nodes.node4.p2p_port"
     assert "1024 to 65535" in str(err)
+
+
+def test_config_takes_every_documented_node_key(tmp_path: Path) -> None:
+    """`config:` is checked by the node's own schema: the liveness keys of docs/contracts.md
+    section 1 are accepted (the harness's old copy of the schema rejected them)."""
+    doc = copy.deepcopy(BASE)
+    liveness = {"ping_interval_s": 2.0, "ping_timeout_s": 4, "ping_failures": 5}
+    doc["nodes"]["node0"]["config"] = {"p2p": liveness, "relay": {"max_reservations": 7}}
+    topo = load_topology(write(tmp_path, doc))
+    assert topo.node("node0").config == {"p2p": liveness, "relay": {"max_reservations": 7}}
