@@ -1,9 +1,9 @@
 """Running a benchmark testnet through the harness (up -> measure -> down) and reading it.
 
 Every testnet a benchmark starts is named `bench-<label>-<4 hex>` (unique; only these are
-ever torn down by the bench), brought up by `harness.lifecycle.up` on free subnets
-(`harness.scenario_run.free_subnet_overrides`) and removed by label in `finally`, also on
-Ctrl-C. Nodes are read only through their HTTP API (`harness.status.StatusClient`).
+ever torn down by the bench), brought up by `harness.run.start.up` on free subnets
+(`harness.run.runner.free_subnet_overrides`) and removed by label in `finally`, also on
+Ctrl-C. Nodes are read only through their HTTP API (`harness.client.StatusClient`).
 
 Clocks. Node event times `t` and `started_at` are the node's `time.monotonic()`. Containers
 share the host kernel's CLOCK_MONOTONIC (Docker creates no time namespace), so node times
@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import docker_ops, lifecycle
+from harness.client import NodeUnreachable, StatusClient
+from harness.infra import docker as docker_ops
+from harness.model.testnet import Testnet
+from harness.model.topology import load_topology
 from harness.progress import Progress
-from harness.scenario_run import free_subnet_overrides
-from harness.status import NodeUnreachable, StatusClient
-from harness.testnet import Testnet
-from harness.topology import load_topology
+from harness.run import start as lifecycle
+from harness.run.runner import free_subnet_overrides
 from harness.wait import wait_until
 
 PREFIX = "bench"

@@ -22,9 +22,11 @@ from typing import Any
 
 import pytest
 
-from harness import report, scenario_run, scenarios
+from harness import scenarios
 from harness.progress import Progress
-from harness.scenario import pending_outcomes
+from harness.run import report
+from harness.run import runner as scenario_run
+from harness.run.steps import pending_outcomes
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -143,7 +145,7 @@ def _docker_ready() -> None:
     """Docker-marked items outside tests/ (scenarios/) get this from tests/conftest.py's
     collection hook; same rule as there: skip locally without a daemon, fail with CI=true."""
     from harness.errors import SentrynetError
-    from harness.images import docker_client
+    from harness.infra.images import docker_client
 
     try:
         docker_client(timeout=10)

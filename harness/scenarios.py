@@ -28,17 +28,17 @@ from harness.checks import chain as chain_checks
 from harness.checks import relay as relay_checks
 from harness.checks.expect import impossible
 from harness.errors import SentrynetError
-from harness.scenario import ActionStep, CheckStep, RunContext, Scenario, WaitStep
+from harness.run.steps import ActionStep, CheckStep, RunContext, Scenario, WaitStep
 
 SYNC_NODE = "node4"  # the validator wiped and re-synced (network b in every topology)
 KILLED_RELAY = "node3"  # the sentry killed in relay-failover (network a's)
 
 
 # ---------------------------------------------------------------------------------------
-# actions (perturbations through harness/perturb.py; marks for the checks)
+# actions (perturbations through harness/run/perturb.py; marks for the checks)
 # ---------------------------------------------------------------------------------------
 def _perturb() -> Any:
-    from harness import perturb
+    from harness.run import perturb
 
     return perturb
 
@@ -59,7 +59,7 @@ def wipe_store(testnet: str, node: str, data_dir: str = "/data") -> str:
     (docker cp works on stopped containers; a 0-byte file is an empty sqlite database and a
     0-byte WAL/shm is ignored). The node key lives elsewhere and is kept, so the node
     comes back with the same peer id and an empty chain."""
-    from harness import docker_ops
+    from harness.infra import docker as docker_ops
 
     c = docker_ops.node_container(testnet, node)
     c.reload()
@@ -151,9 +151,9 @@ def heal(a: str, b: str, sentry: str) -> Callable[[RunContext], str]:
 
 
 def analyse_reach(ctx: RunContext) -> str:
-    """Record, from the model alone (harness/reach.py, as `sentrynet check`), why a
+    """Record, from the model alone (harness/model/reach.py, as `sentrynet analyse`), why a
     cross-network circuit and cross-network sync to SYNC_NODE are impossible, if they are."""
-    from harness import reach
+    from harness.model import reach
 
     topo = ctx.extra["topology"]
     obs = ctx.observer.last or ctx.observe()
@@ -238,7 +238,7 @@ def seed_exact() -> Scenario:
         description="the seed testnet (no NAT): gossip consensus works; cross-network "
         "circuits and sync are impossible, and the report says why",
         steps=[
-            ActionStep("analyse reachability (harness/reach.py)", analyse_reach),
+            ActionStep("analyse reachability (harness/model/reach.py)", analyse_reach),
             CheckStep("reservations", relay_checks.reservations, 120),
             CheckStep("consensus", chain_checks.consensus(3), 120),
             # after consensus held for 5 blocks, a possible circuit would have formed

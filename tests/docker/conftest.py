@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import docker_ops, lifecycle
+from harness.infra import docker as docker_ops
 from harness.progress import Progress
+from harness.run import start as lifecycle
 
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "scenarios" / "mini.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import images
+from harness.infra import images
 from harness.progress import Progress
 
 pytestmark = pytest.mark.docker

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from harness import docker_ops, lifecycle, verify
 from harness.errors import SentrynetError
-from harness.images import ensure_node_image
+from harness.infra import docker as docker_ops
+from harness.infra.images import ensure_node_image
+from harness.infra.render import render
+from harness.model.testnet import build_testnet
+from harness.model.topology import load_topology
 from harness.progress import Progress
-from harness.render import render
-from harness.testnet import build_testnet
-from harness.topology import load_topology
+from harness.run import audit as verify
+from harness.run import start as lifecycle
 from harness.wait import wait_until
 
 pytestmark = pytest.mark.docker

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from harness import docker_ops, lifecycle, perturb
+from harness.infra import docker as docker_ops
+from harness.run import perturb
+from harness.run import start as lifecycle
 from harness.wait import wait_until
 
 pytestmark = pytest.mark.docker

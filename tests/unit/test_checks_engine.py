@@ -1,4 +1,4 @@
-"""The scenario engine (harness/scenario.py) with a scripted observer: outcomes, seconds
+"""The scenario engine (harness/run/steps.py) with a scripted observer: outcomes, seconds
 from `up`, dependent deadlines, a failed action blocking the rest, and the Observer's
 event history across a node restart (against the node's real HTTP API on loopback)."""
 
@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from test_checks_data import PID, healthy_statuses, nodes, obs
 
-from harness import scenario as engine
 from harness import scenarios
 from harness.checks import Observation, Verdict
 from harness.progress import Progress
-from harness.scenario import (
+from harness.run import steps as engine
+from harness.run.steps import (
     ActionStep,
     CheckStep,
     Observer,
@@ -187,7 +187,7 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
 
 
 def test_seed_exact_reach_marks_from_the_model() -> None:
-    from harness.topology import load_topology
+    from harness.model.topology import load_topology
 
     topo = load_topology(scenarios_dir() / "seed-exact.yaml")
     c, _ = ctx()
@@ -204,7 +204,7 @@ def test_seed_exact_reach_marks_from_the_model() -> None:
 
 
 def scenarios_dir() -> Any:
-    from harness.scenario_run import SCENARIO_DIR
+    from harness.run.runner import SCENARIO_DIR
 
     return SCENARIO_DIR
 
@@ -273,8 +273,8 @@ def test_observer_with_no_nodes_is_harmless() -> None:
 def test_free_subnet_overrides_only_move_taken_networks() -> None:
     import ipaddress
 
-    from harness.scenario_run import free_subnet_overrides, topology_path
-    from harness.topology import load_topology
+    from harness.model.topology import load_topology
+    from harness.run.runner import free_subnet_overrides, topology_path
 
     topo = load_topology(topology_path("sentry"))
     assert free_subnet_overrides(topo, []) == {}
@@ -289,9 +289,9 @@ def test_free_subnet_overrides_only_move_taken_networks() -> None:
 
 
 def test_node_infos_from_the_resolved_testnet() -> None:
-    from harness.scenario_run import node_infos, topology_path
-    from harness.testnet import build_testnet
-    from harness.topology import load_topology
+    from harness.model.testnet import build_testnet
+    from harness.model.topology import load_topology
+    from harness.run.runner import node_infos, topology_path
 
     tn = build_testnet(load_topology(topology_path("sentry")), "unit-sentry")
     infos, nets = node_infos(tn)
@@ -312,16 +312,16 @@ def test_node_infos_from_the_resolved_testnet() -> None:
 
 def test_topology_path_errors_name_the_known_ones() -> None:
     from harness.errors import SentrynetError
-    from harness.scenario_run import topology_path
+    from harness.run.runner import topology_path
 
     with pytest.raises(SentrynetError, match=r"known: .*sentry"):
         topology_path("nope")
 
 
 def test_perturb_layout_of_the_testnet() -> None:
-    from harness.scenario_run import perturb_layout, topology_path
-    from harness.testnet import build_testnet
-    from harness.topology import load_topology
+    from harness.model.testnet import build_testnet
+    from harness.model.topology import load_topology
+    from harness.run.runner import perturb_layout, topology_path
 
     tn = build_testnet(load_topology(topology_path("sentry")), "unit-sentry")
     layout = perturb_layout(tn)

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from harness import graph, verify
-from harness.status import NodeStatus, NodeTarget, TestnetStatus
-from harness.testnet import Testnet, build_testnet
-from harness.topology import load_topology
+from harness.client import NodeStatus, NodeTarget, TestnetStatus
+from harness.model.testnet import Testnet, build_testnet
+from harness.model.topology import load_topology
+from harness.run import audit as verify
+from harness.run import graph
 from harness.wait import WaitTimeout, wait_until
 
 MINI = Path(__file__).resolve().parents[2] / "scenarios" / "mini.yaml"
@@ -204,7 +205,7 @@ def test_graph_dedupes_edges_and_draws_each_kind(mini: Testnet) -> None:
 
 
 def test_partition_sees_a_network_through_its_router_and_sentries() -> None:
-    from harness import perturb
+    from harness.run import perturb
 
     tn = build_testnet(load_topology(MINI.parent / "sentry.yaml"), "unit-sentry")
     layout = perturb.layout_of(tn)

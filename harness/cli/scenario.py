@@ -11,8 +11,10 @@ import argparse
 import shutil
 import sys
 
-from harness import report, scenario_run, scenarios
+from harness import scenarios
 from harness.progress import Progress
+from harness.run import report
+from harness.run import runner as scenario_run
 
 NAME = "scenario"
 HELP = "run a scenario (" + ", ".join(scenarios.SCENARIOS) + "): checks, report, teardown"
@@ -40,7 +42,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(name: str) -> str:
-    from harness.scenario import ActionStep, CheckStep, WaitStep
+    from harness.run.steps import ActionStep, CheckStep, WaitStep
 
     sc = scenarios.get(name)
     lines = [f"scenario {sc.name} (topology scenarios/{sc.topology}.yaml): {sc.description}"]

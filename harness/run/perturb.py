@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 from docker.models.containers import Container
 
-from harness import docker_ops
 from harness.errors import SentrynetError
-from harness.testnet import Testnet
+from harness.infra import docker as docker_ops
+from harness.model.testnet import Testnet
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ BASE_MODES: tuple[BaseMode, ...] = ("auto", "python", "debootstrap")
 
 def repo_root() -> Path:
     """The checkout this harness runs from (templates/, node/ and constraints.txt live here)."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- base choice

@@ -1,8 +1,8 @@
 """The `sentrynet` command line.
 
-Each subcommand is a module in harness/commands/ exposing NAME, HELP, register(parser) and
-run(args) -> exit code. The CLI finds them by listing that package, so adding a command
-never means editing this file.
+Each subcommand is a module in harness/cli/ exposing NAME, HELP, register(parser) and
+run(args) -> exit code (and optionally ALIASES, other names it answers to). The CLI finds
+them by listing this package, so adding a command never means editing this file.
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ import pkgutil
 import sys
 from types import ModuleType
 
-import harness.commands
 from harness.errors import SentrynetError
 
 
 def command_modules() -> list[ModuleType]:
     found = []
-    for info in sorted(pkgutil.iter_modules(harness.commands.__path__), key=lambda i: i.name):
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        found.append(importlib.import_module(f"harness.commands.{info.name}"))
+        found.append(importlib.import_module(f"{__name__}.{info.name}"))
     return found
 
 
@@ -35,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in command_modules():
-        cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        aliases = list(getattr(module, "ALIASES", ()))
+        cmd = sub.add_parser(
+            module.NAME, aliases=aliases, help=module.HELP, description=module.HELP
+        )
         module.register(cmd)
         cmd.set_defaults(_run=module.run)
     return parser

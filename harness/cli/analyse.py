@@ -1,6 +1,6 @@
-"""`sentrynet check TOPOLOGY`: from the model alone, which node reaches which relay over IP,
+"""`sentrynet analyse TOPOLOGY`: from the model alone, which node reaches which relay over IP,
 and whether a direct dial, a relayed circuit or a hole punch between two nodes is possible,
-with the reason (harness/reach.py). Nothing is started."""
+with the reason (harness/model/reach.py). Nothing is started."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import argparse
 import json
 
 from harness.errors import SentrynetError
-from harness.reach import analyse, format_report
-from harness.topology import load_topology
+from harness.model.reach import analyse, format_report
+from harness.model.topology import load_topology
 
-NAME = "check"
+NAME = "analyse"
+ALIASES = ("check",)  # its name before "check" came to mean a scenario check only
 HELP = "show, from the topology alone, who reaches which relay and which circuits/hole punches work"
 
 

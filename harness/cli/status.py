@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness import lifecycle
+from harness.run import start as lifecycle
 
 NAME = "status"
 HELP = "per-node status of a running testnet (table, or --json for scripts)"

@@ -9,7 +9,7 @@ Steps are
   blocks without node4"); polled the same way, shown in progress, not a report row. When it
   times out, the checks after it fail with that reason.
 - `ActionStep`: a perturbation (stop/wipe/start a node, kill a relay, partition), doing its
-  work through harness/perturb.py and recording marks (heights, times) for later checks.
+  work through harness/run/perturb.py and recording marks (heights, times) for later checks.
 
 The same `Scenario` objects serve the CLI (`sentrynet scenario NAME`) and pytest
 (scenarios/test_*.py through harness/pytest_plugin.py); neither re-implements the flow.
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.checks import Check, Event, NetInfo, NodeInfo, Observation, Verdict
+from harness.client import NodeUnreachable, StatusClient
 from harness.progress import Progress
-from harness.status import NodeUnreachable, StatusClient
 from harness.wait import WaitTimeout, wait_until
 
 # When a check this one builds on failed, do not spend its whole deadline: the detail of
@@ -180,8 +180,8 @@ class RunContext:
 
     observer: Observer
     progress: Progress
-    testnet: Any = None  # harness.testnet.Testnet
-    layout: Any = None  # harness.perturb.Layout
+    testnet: Any = None  # harness.model.testnet.Testnet
+    layout: Any = None  # harness.run.perturb.Layout
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

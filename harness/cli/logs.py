@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness import docker_ops, lifecycle
+from harness.infra import docker as docker_ops
+from harness.run import start as lifecycle
 
 NAME = "logs"
 HELP = "print a node's or router's log (container output; -f to follow)"

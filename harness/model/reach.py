@@ -4,7 +4,7 @@ nodes is possible — each with the reason.
 
 Why: the seed's testnet failed because node0 (network a) and node4 (network b) shared no relay
 both could reach over IP; no amount of relay code fixes that. This answers it before anything
-starts (`sentrynet check TOPOLOGY`), and render uses the same rules to choose which of a relay
+starts (`sentrynet analyse TOPOLOGY`), and render uses the same rules to choose which of a relay
 server's addresses a client is configured with.
 
 The IP rules mirror what the rendered testnet does (templates/netsetup.sh.j2, router.sh.j2):
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from harness.topology import NodeSpec, Topology, nat_router_network
+from harness.model.topology import NodeSpec, Topology, nat_router_network
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ def pair_verdict(topo: Topology, a: NodeSpec, b: NodeSpec) -> PairVerdict:
 def shared_public_endpoints(topo: Topology) -> dict[str, list[str]]:
     """`router-<net>:<port>` -> the nodes behind that router listening on that port, where
     there are several: a port-preserving NAT gives them one public endpoint, so at most one
-    pair of them across two routers can be direct at a time (harness/topology.py)."""
+    pair of them across two routers can be direct at a time (harness/model/topology.py)."""
     groups: dict[str, list[str]] = {}
     for node in topo.nodes:
         net = nat_router_network(node, topo.networks)

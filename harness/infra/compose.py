@@ -79,7 +79,7 @@ class Compose:
         return done.stdout
 
     def up(self) -> None:
-        # --no-build: images are built by harness/images.py, never by compose.
+        # --no-build: images are built by harness/infra/images.py, never by compose.
         self.run("up", "-d", "--no-build", "--remove-orphans")
 
     def down(self) -> None:

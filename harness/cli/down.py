@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from harness import docker_ops, lifecycle
 from harness.errors import SentrynetError
+from harness.infra import docker as docker_ops
+from harness.run import start as lifecycle
 
 NAME = "down"
 HELP = "remove a testnet (everything labelled sentrynet.testnet=NAME); idempotent"

@@ -4,14 +4,15 @@ Containers: kill, pause, unpause, restart, start NODE. Links: disconnect/reconne
 (iptables in the container; addresses and routes survive). Networks: partition/heal NET_A
 NET_B; nat NET cone|symmetric (the router's MASQUERADE rule, at run time); loss NET PCT;
 latency NET MS (needs the kernel's netem; says so plainly where it is missing); clear
-(undo every iptables perturbation). See harness/perturb.py for how each one works.
+(undo every iptables perturbation). See harness/run/perturb.py for how each one works.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from harness import lifecycle, perturb
+from harness.run import perturb
+from harness.run import start as lifecycle
 
 NAME = "perturb"
 HELP = "kill/pause/restart nodes, disconnect links, partition networks, switch NAT, loss, latency"

@@ -41,7 +41,7 @@ several nodes on one port behind one router, they all share one public endpoint
 other hole punch collides (EADDRNOTAVAIL, or the peer's SYN mapped elsewhere). That is what
 the sentry scenario measured before ports were distinct. An explicit `p2p_port:` that makes
 two nodes share a port behind one router is allowed (to reproduce exactly that) and
-reported by `sentrynet check` and `render` as a warning.
+reported by `sentrynet analyse` and `render` as a warning.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ class Topology:
         return tuple(n.name for n in self.nodes if n.role == "validator")
 
 
-# --- router address plan (shared with harness/testnet.py) ------------------------------------
+# --- router address plan (shared with harness/model/testnet.py) ------------------------
 
 
 def router_private_ip(subnet: str) -> str:

@@ -24,9 +24,9 @@ from typing import Any
 import jinja2
 
 from harness.errors import SentrynetError
-from harness.testnet import TESTNET_FILE, Node, Testnet
+from harness.model.testnet import TESTNET_FILE, Node, Testnet
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_TEMPLATE = "docker-compose.yml.j2"
 OWNED = ("docker-compose.yml", TESTNET_FILE, "nodes", "routers")
 
@@ -157,7 +157,7 @@ def render(
     testnet: Testnet, out_dir: str | Path, image: str, root: Path | None = None
 ) -> list[Path]:
     """Write every file of the testnet into out_dir; returns the paths written, sorted."""
-    from harness.keys import node_key
+    from harness.model.keys import node_key
 
     root = root or REPO_ROOT
     env = _env(root)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness import images
+from harness.infra import images
 from harness.progress import Progress
 
 NAME = "images"

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness import lifecycle
+from harness.model.testnet import parse_subnet_overrides
 from harness.progress import Progress
-from harness.testnet import parse_subnet_overrides
+from harness.run import start as lifecycle
 
 NAME = "up"
 HELP = "start a testnet from a topology (render, image, compose up, wait ready, safety checks)"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import graph, lifecycle
-from harness.testnet import Testnet
+from harness.model.testnet import Testnet
+from harness.run import graph
+from harness.run import start as lifecycle
 
 NAME = "graph"
 HELP = "draw the live connection graph (networks as clusters; direct solid, relayed dashed)"

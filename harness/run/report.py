@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.scenario import CheckOutcome
+from harness.run.steps import CheckOutcome
 
 RESULTS_DIR = "results"
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import docker.errors
 
-from harness import docker_ops
+from harness.client import TestnetStatus
 from harness.errors import SentrynetError
-from harness.status import TestnetStatus
-from harness.testnet import API_PORT, Testnet
+from harness.infra import docker as docker_ops
+from harness.model.testnet import API_PORT, Testnet
 
 
 class VerifyError(SentrynetError):

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from harness.client import TestnetStatus
 from harness.errors import SentrynetError
-from harness.status import TestnetStatus
 
 
 @dataclass(frozen=True)

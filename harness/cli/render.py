@@ -1,13 +1,13 @@
 """`sentrynet render TOPOLOGY --out DIR`: write docker-compose.yml, testnet.json and every
-node's config, key and setup script (harness/render.py). Deterministic output."""
+node's config, key and setup script (harness/infra/render.py). Deterministic output."""
 
 from __future__ import annotations
 
 import argparse
 
-from harness.render import REPO_ROOT, render
-from harness.testnet import build_testnet, parse_subnet_overrides
-from harness.topology import load_topology
+from harness.infra.render import REPO_ROOT, render
+from harness.model.testnet import build_testnet, parse_subnet_overrides
+from harness.model.topology import load_topology
 
 NAME = "render"
 HELP = "render a topology into docker-compose.yml + per-node configs (deterministic)"
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     testnet = build_testnet(topo, args.name, parse_subnet_overrides(args.subnet))
     image = args.image
     if not image:
-        from harness.images import node_image_tag  # imported late: talks to Docker
+        from harness.infra.images import node_image_tag  # imported late: talks to Docker
 
         image = node_image_tag(REPO_ROOT)
     files = render(testnet, args.out, image)

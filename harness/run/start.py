@@ -21,14 +21,15 @@ from types import FrameType
 
 import yaml
 
-from harness import docker_ops, verify
-from harness.compose import Compose, compose_version
+from harness.client import NodeTarget, TestnetStatus
 from harness.errors import SentrynetError
+from harness.infra import docker as docker_ops
+from harness.infra.compose import Compose, compose_version
+from harness.infra.render import REPO_ROOT, render
+from harness.model.testnet import TESTNET_FILE, Testnet, build_testnet
+from harness.model.topology import load_topology
 from harness.progress import Progress
-from harness.render import REPO_ROOT, render
-from harness.status import NodeTarget, TestnetStatus
-from harness.testnet import TESTNET_FILE, Testnet, build_testnet
-from harness.topology import load_topology
+from harness.run import audit as verify
 from harness.wait import wait_until
 
 RUNS_DIR = REPO_ROOT / ".cache" / "testnets"
@@ -161,7 +162,7 @@ def _preflight(testnet: Testnet) -> None:
 
 
 def _ensure_image(progress: Progress) -> str:
-    from harness.images import ensure_node_image  # late: imports the build machinery
+    from harness.infra.images import ensure_node_image  # late: imports the build machinery
 
     return ensure_node_image(progress)
 

@@ -1,7 +1,7 @@
 """Running a scenario for real: up -> steps -> results folder -> down.
 
 Shared by `sentrynet scenario NAME` and the pytest plugin (harness/pytest_plugin.py):
-- `start(topology)` brings a testnet up through harness/lifecycle.py under a unique name (and
+- `start(topology)` brings a testnet up through harness/run/start.py under a unique name (and
   free subnets when the topology's are taken by another testnet on this machine) and returns
   a `Live` handle: the running testnet, an Observer polling its nodes, the perturbation
   layout and the moment `up` began (t = 0 of every check's `seconds`).
@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import report
 from harness.checks import Check, NetInfo, NodeInfo, Observation, Verdict
 from harness.errors import SentrynetError
 from harness.progress import Progress
-from harness.scenario import (
+from harness.run import report
+from harness.run.steps import (
     CheckOutcome,
     Observer,
     RunContext,
@@ -39,7 +39,7 @@ from harness.scenario import (
 )
 from harness.wait import WaitTimeout
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO_DIR = REPO_ROOT / "scenarios"
 
 
@@ -64,7 +64,7 @@ def unique_name(base: str) -> str:
 
 def free_subnet_overrides(topology: Any, in_use: list[Any]) -> dict[str, str]:
     """Overrides moving each topology network whose subnet is taken on this machine to a free
-    subnet of the same size (host parts are kept by harness/testnet.py). Empty when the
+    subnet of the same size (host parts are kept by harness/model/testnet.py). Empty when the
     topology's own subnets are free, which keeps addresses identical to the YAML."""
     taken = [n for n in in_use if n.version == 4]
     overrides: dict[str, str] = {}
@@ -91,7 +91,7 @@ def free_subnet_overrides(topology: Any, in_use: list[Any]) -> dict[str, str]:
 
 
 def node_infos(testnet: Any) -> tuple[dict[str, NodeInfo], dict[str, NetInfo]]:
-    """Static facts the checks need, from the resolved testnet model (harness/testnet.py)."""
+    """Static facts the checks need, from the resolved testnet model (harness/model/testnet.py)."""
     nodes = {
         n.name: NodeInfo(
             name=n.name,
@@ -119,8 +119,8 @@ def node_infos(testnet: Any) -> tuple[dict[str, NodeInfo], dict[str, NetInfo]]:
 
 
 def perturb_layout(testnet: Any) -> Any:
-    """harness/perturb.py's Layout for this testnet."""
-    from harness import perturb
+    """harness/run/perturb.py's Layout for this testnet."""
+    from harness.run import perturb
 
     return perturb.layout_of(testnet)
 
@@ -129,8 +129,8 @@ def perturb_layout(testnet: Any) -> Any:
 class Live:
     """A running testnet plus what scenarios need to look at and perturb it."""
 
-    running: Any  # harness.lifecycle.RunningTestnet
-    topology: Any  # harness.topology.Topology (with subnet overrides applied)
+    running: Any  # harness.run.start.RunningTestnet
+    topology: Any  # harness.model.topology.Topology (with subnet overrides applied)
     observer: Observer
     layout: Any
     t_up: float  # time.monotonic() when `up` began (compose up)
@@ -170,7 +170,7 @@ class Live:
         return v
 
     def down(self, progress: Progress | None = None) -> str:
-        from harness import lifecycle
+        from harness.run import start as lifecycle
 
         return lifecycle.describe_removed(self.name, lifecycle.down(self.name))
 
@@ -183,8 +183,9 @@ def start(
     ready_deadline_s: float = 120.0,
 ) -> Live:
     """Bring up `topology` under `name` (default: unique) and return the Live handle."""
-    from harness import docker_ops, lifecycle
-    from harness.topology import load_topology
+    from harness.infra import docker as docker_ops
+    from harness.model.topology import load_topology
+    from harness.run import start as lifecycle
 
     progress = progress or Progress()
     path = topology_path(topology)
@@ -213,7 +214,7 @@ def start(
         observer = Observer(nodes, {n.name: n.api_url for n in testnet.nodes}, nets, t_up=t_up)
         # reachability does not depend on subnets: the topology as written serves reach.py
         live = Live(running, topo, observer, perturb_layout(testnet), t_up, started_at)
-        from harness import reach
+        from harness.model import reach
 
         # which relays each client can reach over IP, from the model (explains failures)
         observer.marks["reach_relays"] = {n.name: reach.reservable(topo, n) for n in topo.nodes}
@@ -226,9 +227,9 @@ def start(
 
 def _graph_writer(live: Live) -> Any:
     def write(run_dir: Path) -> list[str]:
-        from harness import graph
-        from harness.commands.graph import layout
-        from harness.status import NodeStatus, NodeTarget, TestnetStatus
+        from harness.cli.graph import layout
+        from harness.client import NodeStatus, NodeTarget, TestnetStatus
+        from harness.run import graph
 
         tn = live.testnet
         snap = TestnetStatus(
@@ -258,7 +259,7 @@ def _graph_writer(live: Live) -> Any:
 
 def _read_log(live: Live) -> Any:
     def read(name: str) -> str:
-        from harness import docker_ops
+        from harness.infra import docker as docker_ops
 
         c = docker_ops.node_container(live.name, name)
         return str(c.logs(timestamps=True).decode(errors="replace"))

@@ -2,14 +2,14 @@
 
 Like CometBFT's e2e runner (manifest -> testnet), the topology says what the user wants and
 this says exactly what will exist: per node its data IPs, its control-network IP and API URL,
-its p2p listen multiaddrs, its peer id (deterministic keys, harness/keys.py), the relay server
+its p2p listen multiaddrs, its peer id (deterministic keys, harness/model/keys.py), the relay server
 and persistent peer addresses it is configured with, its default route; plus the derived NAT
 routers and the Docker names. Render writes it to `testnet.json` beside docker-compose.yml so
 the runtime (up, wait, status, perturb, graph) works from a rendered directory alone:
 `Testnet.load(out_dir)`.
 
 Decisions, in one place:
-- p2p listens on every data IP at the node's p2p port (harness/topology.py: 4001, and
+- p2p listens on every data IP at the node's p2p port (harness/model/topology.py: 4001, and
   4002, 4003, ... for further nodes behind the same NAT router, so each has its own public
   endpoint); never on the control network.
 - The node API listens on the node's control IP, port 9000 (API_PORT). The control network is
@@ -17,10 +17,10 @@ Decisions, in one place:
   (10.250.X.0/24, X from a hash) unless overridden (`--subnet control=CIDR`).
 - Routers: `router-<net>` for each private network with nat cone|symmetric; private IP = the
   top host of the private subnet, public IP allocated downward from the top of the public
-  subnet (harness/topology.py reserves both).
+  subnet (harness/model/topology.py reserves both).
 - Relay servers are configured by address WITHOUT peer id (the node matches them via
   identify), using the server's address reachable from the client: a shared network first,
-  else its public address when the client's NAT router gives a path (harness/reach.py).
+  else its public address when the client's NAT router gives a path (harness/model/reach.py).
   An unreachable relay server is still rendered (at its public address: that reproduces the
   seed's bug) and recorded in `warnings`.
 - persistent_peers: by default every node sharing a network with this one (sentries reach
@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import SentrynetError
-from harness.keys import node_key
-from harness.reach import ip_path, no_path_reason, shared_public_endpoints
-from harness.topology import (
+from harness.model.keys import node_key
+from harness.model.reach import ip_path, no_path_reason, shared_public_endpoints
+from harness.model.topology import (
     NAME_RE,
     NetworkSpec,
     NodeSpec,
