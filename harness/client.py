@@ -1,7 +1,8 @@
 """Reading nodes over their HTTP API (docs/contracts.md section 2), over the control network only.
 
-`StatusClient` is one node's API; `TestnetStatus` is a snapshot of every node at one moment,
-the input of `sentrynet status`, `sentrynet graph`, the post-up checks and the scenarios.
+`NodeClient` is one node's API (`RunningTestnet.client(name)` hands one out);
+`TestnetStatus` is a snapshot of every node at one moment, the input of `sentrynet status`,
+`sentrynet graph`, the post-up audit and the scenarios.
 The harness never reads a node any other way: if it is not in /status or /events, the
 harness does not know it.
 """
@@ -9,7 +10,6 @@ harness does not know it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from harness.errors import SentrynetError
+from harness.model import Node, Testnet
 
 
 class NodeUnreachable(SentrynetError):
@@ -41,7 +42,7 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class StatusClient:
+class NodeClient:
     """One node's HTTP API at `http://<control ip>:<port>`."""
 
     def __init__(self, api_url: str, timeout_s: float = 2.0) -> None:
@@ -80,23 +81,16 @@ class StatusClient:
     def metrics(self) -> str:
         return self._get("/metrics").text
 
-
-@dataclass(frozen=True)
-class NodeTarget:
-    """What the harness needs to read one node: its name, role, networks and API URL."""
-
-    name: str
-    role: str
-    api_url: str
-    networks: tuple[str, ...] = ()
-    peer_id: str | None = None  # known before start (render derives the keys)
+    @classmethod
+    def of(cls, node: Node, timeout_s: float = 2.0) -> NodeClient:
+        return cls(node.api_url, timeout_s)
 
 
 @dataclass
 class NodeStatus:
     """One node's /status at snapshot time, or why it could not be read."""
 
-    target: NodeTarget
+    target: Node
     status: dict[str, Any] | None = None
     error: str | None = None
 
@@ -186,20 +180,16 @@ class TestnetStatus:
     nodes: list[NodeStatus] = field(default_factory=list)
 
     @classmethod
-    def collect(
-        cls, testnet: str, targets: Iterable[NodeTarget], timeout_s: float = 2.0
-    ) -> TestnetStatus:
-        targets = list(targets)
-
-        def read(t: NodeTarget) -> NodeStatus:
+    def collect(cls, testnet: Testnet, timeout_s: float = 2.0) -> TestnetStatus:
+        def read(node: Node) -> NodeStatus:
             try:
-                return NodeStatus(t, StatusClient(t.api_url, timeout_s).status())
+                return NodeStatus(node, NodeClient.of(node, timeout_s).status())
             except NodeUnreachable as exc:
-                return NodeStatus(t, error=str(exc).split(": ", 1)[-1])
+                return NodeStatus(node, error=str(exc).split(": ", 1)[-1])
 
-        with ThreadPoolExecutor(max_workers=min(16, max(1, len(targets)))) as pool:
-            nodes = list(pool.map(read, targets))
-        return cls(testnet, nodes)
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(testnet.nodes)))) as pool:
+            nodes = list(pool.map(read, testnet.nodes))
+        return cls(testnet.name, nodes)
 
     def by_name(self, name: str) -> NodeStatus:
         for n in self.nodes:

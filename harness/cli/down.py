@@ -10,7 +10,7 @@ import argparse
 
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
-from harness.run import start as lifecycle
+from harness.run import cleanup
 
 NAME = "down"
 HELP = "remove a testnet (everything labelled sentrynet.testnet=NAME); idempotent"
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     failed = False
     for name in names:
-        removed = lifecycle.down(name)
-        print(lifecycle.describe_removed(name, removed))
+        removed = cleanup.down(name)
+        print(cleanup.describe_removed(name, removed))
         failed = failed or bool(removed.errors)
     return 1 if failed else 0

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.model.testnet import Testnet
 from harness.run import graph
-from harness.run import start as lifecycle
+from harness.run.testnet import RunningTestnet
 
 NAME = "graph"
 HELP = "draw the live connection graph (networks as clusters; direct solid, relayed dashed)"
@@ -22,17 +21,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def layout(testnet: Testnet) -> tuple[list[graph.NetBox], list[graph.RouterBox]]:
-    nets = [graph.NetBox(n.name, n.kind == "public", n.subnet) for n in testnet.networks]
-    routers = [graph.RouterBox(r.name, r.network, r.public_network, r.nat) for r in testnet.routers]
-    return nets, routers
-
-
 def run(args: argparse.Namespace) -> int:
-    testnet, _ = lifecycle.find_testnet(args.testnet)
-    snap = lifecycle.snapshot(testnet)
-    nets, routers = layout(testnet)
-    g = graph.build_graph(snap, nets, routers)
+    running = RunningTestnet.find(args.testnet)
+    snap = running.snapshot()
+    g = graph.build_graph(snap, running.testnet)
     out = Path(args.out)
     graph.write(g, out)
     kinds = {

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from harness.infra import docker as docker_ops
-from harness.run import start as lifecycle
+from harness.run.testnet import resolve_name
 
 NAME = "logs"
 HELP = "print a node's or router's log (container output; -f to follow)"
@@ -22,8 +22,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    name = lifecycle.resolve_name(args.testnet)
-    container = docker_ops.node_container(name, args.node)
+    container = docker_ops.node_container(resolve_name(args.testnet), args.node)
     tail = args.tail if args.tail is not None else "all"
     if args.follow:
         for chunk in container.logs(stream=True, follow=True, tail=tail):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from harness.run import perturb
-from harness.run import start as lifecycle
+from harness.run.testnet import RunningTestnet
 
 NAME = "perturb"
 HELP = "kill/pause/restart nodes, disconnect links, partition networks, switch NAT, loss, latency"
@@ -65,26 +65,25 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    testnet, _ = lifecycle.find_testnet(args.testnet)
-    layout = perturb.layout_of(testnet)
+    testnet = RunningTestnet.find(args.testnet).testnet
     a = args.action
     if a in ("kill", "pause", "unpause", "restart", "start"):
-        out = perturb.container_action(layout, args.node, a)
+        out = perturb.container_action(testnet, args.node, a)
     elif a == "disconnect":
-        out = perturb.disconnect(layout, args.node, args.net)
+        out = perturb.disconnect(testnet, args.node, args.net)
     elif a == "reconnect":
-        out = perturb.reconnect(layout, args.node, args.net)
+        out = perturb.reconnect(testnet, args.node, args.net)
     elif a == "partition":
-        out = perturb.partition(layout, args.net_a, args.net_b)
+        out = perturb.partition(testnet, args.net_a, args.net_b)
     elif a == "heal":
-        out = perturb.heal(layout, args.net_a, args.net_b)
+        out = perturb.heal(testnet, args.net_a, args.net_b)
     elif a == "nat":
-        out = perturb.set_nat(layout, args.net, args.nat_type, flush=not args.keep_conntrack)
+        out = perturb.set_nat(testnet, args.net, args.nat_type, flush=not args.keep_conntrack)
     elif a == "loss":
-        out = perturb.set_loss(layout, args.net, args.pct)
+        out = perturb.set_loss(testnet, args.net, args.pct)
     elif a == "latency":
-        out = perturb.set_latency(layout, args.net, args.ms)
+        out = perturb.set_latency(testnet, args.net, args.ms)
     else:
-        out = perturb.clear(layout)
+        out = perturb.clear(testnet)
     print(out)
     return 0

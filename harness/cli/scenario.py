@@ -13,8 +13,7 @@ import sys
 
 from harness import scenarios
 from harness.progress import Progress
-from harness.run import report
-from harness.run import runner as scenario_run
+from harness.run import report, runner
 
 NAME = "scenario"
 HELP = "run a scenario (" + ", ".join(scenarios.SCENARIOS) + "): checks, report, teardown"
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     sc = scenarios.get(args.name)
     progress = Progress()
     progress.say(describe(args.name))
-    doc, run_dir = scenario_run.run(
+    doc, run_dir = runner.run(
         sc, name=args.testnet_name, keep=args.keep, results_root=args.results, progress=progress
     )
     width = shutil.get_terminal_size((140, 20)).columns

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.run import start as lifecycle
+from harness.run.testnet import RunningTestnet
 
 NAME = "status"
 HELP = "per-node status of a running testnet (table, or --json for scripts)"
@@ -22,7 +22,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    testnet, _ = lifecycle.find_testnet(args.testnet)
-    snap = lifecycle.snapshot(testnet, args.timeout)
+    snap = RunningTestnet.find(args.testnet).snapshot(args.timeout)
     print(snap.to_json() if args.json else snap.table())
     return 0 if all(n.ok for n in snap.nodes) else 1

@@ -1,4 +1,4 @@
-"""`sentrynet up TOPOLOGY`: render, build the image if needed, start, wait until ready, verify.
+"""`sentrynet up TOPOLOGY`: render, build the image if needed, start, wait until ready, audit.
 
 On failure, Ctrl-C or SIGTERM everything is removed again (unless --keep-on-failure).
 """
@@ -10,7 +10,7 @@ import json
 
 from harness.model.testnet import parse_subnet_overrides
 from harness.progress import Progress
-from harness.run import start as lifecycle
+from harness.run import start
 
 NAME = "up"
 HELP = "start a testnet from a topology (render, image, compose up, wait ready, safety checks)"
@@ -37,7 +37,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ready-timeout",
         type=float,
-        default=lifecycle.READY_DEADLINE_S,
+        default=start.READY_DEADLINE_S,
         metavar="S",
         help="seconds to wait for every node's /status (default: %(default)g)",
     )
@@ -52,7 +52,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    running = lifecycle.up(
+    running = start.up(
         args.topology,
         name=args.name,
         subnets=parse_subnet_overrides(args.subnet),

@@ -55,7 +55,7 @@ API_PORT = 9000
 CONTROL_NETWORK = "control"
 CONTROL_FIRST_HOST = 10
 TESTNET_FILE = "testnet.json"
-FORMAT_VERSION = 2  # 2: per-node p2p_port
+FORMAT_VERSION = 3  # 2: per-node p2p_port; 3: router_public_ip per network
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,16 @@ class Network:
     nat: str = "none"  # none | cone | symmetric
     loss_pct: float = 0.0
     latency_ms: float = 0.0
+    router_public_ip: str | None = None  # public IP of its NAT router, when it has one
+
+    @property
+    def public(self) -> bool:
+        return self.kind == "public"
+
+    @property
+    def private(self) -> bool:
+        """Behind a NAT router, or (with none) reachable only by the containers on it."""
+        return self.kind == "private"
 
     @property
     def gateway(self) -> str:
@@ -83,6 +93,11 @@ class Router:
     public_network: str
     public_ip: str
     container: str
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """network -> IP, like Node.addresses: its private side and its public side."""
+        return {self.network: self.private_ip, self.public_network: self.public_ip}
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,20 @@ class Node:
     router: str | None  # that router's name
     container: str
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra node.toml keys
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """The data networks it has an interface on, topology order."""
+        return tuple(self.addresses)
+
+    @property
+    def validator(self) -> bool:
+        return self.role == "validator"
+
+    @property
+    def relay_client(self) -> bool:
+        """Expected to hold reservations (relay mode client; sentries in `both` are not)."""
+        return self.relay_mode == "client"
 
     @property
     def p2p_addr(self) -> str:
@@ -160,6 +189,28 @@ class Testnet:
             if r.name == name:
                 return r
         raise KeyError(name)
+
+    def router_of(self, network: str) -> Router | None:
+        """The NAT router fronting a private network (None: public, or no router)."""
+        return next((r for r in self.routers if r.network == network), None)
+
+    def nodes_on(self, network: str) -> list[Node]:
+        return [n for n in self.nodes if network in n.addresses]
+
+    def host(self, name: str) -> Node | Router:
+        """A node or a router (both run in a container and have `addresses`)."""
+        for h in self.hosts():
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def hosts(self) -> list[Node | Router]:
+        """Every container of the testnet that is on a data network: nodes, then routers."""
+        return [*self.nodes, *self.routers]
+
+    def hosts_on(self, network: str) -> list[Node | Router]:
+        """Every node and router with an interface on a data network."""
+        return [h for h in self.hosts() if network in h.addresses]
 
     def peer_names(self) -> dict[str, str]:
         """peer id -> node name (to print names instead of ids)."""
@@ -333,9 +384,9 @@ def build_testnet(
             "pass --subnet control=CIDR with a larger one"
         )
 
-    networks = tuple(_network(tn_name, n) for n in topo.networks)
     public = topo.public_network
     pub_ips = router_public_ips(topo.networks)
+    networks = tuple(_network(tn_name, n, pub_ips) for n in topo.networks)
     routers = tuple(
         Router(
             name=f"router-{n.name}",
@@ -374,7 +425,7 @@ def build_testnet(
     )
 
 
-def _network(tn_name: str, n: NetworkSpec) -> Network:
+def _network(tn_name: str, n: NetworkSpec, router_ips: dict[str, str]) -> Network:
     return Network(
         name=n.name,
         subnet=n.subnet,
@@ -383,6 +434,7 @@ def _network(tn_name: str, n: NetworkSpec) -> Network:
         nat=n.nat,
         loss_pct=n.loss_pct,
         latency_ms=n.latency_ms,
+        router_public_ip=router_ips.get(n.name) if n.has_router else None,
     )
 
 

@@ -11,6 +11,8 @@ What is checked, and why each matters:
 - control path (node /status): no p2p connection uses a control-network address, none goes
   to an address outside the testnet, and the node listens where the model says.
 Each failure names the container and what is wrong; all failures are reported together.
+This is the audit stage of a run (nothing leaves the testnet); scenario checks are another
+thing and live in harness/checks/.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import docker.errors
 from harness.client import TestnetStatus
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
-from harness.model.testnet import API_PORT, Testnet
+from harness.model.testnet import API_PORT, Node, Router, Testnet
 
 
-class VerifyError(SentrynetError):
+class AuditError(SentrynetError):
     """One or more safety checks failed; the message lists every finding."""
 
     def __init__(self, testnet: str, findings: list[str]) -> None:
@@ -104,22 +106,6 @@ def docker_gateways() -> set[str]:
 # --------------------------------------------------------------------------- routes
 
 
-@dataclass(frozen=True)
-class Box:
-    """A container the checks read: its name, what it is and what its routes should be."""
-
-    label: str  # node or router name
-    container: str
-    default_via: str | None
-    node: bool
-
-
-def _boxes(testnet: Testnet) -> list[Box]:
-    out = [Box(r.name, r.container, None, False) for r in testnet.routers]
-    out += [Box(n.name, n.container, n.default_via, True) for n in testnet.nodes]
-    return out
-
-
 def parse_routes(text: str) -> list[dict[str, str]]:
     """`ip -4 route` lines -> [{"dest": ..., "via": ..., "dev": ...}]."""
     routes = []
@@ -151,42 +137,44 @@ def read_all(containers: list[str], argv: list[str]) -> dict[str, docker_ops.Exe
 
 def check_routes(testnet: Testnet, gateways: set[str]) -> list[str]:
     findings = []
-    boxes = _boxes(testnet)
-    outputs = read_all([b.container for b in boxes], ["ip", "-4", "route", "show"])
-    for box in boxes:
-        res = outputs[box.container]
+    hosts: list[Node | Router] = [*testnet.routers, *testnet.nodes]
+    outputs = read_all([h.container for h in hosts], ["ip", "-4", "route", "show"])
+    for host in hosts:
+        # routers and public nodes have no default route; a NATed node's goes via its router
+        default_via = host.default_via if isinstance(host, Node) else None
+        res = outputs[host.container]
         if res is None:
-            findings.append(f"{box.label} ({box.container}): container missing")
+            findings.append(f"{host.name} ({host.container}): container missing")
             continue
         if not res.ok:
-            findings.append(f"{box.label}: `ip -4 route` failed: {res.output.strip()}")
+            findings.append(f"{host.name}: `ip -4 route` failed: {res.output.strip()}")
             continue
         routes = parse_routes(res.output)
         defaults = [r for r in routes if r["dest"] == "default"]
         for r in routes:
             if r.get("via") in gateways:
                 findings.append(
-                    f"{box.label}: route via Docker gateway {r['via']}: {r['line']!r} "
+                    f"{host.name}: route via Docker gateway {r['via']}: {r['line']!r} "
                     "(a path off the testnet)"
                 )
-        if box.default_via is None:
+        if default_via is None:
             for r in defaults:
                 if r.get("via") not in gateways:  # already reported above
                     findings.append(
-                        f"{box.label}: has a default route ({r['line']!r}); "
-                        f"{'routers' if not box.node else 'nodes with no NAT router'} "
+                        f"{host.name}: has a default route ({r['line']!r}); "
+                        f"{'routers' if isinstance(host, Router) else 'nodes with no NAT router'} "
                         "must have none"
                     )
         else:
             vias = [r.get("via") for r in defaults]
-            if vias != [box.default_via]:
+            if vias != [default_via]:
                 findings.append(
-                    f"{box.label}: default route(s) {vias or 'none'}; expected exactly "
-                    f"`default via {box.default_via}` (its NAT router)"
+                    f"{host.name}: default route(s) {vias or 'none'}; expected exactly "
+                    f"`default via {default_via}` (its NAT router)"
                 )
         for r in routes:
             if r["dest"] != "default" and "via" in r and r["via"] not in gateways:
-                findings.append(f"{box.label}: unexpected routed prefix {r['line']!r}")
+                findings.append(f"{host.name}: unexpected routed prefix {r['line']!r}")
     return findings
 
 
@@ -291,8 +279,8 @@ def control_path_violations(testnet: Testnet, snapshot: TestnetStatus) -> list[s
 # --------------------------------------------------------------------------- all together
 
 
-def verify(testnet: Testnet, snapshot: TestnetStatus) -> Report:
-    """Run every check; raise VerifyError listing all findings, else return what passed."""
+def audit(testnet: Testnet, snapshot: TestnetStatus) -> Report:
+    """Run every check; raise AuditError listing all findings, else return what passed."""
     groups: list[tuple[str, Iterable[str]]] = []
     gateways = docker_gateways()
     groups.append(("networks internal/no-masquerade/labelled", check_networks(testnet)))
@@ -312,9 +300,5 @@ def verify(testnet: Testnet, snapshot: TestnetStatus) -> Report:
         if not items:
             passed.append(title)
     if findings:
-        raise VerifyError(testnet.name, findings)
+        raise AuditError(testnet.name, findings)
     return Report(passed)
-
-
-def summary(report: Report) -> str:
-    return "; ".join(report.passed)

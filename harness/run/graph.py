@@ -17,21 +17,7 @@ from pathlib import Path
 
 from harness.client import TestnetStatus
 from harness.errors import SentrynetError
-
-
-@dataclass(frozen=True)
-class NetBox:
-    name: str
-    public: bool
-    subnet: str = ""
-
-
-@dataclass(frozen=True)
-class RouterBox:
-    name: str
-    private_net: str
-    public_net: str
-    nat: str = ""
+from harness.model import Network, Router, Testnet
 
 
 @dataclass(frozen=True)
@@ -47,17 +33,18 @@ class Graph:
     """Nodes placed in network clusters plus deduplicated edges; the input of both writers."""
 
     testnet: str
-    nets: list[NetBox]
+    nets: list[Network]  # data networks
     members: dict[str, list[str]]  # net -> node names (first network of each node only)
-    routers: list[RouterBox]
+    routers: list[Router]
     edges: list[Edge]
     down: set[str] = field(default_factory=set)  # nodes whose API did not answer
     unknown_peers: int = 0  # connections to peer ids outside the testnet
     also_on: dict[str, list[str]] = field(default_factory=dict)  # node -> its other networks
 
 
-def build_graph(snapshot: TestnetStatus, nets: list[NetBox], routers: list[RouterBox]) -> Graph:
+def build_graph(snapshot: TestnetStatus, testnet: Testnet) -> Graph:
     """Fold a status snapshot into a graph: each connection reported by either end, once."""
+    nets, routers = list(testnet.networks), list(testnet.routers)
     names = snapshot.name_of_peer()
     members: dict[str, list[str]] = {n.name: [] for n in nets}
     public = {n.name for n in nets if n.public}
@@ -123,7 +110,7 @@ STYLE = {
 def _layout(
     g: Graph,
 ) -> tuple[
-    dict[str, tuple[float, float]], list[tuple[NetBox, float, float, float, float]], float, float
+    dict[str, tuple[float, float]], list[tuple[Network, float, float, float, float]], float, float
 ]:
     """Place clusters (public row on top, private row below) and nodes inside them.
 
@@ -131,7 +118,7 @@ def _layout(
     runs through a node it does not touch.
     """
     pos: dict[str, tuple[float, float]] = {}
-    boxes: list[tuple[NetBox, float, float, float, float]] = []
+    boxes: list[tuple[Network, float, float, float, float]] = []
     rows = [[n for n in g.nets if n.public], [n for n in g.nets if not n.public]]
     sizes = {n.name: max(220.0, len(g.members.get(n.name, [])) * NODE_GAP + 60) for n in g.nets}
     row_widths = [sum(sizes[n.name] for n in row) + PAD * (len(row) - 1) for row in rows]
@@ -163,12 +150,12 @@ def _layout(
     # routers sit on the top border of their private cluster, off centre
     for r in g.routers:
         for net, bx, by, bw, _bh in boxes:
-            if net.name == r.private_net:
+            if net.name == r.network:
                 pos[r.name] = (bx + bw - 50, by)
     return pos, boxes, width, y + 40
 
 
-def _net_label(net: NetBox) -> str:
+def _net_label(net: Network) -> str:
     kind = "public" if net.public else "private"
     name = net.name if net.name == kind else f"{net.name} ({kind})"
     return f"{name} {net.subnet}".strip()
@@ -196,9 +183,9 @@ def to_svg(g: Graph) -> str:
     # router uplinks: private cluster border up to the public cluster
     public_boxes = {net.name: (x, y, w, h) for net, x, y, w, h in boxes if net.public}
     for r in g.routers:
-        if r.name in pos and r.public_net in public_boxes:
+        if r.name in pos and r.public_network in public_boxes:
             rx, ry = pos[r.name]
-            px, py, pw, ph = public_boxes[r.public_net]
+            px, py, pw, ph = public_boxes[r.public_network]
             tx = min(max(rx, px + 10), px + pw - 10)
             out.append(
                 f'<line x1="{rx:.0f}" y1="{ry:.0f}" x2="{tx:.0f}" y2="{py + ph:.0f}" '
@@ -276,7 +263,7 @@ def to_dot(g: Graph) -> str:
             fill = "#ffcdd2" if name in g.down else "white"
             lines.append(f"    {_q(name)} [shape=circle, style=filled, fillcolor={_q(fill)}];")
         for r in g.routers:
-            if r.private_net == net.name:
+            if r.network == net.name:
                 lines.append(
                     f"    {_q(r.name)} [shape=box, style=filled, fillcolor={_q('#cfd8dc')}];"
                 )

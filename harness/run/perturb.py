@@ -26,85 +26,52 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from docker.models.containers import Container
 
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
-from harness.model.testnet import Testnet
+from harness.model import Node, Router, Testnet
 
 
-@dataclass(frozen=True)
-class Attachment:
-    """One container's interface on one data network."""
-
-    node: str  # topology name of the node or router
-    net: str
-    ip: str
-    is_router: bool
-
-
-@dataclass
-class Layout:
-    """The data-network facts perturbations need, from the testnet model."""
-
-    testnet: str
-    public_net: str
-    subnets: dict[str, str]  # net -> CIDR
-    attachments: list[Attachment]
-    routers: dict[str, str] = field(default_factory=dict)  # private net -> router node name
-    router_public_ip: dict[str, str] = field(default_factory=dict)  # private net -> IP
-
-    def on(self, net: str) -> list[Attachment]:
-        self.require_net(net)
-        return [a for a in self.attachments if a.net == net]
-
-    def of(self, node: str) -> list[Attachment]:
-        found = [a for a in self.attachments if a.node == node]
-        if not found:
-            known = sorted({a.node for a in self.attachments})
-            raise SentrynetError(f"no node or router {node!r}; known: {', '.join(known)}")
-        return found
-
-    def require_net(self, net: str) -> None:
-        if net == "control":
-            raise SentrynetError(
-                "the control network carries only the harness's API reads; "
-                "perturbations apply to data networks: " + ", ".join(self.subnets)
-            )
-        if net not in self.subnets:
-            raise SentrynetError(f"no network {net!r}; known: {', '.join(self.subnets)}")
-
-    def seen_as(self, net: str, exclude: tuple[str, ...] = ()) -> list[str]:
-        """The addresses by which hosts elsewhere see `net`: its subnet, its NAT router's
-        public IP, and the other addresses of multi-homed nodes on it (a sentry's public IP),
-        except addresses on the `exclude` networks (the other side of a partition)."""
-        out = [self.subnets[net]]
-        if net in self.router_public_ip:
-            out.append(f"{self.router_public_ip[net]}/32")
-        members = {a.node for a in self.attachments if a.net == net and not a.is_router}
-        for a in self.attachments:
-            if a.node in members and a.net != net and a.net not in exclude:
-                out.append(f"{a.ip}/32")
-        return out
+def require_net(testnet: Testnet, net: str) -> None:
+    """A data network of this testnet (perturbations never touch the control network)."""
+    names = [n.name for n in testnet.networks]
+    if net == "control":
+        raise SentrynetError(
+            "the control network carries only the harness's API reads; "
+            "perturbations apply to data networks: " + ", ".join(names)
+        )
+    if net not in names:
+        raise SentrynetError(f"no network {net!r}; known: {', '.join(names)}")
 
 
-def layout_of(testnet: Testnet) -> Layout:
-    atts = [
-        Attachment(n.name, net, ip, False) for n in testnet.nodes for net, ip in n.addresses.items()
-    ]
-    for r in testnet.routers:
-        atts.append(Attachment(r.name, r.network, r.private_ip, True))
-        atts.append(Attachment(r.name, r.public_network, r.public_ip, True))
-    return Layout(
-        testnet=testnet.name,
-        public_net=testnet.public_network.name,
-        subnets={n.name: n.subnet for n in testnet.networks},
-        attachments=atts,
-        routers={r.network: r.name for r in testnet.routers},
-        router_public_ip={r.network: r.public_ip for r in testnet.routers},
-    )
+def _host(testnet: Testnet, name: str) -> Node | Router:
+    try:
+        return testnet.host(name)
+    except KeyError:
+        known = sorted(h.name for h in testnet.hosts())
+        raise SentrynetError(f"no node or router {name!r}; known: {', '.join(known)}") from None
+
+
+def _on(testnet: Testnet, net: str) -> list[Node | Router]:
+    require_net(testnet, net)
+    return testnet.hosts_on(net)
+
+
+def seen_as(testnet: Testnet, net: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The addresses by which hosts elsewhere see `net`: its subnet, its NAT router's
+    public IP, and the other addresses of multi-homed nodes on it (a sentry's public IP),
+    except addresses on the `exclude` networks (the other side of a partition)."""
+    network = testnet.network(net)
+    out = [network.subnet]
+    if network.router_public_ip:
+        out.append(f"{network.router_public_ip}/32")
+    for node in testnet.nodes_on(net):
+        for other, ip in node.addresses.items():
+            if other != net and other not in exclude:
+                out.append(f"{ip}/32")
+    return out
 
 
 # --------------------------------------------------------------------------- in-container tools
@@ -150,13 +117,13 @@ def _remove_rules(container: Container, comment_prefix: str) -> int:
 # --------------------------------------------------------------------------- containers
 
 
-def _container(layout: Layout, node: str) -> Container:
-    return docker_ops.node_container(layout.testnet, node)
+def _container(testnet: Testnet, node: str) -> Container:
+    return docker_ops.node_container(testnet.name, node)
 
 
-def container_action(layout: Layout, node: str, action: str) -> str:
+def container_action(testnet: Testnet, node: str, action: str) -> str:
     """kill | pause | unpause | restart | start one node (or router) container."""
-    c = _container(layout, node)
+    c = _container(testnet, node)
     actions: dict[str, Callable[[], object]] = {
         "kill": c.kill,
         "pause": c.pause,
@@ -177,14 +144,15 @@ def container_action(layout: Layout, node: str, action: str) -> str:
 # --------------------------------------------------------------------------- links
 
 
-def disconnect(layout: Layout, node: str, net: str) -> str:
-    layout.require_net(net)
-    att = next((a for a in layout.of(node) if a.net == net), None)
-    if att is None:
-        nets = ", ".join(a.net for a in layout.of(node))
+def disconnect(testnet: Testnet, node: str, net: str) -> str:
+    require_net(testnet, net)
+    host = _host(testnet, node)
+    ip = host.addresses.get(net)
+    if ip is None:
+        nets = ", ".join(host.addresses)
         raise SentrynetError(f"{node} is not on network {net!r} (it is on {nets})")
-    c = _container(layout, node)
-    iface = _iface_of(c, att.ip)
+    c = _container(testnet, node)
+    iface = _iface_of(c, ip)
     comment = _comment("disconnect", net)
     _remove_rules(c, comment)
     _add_rules(
@@ -193,14 +161,14 @@ def disconnect(layout: Layout, node: str, net: str) -> str:
         comment,
     )
     return (
-        f"disconnect {node} from {net}: iptables DROP on {iface} ({att.ip}) in {c.name}; "
+        f"disconnect {node} from {net}: iptables DROP on {iface} ({ip}) in {c.name}; "
         "address and routes kept"
     )
 
 
-def reconnect(layout: Layout, node: str, net: str) -> str:
-    layout.require_net(net)
-    c = _container(layout, node)
+def reconnect(testnet: Testnet, node: str, net: str) -> str:
+    require_net(testnet, net)
+    c = _container(testnet, node)
     n = _remove_rules(c, _comment("disconnect", net))
     return f"reconnect {node} to {net}: removed {n} DROP rule(s) in {c.name}"
 
@@ -210,28 +178,29 @@ def _pair(a: str, b: str) -> tuple[str, str]:
     return lo, hi
 
 
-def partition(layout: Layout, net_a: str, net_b: str) -> str:
-    layout.require_net(net_a)
-    layout.require_net(net_b)
+def partition(testnet: Testnet, net_a: str, net_b: str) -> str:
+    require_net(testnet, net_a)
+    require_net(testnet, net_b)
     if net_a == net_b:
         raise SentrynetError("partition needs two different networks")
     comment = _comment("partition", *_pair(net_a, net_b))
     lines = []
-    by_node: dict[str, list[Attachment]] = {}
-    for att in layout.attachments:
-        if att.net in (net_a, net_b):
-            by_node.setdefault(att.node, []).append(att)
+    by_node: dict[str, list[tuple[str, str]]] = {}  # host -> (net, ip) on either network
+    for host in testnet.hosts():
+        for net, ip in host.addresses.items():
+            if net in (net_a, net_b):
+                by_node.setdefault(host.name, []).append((net, ip))
     for node, atts in sorted(by_node.items()):
-        c = _container(layout, node)
+        c = _container(testnet, node)
         _remove_rules(c, comment)
         rules: list[str] = []
         if len(atts) == 2:  # on both networks: stop forwarding between them
-            ia, ib = (_iface_of(c, a.ip) for a in atts)
+            ia, ib = (_iface_of(c, ip) for _net, ip in atts)
             rules = [f"FORWARD -i {ia} -o {ib}", f"FORWARD -i {ib} -o {ia}"]
             what = f"no forwarding {ia}<->{ib}"
         else:
-            other = net_b if atts[0].net == net_a else net_a
-            seen = layout.seen_as(other, exclude=(net_a, net_b))
+            other = net_b if atts[0][0] == net_a else net_a
+            seen = seen_as(testnet, other, exclude=(net_a, net_b))
             for cidr in seen:
                 rules += [f"INPUT -s {cidr}", f"OUTPUT -d {cidr}"]
                 rules += [f"FORWARD -s {cidr}", f"FORWARD -d {cidr}"]
@@ -243,14 +212,14 @@ def partition(layout: Layout, net_a: str, net_b: str) -> str:
     )
 
 
-def heal(layout: Layout, net_a: str, net_b: str) -> str:
-    layout.require_net(net_a)
-    layout.require_net(net_b)
+def heal(testnet: Testnet, net_a: str, net_b: str) -> str:
+    require_net(testnet, net_a)
+    require_net(testnet, net_b)
     comment = _comment("partition", *_pair(net_a, net_b))
     total = 0
-    nodes = sorted({a.node for a in layout.attachments if a.net in (net_a, net_b)})
+    nodes = sorted({h.name for net in (net_a, net_b) for h in testnet.hosts_on(net)})
     for node in nodes:
-        total += _remove_rules(_container(layout, node), comment)
+        total += _remove_rules(_container(testnet, node), comment)
     return f"heal {net_a} | {net_b}: removed {total} rule(s) in {len(nodes)} container(s)"
 
 
@@ -273,18 +242,19 @@ print("flushed" if err == 0 else f"error {os.strerror(-err)}")
 NAT_TYPES = ("cone", "symmetric")
 
 
-def set_nat(layout: Layout, net: str, nat: str, flush: bool = True) -> str:
+def set_nat(testnet: Testnet, net: str, nat: str, flush: bool = True) -> str:
     """Switch the router of private network `net` to cone or symmetric NAT at run time."""
-    layout.require_net(net)
+    require_net(testnet, net)
     if nat not in NAT_TYPES:
         raise SentrynetError(f"nat type {nat!r} is not one of {', '.join(NAT_TYPES)}")
-    router = layout.routers.get(net)
-    if router is None:
+    found = testnet.router_of(net)
+    if found is None:
         raise SentrynetError(
             f"network {net!r} has no NAT router (routed private networks: "
-            f"{', '.join(layout.routers) or 'none'})"
+            f"{', '.join(r.network for r in testnet.routers) or 'none'})"
         )
-    c = _container(layout, router)
+    router = found.name
+    c = _container(testnet, router)
     current = docker_ops.must_exec(c, ["iptables", "-t", "nat", "-S", "POSTROUTING"])
     masq = [line for line in current.splitlines() if "-j MASQUERADE" in line]
     if not masq:
@@ -310,20 +280,20 @@ def set_nat(layout: Layout, net: str, nat: str, flush: bool = True) -> str:
 # --------------------------------------------------------------------------- loss / latency
 
 
-def set_loss(layout: Layout, net: str, pct: float) -> str:
+def set_loss(testnet: Testnet, net: str, pct: float) -> str:
     if not 0 <= pct < 100:
         raise SentrynetError(f"loss {pct}: use a percentage 0 <= PCT < 100 (0 removes loss)")
     comment = _comment("loss", net)
     done = []
-    for att in layout.on(net):
-        c = _container(layout, att.node)
-        iface = _iface_of(c, att.ip)
+    for host in _on(testnet, net):
+        c = _container(testnet, host.name)
+        iface = _iface_of(c, host.addresses[net])
         _remove_rules(c, comment)
         if pct > 0:
             p = f"{pct / 100:.4f}"
             stat = f"-m statistic --mode random --probability {p}"
             _add_rules(c, [f"INPUT -i {iface} {stat}", f"FORWARD -i {iface} {stat}"], comment)
-        done.append(f"{att.node}:{iface}")
+        done.append(f"{host.name}:{iface}")
     verb = f"{pct:g}% inbound drop" if pct > 0 else "loss removed"
     return f"loss {net}: {verb} on {', '.join(done)} (iptables statistic)"
 
@@ -339,13 +309,13 @@ class NetemUnavailable(SentrynetError):
     """This kernel has no netem qdisc: latency cannot be emulated here (loss still can)."""
 
 
-def set_latency(layout: Layout, net: str, ms: float) -> str:
+def set_latency(testnet: Testnet, net: str, ms: float) -> str:
     if ms < 0:
         raise SentrynetError(f"latency {ms}: use milliseconds >= 0 (0 removes it)")
     targets = []
-    for att in layout.on(net):
-        c = _container(layout, att.node)
-        targets.append((att.node, c, _iface_of(c, att.ip)))
+    for host in _on(testnet, net):
+        c = _container(testnet, host.name)
+        targets.append((host.name, c, _iface_of(c, host.addresses[net])))
     if ms == 0:
         for _node, c, iface in targets:
             docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, "root"])
@@ -368,10 +338,10 @@ def set_latency(layout: Layout, net: str, ms: float) -> str:
     return f"latency {net}: {ms:g} ms egress delay on {', '.join(done)} (netem)"
 
 
-def clear(layout: Layout) -> str:
+def clear(testnet: Testnet) -> str:
     """Undo every iptables perturbation (disconnects, partitions, loss) in every container."""
     total = 0
-    nodes = sorted({a.node for a in layout.attachments})
+    nodes = sorted(h.name for h in testnet.hosts())
     for node in nodes:
-        total += _remove_rules(_container(layout, node), "sn:")
+        total += _remove_rules(_container(testnet, node), "sn:")
     return f"clear: removed {total} perturbation rule(s) in {len(nodes)} container(s)"

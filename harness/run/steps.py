@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.checks import Check, Event, NetInfo, NodeInfo, Observation, Verdict
-from harness.client import NodeUnreachable, StatusClient
+from harness.checks import Check, Observation, Verdict
+from harness.model import Testnet
 from harness.progress import Progress
+from harness.run.observe import Observer
 from harness.wait import WaitTimeout, wait_until
 
 # When a check this one builds on failed, do not spend its whole deadline: the detail of
@@ -44,105 +44,6 @@ def deadline_scale() -> float:
         return max(1.0, float(os.environ.get("SENTRYNET_DEADLINE_SCALE", "1")))
     except ValueError:
         return 1.0
-
-
-# ---------------------------------------------------------------------------------------
-# observing the testnet
-# ---------------------------------------------------------------------------------------
-@dataclass
-class _NodeCursor:
-    cursor: int = 0
-    epoch: int = 0
-    started_at: float | None = None
-    peer_id: str | None = None
-
-
-class Observer:
-    """Polls every node's /status and new /events, keeping the event history since `up`.
-
-    Restarts are detected (started_at or peer id changes, or /events `next` going
-    backwards): the cursor restarts at 0 and the node's `epoch` goes up, so history from
-    before the restart is kept and never confused with the new process's events.
-    Event times are converted to harness seconds since `up` (field `ts`) with the offset
-    between the node's clock (started_at + uptime_s) and ours at the moment of the poll.
-    """
-
-    def __init__(
-        self,
-        nodes: dict[str, NodeInfo],
-        api_urls: dict[str, str],
-        nets: dict[str, NetInfo] | None = None,
-        t_up: float | None = None,
-        timeout_s: float = 2.0,
-    ) -> None:
-        self.nodes = nodes
-        self.nets = nets or {}
-        self.clients = {n: StatusClient(url, timeout_s) for n, url in api_urls.items()}
-        self.t_up = time.monotonic() if t_up is None else t_up
-        self.marks: dict[str, Any] = {}
-        self.events: dict[str, list[Event]] = {n: [] for n in api_urls}
-        self.status: dict[str, dict[str, Any]] = {}
-        self.errors: dict[str, str] = {}
-        self.clock: dict[str, float] = {}
-        self._cur = {n: _NodeCursor() for n in api_urls}
-        self.last: Observation | None = None
-
-    def now(self) -> float:
-        return time.monotonic() - self.t_up
-
-    def _poll_node(self, name: str) -> None:
-        client = self.clients[name]
-        cur = self._cur[name]
-        try:
-            st = client.status()
-        except NodeUnreachable as exc:
-            self.status.pop(name, None)
-            self.errors[name] = str(exc).split(": ", 1)[-1]
-            return
-        t_harness = self.now()
-        self.errors.pop(name, None)
-        started, pid = st.get("started_at"), st.get("peer_id")
-        if (cur.started_at is not None and started != cur.started_at) or (
-            cur.peer_id is not None and pid != cur.peer_id
-        ):
-            cur.epoch += 1
-            cur.cursor = 0
-        cur.started_at, cur.peer_id = started, pid
-        if started is not None and st.get("uptime_s") is not None:
-            self.clock[name] = t_harness - (float(started) + float(st["uptime_s"]))
-        self.status[name] = st
-        try:
-            nxt, evs = client.events(cur.cursor)
-        except NodeUnreachable as exc:
-            self.errors[name] = f"/events: {str(exc).split(': ', 1)[-1]}"
-            return
-        if nxt < cur.cursor:  # restarted between the two calls: read the new log from 0
-            cur.epoch += 1
-            nxt, evs = client.events(0)
-        offset = self.clock.get(name)
-        for e in evs:
-            e = dict(e)
-            e["epoch"] = cur.epoch
-            t = e.get("t")
-            e["ts"] = float(t) + offset if (t is not None and offset is not None) else t_harness
-            self.events[name].append(e)
-        cur.cursor = nxt
-
-    def observe(self) -> Observation:
-        """Poll every node (in parallel) and return the current Observation."""
-        with ThreadPoolExecutor(max_workers=min(16, max(1, len(self.clients)))) as pool:
-            list(pool.map(self._poll_node, list(self.clients)))
-        self.last = Observation(
-            t=self.now(),
-            nodes=self.nodes,
-            nets=self.nets,
-            status=dict(self.status),
-            unreachable=dict(self.errors),
-            events={k: list(v) for k, v in self.events.items()},
-            marks=self.marks,
-            clock=dict(self.clock),
-        )
-        return self.last
 
 
 # ---------------------------------------------------------------------------------------
@@ -175,13 +76,12 @@ class CheckOutcome:
 
 @dataclass
 class RunContext:
-    """What steps may use: the observer, marks, progress, and the runtime handles
-    (`testnet` model, perturbation layout) the flow needs for actions."""
+    """What steps may use: the observer, marks, progress, and the testnet model the flow's
+    actions (harness/run/perturb.py) act on."""
 
     observer: Observer
     progress: Progress
-    testnet: Any = None  # harness.model.testnet.Testnet
-    layout: Any = None  # harness.run.perturb.Layout
+    testnet: Testnet | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from harness.checks import NetInfo, NodeInfo, Observation
+from harness.checks import Observation
+from harness.model import Network, Node
 
 PID = {f"node{i}": f"12D3KooWPeer{i}xxxxxxxxxxxxxxxxxxxx" for i in range(8)}
 IP = {
@@ -35,29 +36,45 @@ ROLES = {
 }
 
 
-def nodes() -> dict[str, NodeInfo]:
+def nodes() -> dict[str, Node]:
+    """The model's nodes, as harness/model/testnet.py builds them for sentry.yaml."""
     out = {}
     for name, role in ROLES.items():
         i = int(name[-1])
         home = "a" if i < 4 else "b"
-        nets = (home, "public") if role == "sentry" else (home,)
-        out[name] = NodeInfo(
+        private_ip = f"172.{20 if home == 'a' else 21}.0.{10 + i}"
+        addresses = {home: private_ip, "public": IP[name]} if role == "sentry" else {home: IP[name]}
+        out[name] = Node(
             name=name,
             role=role,
-            networks=nets,
-            validator=role == "validator",
-            relay_client=role != "sentry",
-            serve_sync=role != "sentry",
             peer_id=PID[name],
+            addresses=addresses,
+            control_ip=f"10.250.0.{10 + i}",
+            listen_addrs=tuple(f"/ip4/{ip}/tcp/4001" for ip in addresses.values()),
+            p2p_port=4001,
+            api_url=f"http://10.250.0.{10 + i}:9000",
+            relay_mode="both" if role == "sentry" else "client",
+            relay_servers=(),
+            relay_server_addrs=(),
+            persistent_peers=(),
+            persistent_peer_addrs=(),
+            serve_sync=role != "sentry",
+            default_via=None if role == "sentry" else f"172.{20 if home == 'a' else 21}.0.254",
+            router=None if role == "sentry" else f"router-{home}",
+            container=f"unit-{name}",
         )
     return out
 
 
-def nets() -> dict[str, NetInfo]:
+def nets() -> dict[str, Network]:
+    def net(name: str, subnet: str, kind: str, router_ip: str | None = None) -> Network:
+        nat = "cone" if router_ip else "none"
+        return Network(name, subnet, f"unit_{name}", kind, nat, router_public_ip=router_ip)
+
     return {
-        "a": NetInfo("a", True, "172.20.0.0/24", "cone", ROUTER["a"]),
-        "b": NetInfo("b", True, "172.21.0.0/24", "cone", ROUTER["b"]),
-        "public": NetInfo("public", False, "10.0.0.0/24"),
+        "a": net("a", "172.20.0.0/24", "private", ROUTER["a"]),
+        "b": net("b", "172.21.0.0/24", "private", ROUTER["b"]),
+        "public": net("public", "10.0.0.0/24", "public"),
     }
 
 

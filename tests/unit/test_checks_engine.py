@@ -13,6 +13,7 @@ from test_checks_data import PID, healthy_statuses, nodes, obs
 
 from harness import scenarios
 from harness.checks import Observation, Verdict
+from harness.client import NodeClient
 from harness.progress import Progress
 from harness.run import steps as engine
 from harness.run.steps import (
@@ -204,7 +205,7 @@ def test_seed_exact_reach_marks_from_the_model() -> None:
 
 
 def scenarios_dir() -> Any:
-    from harness.run.runner import SCENARIO_DIR
+    from harness.run.setup import SCENARIO_DIR
 
     return SCENARIO_DIR
 
@@ -235,7 +236,7 @@ def test_observer_keeps_history_across_a_restart() -> None:
     log1.emit("block_committed", height=1, hash="h1", proposer=PID["node0"])
     api = serve(time.monotonic(), log1)
     host, port = api.address
-    ob = Observer(nodes(), {"node4": f"http://{host}:{port}"}, t_up=t_up)
+    ob = Observer(nodes(), {"node4": NodeClient(f"http://{host}:{port}")}, t_up=t_up)
     try:
         o = ob.observe()
         assert [e["height"] for e in o.events["node4"]] == [1]
@@ -274,7 +275,7 @@ def test_free_subnet_overrides_only_move_taken_networks() -> None:
     import ipaddress
 
     from harness.model.topology import load_topology
-    from harness.run.runner import free_subnet_overrides, topology_path
+    from harness.run.setup import free_subnet_overrides, topology_path
 
     topo = load_topology(topology_path("sentry"))
     assert free_subnet_overrides(topo, []) == {}
@@ -288,13 +289,13 @@ def test_free_subnet_overrides_only_move_taken_networks() -> None:
     assert not any(n.overlaps(ipaddress.ip_network("172.21.0.0/24")) for n in new)
 
 
-def test_node_infos_from_the_resolved_testnet() -> None:
-    from harness.model.testnet import build_testnet
-    from harness.model.topology import load_topology
-    from harness.run.runner import node_infos, topology_path
+def test_observation_reads_the_resolved_testnet() -> None:
+    from harness.model import build_testnet, load_topology
+    from harness.run.setup import topology_path
 
     tn = build_testnet(load_topology(topology_path("sentry")), "unit-sentry")
-    infos, nets = node_infos(tn)
+    infos = {n.name: n for n in tn.nodes}
+    nets = {n.name: n for n in tn.networks}
     assert infos["node3"].networks == ("a", "public") and not infos["node3"].serve_sync
     assert infos["node0"].relay_client and infos["node0"].validator
     assert not infos["node3"].relay_client  # sentries (mode both) are not counted as clients
@@ -312,18 +313,17 @@ def test_node_infos_from_the_resolved_testnet() -> None:
 
 def test_topology_path_errors_name_the_known_ones() -> None:
     from harness.errors import SentrynetError
-    from harness.run.runner import topology_path
+    from harness.run.setup import topology_path
 
     with pytest.raises(SentrynetError, match=r"known: .*sentry"):
         topology_path("nope")
 
 
-def test_perturb_layout_of_the_testnet() -> None:
+def test_perturbations_find_hosts_in_the_model() -> None:
     from harness.model.testnet import build_testnet
     from harness.model.topology import load_topology
-    from harness.run.runner import perturb_layout, topology_path
+    from harness.run.setup import topology_path
 
     tn = build_testnet(load_topology(topology_path("sentry")), "unit-sentry")
-    layout = perturb_layout(tn)
-    assert layout.public_net == "public"
-    assert {a.node for a in layout.on("a")} >= {"node0", "node3", "router-a"}
+    assert tn.public_network.name == "public"
+    assert {h.name for h in tn.hosts_on("a")} >= {"node0", "node3", "router-a"}

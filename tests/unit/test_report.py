@@ -148,12 +148,12 @@ def test_finish_without_a_testnet_writes_every_check(tmp_path: Path) -> None:
 
     from harness import scenarios
     from harness.progress import Progress
-    from harness.run import runner as scenario_run
+    from harness.run import runner
     from harness.run.steps import pending_outcomes
 
     sc = scenarios.get("seed-exact")
     rows = pending_outcomes(sc, [], "the testnet did not come up: boom")
-    doc, run_dir = scenario_run.finish(
+    doc, run_dir = runner.write_report(
         sc, None, rows, results_root=tmp_path, progress=Progress(stream=io.StringIO()), error="boom"
     )
     assert doc["passed"] is False and doc["error"] == "boom"
