@@ -63,7 +63,8 @@ def _results(config: pytest.Config) -> str:
 
 @pytest.fixture(scope="module")
 def testnet(request: pytest.FixtureRequest) -> Iterator[Callable[[str], RunningTestnet]]:
-    """testnet(topology) -> Live; one per topology per test module, down at module end."""
+    """testnet(topology) -> RunningTestnet; one per topology per test module, down at module
+    end."""
     started: dict[str, RunningTestnet] = {}
     progress = Progress()
 

@@ -1,7 +1,7 @@
 """Docker Compose, v2 (`docker compose`) where present, else v1 (`docker-compose`).
 
 The rendered docker-compose.yml is the one source of truth for what runs, so starting a
-testnet is `compose up`. Tear-down does NOT depend on compose (see harness/lifecycle.down):
+testnet is `compose up`. Tear-down does NOT depend on compose (see harness/run/cleanup.down):
 it must work without the rendered directory and after a start that failed half way.
 """
 

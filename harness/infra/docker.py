@@ -22,7 +22,6 @@ from harness.errors import SentrynetError
 
 LABEL_TESTNET = "sentrynet.testnet"
 LABEL_NODE = "sentrynet.node"
-LABEL_ROLE = "sentrynet.role"
 # Compose's own labels: where the rendered docker-compose.yml of a running testnet lives.
 LABEL_COMPOSE_DIR = "com.docker.compose.project.working_dir"
 

@@ -226,11 +226,6 @@ class Testnet:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
-    def save(self, out_dir: str | Path) -> Path:
-        path = Path(out_dir) / TESTNET_FILE
-        path.write_text(self.to_json())
-        return path
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Testnet:
         if d.get("format") != FORMAT_VERSION:

@@ -129,9 +129,6 @@ class Scenario:
     topology: str  # topology file name under scenarios/ (without .yaml)
     description: str
     steps: list[Step]
-    # a quick look at the whole testnet before the first check (seconds allowed for every
-    # node to answer /status after `up`)
-    ready_deadline_s: float = 90.0
 
     @property
     def check_names(self) -> list[str]:
