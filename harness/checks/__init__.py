@@ -1,6 +1,6 @@
 """Scenario checks: pure functions from an `Observation` (status + events snapshots) to a `Verdict`.
 
-A check never talks to Docker or HTTP. The scenario runner (harness/run/steps.py) polls the
+A check never talks to Docker or HTTP. The observer (harness/run/observe.py) polls the
 nodes, folds what it saw into an `Observation` and calls the check until it holds or its
 deadline passes. Keeping checks pure is what lets tests/unit replay recorded status JSON
 through them, and what lets a failing check explain itself: the `Verdict` carries the detail

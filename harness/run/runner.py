@@ -43,8 +43,8 @@ def run(
     started_at = _now_iso()
     running: RunningTestnet | None = None
     with cleanup.sigterm_as_interrupt():
-        path = setup.topology_path(scenario.topology)
         try:
+            path = setup.topology_path(scenario.topology)
             ready = setup.setup(
                 path,
                 name=name or setup.unique_name(scenario.name),
@@ -53,9 +53,14 @@ def run(
             )
             running = start.start(ready, progress, READY_DEADLINE_S * deadline_scale())
             start.audit_running(running, progress)
-        except Exception as exc:  # the testnet did not come up: the report says why
+        except BaseException as exc:  # the testnet did not come up: the report says why
+            stopped = isinstance(exc, KeyboardInterrupt)
             if running is not None:  # start removes what it started; the audit failed
-                cleanup.teardown(running.name, progress, "start failed")
+                cleanup.teardown(
+                    running.name, progress, "interrupted" if stopped else "start failed"
+                )
+            if not isinstance(exc, Exception):
+                raise
             outcomes = pending_outcomes(scenario, [], f"the testnet did not come up: {exc}")
             return write_report(
                 scenario,
