@@ -1,13 +1,13 @@
 """Scenario checks: pure functions from an `Observation` (status + events snapshots) to a `Verdict`.
 
 A check never talks to Docker or HTTP. The observer (harness/run/observe.py) polls the
-nodes, folds what it saw into an `Observation` and calls the check until it holds or its
-deadline passes. Keeping checks pure is what lets tests/unit replay recorded status JSON
-through them, and what lets a failing check explain itself: the `Verdict` carries the detail
-(what was seen) and, when it does not hold, the likely cause in terms of the failure modes
-the harness exists to expose (no IP path to a relay, reservation never sent, reservation
-without addresses, no common relay, DCUtR defeated by symmetric NAT, sync that never
-crossed the NAT).
+nodes and folds what it saw into an `Observation`; the steps (harness/run/steps.py) call
+the check on each one until it holds or its deadline passes. Keeping checks pure is what
+lets tests/unit replay recorded status JSON through them, and what lets a failing check
+explain itself: the `Verdict` carries the detail (what was seen) and, when it does not
+hold, the likely cause in terms of the failure modes the harness exists to expose (no IP
+path to a relay, reservation never sent, reservation without addresses, no common relay,
+DCUtR defeated by symmetric NAT, sync that never crossed the NAT).
 """
 
 from __future__ import annotations
