@@ -22,7 +22,7 @@ from harness.checks import Check, Observation, Verdict
 from harness.client import NodeClient, TestnetStatus
 from harness.errors import SentrynetError
 from harness.infra import docker
-from harness.model import Testnet
+from harness.model import Testnet, Topology
 from harness.model.testnet import TESTNET_FILE
 from harness.progress import Progress
 from harness.run import cleanup
@@ -45,7 +45,7 @@ class RunningTestnet:
     t_up: float = field(default_factory=time.monotonic)  # time.monotonic() at compose up
     started_at: str = field(default_factory=_now_iso)  # wall clock, for reports
     timings: dict[str, float] = field(default_factory=dict)
-    topology: Any = None  # harness.model.Topology as written, when started from a file
+    topology: Topology | None = None  # as written (scenario runs: reach.py reads it)
     _observer: Observer | None = field(default=None, repr=False)
 
     @property

@@ -159,3 +159,15 @@ def test_shared_public_port_behind_one_router_is_reported(tmp_path: Path) -> Non
     assert shared_public_endpoints(topo("sentry")) == {}
     warnings = build_testnet(t).warnings
     assert any("node4, node5 share router-b:4001" in w for w in warnings)
+
+
+def test_analyse_is_also_called_check(capsys: pytest.CaptureFixture[str]) -> None:
+    """`sentrynet check` was the command's name before "check" meant scenario checks only."""
+    from harness.cli import main
+
+    pair = [str(SCENARIOS / "seed-exact.yaml"), "--pair", "node0", "node4"]
+    assert main(["analyse", *pair]) == 0
+    analysed = capsys.readouterr().out
+    assert main(["check", *pair]) == 0
+    assert capsys.readouterr().out == analysed
+    assert "node0 - node4  no      no       no" in analysed
