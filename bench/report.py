@@ -1,6 +1,6 @@
 """Benchmark results: the JSON document, the markdown table, the targets and the PNG plots.
 
-`headline(results)` pulls the figures the README quotes out of the per-measurement
+`headline(results)` pulls the figures docs/bench.md quotes out of the per-measurement
 sections; `targets(results)` judges each target against them (met / missed / not measured,
 never guessed); `markdown(doc)` renders both as tables; `plots(doc, out)` draws the scale
 curve and the hole-punch time distribution (bench/png.py).

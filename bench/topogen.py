@@ -1,9 +1,9 @@
 """Generated topologies for the benchmarks, validated by the harness's own topology model.
 
-Each function returns the YAML document (a dict in the format of README "Topologies");
-`write(doc, path)` dumps it and loads it back through `harness.model.topology.load_topology`, so a
+Each function returns the YAML document (a dict in the format of docs/topology.md);
+`write(doc, path)` dumps it and loads it back through `harness.model.load_topology`, so a
 benchmark never runs a topology the harness would reject. Subnets here are defaults: the
-runner moves any that are taken on this machine (harness.run.runner.free_subnet_overrides).
+runner moves any that are taken on this machine (harness.run.setup.free_subnet_overrides).
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ Why not py-libp2p's `DCUtRProtocol` (0.8.1), which this replaces (we never start
   with exponential backoff, then a cooldown per peer.
 - before the exchange it waits on a unilateral direct dial of the peer's peer-store
   addresses (private ones included) for up to the dial timeout, then punches in up to 3
-  rounds of 5 s windows with 2 s sleeps between: ~12 s through real NAT (DESIGN.md). Here
-  the CONNECT candidates are filtered (node/dcutr_addrs.py) and dialed all at once; the
-  first direct connection to the peer, from whichever side, ends the attempt.
+  rounds of 5 s windows with 2 s sleeps between: ~12 s through real NAT (docs/design.md
+  "py-libp2p through real NAT"). Here the CONNECT candidates are filtered
+  (node/dcutr_addrs.py) and dialed all at once; the first direct connection to the peer,
+  from whichever side, ends the attempt.
 - its relay filter reads the wrong peer id (node/dcutr_addrs.relay_of_circuit).
 - malformed messages were only logged; here they are rejected and counted
   (node/dcutr_wire.py) and the node keeps serving.

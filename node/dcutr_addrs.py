@@ -3,8 +3,8 @@
 Why this exists (py-libp2p 0.8.1 behaviour it replaces):
 - Stock DCUtR first tries every peerstore address of the peer (its private listen
   addresses included), one dial timeout each, before the punch itself; through real NAT
-  that took ~12 s (DESIGN.md). We dial only the candidates the peer reported in CONNECT,
-  filtered, all at once.
+  that took ~12 s (docs/design.md "py-libp2p through real NAT"). We dial only the
+  candidates the peer reported in CONNECT, filtered, all at once.
 - Stock's relay-address filter takes the peer id *after* `/p2p-circuit/p2p/` as the relay,
   but py-libp2p's relayed connections are addressed `/p2p/<relay>/p2p-circuit/p2p/<peer>`,
   so it looks up the remote peer itself: `relay_of_circuit` reads the id before

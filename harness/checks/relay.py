@@ -1,10 +1,11 @@
 """Relay checks: reservations, relayed circuits, DCUtR upgrades and relay failover.
 
 Each function reads an `Observation` and returns a `Verdict`; when the condition does not
-hold, `cause` names the failure mode from the relay integration that never worked (see
-DESIGN.md): no IP path to the relay, RESERVE never sent, a reservation with no addresses,
-no relay both ends can reach, no circuit address advertised or dialed, DCUtR not tried or
-defeated by the NAT, a relayed connection left open after the upgrade.
+hold, `cause` names the failure mode from the relay integration that never worked
+(docs/design.md "Why sentrynet exists"): no IP path to the relay, RESERVE never sent, a
+reservation with no addresses, no relay both ends can reach, no circuit address advertised
+or dialed, DCUtR not tried or defeated by the NAT, a relayed connection left open after the
+upgrade.
 """
 
 from __future__ import annotations

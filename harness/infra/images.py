@@ -1,11 +1,12 @@
 """The image stage: base image, host-built wheelhouse, node image tagged by content hash.
 
-Why it looks like this (see DESIGN.md): a machine may have no registry, so the base image is
-`python:3.11-slim-bookworm` where it is present or can be pulled and otherwise a Debian
-bookworm rootfs made with debootstrap and `docker import`ed. Containers cannot reach the
-package index, so the node's Python dependencies are built into a wheelhouse on the host and
-installed offline in the image. The tag is a hash of everything that goes into the image,
-so an unchanged tree never rebuilds and a changed one always does.
+Why it looks like this (docs/design.md "No registry: images are built here"): a machine may
+have no registry, so the base image is `python:3.11-slim-bookworm` where it is present or
+can be pulled and otherwise a Debian bookworm rootfs made with debootstrap and `docker
+import`ed. Containers cannot reach the package index, so the node's Python dependencies are
+built into a wheelhouse on the host and installed offline in the image. The tag is a hash of
+everything that goes into the image, so an unchanged tree never rebuilds and a changed one
+always does.
 
 Entry points for the rest of the harness:
 - `node_image_tag(repo_root)`: the tag the current tree builds to; cheap, never builds.

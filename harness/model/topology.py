@@ -7,7 +7,7 @@ path, what is wrong and the fix, e.g.
 
     scenarios/x.yaml: nodes.node0.relay_servers[0]: 'node9' is not a node; known nodes: node0..node7
 
-File format (see scenarios/sentry.yaml and README "Topologies")::
+File format (see scenarios/sentry.yaml and docs/topology.md)::
 
     name: sentry                      # testnet name: Compose project, labels, key derivation
     description: free text

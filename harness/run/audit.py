@@ -1,4 +1,4 @@
-"""Post-up safety checks: the testnet is wired the way DESIGN.md says, or `up` fails loudly.
+"""Post-up safety checks: wired as docs/design.md "Safety rules" says, or `up` fails loudly.
 
 What is checked, and why each matters:
 - networks: the public and control networks are `internal` (Docker gives them no way out);

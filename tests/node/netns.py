@@ -8,11 +8,11 @@
     node = lab.start_node(a, relay={...})            # a node process inside `a`
     lab.cleanup()                                    # always (the fixture does it)
 
-Layout (mirrors DESIGN.md's Docker testnet and its router recipe):
+Layout (mirrors the Docker testnet and the router recipe of docs/design.md "NAT routers"):
 - namespace `<id>-pub` holds the public bridge; public hosts and routers' WAN sides are
   on 100.64.0.0/24. Nobody has a default route there: nothing can leave the lab.
 - each router namespace: `wan0` (public), bridge `lan` 10.<n>.0.1/24 to its hosts,
-  ip_forward=1 and exactly DESIGN's iptables recipe: MASQUERADE out of wan0
+  ip_forward=1 and exactly that iptables recipe: MASQUERADE out of wan0
   (`--random-fully` for symmetric NAT), ESTABLISHED,RELATED accepted and everything else
   DROPPED (not rejected: a RST kills a hole punch) on wan0, for FORWARD and INPUT.
 - private hosts: `eth0` 10.<n>.0.<k>/24, default route via their router.
@@ -179,7 +179,8 @@ class NatLab:
 
     # -- building --
     def add_router(self, name: str, symmetric: bool = False) -> Router:
-        """A NAT router with its WAN side on the public segment (DESIGN's recipe)."""
+        """A NAT router with its WAN side on the public segment (the recipe of docs/design.md
+        "NAT routers")."""
         ns = self._add_ns(name)
         n = len(self.routers) + 1
         public_ip = str(PUBLIC_NET.network_address + 10 + n)

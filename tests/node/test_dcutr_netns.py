@@ -1,13 +1,13 @@
 """DCUtR through real NAT routers (network namespaces, tests/node/netns.py).
 
 relay on the public segment; listener L behind router r1, dialer D behind router r2, each
-router doing DESIGN.md's MASQUERADE recipe. D reaches L through the relay; the relayed
-connection must become a direct one between the two routers' public addresses (a real
-hole punch: the routers drop unsolicited inbound packets) and the relayed one must close.
-With r2 doing symmetric NAT (--random-fully) the punch must fail with a recorded reason,
-the connection must stay relayed, and the attempts must stop at dcutr.max_attempts.
-Everything is read through the nodes' /status and /events. Upgrade times are printed
-(run with -s) and measured by bench/, not asserted here.
+router doing the MASQUERADE recipe of docs/design.md "NAT routers". D reaches L through the
+relay; the relayed connection must become a direct one between the two routers' public
+addresses (a real hole punch: the routers drop unsolicited inbound packets) and the relayed
+one must close. With r2 doing symmetric NAT (--random-fully) the punch must fail with a
+recorded reason, the connection must stay relayed, and the attempts must stop at
+dcutr.max_attempts. Everything is read through the nodes' /status and /events. Upgrade times
+are printed (run with -s) and measured by bench/, not asserted here.
 """
 
 from __future__ import annotations
