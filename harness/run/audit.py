@@ -28,6 +28,8 @@ from harness.client import TestnetStatus
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
 from harness.model.testnet import API_PORT, Node, Router, Testnet
+from harness.progress import Progress
+from harness.run.testnet import RunningTestnet
 
 
 class AuditError(SentrynetError):
@@ -277,6 +279,14 @@ def control_path_violations(testnet: Testnet, snapshot: TestnetStatus) -> list[s
 
 
 # --------------------------------------------------------------------------- all together
+
+
+def audit_running(running: RunningTestnet, progress: Progress) -> None:
+    """The audit stage of a run: every check below, what passed said as progress."""
+    with progress.step("safety checks"):
+        report = audit(running.testnet, running.snapshot())
+    for line in report.passed:
+        progress.say(f"  ok: {line}")
 
 
 def audit(testnet: Testnet, snapshot: TestnetStatus) -> Report:

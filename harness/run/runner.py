@@ -18,7 +18,7 @@ from typing import Any
 from harness.client import NodeStatus, TestnetStatus
 from harness.model import load_topology, reach
 from harness.progress import Progress
-from harness.run import cleanup, graph, report, setup, start
+from harness.run import audit, cleanup, graph, report, setup, start
 from harness.run.steps import CheckOutcome, Scenario, deadline_scale, pending_outcomes, run_steps
 from harness.run.testnet import RunningTestnet
 
@@ -52,7 +52,7 @@ def run(
                 progress=progress,
             )
             running = start.start(ready, progress, READY_DEADLINE_S * deadline_scale())
-            start.audit_running(running, progress)
+            audit.audit_running(running, progress)
         except BaseException as exc:  # the testnet did not come up: the report says why
             stopped = isinstance(exc, KeyboardInterrupt)
             if running is not None:  # start removes what it started; the audit failed

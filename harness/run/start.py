@@ -48,7 +48,7 @@ def up(
         ready = setup(source, name=name, subnets=subnets, out=out, progress=progress)
         running = start(ready, progress, ready_deadline_s, keep_on_failure, t0=t0)
         with _torn_down_on_failure(running.testnet, progress, keep_on_failure):
-            audit_running(running, progress)
+            audit.audit_running(running, progress)
     running.timings["total_s"] = time.monotonic() - t0
     progress.say(
         f"testnet {running.name} is up: {len(running.testnet.nodes)} nodes ready "
@@ -75,14 +75,6 @@ def start(
         wait_ready(testnet, progress, ready_deadline_s)
     timings["up_to_ready_s"] = time.monotonic() - t_up
     return RunningTestnet(testnet, ready.run_dir, t_up=t_up, timings=timings)
-
-
-def audit_running(running: RunningTestnet, progress: Progress) -> None:
-    """The audit stage: nothing leaves the testnet (harness/run/audit.py)."""
-    with progress.step("safety checks"):
-        report = audit.audit(running.testnet, running.snapshot())
-    for line in report.passed:
-        progress.say(f"  ok: {line}")
 
 
 @contextlib.contextmanager
