@@ -1,9 +1,10 @@
 """Running a benchmark testnet through the harness (up -> measure -> down) and reading it.
 
 Every testnet a benchmark starts is named `bench-<label>-<4 hex>` (unique; only these are
-ever torn down by the bench), brought up by `harness.lifecycle.up` on free subnets
-(`harness.scenario_run.free_subnet_overrides`) and removed by label in `finally`, also on
-Ctrl-C. Nodes are read only through their HTTP API (`harness.status.StatusClient`).
+ever torn down by the bench), brought up by `harness.run.start.up` on free subnets
+(`harness.run.setup.free_subnet_overrides`) and removed by label in `finally`, also on
+Ctrl-C. The handle is the harness's `RunningTestnet`; nodes are read only through their
+HTTP API (`RunningTestnet.client`).
 
 Clocks. Node event times `t` and `started_at` are the node's `time.monotonic()`. Containers
 share the host kernel's CLOCK_MONOTONIC (Docker creates no time namespace), so node times
@@ -25,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import docker_ops, lifecycle
+from harness.client import NodeClient, NodeUnreachable
+from harness.infra import docker as docker_ops
+from harness.model import Testnet, load_topology
 from harness.progress import Progress
-from harness.scenario_run import free_subnet_overrides
-from harness.status import NodeUnreachable, StatusClient
-from harness.testnet import Testnet
-from harness.topology import load_topology
+from harness.run import cleanup, start
+from harness.run.setup import free_subnet_overrides
+from harness.run.testnet import RunningTestnet
 from harness.wait import wait_until
 
 PREFIX = "bench"
@@ -65,10 +67,9 @@ class NodeData:
 
 @dataclass
 class BenchNet:
-    """A running benchmark testnet plus when (bench clock) `up` and `compose up` began."""
+    """A running benchmark testnet (the harness's handle) plus the bench's progress output."""
 
-    running: lifecycle.RunningTestnet
-    t_call: float  # time.monotonic() when lifecycle.up was called
+    running: RunningTestnet
     topology_path: Path
     progress: Progress = field(default_factory=lambda: Progress(quiet=True))
     last_seen: str = ""  # the last line a wait printed (kept for interrupted runs)
@@ -83,11 +84,11 @@ class BenchNet:
 
     @property
     def t_compose_up(self) -> float:
-        """Bench-clock moment compose up began (lifecycle reports prepare_s before it)."""
-        return self.t_call + float(self.running.timings.get("prepare_s", 0.0))
+        """Bench-clock moment compose up began."""
+        return self.running.t_up
 
-    def client(self, node: str, timeout_s: float = 3.0) -> StatusClient:
-        return StatusClient(self.testnet.node(node).api_url, timeout_s)
+    def client(self, node: str, timeout_s: float = 3.0) -> NodeClient:
+        return self.running.client(node, timeout_s)
 
     def status(self, node: str) -> dict[str, Any] | None:
         try:
@@ -116,7 +117,7 @@ class BenchNet:
         return out
 
     def container(self, node: str) -> Any:
-        return docker_ops.node_container(self.name, node)
+        return self.running.container(node)
 
     def wait(
         self,
@@ -175,9 +176,8 @@ def running(
     topogen.write(doc, path)
     topo = load_topology(path)
     overrides = free_subnet_overrides(topo, docker_ops.subnets_in_use())
-    t_call = time.monotonic()
     run_dir = work_dir / "testnets" / name
-    running_tn = lifecycle.up(
+    running_tn = start.up(
         path,
         name=name,
         subnets=overrides,
@@ -186,10 +186,9 @@ def running(
         ready_deadline_s=ready_deadline_s,
     )
     try:
-        yield BenchNet(running_tn, t_call, path, progress)
+        yield BenchNet(running_tn, path, progress)
     finally:
-        removed = lifecycle.down(name)
-        progress.say(lifecycle.describe_removed(name, removed))
+        progress.say(cleanup.describe_removed(name, cleanup.down(name)))
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

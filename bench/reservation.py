@@ -22,7 +22,7 @@ import yaml
 from bench import live, stats
 from bench.context import Ctx
 from harness.errors import SentrynetError
-from harness.scenario_run import topology_path
+from harness.run.setup import topology_path
 
 
 def samples(net: live.BenchNet, data: dict[str, live.NodeData]) -> list[dict[str, Any]]:

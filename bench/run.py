@@ -29,8 +29,8 @@ from typing import Any
 
 from bench import holepunch, live, relay_cost, report, reservation, scale, sync, warm
 from bench.context import Ctx
+from harness.infra.render import REPO_ROOT
 from harness.progress import Progress
-from harness.render import REPO_ROOT
 
 RESULTS = REPO_ROOT / "bench" / "results"
 MEASUREMENTS: dict[str, Callable[[Ctx], dict[str, Any]]] = {

@@ -2,7 +2,7 @@
 
 Each point is a generated topology (bench/topogen.py: N nodes over P private networks behind
 cone routers, one sentry per network on the public network), started through
-harness.lifecycle.up and torn down after. Figures per point:
+harness.run.start.up and torn down after. Figures per point:
 
 - ready_s (events): bench-clock compose-up moment -> the last relay client's last needed
   `reservation_accepted` (node clock; containers share the host's CLOCK_MONOTONIC, checked

@@ -6,7 +6,7 @@ the validators only over circuits through the public relay. Steps:
 
 1. up; stop the validators, the relay and both syncers;
 2. write one pre-built chain of N certified blocks (signed offline with the validators'
-   deterministic keys, harness/keys.py) into every validator's store and the relay's (it
+   deterministic keys, harness/model/keys.py) into every validator's store and the relay's (it
    follows the chain but serves no sync), empty both syncers' stores (the same docker-cp
    approach as harness/scenarios.wipe_store);
 3. start the validators and the relay (consensus continues from height N), wait until two
@@ -34,8 +34,8 @@ from libp2p.crypto.serialization import deserialize_private_key
 from bench import live, reservation, stats, topogen
 from bench.context import Ctx
 from harness.errors import SentrynetError
-from harness.keys import node_key
-from harness.testnet import Testnet
+from harness.model.keys import node_key
+from harness.model.testnet import Testnet
 from node.chain.block import PRECOMMIT, Block, CommitCert, ValidatorSet, Vote
 from node.chain.service import block_payload
 from node.chain.store import BlockStore

@@ -1,9 +1,9 @@
 """Generated topologies for the benchmarks, validated by the harness's own topology model.
 
 Each function returns the YAML document (a dict in the format of docs/topology.md);
-`write(doc, path)` dumps it and loads it back through `harness.topology.load_topology`, so a
+`write(doc, path)` dumps it and loads it back through `harness.model.load_topology`, so a
 benchmark never runs a topology the harness would reject. Subnets here are defaults: the
-runner moves any that are taken on this machine (harness.scenario_run.free_subnet_overrides).
+runner moves any that are taken on this machine (harness.run.setup.free_subnet_overrides).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from harness.topology import Topology, load_topology
+from harness.model.topology import Topology, load_topology
 
 PUBLIC_SUBNET = "10.99.0.0/24"
 VALIDATORS = 4  # a fixed validator set: the chain load is the same at every size

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import stats
 from bench.context import Ctx
-from harness.render import REPO_ROOT
+from harness.infra.render import REPO_ROOT
 
 TAIL = 25
 

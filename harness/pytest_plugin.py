@@ -1,9 +1,10 @@
 """pytest plugin (entry point `pytest11: sentrynet`): Docker testnets and scenarios as fixtures.
 
 Fixtures (module scope: one testnet per test module, shared by its tests):
-- `testnet(topology) -> Live`: bring `scenarios/<topology>.yaml` up under a unique name
-  (harness/scenario_run.start); torn down when the module ends (unless --sentrynet-keep).
-  `live.observe()` is a status/events snapshot; `live.wait_for(check, deadline_s)` polls a
+- `testnet(topology) -> RunningTestnet`: bring `scenarios/<topology>.yaml` up under a unique
+  name (harness/run/runner.bring_up); torn down when the module ends (unless
+  --sentrynet-keep). `running.observe()` is a status/events snapshot;
+  `running.wait_for(check, deadline_s)` polls a
   check (harness/checks) and on timeout raises WaitTimeout with what was last seen and the
   likely cause.
 - `scenario_report(name) -> dict`: run scenario `name` once on `testnet(<its topology>)`,
@@ -22,9 +23,11 @@ from typing import Any
 
 import pytest
 
-from harness import report, scenario_run, scenarios
+from harness import scenarios
 from harness.progress import Progress
-from harness.scenario import pending_outcomes
+from harness.run import report, runner
+from harness.run.steps import pending_outcomes
+from harness.run.testnet import RunningTestnet
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,27 +62,28 @@ def _results(config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="module")
-def testnet(request: pytest.FixtureRequest) -> Iterator[Callable[[str], scenario_run.Live]]:
-    """testnet(topology) -> Live; one per topology per test module, down at module end."""
-    started: dict[str, scenario_run.Live] = {}
+def testnet(request: pytest.FixtureRequest) -> Iterator[Callable[[str], RunningTestnet]]:
+    """testnet(topology) -> RunningTestnet; one per topology per test module, down at module
+    end."""
+    started: dict[str, RunningTestnet] = {}
     progress = Progress()
 
-    def get(topology: str) -> scenario_run.Live:
+    def get(topology: str) -> RunningTestnet:
         if topology not in started:
-            started[topology] = scenario_run.start(topology, progress=progress)
+            started[topology] = runner.bring_up(topology, progress=progress)
         return started[topology]
 
     yield get
-    for live in started.values():
+    for running in started.values():
         if _keep(request.config):
-            progress.say(f"testnet {live.name} kept (`sentrynet down {live.name}`)")
+            progress.say(f"testnet {running.name} kept (`sentrynet down {running.name}`)")
         else:
-            progress.say(live.down())
+            progress.say(running.down())
 
 
 @pytest.fixture(scope="module")
 def scenario_report(
-    request: pytest.FixtureRequest, testnet: Callable[[str], scenario_run.Live]
+    request: pytest.FixtureRequest, testnet: Callable[[str], RunningTestnet]
 ) -> Callable[[str], dict[str, Any]]:
     """scenario_report(name) -> report.json document; the scenario runs once per module."""
     done: dict[str, dict[str, Any]] = {}
@@ -89,9 +93,9 @@ def scenario_report(
             sc = scenarios.get(name)
             progress = Progress()
             try:
-                live = testnet(sc.topology)
+                running = testnet(sc.topology)
             except Exception as exc:  # up failed: every check fails with the reason
-                doc, run_dir = scenario_run.finish(
+                doc, run_dir = runner.write_report(
                     sc,
                     None,
                     pending_outcomes(sc, [], f"the testnet did not come up: {exc}"),
@@ -100,9 +104,9 @@ def scenario_report(
                     error=f"up failed: {exc}",
                 )
             else:
-                doc, run_dir = scenario_run.execute(
+                doc, run_dir = runner.execute(
                     sc,
-                    live,
+                    running,
                     progress=progress,
                     results_root=_results(request.config),
                     kept=_keep(request.config),
@@ -143,7 +147,7 @@ def _docker_ready() -> None:
     """Docker-marked items outside tests/ (scenarios/) get this from tests/conftest.py's
     collection hook; same rule as there: skip locally without a daemon, fail with CI=true."""
     from harness.errors import SentrynetError
-    from harness.images import docker_client
+    from harness.infra.images import docker_client
 
     try:
         docker_client(timeout=10)

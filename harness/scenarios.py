@@ -28,17 +28,25 @@ from harness.checks import chain as chain_checks
 from harness.checks import relay as relay_checks
 from harness.checks.expect import impossible
 from harness.errors import SentrynetError
-from harness.scenario import ActionStep, CheckStep, RunContext, Scenario, WaitStep
+from harness.model import Testnet
+from harness.run.steps import ActionStep, CheckStep, RunContext, Scenario, WaitStep
 
 SYNC_NODE = "node4"  # the validator wiped and re-synced (network b in every topology)
 KILLED_RELAY = "node3"  # the sentry killed in relay-failover (network a's)
 
 
 # ---------------------------------------------------------------------------------------
-# actions (perturbations through harness/perturb.py; marks for the checks)
+# actions (perturbations through harness/run/perturb.py; marks for the checks)
 # ---------------------------------------------------------------------------------------
+def _testnet(ctx: RunContext) -> Testnet:
+    """The model the actions act on (the runner always passes one)."""
+    if ctx.testnet is None:
+        raise SentrynetError("this step acts on a running testnet; the context has none")
+    return ctx.testnet
+
+
 def _perturb() -> Any:
-    from harness import perturb
+    from harness.run import perturb
 
     return perturb
 
@@ -59,7 +67,7 @@ def wipe_store(testnet: str, node: str, data_dir: str = "/data") -> str:
     (docker cp works on stopped containers; a 0-byte file is an empty sqlite database and a
     0-byte WAL/shm is ignored). The node key lives elsewhere and is kept, so the node
     comes back with the same peer id and an empty chain."""
-    from harness import docker_ops
+    from harness.infra import docker as docker_ops
 
     c = docker_ops.node_container(testnet, node)
     c.reload()
@@ -82,8 +90,8 @@ def stop_and_wipe(node: str) -> Callable[[RunContext], str]:
         obs = ctx.observe()
         ctx.marks["stopped_heights"] = _heights(obs)
         _set_mark(ctx, "stopped_at", node, obs.t)
-        said = _perturb().container_action(ctx.layout, node, "kill")
-        wiped = wipe_store(ctx.testnet.name, node)
+        said = _perturb().container_action(_testnet(ctx), node, "kill")
+        wiped = wipe_store(_testnet(ctx).name, node)
         return f"{said}; {wiped}; heights then {ctx.marks['stopped_heights']}"
 
     return run
@@ -95,7 +103,7 @@ def start_node(node: str, sync_target: bool = False) -> Callable[[RunContext], s
         others = {n: h for n, h in _heights(obs).items() if n != node}
         if sync_target:
             _set_mark(ctx, "sync_target", node, max(others.values(), default=0))
-        said = _perturb().container_action(ctx.layout, node, "start")
+        said = _perturb().container_action(_testnet(ctx), node, "start")
         _set_mark(ctx, "restarted_at", node, ctx.observer.now())
         extra = f"; sync target {ctx.marks['sync_target'][node]}" if sync_target else ""
         return said + extra
@@ -111,7 +119,7 @@ def kill_relay(relay: str) -> Callable[[RunContext], str]:
             n for n in obs.clients() if any(r.relay == rid for r in obs.status_of(n).reservations)
         )
         _set_mark(ctx, "reserved_on", relay, holders)
-        said = _perturb().container_action(ctx.layout, relay, "kill")
+        said = _perturb().container_action(_testnet(ctx), relay, "kill")
         _set_mark(ctx, "killed_at", relay, ctx.observer.now())
         return f"{said}; clients that held a reservation on it: {', '.join(holders) or 'none'}"
 
@@ -125,10 +133,9 @@ def partition(a: str, b: str, sentry: str) -> Callable[[RunContext], str]:
 
     def run(ctx: RunContext) -> str:
         ctx.marks["partitioned_heights"] = _heights(ctx.observe())
-        p = _perturb()
-        said = [str(p.partition(ctx.layout, a, b))]
-        public = ctx.layout.public_net
-        said.append(str(p.disconnect(ctx.layout, sentry, public)))
+        p, tn = _perturb(), _testnet(ctx)
+        said = [str(p.partition(tn, a, b))]
+        said.append(str(p.disconnect(tn, sentry, tn.public_network.name)))
         return "; ".join(said)
 
     return run
@@ -136,10 +143,8 @@ def partition(a: str, b: str, sentry: str) -> Callable[[RunContext], str]:
 
 def heal(a: str, b: str, sentry: str) -> Callable[[RunContext], str]:
     def run(ctx: RunContext) -> str:
-        p = _perturb()
-        said = (
-            f"{p.heal(ctx.layout, a, b)}; {p.reconnect(ctx.layout, sentry, ctx.layout.public_net)}"
-        )
+        p, tn = _perturb(), _testnet(ctx)
+        said = f"{p.heal(tn, a, b)}; {p.reconnect(tn, sentry, tn.public_network.name)}"
         ctx.marks["healed_heights"] = _heights(ctx.observe())
         return f"{said}; heights at heal {ctx.marks['healed_heights']}"
 
@@ -147,9 +152,9 @@ def heal(a: str, b: str, sentry: str) -> Callable[[RunContext], str]:
 
 
 def analyse_reach(ctx: RunContext) -> str:
-    """Record, from the model alone (harness/reach.py, as `sentrynet check`), why a
+    """Record, from the model alone (harness/model/reach.py, as `sentrynet analyse`), why a
     cross-network circuit and cross-network sync to SYNC_NODE are impossible, if they are."""
-    from harness import reach
+    from harness.model import reach
 
     topo = ctx.extra["topology"]
     obs = ctx.observer.last or ctx.observe()
@@ -234,7 +239,7 @@ def seed_exact() -> Scenario:
         description="the seed testnet (no NAT): gossip consensus works; cross-network "
         "circuits and sync are impossible, and the report says why",
         steps=[
-            ActionStep("analyse reachability (harness/reach.py)", analyse_reach),
+            ActionStep("analyse reachability (harness/model/reach.py)", analyse_reach),
             CheckStep("reservations", relay_checks.reservations, 120),
             CheckStep("consensus", chain_checks.consensus(3), 120),
             # after consensus held for 5 blocks, a possible circuit would have formed

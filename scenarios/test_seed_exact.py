@@ -1,7 +1,7 @@
 """Scenario `seed-exact` (`sentrynet scenario seed-exact` runs the same definition): the seed's
 testnet (no NAT routers): consensus works by gossip through the sentries; a cross-network
 circuit and cross-network sync are shown impossible, with the reachability reason from
-harness/reach.py (expected negatives: they pass when shown impossible).
+harness/model/reach.py (expected negatives: they pass when shown impossible).
 
 The scenario runs once, on one testnet, in the first test; each check is its own test.
 """

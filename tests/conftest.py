@@ -15,7 +15,7 @@ import pytest
 def docker_available() -> str | None:
     """None when a Docker daemon answers, else the reason it does not."""
     from harness.errors import SentrynetError
-    from harness.images import docker_client
+    from harness.infra.images import docker_client
 
     try:
         docker_client(timeout=10)

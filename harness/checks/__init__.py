@@ -1,13 +1,13 @@
 """Scenario checks: pure functions from an `Observation` (status + events snapshots) to a `Verdict`.
 
-A check never talks to Docker or HTTP. The scenario runner (harness/scenario.py) polls the
-nodes, folds what it saw into an `Observation` and calls the check until it holds or its
-deadline passes. Keeping checks pure is what lets tests/unit replay recorded status JSON
-through them, and what lets a failing check explain itself: the `Verdict` carries the detail
-(what was seen) and, when it does not hold, the likely cause in terms of the failure modes
-the harness exists to expose (no IP path to a relay, reservation never sent, reservation
-without addresses, no common relay, DCUtR defeated by symmetric NAT, sync that never
-crossed the NAT).
+A check never talks to Docker or HTTP. The observer (harness/run/observe.py) polls the
+nodes and folds what it saw into an `Observation`; the steps (harness/run/steps.py) call
+the check on each one until it holds or its deadline passes. Keeping checks pure is what
+lets tests/unit replay recorded status JSON through them, and what lets a failing check
+explain itself: the `Verdict` carries the detail (what was seen) and, when it does not
+hold, the likely cause in terms of the failure modes the harness exists to expose (no IP
+path to a relay, reservation never sent, reservation without addresses, no common relay,
+DCUtR defeated by symmetric NAT, sync that never crossed the NAT).
 """
 
 from __future__ import annotations
@@ -18,48 +18,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.model import Network, Node
 from node.contract import Connection, Event, Status
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """What the topology says about a node (static; the runner builds it from the model)."""
-
-    name: str
-    role: str  # validator | full | sentry
-    networks: tuple[str, ...]  # topology network names the node has an interface on
-    validator: bool = False
-    relay_client: bool = False  # expected to hold reservations (relay mode client|both)
-    serve_sync: bool = True
-    peer_id: str | None = None  # known before start when render generated the key
-
-
-@dataclass(frozen=True)
-class NetInfo:
-    """A topology network. `private` networks sit behind a NAT router (or, with no router,
-    are reachable only by the containers attached to them)."""
-
-    name: str
-    private: bool
-    subnet: str | None = None
-    nat: str | None = None  # cone | symmetric | None (no router)
-    router_public_ip: str | None = None
 
 
 @dataclass
 class Observation:
     """Everything the checks may look at, as seen by the runner at time `t`.
 
-    `status` holds each node's /status and `events` its /events, as the typed records of
-    node/contract.py. `t` and every event's `ts` are seconds since `up` started (harness
-    clock); `marks` are
-    values the scenario flow recorded (heights when a node was stopped, who held which
-    reservation when a relay was killed, the reachability verdict of harness/reach.py).
+    `nodes` and `nets` are the model's (harness/model/testnet.py), so a check reads what
+    the testnet was built from: a node's role, networks, relay mode, peer id; a network's
+    subnet and NAT router. `status` holds each node's /status and `events` its /events, as
+    the typed records of node/contract.py. `t` and every event's `ts` are seconds since `up`
+    started (harness clock); `marks` are values the scenario flow recorded (heights when a
+    node was stopped, who held which reservation when a relay was killed, the reachability
+    verdict of harness/model/reach.py).
     """
 
     t: float
-    nodes: dict[str, NodeInfo]
-    nets: dict[str, NetInfo] = field(default_factory=dict)
+    nodes: dict[str, Node]
+    nets: dict[str, Network] = field(default_factory=dict)
     status: dict[str, Status] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)  # node -> last API error
     events: dict[str, list[Event]] = field(default_factory=dict)
@@ -124,7 +102,7 @@ class Observation:
         node = self.nodes.get(name)
         if node is None:
             return []
-        return [n for n in node.networks if self.nets.get(n, NetInfo(n, True)).private]
+        return [n for n in node.networks if n not in self.nets or self.nets[n].private]
 
     def home(self, name: str) -> str | None:
         """The private network a node lives on (None for public-only nodes)."""
@@ -155,7 +133,7 @@ class Observation:
             if self.home(a) != self.home(b)
         ]
 
-    def net_of_ip(self, ip: str | None) -> NetInfo | None:
+    def net_of_ip(self, ip: str | None) -> Network | None:
         if not ip:
             return None
         try:
@@ -167,7 +145,7 @@ class Observation:
                 return net
         return None
 
-    def router_of_ip(self, ip: str | None) -> NetInfo | None:
+    def router_of_ip(self, ip: str | None) -> Network | None:
         """The private network whose NAT router owns this public IP."""
         for net in self.nets.values():
             if ip and net.router_public_ip == ip:
@@ -257,8 +235,6 @@ def latest(values: Iterable[float | None]) -> float | None:
 __all__ = [
     "Check",
     "Event",
-    "NetInfo",
-    "NodeInfo",
     "Observation",
     "Status",
     "Verdict",

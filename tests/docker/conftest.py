@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import docker_ops, lifecycle
+from harness.infra import docker as docker_ops
 from harness.progress import Progress
+from harness.run import cleanup, start
+from harness.run.testnet import RunningTestnet
 
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "scenarios" / "mini.yaml"
@@ -35,7 +37,8 @@ def leftovers(name: str) -> list[str]:
 
 @dataclass
 class Testnets:
-    """Hands out unique names and free subnets; removes every testnet it named at the end."""
+    """Hands out unique names and free subnets; removes every testnet it named at the end.
+    `up` gives the harness's one handle of a running testnet (harness/run/testnet.py)."""
 
     __test__ = False
 
@@ -53,9 +56,9 @@ class Testnets:
         free = docker_ops.pick_free_subnets(len(nets), seed=seed)
         return dict(zip(nets, free, strict=True))
 
-    def up(self, tag: str, topology: Path = MINI, **kwargs: object) -> lifecycle.RunningTestnet:
+    def up(self, tag: str, topology: Path = MINI, **kwargs: object) -> RunningTestnet:
         name = self.name(tag)
-        return lifecycle.up(
+        return start.up(
             topology,
             name=name,
             subnets=self.subnets(),
@@ -72,7 +75,7 @@ class Testnets:
     def cleanup(self) -> list[str]:
         left = []
         for name in self.names:
-            lifecycle.down(name)
+            cleanup.down(name)
             left += leftovers(name)
         return left
 
@@ -88,7 +91,7 @@ def testnets(tmp_path: Path) -> Iterator[Testnets]:
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lifecycle.RunningTestnet]:
+def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestnet]:
     """One mini testnet (relay + two validators behind cone routers) shared by a module."""
     tn = Testnets(prefix=f"t{os.getpid() % 100000}", tmp=tmp_path_factory.mktemp("mini"))
     try:

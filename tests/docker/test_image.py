@@ -12,7 +12,7 @@ import pytest
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
-from harness import images
+from harness.infra import images
 from harness.progress import Progress
 
 pytestmark = pytest.mark.docker

@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-from harness import docker_ops, lifecycle, verify
 from harness.errors import SentrynetError
-from harness.images import ensure_node_image
+from harness.infra import docker as docker_ops
+from harness.infra.images import ensure_node_image
+from harness.infra.render import render
+from harness.model.testnet import build_testnet
+from harness.model.topology import load_topology
 from harness.progress import Progress
-from harness.render import render
-from harness.testnet import build_testnet
-from harness.topology import load_topology
+from harness.run import audit, cleanup, start
 from harness.wait import wait_until
 
 pytestmark = pytest.mark.docker
@@ -31,7 +32,7 @@ MINI = REPO / "scenarios" / "mini.yaml"
 
 def routes(container: str) -> list[dict[str, str]]:
     c = docker_ops.client().containers.get(container)
-    return verify.parse_routes(docker_ops.must_exec(c, ["ip", "-4", "route", "show"]))
+    return audit.parse_routes(docker_ops.must_exec(c, ["ip", "-4", "route", "show"]))
 
 
 def test_two_testnets_side_by_side_verified_then_down(testnets: Any) -> None:
@@ -50,18 +51,18 @@ def test_two_testnets_side_by_side_verified_then_down(testnets: Any) -> None:
         assert val_a.default_via == tn.router("router-a").private_ip
         for container in (tn.node("relay").container, *(r.container for r in tn.routers)):
             assert [r for r in routes(container) if r["dest"] == "default"] == [], container
-        assert verify.control_path_violations(tn, snap) == []
+        assert audit.control_path_violations(tn, snap) == []
     assert {n.subnet for n in one.testnet.networks}.isdisjoint(
         n.subnet for n in two.testnet.networks
     )
 
-    removed = lifecycle.down(one.name)
+    removed = cleanup.down(one.name)
     assert len(removed.containers) == 5 and len(removed.networks) == 4, removed
     assert len(removed.volumes) == 3, removed
     assert testnets.leftovers(one.name) == []
     # the other testnet is untouched and still answers
     assert all(n.ok for n in two.snapshot().nodes), two.snapshot().table()
-    again = lifecycle.down(one.name)
+    again = cleanup.down(one.name)
     assert again.nothing and not again.errors, again
 
 
@@ -72,10 +73,10 @@ def test_route_check_catches_a_docker_gateway_route(testnets: Any) -> None:
     relay = docker_ops.client().containers.get(tn.node("relay").container)
     gateway = tn.public_network.gateway
     docker_ops.must_exec(relay, ["ip", "route", "add", "default", "via", gateway])
-    findings = verify.check_routes(tn, verify.docker_gateways())
+    findings = audit.check_routes(tn, audit.docker_gateways())
     assert any("relay" in f and gateway in f for f in findings), findings
-    with pytest.raises(verify.VerifyError) as err:
-        verify.verify(tn, running.snapshot())
+    with pytest.raises(audit.AuditError) as err:
+        audit.audit(tn, running.snapshot())
     assert f"route via Docker gateway {gateway}" in str(err.value)
 
 
@@ -89,7 +90,7 @@ def test_failed_start_removes_everything(testnets: Any, tmp_path: Path) -> None:
     toml.write_text(toml.read_text().replace('mode = "client"', 'mode = "clinet"'))
     started = time.monotonic()
     with pytest.raises(SentrynetError) as err:
-        lifecycle.up(run_dir, progress=Progress(), ready_deadline_s=240)
+        start.up(run_dir, progress=Progress(), ready_deadline_s=240)
     message = str(err.value)
     # failed as soon as the container exited, not at the deadline
     assert time.monotonic() - started < 200, message

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from harness import docker_ops, lifecycle, perturb
+from harness.infra import docker as docker_ops
+from harness.run import perturb
+from harness.run.testnet import RunningTestnet
 from harness.wait import wait_until
 
 pytestmark = pytest.mark.docker
@@ -135,7 +137,7 @@ def serve_and_dial(
 
 
 def test_private_node_reaches_public_network_through_its_router(
-    mini: lifecycle.RunningTestnet,
+    mini: RunningTestnet,
 ) -> None:
     tn = mini.testnet
     relay_ip = tn.node("relay").addresses["public"]
@@ -156,7 +158,7 @@ def test_private_node_reaches_public_network_through_its_router(
 
 
 def test_private_networks_cannot_reach_each_other_directly(
-    mini: lifecycle.RunningTestnet,
+    mini: RunningTestnet,
 ) -> None:
     tn = mini.testnet
     b_ip = tn.node("val-b").addresses["b"]
@@ -177,7 +179,7 @@ def test_private_networks_cannot_reach_each_other_directly(
     assert set(dialed["errors"]) <= {"OSError[101]", "OSError[113]", "TimeoutError"}, dialed
 
 
-def test_unsolicited_inbound_is_dropped_not_rejected(mini: lifecycle.RunningTestnet) -> None:
+def test_unsolicited_inbound_is_dropped_not_rejected(mini: RunningTestnet) -> None:
     tn = mini.testnet
     a_ip = tn.node("val-a").addresses["a"]
     router_a = tn.router("router-a").public_ip
@@ -229,10 +231,9 @@ def simultaneous_open(tn: Any, port: int, deadline: float) -> tuple[dict[str, An
 
 
 def test_simultaneous_open_through_cone_and_symmetric_nat(
-    mini: lifecycle.RunningTestnet,
+    mini: RunningTestnet,
 ) -> None:
     tn = mini.testnet
-    layout = perturb.layout_of(tn)
     # cone (the topology's NAT): the punch connects, ports preserved end to end
     a, b = simultaneous_open(tn, 5110, deadline=30)
     assert a["connected"] and b["connected"], (a, b)
@@ -243,13 +244,13 @@ def test_simultaneous_open_through_cone_and_symmetric_nat(
     # symmetric (switched at run time): a new random port per mapping, the punch fails
     try:
         for net in ("a", "b"):
-            perturb.set_nat(layout, net, "symmetric")
+            perturb.set_nat(tn, net, "symmetric")
         a, b = simultaneous_open(tn, 5111, deadline=10)
         assert not a["connected"] and not b["connected"], (a, b)
         assert set(a["errors"]) == {"TimeoutError"}, a
     finally:
         for net in ("a", "b"):
-            perturb.set_nat(layout, net, "cone")
+            perturb.set_nat(tn, net, "cone")
     # and back to cone, it works again (the switch is reversible)
     a, b = simultaneous_open(tn, 5112, deadline=30)
     assert a["connected"] and b["connected"], (a, b)
@@ -272,12 +273,11 @@ def reaches_relay(tn: Any, port: int) -> dict[str, Any]:
 
 
 def test_disconnect_and_partition_cut_traffic_and_undo_restores_it(
-    mini: lifecycle.RunningTestnet,
+    mini: RunningTestnet,
 ) -> None:
     tn = mini.testnet
-    layout = perturb.layout_of(tn)
     try:
-        perturb.disconnect(layout, "val-a", "a")
+        perturb.disconnect(tn, "val-a", "a")
         cut = reaches_relay(tn, 5120)
         assert not cut["connected"], cut
         # the link is cut by iptables, not by removing it: address and default route remain
@@ -285,26 +285,25 @@ def test_disconnect_and_partition_cut_traffic_and_undo_restores_it(
         assert tn.node("val-a").addresses["a"] in docker_ops.must_exec(c, ["ip", "-4", "addr"])
         assert "default via" in docker_ops.must_exec(c, ["ip", "-4", "route"])
     finally:
-        perturb.reconnect(layout, "val-a", "a")
+        perturb.reconnect(tn, "val-a", "a")
     assert reaches_relay(tn, 5121)["connected"]
 
     try:
-        perturb.partition(layout, "a", "public")
+        perturb.partition(tn, "a", "public")
         cut = reaches_relay(tn, 5122)
         assert not cut["connected"], cut
     finally:
-        perturb.heal(layout, "a", "public")
+        perturb.heal(tn, "a", "public")
     assert reaches_relay(tn, 5123)["connected"]
 
 
 def test_latency_applies_where_netem_exists_and_says_so_where_not(
-    mini: lifecycle.RunningTestnet,
+    mini: RunningTestnet,
 ) -> None:
     tn = mini.testnet
-    layout = perturb.layout_of(tn)
     relay = docker_ops.node_container(tn.name, "relay")
     try:
-        done = perturb.set_latency(layout, "public", 20)
+        done = perturb.set_latency(tn, "public", 20)
     except perturb.NetemUnavailable as exc:
         # this project's CI kernel has no sch_netem: say so plainly and change nothing
         assert "no netem qdisc" in str(exc) and "Nothing was changed" in str(exc)
@@ -314,4 +313,4 @@ def test_latency_applies_where_netem_exists_and_says_so_where_not(
         assert "netem" in done
         assert "delay 20ms" in docker_ops.must_exec(relay, ["tc", "qdisc", "show"])
     finally:
-        perturb.set_latency(layout, "public", 0)
+        perturb.set_latency(tn, "public", 0)

@@ -12,8 +12,8 @@ import pytest
 
 from bench import holepunch, plot, report, reservation, scale, topogen
 from bench.live import NodeData
-from harness.testnet import Testnet, build_testnet
-from harness.topology import TopologyError
+from harness.model.testnet import Testnet, build_testnet
+from harness.model.topology import TopologyError
 
 
 def _testnet(doc: dict[str, Any], tmp_path: Path) -> Testnet:

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.checks import NetInfo, NodeInfo, Observation
+from harness.checks import Observation
+from harness.model import Network, Node
 from node.contract import Event, Status
 
 PID = {f"node{i}": f"12D3KooWPeer{i}xxxxxxxxxxxxxxxxxxxx" for i in range(8)}
@@ -40,29 +41,45 @@ ROLES = {
 }
 
 
-def nodes() -> dict[str, NodeInfo]:
+def nodes() -> dict[str, Node]:
+    """The model's nodes, as harness/model/testnet.py builds them for sentry.yaml."""
     out = {}
     for name, role in ROLES.items():
         i = int(name[-1])
         home = "a" if i < 4 else "b"
-        nets = (home, "public") if role == "sentry" else (home,)
-        out[name] = NodeInfo(
+        private_ip = f"172.{20 if home == 'a' else 21}.0.{10 + i}"
+        addresses = {home: private_ip, "public": IP[name]} if role == "sentry" else {home: IP[name]}
+        out[name] = Node(
             name=name,
             role=role,
-            networks=nets,
-            validator=role == "validator",
-            relay_client=role != "sentry",
-            serve_sync=role != "sentry",
             peer_id=PID[name],
+            addresses=addresses,
+            control_ip=f"10.250.0.{10 + i}",
+            listen_addrs=tuple(f"/ip4/{ip}/tcp/4001" for ip in addresses.values()),
+            p2p_port=4001,
+            api_url=f"http://10.250.0.{10 + i}:9000",
+            relay_mode="both" if role == "sentry" else "client",
+            relay_servers=(),
+            relay_server_addrs=(),
+            persistent_peers=(),
+            persistent_peer_addrs=(),
+            serve_sync=role != "sentry",
+            default_via=None if role == "sentry" else f"172.{20 if home == 'a' else 21}.0.254",
+            router=None if role == "sentry" else f"router-{home}",
+            container=f"unit-{name}",
         )
     return out
 
 
-def nets() -> dict[str, NetInfo]:
+def nets() -> dict[str, Network]:
+    def net(name: str, subnet: str, kind: str, router_ip: str | None = None) -> Network:
+        nat = "cone" if router_ip else "none"
+        return Network(name, subnet, f"unit_{name}", kind, nat, router_public_ip=router_ip)
+
     return {
-        "a": NetInfo("a", True, "172.20.0.0/24", "cone", ROUTER["a"]),
-        "b": NetInfo("b", True, "172.21.0.0/24", "cone", ROUTER["b"]),
-        "public": NetInfo("public", False, "10.0.0.0/24"),
+        "a": net("a", "172.20.0.0/24", "private", ROUTER["a"]),
+        "b": net("b", "172.21.0.0/24", "private", ROUTER["b"]),
+        "public": net("public", "10.0.0.0/24", "public"),
     }
 
 
@@ -272,13 +289,48 @@ def trim_event(e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def recorded_node(spec: dict[str, Any]) -> Node:
+    """The model's Node from what an observation records of it (Observation.to_json keeps
+    the attributes the checks read: role, networks, relay_client, serve_sync, peer id)."""
+    return Node(
+        name=spec["name"],
+        role=spec["role"],
+        peer_id=spec.get("peer_id") or "",
+        addresses={net: "" for net in spec["networks"]},
+        control_ip="",
+        listen_addrs=(),
+        p2p_port=4001,
+        api_url="",
+        relay_mode="client"
+        if spec["relay_client"]
+        else ("both" if spec["role"] == "sentry" else "off"),
+        relay_servers=(),
+        relay_server_addrs=(),
+        persistent_peers=(),
+        persistent_peer_addrs=(),
+        serve_sync=spec["serve_sync"],
+        default_via=None,
+        router=None,
+        container="",
+    )
+
+
+def recorded_network(spec: dict[str, Any]) -> Network:
+    """The model's Network from what an observation records of it."""
+    return Network(
+        spec["name"],
+        spec.get("subnet") or "",
+        "",
+        "private" if spec["private"] else "public",
+        spec.get("nat") or "none",
+        router_public_ip=spec.get("router_public_ip"),
+    )
+
+
 def replayed(doc: dict[str, Any]) -> list[tuple[dict[str, Any], Observation]]:
     """Each recorded check with the Observation it decided on, rebuilt from `doc`."""
-    infos = {
-        n: NodeInfo(**{**spec, "networks": tuple(spec["networks"])})
-        for n, spec in doc["nodes"].items()
-    }
-    net_infos = {n: NetInfo(**spec) for n, spec in doc["nets"].items()}
+    infos = {n: recorded_node(spec) for n, spec in doc["nodes"].items()}
+    net_infos = {n: recorded_network(spec) for n, spec in doc["nets"].items()}
     events = {n: [Event.from_json(e) for e in evs] for n, evs in doc["events"].items()}
     out = []
     for rec in doc["checks"]:

@@ -1,4 +1,4 @@
-"""The scenario engine (harness/scenario.py) with a scripted observer: outcomes, seconds
+"""The scenario engine (harness/run/steps.py) with a scripted observer: outcomes, seconds
 from `up`, dependent deadlines, a failed action blocking the rest, and the Observer's
 event history across a node restart (against the node's real HTTP API on loopback)."""
 
@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from test_checks_data import PID, healthy_statuses, nodes, obs
 
-from harness import scenario as engine
 from harness import scenarios
 from harness.checks import Observation, Verdict
+from harness.client import NodeClient
 from harness.progress import Progress
-from harness.scenario import (
+from harness.run import steps as engine
+from harness.run.steps import (
     ActionStep,
     CheckStep,
     Observer,
@@ -187,7 +188,7 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
 
 
 def test_seed_exact_reach_marks_from_the_model() -> None:
-    from harness.topology import load_topology
+    from harness.model.topology import load_topology
 
     topo = load_topology(scenarios_dir() / "seed-exact.yaml")
     c, _ = ctx()
@@ -204,7 +205,7 @@ def test_seed_exact_reach_marks_from_the_model() -> None:
 
 
 def scenarios_dir() -> Any:
-    from harness.scenario_run import SCENARIO_DIR
+    from harness.run.setup import SCENARIO_DIR
 
     return SCENARIO_DIR
 
@@ -235,7 +236,7 @@ def test_observer_keeps_history_across_a_restart() -> None:
     log1.emit("block_committed", height=1, hash="h1", proposer=PID["node0"])
     api = serve(time.monotonic(), log1)
     host, port = api.address
-    ob = Observer(nodes(), {"node4": f"http://{host}:{port}"}, t_up=t_up)
+    ob = Observer(nodes(), {"node4": NodeClient(f"http://{host}:{port}")}, t_up=t_up)
     try:
         o = ob.observe()
         assert [e.height for e in o.events["node4"]] == [1]
@@ -273,8 +274,8 @@ def test_observer_with_no_nodes_is_harmless() -> None:
 def test_free_subnet_overrides_only_move_taken_networks() -> None:
     import ipaddress
 
-    from harness.scenario_run import free_subnet_overrides, topology_path
-    from harness.topology import load_topology
+    from harness.model.topology import load_topology
+    from harness.run.setup import free_subnet_overrides, topology_path
 
     topo = load_topology(topology_path("sentry"))
     assert free_subnet_overrides(topo, []) == {}
@@ -288,13 +289,13 @@ def test_free_subnet_overrides_only_move_taken_networks() -> None:
     assert not any(n.overlaps(ipaddress.ip_network("172.21.0.0/24")) for n in new)
 
 
-def test_node_infos_from_the_resolved_testnet() -> None:
-    from harness.scenario_run import node_infos, topology_path
-    from harness.testnet import build_testnet
-    from harness.topology import load_topology
+def test_observation_reads_the_resolved_testnet() -> None:
+    from harness.model import build_testnet, load_topology
+    from harness.run.setup import topology_path
 
     tn = build_testnet(load_topology(topology_path("sentry")), "unit-sentry")
-    infos, nets = node_infos(tn)
+    infos = {n.name: n for n in tn.nodes}
+    nets = {n.name: n for n in tn.networks}
     assert infos["node3"].networks == ("a", "public") and not infos["node3"].serve_sync
     assert infos["node0"].relay_client and infos["node0"].validator
     assert not infos["node3"].relay_client  # sentries (mode both) are not counted as clients
@@ -312,18 +313,17 @@ def test_node_infos_from_the_resolved_testnet() -> None:
 
 def test_topology_path_errors_name_the_known_ones() -> None:
     from harness.errors import SentrynetError
-    from harness.scenario_run import topology_path
+    from harness.run.setup import topology_path
 
     with pytest.raises(SentrynetError, match=r"known: .*sentry"):
         topology_path("nope")
 
 
-def test_perturb_layout_of_the_testnet() -> None:
-    from harness.scenario_run import perturb_layout, topology_path
-    from harness.testnet import build_testnet
-    from harness.topology import load_topology
+def test_perturbations_find_hosts_in_the_model() -> None:
+    from harness.model.testnet import build_testnet
+    from harness.model.topology import load_topology
+    from harness.run.setup import topology_path
 
     tn = build_testnet(load_topology(topology_path("sentry")), "unit-sentry")
-    layout = perturb_layout(tn)
-    assert layout.public_net == "public"
-    assert {a.node for a in layout.on("a")} >= {"node0", "node3", "router-a"}
+    assert tn.public_network.name == "public"
+    assert {h.name for h in tn.hosts_on("a")} >= {"node0", "node3", "router-a"}

@@ -12,7 +12,7 @@ import pytest
 from test_checks_data import REPLAY_DIR, replayed
 
 from harness import scenarios
-from harness.scenario import CheckStep
+from harness.run.steps import CheckStep
 from node.contract import Status
 
 RECORDED = sorted(REPLAY_DIR.glob("*.json"))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import images
 from harness.errors import SentrynetError
+from harness.infra import images
 from harness.progress import Progress
 
 REPO = Path(__file__).resolve().parents[2]

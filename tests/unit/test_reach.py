@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.commands import check
-from harness.reach import PairVerdict, analyse, ip_path, pair_verdict, reservable
-from harness.topology import Topology, load_topology
+from harness.cli import analyse as analyse_cmd
+from harness.model.reach import PairVerdict, analyse, ip_path, pair_verdict, reservable
+from harness.model.topology import Topology, load_topology
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 A_SIDE = ("node0", "node1", "node2")
@@ -89,14 +89,14 @@ def test_mini_validators_punch_through_the_public_relay() -> None:
 
 def test_check_command_prints_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
     parser = __import__("argparse").ArgumentParser()
-    check.register(parser)
+    analyse_cmd.register(parser)
     args = parser.parse_args([str(SCENARIOS / "seed-exact.yaml"), "--pair", "node0", "node4"])
-    assert check.run(args) == 0
+    assert analyse_cmd.run(args) == 0
     out = capsys.readouterr().out
     assert "node0 - node4  no      no       no" in out
     assert "no relay both can use" in out
     args = parser.parse_args([str(SCENARIOS / "sentry.yaml"), "--json"])
-    assert check.run(args) == 0
+    assert analyse_cmd.run(args) == 0
     data = json.loads(capsys.readouterr().out)
     pair = next(p for p in data["pairs"] if (p["a"], p["b"]) == ("node0", "node4"))
     assert pair["circuit"] and pair["holepunch"] and not pair["direct"]
@@ -144,8 +144,8 @@ def test_shared_public_port_behind_one_router_is_reported(tmp_path: Path) -> Non
     """Two nodes on one port behind one MASQUERADE router share its public endpoint: the
     verdict still allows a punch but says only one such pair can be direct, and the
     rendered testnet carries a warning."""
-    from harness.reach import shared_public_endpoints
-    from harness.testnet import build_testnet
+    from harness.model.reach import shared_public_endpoints
+    from harness.model.testnet import build_testnet
 
     text = (SCENARIOS / "sentry.yaml").read_text()
     for ip in ("172.21.0.14", "172.21.0.15"):  # node4 and node5, both on 4001
@@ -159,3 +159,15 @@ def test_shared_public_port_behind_one_router_is_reported(tmp_path: Path) -> Non
     assert shared_public_endpoints(topo("sentry")) == {}
     warnings = build_testnet(t).warnings
     assert any("node4, node5 share router-b:4001" in w for w in warnings)
+
+
+def test_analyse_is_also_called_check(capsys: pytest.CaptureFixture[str]) -> None:
+    """`sentrynet check` was the command's name before "check" meant scenario checks only."""
+    from harness.cli import main
+
+    pair = [str(SCENARIOS / "seed-exact.yaml"), "--pair", "node0", "node4"]
+    assert main(["analyse", *pair]) == 0
+    analysed = capsys.readouterr().out
+    assert main(["check", *pair]) == 0
+    assert capsys.readouterr().out == analysed
+    assert "node0 - node4  no      no       no" in analysed

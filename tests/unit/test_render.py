@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from harness.errors import SentrynetError
-from harness.keys import node_key
-from harness.render import render
-from harness.testnet import Testnet, build_testnet, parse_subnet_overrides
-from harness.topology import load_topology
+from harness.infra.render import render
+from harness.model.keys import node_key
+from harness.model.testnet import Testnet, build_testnet, parse_subnet_overrides
+from harness.model.topology import load_topology
 from node.config import load_config  # the contract's other side: drift fails here
 
 REPO = Path(__file__).resolve().parents[2]
@@ -312,7 +312,7 @@ def test_extra_node_config_is_merged(tmp_path: Path) -> None:
 def test_render_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from harness.commands import render as render_cmd
+    from harness.cli import render as render_cmd
 
     parser = argparse.ArgumentParser()
     render_cmd.register(parser)

@@ -6,8 +6,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness import report
-from harness.scenario import CheckOutcome
+from harness.run import report
+from harness.run.steps import CheckOutcome
 
 
 def _outcomes() -> list[CheckOutcome]:
@@ -146,13 +146,14 @@ def test_assert_check_fails_with_seen_and_cause() -> None:
 def test_finish_without_a_testnet_writes_every_check(tmp_path: Path) -> None:
     import io
 
-    from harness import scenario_run, scenarios
+    from harness import scenarios
     from harness.progress import Progress
-    from harness.scenario import pending_outcomes
+    from harness.run import runner
+    from harness.run.steps import pending_outcomes
 
     sc = scenarios.get("seed-exact")
     rows = pending_outcomes(sc, [], "the testnet did not come up: boom")
-    doc, run_dir = scenario_run.finish(
+    doc, run_dir = runner.write_report(
         sc, None, rows, results_root=tmp_path, progress=Progress(stream=io.StringIO()), error="boom"
     )
     assert doc["passed"] is False and doc["error"] == "boom"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from harness import graph, verify
-from harness.status import NodeStatus, NodeTarget, TestnetStatus
-from harness.testnet import Testnet, build_testnet
-from harness.topology import load_topology
+from harness.client import NodeStatus, TestnetStatus
+from harness.model.testnet import Testnet, build_testnet
+from harness.model.topology import load_topology
+from harness.run import audit, graph
 from harness.wait import WaitTimeout, wait_until
 from node.contract import Status
 
@@ -72,7 +72,7 @@ def test_parse_routes() -> None:
         "default via 172.28.1.254 dev eth0 \n"
         "172.28.1.0/24 dev eth0 proto kernel scope link src 172.28.1.10 \n"
     )
-    routes = verify.parse_routes(text)
+    routes = audit.parse_routes(text)
     assert routes[0]["dest"] == "default" and routes[0]["via"] == "172.28.1.254"
     assert routes[1]["dev"] == "eth0" and "via" not in routes[1]
 
@@ -85,7 +85,7 @@ def test_parse_listeners_handles_ipv4_ipv6_and_wildcards() -> None:
         "LISTEN 0 128 *:8080 *:*\n"
         "LISTEN 0 128 [::]:4002 [::]:*\n"
     )
-    assert verify.parse_listeners(text) == [
+    assert audit.parse_listeners(text) == [
         ("172.28.0.10", 4001),
         ("10.250.1.10", 9000),
         ("127.0.0.11", 42683),
@@ -110,15 +110,14 @@ def _status(tn: Testnet, name: str, **over: Any) -> NodeStatus:
         "chain": {"height": 5, "sync_state": "synced"},
     }
     st.update(over)
-    target = NodeTarget(name, node.role, node.api_url, tuple(node.addresses))
-    return NodeStatus(target, Status.from_json(st))
+    return NodeStatus(node, Status.from_json(st))
 
 
 def test_control_path_clean_when_connections_use_data_networks(mini: Testnet) -> None:
     relay = mini.node("relay")
     conn = {"peer": relay.peer_id, "remote_addr": f"{relay.listen_addrs[0]}", "kind": "direct"}
     snap = TestnetStatus(mini.name, [_status(mini, "val-a", connections=[conn])])
-    assert verify.control_path_violations(mini, snap) == []
+    assert audit.control_path_violations(mini, snap) == []
 
 
 def test_control_path_flags_p2p_over_control_and_outside_addresses(mini: Testnet) -> None:
@@ -134,7 +133,7 @@ def test_control_path_flags_p2p_over_control_and_outside_addresses(mini: Testnet
         mini.name,
         [_status(mini, "val-a", connections=[over_control, outside], listen_addrs=bad_listen)],
     )
-    findings = verify.control_path_violations(mini, snap)
+    findings = audit.control_path_violations(mini, snap)
     assert any("over the control network" in f for f in findings), findings
     assert any("8.8.8.8" in f and "outside" in f for f in findings), findings
     assert any("listens on" in f for f in findings), findings
@@ -162,9 +161,7 @@ def _snapshot(mini: Testnet) -> TestnetStatus:
                 reservations=[{"relay": relay.peer_id}],
                 dcutr=[{"peer": b.peer_id, "outcome": "succeeded"}],
             ),
-            NodeStatus(
-                NodeTarget("val-b", "validator", b.api_url, ("b",), b.peer_id), error="timeout"
-            ),
+            NodeStatus(b, error="timeout"),
         ],
     )
 
@@ -183,9 +180,7 @@ def test_status_table_and_json(mini: Testnet) -> None:
 
 def test_graph_dedupes_edges_and_draws_each_kind(mini: Testnet) -> None:
     snap = _snapshot(mini)
-    nets = [graph.NetBox(n.name, n.kind == "public", n.subnet) for n in mini.networks]
-    routers = [graph.RouterBox(r.name, r.network, r.public_network) for r in mini.routers]
-    g = graph.build_graph(snap, nets, routers)
+    g = graph.build_graph(snap, mini)
     kinds = sorted((e.a, e.b, e.kind) for e in g.edges)
     assert kinds == [
         ("relay", "val-a", "direct"),
@@ -206,17 +201,16 @@ def test_graph_dedupes_edges_and_draws_each_kind(mini: Testnet) -> None:
 
 
 def test_partition_sees_a_network_through_its_router_and_sentries() -> None:
-    from harness import perturb
+    from harness.run import perturb
 
     tn = build_testnet(load_topology(MINI.parent / "sentry.yaml"), "unit-sentry")
-    layout = perturb.layout_of(tn)
-    b_from_a = layout.seen_as("b", exclude=("a", "b"))
+    b_from_a = perturb.seen_as(tn, "b", exclude=("a", "b"))
     router_b, node7 = tn.router("router-b"), tn.node("node7")
     assert b_from_a[0] == tn.network("b").subnet
     assert f"{router_b.public_ip}/32" in b_from_a  # NATed traffic from b
     assert f"{node7.addresses['public']}/32" in b_from_a  # b's sentry on the public side
     # a router between a and public is "on both": it is never told to drop its own side
-    a_from_public = layout.seen_as("a", exclude=("a", "public"))
+    a_from_public = perturb.seen_as(tn, "a", exclude=("a", "public"))
     assert f"{tn.node('node3').addresses['public']}/32" not in a_from_public
     with pytest.raises(Exception, match="control network"):
-        layout.require_net("control")
+        perturb.require_net(tn, "control")

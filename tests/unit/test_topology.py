@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.topology import TopologyError, load_topology
+from harness.model.topology import TopologyError, load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "scenarios"

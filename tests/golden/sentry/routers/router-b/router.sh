@@ -5,7 +5,7 @@
 # The recipe of docs/design.md "NAT routers": MASQUERADE on the public interface (cone-like: the
 # source port is preserved while the public 4-tuple is free, so DCUtR's simultaneous open
 # can meet; nodes behind this router listen on distinct ports so each has its own public
-# endpoint, harness/topology.py), and unsolicited
+# endpoint, harness/model/topology.py), and unsolicited
 # inbound packets DROPPED (not rejected: a RST would kill a hole punch in flight).
 # The router itself has no default route: nothing leaves the testnet.
 set -eu

@@ -1,0 +1,89 @@
+"""`sentrynet perturb ACTION ...`: break a running testnet on purpose, and undo it.
+
+Containers: kill, pause, unpause, restart, start NODE. Links: disconnect/reconnect NODE NET
+(iptables in the container; addresses and routes survive). Networks: partition/heal NET_A
+NET_B; nat NET cone|symmetric (the router's MASQUERADE rule, at run time); loss NET PCT;
+latency NET MS (needs the kernel's netem; says so plainly where it is missing); clear
+(undo every iptables perturbation). See harness/run/perturb.py for how each one works.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.run import perturb
+from harness.run.testnet import RunningTestnet
+
+NAME = "perturb"
+HELP = "kill/pause/restart nodes, disconnect links, partition networks, switch NAT, loss, latency"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-t", "--testnet", help="testnet name (default: the only one running on this machine)"
+    )
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    for action, text in (
+        ("kill", "SIGKILL the node's container (start brings it back)"),
+        ("pause", "freeze the container (cgroup freezer): packets to it go unanswered"),
+        ("unpause", "thaw a paused container"),
+        ("restart", "restart the container (setup script runs again; perturbation rules go)"),
+        ("start", "start a killed or stopped container"),
+    ):
+        p = sub.add_parser(action, help=text, description=text)
+        p.add_argument("node", help="node or router name (e.g. node0, router-a)")
+    for action, text in (
+        ("disconnect", "drop everything on NODE's interface on NET (iptables; IP and routes kept)"),
+        ("reconnect", "undo disconnect"),
+    ):
+        p = sub.add_parser(action, help=text, description=text)
+        p.add_argument("node")
+        p.add_argument("net", help="data network name from the topology")
+    for action, text in (
+        ("partition", "no packet between NET_A and NET_B (also through NAT routers)"),
+        ("heal", "undo partition"),
+    ):
+        p = sub.add_parser(action, help=text, description=text)
+        p.add_argument("net_a")
+        p.add_argument("net_b")
+    p = sub.add_parser("nat", help="switch a private network's router to cone or symmetric NAT")
+    p.add_argument("net")
+    p.add_argument("nat_type", choices=perturb.NAT_TYPES)
+    p.add_argument(
+        "--keep-conntrack",
+        action="store_true",
+        help="do not flush the router's conntrack table (old flows keep their old mapping)",
+    )
+    p = sub.add_parser("loss", help="random inbound packet loss on every interface on NET")
+    p.add_argument("net")
+    p.add_argument("pct", type=float, help="percent, 0 removes it")
+    p = sub.add_parser("latency", help="netem delay on every interface on NET (if the kernel can)")
+    p.add_argument("net")
+    p.add_argument("ms", type=float, help="milliseconds, 0 removes it")
+    sub.add_parser("clear", help="undo every iptables perturbation in every container")
+
+
+def run(args: argparse.Namespace) -> int:
+    testnet = RunningTestnet.find(args.testnet).testnet
+    a = args.action
+    if a in ("kill", "pause", "unpause", "restart", "start"):
+        out = perturb.container_action(testnet, args.node, a)
+    elif a == "disconnect":
+        out = perturb.disconnect(testnet, args.node, args.net)
+    elif a == "reconnect":
+        out = perturb.reconnect(testnet, args.node, args.net)
+    elif a == "partition":
+        out = perturb.partition(testnet, args.net_a, args.net_b)
+    elif a == "heal":
+        out = perturb.heal(testnet, args.net_a, args.net_b)
+    elif a == "nat":
+        out = perturb.set_nat(testnet, args.net, args.nat_type, flush=not args.keep_conntrack)
+    elif a == "loss":
+        out = perturb.set_loss(testnet, args.net, args.pct)
+    elif a == "latency":
+        out = perturb.set_latency(testnet, args.net, args.ms)
+    else:
+        out = perturb.clear(testnet)
+    print(out)
+    return 0

@@ -1,0 +1,50 @@
+"""`sentrynet render TOPOLOGY --out DIR`: write docker-compose.yml, testnet.json and every
+node's config, key and setup script (harness/infra/render.py). Deterministic output."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.infra.render import REPO_ROOT, render
+from harness.model.testnet import build_testnet, parse_subnet_overrides
+from harness.model.topology import load_topology
+
+NAME = "render"
+HELP = "render a topology into docker-compose.yml + per-node configs (deterministic)"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("topology", help="topology YAML, e.g. scenarios/sentry.yaml")
+    parser.add_argument("--out", required=True, help="output directory (created; re-rendered)")
+    parser.add_argument(
+        "--name", help="testnet name (Compose project, labels, keys); default: the topology's"
+    )
+    parser.add_argument(
+        "--subnet",
+        action="append",
+        default=[],
+        metavar="NET=CIDR",
+        help="move a network (or `control`) to another subnet of the same size; repeatable, "
+        "so two testnets can run side by side",
+    )
+    parser.add_argument(
+        "--image", help="node image tag; default: the tag of the current tree (sentrynet images)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    topo = load_topology(args.topology)
+    testnet = build_testnet(topo, args.name, parse_subnet_overrides(args.subnet))
+    image = args.image
+    if not image:
+        from harness.infra.images import node_image_tag  # imported late: talks to Docker
+
+        image = node_image_tag(REPO_ROOT)
+    files = render(testnet, args.out, image)
+    print(
+        f"rendered testnet {testnet.name} ({len(testnet.nodes)} nodes, "
+        f"{len(testnet.routers)} routers, image {image}) into {args.out}: {len(files)} files"
+    )
+    for warning in testnet.warnings:
+        print(f"warning: {warning}")
+    return 0

@@ -1,1 +1,0 @@
-"""Subcommands of `sentrynet`; one module each (see harness/cli.py)."""

@@ -1,0 +1,1 @@
+"""How the harness acts on the machine: the Docker engine, Compose, images, rendered files."""

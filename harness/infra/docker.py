@@ -1,0 +1,212 @@
+"""The harness's only door to the Docker engine (SDK): find, exec into and remove labelled objects.
+
+Everything a testnet owns carries `sentrynet.testnet=<name>` (docs/contracts.md section 3).
+Finding and removing by that label, never by compose project or name pattern, is what makes
+`down` work without the rendered directory, after a half-failed start, and side by side
+with other testnets on the same machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from harness.errors import SentrynetError
+
+LABEL_TESTNET = "sentrynet.testnet"
+LABEL_NODE = "sentrynet.node"
+# Compose's own labels: where the rendered docker-compose.yml of a running testnet lives.
+LABEL_COMPOSE_DIR = "com.docker.compose.project.working_dir"
+
+
+@functools.cache
+def client() -> docker.DockerClient:
+    try:
+        c = docker.from_env(timeout=60)
+        c.ping()
+    except Exception as exc:
+        raise SentrynetError(
+            f"cannot talk to the Docker daemon ({exc}); start it (`systemctl start docker` "
+            "or `dockerd`) and make sure this user may use /var/run/docker.sock"
+        ) from exc
+    return c
+
+
+def _label(name: str | None) -> str:
+    return LABEL_TESTNET if name is None else f"{LABEL_TESTNET}={name}"
+
+
+def containers(name: str | None) -> list[Container]:
+    """Containers of testnet `name` (all testnets when None), running or not."""
+    return list(client().containers.list(all=True, filters={"label": _label(name)}))
+
+
+def networks(name: str | None) -> list[Any]:
+    return list(client().networks.list(filters={"label": _label(name)}))
+
+
+def volumes(name: str | None) -> list[Any]:
+    return list(client().volumes.list(filters={"label": _label(name)}))
+
+
+def testnet_names() -> list[str]:
+    """Names of every testnet with anything left on this machine."""
+    found: set[str] = set()
+    for obj in [*containers(None), *networks(None), *volumes(None)]:
+        labels = obj.labels if hasattr(obj, "labels") else obj.attrs.get("Labels") or {}
+        if labels.get(LABEL_TESTNET):
+            found.add(labels[LABEL_TESTNET])
+    return sorted(found)
+
+
+def node_container(testnet: str, node: str) -> Container:
+    """The container of one node (or router) by its topology name."""
+    found = client().containers.list(
+        all=True, filters={"label": [_label(testnet), f"{LABEL_NODE}={node}"]}
+    )
+    if not found:
+        known = sorted(c.labels.get(LABEL_NODE, "?") for c in containers(testnet))
+        raise SentrynetError(
+            f"testnet {testnet!r} has no container for {node!r}; "
+            f"known: {', '.join(known) or 'none (is it up?)'}"
+        )
+    return found[0]
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def exec_in(container: Container, argv: list[str] | str, *, user: str = "root") -> ExecResult:
+    """Run a command in a running container; stdout and stderr together, as text."""
+    cmd = ["sh", "-c", argv] if isinstance(argv, str) else argv
+    code, out = container.exec_run(cmd, user=user, demux=False)
+    return ExecResult(int(code if code is not None else -1), (out or b"").decode(errors="replace"))
+
+
+def must_exec(container: Container, argv: list[str] | str) -> str:
+    res = exec_in(container, argv)
+    if not res.ok:
+        shown = argv if isinstance(argv, str) else " ".join(argv)
+        raise SentrynetError(
+            f"{container.name}: `{shown}` failed (exit {res.exit_code}): {res.output.strip()}"
+        )
+    return res.output
+
+
+def network_subnets(net: Any) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    cfgs = (net.attrs.get("IPAM") or {}).get("Config") or []
+    return [ipaddress.ip_network(c["Subnet"], strict=False) for c in cfgs if c.get("Subnet")]
+
+
+def network_gateways(net: Any) -> list[str]:
+    """The host-side address of a network's bridge (a container's way out of the testnet).
+
+    Docker lists it in IPAM only when it was given explicitly; otherwise a bridge network
+    still takes the first host of each subnet, which is what we report then.
+    """
+    cfgs = (net.attrs.get("IPAM") or {}).get("Config") or []
+    gws = []
+    for c in cfgs:
+        if c.get("Gateway"):
+            gws.append(c["Gateway"])
+        elif c.get("Subnet") and net.attrs.get("Driver") == "bridge":
+            gws.append(str(ipaddress.ip_network(c["Subnet"], strict=False).network_address + 1))
+    return gws
+
+
+def subnets_in_use() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Every subnet of every Docker network on this machine (to pick free ones)."""
+    used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for net in client().networks.list():  # the list already carries IPAM
+        used += network_subnets(net)
+    return used
+
+
+@dataclass
+class Removed:
+    """What `remove_testnet` removed, for the report `sentrynet down` prints."""
+
+    containers: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.containers or self.networks or self.volumes)
+
+
+def remove_testnet(name: str) -> Removed:
+    """Force-remove every container, network and volume labelled with `name`. Idempotent.
+
+    Objects that vanish while we work (a concurrent down, compose finishing) are not errors.
+    Containers go first, so the networks are free when their turn comes.
+    """
+    removed = Removed()
+    for c in containers(name):
+        try:
+            c.remove(force=True, v=True)
+            removed.containers.append(c.name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            removed.errors.append(f"container {c.name}: {exc.explanation or exc}")
+    for n in networks(name):
+        try:
+            n.reload()
+            for cid in n.attrs.get("Containers") or {}:
+                # An endpoint left by a container we do not own: detach it, never remove it.
+                with contextlib.suppress(docker.errors.APIError):
+                    n.disconnect(cid, force=True)
+            n.remove()
+            removed.networks.append(n.name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            removed.errors.append(f"network {n.name}: {exc.explanation or exc}")
+    for v in volumes(name):
+        try:
+            v.remove(force=True)
+            removed.volumes.append(v.name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            removed.errors.append(f"volume {v.name}: {exc.explanation or exc}")
+    return removed
+
+
+def pick_free_subnets(
+    count: int, pool: str = "10.200.0.0/13", prefixlen: int = 24, seed: int | None = None
+) -> list[str]:
+    """`count` /prefixlen subnets of `pool` that no Docker network on this machine uses.
+
+    For running a second copy of a topology (`--subnet NET=CIDR`) and for tests that must not
+    collide with testnets other people run on the same machine. `seed` picks where in the
+    pool to start looking, so concurrent callers rarely race for the same subnets.
+    """
+    used = subnets_in_use()
+    candidates = list(ipaddress.IPv4Network(pool).subnets(new_prefix=prefixlen))
+    start = (seed or 0) % len(candidates)
+    out: list[str] = []
+    for i in range(len(candidates)):
+        cand = candidates[(start + i) % len(candidates)]
+        if any(isinstance(u, ipaddress.IPv4Network) and cand.overlaps(u) for u in used):
+            continue
+        out.append(str(cand))
+        if len(out) == count:
+            return out
+    raise SentrynetError(f"fewer than {count} free /{prefixlen} subnets left in {pool}")

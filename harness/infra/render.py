@@ -1,0 +1,223 @@
+"""Render a resolved testnet into a directory that `compose up` runs as is.
+
+Output (all paths relative, so the directory can be moved):
+
+    OUT/docker-compose.yml          from docker-compose.yml.j2 at the repo root
+    OUT/testnet.json                the resolved model (Testnet.load(OUT) reads it back)
+    OUT/nodes/<name>/node.toml      templates/node.toml.j2 (docs/contracts.md section 1)
+    OUT/nodes/<name>/node.key       the node's Ed25519 key, libp2p protobuf encoding
+    OUT/nodes/<name>/netsetup.sh    templates/netsetup.sh.j2 (routes, loss, latency)
+    OUT/routers/<router>/router.sh  templates/router.sh.j2 (NAT rules)
+
+Deterministic: the same topology, name, overrides and image give byte-identical files (keys
+are derived from the testnet and node names; nothing depends on time or dict order), which is
+what the golden tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from harness.errors import SentrynetError
+from harness.model.testnet import TESTNET_FILE, Node, Testnet
+from node.config import section_defaults
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_TEMPLATE = "docker-compose.yml.j2"
+OWNED = ("docker-compose.yml", TESTNET_FILE, "nodes", "routers")
+
+# Node config values the contract documents (docs/contracts.md section 1), written explicitly
+# so a rendered node.toml is complete and readable on its own; the values are the node's own
+# defaults (node/config.py), so the two cannot drift.
+P2P_DEFAULTS = section_defaults("p2p", ("max_connections", "discovery"))
+RELAY_DEFAULTS = section_defaults(
+    "relay",
+    (
+        "max_reservations_held",
+        "max_reservations",
+        "max_circuits_per_peer",
+        "circuit_duration_s",
+        "circuit_bytes",
+        "reservation_ttl_s",
+    ),
+)
+DCUTR_DEFAULTS = section_defaults("dcutr", ("enabled", "max_attempts"))
+CONFIG_DIR = "/config"  # the node's rendered directory, mounted read-only
+DATA_DIR = "/data"  # a named volume per node: survives restarts, removed by `down`
+
+
+def toml_value(value: Any) -> str:
+    """One TOML value (strings, numbers, booleans, lists of those)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as a TOML value")
+
+
+def node_config(testnet: Testnet, node: Node) -> dict[str, dict[str, Any]]:
+    """The node's config as sections -> keys, extra topology `config:` merged last."""
+    relay_on = node.relay_mode != "off"
+    cfg: dict[str, dict[str, Any]] = {
+        "node": {
+            "name": node.name,
+            "role": node.role,
+            "key_file": f"{CONFIG_DIR}/node.key",
+            "data_dir": DATA_DIR,
+        },
+        "p2p": {
+            "listen_addrs": list(node.listen_addrs),
+            "persistent_peers": list(node.persistent_peer_addrs),
+            **P2P_DEFAULTS,
+        },
+        "relay": {
+            "enabled": relay_on,
+            "mode": node.relay_mode if relay_on else "client",
+            "relay_servers": list(node.relay_server_addrs),
+            **RELAY_DEFAULTS,
+        },
+        "dcutr": dict(DCUTR_DEFAULTS),
+        "chain": {
+            "validators": list(testnet.validators),
+            "block_interval_s": float(testnet.block_interval_s),
+            "serve_sync": node.serve_sync,
+            "validator_ids": dict(testnet.validator_ids),
+        },
+        "api": {"listen": f"{node.control_ip}:9000"},
+    }
+    for section, body in node.config.items():
+        merged = cfg.setdefault(section, {})
+        for key, value in body.items():
+            merged[key] = value
+    # sub-tables (validator_ids) must follow the section's plain keys
+    for section, body in cfg.items():
+        cfg[section] = dict(sorted(body.items(), key=lambda kv: isinstance(kv[1], dict)))
+    return cfg
+
+
+def _env(root: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(root / "templates"), str(root)]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, TOML and shell, not HTML
+    )
+    env.filters["toml"] = toml_value
+    return env
+
+
+def _net_context(testnet: Testnet, addresses: dict[str, str]) -> list[dict[str, Any]]:
+    out = []
+    used: set[str] = set()
+    for name, ip in addresses.items():
+        net = testnet.network(name)
+        var = name.upper().replace("-", "_")
+        if var in used:  # `a-b` and `a_b` on one node: keep the shell variables apart
+            var = f"{var}_{len(used)}"
+        used.add(var)
+        out.append(
+            {
+                "name": name,
+                "ip": ip,
+                "kind": net.kind,
+                "var": var,
+                "loss_pct": net.loss_pct,
+                "probability": f"{net.loss_pct / 100:.4f}",
+                "latency_ms": int(net.latency_ms)
+                if net.latency_ms == int(net.latency_ms)
+                else net.latency_ms,
+            }
+        )
+    return out
+
+
+def _prepare(out: Path) -> None:
+    """Refuse to write into a directory we did not render; clear what a previous render made."""
+    if out.exists() and any(out.iterdir()) and not (out / TESTNET_FILE).exists():
+        raise SentrynetError(
+            f"{out}: not empty and not a rendered testnet (no {TESTNET_FILE}); "
+            "choose an empty or new directory with --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OWNED:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def render(
+    testnet: Testnet, out_dir: str | Path, image: str, root: Path | None = None
+) -> list[Path]:
+    """Write every file of the testnet into out_dir; returns the paths written, sorted."""
+    from harness.model.keys import node_key
+
+    root = root or REPO_ROOT
+    env = _env(root)
+    out = Path(out_dir)
+    _prepare(out)
+    written: list[Path] = []
+
+    def write(rel: str, data: str | bytes, mode: int = 0o644) -> None:
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+        path.chmod(mode)
+        written.append(path)
+
+    compose = env.get_template(COMPOSE_TEMPLATE).render(testnet=testnet, image=image)
+    write("docker-compose.yml", compose)
+    write(TESTNET_FILE, testnet.to_json())
+
+    node_tpl = env.get_template("node.toml.j2")
+    net_tpl = env.get_template("netsetup.sh.j2")
+    for node in testnet.nodes:
+        base = f"nodes/{node.name}"
+        write(
+            f"{base}/node.toml",
+            node_tpl.render(
+                config=node_config(testnet, node), source=testnet.source, testnet=testnet.name
+            ),
+        )
+        key = node_key(testnet.name, node.name)
+        if key.peer_id != node.peer_id:  # testnet.json edited by hand or a stale model
+            raise SentrynetError(f"{node.name}: peer id does not match its derived key; re-render")
+        write(f"{base}/node.key", key.private_key)
+        nets = _net_context(testnet, node.addresses)
+        default_var = None
+        if node.router:
+            via = testnet.router(node.router).network
+            default_var = next(n["var"] for n in nets if n["name"] == via)
+        write(
+            f"{base}/netsetup.sh",
+            net_tpl.render(node=node, testnet=testnet.name, nets=nets, default_var=default_var),
+            0o755,
+        )
+    router_tpl = env.get_template("router.sh.j2")
+    for router in testnet.routers:
+        nets = _net_context(
+            testnet, {router.network: router.private_ip, router.public_network: router.public_ip}
+        )
+        for n in nets:  # shell variable holding the interface (PRIV_IF / PUB_IF)
+            n["var"] = "PRIV_IF" if n["name"] == router.network else "PUB_IF"
+        write(
+            f"routers/{router.name}/router.sh",
+            router_tpl.render(router=router, testnet=testnet.name, nets=nets),
+            0o755,
+        )
+    return sorted(written)

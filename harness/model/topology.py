@@ -1,0 +1,730 @@
+"""Topology model: a YAML file describing networks and nodes, validated into frozen dataclasses.
+
+Why strict: a topology mistake (a relay server the client cannot reach, a sentry on one
+network only, an IP on Docker's gateway) otherwise shows up minutes later as a testnet that
+"does not sync". Every problem is a `TopologyError` whose message names the file, the field
+path, what is wrong and the fix, e.g.
+
+    scenarios/x.yaml: nodes.node0.relay_servers[0]: 'node9' is not a node; known nodes: node0..node7
+
+File format (see scenarios/sentry.yaml and docs/topology.md)::
+
+    name: sentry                      # testnet name: Compose project, labels, key derivation
+    description: free text
+    chain: {block_interval_s: 1.0}
+    networks:
+      a:      {subnet: 172.20.0.0/24, nat: cone}     # private: nat none | cone | symmetric
+      public: {subnet: 10.0.0.0/24, public: true}    # exactly one public network
+      # optional on any network: loss_pct (0..100, random drop), latency_ms (netem if present)
+    nodes:
+      node3:
+        role: sentry                  # validator | full | sentry
+        networks: {a: 172.20.0.13, public: 10.0.0.3}   # or a list of names: IPs auto-assigned
+        relay_mode: both              # off | client | server | both
+        relay_servers: [node7]        # node names; rendered as address WITHOUT peer id
+        persistent_peers: [node7]     # optional; default: every node sharing a network
+        serve_sync: true
+        p2p_port: 4001                # optional; see "p2p ports" below
+        config: {relay: {max_reservations: 64}}      # extra node.toml keys (contracts.md 1)
+
+One NAT router is derived for each private network whose nat is not `none` (`router-<net>`);
+its addresses are reserved here so nodes never collide with them: the private side takes the
+highest host of the private subnet, the public side is allocated downward from the highest
+host of the public subnet, in network order. Omitted node IPs are assigned from host .10
+upward, in file order, skipping taken and reserved ones — deterministic for a given file.
+
+p2p ports: every node behind the same NAT router gets its own port, 4001, 4002, ... in file
+order (nodes with a public address or without a router keep 4001). The routers are Linux
+MASQUERADE, which preserves the source port only while the public 4-tuple is free: with
+several nodes on one port behind one router, they all share one public endpoint
+(router-ip:4001), at most one pair of them across two routers can ever be direct, and every
+other hole punch collides (EADDRNOTAVAIL, or the peer's SYN mapped elsewhere). That is what
+the sentry scenario measured before ports were distinct. An explicit `p2p_port:` that makes
+two nodes share a port behind one router is allowed (to reproduce exactly that) and
+reported by `sentrynet analyse` and `render` as a warning.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import SentrynetError
+from node.config import ConfigError, validate_overrides
+
+ROLES = ("validator", "full", "sentry")
+NAT_TYPES = ("none", "cone", "symmetric")
+RELAY_MODES = ("off", "client", "server", "both")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
+FIRST_AUTO_HOST = 10  # auto-assigned node IPs start at .10 (below: gateway, spare)
+P2P_PORT = 4001  # the first p2p port; nodes behind one NAT router count up from here
+RESERVED_NETWORK_NAMES = ("control",)  # harness-owned network (node API only)
+
+# The schema: allowed keys per object, next to the dataclasses they fill. Unknown keys are
+# errors listing these (a typo like `relay_server` must not be silently ignored).
+TOP_KEYS = ("name", "description", "chain", "networks", "nodes")
+CHAIN_KEYS = ("block_interval_s",)
+NETWORK_KEYS = ("subnet", "public", "nat", "loss_pct", "latency_ms")
+NODE_KEYS = (
+    "role",
+    "networks",
+    "relay_mode",
+    "relay_servers",
+    "persistent_peers",
+    "serve_sync",
+    "p2p_port",
+    "config",
+)
+# Extra node config (`config:`) is validated by the node's own schema (node/config.py
+# validate_overrides, docs/contracts.md section 1). These node.toml keys render derives from
+# the topology, so `config:` cannot set them: each names the topology field to use instead
+# (a `config:` relay_servers would make node.toml disagree with testnet.json, which is what
+# the checks believe).
+DERIVED_CONFIG_KEYS: dict[str, str] = {
+    "node.name": "the node's key under `nodes:`",
+    "node.role": "`role:`",
+    "node.key_file": "nothing: render writes the key file",
+    "node.data_dir": "nothing: the node's data volume is mounted there",
+    "p2p.listen_addrs": "`networks:` (the node listens on each data IP)",
+    "p2p.persistent_peers": "`persistent_peers:` (node names)",
+    "relay.mode": "`relay_mode:`",
+    "relay.enabled": "`relay_mode:` (off disables relaying)",
+    "relay.relay_servers": "`relay_servers:` (node names)",
+    "chain.validators": "`role: validator` on the nodes",
+    "chain.validator_ids": "nothing: render derives them from the generated keys",
+    "chain.serve_sync": "`serve_sync:`",
+    "chain.block_interval_s": "the top-level `chain: {block_interval_s: ...}`",
+    "api.listen": "nothing: the API listens on the node's control-network IP",
+}
+
+
+class TopologyError(SentrynetError):
+    """A topology file problem. str() is `FILE: FIELD: PROBLEM; FIX` on one line."""
+
+    def __init__(self, file: str, fieldpath: str, problem: str, fix: str = "") -> None:
+        self.file = file
+        self.field = fieldpath
+        self.problem = problem
+        self.fix = fix
+        where = f"{file}: {fieldpath}: " if fieldpath else f"{file}: "
+        super().__init__(where + problem + (f"; {fix}" if fix else ""))
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    subnet: str  # CIDR, e.g. 172.20.0.0/24
+    public: bool = False
+    nat: str = "none"  # none | cone | symmetric (always none for the public network)
+    loss_pct: float = 0.0
+    latency_ms: float = 0.0
+
+    @property
+    def has_router(self) -> bool:
+        return not self.public and self.nat != "none"
+
+    @property
+    def router_name(self) -> str | None:
+        return f"router-{self.name}" if self.has_router else None
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    role: str
+    addresses: dict[str, str]  # network name -> IPv4, every entry resolved (file order)
+    relay_mode: str = "off"  # off | client | server | both
+    relay_servers: tuple[str, ...] = ()  # node names
+    persistent_peers: tuple[str, ...] | None = None  # None: every node sharing a network
+    serve_sync: bool = True
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    p2p_port: int = P2P_PORT  # resolved: explicit `p2p_port:` or derived (_assign_ports)
+
+    @property
+    def is_relay_server(self) -> bool:
+        return self.relay_mode in ("server", "both")
+
+    @property
+    def is_relay_client(self) -> bool:
+        return self.relay_mode in ("client", "both")
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    networks: tuple[NetworkSpec, ...]
+    nodes: tuple[NodeSpec, ...]
+    description: str = ""
+    block_interval_s: float = 1.0
+    source: str = ""
+
+    def network(self, name: str) -> NetworkSpec:
+        for net in self.networks:
+            if net.name == name:
+                return net
+        raise KeyError(name)
+
+    def node(self, name: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    @property
+    def public_network(self) -> NetworkSpec:
+        return next(n for n in self.networks if n.public)
+
+    @property
+    def validators(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.nodes if n.role == "validator")
+
+
+# --- router address plan (shared with harness/model/testnet.py) ------------------------
+
+
+def router_private_ip(subnet: str) -> str:
+    """The router's address on its private network: the highest host of the subnet."""
+    net = ipaddress.IPv4Network(subnet)
+    return str(net.broadcast_address - 1)
+
+
+def router_public_ips(networks: tuple[NetworkSpec, ...]) -> dict[str, str]:
+    """Private network name -> its router's public IP, allocated downward from the top."""
+    public = next((n for n in networks if n.public), None)
+    if public is None:
+        return {}
+    top = ipaddress.IPv4Network(public.subnet).broadcast_address - 1
+    out: dict[str, str] = {}
+    for net in networks:
+        if net.has_router:
+            out[net.name] = str(top - len(out))
+    return out
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen[key] = loader.construct_object(value_node, deep=True)
+    return seen
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _names(items: list[str]) -> str:
+    """`node0..node7` for a numbered run, else a comma list (short, for error messages)."""
+    if not items:
+        return "(none)"
+    m = [re.fullmatch(r"(.*?)(\d+)", s) for s in items]
+    if len(items) > 2 and all(m):
+        prefixes = {x.group(1) for x in m if x}
+        nums = [int(x.group(2)) for x in m if x]
+        if len(prefixes) == 1 and nums == list(range(nums[0], nums[0] + len(nums))):
+            p = prefixes.pop()
+            return f"{p}{nums[0]}..{p}{nums[-1]}"
+    return ", ".join(items)
+
+
+def _suggest(word: str, allowed: tuple[str, ...], label: str) -> str:
+    close = difflib.get_close_matches(word, allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}{label}: {', '.join(allowed)}"
+
+
+class _Checker:
+    """Holds the file name so each check can raise a fully located error in one line."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, fieldpath: str, problem: str, fix: str = "") -> TopologyError:
+        return TopologyError(self.source, fieldpath, problem, fix)
+
+    def mapping(self, value: Any, fieldpath: str, what: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(fieldpath, f"expected a mapping ({what}), got {value!r}")
+        for k in value:
+            if not isinstance(k, str):
+                raise self.fail(fieldpath, f"key {k!r} is not a string", "quote it")
+        return value
+
+    def keys(self, value: dict[str, Any], fieldpath: str, allowed: tuple[str, ...]) -> None:
+        for k in value:
+            if k not in allowed:
+                path = f"{fieldpath}.{k}" if fieldpath else k
+                raise self.fail(path, "unknown key", _suggest(k, allowed, "valid keys"))
+
+    def name(self, value: str, fieldpath: str, what: str) -> str:
+        if not NAME_RE.match(value):
+            raise self.fail(
+                fieldpath,
+                f"{value!r} is not a valid {what} name",
+                "use 1-31 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+            )
+        return value
+
+    def boolean(self, value: Any, fieldpath: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(fieldpath, f"expected true or false, got {value!r}")
+        return value
+
+    def number(self, value: Any, fieldpath: str, lo: float, hi: float | None, unit: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(fieldpath, f"expected a number ({unit}), got {value!r}")
+        if value < lo or (hi is not None and value >= hi):
+            rng = f"{lo} <= value < {hi}" if hi is not None else f">= {lo}"
+            raise self.fail(fieldpath, f"{value!r} is out of range", f"use {rng} ({unit})")
+        return float(value)
+
+    def choice(self, value: Any, fieldpath: str, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            fix = f"did you mean {close[0]!r}?" if close else ""
+            raise self.fail(fieldpath, f"{value!r} is not one of {', '.join(choices)}", fix)
+        return str(value)
+
+    def name_list(self, value: Any, fieldpath: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(fieldpath, f"expected a list of node names, got {value!r}")
+        return list(value)
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a topology YAML file (raises TopologyError naming file and field)."""
+    p = Path(path)
+    source = str(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise TopologyError(
+            source, "", f"cannot read topology ({exc.strerror})", "check the path"
+        ) from None
+    return parse_topology(text, source=source, default_name=p.stem)
+
+
+def parse_topology(text: str, source: str = "<topology>", default_name: str = "") -> Topology:
+    c = _Checker(source)
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise c.fail(line, f"not valid YAML ({problem})", "fix the YAML syntax") from None
+    if raw is None:
+        raw = {}
+    top = c.mapping(raw, "", "the topology: name, networks, nodes")
+    c.keys(top, "", TOP_KEYS)
+
+    name = top.get("name", default_name)
+    if not isinstance(name, str):
+        raise c.fail("name", f"expected a string, got {name!r}")
+    name = c.name(name.lower() if "name" not in top else name, "name", "testnet")
+    description = top.get("description", "")
+    if not isinstance(description, str):
+        raise c.fail("description", f"expected a string, got {description!r}")
+
+    block_interval = 1.0
+    if "chain" in top:
+        chain = c.mapping(top["chain"], "chain", "chain options")
+        c.keys(chain, "chain", CHAIN_KEYS)
+        if "block_interval_s" in chain:
+            block_interval = c.number(
+                chain["block_interval_s"], "chain.block_interval_s", 0, None, "seconds"
+            )
+            if block_interval <= 0:
+                raise c.fail("chain.block_interval_s", "must be > 0", "use e.g. 1.0")
+
+    networks = _parse_networks(c, top)
+    nodes = _parse_nodes(c, top, networks)
+    topo = Topology(
+        name=name,
+        networks=networks,
+        nodes=nodes,
+        description=description,
+        block_interval_s=block_interval,
+        source=source,
+    )
+    _validate_relations(c, topo)
+    return topo
+
+
+def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]:
+    if "networks" not in top:
+        raise c.fail(
+            "networks", "missing", "add a `networks:` mapping (one public, the rest private)"
+        )
+    raw = c.mapping(top["networks"], "networks", "network name -> settings")
+    if not raw:
+        raise c.fail("networks", "is empty", "add at least one public network")
+    out: list[NetworkSpec] = []
+    parsed: list[tuple[str, ipaddress.IPv4Network]] = []
+    for net_name, spec in raw.items():
+        path = f"networks.{net_name}"
+        c.name(net_name, path, "network")
+        if net_name in RESERVED_NETWORK_NAMES:
+            raise c.fail(
+                path, f"{net_name!r} is reserved by the harness (node API network)", "rename it"
+            )
+        spec = c.mapping(spec if spec is not None else {}, path, "subnet, public, nat, ...")
+        c.keys(spec, path, NETWORK_KEYS)
+        if "subnet" not in spec:
+            raise c.fail(f"{path}.subnet", "missing", "add e.g. `subnet: 172.20.0.0/24`")
+        subnet = _parse_subnet(c, spec["subnet"], f"{path}.subnet")
+        for other_name, other in parsed:
+            if subnet.overlaps(other):
+                raise c.fail(
+                    f"{path}.subnet",
+                    f"{subnet} overlaps networks.{other_name}.subnet ({other})",
+                    "give every network its own subnet",
+                )
+        parsed.append((net_name, subnet))
+        public = c.boolean(spec.get("public", False), f"{path}.public")
+        if public:
+            if spec.get("nat", "none") != "none":
+                raise c.fail(
+                    f"{path}.nat",
+                    "a public network has no NAT",
+                    "remove `nat:` (NAT belongs to the private networks behind it)",
+                )
+            nat = "none"
+        else:
+            if "nat" not in spec:
+                raise c.fail(
+                    f"{path}.nat",
+                    "missing on a private network",
+                    "set `nat: cone` (a NAT router), `nat: symmetric` or `nat: none` (no router: "
+                    "the network has no IP path out), or mark it `public: true`",
+                )
+            nat = c.choice(spec["nat"], f"{path}.nat", NAT_TYPES)
+        loss = c.number(
+            spec.get("loss_pct", 0), f"{path}.loss_pct", 0, 100, "percent of packets dropped"
+        )
+        latency = c.number(
+            spec.get("latency_ms", 0), f"{path}.latency_ms", 0, 60000, "milliseconds"
+        )
+        out.append(NetworkSpec(net_name, str(subnet), public, nat, loss, latency))
+    publics = [n.name for n in out if n.public]
+    if len(publics) != 1:
+        problem = (
+            "no network is public"
+            if not publics
+            else f"{len(publics)} networks are public ({', '.join(publics)})"
+        )
+        raise c.fail(
+            "networks",
+            problem,
+            "mark exactly one network `public: true`: relays live there and NAT routers take "
+            "their outside addresses from it",
+        )
+    public_net = next(n for n in out if n.public)
+    pub = ipaddress.IPv4Network(public_net.subnet)
+    routers = sum(n.has_router for n in out)
+    if routers > pub.num_addresses // 2 - 2:
+        raise c.fail(
+            f"networks.{public_net.name}.subnet",
+            f"{pub} is too small for the {routers} NAT routers' public addresses",
+            "use a larger public subnet (routers take addresses from its top)",
+        )
+    return tuple(out)
+
+
+def _parse_subnet(c: _Checker, value: Any, path: str) -> ipaddress.IPv4Network:
+    if not isinstance(value, str):
+        raise c.fail(path, f"expected a CIDR string like 172.20.0.0/24, got {value!r}")
+    if "/" not in value:
+        raise c.fail(path, f"{value!r} has no prefix length", f"did you mean {value}/24?")
+    try:
+        loose = ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise c.fail(
+            path, f"{value!r} is not an IPv4 subnet", "use CIDR, e.g. 172.20.0.0/24"
+        ) from None
+    if loose.network_address != ipaddress.IPv4Address(value.split("/")[0]):
+        raise c.fail(path, f"{value!r} has host bits set", f"did you mean {loose}?")
+    if loose.prefixlen > 28:
+        raise c.fail(
+            path, f"{value!r} is too small (/{loose.prefixlen})", "use /28 or larger, e.g. /24"
+        )
+    if loose.is_loopback or loose.is_multicast or loose.is_link_local:
+        raise c.fail(
+            path, f"{value!r} is a special-purpose range", "use a private range, e.g. 172.20.0.0/24"
+        )
+    return loose
+
+
+def _reserved(networks: tuple[NetworkSpec, ...]) -> dict[str, dict[str, str]]:
+    """network -> {ip: what reserves it}: Docker's gateway (.1) and the derived routers."""
+    out: dict[str, dict[str, str]] = {}
+    pub_ips = router_public_ips(networks)
+    public = next(n for n in networks if n.public)
+    for net in networks:
+        sub = ipaddress.IPv4Network(net.subnet)
+        res = {str(sub.network_address + 1): "Docker's gateway"}
+        if net.has_router:
+            res[router_private_ip(net.subnet)] = f"router-{net.name}"
+        out[net.name] = res
+    for priv, ip in pub_ips.items():
+        out[public.name][ip] = f"router-{priv}"
+    return out
+
+
+def _parse_nodes(
+    c: _Checker, top: dict[str, Any], networks: tuple[NetworkSpec, ...]
+) -> tuple[NodeSpec, ...]:
+    if "nodes" not in top:
+        raise c.fail(
+            "nodes", "missing", "add a `nodes:` mapping (node name -> role, networks, ...)"
+        )
+    raw = c.mapping(top["nodes"], "nodes", "node name -> settings")
+    if not raw:
+        raise c.fail("nodes", "is empty", "add at least one node")
+    by_name = {n.name: n for n in networks}
+    known_nets = ", ".join(by_name)
+    reserved = _reserved(networks)
+    taken: dict[str, dict[str, str]] = {n.name: {} for n in networks}  # net -> ip -> node
+    pending: list[tuple[str, dict[str, Any], dict[str, str | None]]] = []
+
+    for node_name, spec in raw.items():
+        path = f"nodes.{node_name}"
+        c.name(node_name, path, "node")
+        if node_name.startswith("router-"):
+            raise c.fail(
+                path,
+                f"{node_name!r}: names starting with 'router-' are reserved for NAT routers",
+                "rename the node",
+            )
+        spec = c.mapping(spec if spec is not None else {}, path, "role, networks, relay_mode, ...")
+        c.keys(spec, path, NODE_KEYS)
+        if "role" not in spec:
+            raise c.fail(f"{path}.role", "missing", f"set one of {', '.join(ROLES)}")
+        c.choice(spec["role"], f"{path}.role", ROLES)
+        if "networks" not in spec:
+            raise c.fail(f"{path}.networks", "missing", f"list the node's networks ({known_nets})")
+        nets_raw = spec["networks"]
+        if isinstance(nets_raw, list):
+            if not all(isinstance(x, str) for x in nets_raw):
+                raise c.fail(f"{path}.networks", f"expected network names, got {nets_raw!r}")
+            if len(set(nets_raw)) != len(nets_raw):
+                raise c.fail(f"{path}.networks", "lists a network twice", "list each network once")
+            nets: dict[str, str | None] = {n: None for n in nets_raw}
+        elif isinstance(nets_raw, dict):
+            nets = {}
+            for k, v in nets_raw.items():
+                if v is not None and not isinstance(v, str):
+                    raise c.fail(
+                        f"{path}.networks.{k}",
+                        f"expected an IPv4 address or nothing, got {v!r}",
+                        "quote the address or leave it empty for automatic assignment",
+                    )
+                nets[str(k)] = v
+        else:
+            raise c.fail(
+                f"{path}.networks",
+                f"expected a list of network names or a mapping network -> IP, got {nets_raw!r}",
+            )
+        if not nets:
+            raise c.fail(f"{path}.networks", "is empty", f"put the node on one of: {known_nets}")
+        for net_name, ip in nets.items():
+            fpath = f"{path}.networks.{net_name}"
+            if net_name not in by_name:
+                raise c.fail(
+                    fpath, f"{net_name!r} is not a network", f"known networks: {known_nets}"
+                )
+            if ip is None:
+                continue
+            sub = ipaddress.IPv4Network(by_name[net_name].subnet)
+            try:
+                addr = ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise c.fail(
+                    fpath, f"{ip!r} is not an IPv4 address", f"use an address in {sub}"
+                ) from None
+            if addr not in sub:
+                raise c.fail(
+                    fpath, f"{ip} is outside the network's subnet {sub}", f"use an address in {sub}"
+                )
+            if addr in (sub.network_address, sub.broadcast_address):
+                raise c.fail(
+                    fpath, f"{ip} is the subnet's network/broadcast address", "use a host address"
+                )
+            if ip in reserved[net_name]:
+                raise c.fail(
+                    fpath,
+                    f"{ip} is reserved for {reserved[net_name][ip]}",
+                    f"use another address in {sub} (e.g. from .{FIRST_AUTO_HOST})",
+                )
+            if ip in taken[net_name]:
+                raise c.fail(
+                    fpath,
+                    f"{ip} is already used by {taken[net_name][ip]}",
+                    "give every node its own IP",
+                )
+            taken[net_name][ip] = node_name
+        pending.append((node_name, spec, nets))
+
+    # second pass: auto-assign omitted IPs deterministically (file order, lowest free from .10)
+    nodes: list[NodeSpec] = []
+    for node_name, spec, nets in pending:
+        path = f"nodes.{node_name}"
+        addresses: dict[str, str] = {}
+        for net_name, ip in nets.items():
+            if ip is None:
+                ip = _next_free(by_name[net_name], reserved[net_name], taken[net_name])
+                if ip is None:
+                    raise c.fail(
+                        f"{path}.networks.{net_name}",
+                        f"no free address left in {by_name[net_name].subnet}",
+                        "use a larger subnet",
+                    )
+                taken[net_name][ip] = node_name
+            addresses[net_name] = ip
+        nodes.append(_node_spec(c, path, node_name, spec, addresses))
+    explicit = {name for name, spec, _ in pending if "p2p_port" in spec}
+    return _assign_ports(nodes, networks, explicit)
+
+
+def nat_router_network(node: NodeSpec, networks: tuple[NetworkSpec, ...]) -> str | None:
+    """The private network whose NAT router carries this node's traffic to the public
+    network, or None (the node has a public address, or no network of it has a router)."""
+    if any(n.public and n.name in node.addresses for n in networks):
+        return None
+    return next((n.name for n in networks if n.name in node.addresses and n.has_router), None)
+
+
+def _assign_ports(
+    nodes: list[NodeSpec], networks: tuple[NetworkSpec, ...], explicit: set[str]
+) -> tuple[NodeSpec, ...]:
+    """Derive the p2p ports not set explicitly: behind each router the lowest port from
+    P2P_PORT that no other node behind it uses (see the module docstring for why)."""
+    behind = {n.name: nat_router_network(n, networks) for n in nodes}
+    used: dict[str, set[int]] = {}
+    for n in nodes:
+        net = behind[n.name]
+        if net is not None and n.name in explicit:
+            used.setdefault(net, set()).add(n.p2p_port)
+    out = []
+    for n in nodes:
+        net = behind[n.name]
+        if net is None or n.name in explicit:
+            out.append(n)
+            continue
+        taken = used.setdefault(net, set())
+        port = P2P_PORT
+        while port in taken:
+            port += 1
+        taken.add(port)
+        out.append(replace(n, p2p_port=port))
+    return tuple(out)
+
+
+def _next_free(net: NetworkSpec, reserved: dict[str, str], taken: dict[str, str]) -> str | None:
+    sub = ipaddress.IPv4Network(net.subnet)
+    first = sub.network_address + min(FIRST_AUTO_HOST, sub.num_addresses // 4)
+    host = first
+    while host < sub.broadcast_address:
+        if str(host) not in reserved and str(host) not in taken:
+            return str(host)
+        host += 1
+    return None
+
+
+def _node_spec(
+    c: _Checker, path: str, name: str, spec: dict[str, Any], addresses: dict[str, str]
+) -> NodeSpec:
+    relay_mode = c.choice(spec.get("relay_mode", "off"), f"{path}.relay_mode", RELAY_MODES)
+    servers = c.name_list(spec.get("relay_servers", []), f"{path}.relay_servers")
+    peers: list[str] | None = None
+    if "persistent_peers" in spec:
+        peers = c.name_list(spec["persistent_peers"], f"{path}.persistent_peers")
+    serve_sync = c.boolean(spec.get("serve_sync", True), f"{path}.serve_sync")
+    port = spec.get("p2p_port", P2P_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+        raise c.fail(
+            f"{path}.p2p_port",
+            f"expected a TCP port number, got {port!r}",
+            "use a whole number from 1024 to 65535, or leave it out (derived)",
+        )
+    extra = c.mapping(spec.get("config", {}) or {}, f"{path}.config", "node.toml section -> keys")
+    try:
+        config = validate_overrides(extra, derived=DERIVED_CONFIG_KEYS)
+    except ConfigError as err:
+        raise c.fail(f"{path}.config.{err.key}", err.problem, err.fix) from None
+    return NodeSpec(
+        name=name,
+        role=spec["role"],
+        addresses=addresses,
+        relay_mode=relay_mode,
+        relay_servers=tuple(servers),
+        persistent_peers=tuple(peers) if peers is not None else None,
+        serve_sync=serve_sync,
+        config=config,
+        p2p_port=port,
+    )
+
+
+def _validate_relations(c: _Checker, topo: Topology) -> None:
+    """Cross-field checks: relays, peers, sentries, validators."""
+    names = [n.name for n in topo.nodes]
+    known = _names(names)
+    by_name = {n.name: n for n in topo.nodes}
+    public = topo.public_network
+    if not topo.validators:
+        raise c.fail(
+            "nodes", "no node has `role: validator`", "the chain needs at least one validator"
+        )
+    for node in topo.nodes:
+        path = f"nodes.{node.name}"
+        if node.role == "sentry" and (len(node.addresses) < 2 or public.name not in node.addresses):
+            raise c.fail(
+                f"{path}.networks",
+                "a sentry must be multi-homed: on its private network and the public one "
+                f"(has: {', '.join(node.addresses)})",
+                f"add `{public.name}:` to its networks, or make it `role: full`",
+            )
+        if node.relay_servers and not node.is_relay_client:
+            raise c.fail(
+                f"{path}.relay_servers",
+                f"set, but relay_mode is {node.relay_mode!r} (only clients reserve on relays)",
+                "set `relay_mode: client` or `both`, or remove relay_servers",
+            )
+        seen: set[str] = set()
+        for i, server in enumerate(node.relay_servers):
+            fpath = f"{path}.relay_servers[{i}]"
+            if server not in by_name:
+                raise c.fail(fpath, f"{server!r} is not a node", f"known nodes: {known}")
+            if server == node.name:
+                raise c.fail(fpath, "a node cannot be its own relay server", "name another node")
+            if server in seen:
+                raise c.fail(fpath, f"{server!r} is listed twice", "list each relay server once")
+            seen.add(server)
+            if not by_name[server].is_relay_server:
+                raise c.fail(
+                    fpath,
+                    f"{server!r} has relay_mode {by_name[server].relay_mode!r}, it serves no relay",
+                    f"set `relay_mode: server` or `both` on nodes.{server}",
+                )
+        for i, peer in enumerate(node.persistent_peers or ()):
+            fpath = f"{path}.persistent_peers[{i}]"
+            if peer not in by_name:
+                raise c.fail(fpath, f"{peer!r} is not a node", f"known nodes: {known}")
+            if peer == node.name:
+                raise c.fail(fpath, "a node cannot be its own peer", "name another node")

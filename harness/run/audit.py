@@ -1,0 +1,314 @@
+"""Post-up safety checks: wired as docs/design.md "Safety rules" says, or `up` fails loudly.
+
+What is checked, and why each matters:
+- networks: the public and control networks are `internal` (Docker gives them no way out);
+  private networks do not masquerade (only our routers NAT); every network carries the label.
+- routes (`ip -4 route` in every container): no route via any Docker gateway on this machine
+  (that would be a path off the testnet); routers and nodes with a public interface have no
+  default route; nodes behind a NAT router have exactly `default via <router>`.
+- listeners (`ss -ltn` in every node): p2p listens on data-network IPs only, never on a
+  wildcard or the control IP; the API listens on the control IP only.
+- control path (node /status): no p2p connection uses a control-network address, none goes
+  to an address outside the testnet, and the node listens where the model says.
+Each failure names the container and what is wrong; all failures are reported together.
+This is the audit stage of a run (nothing leaves the testnet); scenario checks are another
+thing and live in harness/checks/.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import docker.errors
+
+from harness.client import TestnetStatus
+from harness.errors import SentrynetError
+from harness.infra import docker as docker_ops
+from harness.model.testnet import API_PORT, Node, Router, Testnet
+from harness.progress import Progress
+from harness.run.testnet import RunningTestnet
+
+
+class AuditError(SentrynetError):
+    """One or more safety checks failed; the message lists every finding."""
+
+    def __init__(self, testnet: str, findings: list[str]) -> None:
+        self.findings = findings
+        body = "\n".join(f"  - {f}" for f in findings)
+        super().__init__(f"testnet {testnet}: {len(findings)} safety check(s) failed:\n{body}")
+
+
+@dataclass
+class Report:
+    """What passed (one line per check group), for the `up` progress output."""
+
+    passed: list[str]
+
+
+def _ip_of_multiaddr(addr: str) -> str | None:
+    parts = addr.split("/")
+    if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+        return parts[2]
+    return None
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def check_networks(testnet: Testnet) -> list[str]:
+    findings = []
+    client = docker_ops.client()
+    for net in (*testnet.networks, testnet.control):
+        try:
+            dn = client.networks.get(net.docker_name)
+        except docker.errors.NotFound:
+            findings.append(f"network {net.docker_name}: missing")
+            continue
+        attrs = dn.attrs
+        labels = attrs.get("Labels") or {}
+        if labels.get(docker_ops.LABEL_TESTNET) != testnet.name:
+            findings.append(
+                f"network {net.docker_name}: label {docker_ops.LABEL_TESTNET}="
+                f"{labels.get(docker_ops.LABEL_TESTNET)!r}, expected {testnet.name!r}"
+            )
+        internal = bool(attrs.get("Internal"))
+        if net.kind in ("public", "control") and not internal:
+            findings.append(
+                f"network {net.docker_name} ({net.kind}): not internal — Docker would route "
+                "it off the machine"
+            )
+        if net.kind == "private":
+            masq = (attrs.get("Options") or {}).get(
+                "com.docker.network.bridge.enable_ip_masquerade", "true"
+            )
+            if masq != "false":
+                findings.append(
+                    f"network {net.docker_name} (private): Docker masquerades it "
+                    "(enable_ip_masquerade is not false); only the NAT router may"
+                )
+        subnets = [str(s) for s in docker_ops.network_subnets(dn)]
+        if subnets != [str(ipaddress.ip_network(net.subnet))]:
+            findings.append(
+                f"network {net.docker_name}: subnet {subnets}, the model says {net.subnet}"
+            )
+    return findings
+
+
+def docker_gateways() -> set[str]:
+    """Every Docker network gateway on this machine (any of them is a way off the testnet)."""
+    gws: set[str] = set()
+    for net in docker_ops.client().networks.list():  # the list already carries IPAM
+        gws.update(docker_ops.network_gateways(net))
+    return gws
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def parse_routes(text: str) -> list[dict[str, str]]:
+    """`ip -4 route` lines -> [{"dest": ..., "via": ..., "dev": ...}]."""
+    routes = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        r = {"dest": parts[0], "line": line.strip()}
+        for key in ("via", "dev"):
+            if key in parts and parts.index(key) + 1 < len(parts):
+                r[key] = parts[parts.index(key) + 1]
+        routes.append(r)
+    return routes
+
+
+def read_all(containers: list[str], argv: list[str]) -> dict[str, docker_ops.ExecResult | None]:
+    """Run one read-only command in many containers at once (None: container missing)."""
+    client = docker_ops.client()
+
+    def one(name: str) -> docker_ops.ExecResult | None:
+        try:
+            return docker_ops.exec_in(client.containers.get(name), argv)
+        except docker.errors.NotFound:
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(containers, pool.map(one, containers), strict=True))
+
+
+def check_routes(testnet: Testnet, gateways: set[str]) -> list[str]:
+    findings = []
+    hosts: list[Node | Router] = [*testnet.routers, *testnet.nodes]
+    outputs = read_all([h.container for h in hosts], ["ip", "-4", "route", "show"])
+    for host in hosts:
+        # routers and public nodes have no default route; a NATed node's goes via its router
+        default_via = host.default_via if isinstance(host, Node) else None
+        res = outputs[host.container]
+        if res is None:
+            findings.append(f"{host.name} ({host.container}): container missing")
+            continue
+        if not res.ok:
+            findings.append(f"{host.name}: `ip -4 route` failed: {res.output.strip()}")
+            continue
+        routes = parse_routes(res.output)
+        defaults = [r for r in routes if r["dest"] == "default"]
+        for r in routes:
+            if r.get("via") in gateways:
+                findings.append(
+                    f"{host.name}: route via Docker gateway {r['via']}: {r['line']!r} "
+                    "(a path off the testnet)"
+                )
+        if default_via is None:
+            for r in defaults:
+                if r.get("via") not in gateways:  # already reported above
+                    findings.append(
+                        f"{host.name}: has a default route ({r['line']!r}); "
+                        f"{'routers' if isinstance(host, Router) else 'nodes with no NAT router'} "
+                        "must have none"
+                    )
+        else:
+            vias = [r.get("via") for r in defaults]
+            if vias != [default_via]:
+                findings.append(
+                    f"{host.name}: default route(s) {vias or 'none'}; expected exactly "
+                    f"`default via {default_via}` (its NAT router)"
+                )
+        for r in routes:
+            if r["dest"] != "default" and "via" in r and r["via"] not in gateways:
+                findings.append(f"{host.name}: unexpected routed prefix {r['line']!r}")
+    return findings
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+def parse_listeners(text: str) -> list[tuple[str, int]]:
+    """`ss -ltnH` lines -> [(local address, port)]; IPv6 brackets stripped, `*` kept."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        local = parts[3]
+        host, _, port = local.rpartition(":")
+        host = host.strip("[]").split("%")[0]
+        if port.isdigit():
+            out.append((host, int(port)))
+    return out
+
+
+WILDCARDS = {"*", "0.0.0.0", "::"}
+
+
+def check_listeners(testnet: Testnet) -> list[str]:
+    findings = []
+    outputs = read_all([n.container for n in testnet.nodes], ["ss", "-ltnH"])
+    for node in testnet.nodes:
+        res = outputs[node.container]
+        if res is None:
+            continue  # reported by check_routes
+        if not res.ok:
+            findings.append(f"{node.name}: `ss -ltn` failed: {res.output.strip()}")
+            continue
+        data_ips = set(node.addresses.values())
+        api_seen = False
+        for host, port in parse_listeners(res.output):
+            if host.startswith("::ffff:"):
+                host = host[len("::ffff:") :]
+            where = f"{host}:{port}"
+            if host in WILDCARDS:
+                findings.append(
+                    f"{node.name}: listens on wildcard {where} (reachable over the control "
+                    "network); listen on data IPs only"
+                )
+            elif host == node.control_ip:
+                if port == API_PORT:
+                    api_seen = True
+                else:
+                    findings.append(
+                        f"{node.name}: listens on the control IP at {where}; only the API "
+                        f"(port {API_PORT}) may"
+                    )
+            elif host in data_ips:
+                if port == API_PORT:
+                    findings.append(f"{node.name}: the API listens on data IP {where}")
+            elif not ipaddress.ip_address(host).is_loopback:
+                findings.append(f"{node.name}: listens on {where}, which is not one of its IPs")
+        if not api_seen:
+            findings.append(
+                f"{node.name}: no API listener on {node.control_ip}:{API_PORT} (`ss -ltn`)"
+            )
+    return findings
+
+
+# --------------------------------------------------------------------------- control path
+
+
+def control_path_violations(testnet: Testnet, snapshot: TestnetStatus) -> list[str]:
+    """p2p connections over control addresses or to addresses outside the testnet, and
+    listen addresses that are not the node's data IPs, as reported by each node's /status."""
+    control = ipaddress.ip_network(testnet.control.subnet)
+    data = [ipaddress.ip_network(n.subnet) for n in testnet.networks]
+    findings = []
+    for ns in snapshot.nodes:
+        if not ns.ok:
+            findings.append(f"{ns.name}: /status unreadable ({ns.error})")
+            continue
+        node = testnet.node(ns.name)
+        for la in ns.status.listen_addrs if ns.status else ():
+            ip = _ip_of_multiaddr(str(la))
+            if ip is not None and ip not in node.addresses.values():
+                findings.append(f"{ns.name}: p2p listens on {la}, not on a data IP of this node")
+        for conn in ns.connections:
+            ra = str(conn.remote_addr or "")
+            ip = _ip_of_multiaddr(ra)
+            if ip is None:
+                continue
+            addr = ipaddress.ip_address(ip)
+            if addr in control:
+                findings.append(
+                    f"{ns.name}: p2p connection to {conn.peer} over the control "
+                    f"network ({ra}); p2p must never use it"
+                )
+            elif not any(addr in d for d in data):
+                findings.append(
+                    f"{ns.name}: p2p connection to {ra}, outside the testnet's data networks"
+                )
+    return findings
+
+
+# --------------------------------------------------------------------------- all together
+
+
+def audit_running(running: RunningTestnet, progress: Progress) -> None:
+    """The audit stage of a run: every check below, what passed said as progress."""
+    with progress.step("safety checks"):
+        report = audit(running.testnet, running.snapshot())
+    for line in report.passed:
+        progress.say(f"  ok: {line}")
+
+
+def audit(testnet: Testnet, snapshot: TestnetStatus) -> Report:
+    """Run every check; raise AuditError listing all findings, else return what passed."""
+    groups: list[tuple[str, Iterable[str]]] = []
+    gateways = docker_gateways()
+    groups.append(("networks internal/no-masquerade/labelled", check_networks(testnet)))
+    groups.append(
+        (
+            f"no route via any of {len(gateways)} Docker gateways; default routes as modelled",
+            check_routes(testnet, gateways),
+        )
+    )
+    groups.append(("p2p on data IPs only, API on control IP only", check_listeners(testnet)))
+    groups.append(("no p2p over the control network", control_path_violations(testnet, snapshot)))
+    findings: list[str] = []
+    passed: list[str] = []
+    for title, found in groups:
+        items = list(found)
+        findings += items
+        if not items:
+            passed.append(title)
+    if findings:
+        raise AuditError(testnet.name, findings)
+    return Report(passed)

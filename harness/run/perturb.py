@@ -1,0 +1,347 @@
+"""Perturbations of a running testnet: containers, links, partitions, NAT type, loss, latency.
+
+How each one works, and why:
+- kill / pause / unpause / restart / start: the Docker engine, on the node's container.
+- disconnect / reconnect NODE NET: iptables DROP on the node's interface on NET (INPUT,
+  OUTPUT, FORWARD), inside the container. Not `docker network disconnect` and not link down:
+  both lose the routes the setup script installed (link down flushes routes through the
+  interface; a Docker reconnect also brings the Docker default route back). With iptables
+  the addresses and routes survive and `reconnect` restores exactly the previous state.
+- partition / heal NET_A NET_B: iptables in every container on either network, dropping
+  packets to and from the addresses by which the other network is seen (its subnet, its
+  NAT router's public address, the public addresses of its multi-homed sentries). A
+  container on both networks (a router between a private network and the public one)
+  drops forwarding between them; a node on both stays reachable from both sides.
+- nat NET cone|symmetric: the router's MASQUERADE rule gains or loses `--random-fully`,
+  then its conntrack table is flushed (over netlink: the image has no conntrack tool) so
+  old mappings cannot keep the previous behaviour alive.
+- loss NET PCT: iptables `statistic --mode random` DROP on every container's inbound
+  interface on NET, so each packet crossing NET is dropped once with probability PCT.
+- latency NET MS: `tc qdisc netem` on every interface on NET. Needs the kernel's sch_netem;
+  where it is missing ("Specified qdisc kind is unknown") we say so and change nothing.
+Every iptables rule carries a comment `sn:<kind>:<args>` so undoing removes exactly it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+
+from docker.models.containers import Container
+
+from harness.errors import SentrynetError
+from harness.infra import docker as docker_ops
+from harness.model import Node, Router, Testnet
+
+
+def require_net(testnet: Testnet, net: str) -> None:
+    """A data network of this testnet (perturbations never touch the control network)."""
+    names = [n.name for n in testnet.networks]
+    if net == "control":
+        raise SentrynetError(
+            "the control network carries only the harness's API reads; "
+            "perturbations apply to data networks: " + ", ".join(names)
+        )
+    if net not in names:
+        raise SentrynetError(f"no network {net!r}; known: {', '.join(names)}")
+
+
+def _host(testnet: Testnet, name: str) -> Node | Router:
+    try:
+        return testnet.host(name)
+    except KeyError:
+        known = sorted(h.name for h in testnet.hosts())
+        raise SentrynetError(f"no node or router {name!r}; known: {', '.join(known)}") from None
+
+
+def _on(testnet: Testnet, net: str) -> list[Node | Router]:
+    require_net(testnet, net)
+    return testnet.hosts_on(net)
+
+
+def seen_as(testnet: Testnet, net: str, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The addresses by which hosts elsewhere see `net`: its subnet, its NAT router's
+    public IP, and the other addresses of multi-homed nodes on it (a sentry's public IP),
+    except addresses on the `exclude` networks (the other side of a partition)."""
+    network = testnet.network(net)
+    out = [network.subnet]
+    if network.router_public_ip:
+        out.append(f"{network.router_public_ip}/32")
+    for node in testnet.nodes_on(net):
+        for other, ip in node.addresses.items():
+            if other != net and other not in exclude:
+                out.append(f"{ip}/32")
+    return out
+
+
+# --------------------------------------------------------------------------- in-container tools
+
+
+def _iface_of(container: Container, ip: str) -> str:
+    """The interface inside `container` that holds `ip`."""
+    out = docker_ops.must_exec(container, ["ip", "-o", "-4", "addr", "show"])
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            addr = parts[parts.index("inet") + 1].split("/")[0]
+            if addr == ip:
+                return parts[1].split("@")[0]
+    raise SentrynetError(f"{container.name}: no interface holds {ip}; `ip -4 addr`:\n{out}")
+
+
+def _comment(kind: str, *args: str) -> str:
+    return ":".join(["sn", kind, *args])
+
+
+def _add_rules(container: Container, rules: list[str], comment: str) -> None:
+    """Insert iptables rules (each an argument string after the chain op) at the top."""
+    script = "set -e\n" + "\n".join(
+        f"iptables -I {r} -m comment --comment {shlex.quote(comment)} -j DROP" for r in rules
+    )
+    docker_ops.must_exec(container, script)
+
+
+def _remove_rules(container: Container, comment_prefix: str) -> int:
+    """Delete every filter-table rule whose comment starts with `comment_prefix`; count them."""
+    script = (
+        "n=0; iptables -S | grep -F -- "
+        + shlex.quote(f'--comment "{comment_prefix}')
+        + " | sed 's/^-A /-D /' > /tmp/sn-undo || true\n"
+        'while read -r rule; do eval iptables "$rule" && n=$((n+1)); done < /tmp/sn-undo\n'
+        "echo $n"
+    )
+    out = docker_ops.must_exec(container, script).strip().splitlines()
+    return int(out[-1]) if out and out[-1].isdigit() else 0
+
+
+# --------------------------------------------------------------------------- containers
+
+
+def _container(testnet: Testnet, node: str) -> Container:
+    return docker_ops.node_container(testnet.name, node)
+
+
+def container_action(testnet: Testnet, node: str, action: str) -> str:
+    """kill | pause | unpause | restart | start one node (or router) container."""
+    c = _container(testnet, node)
+    actions: dict[str, Callable[[], object]] = {
+        "kill": c.kill,
+        "pause": c.pause,
+        "unpause": c.unpause,
+        "restart": lambda: c.restart(timeout=5),
+        "start": c.start,
+    }
+    if action not in actions:
+        raise SentrynetError(f"unknown container action {action!r}")
+    try:
+        actions[action]()
+    except Exception as exc:  # docker.errors.APIError: the engine's reason is the message
+        raise SentrynetError(f"{action} {node}: {exc}") from exc
+    c.reload()
+    return f"{action} {node}: container {c.name} is now {c.status}"
+
+
+# --------------------------------------------------------------------------- links
+
+
+def disconnect(testnet: Testnet, node: str, net: str) -> str:
+    require_net(testnet, net)
+    host = _host(testnet, node)
+    ip = host.addresses.get(net)
+    if ip is None:
+        nets = ", ".join(host.addresses)
+        raise SentrynetError(f"{node} is not on network {net!r} (it is on {nets})")
+    c = _container(testnet, node)
+    iface = _iface_of(c, ip)
+    comment = _comment("disconnect", net)
+    _remove_rules(c, comment)
+    _add_rules(
+        c,
+        [f"INPUT -i {iface}", f"OUTPUT -o {iface}", f"FORWARD -i {iface}", f"FORWARD -o {iface}"],
+        comment,
+    )
+    return (
+        f"disconnect {node} from {net}: iptables DROP on {iface} ({ip}) in {c.name}; "
+        "address and routes kept"
+    )
+
+
+def reconnect(testnet: Testnet, node: str, net: str) -> str:
+    require_net(testnet, net)
+    c = _container(testnet, node)
+    n = _remove_rules(c, _comment("disconnect", net))
+    return f"reconnect {node} to {net}: removed {n} DROP rule(s) in {c.name}"
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    lo, hi = sorted((a, b))
+    return lo, hi
+
+
+def partition(testnet: Testnet, net_a: str, net_b: str) -> str:
+    require_net(testnet, net_a)
+    require_net(testnet, net_b)
+    if net_a == net_b:
+        raise SentrynetError("partition needs two different networks")
+    comment = _comment("partition", *_pair(net_a, net_b))
+    lines = []
+    by_node: dict[str, list[tuple[str, str]]] = {}  # host -> (net, ip) on either network
+    for host in testnet.hosts():
+        for net, ip in host.addresses.items():
+            if net in (net_a, net_b):
+                by_node.setdefault(host.name, []).append((net, ip))
+    for node, atts in sorted(by_node.items()):
+        c = _container(testnet, node)
+        _remove_rules(c, comment)
+        rules: list[str] = []
+        if len(atts) == 2:  # on both networks: stop forwarding between them
+            ia, ib = (_iface_of(c, ip) for _net, ip in atts)
+            rules = [f"FORWARD -i {ia} -o {ib}", f"FORWARD -i {ib} -o {ia}"]
+            what = f"no forwarding {ia}<->{ib}"
+        else:
+            other = net_b if atts[0][0] == net_a else net_a
+            seen = seen_as(testnet, other, exclude=(net_a, net_b))
+            for cidr in seen:
+                rules += [f"INPUT -s {cidr}", f"OUTPUT -d {cidr}"]
+                rules += [f"FORWARD -s {cidr}", f"FORWARD -d {cidr}"]
+            what = "drop " + ", ".join(seen)
+        _add_rules(c, rules, comment)
+        lines.append(f"  {node}: {what}")
+    return f"partition {net_a} | {net_b}: iptables in {len(lines)} container(s)\n" + "\n".join(
+        lines
+    )
+
+
+def heal(testnet: Testnet, net_a: str, net_b: str) -> str:
+    require_net(testnet, net_a)
+    require_net(testnet, net_b)
+    comment = _comment("partition", *_pair(net_a, net_b))
+    total = 0
+    nodes = sorted({h.name for net in (net_a, net_b) for h in testnet.hosts_on(net)})
+    for node in nodes:
+        total += _remove_rules(_container(testnet, node), comment)
+    return f"heal {net_a} | {net_b}: removed {total} rule(s) in {len(nodes)} container(s)"
+
+
+# --------------------------------------------------------------------------- NAT type
+
+# Flush the conntrack table of the router's network namespace over netlink
+# (IPCTNL_MSG_CT_DELETE with no attributes = flush; NFNL_SUBSYS_CTNETLINK = 1).
+_CONNTRACK_FLUSH = r"""
+import socket, struct, os
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+msg_type = (1 << 8) | 2
+body = struct.pack("BBH", socket.AF_INET, 0, 0)
+hdr = struct.pack("=LHHLL", 16 + len(body), msg_type, 0x1 | 0x4, 1, 0)
+s.sendto(hdr + body, (0, 0))
+data = s.recv(4096)
+err = struct.unpack("=i", data[16:20])[0] if len(data) >= 20 else 0
+print("flushed" if err == 0 else f"error {os.strerror(-err)}")
+"""
+
+NAT_TYPES = ("cone", "symmetric")
+
+
+def set_nat(testnet: Testnet, net: str, nat: str, flush: bool = True) -> str:
+    """Switch the router of private network `net` to cone or symmetric NAT at run time."""
+    require_net(testnet, net)
+    if nat not in NAT_TYPES:
+        raise SentrynetError(f"nat type {nat!r} is not one of {', '.join(NAT_TYPES)}")
+    found = testnet.router_of(net)
+    if found is None:
+        raise SentrynetError(
+            f"network {net!r} has no NAT router (routed private networks: "
+            f"{', '.join(r.network for r in testnet.routers) or 'none'})"
+        )
+    router = found.name
+    c = _container(testnet, router)
+    current = docker_ops.must_exec(c, ["iptables", "-t", "nat", "-S", "POSTROUTING"])
+    masq = [line for line in current.splitlines() if "-j MASQUERADE" in line]
+    if not masq:
+        raise SentrynetError(f"{router}: no MASQUERADE rule in nat POSTROUTING:\n{current}")
+    cmds = []
+    for line in masq:
+        base = line.replace(" --random-fully", "")
+        new = base + (" --random-fully" if nat == "symmetric" else "")
+        if new == line:
+            continue
+        cmds.append("iptables -t nat " + line.replace("-A ", "-D ", 1))
+        cmds.append("iptables -t nat " + new)
+    if cmds:
+        docker_ops.must_exec(c, "set -e\n" + "\n".join(cmds))
+    note = "already " + nat if not cmds else f"MASQUERADE{' --random-fully' * (nat == 'symmetric')}"
+    flushed = ""
+    if flush:
+        res = docker_ops.exec_in(c, ["python3", "-c", _CONNTRACK_FLUSH])
+        flushed = f"; conntrack {res.output.strip() or 'flush failed'}"
+    return f"nat {net} -> {nat}: {router}: {note}{flushed}"
+
+
+# --------------------------------------------------------------------------- loss / latency
+
+
+def set_loss(testnet: Testnet, net: str, pct: float) -> str:
+    if not 0 <= pct < 100:
+        raise SentrynetError(f"loss {pct}: use a percentage 0 <= PCT < 100 (0 removes loss)")
+    comment = _comment("loss", net)
+    done = []
+    for host in _on(testnet, net):
+        c = _container(testnet, host.name)
+        iface = _iface_of(c, host.addresses[net])
+        _remove_rules(c, comment)
+        if pct > 0:
+            p = f"{pct / 100:.4f}"
+            stat = f"-m statistic --mode random --probability {p}"
+            _add_rules(c, [f"INPUT -i {iface} {stat}", f"FORWARD -i {iface} {stat}"], comment)
+        done.append(f"{host.name}:{iface}")
+    verb = f"{pct:g}% inbound drop" if pct > 0 else "loss removed"
+    return f"loss {net}: {verb} on {', '.join(done)} (iptables statistic)"
+
+
+NETEM_MISSING = (
+    "Specified qdisc kind is unknown",
+    "Unknown qdisc",
+    "No such file or directory",
+)
+
+
+class NetemUnavailable(SentrynetError):
+    """This kernel has no netem qdisc: latency cannot be emulated here (loss still can)."""
+
+
+def set_latency(testnet: Testnet, net: str, ms: float) -> str:
+    if ms < 0:
+        raise SentrynetError(f"latency {ms}: use milliseconds >= 0 (0 removes it)")
+    targets = []
+    for host in _on(testnet, net):
+        c = _container(testnet, host.name)
+        targets.append((host.name, c, _iface_of(c, host.addresses[net])))
+    if ms == 0:
+        for _node, c, iface in targets:
+            docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, "root"])
+        return f"latency {net}: removed on {len(targets)} interface(s)"
+    done = []
+    for node, c, iface in targets:
+        res = docker_ops.exec_in(
+            c, ["tc", "qdisc", "replace", "dev", iface, "root", "netem", "delay", f"{ms:g}ms"]
+        )
+        if not res.ok:
+            if any(m in res.output for m in NETEM_MISSING):
+                raise NetemUnavailable(
+                    f"latency is not available on this machine: the kernel has no netem qdisc "
+                    f"(tc said: {res.output.strip()!r}). Nothing was changed. Loss, partitions "
+                    "and disconnects still work (iptables); on a kernel with sch_netem "
+                    "(`modprobe sch_netem`) latency works unchanged."
+                )
+            raise SentrynetError(f"{node}: tc netem on {iface} failed: {res.output.strip()}")
+        done.append(f"{node}:{iface}")
+    return f"latency {net}: {ms:g} ms egress delay on {', '.join(done)} (netem)"
+
+
+def clear(testnet: Testnet) -> str:
+    """Undo every iptables perturbation (disconnects, partitions, loss) in every container."""
+    total = 0
+    nodes = sorted(h.name for h in testnet.hosts())
+    for node in nodes:
+        total += _remove_rules(_container(testnet, node), "sn:")
+    return f"clear: removed {total} perturbation rule(s) in {len(nodes)} container(s)"

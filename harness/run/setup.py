@@ -1,0 +1,192 @@
+"""Setup: topology -> testnet model -> checks against this machine -> image -> rendered run dir.
+
+Nothing here creates a Docker object; `start` does. A name or subnet that is taken on this
+machine is refused here, with the fix, before Docker half-creates anything (`preflight`).
+A run either starts from a topology file (rendered into .cache/testnets/NAME, or --out) or
+from a directory rendered before (`sentrynet render`), which is used as it is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import SentrynetError
+from harness.infra import docker
+from harness.infra.render import REPO_ROOT, render
+from harness.model import Testnet, build_testnet, load_topology
+from harness.progress import Progress
+
+RUNS_DIR = REPO_ROOT / ".cache" / "testnets"
+SCENARIO_DIR = REPO_ROOT / "scenarios"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A testnet ready to start: its model, its rendered directory and the image it runs."""
+
+    testnet: Testnet
+    run_dir: Path
+    image: str
+
+
+def setup(
+    source: str | Path,
+    *,
+    name: str | None = None,
+    subnets: dict[str, str] | None = None,
+    out: str | Path | None = None,
+    progress: Progress,
+) -> Setup:
+    """The model (from a topology file, or a rendered directory), checked against this
+    machine, with its image built and its run directory rendered."""
+    testnet, run_dir, rendered = _model(
+        Path(source), name, subnets, Path(out) if out else None, progress
+    )
+    progress.say(
+        f"testnet {testnet.name}: {len(testnet.nodes)} nodes, {len(testnet.routers)} "
+        f"routers, networks "
+        + ", ".join(f"{n.name}={n.subnet}" for n in (*testnet.networks, testnet.control))
+    )
+    preflight(testnet)
+    if rendered:
+        image = rendered_image(run_dir)
+        if docker.client().images.list(name=image) == []:
+            raise SentrynetError(
+                f"{run_dir} was rendered for image {image}, which is not present; "
+                "`sentrynet images build` and render again"
+            )
+    else:
+        image = ensure_image(progress)
+        with progress.step(f"render into {run_dir}"):
+            render(testnet, run_dir, image)
+    return Setup(testnet, run_dir, image)
+
+
+def _model(
+    source: Path,
+    name: str | None,
+    subnets: dict[str, str] | None,
+    out: Path | None,
+    progress: Progress,
+) -> tuple[Testnet, Path, bool]:
+    """The testnet model, its run directory, and whether that directory is already rendered."""
+    if source.is_dir():
+        if name or subnets or out:
+            raise SentrynetError(
+                f"{source} is a rendered testnet: --name, --subnet and --out apply only when "
+                "starting from a topology file (render again instead)"
+            )
+        return Testnet.load(source), source, True
+    topo = load_topology(source)
+    testnet = build_testnet(topo, name, subnets or {})
+    for warning in testnet.warnings:
+        progress.say(f"warning: {warning}")
+    return testnet, (out or RUNS_DIR / testnet.name), False
+
+
+def rendered_image(run_dir: Path) -> str:
+    doc = yaml.safe_load((run_dir / "docker-compose.yml").read_text())
+    images = {svc.get("image") for svc in (doc.get("services") or {}).values()}
+    images.discard(None)
+    if len(images) != 1:
+        raise SentrynetError(f"{run_dir}/docker-compose.yml: expected one image, found {images}")
+    return str(images.pop())
+
+
+def ensure_image(progress: Progress) -> str:
+    from harness.infra.images import ensure_node_image  # late: imports the build machinery
+
+    return ensure_node_image(progress)
+
+
+def preflight(testnet: Testnet) -> None:
+    """Refuse a name or subnet that is taken, with the fix, before Docker half-creates it."""
+    if docker.containers(testnet.name) or docker.networks(testnet.name):
+        raise SentrynetError(
+            f"a testnet named {testnet.name!r} is already up on this machine; "
+            f"`sentrynet down {testnet.name}` first, or start this one with --name OTHER"
+        )
+    ours = [(n.name, ipaddress.ip_network(n.subnet)) for n in (*testnet.networks, testnet.control)]
+    clashes: dict[str, str] = {}
+    for dn in docker.client().networks.list():  # the list already carries IPAM
+        for used in docker.network_subnets(dn):
+            for net_name, subnet in ours:
+                if subnet.version == used.version and subnet.overlaps(used):
+                    clashes.setdefault(
+                        net_name, f"{net_name} ({subnet}) overlaps {dn.name} ({used})"
+                    )
+    if clashes:
+        free = docker.pick_free_subnets(len(clashes), seed=hash(testnet.name) % 2048)
+        flags = " ".join(f"--subnet {n}={c}" for n, c in zip(clashes, free, strict=True))
+        raise SentrynetError(
+            f"testnet {testnet.name}: subnets in use by other Docker networks: "
+            + "; ".join(clashes.values())
+            + f". Free ones on this machine now: {flags}"
+        )
+
+
+# --------------------------------------------------------------------------- scenario runs
+
+
+def topology_path(topology: str) -> Path:
+    """scenarios/<name>.yaml, or the path itself when it names a file."""
+    p = Path(topology)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    candidate = SCENARIO_DIR / f"{topology}.yaml"
+    if not candidate.exists():
+        known = ", ".join(sorted(x.stem for x in SCENARIO_DIR.glob("*.yaml")))
+        raise SentrynetError(f"no topology {topology!r} ({candidate}); known: {known}")
+    return candidate
+
+
+def unique_name(base: str) -> str:
+    """<base>-<4 hex>: a fresh testnet name per run, so runs never collide with (or tear
+    down) another testnet, and the deterministic keys differ per run."""
+    stem = base[:24].rstrip("-_") or "sn"
+    return f"{stem}-{secrets.token_hex(2)}"
+
+
+def free_subnet_overrides(topology: Any, in_use: list[Any]) -> dict[str, str]:
+    """Overrides moving each topology network whose subnet is taken on this machine to a free
+    subnet of the same size (host parts are kept by harness/model/testnet.py). Empty when the
+    topology's own subnets are free, which keeps addresses identical to the YAML."""
+    taken = [n for n in in_use if n.version == 4]
+    overrides: dict[str, str] = {}
+    chosen: list[ipaddress.IPv4Network] = []
+    for net in topology.networks:
+        mine = ipaddress.IPv4Network(net.subnet)
+        if not any(mine.overlaps(t) for t in taken):
+            chosen.append(mine)
+            continue
+        for pool in ("172.16.0.0/12", "10.0.0.0/8", "192.168.0.0/16"):
+            found = None
+            for cand in ipaddress.IPv4Network(pool).subnets(new_prefix=mine.prefixlen):
+                if any(cand.overlaps(t) for t in [*taken, *chosen]):
+                    continue
+                found = cand
+                break
+            if found is not None:
+                overrides[net.name] = str(found)
+                chosen.append(found)
+                break
+        else:
+            raise SentrynetError(f"no free /{mine.prefixlen} for network {net.name}")
+    return overrides
+
+
+def free_subnets_for(topology_file: Path, progress: Progress) -> dict[str, str]:
+    """free_subnet_overrides for a topology file against this machine's Docker networks."""
+    overrides = free_subnet_overrides(load_topology(topology_file), docker.subnets_in_use())
+    if overrides:
+        progress.say(
+            "default subnets are taken on this machine; using "
+            + ", ".join(f"{k}={v}" for k, v in overrides.items())
+        )
+    return overrides

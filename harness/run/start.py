@@ -1,0 +1,147 @@
+"""Start: compose up a set-up testnet and wait until every node answers; `up` is the whole
+of setup -> start -> audit for callers that want a running testnet and nothing else.
+
+`up` either returns a testnet that is running, answering and audited, or it raises after
+removing everything it created: a failed start, Ctrl-C or SIGTERM never leaves containers
+or networks behind (pass keep_on_failure=True to look at a broken testnet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness.client import TestnetStatus
+from harness.errors import SentrynetError
+from harness.infra import docker
+from harness.infra.compose import Compose, compose_version
+from harness.model import Testnet
+from harness.progress import Progress
+from harness.run import audit, cleanup
+from harness.run.setup import Setup, setup
+from harness.run.testnet import RunningTestnet
+from harness.wait import wait_until
+
+READY_DEADLINE_S = 240.0  # generous: a loaded 2-CPU machine needs ~100 s for 8 nodes
+
+
+def up(
+    source: str | Path,
+    *,
+    name: str | None = None,
+    subnets: dict[str, str] | None = None,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    ready_deadline_s: float = READY_DEADLINE_S,
+    keep_on_failure: bool = False,
+) -> RunningTestnet:
+    """setup -> start -> audit, from a topology file (or an already rendered directory).
+
+    On any failure, Ctrl-C or SIGTERM the testnet is torn down (by label) and the error
+    re-raised, unless keep_on_failure.
+    """
+    progress = progress or Progress()
+    t0 = time.monotonic()
+    with cleanup.sigterm_as_interrupt():
+        ready = setup(source, name=name, subnets=subnets, out=out, progress=progress)
+        running = start(ready, progress, ready_deadline_s, keep_on_failure, t0=t0)
+        with _torn_down_on_failure(running.testnet, progress, keep_on_failure):
+            audit.audit_running(running, progress)
+    running.timings["total_s"] = time.monotonic() - t0
+    progress.say(
+        f"testnet {running.name} is up: {len(running.testnet.nodes)} nodes ready "
+        f"{running.timings['up_to_ready_s']:.1f}s after compose up ({running.run_dir})"
+    )
+    return running
+
+
+def start(
+    ready: Setup,
+    progress: Progress,
+    ready_deadline_s: float = READY_DEADLINE_S,
+    keep_on_failure: bool = False,
+    t0: float | None = None,
+) -> RunningTestnet:
+    """compose up, then wait until every node answers /status (torn down on failure)."""
+    testnet = ready.testnet
+    compose = Compose(testnet.project, ready.run_dir / "docker-compose.yml")
+    timings = {"prepare_s": time.monotonic() - t0} if t0 is not None else {}
+    with _torn_down_on_failure(testnet, progress, keep_on_failure):
+        with progress.step(f"compose up ({compose_version()}, image {ready.image})"):
+            t_up = time.monotonic()
+            compose.up()
+        wait_ready(testnet, progress, ready_deadline_s)
+    timings["up_to_ready_s"] = time.monotonic() - t_up
+    return RunningTestnet(testnet, ready.run_dir, t_up=t_up, timings=timings)
+
+
+@contextlib.contextmanager
+def _torn_down_on_failure(testnet: Testnet, progress: Progress, keep: bool) -> Iterator[None]:
+    """On any exception (Ctrl-C and SIGTERM included) remove the testnet, then re-raise."""
+    try:
+        yield
+    except BaseException as exc:
+        if keep:
+            progress.say(
+                f"start failed; testnet {testnet.name} kept for inspection "
+                f"(`sentrynet down {testnet.name}` removes it)"
+            )
+        else:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "start failed"
+            cleanup.teardown(testnet.name, progress, reason)
+        raise
+
+
+# --------------------------------------------------------------------------- wait
+
+
+def _dead_containers(testnet: Testnet) -> list[str]:
+    """Containers of the testnet that stopped: waiting for them is pointless."""
+    dead = []
+    for c in docker.containers(testnet.name):
+        if c.status in ("exited", "dead"):
+            code = c.attrs.get("State", {}).get("ExitCode")
+            tail = c.logs(tail=8).decode(errors="replace").strip()
+            dead.append(f"{c.name} exited with code {code}; last log lines:\n{tail}")
+    return dead
+
+
+def wait_ready(testnet: Testnet, progress: Progress, deadline_s: float) -> None:
+    """Poll every node's /status over the control network until all answer.
+
+    Prints a line whenever the picture changes ("5/8 nodes ready: waiting on node4 (connection
+    refused)"); fails at once, with its log tail, when a container exits.
+    """
+    last_line = [""]
+    total = len(testnet.nodes)
+
+    def probe() -> tuple[bool, str]:
+        snap = TestnetStatus.collect(testnet, timeout_s=1.0)
+        dead = _dead_containers(testnet)
+        if dead:
+            raise SentrynetError(
+                f"testnet {testnet.name}: a container stopped while starting:\n" + "\n".join(dead)
+            )
+        waiting = [n for n in snap.nodes if not n.ok]
+        shown = ", ".join(f"{n.name} ({n.error})" for n in waiting[:3])
+        more = f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
+        line = f"{total - len(waiting)}/{total} nodes ready" + (
+            f": waiting on {shown}{more}" if waiting else ""
+        )
+        if line != last_line[0]:
+            progress.say(line)
+            last_line[0] = line
+        return not waiting, line
+
+    with progress.step(f"wait for {total} nodes to answer /status (deadline {deadline_s:g}s)"):
+        wait_until(
+            probe,
+            what=f"every node of {testnet.name} to answer GET /status on its control IP",
+            deadline_s=deadline_s,
+            likely_cause="a node crashed or hangs before starting its API "
+            "(`sentrynet logs NODE`), or the host cannot reach the control network "
+            f"{testnet.control.subnet}",
+            interval_s=0.5,
+        )
