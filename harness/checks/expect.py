@@ -2,7 +2,7 @@
 
 In `seed-exact` (the seed's testnet: no NAT router, each side reaches only its own sentry)
 a cross-network circuit and cross-network sync cannot happen. The scenario passes when
-(1) harness/reach.py, the same logic as `sentrynet check`, says why from the model alone,
+(1) harness/model/reach.py, the same logic as `sentrynet analyse`, says why from the model alone,
 (2) the run is far enough along that it would have happened (`decisive`), and
 (3) it did not happen. If it did happen, either reach.py or the testnet is wrong: fail.
 """
@@ -32,7 +32,7 @@ def impossible(check: Check, reach_key: str, decisive: Check | None = None) -> C
         if not reason:
             return Verdict(
                 False,
-                f"not observed ({seen.detail}), but harness/reach.py finds a path for it",
+                f"not observed ({seen.detail}), but harness/model/reach.py finds a path for it",
                 cause="the topology allows it; this negative expectation is wrong for it",
                 data={"final": True},
             )

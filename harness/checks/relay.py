@@ -96,7 +96,7 @@ def _reservation_cause(obs: Observation, name: str, problems: list[str]) -> str:
     if not cands and reachable:
         return (
             f"{name} never identified a relay, although the topology gives it an IP path to "
-            f"{', '.join(reachable)} (harness/reach.py): the connection or the identify "
+            f"{', '.join(reachable)} (harness/model/reach.py): the connection or the identify "
             "exchange with the relay never completed (see its connection events and log)"
         )
     if not cands:

@@ -178,7 +178,7 @@ def ev(type_: str, ts: float, **fields: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- recorded runs
 # tests/data/replay/<scenario>.json: the observations the checks of one real scenario run
-# decided on (results/<run-id>/observations/, written by harness/scenario_run.py), trimmed
+# decided on (results/<run-id>/observations/, written by harness/run/runner.py), trimmed
 # to what the checks read. Events are stored once (the last observation's, which extends
 # every earlier one); each check keeps how many of them it had seen.
 
