@@ -2,7 +2,7 @@
 
 Testnet per NAT type (bench/topogen.pairs): one public relay, k relay clients behind each of
 two routers of that type; every a-b pair meets over a circuit through the relay and the node
-that received the relayed connection drives DCUtR (node/dcutr.py). A pair is one sample.
+that received the relayed connection drives DCUtR (node/dcutr/service.py). A pair is one sample.
 
 Per pair, on the initiating node, node-monotonic clock throughout:
 - upgrade_s: its relayed `connection_opened` for the peer -> `dcutr_succeeded` (every

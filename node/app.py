@@ -22,7 +22,7 @@ from node.api import APIServer
 from node.chain.service import ChainService
 from node.config import ConfigError, NodeConfig, load_config
 from node.contract import Status
-from node.dcutr import HolePunchService
+from node.dcutr.service import HolePunchService
 from node.dialing import NodeDialer
 from node.discovery import DiscoveryService
 from node.events import EventLog

@@ -2,7 +2,7 @@
 
 Upstream (py-libp2p 0.8.1) keeps them in `BasicHost._observed_addr_manager` (an
 `ObservedAddrManager`, None when disabled) and offers no public accessor; its own DCUtR
-reads the private attribute the same way. DCUtR (node/dcutr.py) needs them to tell the
+reads the private attribute the same way. DCUtR (node/dcutr/service.py) needs them to tell the
 peer where to punch.
 """
 

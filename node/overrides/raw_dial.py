@@ -4,7 +4,7 @@ Upstream (py-libp2p 0.8.1) has no public "dial this address and give me the raw
 connection": `Swarm.dial_addr` retries, consults the negative cache and upgrades in one go.
 Three callers need the raw step on its own: dialing every address of a peer at once
 (multi_addr_dial.py), dialing a peer whose id we do not know (dial_unknown.py) and DCUtR's
-simultaneous open from our listen port (`TCP.dial_with_source`, node/dcutr.py). They reach
+simultaneous open from our listen port (`TCP.dial_with_source`, node/dcutr/service.py). They reach
 the transport through `Swarm.transport_manager.transport_for_dialing`.
 """
 

@@ -16,7 +16,7 @@ import pytest
 import trio
 from probe import connect, probe_host
 
-from node.dcutr_wire import PROTOCOL_ID, SYNC, encode
+from node.dcutr.wire import PROTOCOL_ID, SYNC, encode
 from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback

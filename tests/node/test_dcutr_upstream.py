@@ -1,4 +1,4 @@
-"""Why node/dcutr.py replaces py-libp2p 0.8.1's DCUtRProtocol: its retries, shown.
+"""Why node/dcutr/service.py replaces py-libp2p 0.8.1's DCUtRProtocol: its retries, shown.
 
 Spec (relay/DCUtR.md): only the peer that *received* the relayed connection initiates.
 Upstream's auto-drive loop wakes every 2 s and initiates on every relayed connection in

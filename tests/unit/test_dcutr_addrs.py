@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import trio
 
-from node.dcutr_addrs import (
+from node.dcutr.addrs import (
     TcpEndpoint,
     advertised_endpoints,
     dial_candidates,
     relay_of_circuit,
     tcp_endpoint,
 )
-from node.dcutr_wire import CONNECT, SYNC, DcutrMessageError, decode, encode, read_message
+from node.dcutr.wire import CONNECT, SYNC, DcutrMessageError, decode, encode, read_message
 
 RELAY = "12D3KooWRq4tRSFbyyCGmKVZrnMvtuR1VYcrhnZAqWMm2vMpmJqt"
 PEER = "12D3KooWBmwkafWE2fqfzS96VoTZ3QZ2zCPDVxzC4xnuYMUdMahe"

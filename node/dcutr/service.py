@@ -19,11 +19,11 @@ Why not py-libp2p's `DCUtRProtocol` (0.8.1), which this replaces (we never start
   addresses (private ones included) for up to the dial timeout, then punches in up to 3
   rounds of 5 s windows with 2 s sleeps between: ~12 s through real NAT (docs/design.md
   "py-libp2p through real NAT"). Here the CONNECT candidates are filtered
-  (node/dcutr_addrs.py) and dialed all at once; the first direct connection to the peer,
+  (node/dcutr/addrs.py) and dialed all at once; the first direct connection to the peer,
   from whichever side, ends the attempt.
-- its relay filter reads the wrong peer id (node/dcutr_addrs.relay_of_circuit).
+- its relay filter reads the wrong peer id (node/dcutr/addrs.relay_of_circuit).
 - malformed messages were only logged; here they are rejected and counted
-  (node/dcutr_wire.py) and the node keeps serving.
+  (node/dcutr/wire.py) and the node keeps serving.
 - it closes the relayed connection 60 s after success; here after `RELAY_CLOSE_GRACE_S`.
 """
 
@@ -41,14 +41,14 @@ from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 from node.contract import DcutrAttempt
-from node.dcutr_addrs import (
+from node.dcutr.addrs import (
     TcpEndpoint,
     advertised_endpoints,
     dial_candidates,
     relay_of_circuit,
     tcp_endpoint,
 )
-from node.dcutr_wire import (
+from node.dcutr.wire import (
     CONNECT,
     PROTOCOL_ID,
     SYNC,
