@@ -18,6 +18,8 @@ class Ctx:
     options: dict[str, Any] = field(default_factory=dict)
     # what a measurement has so far, kept when it is interrupted (SIGTERM, Ctrl-C)
     partial: dict[str, Any] = field(default_factory=dict)
+    # the last line a bench wait printed on the current testnet (bench/live.wait)
+    last_seen: str = ""
 
     def say(self, msg: str) -> None:
         self.progress.say(msg)

@@ -20,7 +20,10 @@ from typing import Any
 
 from bench import live, reservation, stats, topogen
 from bench.context import Ctx
+from harness.checks import Observation
 from harness.errors import SentrynetError
+from harness.run.testnet import RunningTestnet
+from node.contract import DcutrAttempt
 
 NAT_TYPES = ("cone", "symmetric")
 TARGET_BASE_S = 1.0
@@ -31,60 +34,68 @@ def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
 
-def pair_samples(net: live.BenchNet, data: dict[str, live.NodeData]) -> list[dict[str, Any]]:
-    names = {n.peer_id: n.name for n in net.testnet.nodes}
-    relay_ids = {n.peer_id for n in net.testnet.nodes if n.relay_mode in ("server", "both")}
+def pair_samples(obs: Observation) -> list[dict[str, Any]]:
+    names = {n.peer_id: n.name for n in obs.nodes.values()}
+    relay_ids = {n.peer_id for n in obs.nodes.values() if n.relay_mode in ("server", "both")}
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
-    for me, d in data.items():
-        records = [r for r in (d.status or {}).get("dcutr") or [] if r.get("role") == "initiator"]
+    for me, st in obs.status.items():
         relayed_at: dict[str, float] = {}
-        for e in d.of_type("connection_opened"):
-            if e.get("kind") == "relayed":
-                relayed_at.setdefault(str(e.get("peer")), float(e["t"]))
-        by_peer: dict[str, list[dict[str, Any]]] = {}
-        for r in records:
-            by_peer.setdefault(str(r.get("peer")), []).append(r)
+        for e in obs.events_of(me, "connection_opened"):
+            if e.kind == "relayed":
+                relayed_at.setdefault(str(e.peer), live.at(e))
+        by_peer: dict[str, list[DcutrAttempt]] = {}
+        for r in st.dcutr:
+            if r.role == "initiator":
+                by_peer.setdefault(str(r.peer), []).append(r)
         for peer, recs in by_peer.items():
             if peer in relay_ids:
                 continue
-            other = names.get(peer, peer[-8:])
-            recs.sort(key=lambda r: float(r.get("at") or 0))
-            ok = next((r for r in recs if r.get("outcome") == "succeeded"), None)
-            rtts = [r.get("rtt_s") for r in recs if r.get("rtt_s") is not None]
-            row: dict[str, Any] = {
-                "initiator": me,
-                "peer": other,
-                "attempts": len(recs),
-                "outcome": "succeeded"
-                if ok
-                else ("failed" if any(r.get("final") for r in recs) else "pending"),
-                "rtt_s": rtts[0] if rtts else None,
-                "reasons": sorted({str(r.get("reason")) for r in recs if r.get("reason")}),
-                "failed_attempt_s": [
-                    r.get("duration_s")
-                    for r in recs
-                    if r.get("outcome") == "failed" and r.get("duration_s") is not None
-                ],
-            }
-            if ok is not None:
-                row["punch_s"] = ok.get("duration_s")
-                row["attempt"] = ok.get("attempt")
-                succ = next(
-                    (e for e in d.of_type("dcutr_succeeded") if e.get("peer") == peer), None
-                )
-                if succ is not None and peer in relayed_at:
-                    row["upgrade_s"] = round(float(succ["t"]) - relayed_at[peer], 4)
-                ok_rtt = ok.get("rtt_s") if ok.get("rtt_s") is not None else row["rtt_s"]
-                if ok_rtt is not None:
-                    row["target_s"] = round(TARGET_BASE_S + TARGET_RTTS * float(ok_rtt), 4)
-                    if "upgrade_s" in row:
-                        row["target_met"] = row["upgrade_s"] <= row["target_s"]
-            key = _pair(me, other)
+            row = _pair_row(obs, me, names.get(peer, peer[-8:]), peer, recs, relayed_at)
+            key = _pair(me, row["peer"])
             prev = pairs.get(key)
             # a pair seen from both ends: keep the end that succeeded, else the first
             if prev is None or (prev["outcome"] != "succeeded" and row["outcome"] == "succeeded"):
                 pairs[key] = row
     return sorted(pairs.values(), key=lambda r: (r["initiator"], r["peer"]))
+
+
+def _pair_row(
+    obs: Observation,
+    me: str,
+    other: str,
+    peer: str,
+    recs: list[DcutrAttempt],
+    relayed_at: dict[str, float],
+) -> dict[str, Any]:
+    """One pair as its initiator `me` saw it: its attempts (/status dcutr) and, when one
+    succeeded, the upgrade time from its events."""
+    recs = sorted(recs, key=lambda r: float(r.at or 0))
+    ok = next((r for r in recs if r.outcome == "succeeded"), None)
+    rtts = [r.rtt_s for r in recs if r.rtt_s is not None]
+    row: dict[str, Any] = {
+        "initiator": me,
+        "peer": other,
+        "attempts": len(recs),
+        "outcome": "succeeded" if ok else ("failed" if any(r.final for r in recs) else "pending"),
+        "rtt_s": rtts[0] if rtts else None,
+        "reasons": sorted({str(r.reason) for r in recs if r.reason}),
+        "failed_attempt_s": [
+            r.duration_s for r in recs if r.outcome == "failed" and r.duration_s is not None
+        ],
+    }
+    if ok is None:
+        return row
+    row["punch_s"] = ok.duration_s
+    row["attempt"] = ok.attempt
+    succ = live.first(obs, me, "dcutr_succeeded", peer=peer)
+    if succ is not None and peer in relayed_at:
+        row["upgrade_s"] = round(live.at(succ) - relayed_at[peer], 4)
+    ok_rtt = ok.rtt_s if ok.rtt_s is not None else row["rtt_s"]
+    if ok_rtt is not None:
+        row["target_s"] = round(TARGET_BASE_S + TARGET_RTTS * float(ok_rtt), 4)
+        if "upgrade_s" in row:
+            row["target_met"] = row["upgrade_s"] <= row["target_s"]
+    return row
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,9 +121,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _settled(net: live.BenchNet, k: int) -> tuple[bool, str]:
-    data = net.collect([n.name for n in net.testnet.nodes if n.name != "relay"])
-    rows = pair_samples(net, data)
+def _settled(net: RunningTestnet, k: int) -> tuple[bool, str]:
+    obs = live.collect(net, [n.name for n in net.testnet.nodes if n.name != "relay"])
+    rows = pair_samples(obs)
     final = [r for r in rows if r["outcome"] != "pending"]
     line = f"{len(final)}/{k * k} cross pairs settled ({len(rows)} with an attempt)"
     return len(final) >= k * k, line
@@ -121,13 +132,13 @@ def _settled(net: live.BenchNet, k: int) -> tuple[bool, str]:
 def run_nat(ctx: Ctx, nat: str, k: int, run: int) -> dict[str, Any]:
     out: dict[str, Any] = {"nat": nat, "run": run, "k": k}
     try:
-        with live.running(
-            topogen.pairs(k, nat), f"hp-{nat[:3]}", ctx.work_dir, ctx.progress
-        ) as net:
+        with live.running(ctx, topogen.pairs(k, nat), f"hp-{nat[:3]}") as net:
             out["testnet"] = net.name
             try:
-                reservation.wait_reservations(net, 120.0)
-                net.wait(
+                reservation.wait_reservations(ctx, net, 120.0)
+                live.wait(
+                    ctx,
+                    net,
                     lambda: _settled(net, k),
                     f"DCUtR to settle on all {k * k} cross pairs",
                     180.0,
@@ -137,10 +148,10 @@ def run_nat(ctx: Ctx, nat: str, k: int, run: int) -> dict[str, Any]:
                 )
             except SentrynetError as exc:
                 out["error"] = str(exc)
-            data = net.collect()
-            out["clock"] = live.clock_check(net, data)
-            out["samples"] = pair_samples(net, data)
-            out["reservations"] = reservation.samples(net, data)
+            obs = live.collect(net)
+            out["clock"] = live.clock_check(net, obs)
+            out["samples"] = pair_samples(obs)
+            out["reservations"] = reservation.samples(obs)
     except SentrynetError as exc:
         out.setdefault("error", str(exc))
     return out

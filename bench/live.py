@@ -4,7 +4,8 @@ Every testnet a benchmark starts is named `bench-<label>-<4 hex>` (unique; only 
 ever torn down by the bench), brought up by `harness.run.start.up` on free subnets
 (`harness.run.setup.free_subnet_overrides`) and removed by label in `finally`, also on
 Ctrl-C. The handle is the harness's `RunningTestnet`; nodes are read only through their
-HTTP API (`RunningTestnet.client`).
+HTTP API (`RunningTestnet.client`), as the typed records of node/contract.py (`Status`,
+`Event`), gathered into the checks' `Observation` (`collect`).
 
 Clocks. Node event times `t` and `started_at` are the node's `time.monotonic()`. Containers
 share the host kernel's CLOCK_MONOTONIC (Docker creates no time namespace), so node times
@@ -22,20 +23,23 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.context import Ctx
+from harness.checks import Observation
 from harness.client import NodeClient, NodeUnreachable
+from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
-from harness.model import Testnet, load_topology
-from harness.progress import Progress
-from harness.run import cleanup, start
+from harness.model import load_topology
+from harness.run import start
 from harness.run.setup import free_subnet_overrides
 from harness.run.testnet import RunningTestnet
 from harness.wait import wait_until
+from node.contract import Event, Status
 
 PREFIX = "bench"
+API_TIMEOUT_S = 3.0  # more than the harness's 2 s: the large scale points load the machine
 
 
 def bench_name(label: str) -> str:
@@ -43,152 +47,145 @@ def bench_name(label: str) -> str:
     return f"{PREFIX}-{label[:20]}-{secrets.token_hex(2)}"
 
 
-@dataclass
-class NodeData:
-    """One node's /status and its whole /events log, read after a measurement."""
-
-    name: str
-    status: dict[str, Any] | None
-    events: list[dict[str, Any]]
-    error: str | None = None
-
-    def of_type(self, type_: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("type") == type_]
-
-    def first(self, type_: str) -> dict[str, Any] | None:
-        evs = self.of_type(type_)
-        return evs[0] if evs else None
-
-    @property
-    def started_at(self) -> float | None:
-        v = (self.status or {}).get("started_at")
-        return float(v) if v is not None else None
+# ---- reading nodes ---------------------------------------------------------------------------
 
 
-@dataclass
-class BenchNet:
-    """A running benchmark testnet (the harness's handle) plus the bench's progress output."""
+def client(net: RunningTestnet, node: str) -> NodeClient:
+    return net.client(node, API_TIMEOUT_S)
 
-    running: RunningTestnet
-    topology_path: Path
-    progress: Progress = field(default_factory=lambda: Progress(quiet=True))
-    last_seen: str = ""  # the last line a wait printed (kept for interrupted runs)
 
-    @property
-    def testnet(self) -> Testnet:
-        return self.running.testnet
+def status(net: RunningTestnet, node: str) -> Status | None:
+    """One node's /status, or None while it does not answer (a probe reports, never raises)."""
+    try:
+        return client(net, node).read_status()
+    except NodeUnreachable:
+        return None
 
-    @property
-    def name(self) -> str:
-        return self.running.testnet.name
 
-    @property
-    def t_compose_up(self) -> float:
-        """Bench-clock moment compose up began."""
-        return self.running.t_up
+def events(api: NodeClient) -> list[Event]:
+    """A node's whole /events log: page after page until `next` stops moving (the figures
+    need every event since start, not the ones since the last poll)."""
+    out: list[Event] = []
+    since = 0
+    for _ in range(1000):
+        nxt, evs = api.read_events(since)
+        out.extend(evs)
+        if nxt <= since or not evs:
+            break
+        since = nxt
+    return out
 
-    def client(self, node: str, timeout_s: float = 3.0) -> NodeClient:
-        return self.running.client(node, timeout_s)
 
-    def status(self, node: str) -> dict[str, Any] | None:
+def collect(net: RunningTestnet, names: list[str] | None = None) -> Observation:
+    """The named nodes' (default: all) /status and whole /events log, read now, one node
+    after the other. A node that does not answer has neither (its error is in
+    `unreachable`). Events keep the node's clock `t` only (no harness `ts`): the bench
+    compares node clocks with its own directly (see Clocks above)."""
+    tn = net.testnet
+    obs = Observation(
+        t=time.monotonic() - net.t_up,
+        nodes={n.name: n for n in tn.nodes},
+        nets={n.name: n for n in tn.networks},
+    )
+    for name in names or [n.name for n in tn.nodes]:
+        api = client(net, name)
         try:
-            return self.client(node).status()
-        except NodeUnreachable:
-            return None
-
-    def events(self, node: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        since = 0
-        for _ in range(1000):  # pages until `next` stops moving
-            nxt, evs = self.client(node).events(since)
-            out.extend(evs)
-            if nxt <= since or not evs:
-                break
-            since = nxt
-        return out
-
-    def collect(self, names: list[str] | None = None) -> dict[str, NodeData]:
-        out = {}
-        for n in names or [x.name for x in self.testnet.nodes]:
-            try:
-                out[n] = NodeData(n, self.client(n).status(), self.events(n))
-            except NodeUnreachable as exc:
-                out[n] = NodeData(n, None, [], str(exc))
-        return out
-
-    def container(self, node: str) -> Any:
-        return self.running.container(node)
-
-    def wait(
-        self,
-        probe: Callable[[], tuple[bool, Any]],
-        what: str,
-        deadline_s: float,
-        cause: str,
-        interval_s: float = 0.5,
-    ) -> Any:
-        """harness.wait.wait_until, printing the probe's line whenever it changes."""
-        last = [""]
-
-        def show(seen: Any) -> None:
-            line = str(seen)
-            if line != last[0]:
-                self.progress.say(f"  {line[:300]}")
-                last[0] = line
-                self.last_seen = line[:1000]
-
-        return wait_until(
-            probe,
-            what=f"{what} ({self.name})",
-            deadline_s=deadline_s,
-            likely_cause=cause,
-            interval_s=interval_s,
-            on_poll=show,
-        )
+            st, evs = api.read_status(), events(api)
+        except NodeUnreachable as exc:
+            obs.unreachable[name] = str(exc)
+            continue
+        obs.status[name], obs.events[name] = st, evs
+    return obs
 
 
-def clock_check(net: BenchNet, data: dict[str, NodeData]) -> dict[str, Any]:
+def at(event: Event) -> float:
+    """An event's node-clock time; the contract always carries `t`, so a record without
+    one is a broken node, not a zero."""
+    if event.t is None:
+        raise SentrynetError(f"event {event.type} #{event.seq} has no time `t`")
+    return float(event.t)
+
+
+def first(obs: Observation, node: str, type_: str, peer: str | None = None) -> Event | None:
+    """`node`'s first event of `type_` (about `peer`, when given)."""
+    evs = (e for e in obs.events_of(node, type_) if peer is None or e.peer == peer)
+    return next(evs, None)
+
+
+def clock_check(net: RunningTestnet, obs: Observation) -> dict[str, Any]:
     """Do node clocks line up with the bench clock? (see module docstring)."""
     now = time.monotonic()
-    starts = [d.started_at for d in data.values() if d.started_at is not None]
-    ok = bool(starts) and all(net.t_compose_up - 0.5 <= s <= now for s in starts)
+    starts = [s.started_at for s in obs.status.values() if s.started_at is not None]
+    ok = bool(starts) and all(net.t_up - 0.5 <= s <= now for s in starts)
     return {
         "shared_monotonic": ok,
-        "compose_up_at": round(net.t_compose_up, 3),
+        "compose_up_at": round(net.t_up, 3),
         "first_node_started_at": round(min(starts), 3) if starts else None,
         "last_node_started_at": round(max(starts), 3) if starts else None,
     }
 
 
+# ---- up, wait, down ----------------------------------------------------------------------
+
+
+def wait(
+    ctx: Ctx,
+    net: RunningTestnet,
+    probe: Callable[[], tuple[bool, Any]],
+    what: str,
+    deadline_s: float,
+    cause: str,
+    interval_s: float = 0.5,
+) -> Any:
+    """harness.wait.wait_until on a bench probe, printing the probe's line whenever it
+    changes and keeping it in `ctx.last_seen` (what an interrupted run reports). Not
+    RunningTestnet.wait_for: a bench probe reads only what it needs (one node's /status
+    while the relay's CPU is measured), not every node's status and events."""
+    last = [""]
+
+    def show(seen: Any) -> None:
+        line = str(seen)
+        if line != last[0]:
+            ctx.say(f"  {line[:300]}")
+            last[0] = line
+            ctx.last_seen = line[:1000]
+
+    return wait_until(
+        probe,
+        what=f"{what} ({net.name})",
+        deadline_s=deadline_s,
+        likely_cause=cause,
+        interval_s=interval_s,
+        on_poll=show,
+    )
+
+
 @contextlib.contextmanager
 def running(
-    doc: dict[str, Any],
-    label: str,
-    work_dir: Path,
-    progress: Progress,
-    ready_deadline_s: float = 300.0,
-) -> Iterator[BenchNet]:
-    """Bring the topology `doc` up under a unique bench- name; always tear it down."""
+    ctx: Ctx, doc: dict[str, Any], label: str, ready_deadline_s: float = 300.0
+) -> Iterator[RunningTestnet]:
+    """Bring the topology `doc` up under a unique bench- name; always tear it down (by
+    label, in `finally`: also on Ctrl-C and SIGTERM)."""
     from bench import topogen
 
     name = bench_name(label)
-    path = work_dir / "topologies" / f"{name}.yaml"
+    path = ctx.work_dir / "topologies" / f"{name}.yaml"
     topogen.write(doc, path)
-    topo = load_topology(path)
-    overrides = free_subnet_overrides(topo, docker_ops.subnets_in_use())
-    run_dir = work_dir / "testnets" / name
-    running_tn = start.up(
+    overrides = free_subnet_overrides(load_topology(path), docker_ops.subnets_in_use())
+    run_dir = ctx.work_dir / "testnets" / name
+    net = start.up(
         path,
         name=name,
         subnets=overrides,
         out=run_dir,
-        progress=progress,
+        progress=ctx.progress,
         ready_deadline_s=ready_deadline_s,
     )
+    ctx.last_seen = ""
     try:
-        yield BenchNet(running_tn, path, progress)
+        yield net
     finally:
-        progress.say(cleanup.describe_removed(name, cleanup.down(name)))
+        ctx.say(net.down())
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -23,26 +23,27 @@ from typing import Any
 from bench import live, stats, topogen
 from bench.context import Ctx
 from harness.errors import SentrynetError
+from harness.run.testnet import RunningTestnet
 
 WINDOW_S = 15.0
 QUICK_WINDOW_S = 5.0
 RELAYED_BYTES = re.compile(r"^sentrynet_relayed_bytes_total(?:\{[^}]*\})?\s+([0-9.eE+]+)", re.M)
 
 
-def _relayed_bytes(net: live.BenchNet) -> float | None:
+def _relayed_bytes(net: RunningTestnet) -> float | None:
     try:
-        m = RELAYED_BYTES.search(net.client("relay").metrics())
+        m = RELAYED_BYTES.search(live.client(net, "relay").metrics())
     except SentrynetError:
         return None
     return float(m.group(1)) if m else None
 
 
-def _circuits(net: live.BenchNet) -> int:
-    st = net.status("relay") or {}
-    return len(st.get("circuits") or [])
+def _circuits(net: RunningTestnet) -> int:
+    st = live.status(net, "relay")
+    return len(st.circuits) if st is not None else 0
 
 
-def sample(net: live.BenchNet, window_s: float) -> dict[str, Any]:
+def sample(net: RunningTestnet, window_s: float) -> dict[str, Any]:
     c = net.container("relay")
     b0, a0 = live.container_stats(c), _relayed_bytes(net)
     circ0 = _circuits(net)
@@ -69,9 +70,7 @@ def measure(ctx: Ctx) -> dict[str, Any]:
         points: list[dict[str, Any]] = []
         out: dict[str, Any] = {"run": run, "k": k, "points": points}
         try:
-            with live.running(
-                topogen.pairs(k, "cone", dcutr=False), "relaycost", ctx.work_dir, ctx.progress
-            ) as net:
+            with live.running(ctx, topogen.pairs(k, "cone", dcutr=False), "relaycost") as net:
                 out["testnet"] = net.name
 
                 def circuits_at_least(want: int) -> tuple[bool, str]:
@@ -79,7 +78,9 @@ def measure(ctx: Ctx) -> dict[str, Any]:
                     return have >= want, f"{have}/{want} circuits on the relay"
 
                 try:
-                    net.wait(
+                    live.wait(
+                        ctx,
+                        net,
                         lambda: circuits_at_least(k * k),
                         f"all {k * k} a-b circuits through the relay",
                         240.0,
@@ -99,12 +100,15 @@ def measure(ctx: Ctx) -> dict[str, Any]:
                         stopped.add(net.testnet.node(f"{s}{i}").peer_id)
 
                     def closed(gone: frozenset[str] = frozenset(stopped)) -> tuple[bool, str]:
-                        circ = (net.status("relay") or {}).get("circuits") or []
-                        left = [c for c in circ if {c.get("src"), c.get("dst")} & gone]
+                        st = live.status(net, "relay")
+                        circ = st.circuits if st is not None else ()
+                        left = [c for c in circ if {c.src, c.dst} & gone]
                         return not left, f"{len(circ)} circuits, {len(left)} of stopped nodes"
 
                     try:
-                        net.wait(
+                        live.wait(
+                            ctx,
+                            net,
                             closed,
                             "the stopped nodes' circuits to close",
                             60.0,

@@ -21,46 +21,49 @@ import yaml
 
 from bench import live, stats
 from bench.context import Ctx
+from harness.checks import Observation
 from harness.errors import SentrynetError
 from harness.run.setup import topology_path
+from harness.run.testnet import RunningTestnet
 
 
-def samples(net: live.BenchNet, data: dict[str, live.NodeData]) -> list[dict[str, Any]]:
+def samples(obs: Observation) -> list[dict[str, Any]]:
     """One row per relay client that got a reservation (and one with `error` for those that
     did not): seconds from its start to the first reservation, and the phases before it."""
     out = []
-    peers = {n.peer_id: n.name for n in net.testnet.nodes}
-    for node in net.testnet.nodes:
+    peers = {n.peer_id: n.name for n in obs.nodes.values()}
+    for node in obs.nodes.values():
         if node.relay_mode not in ("client", "both") or not node.relay_servers:
             continue
-        d = data.get(node.name)
-        if d is None or d.started_at is None:
+        st = obs.status.get(node.name)
+        if st is None or st.started_at is None:
             out.append({"node": node.name, "error": "no status"})
             continue
-        start = d.started_at
-        first = d.first("reservation_accepted")
+        start = float(st.started_at)
+        first = live.first(obs, node.name, "reservation_accepted")
         if first is None:
             out.append({"node": node.name, "error": "no reservation_accepted event"})
             continue
         row: dict[str, Any] = {
             "node": node.name,
             "role": node.role,
-            "first_reservation_s": round(float(first["t"]) - start, 4),
+            "first_reservation_s": round(live.at(first) - start, 4),
         }
-        relay = first.get("relay")
-        conn = next((e for e in d.of_type("connection_opened") if e.get("peer") == relay), None)
-        disc = next((e for e in d.of_type("relay_discovered") if e.get("peer") == relay), None)
-        denied = [e for e in d.of_type("reservation_denied") if float(e["t"]) < float(first["t"])]
-        row["denied_before"] = len(denied)
-        relay_node = peers.get(str(relay))
-        relay_start = data[relay_node].started_at if relay_node in data else None
+        relay = first.relay
+        conn = live.first(obs, node.name, "connection_opened", peer=relay)
+        disc = live.first(obs, node.name, "relay_discovered", peer=relay)
+        denied = obs.events_of(node.name, "reservation_denied")
+        row["denied_before"] = sum(1 for e in denied if live.at(e) < live.at(first))
+        relay_name = peers.get(str(relay))
+        relay_status = obs.status.get(relay_name) if relay_name else None
+        relay_start = relay_status.started_at if relay_status is not None else None
         if relay_start is not None:
             # > 0: the relay process was not even running when this client started
             row["relay_started_after_s"] = round(relay_start - start, 4)
         if conn is not None:
-            row["connect_s"] = round(float(conn["t"]) - start, 4)
+            row["connect_s"] = round(live.at(conn) - start, 4)
         if disc is not None:
-            row["relay_discovered_s"] = round(float(disc["t"]) - start, 4)
+            row["relay_discovered_s"] = round(live.at(disc) - start, 4)
         out.append(row)
     return out
 
@@ -82,7 +85,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def wait_reservations(net: live.BenchNet, deadline_s: float, first_only: bool = False) -> float:
+def wait_reservations(
+    ctx: Ctx, net: RunningTestnet, deadline_s: float, first_only: bool = False
+) -> float:
     """Wait until every relay client holds min(#relay servers, max held) reservations (or
     one, with first_only); return the bench-clock moment it was first seen."""
     want = {}
@@ -92,7 +97,7 @@ def wait_reservations(net: live.BenchNet, deadline_s: float, first_only: bool = 
             want[n.name] = 1 if first_only else min(len(n.relay_servers), held)
 
     def probe() -> tuple[bool, str]:
-        snap = net.running.snapshot(timeout_s=3.0)
+        snap = net.snapshot(timeout_s=live.API_TIMEOUT_S)
         missing = []
         for ns in snap.nodes:
             if ns.name in want and len(ns.reservations) < want[ns.name]:
@@ -102,7 +107,9 @@ def wait_reservations(net: live.BenchNet, deadline_s: float, first_only: bool = 
             line += ": waiting on " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
         return not missing, line
 
-    net.wait(
+    live.wait(
+        ctx,
+        net,
         probe,
         "every relay client to hold its reservations",
         deadline_s,
@@ -141,18 +148,18 @@ def measure(ctx: Ctx) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     runs = []
     for i in range(ctx.repeat):
-        with live.running(doc, "resv", ctx.work_dir, ctx.progress) as net:
+        with live.running(ctx, doc, "resv") as net:
             error = None
             try:
-                wait_reservations(net, 120.0, first_only=True)
+                wait_reservations(ctx, net, 120.0, first_only=True)
             except SentrynetError as exc:  # keep the clients that did reserve
                 error = str(exc)
-            data = net.collect()
-            r = samples(net, data)
+            obs = live.collect(net)
+            r = samples(obs)
             for row in r:
                 row["run"] = i
             rows += r
-            runs.append({"testnet": net.name, "clock": live.clock_check(net, data), "error": error})
+            runs.append({"testnet": net.name, "clock": live.clock_check(net, obs), "error": error})
         ctx.say(f"reservation run {i + 1}/{ctx.repeat}: {len(r)} clients")
     return {
         "topology": "scenarios/sentry.yaml",

@@ -23,7 +23,9 @@ from typing import Any
 
 from bench import live, reservation, stats, topogen
 from bench.context import Ctx
+from harness.checks import Observation
 from harness.errors import SentrynetError
+from harness.run.testnet import RunningTestnet
 
 SIZES = (8, 16, 32, 64)
 QUICK_SIZES = (8,)
@@ -31,20 +33,20 @@ CPU_WINDOW_S = 10.0
 
 
 def last_needed_reservation(
-    net: live.BenchNet, data: dict[str, live.NodeData], first_only: bool = False
+    obs: Observation, first_only: bool = False
 ) -> tuple[float | None, list[str]]:
     """Node-clock time when the last client got its last needed reservation (its first,
     with first_only), and the clients that never did."""
     worst = None
     missing = []
-    for n in net.testnet.nodes:
+    for n in obs.nodes.values():
         if n.relay_mode not in ("client", "both") or not n.relay_servers:
             continue
         held = int((n.config.get("relay") or {}).get("max_reservations_held", 2))
         need = 1 if first_only else min(len(n.relay_servers), held)
         seen: dict[str, float] = {}
-        for e in data[n.name].of_type("reservation_accepted"):
-            seen.setdefault(str(e.get("relay")), float(e["t"]))
+        for e in obs.events_of(n.name, "reservation_accepted"):
+            seen.setdefault(str(e.relay), live.at(e))
         times = sorted(seen.values())
         if len(times) < need:
             missing.append(n.name)
@@ -54,10 +56,10 @@ def last_needed_reservation(
     return worst, missing
 
 
-def resources(net: live.BenchNet, window_s: float) -> dict[str, Any]:
+def resources(net: RunningTestnet, window_s: float) -> dict[str, Any]:
     """Memory per node container now, node CPU (cores) over `window_s`, and the CPU each
     node got since compose up."""
-    t_compose_up = net.t_compose_up
+    t_compose_up = net.t_up
     names = [n.name for n in net.testnet.nodes]
     before = {}
     for n in names:
@@ -98,40 +100,40 @@ def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
     deadline = 120.0 + 6.0 * n_nodes
     row["machine_before"] = live.machine_state()
     t0 = time.monotonic()
-    held: list[live.BenchNet] = []
+    up = False  # the testnet came up: an interruption after that reports its last wait line
     try:
-        with live.running(doc, f"scale{n_nodes}", ctx.work_dir, ctx.progress, deadline) as net:
-            held.append(net)
+        with live.running(ctx, doc, f"scale{n_nodes}", deadline) as net:
+            up = True
             row["testnet"] = net.name
-            row["prepare_s"] = round(net.running.timings.get("prepare_s", 0.0), 3)
-            row["up_to_api_s"] = round(net.running.timings.get("up_to_ready_s", 0.0), 3)
+            row["prepare_s"] = round(net.timings.get("prepare_s", 0.0), 3)
+            row["up_to_api_s"] = round(net.timings.get("up_to_ready_s", 0.0), 3)
             try:
-                t_first = reservation.wait_reservations(net, deadline, first_only=True)
-                row["ready_first_poll_s"] = round(t_first - net.t_compose_up, 3)
+                t_first = reservation.wait_reservations(ctx, net, deadline, first_only=True)
+                row["ready_first_poll_s"] = round(t_first - net.t_up, 3)
                 # the second reservation of each client: a shorter grace once all have one
-                t_done = reservation.wait_reservations(net, 60.0 + 2.0 * n_nodes)
-                row["ready_poll_s"] = round(t_done - net.t_compose_up, 3)
+                t_done = reservation.wait_reservations(ctx, net, 60.0 + 2.0 * n_nodes)
+                row["ready_poll_s"] = round(t_done - net.t_up, 3)
             except SentrynetError as exc:
                 row["error"] = str(exc)
-            data = net.collect()
-            row["clock"] = live.clock_check(net, data)
-            t_last, missing = last_needed_reservation(net, data)
+            obs = live.collect(net)
+            row["clock"] = live.clock_check(net, obs)
+            t_last, missing = last_needed_reservation(obs)
             if t_last is not None and not missing:
-                row["ready_s"] = round(t_last - net.t_compose_up, 3)
+                row["ready_s"] = round(t_last - net.t_up, 3)
             row["without_reservations"] = missing
-            t_first_ev, missing_first = last_needed_reservation(net, data, first_only=True)
+            t_first_ev, missing_first = last_needed_reservation(obs, first_only=True)
             if t_first_ev is not None and not missing_first:
-                row["ready_first_s"] = round(t_first_ev - net.t_compose_up, 3)
-            starts = [d.started_at for d in data.values() if d.started_at is not None]
+                row["ready_first_s"] = round(t_first_ev - net.t_up, 3)
+            starts = [s.started_at for s in obs.status.values() if s.started_at is not None]
             if starts:
                 row["phases_s"] = {
-                    "compose_up_to_first_node_started": round(min(starts) - net.t_compose_up, 3),
-                    "compose_up_to_last_node_started": round(max(starts) - net.t_compose_up, 3),
+                    "compose_up_to_first_node_started": round(min(starts) - net.t_up, 3),
+                    "compose_up_to_last_node_started": round(max(starts) - net.t_up, 3),
                     "compose_up_to_all_apis": row["up_to_api_s"],
                     "compose_up_to_all_first_reservations": row.get("ready_first_s"),
                     "compose_up_to_all_reservations": row.get("ready_s"),
                 }
-            rows = reservation.samples(net, data)
+            rows = reservation.samples(obs)
             row["reservation_samples"] = rows
             row["first_reservation_s"] = stats.summary(r.get("first_reservation_s") for r in rows)
             row["resources"] = resources(net, CPU_WINDOW_S if not ctx.quick else 3.0)
@@ -141,8 +143,8 @@ def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
     except KeyboardInterrupt:
         # keep how far it got: where a large point breaks is a result too
         row["error"] = f"interrupted after {time.monotonic() - t0:.0f} s"
-        if held:
-            row["last_seen"] = held[0].last_seen
+        if up:
+            row["last_seen"] = ctx.last_seen
         row["wall_s"] = round(time.monotonic() - t0, 1)
         row["machine_interrupted"] = live.machine_state()
         ctx.partial.setdefault("scale_points", []).append(row)

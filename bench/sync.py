@@ -33,12 +33,15 @@ from libp2p.crypto.serialization import deserialize_private_key
 
 from bench import live, reservation, stats, topogen
 from bench.context import Ctx
+from harness.checks import Observation
 from harness.errors import SentrynetError
 from harness.model.keys import node_key
 from harness.model.testnet import Testnet
+from harness.run.testnet import RunningTestnet
 from node.chain.block import PRECOMMIT, Block, CommitCert, ValidatorSet, Vote
 from node.chain.service import block_payload
 from node.chain.store import BlockStore
+from node.contract import Event, Status
 
 STORE_FILES = ("chain.sqlite", "chain.sqlite-wal", "chain.sqlite-shm")
 BLOCKS = 3000
@@ -90,35 +93,44 @@ def _put_store(container: Any, sqlite: bytes | None) -> None:
         raise SentrynetError(f"docker cp into {container.name}:/data failed")
 
 
-def _sync_done(net: live.BenchNet, node: str, height: int) -> tuple[bool, str]:
-    d = net.collect([node])[node]
-    done = [e for e in d.of_type("sync_completed") if int(e.get("to_height", 0)) >= height]
-    h = ((d.status or {}).get("chain") or {}).get("height")
-    peers = ((d.status or {}).get("chain") or {}).get("sync_peers") or []
-    return bool(
-        done
-    ), f"{node} at height {h}, sync peers {[(p['kind'], p['blocks']) for p in peers]}"
+def _sync_done(net: RunningTestnet, node: str, height: int) -> tuple[bool, str]:
+    obs = live.collect(net, [node])
+    done = [e for e in obs.events_of(node, "sync_completed") if (e.to_height or 0) >= height]
+    chain = obs.status_of(node).chain
+    h = chain.height if chain else None
+    peers = [(p.kind, p.blocks) for p in chain.sync_peers] if chain else []
+    return bool(done), f"{node} at height {h}, sync peers {peers}"
 
 
-def _figure(d: live.NodeData) -> dict[str, Any]:
-    sessions = d.of_type("sync_completed")
-    chain = (d.status or {}).get("chain") or {}
+def _figure(obs: Observation, node: str) -> dict[str, Any]:
+    sessions = obs.events_of(node, "sync_completed")
+    chain = obs.status_of(node).chain
     kinds: dict[str, int] = {}
-    for p in chain.get("sync_peers") or []:
-        kinds[p["kind"]] = kinds.get(p["kind"], 0) + int(p.get("blocks") or 0)
-    out: dict[str, Any] = {"blocks_by_kind": kinds, "sessions": sessions}
+    for p in chain.sync_peers if chain else ():
+        kinds[str(p.kind)] = kinds.get(str(p.kind), 0) + int(p.blocks or 0)
+    out: dict[str, Any] = {
+        "blocks_by_kind": kinds,
+        "sessions": [e.to_json() for e in sessions],  # as the node served them
+    }
     if sessions:
         # every session until the target, not only the first: under load a session can
         # end early (its 60 s cap, a peer timing out) and the next one continues
-        blocks = sum(int(x["to_height"]) - int(x["from_height"]) + 1 for x in sessions)
-        dur = sum(float(x.get("duration_s") or 0) for x in sessions)
-        first_start = float(sessions[0]["t"]) - float(sessions[0].get("duration_s") or 0)
-        span = float(sessions[-1]["t"]) - first_start
+        blocks = sum(_session_blocks(x) for x in sessions)
+        dur = sum(float(x.duration_s or 0) for x in sessions)
+        first_start = live.at(sessions[0]) - float(sessions[0].duration_s or 0)
+        span = live.at(sessions[-1]) - first_start
         out.update(blocks=blocks, duration_s=round(dur, 3), session_count=len(sessions))
-        out["peers"] = max(len(x.get("peers") or []) for x in sessions)
+        out["peers"] = max(len(x.peers or ()) for x in sessions)
         out["blocks_per_s"] = round(blocks / dur, 2) if dur > 0 else None
         out["end_to_end_blocks_per_s"] = round(blocks / span, 2) if span > 0 else None
     return out
+
+
+def _session_blocks(e: Event) -> int:
+    """Blocks one sync_completed session applied (the contract always carries both ends)."""
+    if e.from_height is None or e.to_height is None:
+        raise SentrynetError(f"sync_completed #{e.seq} without from_height/to_height")
+    return e.to_height - e.from_height + 1
 
 
 def _sync_log(container: Any, keep: int = 12) -> list[str]:
@@ -133,7 +145,7 @@ def _sync_log(container: Any, keep: int = 12) -> list[str]:
 
 def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
     out: dict[str, Any] = {"run": run, "chain_blocks": blocks}
-    with live.running(topogen.sync(), "sync", ctx.work_dir, ctx.progress) as net:
+    with live.running(ctx, topogen.sync(), "sync") as net:
         out["testnet"] = net.name
         tn = net.testnet
         validators = list(tn.validators)
@@ -158,15 +170,17 @@ def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
         def validators_ready() -> tuple[bool, str]:
             hs = {}
             for n in validators:
-                st = net.status(n) or {}
-                hs[n] = (((st.get("chain") or {}).get("height")), len(st.get("reservations") or []))
+                st = live.status(net, n) or Status()
+                hs[n] = (st.height, len(st.reservations))
             at_height = all((h or 0) >= blocks for h, _ in hs.values())
             reserved = sum(1 for _, r in hs.values() if r >= 1)
             # the relayed syncer reaches a validator only through its reservation
             return at_height and reserved >= 2, f"validators (height, reservations): {hs}"
 
         try:
-            net.wait(
+            live.wait(
+                ctx,
+                net,
                 validators_ready,
                 "validators back at the injected height, two with a reservation",
                 180.0,
@@ -175,7 +189,7 @@ def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
         except SentrynetError as exc:  # measure anyway: the relayed figure may be missing
             out.setdefault("errors", []).append(str(exc))
         out["validators_with_reservation"] = sorted(
-            n for n in validators if ((net.status(n) or {}).get("reservations") or [])
+            n for n in validators if (live.status(net, n) or Status()).reservations
         )
         for n in ("sync-direct", "sync-relay"):
             net.container(n).start()
@@ -185,7 +199,9 @@ def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
                 return _sync_done(net, n, blocks)
 
             try:
-                net.wait(
+                live.wait(
+                    ctx,
+                    net,
                     synced,
                     f"{n} to sync to {blocks}",
                     240.0,
@@ -195,13 +211,13 @@ def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
                 out.setdefault("errors", []).append(str(exc))
             out[f"{n}_wall_s"] = round(time.monotonic() - t_start, 2)
             # stop it again so the next syncer has the validators to itself
-            d = net.collect([n])[n]
-            out[n] = _figure(d)
+            obs = live.collect(net, [n])
+            out[n] = _figure(obs, n)
             if "blocks_per_s" not in out[n]:
                 # not one block in the whole wait: a measured zero, not a missing figure
                 out[n].update(blocks=0, blocks_per_s=0.0, stalled_s=out[f"{n}_wall_s"])
             out[n]["log"] = _sync_log(net.container(n))
-            out[n]["first_reservation"] = reservation.samples(net, {n: d})
+            out[n]["first_reservation"] = reservation.samples(obs)
             net.container(n).stop(timeout=10)
         out["clock"] = "node monotonic (sync_completed.duration_s)"
     direct, relayed = out.get("sync-direct") or {}, out.get("sync-relay") or {}

@@ -11,20 +11,24 @@ from typing import Any
 import pytest
 
 from bench import holepunch, plot, report, reservation, scale, topogen
-from bench.live import NodeData
+from harness.checks import Observation
 from harness.model.testnet import Testnet, build_testnet
 from harness.model.topology import TopologyError
+from node.contract import Event, Status
 
 
 def _testnet(doc: dict[str, Any], tmp_path: Path) -> Testnet:
     return build_testnet(topogen.write(doc, tmp_path / "t.yaml"))
 
 
-class _Net:
-    """What the sample functions read from a BenchNet: the resolved model."""
-
-    def __init__(self, testnet: Testnet) -> None:
-        self.testnet = testnet
+def _obs(tn: Testnet, nodes: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> Observation:
+    """What bench.live.collect reads: per node its /status and /events JSON, typed."""
+    return Observation(
+        t=0.0,
+        nodes={n.name: n for n in tn.nodes},
+        status={name: Status.from_json(st) for name, (st, _) in nodes.items()},
+        events={name: [Event.from_json(e) for e in evs] for name, (_, evs) in nodes.items()},
+    )
 
 
 # --------------------------------------------------------------------------- topologies
@@ -74,8 +78,7 @@ def test_reservation_samples_from_events(tmp_path: Path) -> None:
     tn = _testnet(topogen.pairs(1, "cone"), tmp_path)
     relay = tn.node("relay").peer_id
     data = {
-        "a0": NodeData(
-            "a0",
+        "a0": (
             {"started_at": 100.0},
             [
                 {"t": 100.4, "type": "connection_opened", "peer": relay},
@@ -83,9 +86,9 @@ def test_reservation_samples_from_events(tmp_path: Path) -> None:
                 {"t": 101.5, "type": "reservation_accepted", "relay": relay},
             ],
         ),
-        "b0": NodeData("b0", {"started_at": 50.0}, []),
+        "b0": ({"started_at": 50.0}, []),
     }
-    rows = reservation.samples(_Net(tn), data)  # type: ignore[arg-type]
+    rows = reservation.samples(_obs(tn, data))
     by = {r["node"]: r for r in rows}
     assert by["a0"]["first_reservation_s"] == pytest.approx(1.5)
     assert by["a0"]["connect_s"] == pytest.approx(0.4)
@@ -97,7 +100,7 @@ def test_reservation_samples_from_events(tmp_path: Path) -> None:
 
 def test_last_needed_reservation_counts_distinct_relays(tmp_path: Path) -> None:
     tn = _testnet(topogen.scale(8, 2), tmp_path)
-    data = {}
+    data: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     for n in tn.nodes:
         evs = [
             {"t": 10.0, "type": "reservation_accepted", "relay": "r1"},
@@ -105,11 +108,12 @@ def test_last_needed_reservation_counts_distinct_relays(tmp_path: Path) -> None:
         ]
         if n.role != "sentry":  # clients need two relays, sentries one
             evs.append({"t": 12.5, "type": "reservation_accepted", "relay": "r2"})
-        data[n.name] = NodeData(n.name, {"started_at": 1.0}, evs)
-    t, missing = scale.last_needed_reservation(_Net(tn), data)  # type: ignore[arg-type]
+        data[n.name] = ({"started_at": 1.0}, evs)
+    obs = _obs(tn, data)
+    t, missing = scale.last_needed_reservation(obs)
     assert (t, missing) == (12.5, [])
-    data["n00"].events.pop()
-    assert scale.last_needed_reservation(_Net(tn), data)[1] == ["n00"]  # type: ignore[arg-type]
+    obs.events["n00"].pop()
+    assert scale.last_needed_reservation(obs)[1] == ["n00"]
 
 
 def test_holepunch_pair_samples(tmp_path: Path) -> None:
@@ -120,8 +124,7 @@ def test_holepunch_pair_samples(tmp_path: Path) -> None:
         return {"peer": pid[peer], "role": "initiator", "at": at, "outcome": outcome, **kw}
 
     data = {
-        "a0": NodeData(
-            "a0",
+        "a0": (
             {
                 "dcutr": [
                     rec("b0", 10.2, "failed", reason="timeout", rtt_s=0.05, final=False),
@@ -134,9 +137,9 @@ def test_holepunch_pair_samples(tmp_path: Path) -> None:
                 {"t": 16.3, "type": "dcutr_succeeded", "peer": pid["b0"]},
             ],
         ),
-        "b0": NodeData("b0", {"dcutr": [rec("a1", 5.0, "started")]}, []),
+        "b0": ({"dcutr": [rec("a1", 5.0, "started")]}, []),
     }
-    rows = holepunch.pair_samples(_Net(tn), data)  # type: ignore[arg-type]
+    rows = holepunch.pair_samples(_obs(tn, data))
     by = {(r["initiator"], r["peer"]): r for r in rows}
     ok = by[("a0", "b0")]
     assert ok["outcome"] == "succeeded" and ok["attempts"] == 2
