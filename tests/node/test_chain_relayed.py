@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from testkit.chain import chain, chain_section, check_agreement, height, make_key
-from testkit.procs import NodeProc, wait_for
+from testkit.procs import NodeProc, wait_for, wait_until
 
 pytestmark = [pytest.mark.loopback, pytest.mark.netns]
 
@@ -110,8 +110,15 @@ def test_late_node_syncs_through_relayed_circuits_only(nat_lab: Any) -> None:
     assert late.metric("sentrynet_blocks_synced_total", kind="direct") == 0
     to_validators = [c for c in st["connections"] if c["peer"] in ids.values()]
     assert to_validators and all(c["kind"] == "relayed" for c in to_validators), to_validators
-    sync_done = [e for e in late.events() if e["type"] == "sync_completed"]
-    assert sync_done and sync_done[0]["from_height"] == 1, sync_done
+    # a session emits sync_completed when it ends, which can be after the catch-up seen
+    # above (a request to a slow peer still running): wait for the event, do not read once
+    sync_done = wait_until(
+        lambda: [e for e in late.events() if e["type"] == "sync_completed"],
+        "sync_completed event on the late node",
+        T,
+        interval=0.5,
+    )
+    assert sync_done[0]["from_height"] == 1, sync_done
     assert late_id == st["peer_id"]
     print(
         "late node synced over circuits:",
