@@ -32,7 +32,7 @@ from harness.client import NodeClient, NodeUnreachable
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
 from harness.model import load_topology
-from harness.run import start
+from harness.run import cleanup, start
 from harness.run.setup import free_subnet_overrides
 from harness.run.testnet import RunningTestnet
 from harness.wait import wait_until
@@ -165,7 +165,7 @@ def running(
     ctx: Ctx, doc: dict[str, Any], label: str, ready_deadline_s: float = 300.0
 ) -> Iterator[RunningTestnet]:
     """Bring the topology `doc` up under a unique bench- name; always tear it down (by
-    label, in `finally`: also on Ctrl-C and SIGTERM)."""
+    label, in `finally`: also on Ctrl-C and SIGTERM, and not cut short by a second one)."""
     from bench import topogen
 
     name = bench_name(label)
@@ -185,7 +185,8 @@ def running(
     try:
         yield net
     finally:
-        ctx.say(net.down())
+        with cleanup.uninterruptible():  # a second Ctrl-C must not leave it running
+            ctx.say(net.down())
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
