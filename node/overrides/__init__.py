@@ -14,6 +14,9 @@ Applied once, by `apply()`, before the host runs (node/app.py):
 - auto_connector.py  the swarm does not dial every peer-store peer on its own
 - dial_peer.py       Swarm.dial_peer goes through the node's single-flight dialer
 - pubsub_seqno.py    gossipsub seqnos seeded with nanoseconds, not seconds
+- idontwant.py       IDONTWANT only for messages of 1 KiB or more (upstream: every one)
+- sender_record.py   our signed peer record built once per address change, a peer's
+                     verified once per change (upstream: on every pubsub RPC)
 Called where needed (no patch, a reach below the interfaces):
 - multi_addr_dial.py dial every TCP address of a peer (upstream dials one per class)
 - dial_unknown.py    dial an address whose peer id is not known yet
@@ -39,8 +42,10 @@ from node.overrides.auto_connector import disable_auto_connector
 from node.overrides.circuit_addrs import install_circuit_addrs
 from node.overrides.dial_peer import DialRoute, route_dial_peer
 from node.overrides.identify import IdentifyHook, install_identify_hook
+from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
+from node.overrides.sender_record import install_sender_record_cache
 
 
 def apply(
@@ -56,4 +61,6 @@ def apply(
     disable_auto_connector(host)
     route_dial_peer(host, dialer)
     fix_pubsub_seqno(pubsub)
+    install_idontwant_threshold(pubsub.router)
+    install_sender_record_cache()
     return install_identify_hook(host)

@@ -84,6 +84,20 @@ USES: dict[str, list[str]] = {
     ],
     "read_watch.py": ["libp2p.security.secure_session:SecureSession.read"],
     "pubsub_seqno.py": ["libp2p.pubsub.pubsub:Pubsub.counter"],
+    "idontwant.py": [
+        "libp2p.pubsub.gossipsub:GossipSub._emit_idontwant_for_message",
+        "libp2p.pubsub.gossipsub:GossipSub.mcache",
+    ],
+    "sender_record.py": [
+        "libp2p.peer.peerstore:env_to_send_in_RPC",
+        "libp2p.pubsub.utils:maybe_consume_signed_record",
+        "libp2p.pubsub.gossipsub:env_to_send_in_RPC",
+        "libp2p.pubsub.gossipsub:maybe_consume_signed_record",
+        "libp2p.pubsub.pubsub:env_to_send_in_RPC",
+        "libp2p.pubsub.pubsub:maybe_consume_signed_record",
+        "libp2p.pubsub.floodsub:env_to_send_in_RPC",
+        "libp2p.pubsub.floodsub:maybe_consume_signed_record",
+    ],
 }
 
 

@@ -41,6 +41,7 @@ from node.overrides.auto_connector import disable_auto_connector
 from node.overrides.circuit_addrs import install_circuit_addrs
 from node.overrides.dial_unknown import dial_unknown_peer
 from node.overrides.identify import install_identify_hook
+from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.negative_cache import shorten_negative_cache
 from node.relay.wire import encode, read_msg
 from testkit.procs import NodeProcs, wait_for
@@ -432,3 +433,158 @@ def test_upstream_dials_one_tcp_address_per_peer_override_dials_all() -> None:
     upstream = trio.run(scenario, False)
     assert upstream, "upstream reached the second address (fixed upstream? drop the override)"
     assert trio.run(scenario, True) == ""
+
+
+# -- gossipsub's per-message overhead ------------------------------------------------
+
+
+def _idontwants_sent(threshold: bool) -> dict[str, int]:
+    """Three gossipsub hosts in a full mesh; a 200-byte and a 2 KiB message published by
+    the first. Returns how many IDONTWANT control RPCs the other two sent for each."""
+    topic = "/sentrynet/test/idontwant"
+    counts = {"small": 0, "large": 0}
+
+    async def scenario() -> None:
+        hosts = [_host() for _ in range(3)]
+        subs = [build_pubsub(h) for h in hosts]
+        for _, gs in subs[1:]:
+            upstream_emit = gs.emit_idontwant
+
+            async def counting(
+                msg_ids: Any, to: Any, _up: Any = upstream_emit, _gs: Any = gs
+            ) -> None:
+                for mid in msg_ids:  # attributed by the size of the message it names
+                    msg = _gs.mcache.get(mid)
+                    counts["large" if msg is not None and msg.ByteSize() >= 1024 else "small"] += 1
+                await _up(msg_ids, to)
+
+            gs.emit_idontwant = counting  # type: ignore[method-assign]
+            if threshold:
+                install_idontwant_threshold(gs)
+        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        async with trio.open_nursery() as nursery:
+            for h, (ps, gs) in zip(hosts, subs, strict=True):
+
+                async def serve(h: IHost = h, ps: Any = ps, gs: Any = gs) -> None:
+                    async with (
+                        h.run(listen_addrs=[listen]),
+                        background_trio_service(ps),
+                        background_trio_service(gs),
+                    ):
+                        await trio.sleep_forever()
+
+                nursery.start_soon(serve)
+            subscriptions = []
+            for ps, _ in subs:
+                await ps.wait_until_ready()
+                subscriptions.append(await ps.subscribe(topic))
+            for i, a in enumerate(hosts):
+                for b in hosts[i + 1 :]:
+                    await a.connect(PeerInfo(b.get_id(), [addr_of(b)]))
+            await poll(
+                lambda: all(len(gs.mesh.get(topic, ())) == 2 for _, gs in subs),
+                20,
+                "a full gossipsub mesh",
+            )
+            got = [0, 0]
+            for i, sub in enumerate(subscriptions[1:]):
+
+                async def drain(sub: Any = sub, i: int = i) -> None:
+                    while True:
+                        await sub.get()
+                        got[i] += 1
+
+                nursery.start_soon(drain)
+            await subs[0][0].publish(topic, b"v" * 200)
+            await poll(lambda: got == [1, 1], 10, "the small message at both peers")
+            await poll(lambda: counts["small"] >= (0 if threshold else 2), 5, "IDONTWANTs")
+            await subs[0][0].publish(topic, b"b" * 2048)
+            await poll(lambda: got == [2, 2], 10, "the large message at both peers")
+            await poll(lambda: counts["large"] >= 2, 5, "IDONTWANTs for the large message")
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
+    return counts
+
+
+def test_upstream_sends_idontwant_for_every_message_override_only_for_large() -> None:
+    upstream = _idontwants_sent(threshold=False)
+    assert upstream["small"] >= 2, upstream  # a 200-byte vote costs an RPC per mesh peer
+    fixed = _idontwants_sent(threshold=True)
+    assert fixed["small"] == 0, fixed
+    assert fixed["large"] >= 2, fixed  # at or above 1 KiB it still works as upstream's
+
+
+def _record_rpc(sender: IHost) -> Any:
+    from libp2p.peer.peerstore import env_to_send_in_RPC
+    from libp2p.pubsub.pb import rpc_pb2
+
+    env, _ = env_to_send_in_RPC(sender)
+    return rpc_pb2.RPC(senderRecord=env)
+
+
+def test_upstream_verifies_every_sender_record_override_once_per_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import libp2p.crypto.ed25519 as ed
+
+    from node.overrides import sender_record
+
+    verified = [0]
+    upstream_verify = ed.Ed25519PublicKey.verify
+
+    def counting_verify(self: Any, data: bytes, signature: bytes) -> bool:
+        verified[0] += 1
+        return upstream_verify(self, data, signature)
+
+    monkeypatch.setattr(ed.Ed25519PublicKey, "verify", counting_verify)
+    sender, receiver = _host(), _host()
+    rpc = _record_rpc(sender)
+    for _ in range(5):
+        assert sender_record.upstream_consume(rpc, receiver, sender.get_id())
+    assert verified[0] == 5  # upstream: one signature check per RPC, same bytes each time
+
+    verified[0] = 0
+    for _ in range(5):
+        assert sender_record.cached_consume(rpc, receiver, sender.get_id())
+    assert verified[0] == 1  # ours: once for the same bytes from the same peer
+    # the same bytes claimed by another peer are checked (and refused: not its record)
+    assert not sender_record.cached_consume(rpc, receiver, receiver.get_id())
+    # a tampered record is refused even though a good one from that peer is cached
+    bad = _record_rpc(sender)
+    bad.senderRecord = bad.senderRecord[:-1] + bytes([bad.senderRecord[-1] ^ 1])
+    assert not sender_record.cached_consume(bad, receiver, sender.get_id())
+    # an RPC without a record is accepted, as upstream does
+    from libp2p.pubsub.pb import rpc_pb2
+
+    assert sender_record.cached_consume(rpc_pb2.RPC(), receiver, sender.get_id())
+
+
+def test_sender_record_send_side_rebuilt_after_ttl_and_installed_in_pubsub_modules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from node.overrides import sender_record
+
+    host = _host()
+    calls = [0]
+    upstream_get_addrs = host.get_addrs
+
+    def counting_get_addrs() -> list[multiaddr.Multiaddr]:
+        calls[0] += 1
+        return upstream_get_addrs()
+
+    monkeypatch.setattr(host, "get_addrs", counting_get_addrs)
+    first, _ = sender_record.cached_env_to_send(host)
+    for _ in range(10):
+        assert sender_record.cached_env_to_send(host)[0] == first
+    assert calls[0] == 1  # upstream recomputes get_addrs() for every RPC
+    monkeypatch.setattr(sender_record, "SEND_TTL_S", 0.0)
+    sender_record.cached_env_to_send(host)
+    assert calls[0] == 2  # past the TTL the upstream path runs again
+    for mod in sender_record.MODULES:  # restored after the test
+        monkeypatch.setattr(mod, "env_to_send_in_RPC", mod.env_to_send_in_RPC)
+        monkeypatch.setattr(mod, "maybe_consume_signed_record", mod.maybe_consume_signed_record)
+    sender_record.install_sender_record_cache()
+    for mod in sender_record.MODULES:
+        assert mod.env_to_send_in_RPC is sender_record.cached_env_to_send
+        assert mod.maybe_consume_signed_record is sender_record.cached_consume
