@@ -17,6 +17,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
 - idontwant.py       IDONTWANT only for messages of 1 KiB or more (upstream: every one)
 - sender_record.py   our signed peer record built once per address change, a peer's
                      verified once per change (upstream: on every pubsub RPC)
+- yamux_window.py    a Yamux window update per half window read, as go-yamux sends
+                     (upstream: one per read)
 Called where needed (no patch, a reach below the interfaces):
 - multi_addr_dial.py dial every TCP address of a peer (upstream dials one per class)
 - dial_unknown.py    dial an address whose peer id is not known yet
@@ -46,6 +48,7 @@ from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
 from node.overrides.sender_record import install_sender_record_cache
+from node.overrides.yamux_window import install_yamux_window_hysteresis
 
 
 def apply(
@@ -63,4 +66,5 @@ def apply(
     fix_pubsub_seqno(pubsub)
     install_idontwant_threshold(pubsub.router)
     install_sender_record_cache()
+    install_yamux_window_hysteresis()
     return install_identify_hook(host)

@@ -88,6 +88,16 @@ USES: dict[str, list[str]] = {
         "libp2p.pubsub.gossipsub:GossipSub._emit_idontwant_for_message",
         "libp2p.pubsub.gossipsub:GossipSub.mcache",
     ],
+    "yamux_window.py": [
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream._auto_tune_and_send_window_update",
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream._grow_to_delta",
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream._grow_threshold",
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream._apply_autotune_epoch",
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream.window_lock",
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream.recv_window",
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream.target_recv_window",
+        "libp2p.stream_muxer.yamux.yamux:Yamux.stream_buffers",
+    ],
     "sender_record.py": [
         "libp2p.peer.peerstore:env_to_send_in_RPC",
         "libp2p.pubsub.utils:maybe_consume_signed_record",

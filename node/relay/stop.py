@@ -133,14 +133,14 @@ class StopHandler:
         except WireError as exc:
             log.info("stop from %s rejected: %s", relay, exc)
             rt.reject("stop", exc.reason)
-            if exc.reason != "timeout":
-                await _send(stream, StatusCode.MALFORMED_MESSAGE)
-            await _reset(stream)
+            if exc.reason == "timeout":
+                await _reset(stream)
+            else:
+                await _refuse(stream, StatusCode.MALFORMED_MESSAGE)
             return
         if not msg.HasField("type") or msg.type != StopMessage.CONNECT:
             rt.reject("stop", "unexpected")
-            await _send(stream, StatusCode.UNEXPECTED_MESSAGE)
-            await _reset(stream)
+            await _refuse(stream, StatusCode.UNEXPECTED_MESSAGE)
             return
         try:
             src = ID(msg.peer.id)
@@ -149,8 +149,7 @@ class StopHandler:
                 raise ValueError("empty peer id")
         except Exception:
             rt.reject("stop", "malformed")
-            await _send(stream, StatusCode.MALFORMED_MESSAGE)
-            await _reset(stream)
+            await _refuse(stream, StatusCode.MALFORMED_MESSAGE)
             return
         await _send(stream, StatusCode.OK)
         addr = circuit_addr(rt, relay, src)
@@ -186,6 +185,16 @@ async def _send(stream: INetStream, code: StatusCode) -> None:
         await write_msg(stream, StopMessage(type=StopMessage.STATUS, status=int(code)))  # type: ignore[arg-type]
     except Exception as exc:
         log.debug("could not send stop status: %s", exc)
+
+
+async def _refuse(stream: INetStream, code: StatusCode) -> None:
+    """Answer `code` and close our side (FIN), as the hop server does. A reset right after
+    the answer can overtake it: py-libp2p's Yamux read raises on a received RST before it
+    returns data still buffered on a stream that is not closed for reading, so the peer
+    never saw why it was refused (seen as a None status in test_relay_limits)."""
+    await _send(stream, code)
+    with contextlib.suppress(Exception):
+        await stream.close()
 
 
 async def _reset(stream: INetStream) -> None:

@@ -588,3 +588,71 @@ def test_sender_record_send_side_rebuilt_after_ttl_and_installed_in_pubsub_modul
     for mod in sender_record.MODULES:
         assert mod.env_to_send_in_RPC is sender_record.cached_env_to_send
         assert mod.maybe_consume_signed_record is sender_record.cached_consume
+
+
+def _window_updates(hysteresis: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Window updates the reader sends for 200 small messages, then for 4 MiB in bulk."""
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    from node.overrides.yamux_window import window_update_with_hysteresis
+
+    if hysteresis:
+        monkeypatch.setattr(
+            YamuxStream, "_auto_tune_and_send_window_update", window_update_with_hysteresis
+        )
+    sent = [0]
+    upstream_send = YamuxStream.send_window_update
+
+    async def counting(self: Any, increment: int, skip_lock: bool = False) -> None:
+        sent[0] += 1
+        await upstream_send(self, increment, skip_lock)
+
+    monkeypatch.setattr(YamuxStream, "send_window_update", counting)
+    proto = "/sentrynet/test/window/1"
+    counts: list[int] = []
+
+    async def scenario() -> None:
+        a, b = _host(), _host()
+        received = trio.Event()
+        bulk = 4 * 1024 * 1024
+
+        async def reader(s: INetStream) -> None:
+            for _ in range(200):
+                got = b""
+                while len(got) < 100:
+                    got += await s.read(100 - len(got))
+            counts.append(sent[0])
+            total = 0
+            while total < bulk:
+                total += len(await s.read(65536))
+            counts.append(sent[0])
+            received.set()
+
+        b.set_stream_handler(proto, reader)
+        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        async with a.run(listen_addrs=[listen]), b.run(listen_addrs=[listen]):
+            await a.connect(PeerInfo(b.get_id(), [addr_of(b)]))
+            s = await a.new_stream(b.get_id(), [proto])
+            sent[0] = 0  # from here on: the reader's updates only (identify is done)
+            for _ in range(200):
+                await s.write(b"m" * 100)
+            with trio.fail_after(30):  # 4 MiB through a 256 KiB window: updates must flow
+                for _ in range(bulk // 65536):
+                    await s.write(b"x" * 65536)
+                await received.wait()
+
+    trio.run(scenario)
+    return counts[0], counts[1] - counts[0]
+
+
+def test_upstream_sends_a_window_update_per_read_override_per_half_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    small, bulk = _window_updates(False, monkeypatch)
+    print("upstream: window updates for 200 small messages", small, "for 4 MiB", bulk)
+    assert small >= 150, small  # upstream: about one frame back per 100-byte message
+    monkeypatch.undo()
+    small, bulk = _window_updates(True, monkeypatch)
+    print("override: window updates for 200 small messages", small, "for 4 MiB", bulk)
+    assert small == 0, small  # 20 KB read: far from half a window
+    assert bulk >= 4, bulk  # 4 MiB still flows, one update per half window or more
