@@ -1,5 +1,10 @@
 """Where an idle node's CPU goes: `python -m bench.idle_profile [--nodes 4] [--window 60]`.
 
+`--cpu-only` runs no profiler: every node's CPU (utime + stime from /proc) over the window,
+per node and the median, for before/after comparisons of the node's own cost (cProfile
+roughly doubles it). `--interval S` sets the block interval (default 1 s, as in the
+testnets); two intervals separate the per-block cost from the fixed one.
+
 Why: the scale figures show 32+ nodes saturating 2 cores before any reservation work, so
 the cost of a node doing nothing but keeping its network alive decides how far a laptop
 testnet scales. This starts N validators on loopback (block interval 1 s, as in the
@@ -19,6 +24,7 @@ import json
 import os
 import pstats
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -44,6 +50,37 @@ def _group(filename: str) -> str:
     if path.startswith("~") or "<" in path:
         return "builtins"
     return "stdlib"
+
+
+def cpu_only(nodes: int, window: float, interval: float, work: Path) -> dict[str, Any]:
+    """Every node's CPU over `window` once the chain runs; no profiler in the way."""
+    with NodeProcs(work) as procs:
+        started, _ = validator_configs(procs, [f"v{i}" for i in range(nodes)], interval)
+        for node in started:
+            procs.launch(node, wait_ready=False)
+        first = started[0]
+        wait_for(first, lambda s: height(s) >= 5, "chain running", 60)
+        pids = {n.name: n.proc.pid for n in started if n.proc is not None}
+        t0, h0 = time.monotonic(), height(first.status())
+        cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        wait_for(first, lambda s: time.monotonic() - t0 >= window, "window", window + 30)
+        elapsed = time.monotonic() - t0
+        cores = {
+            name: round((_cpu_seconds(pid) - cpu0[name]) / elapsed, 4) for name, pid in pids.items()
+        }
+        h1 = height(first.status())
+        conns = len(first.status()["connections"])
+    return {
+        "mode": "cpu-only",
+        "nodes": nodes,
+        "block_interval_s": interval,
+        "window_s": round(elapsed, 1),
+        "blocks_in_window": h1 - h0,
+        "connections": conns,
+        "cpu_cores_per_node": cores,
+        "cpu_cores_median": statistics.median(cores.values()),
+        "load_average": list(os.getloadavg()),
+    }
 
 
 def profile(nodes: int, window: float, work: Path) -> dict[str, Any]:
@@ -126,11 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.idle_profile", description=__doc__)
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--window", type=float, default=60.0)
+    p.add_argument("--cpu-only", action="store_true", help="no profiler: every node's CPU")
+    p.add_argument("--interval", type=float, default=1.0, help="block interval (--cpu-only)")
     args = p.parse_args(argv)
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     work = REPO / ".cache" / "bench" / f"idle-{run_id}"
     work.mkdir(parents=True, exist_ok=True)
-    doc = {"run_id": run_id, **profile(args.nodes, args.window, work)}
+    if args.cpu_only:
+        doc = {"run_id": run_id, **cpu_only(args.nodes, args.window, args.interval, work)}
+    else:
+        doc = {"run_id": run_id, **profile(args.nodes, args.window, work)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"idle-profile-{run_id}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
