@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from harness.cli._options import add_subnet_option
 from harness.infra.render import REPO_ROOT, render
 from harness.model.testnet import build_testnet, parse_subnet_overrides
 from harness.model.topology import load_topology
@@ -19,14 +20,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", help="testnet name (Compose project, labels, keys); default: the topology's"
     )
-    parser.add_argument(
-        "--subnet",
-        action="append",
-        default=[],
-        metavar="NET=CIDR",
-        help="move a network (or `control`) to another subnet of the same size; repeatable, "
-        "so two testnets can run side by side",
-    )
+    add_subnet_option(parser)
     parser.add_argument(
         "--image", help="node image tag; default: the tag of the current tree (sentrynet images)"
     )

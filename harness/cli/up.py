@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from harness.cli._options import add_subnet_option
 from harness.model.testnet import parse_subnet_overrides
 from harness.progress import Progress
 from harness.run import start
@@ -23,14 +24,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", help="testnet name (Compose project, labels); default: the topology's name"
     )
-    parser.add_argument(
-        "--subnet",
-        action="append",
-        default=[],
-        metavar="NET=CIDR",
-        help="move a network (or `control`) to another subnet of the same size; repeatable. "
-        "With --name this runs a second copy of a topology side by side",
-    )
+    add_subnet_option(parser)
     parser.add_argument(
         "--out", help="render directory (default: .cache/testnets/NAME in the checkout)"
     )
