@@ -27,6 +27,7 @@ from node.dialing import NodeDialer
 from node.discovery import DiscoveryService
 from node.events import EventLog
 from node.host import build_host, build_pubsub, load_or_create_key
+from node.listen import ListenFailed, check_listening
 from node.liveness import LivenessService
 from node.metrics import Metrics
 from node.overrides.upstream import UpstreamMismatch
@@ -73,7 +74,19 @@ def run(path: str) -> int:
     except OSError as exc:
         print(f"node error: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:  # raised inside the host's or our nursery
+        failed = group.subgroup(ListenFailed)
+        if failed is None:
+            raise
+        print(f"node error: {_leaves(failed)[0]}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 class Node:
@@ -161,6 +174,7 @@ async def _main(cfg: NodeConfig) -> None:
     api = APIServer(cfg.api.host_port, node.status, node.events, node.metrics)
     listen = [multiaddr.Multiaddr(a) for a in cfg.p2p.listen_addrs]
     async with host.run(listen_addrs=listen), trio.open_nursery() as nursery:
+        check_listening(listen, host.get_transport_addrs())
         node.tracker.nursery = nursery
         async with background_trio_service(pubsub), background_trio_service(gossipsub):
             rt = NodeRuntime(

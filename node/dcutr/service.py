@@ -24,7 +24,8 @@ Why not py-libp2p's `DCUtRProtocol` (0.8.1), which this replaces (we never start
 - its relay filter reads the wrong peer id (node/dcutr/addrs.relay_of_circuit).
 - malformed messages were only logged; here they are rejected and counted
   (node/dcutr/wire.py) and the node keeps serving.
-- it closes the relayed connection 60 s after success; here after `RELAY_CLOSE_GRACE_S`.
+- it closes the relayed connection 60 s after success; here after `RELAY_CLOSE_GRACE_S`
+  (10 s: long enough for the peer's own attempt over it to finish).
 """
 
 from __future__ import annotations
@@ -77,7 +78,12 @@ SETTLE_S = 30.0  # at most this long for dials to the peer in flight before init
 OBSERVE_WAIT_S = 10.0  # at most this long for an observed address before CONNECT
 BACKOFF_S = 1.0  # before attempt k+1: BACKOFF_S * 2**(k-1), +-20 % jitter
 COOLDOWN_S = 120.0  # after max_attempts failures, leave the peer alone this long
-RELAY_CLOSE_GRACE_S = 1.0  # let in-flight streams on the relayed connection finish
+# How long the relayed connection stays after a success. Not 1 s: the peer may still be in
+# its own attempt over that connection (rust-libp2p's dcutr handler is bound to it and drops
+# the attempt when it closes; rust keeps a relayed connection until it is idle), and its
+# dial of our punched address can take a few seconds on a loaded host. Upstream py-libp2p
+# waits 60 s, which keeps a circuit on the relay for a minute per upgraded pair.
+RELAY_CLOSE_GRACE_S = 10.0
 MAX_RECORDS = 256
 
 
@@ -191,6 +197,7 @@ class HolePunchService:
                     return
                 last = k == self.max_attempts
                 rec = self._start(peer, "initiator", k)
+                ok = False  # stays False when the scope is cancelled before _initiate returns
                 with trio.CancelScope() as scope:
                     st.initiating = scope
                     ok = await self._initiate(rec, peer, info, last)

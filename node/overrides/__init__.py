@@ -9,6 +9,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
 - identify.py        re-identify on every connection (upstream skips a peer whose
                      protocols are cached), retry a failed identify, and a hook when
                      identify finishes
+- identify_observed.py  identify's observedAddr from the connection the request came in
+                     on (upstream: a circuit address if any connection to the peer is relayed)
 - circuit_addrs.py   advertise circuit addresses (upstream get_addrs mangles them)
 - negative_cache.py  a peer whose dial failed once is not blocked for 60 s
 - auto_connector.py  the swarm does not dial every peer-store peer on its own
@@ -44,6 +46,7 @@ from node.overrides.auto_connector import disable_auto_connector
 from node.overrides.circuit_addrs import install_circuit_addrs
 from node.overrides.dial_peer import DialRoute, route_dial_peer
 from node.overrides.identify import IdentifyHook, install_identify_hook
+from node.overrides.identify_observed import install_identify_observed_per_connection
 from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
@@ -67,4 +70,5 @@ def apply(
     install_idontwant_threshold(pubsub.router)
     install_sender_record_cache()
     install_yamux_window_hysteresis()
+    install_identify_observed_per_connection(host)
     return install_identify_hook(host)

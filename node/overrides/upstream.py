@@ -88,6 +88,11 @@ USES: dict[str, list[str]] = {
         "libp2p.pubsub.gossipsub:GossipSub._emit_idontwant_for_message",
         "libp2p.pubsub.gossipsub:GossipSub.mcache",
     ],
+    "identify_observed.py": [
+        "libp2p.identity.identify.identify:_prefer_circuit_addr",
+        "libp2p.identity.identify.identify:ID",
+        "libp2p.protocol_muxer.multiselect:Multiselect.handlers",
+    ],
     "yamux_window.py": [
         "libp2p.stream_muxer.yamux.yamux:YamuxStream._auto_tune_and_send_window_update",
         "libp2p.stream_muxer.yamux.yamux:YamuxStream._grow_to_delta",

@@ -222,12 +222,6 @@ def test_identify_observed_address_on_a_direct_connection(rust_node: Path, tmp_p
         assert c["observed_addr"] == f"/ip4/127.0.0.1/tcp/{rust.p2p_port}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 defect: py-libp2p 0.8.1 identify picks observedAddr from all of the "
-    "peer's connections (_prefer_circuit_addr), so a DCUtR-made connection reports the "
-    "circuit address; remove this mark with the fix",
-)
 def test_identify_observed_address_on_a_dcutr_made_connection(
     rust_node: Path, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ stops cleanly on SIGTERM; the API serves /status, /events and /metrics as contra
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -190,3 +191,32 @@ def test_api_contract_and_clean_sigterm(tmp_path: Path) -> None:
         # the same key file gives the same peer id on restart
         procs.launch(node)
         wait_for(node, lambda s: s["peer_id"] == st["peer_id"], "same peer id")
+
+
+def test_p2p_port_taken_exits_1_naming_the_address(tmp_path: Path) -> None:
+    """Issue 10 defect: with its p2p port taken the node used to log "listening on ..."
+    and report ready with no listener. It must stop, naming the key and the reason."""
+    with NodeProcs(tmp_path) as procs:
+        node = procs.write_config("n")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+            squatter.bind((node.ip, node.p2p_port))
+            squatter.listen()
+            procs.launch(node, wait_ready=False)
+            assert node.proc is not None
+            rc = node.proc.wait(60)
+        log = node.log_path.read_text()
+        assert rc == 1, log[-3000:]
+        assert "p2p.listen_addrs: cannot listen on" in log, log[-3000:]
+        assert f"/tcp/{node.p2p_port}" in log and "in use" in log, log[-3000:]
+
+
+def test_unbound_names_only_addresses_without_a_listener() -> None:
+    from multiaddr import Multiaddr
+
+    from node.listen import unbound
+
+    want = [Multiaddr("/ip4/127.0.0.1/tcp/4001"), Multiaddr("/ip4/0.0.0.0/tcp/0")]
+    assert unbound(want, [Multiaddr("/ip4/127.0.0.1/tcp/4001")]) == []
+    assert unbound([want[1]], [Multiaddr("/ip4/10.0.0.2/tcp/39000")]) == []
+    missing = unbound(want[:1], [Multiaddr("/ip4/127.0.0.1/tcp/4002")])
+    assert len(missing) == 1 and missing[0].startswith("/ip4/127.0.0.1/tcp/4001: ")
