@@ -35,7 +35,7 @@ from node.overrides.upstream import check as check_upstream
 from node.relay.client import RelayClient
 from node.relay.server import RelayServer
 from node.relay.stop import StopHandler
-from node.runtime import ConnectionTracker, NodeRuntime, Service
+from node.runtime import ConnectionTracker, GuardedNursery, NodeRuntime, Service
 
 log = logging.getLogger("sentrynet.node")
 
@@ -175,7 +175,8 @@ async def _main(cfg: NodeConfig) -> None:
     listen = [multiaddr.Multiaddr(a) for a in cfg.p2p.listen_addrs]
     async with host.run(listen_addrs=listen), trio.open_nursery() as nursery:
         check_listening(listen, host.get_transport_addrs())
-        node.tracker.nursery = nursery
+        guarded = GuardedNursery(nursery)
+        node.tracker.nursery = guarded
         async with background_trio_service(pubsub), background_trio_service(gossipsub):
             rt = NodeRuntime(
                 config=cfg,
@@ -185,7 +186,7 @@ async def _main(cfg: NodeConfig) -> None:
                 metrics=node.metrics,
                 connections=node.tracker,
                 dialer=dialer,
-                nursery=nursery,
+                nursery=guarded,
                 started_at=node.started_at,
                 identify_hook=identify_hook,
             )

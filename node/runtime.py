@@ -111,6 +111,31 @@ def classify(conn: INetConn, circuits: dict[str, ID]) -> tuple[Kind, str, ID | N
     raise UnrecordedConnection(f"connection of type {ctype} at {addrs}")
 
 
+class GuardedNursery:
+    """The node's long-lived nursery as services and the tracker see it: a background task
+    that raises is logged and counted, never fatal. A trio nursery re-raises a child's
+    exception and cancels every sibling, so one bug in a background task (a DCUtR attempt,
+    a reservation, a close) used to end the whole node (seen in CI: a DCUtR race took a
+    node down at start-up). Services themselves run under the same guard (node/app.py)."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self.crashed = 0  # background tasks that raised
+        self.cancel_scope = nursery.cancel_scope
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._nursery.start_soon(self._guard, fn, args, name=getattr(fn, "__qualname__", fn))
+
+    async def _guard(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        except trio.Cancelled:
+            raise
+        except Exception:
+            self.crashed += 1
+            log.exception("background task %s crashed", getattr(fn, "__qualname__", fn))
+
+
 class ConnectionTracker(INotifee):
     """Classifies every connection direct|relayed and tells subscribers about it.
 
@@ -124,7 +149,7 @@ class ConnectionTracker(INotifee):
         self._conns: dict[int, ConnInfo] = {}
         self._lock = threading.Lock()
         self._subs: list[ConnCallback] = []
-        self.nursery: trio.Nursery | None = None
+        self.nursery: GuardedNursery | None = None
         # circuit address -> relay, recorded by node/relay/stop.py before each upgrade
         self._circuits: dict[str, ID] = {}
         self.local_peer: ID | None = None  # set once the host exists (duplicate rule)
@@ -467,7 +492,7 @@ class NodeRuntime:
     metrics: Metrics
     connections: ConnectionTracker
     dialer: Dialer
-    nursery: trio.Nursery
+    nursery: GuardedNursery
     started_at: float = field(default_factory=time.monotonic)
     services: dict[str, Service] = field(default_factory=dict)
     # subscribe(cb(peer_id)): called after identify / identify-push (node/overrides)

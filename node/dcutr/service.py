@@ -63,7 +63,7 @@ from node.overrides.raw_dial import dial_raw
 from node.overrides.stream_on import open_stream_on, reset_stream
 
 if TYPE_CHECKING:
-    from node.runtime import ConnInfo, NodeRuntime
+    from node.runtime import ConnInfo, GuardedNursery, NodeRuntime
 
 log = logging.getLogger("sentrynet.dcutr")
 
@@ -580,7 +580,7 @@ class HolePunchService:
             raise RuntimeError("HolePunchService used before run()")
         return self._rt
 
-    def _nursery(self) -> trio.Nursery:
+    def _nursery(self) -> GuardedNursery:
         return self._runtime().nursery
 
 
