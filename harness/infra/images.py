@@ -11,6 +11,8 @@ always does.
 Entry points for the rest of the harness:
 - `node_image_tag(repo_root)`: the tag the current tree builds to; cheap, never builds.
 - `ensure_node_image(progress)`: build whatever is missing and return that tag.
+The rust node image (harness/infra/rust_image.py) reuses the base choice, the hashing and
+the build helpers here.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from harness.progress import Progress
 NODE_REPO = "sentrynet-node"
 PYTHON_BASE = "python:3.11-slim-bookworm"
 DEBOOTSTRAP_BASE = "sentrynet-base:bookworm"
-IMAGE_LABEL = "sentrynet.image"  # node | base
+IMAGE_LABEL = "sentrynet.image"  # node | base | rust-node
 HASH_LABEL = "sentrynet.content-hash"
 HASH_LEN = 12
 
