@@ -16,9 +16,9 @@ help:
 	@echo "make testnet-sentry  venv + images + sentry testnet + scenario + report + teardown"
 	@echo "make test            venv + images + unit, loopback and Docker tests"
 	@echo "make lint            ruff + mypy"
-	@echo "make images          build the node image (no-op when up to date)"
+	@echo "make images          build the node image, and the rust node image where cargo is (no-op when up to date)"
 	@echo "make rust-node       build the rust-libp2p reference node (peers/rust) with cargo"
-	@echo "make clean-images    remove sentrynet-node images no container uses"
+	@echo "make clean-images    remove node and rust node images no container uses"
 	@echo "make bench           measured figures into bench/results/"
 	@echo "make down            remove every sentrynet testnet on this machine"
 	@echo "make clean           venv, caches, results"
@@ -36,6 +36,8 @@ $(STAMP): pyproject.toml constraints.txt
 # Base image (pulled or debootstrapped), host wheelhouse, node image tagged by content hash.
 # Prints "... is up to date" and does nothing when node/, the node lock (constraints-node.txt)
 # and the Dockerfile are unchanged; harness, test and bench dependencies never rebuild it.
+# Then the rust node image (make rust-node's binary on the same base) where cargo is found;
+# without cargo it says how to get it and skips that image.
 images: venv
 	$(BIN)/sentrynet images build
 
@@ -78,7 +80,9 @@ fmt: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-testnet-sentry: venv images
+# The sentry testnet runs no rust node: its images never involve cargo.
+testnet-sentry: venv
+	$(BIN)/sentrynet images build --rust no
 	$(BIN)/sentrynet scenario sentry $(SCENARIO_ARGS)
 
 bench: venv images
@@ -93,7 +97,9 @@ clean:
 # Without -f: an image a container still uses stays. The base image is kept (rebuilding it
 # takes a minute); remove it with `docker rmi sentrynet-base:bookworm`.
 clean-images:
-	docker images --filter label=sentrynet.image=node --format '{{.Repository}}:{{.Tag}}' | xargs -r docker rmi || true
+	for kind in node rust-node; do \
+	  docker images --filter label=sentrynet.image=$$kind --format '{{.Repository}}:{{.Tag}}' | xargs -r docker rmi || true; \
+	done
 
 # Regenerate both locks from pyproject.toml in a throwaway venv:
 # - constraints.txt, the full lock of the host venv (runtime, dev and bench extras);

@@ -1,14 +1,16 @@
-"""`sentrynet images build|tag`: the node image, built offline and tagged by content hash."""
+"""`sentrynet images build|tag`: the node image, built offline and tagged by content hash, and
+the rust node image (peers/rust) where cargo is available."""
 
 from __future__ import annotations
 
 import argparse
 
-from harness.infra import images
+from harness.infra import images, rust_image
 from harness.progress import Progress
 
 NAME = "images"
-HELP = "build the node image (no-op when up to date) or print its tag"
+HELP = "build the node images (no-op when up to date) or print a tag"
+RUST_CHOICES = ("auto", "yes", "no")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -16,9 +18,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     build = sub.add_parser(
         "build",
-        help="build base image, wheelhouse and node image as needed; print the node image tag",
+        help="build base image, wheelhouse, node image and rust node image as needed; print "
+        "the tags",
         description="Base: python:3.11-slim-bookworm when present or pullable, else a "
-        "debootstrap base (needs root). Wheels are built on the host and installed offline.",
+        "debootstrap base (needs root). Wheels are built on the host and installed offline. "
+        "The rust node image (for `impl: rust` nodes) is built on the same base from a binary "
+        "that `make rust-node` compiles on the host with cargo.",
     )
     build.add_argument(
         "--base",
@@ -26,17 +31,34 @@ def register(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="base image choice (default: auto)",
     )
-    build.add_argument("--no-prune", action="store_true", help="keep old sentrynet-node images")
-    build.add_argument("-q", "--quiet", action="store_true", help="print only the tag")
+    build.add_argument(
+        "--rust",
+        choices=RUST_CHOICES,
+        default="auto",
+        help="the rust node image: auto builds it where cargo is available and otherwise says "
+        "how to get cargo and skips it; yes fails without cargo; no skips it (default: auto)",
+    )
+    build.add_argument("--no-prune", action="store_true", help="keep old images")
+    build.add_argument("-q", "--quiet", action="store_true", help="print only the tags")
     tag = sub.add_parser("tag", help="print the tag the current tree builds to (never builds)")
     tag.add_argument("--base", choices=images.BASE_MODES, default="auto")
+    tag.add_argument("--rust", action="store_true", help="the rust node image's tag instead")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.images_command == "tag":
-        print(images.node_image_tag(mode=args.base))
+        tag_of = rust_image.rust_image_tag if args.rust else images.node_image_tag
+        print(tag_of(mode=args.base))
         return 0
     progress = Progress(quiet=args.quiet)
-    tag = images.ensure_node_image(progress, mode=args.base, prune=not args.no_prune)
-    print(tag)
+    prune = not args.no_prune
+    print(images.ensure_node_image(progress, mode=args.base, prune=prune))
+    if args.rust == "no":
+        return 0
+    try:
+        print(rust_image.ensure_rust_image(progress, mode=args.base, prune=prune))
+    except rust_image.RustToolchainMissing as exc:
+        if args.rust == "yes":
+            raise
+        progress.say(f"rust node image skipped: {exc}")
     return 0

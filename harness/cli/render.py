@@ -24,6 +24,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image", help="node image tag; default: the tag of the current tree (sentrynet images)"
     )
+    parser.add_argument(
+        "--rust-image",
+        help="rust node image tag, for `impl: rust` nodes; default: the tag of the current tree",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,10 +38,16 @@ def run(args: argparse.Namespace) -> int:
         from harness.infra.images import node_image_tag  # imported late: talks to Docker
 
         image = node_image_tag(REPO_ROOT)
-    files = render(testnet, args.out, image)
+    rust_image = args.rust_image
+    if testnet.rust_nodes and not rust_image:
+        from harness.infra.rust_image import rust_image_tag  # imported late: talks to Docker
+
+        rust_image = rust_image_tag(REPO_ROOT)
+    files = render(testnet, args.out, image, rust_image=rust_image)
+    images = image + (f", rust image {rust_image}" if testnet.rust_nodes else "")
     print(
         f"rendered testnet {testnet.name} ({len(testnet.nodes)} nodes, "
-        f"{len(testnet.routers)} routers, image {image}) into {args.out}: {len(files)} files"
+        f"{len(testnet.routers)} routers, image {images}) into {args.out}: {len(files)} files"
     )
     for warning in testnet.warnings:
         print(f"warning: {warning}")

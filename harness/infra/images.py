@@ -11,6 +11,8 @@ always does.
 Entry points for the rest of the harness:
 - `node_image_tag(repo_root)`: the tag the current tree builds to; cheap, never builds.
 - `ensure_node_image(progress)`: build whatever is missing and return that tag.
+The rust node image (harness/infra/rust_image.py) reuses the base choice, the hashing and
+the build helpers here.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from harness.progress import Progress
 NODE_REPO = "sentrynet-node"
 PYTHON_BASE = "python:3.11-slim-bookworm"
 DEBOOTSTRAP_BASE = "sentrynet-base:bookworm"
-IMAGE_LABEL = "sentrynet.image"  # node | base
+IMAGE_LABEL = "sentrynet.image"  # node | base | rust-node
 HASH_LABEL = "sentrynet.content-hash"
 HASH_LEN = 12
 
@@ -121,9 +123,13 @@ def choose_base(
 
 def node_files(root: Path) -> list[tuple[str, bytes]]:
     """Every file of node/ that goes into the image, as (relative path, bytes), sorted."""
-    node_dir = root / "node"
+    return tree_files(root, "node")
+
+
+def tree_files(root: Path, rel: str) -> list[tuple[str, bytes]]:
+    """Every file under root/rel (caches skipped), as (path relative to root, bytes), sorted."""
     files: list[tuple[str, bytes]] = []
-    for dirpath, dirnames, filenames in os.walk(node_dir):
+    for dirpath, dirnames, filenames in os.walk(root / rel):
         dirnames[:] = sorted(
             d for d in dirnames if d not in SKIP_DIRS and not d.endswith(SKIP_SUFFIXES)
         )
@@ -141,18 +147,18 @@ def content_hash(files: list[tuple[str, bytes]], lock: bytes, dockerfile: str, b
 
     Each part is length-prefixed so moving bytes between parts changes the hash.
     """
-    h = hashlib.sha256()
+    parts = [("base", base_id.encode()), ("dockerfile", dockerfile.encode()), ("lock", lock)]
+    for path, data in sorted(files):
+        parts += [("path", path.encode()), ("file", data)]
+    return hash_parts(parts)
 
-    def part(tag: str, data: bytes) -> None:
+
+def hash_parts(parts: list[tuple[str, bytes]]) -> str:
+    """HASH_LEN hex digits over (tag, data) parts, each length-prefixed, in the order given."""
+    h = hashlib.sha256()
+    for tag, data in parts:
         h.update(f"{tag}:{len(data)}:".encode())
         h.update(data)
-
-    part("base", base_id.encode())
-    part("dockerfile", dockerfile.encode())
-    part("lock", lock)
-    for path, data in sorted(files):
-        part("path", path.encode())
-        part("file", data)
     return h.hexdigest()[:HASH_LEN]
 
 
@@ -162,6 +168,23 @@ def node_tag(digest: str) -> str:
 
 def render_dockerfile(root: Path, base: str) -> str:
     """The node Dockerfile for this base, from templates/node.Dockerfile.j2."""
+    return render_template(
+        root,
+        "node.Dockerfile.j2",
+        base=base,
+        system_packages=system_packages(base),
+        requirements=list(NODE_REQUIREMENTS),
+        lock=NODE_LOCK,
+    )
+
+
+def system_packages(base: str) -> list[str]:
+    """What apt adds to the base: nothing on the debootstrap base, which has the tools."""
+    return [] if base == DEBOOTSTRAP_BASE else list(SYSTEM_PACKAGES)
+
+
+def render_template(root: Path, name: str, **context: Any) -> str:
+    """A Dockerfile template of templates/, rendered strictly (a missing value is an error)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root / "templates")),
         undefined=jinja2.StrictUndefined,
@@ -170,12 +193,7 @@ def render_dockerfile(root: Path, base: str) -> str:
         lstrip_blocks=True,
         autoescape=False,
     )
-    return env.get_template("node.Dockerfile.j2").render(
-        base=base,
-        system_packages=[] if base == DEBOOTSTRAP_BASE else list(SYSTEM_PACKAGES),
-        requirements=list(NODE_REQUIREMENTS),
-        lock=NODE_LOCK,
-    )
+    return env.get_template(name).render(**context)
 
 
 @dataclass(frozen=True)
@@ -268,15 +286,21 @@ def node_image_tag(root: Path | None = None, client: Any = None, mode: BaseMode 
     Fails (with the fix) when no base image exists yet: run `sentrynet images build` first.
     """
     root = root or repo_root()
-    client = client or docker_client()
+    base, base_id = local_base(client or docker_client(), mode, "node")
+    return plan_node_image(root, base, base_id).tag
+
+
+def local_base(client: Any, mode: BaseMode, what: str) -> tuple[str, str]:
+    """(ref, id) of the base image already on this machine; never pulls or builds.
+
+    Fails (with the fix) when there is none yet: then the `what` image tag is not known."""
     choice = choose_base(lambda ref: image_id(client, ref) is not None, lambda _ref: False, mode)
-    if choice.action != "use":
+    base_id = image_id(client, choice.ref) if choice.action == "use" else None
+    if base_id is None:
         raise SentrynetError(
-            "no base image yet, so the node image tag is not known: run `sentrynet images build`"
+            f"no base image yet, so the {what} image tag is not known: run `sentrynet images build`"
         )
-    base_id = image_id(client, choice.ref)
-    assert base_id is not None
-    return plan_node_image(root, choice.ref, base_id).tag
+    return choice.ref, base_id
 
 
 # --------------------------------------------------------------------------- locking, logs
@@ -533,7 +557,9 @@ def import_rootfs(rootfs: Path, log: Path) -> None:
 # --------------------------------------------------------------------------- node image
 
 
-def ensure_base(client: Any, root: Path, progress: Progress, mode: BaseMode) -> BaseChoice:
+def ensure_base(
+    client: Any, root: Path, progress: Progress, mode: BaseMode, say: bool = True
+) -> BaseChoice:
     def can_pull(ref: str) -> bool:
         with progress.step(f"docker pull {ref}"):
             ok = try_pull(client, ref)
@@ -544,7 +570,8 @@ def ensure_base(client: Any, root: Path, progress: Progress, mode: BaseMode) -> 
     choice = choose_base(lambda ref: image_id(client, ref) is not None, can_pull, mode)
     if choice.action == "build":
         build_debootstrap_base(root, progress)
-    progress.say(f"base image {choice.ref}")
+    if say:
+        progress.say(f"base image {choice.ref}")
     return choice
 
 
@@ -562,32 +589,39 @@ def build_node_image(client: Any, plan: NodeImagePlan, progress: Progress) -> No
             dest = ctx / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
-        with progress.step(f"docker build {plan.tag} (log {log})"), open(log, "w") as fh:
-            stream = client.api.build(
-                path=str(ctx),
-                tag=plan.tag,
-                rm=True,
-                forcerm=True,
-                pull=False,
-                decode=True,
-                labels={HASH_LABEL: plan.digest},
-                # The debootstrap base has everything: build with no network at all.
-                network_mode="none" if plan.base == DEBOOTSTRAP_BASE else None,
-            )
-            for chunk in stream:
-                if "error" in chunk:
-                    fh.write(f"ERROR: {chunk['error']}\n")
-                    fh.flush()
-                    raise SentrynetError(
-                        f"docker build {plan.tag} failed: {chunk['error'].strip()}\n"
-                        f"last lines of {log}:\n{tail(log)}"
-                    )
-                text = chunk.get("stream", "")
-                if text:
-                    fh.write(text)
-                    fh.flush()
-                    if text.startswith("Step "):
-                        progress.say("  " + text.strip()[:110])
+        docker_build(client, ctx, plan.tag, plan.digest, plan.base, log, progress)
+
+
+def docker_build(
+    client: Any, ctx: Path, tag: str, digest: str, base: str, log: Path, progress: Progress
+) -> None:
+    """`docker build` an assembled context (never pulls), streaming its output to `log`."""
+    with progress.step(f"docker build {tag} (log {log})"), open(log, "w") as fh:
+        stream = client.api.build(
+            path=str(ctx),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+            labels={HASH_LABEL: digest},
+            # The debootstrap base has everything: build with no network at all.
+            network_mode="none" if base == DEBOOTSTRAP_BASE else None,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                fh.write(f"ERROR: {chunk['error']}\n")
+                fh.flush()
+                raise SentrynetError(
+                    f"docker build {tag} failed: {chunk['error'].strip()}\n"
+                    f"last lines of {log}:\n{tail(log)}"
+                )
+            text = chunk.get("stream", "")
+            if text:
+                fh.write(text)
+                fh.flush()
+                if text.startswith("Step "):
+                    progress.say("  " + text.strip()[:110])
 
 
 def created_epoch(created: str) -> float | None:
@@ -599,7 +633,7 @@ def created_epoch(created: str) -> float | None:
 
 
 def prune_candidates(
-    images: list[tuple[list[str], float | None]], keep: str, now: float
+    images: list[tuple[list[str], float | None]], keep: str, now: float, repo: str = NODE_REPO
 ) -> list[str]:
     """Tags to remove from (tags, created) pairs: all but `keep`, the newest KEEP_OLD_IMAGES
     others, and anything younger than KEEP_YOUNGER_S or of unknown age."""
@@ -609,17 +643,22 @@ def prune_candidates(
     for tags, created in others[KEEP_OLD_IMAGES:]:
         if created is None or now - created < KEEP_YOUNGER_S:
             continue
-        doomed += [t for t in tags if t.startswith(f"{NODE_REPO}:")]
+        doomed += [t for t in tags if t.startswith(f"{repo}:")]
     return doomed
 
 
 def prune_node_images(client: Any, keep: str, progress: Progress) -> None:
     """Remove old sentrynet-node images; never forced, so an image a container uses stays."""
+    prune_images(client, NODE_REPO, "node", keep, progress)
+
+
+def prune_images(client: Any, repo: str, kind: str, keep: str, progress: Progress) -> None:
+    """Remove old images of `repo` labelled `sentrynet.image=kind` (prune_candidates)."""
     import docker.errors
 
-    found = client.images.list(name=NODE_REPO, filters={"label": f"{IMAGE_LABEL}=node"})
+    found = client.images.list(name=repo, filters={"label": f"{IMAGE_LABEL}={kind}"})
     pairs = [(list(im.tags), created_epoch(im.attrs.get("Created", ""))) for im in found]
-    for tag in prune_candidates(pairs, keep, time.time()):
+    for tag in prune_candidates(pairs, keep, time.time(), repo):
         try:
             client.images.remove(tag)
             progress.say(f"pruned {tag}")

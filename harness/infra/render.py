@@ -9,7 +9,10 @@ Output (all paths relative, so the directory can be moved):
     OUT/nodes/<name>/netsetup.sh    templates/netsetup.sh.j2 (routes, loss, latency)
     OUT/routers/<router>/router.sh  templates/router.sh.j2 (NAT rules)
 
-Deterministic: the same topology, name, overrides and image give byte-identical files (keys
+A node with `impl: rust` differs only in its compose service's image (the rust node image,
+harness/infra/rust_image.py) and command (the rust binary on the same node.toml).
+
+Deterministic: the same topology, name, overrides and images give byte-identical files (keys
 are derived from the testnet and node names; nothing depends on time or dict order), which is
 what the golden tests check.
 """
@@ -24,6 +27,7 @@ from typing import Any
 import jinja2
 
 from harness.errors import SentrynetError
+from harness.infra.rust_image import RUST_BINARY_IN_IMAGE
 from harness.model.testnet import TESTNET_FILE, Node, Testnet
 from node.config import section_defaults
 
@@ -49,6 +53,11 @@ RELAY_DEFAULTS = section_defaults(
 DCUTR_DEFAULTS = section_defaults("dcutr", ("enabled", "max_attempts"))
 CONFIG_DIR = "/config"  # the node's rendered directory, mounted read-only
 DATA_DIR = "/data"  # a named volume per node: survives restarts, removed by `down`
+# What each implementation's container runs after netsetup.sh: both read the same node.toml.
+NODE_COMMANDS = {
+    "python": f"python -m node --config {CONFIG_DIR}/node.toml",
+    "rust": f"{RUST_BINARY_IN_IMAGE} --config {CONFIG_DIR}/node.toml",
+}
 
 
 def toml_value(value: Any) -> str:
@@ -158,12 +167,31 @@ def _prepare(out: Path) -> None:
             path.unlink()
 
 
+def node_images(testnet: Testnet, image: str, rust_image: str | None) -> dict[str, str]:
+    """impl -> the image its nodes run; a testnet with rust nodes needs the rust image."""
+    if testnet.rust_nodes and not rust_image:
+        raise SentrynetError(
+            f"testnet {testnet.name}: {', '.join(testnet.rust_nodes)} "
+            f"{'has' if len(testnet.rust_nodes) == 1 else 'have'} `impl: rust`, but no rust "
+            "node image was given; build it with `sentrynet images build` (needs cargo) or "
+            "pass --rust-image"
+        )
+    return {"python": image, "rust": rust_image or ""}
+
+
 def render(
-    testnet: Testnet, out_dir: str | Path, image: str, root: Path | None = None
+    testnet: Testnet,
+    out_dir: str | Path,
+    image: str,
+    root: Path | None = None,
+    rust_image: str | None = None,
 ) -> list[Path]:
-    """Write every file of the testnet into out_dir; returns the paths written, sorted."""
+    """Write every file of the testnet into out_dir; returns the paths written, sorted.
+
+    `image` runs the routers and the Python nodes, `rust_image` the `impl: rust` nodes."""
     from harness.model.keys import node_key
 
+    images = node_images(testnet, image, rust_image)
     root = root or REPO_ROOT
     env = _env(root)
     out = Path(out_dir)
@@ -180,7 +208,9 @@ def render(
         path.chmod(mode)
         written.append(path)
 
-    compose = env.get_template(COMPOSE_TEMPLATE).render(testnet=testnet, image=image)
+    compose = env.get_template(COMPOSE_TEMPLATE).render(
+        testnet=testnet, image=image, node_images=images, node_commands=NODE_COMMANDS
+    )
     write("docker-compose.yml", compose)
     write(TESTNET_FILE, testnet.to_json())
 

@@ -55,7 +55,7 @@ API_PORT = 9000
 CONTROL_NETWORK = "control"
 CONTROL_FIRST_HOST = 10
 TESTNET_FILE = "testnet.json"
-FORMAT_VERSION = 3  # 2: per-node p2p_port; 3: router_public_ip per network
+FORMAT_VERSION = 4  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ class Node:
     router: str | None  # that router's name
     container: str
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra node.toml keys
+    impl: str = "python"  # python (node/) | rust (peers/rust reference node, no chain)
 
     @property
     def networks(self) -> tuple[str, ...]:
@@ -171,6 +172,11 @@ class Testnet:
     @property
     def public_network(self) -> Network:
         return next(n for n in self.networks if n.kind == "public")
+
+    @property
+    def rust_nodes(self) -> tuple[str, ...]:
+        """Nodes run by the rust reference node: they need the rust image."""
+        return tuple(n.name for n in self.nodes if n.impl == "rust")
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -510,4 +516,5 @@ def _node(
         router=router,
         container=f"{tn_name}-{spec.name}",
         config={k: dict(v) for k, v in spec.config.items()},
+        impl=spec.impl,
     )

@@ -26,6 +26,7 @@ File format (see scenarios/sentry.yaml and docs/topology.md)::
         serve_sync: true
         p2p_port: 4001                # optional; see "p2p ports" below
         config: {relay: {max_reservations: 64}}      # extra node.toml keys (contracts.md 1)
+        impl: python                  # python (node/) | rust (peers/rust: no chain)
 
 One NAT router is derived for each private network whose nat is not `none` (`router-<net>`);
 its addresses are reserved here so nodes never collide with them: the private side takes the
@@ -61,6 +62,9 @@ from node.config import ConfigError, validate_overrides
 ROLES = ("validator", "full", "sentry")
 NAT_TYPES = ("none", "cone", "symmetric")
 RELAY_MODES = ("off", "client", "server", "both")
+# Which libp2p implementation runs the node: ours (node/) or the rust-libp2p reference node
+# (peers/rust). The rust node runs no chain: it cannot vote or serve block sync.
+IMPLS = ("python", "rust")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 FIRST_AUTO_HOST = 10  # auto-assigned node IPs start at .10 (below: gateway, spare)
 P2P_PORT = 4001  # the first p2p port; nodes behind one NAT router count up from here
@@ -80,6 +84,7 @@ NODE_KEYS = (
     "serve_sync",
     "p2p_port",
     "config",
+    "impl",
 )
 # Extra node config (`config:`) is validated by the node's own schema (node/config.py
 # validate_overrides, docs/contracts.md section 1). These node.toml keys render derives from
@@ -145,6 +150,7 @@ class NodeSpec:
     serve_sync: bool = True
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
     p2p_port: int = P2P_PORT  # resolved: explicit `p2p_port:` or derived (_assign_ports)
+    impl: str = "python"  # python | rust (IMPLS)
 
     @property
     def is_relay_server(self) -> bool:
@@ -655,7 +661,10 @@ def _node_spec(
     peers: list[str] | None = None
     if "persistent_peers" in spec:
         peers = c.name_list(spec["persistent_peers"], f"{path}.persistent_peers")
-    serve_sync = c.boolean(spec.get("serve_sync", True), f"{path}.serve_sync")
+    impl = c.choice(spec.get("impl", "python"), f"{path}.impl", IMPLS)
+    if impl == "rust":
+        _check_rust_node(c, path, name, spec)
+    serve_sync = c.boolean(spec.get("serve_sync", impl == "python"), f"{path}.serve_sync")
     port = spec.get("p2p_port", P2P_PORT)
     if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
         raise c.fail(
@@ -678,7 +687,26 @@ def _node_spec(
         serve_sync=serve_sync,
         config=config,
         p2p_port=port,
+        impl=impl,
     )
+
+
+def _check_rust_node(c: _Checker, path: str, name: str, spec: dict[str, Any]) -> None:
+    """The rust reference node (peers/rust) runs no chain: refuse the chain duties a
+    topology could give it, instead of a testnet whose consensus silently lacks a voter."""
+    if spec.get("role") == "validator":
+        raise c.fail(
+            f"{path}.impl",
+            f"{name} is a validator, and the rust reference node runs no chain (it cannot vote)",
+            f"use `impl: python` on validators, or make {name} `role: full`",
+        )
+    if spec.get("serve_sync") is True:
+        raise c.fail(
+            f"{path}.serve_sync",
+            f"true, but {name} has `impl: rust` and the rust reference node runs no chain "
+            "(it serves no block sync)",
+            "remove `serve_sync:` (a rust node serves none), or use `impl: python`",
+        )
 
 
 def _validate_relations(c: _Checker, topo: Topology) -> None:

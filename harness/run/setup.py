@@ -28,11 +28,13 @@ SCENARIO_DIR = REPO_ROOT / "scenarios"
 
 @dataclass(frozen=True)
 class Setup:
-    """A testnet ready to start: its model, its rendered directory and the image it runs."""
+    """A testnet ready to start: its model, its rendered directory and the images it runs
+    (`rust_image` only when it has `impl: rust` nodes)."""
 
     testnet: Testnet
     run_dir: Path
     image: str
+    rust_image: str | None = None
 
 
 def setup(
@@ -55,17 +57,18 @@ def setup(
     )
     preflight(testnet)
     if rendered:
-        image = rendered_image(run_dir)
-        if docker.client().images.list(name=image) == []:
-            raise SentrynetError(
-                f"{run_dir} was rendered for image {image}, which is not present; "
-                "`sentrynet images build` and render again"
-            )
+        image, rust_image = rendered_images(run_dir, testnet)
+        for ref in (image, rust_image):
+            if ref is not None and docker.client().images.list(name=ref) == []:
+                raise SentrynetError(
+                    f"{run_dir} was rendered for image {ref}, which is not present; "
+                    "`sentrynet images build` and render again"
+                )
     else:
-        image = ensure_image(progress)
+        image, rust_image = ensure_images(testnet, progress)
         with progress.step(f"render into {run_dir}"):
-            render(testnet, run_dir, image)
-    return Setup(testnet, run_dir, image)
+            render(testnet, run_dir, image, rust_image=rust_image)
+    return Setup(testnet, run_dir, image, rust_image)
 
 
 def _model(
@@ -90,19 +93,37 @@ def _model(
     return testnet, (out or RUNS_DIR / testnet.name), False
 
 
-def rendered_image(run_dir: Path) -> str:
+def rendered_images(run_dir: Path, testnet: Testnet) -> tuple[str, str | None]:
+    """The node image and the rust node image (None: no rust node) a directory runs."""
     doc = yaml.safe_load((run_dir / "docker-compose.yml").read_text())
-    images = {svc.get("image") for svc in (doc.get("services") or {}).values()}
-    images.discard(None)
-    if len(images) != 1:
-        raise SentrynetError(f"{run_dir}/docker-compose.yml: expected one image, found {images}")
-    return str(images.pop())
+    services = doc.get("services") or {}
+    rust = set(testnet.rust_nodes)
+
+    def images_of(want_rust: bool) -> set[str]:
+        return {
+            str(svc["image"])
+            for name, svc in services.items()
+            if svc.get("image") and (name in rust) == want_rust
+        }
+
+    node_images, rust_images = images_of(False), images_of(True)
+    if len(node_images) != 1 or len(rust_images) != (1 if rust else 0):
+        raise SentrynetError(
+            f"{run_dir}/docker-compose.yml: expected one node image and "
+            f"{'one rust node image' if rust else 'no rust node image'}, found "
+            f"{sorted(node_images)} and {sorted(rust_images)}; render again"
+        )
+    return node_images.pop(), (rust_images.pop() if rust_images else None)
 
 
-def ensure_image(progress: Progress) -> str:
+def ensure_images(testnet: Testnet, progress: Progress) -> tuple[str, str | None]:
+    """Build what the testnet runs: the node image, and the rust node image when it has an
+    `impl: rust` node (without cargo that fails saying how to get it)."""
     from harness.infra.images import ensure_node_image  # late: imports the build machinery
+    from harness.infra.rust_image import ensure_rust_image
 
-    return ensure_node_image(progress)
+    image = ensure_node_image(progress)
+    return image, (ensure_rust_image(progress) if testnet.rust_nodes else None)
 
 
 def preflight(testnet: Testnet) -> None:

@@ -69,7 +69,8 @@ def start(
     compose = Compose(testnet.project, ready.run_dir / "docker-compose.yml")
     timings = {"prepare_s": time.monotonic() - t0} if t0 is not None else {}
     with _torn_down_on_failure(testnet, progress, keep_on_failure):
-        with progress.step(f"compose up ({compose_version()}, image {ready.image})"):
+        images = ready.image + (f" and {ready.rust_image}" if ready.rust_image else "")
+        with progress.step(f"compose up ({compose_version()}, image {images})"):
             t_up = time.monotonic()
             compose.up()
         wait_ready(testnet, progress, ready_deadline_s)

@@ -15,12 +15,16 @@ from pathlib import Path
 import pytest
 
 from harness.infra import docker as docker_ops
+from harness.infra.rust_image import RustToolchainMissing, ensure_rust_image
 from harness.progress import Progress
 from harness.run import cleanup, start
 from harness.run.testnet import RunningTestnet
+from testkit.topology import with_impl
 
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "scenarios" / "mini.yaml"
+SENTRY = REPO / "scenarios" / "sentry.yaml"
+RUST_NODE = "node6"  # the sentry testnet's full node behind router b
 MINI_NETS = ("public", "a", "b", "control")
 # Generous: a loaded 2-CPU CI machine takes tens of seconds to import py-libp2p per node.
 READY_DEADLINE_S = 240.0
@@ -96,6 +100,33 @@ def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTestnet]:
     tn = Testnets(prefix=f"t{os.getpid() % 100000}", tmp=tmp_path_factory.mktemp("mini"))
     try:
         yield tn.up("nat")
+    finally:
+        left = tn.cleanup()
+        assert not left, f"objects left after down: {left}"
+
+
+@pytest.fixture(scope="session")
+def rust_image() -> str:
+    """The rust node image of this tree (built when missing). Without cargo to build it the
+    tests that need it skip locally with the reason, and FAIL with CI=true."""
+    try:
+        return ensure_rust_image(Progress())
+    except RustToolchainMissing as exc:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{exc} (CI=true: tests needing the rust node image may not skip)")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def sentry_rust(
+    rust_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningTestnet]:
+    """The sentry testnet with node6 (a full node behind NAT) on the rust reference node,
+    shared by a module."""
+    tmp = tmp_path_factory.mktemp("sentry-rust")
+    tn = Testnets(prefix=f"t{os.getpid() % 100000}", tmp=tmp)
+    try:
+        yield tn.up("rust", topology=with_impl(SENTRY, tmp, {RUST_NODE: "rust"}))
     finally:
         left = tn.cleanup()
         assert not left, f"objects left after down: {left}"

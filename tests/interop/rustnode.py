@@ -8,28 +8,20 @@ format; only the command differs.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from harness.infra.rust_image import RUST_BINARY, find_cargo
 from testkit.procs import NodeProc, NodeProcs, free_port, render_toml, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-RUST_NODE = REPO / ".cache" / "rust-target" / "debug" / "sentrynet-rust-node"
+RUST_NODE = REPO / RUST_BINARY
+__all__ = ["RUST_NODE", "build", "find_cargo", "in_ci", "start_rust"]
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def find_cargo() -> str | None:
-    """cargo on PATH, else rustup's default place (a login PATH often lacks it)."""
-    found = shutil.which("cargo")
-    if found:
-        return found
-    home = Path.home() / ".cargo" / "bin" / "cargo"
-    return str(home) if home.exists() else None
 
 
 def build() -> subprocess.CompletedProcess[str]:
