@@ -117,6 +117,11 @@ class Observation:
     def validators(self) -> list[str]:
         return sorted(n.name for n in self.nodes.values() if n.validator)
 
+    def chain_nodes(self) -> list[str]:
+        """Nodes that run the chain: not the rust reference node (`impl: rust`), which has no
+        height to compare; a chain check over every node would fail on it."""
+        return sorted(n.name for n in self.nodes.values() if n.impl != "rust")
+
     def clients(self) -> list[str]:
         return sorted(n.name for n in self.nodes.values() if n.relay_client)
 

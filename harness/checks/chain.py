@@ -264,7 +264,7 @@ def converged(min_blocks: int = 3, base_mark: str = "healed_heights") -> Check:
     on the hash at the lowest current tip."""
 
     def check(obs: Observation) -> Verdict:
-        names = sorted(obs.nodes)
+        names = obs.chain_nodes()
         missing = obs.missing(names)
         if missing:
             return Verdict(False, f"no status: {', '.join(missing)}", cause="node down")

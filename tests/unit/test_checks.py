@@ -432,6 +432,23 @@ def test_converged_needs_every_node_past_the_heal() -> None:
     assert chain.converged(3)(obs(st, marks=marks)).ok
 
 
+def test_converged_leaves_out_nodes_that_run_no_chain() -> None:
+    """A node on the rust reference node (impl: rust) has no height: not a laggard."""
+    import dataclasses
+
+    marks = {"healed_heights": {"node0": 8, "node4": 7}}
+    st = healthy_statuses()
+    for s in st.values():
+        s["chain"]["height"] = 12
+        s["chain"]["tip_hash"] = "h12"
+    st["node6"]["chain"] = None
+    o = obs(st, marks=marks)
+    assert not chain.converged(3)(o).ok  # node6 counts while it is a python node
+    o.nodes["node6"] = dataclasses.replace(o.nodes["node6"], impl="rust")
+    assert "node6" not in o.chain_nodes()
+    assert chain.converged(3)(o).ok
+
+
 # --------------------------------------------------------------------------- expected negatives
 
 
