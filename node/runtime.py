@@ -121,7 +121,6 @@ class GuardedNursery:
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         self.crashed = 0  # background tasks that raised
-        self.cancel_scope = nursery.cancel_scope
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         self._nursery.start_soon(self._guard, fn, args, name=getattr(fn, "__qualname__", fn))

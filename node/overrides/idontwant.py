@@ -33,7 +33,6 @@ def install_idontwant_threshold(gossipsub: Any, threshold: int = IDONTWANT_THRES
     async def emit_for_large_messages(msg_id: bytes, topic_ids: Iterable[str]) -> None:
         msg = gossipsub.mcache.get(msg_id)
         if msg is not None and msg.ByteSize() < threshold:
-            gossipsub.idontwant_skipped = getattr(gossipsub, "idontwant_skipped", 0) + 1
             return
         await upstream(msg_id, topic_ids)
 

@@ -38,7 +38,7 @@ def test_cancellation_still_ends_guarded_tasks() -> None:
         async with trio.open_nursery() as nursery:
             guarded = GuardedNursery(nursery)
             guarded.start_soon(trio.sleep_forever)
-            guarded.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
         return True
 
     assert trio.run(main)
