@@ -138,7 +138,7 @@ def save_artifacts(
     run_dir: Path,
     *,
     statuses: dict[str, dict[str, Any] | None] | None = None,
-    status_errors: dict[str, str] | None = None,
+    status_errors: dict[str, Any] | None = None,
     events: dict[str, list[dict[str, Any]]] | None = None,
     logs: Iterable[str] = (),
     read_log: Callable[[str], str] | None = None,
@@ -161,7 +161,8 @@ def save_artifacts(
         sdir = run_dir / "status"
         sdir.mkdir(exist_ok=True)
         for name, st in sorted(statuses.items()):
-            doc = st if st is not None else {"error": (status_errors or {}).get(name, "no status")}
+            why = (status_errors or {}).get(name, "no status")
+            doc = st if st is not None else (why if isinstance(why, dict) else {"error": why})
             attempt(
                 f"status/{name}.json", functools.partial(write_json, sdir / f"{name}.json", doc)
             )

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.client import NodeStatus, TestnetStatus
+from harness.client import NOT_READ, NodeStatus, TestnetStatus
 from harness.model import load_topology, reach
 from harness.progress import Progress
 from harness.run import audit, cleanup, graph, report, setup, start
@@ -215,10 +215,17 @@ def write_report(
             report.save_artifacts(
                 run_dir,
                 statuses={
-                    n.name: st.to_json() if (st := observer.status.get(n.name)) else None
-                    for n in tn.nodes
+                    **{
+                        n.name: st.to_json() if (st := observer.status.get(n.name)) else None
+                        for n in tn.nodes
+                    },
+                    **{  # what the routers' conntrack held at the end (harness/checks/outside)
+                        r.name: {"conntrack": [f.to_json() for f in flows]}
+                        for r in tn.routers
+                        if (flows := observer.flows.get(r.network)) is not None
+                    },
                 },
-                status_errors=observer.errors,
+                status_errors={**observer.errors, **_outside_views(running)},
                 events={n: [e.to_json() for e in evs] for n, evs in observer.events.items()},
                 logs=[n.name for n in tn.nodes] + [r.name for r in tn.routers],
                 read_log=lambda name: (
@@ -251,6 +258,19 @@ def write_report(
     report.write_results(run_dir, doc)
     progress.say(f"results: {run_dir} (report.json, junit.xml, logs/, status/, events/, graph.svg)")
     return doc, run_dir
+
+
+def _outside_views(running: RunningTestnet) -> dict[str, Any]:
+    """What status/<node>.json says of a node with `api: none`: that it was never asked,
+    and its TCP table as last read from outside; routers get their conntrack flows."""
+    observer, out = running.observer, {}
+    for n in running.testnet.nodes:
+        if not n.has_api:
+            out[n.name] = {
+                "api": NOT_READ,
+                "tcp_table": [s.to_json() for s in observer.sockets.get(n.name, [])],
+            }
+    return out
 
 
 def _write_graph(running: RunningTestnet, run_dir: Path) -> list[str]:
