@@ -446,3 +446,82 @@ pub fn verify_chain_link(
     }
     cert.verify(vset, block)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::consensus::Msg;
+    use crate::chain::gossip::{block_payload, decode_gossip, encode_msg, topic_for, Gossip};
+
+    // Vectors from the Python node (node/chain/block.py, service.py) with the Ed25519 key
+    // of seed 00 01 .. 1f (libp2p protobuf private key below).
+    const KEY: &str = "08011220000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const PID: &str = "12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB";
+    const CHAIN_ID: &str = "ed16b27a55e07c2f2ad6abf7cf7dda74197efeb2dcb0dff4afbf56a81fbf071d";
+    const BLOCK_HASH: &str = "259e488bd5cdfb3055c8bd1e9ba0e92d3618e88f7a8a83a88f6f2e52cedad2f4";
+    const VOTE_SIG: &str = "651638ddd1e98046ef241fd7b45b719ecf1a341f746584ab98a27df28f6af567\
+                            af859d77a5ee65c2964806f8aab32b768f55b79044ae39f0393ef78527aaf202";
+    const NIL_SIG: &str = "9b6f82a4752ae2105716ddc7bee646de1c043bb728c02acbc6d2a6bbe58f2d3f\
+                           a963c07a73ef4d70d476d69275d52343363018c3129ccb0f2c65fc25c4059300";
+    const PROP_SIG: &str = "a5179971cc5ba62abbe29aa9bda83f28e1300d1fd5c93bbad736834aa350c6cc\
+                            8aa7f00f501cee51ba12cc0da094827f86768540463304dc5303df3ef64d4503";
+
+    fn setup() -> (Keypair, ValidatorSet, Block) {
+        let key = crate::keys::from_bytes(&codec::from_hex(KEY).unwrap()).unwrap();
+        assert_eq!(key.public().to_peer_id().to_string(), PID);
+        let vset = ValidatorSet::new(&[("v0".into(), PID.into())]).unwrap();
+        let block = Block {
+            height: 1,
+            prev_hash: vset.chain_id,
+            proposer: PID.into(),
+            time_ms: 1_700_000_000_000,
+            payload: block_payload("v0", 1),
+        };
+        (key, vset, block)
+    }
+
+    #[test]
+    fn chain_id_topic_and_block_hash_match_python() {
+        let (_, vset, block) = setup();
+        assert_eq!(hex(&vset.chain_id), CHAIN_ID);
+        assert_eq!(topic_for(&vset), "/sentrynet/chain/1/ed16b27a55e07c2f");
+        assert_eq!(hex(&block.hash()), BLOCK_HASH);
+        assert_eq!(vset.quorum(), 1);
+    }
+
+    #[test]
+    fn signatures_match_python_bytes() {
+        let (key, vset, block) = setup();
+        let v = Vote::make(&vset, &key, PID, PRECOMMIT, 1, 0, Some(block.hash()));
+        assert_eq!(hex(&v.signature), VOTE_SIG);
+        let nil = Vote::make(&vset, &key, PID, PREVOTE, 1, 2, None);
+        assert_eq!(hex(&nil.signature), NIL_SIG);
+        let p = Proposal::make(&vset, &key, PID, 0, block.clone(), -1);
+        assert_eq!(hex(&p.signature), PROP_SIG);
+        v.verify(&vset).unwrap();
+        nil.verify(&vset).unwrap();
+        p.verify(&vset).unwrap();
+        let cert = CommitCert { height: 1, round: 0, block_hash: block.hash(), votes: vec![v] };
+        verify_chain_link(&vset, &vset.chain_id, &block, &cert).unwrap();
+    }
+
+    #[test]
+    fn gossip_bytes_match_python_and_tampering_fails() {
+        let (key, vset, block) = setup();
+        let v = Vote::make(&vset, &key, PID, PRECOMMIT, 1, 0, Some(block.hash()));
+        let wire = encode_msg(&Msg::Vote(v.clone()));
+        let want = format!(
+            "{{\"kind\":\"vote\",\"vote\":{{\"block\":\"{BLOCK_HASH}\",\"height\":1,\"round\":0,\
+             \"sig\":\"{VOTE_SIG}\",\"type\":\"precommit\",\"validator\":\"{PID}\"}}}}"
+        );
+        assert_eq!(String::from_utf8(wire.clone()).unwrap(), want);
+        let Ok(Gossip::Msg(Msg::Vote(back))) = decode_gossip(&wire) else { panic!("decode") };
+        assert_eq!(back, v);
+        let mut bad = v.clone();
+        bad.round = 1;
+        assert_eq!(bad.verify(&vset).unwrap_err().reason, "bad_signature");
+        let mut stranger = v;
+        stranger.validator = "12D3KooWSoLzampfxc4t3sy9LZgcv3oBvpQsuHvdoRXCZJ6wGSFt".into();
+        assert_eq!(stranger.verify(&vset).unwrap_err().reason, "not_validator");
+    }
+}
