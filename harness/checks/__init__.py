@@ -118,9 +118,15 @@ class Observation:
         return sorted(n.name for n in self.nodes.values() if n.validator)
 
     def chain_nodes(self) -> list[str]:
-        """Nodes that run the chain: not the rust reference node (`impl: rust`), which has no
-        height to compare; a chain check over every node would fail on it."""
-        return sorted(n.name for n in self.nodes.values() if n.impl != "rust")
+        """Nodes that run the chain, whatever their implementation: every node except those
+        whose /status says `chain: null` (a node that runs no chain, e.g. a rust reference
+        node built before it ran one), which have no height to compare. A node with no
+        status at all stays in, so a chain check reports it missing rather than passing."""
+        return sorted(
+            n.name
+            for n in self.nodes.values()
+            if n.name not in self.status or self.status[n.name].chain is not None
+        )
 
     def clients(self) -> list[str]:
         return sorted(n.name for n in self.nodes.values() if n.relay_client)
