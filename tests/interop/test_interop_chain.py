@@ -26,7 +26,15 @@ from rustnode import launch_rust, start_rust
 from node.chain import codec
 from node.chain.block import Block, CommitCert, ValidatorSet
 from node.chain.sync import SYNC_PROTOCOL, FrameReader, encode_uvarint, frame
-from testkit.chain import chain, chain_section, check_agreement, height, make_key, validator_configs
+from testkit.chain import (
+    chain,
+    chain_section,
+    check_agreement,
+    height,
+    make_key,
+    store_hashes,
+    validator_configs,
+)
 from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.interop
@@ -205,3 +213,23 @@ def test_rust_rejects_malformed_sync_requests_and_keeps_serving(
         assert reasons.count("malformed") >= 4 and reasons.count("bad_frame") >= 1, reasons
         h = height(st)
         wait_for(node, lambda s: height(s) >= h + 3, "commits after the bad requests", 30)
+
+
+def test_rust_validator_restart_keeps_its_chain(rust_node: Path, tmp_path: Path) -> None:
+    """The rust node's store (data_dir/chain.jsonl) survives a restart: same blocks, and
+    the validator commits on top of them."""
+    with NodeProcs(tmp_path) as procs:
+        node = procs.write_config("rkeep")
+        ids = {"rkeep": make_key(node.config["node"]["key_file"])}
+        node = start_rust(
+            procs, rust_node, "rkeep", node={"role": "validator"}, chain=chain_section(ids, 0.2)
+        )
+        wait_for(node, lambda s: height(s) >= 4, "solo rust validator commits", 60)
+        node.stop()
+        before = store_hashes(node.config["node"]["data_dir"])
+        assert len(before) >= 4
+        launch_rust(node, rust_node)
+        st = wait_for(node, lambda s: s if height(s) >= max(before) + 2 else None, "more", 60)
+        assert chain(st)["error"] is None
+        after = store_hashes(node.config["node"]["data_dir"])
+        assert {h: after[h] for h in before} == before
