@@ -149,6 +149,7 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 reject("bad_frame", e.clone());
                 let reply = frame(&json!({"type": "error", "reason": format!("bad frame: {e}")}));
                 let _ = io.get_mut().write_all(&reply).await;
+                let _ = io.get_mut().flush().await;
                 break;
             }
         };
@@ -160,7 +161,8 @@ pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             reject("malformed", e.to_string());
             json!({"type": "error", "reason": format!("malformed request: {e}")})
         });
-        if io.get_mut().write_all(&frame(&response)).await.is_err() {
+        let w = io.get_mut();
+        if w.write_all(&frame(&response)).await.is_err() || w.flush().await.is_err() {
             return;
         }
     }
@@ -250,4 +252,54 @@ pub fn parse_blocks(
         out.push((block, cert));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8], max: usize) -> Result<Option<Vec<u8>>, FrameError> {
+        let mut r = futures::io::Cursor::new(bytes.to_vec());
+        futures::executor::block_on(read_frame(&mut r, max))
+    }
+
+    #[test]
+    fn frames_as_python_writes_them() {
+        // node/chain/sync.py frame({"type": "status"})
+        let f = frame(&json!({"type": "status"}));
+        assert_eq!(f, b"\x11{\"type\":\"status\"}".to_vec());
+        let mut v = Vec::new();
+        encode_uvarint(300, &mut v);
+        assert_eq!(v, vec![0xac, 0x02]);
+        assert_eq!(read(&f, 64).unwrap().unwrap(), b"{\"type\":\"status\"}".to_vec());
+        assert!(read(b"", 64).unwrap().is_none());
+        assert!(matches!(read(&[0x80], 64), Err(FrameError::Bad(_))));
+        assert!(matches!(read(&[0xff; 6], 64), Err(FrameError::Bad(_))));
+        assert!(matches!(read(&[0x05, b'{'], 64), Err(FrameError::Bad(_))));
+        let mut big = Vec::new();
+        encode_uvarint(1_000_000_000, &mut big);
+        assert!(matches!(read(&big, MAX_REQUEST), Err(FrameError::Bad(_))));
+    }
+
+    #[test]
+    fn answers_and_rejections() {
+        let dir = std::env::temp_dir().join(format!("sentrynet-sync-test-{}", std::process::id()));
+        let store = Store::open(&dir, [7; 32]).unwrap();
+        let st = answer(&store, br#"{"type":"status"}"#).unwrap();
+        assert_eq!(st, json!({"type": "status", "height": 0, "tip": hex(&[7; 32])}));
+        let b = answer(&store, br#"{"type":"blocks","from":1,"to":64}"#).unwrap();
+        assert_eq!(b, json!({"type": "blocks", "from": 1, "blocks": []}));
+        for bad in [
+            &br#"{"type":"blocks","from":0,"to":2}"#[..],
+            br#"{"type":"blocks","from":1,"to":65}"#,
+            br#"{"type":"blocks","from":3,"to":2}"#,
+            br#"{"type":"gimme"}"#,
+            br#"[1]"#,
+            b"not json",
+            br#"{"type":"blocks","from":1.0,"to":2}"#,
+        ] {
+            assert!(answer(&store, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
