@@ -97,6 +97,9 @@ class NodeClient:
         return cls(node.api_url, timeout_s)
 
 
+NOT_READ = "api: none (never read; judged from outside)"
+
+
 @dataclass
 class NodeStatus:
     """One node's /status at snapshot time, or why it could not be read."""
@@ -112,6 +115,12 @@ class NodeStatus:
     @property
     def ok(self) -> bool:
         return self.status is not None
+
+    @property
+    def down(self) -> bool:
+        """Should answer /status and does not (a node with `api: none` is never down here:
+        it is not asked)."""
+        return self.target.has_api and self.status is None
 
     @property
     def peer_id(self) -> str | None:
@@ -194,6 +203,8 @@ class TestnetStatus:
     @classmethod
     def collect(cls, testnet: Testnet, timeout_s: float = 2.0) -> TestnetStatus:
         def read(node: Node) -> NodeStatus:
+            if not node.has_api:
+                return NodeStatus(node, error=NOT_READ)
             try:
                 return NodeStatus(node, NodeClient.of(node, timeout_s).read_status())
             except NodeUnreachable as exc:

@@ -11,6 +11,9 @@ the whole scenario shares one testnet.
                     reachability reason (expected negatives, not failures)
     symmetric-nat   DCUtR fails with a recorded reason, traffic stays relayed, sync still
                     crosses through the relay
+    mixed-relay     the sentry scenario with both sentries on the rust-libp2p reference node:
+                    our clients reserve, open circuits and hole-punch through relays we did
+                    not write
     relay-failover  kill a sentry: its clients reserve elsewhere; restart it: they come back
     partition-heal  partition a|b, heal, every node converges on one chain, no forks
 """
@@ -212,23 +215,34 @@ def _sync_steps(expect_crossing: bool, deadline_s: float = 180.0) -> list[Any]:
     ]
 
 
+def _relay_feature_steps() -> list[Any]:
+    """The sentry scenario's steps: every relay feature end to end, then the chain."""
+    return [
+        CheckStep("reservations", relay_checks.reservations, 120),
+        CheckStep("relayed_circuit", relay_checks.relayed_circuit, 90, requires=("reservations",)),
+        CheckStep("dcutr_upgrade", relay_checks.dcutr_upgrade, 90, requires=("relayed_circuit",)),
+        CheckStep("consensus", chain_checks.consensus(3), 120),
+        *_sync_steps(expect_crossing=True),
+        CheckStep("no_forks", chain_checks.no_forks, 30, always=True),
+    ]
+
+
 def sentry() -> Scenario:
     return Scenario(
         name="sentry",
         topology="sentry",
         description="cone NAT on both private networks: every relay feature end to end",
-        steps=[
-            CheckStep("reservations", relay_checks.reservations, 120),
-            CheckStep(
-                "relayed_circuit", relay_checks.relayed_circuit, 90, requires=("reservations",)
-            ),
-            CheckStep(
-                "dcutr_upgrade", relay_checks.dcutr_upgrade, 90, requires=("relayed_circuit",)
-            ),
-            CheckStep("consensus", chain_checks.consensus(3), 120),
-            *_sync_steps(expect_crossing=True),
-            CheckStep("no_forks", chain_checks.no_forks, 30, always=True),
-        ],
+        steps=_relay_feature_steps(),
+    )
+
+
+def mixed_relay() -> Scenario:
+    return Scenario(
+        name="mixed-relay",
+        topology="mixed-relay",
+        description="the sentry scenario with both sentries on the rust-libp2p reference "
+        "node: our nodes reserve, open circuits and hole-punch through relays we did not write",
+        steps=_relay_feature_steps(),
     )
 
 
@@ -313,6 +327,7 @@ def partition_heal() -> Scenario:
 
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "sentry": sentry,
+    "mixed-relay": mixed_relay,
     "seed-exact": seed_exact,
     "symmetric-nat": symmetric_nat,
     "relay-failover": relay_failover,

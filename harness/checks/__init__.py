@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.infra.netstate import Flow, TcpSocket
 from harness.model import Network, Node
 from node.contract import Connection, Event, Status
 
@@ -43,11 +44,27 @@ class Observation:
     events: dict[str, list[Event]] = field(default_factory=dict)
     marks: dict[str, Any] = field(default_factory=dict)
     clock: dict[str, float] = field(default_factory=dict)  # node clock + offset = harness t
+    # Evidence from outside the nodes (harness/infra/netstate.py), for nodes with `api:
+    # none` and for the NAT routers: each one's TCP table and each router's conntrack
+    # flows, read from the kernel; `outside_errors` says why a table could not be read.
+    sockets: dict[str, list[TcpSocket]] = field(default_factory=dict)
+    flows: dict[str, list[Flow]] = field(default_factory=dict)  # router name -> flows
+    outside_errors: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The observation as JSON: results/<run-id>/observations/ keeps the one each check
         decided on, which tests/unit/test_checks_replay.py replays through the checks."""
-        node_keys = ("name", "role", "networks", "validator", "relay_client", "serve_sync")
+        node_keys = (
+            "name",
+            "role",
+            "networks",
+            "addresses",
+            "validator",
+            "relay_client",
+            "serve_sync",
+            "impl",
+            "api",
+        )
         return {
             "t": self.t,
             "nodes": {
@@ -69,6 +86,9 @@ class Observation:
             "events": {name: [e.to_json() for e in evs] for name, evs in self.events.items()},
             "marks": json.loads(json.dumps(self.marks, default=str)),
             "clock": dict(self.clock),
+            "sockets": {k: [s.to_json() for s in v] for k, v in self.sockets.items()},
+            "flows": {k: [f.to_json() for f in v] for k, v in self.flows.items()},
+            "outside_errors": dict(self.outside_errors),
         }
 
     def to_t(self, name: str, node_t: float | None) -> float | None:
@@ -118,15 +138,20 @@ class Observation:
         return sorted(n.name for n in self.nodes.values() if n.validator)
 
     def chain_nodes(self) -> list[str]:
-        """Nodes that run the chain, whatever their implementation: every node except those
-        whose /status says `chain: null` (a node that runs no chain, e.g. a rust reference
-        node built before it ran one), which have no height to compare. A node with no
-        status at all stays in, so a chain check reports it missing rather than passing."""
+        """Nodes whose chain the checks can read, whatever their implementation: not a node
+        with `api: none`, whose height nobody can see (its votes still count: consensus
+        shows them), and not one whose /status says `chain: null` (a node that runs no
+        chain, e.g. a rust reference node built before it ran one). A node with no status at
+        all stays in, so a chain check reports it missing rather than passing."""
         return sorted(
             n.name
             for n in self.nodes.values()
-            if n.name not in self.status or self.status[n.name].chain is not None
+            if n.has_api and (n.name not in self.status or self.status[n.name].chain is not None)
         )
+
+    def api_less(self) -> list[str]:
+        """Nodes judged from outside only (topology `api: none`)."""
+        return sorted(n.name for n in self.nodes.values() if not n.has_api)
 
     def clients(self) -> list[str]:
         return sorted(n.name for n in self.nodes.values() if n.relay_client)

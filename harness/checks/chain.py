@@ -15,15 +15,28 @@ def _heights(obs: Observation, names: list[str]) -> str:
     return " ".join(f"{n}={obs.height(n) if obs.height(n) is not None else '-'}" for n in names)
 
 
+def _readable_validators(obs: Observation) -> tuple[list[str], str]:
+    """Validators whose height the checks can read, and a note on the others (`api: none`
+    or no chain): their votes still count, and the blocks they proposed show in the others'
+    block_committed events."""
+    readable = set(obs.chain_nodes())
+    vals = [v for v in obs.validators() if v in readable]
+    blind = [v for v in obs.validators() if v not in readable]
+    note = f" ({', '.join(blind)}: not readable, judged by the blocks they propose)"
+    return vals, note if blind else ""
+
+
 def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
     """Every validator committed `min_blocks` blocks (beyond the heights recorded in
     marks[base_mark], if given) and the proposers of committed blocks include validators on
-    at least two different networks: blocks are made with validators in both networks."""
+    at least two different networks: blocks are made with validators in both networks.
+    Validators that serve no API are not asked; the blocks they proposed are seen in the
+    others' events."""
 
     def check(obs: Observation) -> Verdict:
-        vals = obs.validators()
+        vals, blind_note = _readable_validators(obs)
         if not vals:
-            return Verdict(False, "the topology has no validators", cause="topology")
+            return Verdict(False, "the topology has no readable validators", cause="topology")
         base: dict[str, int] = dict(obs.marks.get(base_mark, {})) if base_mark else {}
         missing = obs.missing(vals)
         if missing:
@@ -40,7 +53,7 @@ def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
                     continue
                 pname = obs.name_of(e.proposer)
                 proposers[obs.home(pname) or "public"].add(pname)
-        homes = {obs.home(v) or "public" for v in vals}
+        homes = {obs.home(v) or "public" for v in obs.validators()}
         heights = _heights(obs, vals)
         by_net = "; ".join(f"{net}: {','.join(sorted(p))}" for net, p in sorted(proposers.items()))
         if lagging:
@@ -75,7 +88,7 @@ def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
             )
         return Verdict(
             True,
-            f"validators at {heights}; committed blocks proposed from {by_net}",
+            f"validators at {heights}{blind_note}; committed blocks proposed from {by_net}",
             since=_reached_at(obs, vals, {v: base.get(v, 0) + min_blocks for v in vals}),
             data={"heights": {v: obs.height(v) for v in vals}},
         )
@@ -307,7 +320,7 @@ def advanced(min_blocks: int, base_mark: str, exclude: tuple[str, ...] = ()) -> 
 
     def check(obs: Observation) -> Verdict:
         base: dict[str, int] = dict(obs.marks.get(base_mark, {}))
-        vals = [v for v in obs.validators() if v not in exclude]
+        vals = [v for v in _readable_validators(obs)[0] if v not in exclude]
         missing = obs.missing(vals)
         if missing:
             return Verdict(False, f"no status: {', '.join(missing)}", cause="validator down")

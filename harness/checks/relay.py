@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.checks import Check, Observation, Verdict, earliest, ip_of, latest
-from node.contract import Connection, DcutrAttempt, Event, Reservation
+from harness.checks.outside import direct_through_nats
+from node.contract import Connection, DcutrAttempt, Event, Grant, Reservation
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,41 @@ def _reservation_cause(obs: Observation, name: str, problems: list[str]) -> str:
     )
 
 
+def granted_by_relays(obs: Observation, name: str) -> list[tuple[str, Grant]]:
+    """(relay, grant) for every reservation a relay's /status says it holds for `name`:
+    the evidence for a client that serves no API (`api: none`)."""
+    pid = obs.peer_id(name)
+    found: list[tuple[str, Grant]] = []
+    for relay in sorted(obs.status):
+        rs = obs.status[relay].relay_server
+        for g in rs.granted if rs is not None and pid else ():
+            if g.peer == pid:
+                found.append((relay, g))
+    return found
+
+
+def _api_less_reservation(obs: Observation, name: str) -> tuple[list[str], float | None, str]:
+    """Relays holding a reservation for api-less `name`, when, and the cause if none."""
+    grants = granted_by_relays(obs, name)
+    if grants:
+        since = earliest(obs.to_t(relay, g.accepted_at) for relay, g in grants)
+        return sorted({relay for relay, _ in grants}), since, ""
+    relays = [r for r in sorted(obs.status) if obs.status[r].relay_server is not None]
+    return (
+        [],
+        None,
+        f"{name} serves no API (`api: none`), and no relay that does "
+        f"({', '.join(relays) or 'none'}) "
+        f"records a reservation for its peer id {obs.peer_id(name)}: it never reserved, or "
+        "reserved on a relay the harness cannot read",
+    )
+
+
 def reservations(obs: Observation) -> Verdict:
-    """Every relay client holds >= 1 reservation on a relay discovered at run time."""
+    """Every relay client holds >= 1 reservation on a relay discovered at run time.
+
+    Evidence: the client's own /status (relay_candidates says the relay was found at run
+    time); for a client with `api: none`, the relays' /status (`relay_server.granted`)."""
     clients = obs.clients()
     if not clients:
         return Verdict(False, "the topology has no relay clients", cause="topology")
@@ -126,7 +160,20 @@ def reservations(obs: Observation) -> Verdict:
     cause: str | None = None
     per_client_since: list[float | None] = []
     data: dict[str, list[str]] = {}
+    evidence: dict[str, str] = {}
     for name in clients:
+        if not obs.nodes[name].has_api:
+            relays, since, why = _api_less_reservation(obs, name)
+            if not relays:
+                missing.append(f"{name}: no relay records a reservation for it")
+                cause = cause or why
+                continue
+            data[name] = relays
+            evidence[name] = f"granted in {'+'.join(relays)}'s /status relay_server"
+            held.append(f"{name}->{'+'.join(relays)} [relay records; {name} has api: none]")
+            per_client_since.append(since)
+            continue
+        evidence[name] = f"{name}'s /status"
         good, problems = _good_reservations(obs, name)
         if not good:
             seen = "; ".join(problems) or "no reservations"
@@ -148,17 +195,18 @@ def reservations(obs: Observation) -> Verdict:
         )
         if held:
             detail += f" (held: {', '.join(held)})"
-        return Verdict(False, detail, cause=cause, data={"held": data})
-    first = next(iter(data))
-    example = _good_reservations(obs, first)[0][0]
-    detail = (
-        f"all {len(clients)} clients hold reservations on relays identified at run time: "
-        + ", ".join(held)
-        + f" (e.g. {first}: {example.relay_name} identified at {example.candidate_addr} "
-        f"[no peer id configured], circuit addrs {list(example.res.addrs)})"
-    )
+        return Verdict(False, detail, cause=cause, data={"held": data, "evidence": evidence})
+    detail = f"all {len(clients)} clients hold reservations on relays identified at run time: "
+    detail += ", ".join(held)
+    first = next((n for n in data if obs.nodes[n].has_api), None)
+    if first is not None:
+        example = _good_reservations(obs, first)[0][0]
+        detail += (
+            f" (e.g. {first}: {example.relay_name} identified at {example.candidate_addr} "
+            f"[no peer id configured], circuit addrs {list(example.res.addrs)})"
+        )
     since = None if None in per_client_since else latest(per_client_since)
-    return Verdict(True, detail, since=since, data={"held": data})
+    return Verdict(True, detail, since=since, data={"held": data, "evidence": evidence})
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,7 +274,9 @@ def pair_history(obs: Observation, a: str, b: str) -> PairHistory:
                 h.dcutr_ok.append(seen)
             elif d.outcome == "failed" and not h.dcutr_failed:
                 h.dcutr_failed.append(seen)
-    # the relay's own view: circuits it carries between a and b
+    # the relay's own view: circuits it carries between a and b; when neither end serves
+    # an API (`api: none`), it is also the only evidence that they are relayed right now
+    blind = not obs.nodes[a].has_api and not obs.nodes[b].has_api
     for relay in obs.relays():
         for e in obs.events_of(relay, "circuit_opened"):
             if {e.src, e.dst} == {ids[a], ids[b]}:
@@ -236,6 +286,8 @@ def pair_history(obs: Observation, a: str, b: str) -> PairHistory:
             if {circ.src, circ.dst} == {ids[a], ids[b]}:
                 h.relays.add(relay)
                 times.append(obs.to_t(relay, circ.opened_at))
+                if blind:
+                    h.relayed_now.append(f"{relay} relays a circuit {a}<->{b} (its /status)")
     h.relayed_at = earliest(times)
     if h.relayed_at is None and h.relayed_now:
         h.relayed_at = obs.t
@@ -341,16 +393,22 @@ def relayed_circuit(obs: Observation) -> Verdict:
 # DCUtR
 # ---------------------------------------------------------------------------------------
 def _direct_across_nat(obs: Observation, h: PairHistory) -> tuple[bool, str]:
-    """Is a direct a-b connection going through both NATs (remote = the peer's router)?"""
-    if not h.direct_now:
-        return False, "no direct connection"
+    """Is a direct a-b connection going through both NATs (remote = the peer's router)?
+
+    Evidence: a node's /status connection whose remote address is the peer's router; else,
+    for nodes that serve no API, the routers' conntrack and the nodes' TCP tables
+    (harness/checks/outside.py). The outside evidence, when present, is named as well."""
+    outside = direct_through_nats(obs, h.a, h.b)
+    seen_outside = f" [outside: {outside[0]}]" if outside else ""
     notes = []
     for me, c in h.direct_now:
         other = h.b if me == h.a else h.a
         ip = ip_of(c.remote_addr)
         router = obs.router_of_ip(ip)
         if router is not None and router.name == obs.home(other):
-            return True, f"{me} reaches {other} at {c.remote_addr} (router of {router.name})"
+            return True, (
+                f"{me} reaches {other} at {c.remote_addr} (router of {router.name})" + seen_outside
+            )
         net = obs.net_of_ip(ip)
         if router is None and net is None and not obs.nets:
             return True, f"{me} reaches {other} at {c.remote_addr}"
@@ -358,6 +416,10 @@ def _direct_across_nat(obs: Observation, h: PairHistory) -> tuple[bool, str]:
             f"{me} sees {other} at {c.remote_addr} "
             f"({'network ' + net.name if net else 'unknown address'}, not {other}'s router)"
         )
+    if outside and not (obs.nodes[h.a].has_api and obs.nodes[h.b].has_api):
+        return True, f"direct through both NATs, seen from outside: {outside[0]}"
+    if not h.direct_now:
+        return False, "no direct connection"
     return False, "; ".join(notes)
 
 
@@ -380,6 +442,17 @@ def dcutr_upgrade(obs: Observation) -> Verdict:
     best: tuple[int, str] | None = None
     for h in hist:
         across, how = _direct_across_nat(obs, h)
+        blind = not obs.nodes[h.a].has_api and not obs.nodes[h.b].has_api
+        if blind and across and h.had_relayed and not h.relayed_now:
+            # neither end can report DCUtR; routers that drop unsolicited inbound let a
+            # connection through both only by a simultaneous open: a hole punch
+            detail = (
+                f"{h.a} <-> {h.b} (both api: none): relayed via "
+                f"{'/'.join(sorted(h.relays)) or 'a relay'}, now {how}; no relay carries "
+                "their circuit any more: hole-punched (only a simultaneous open crosses two "
+                "routers that drop unsolicited inbound)"
+            )
+            return Verdict(True, detail, since=h.relayed_at, data={"pair": [h.a, h.b]})
         if h.dcutr_ok and across and not h.relayed_now:
             ok = h.dcutr_ok[0]
             dur = ok.duration_s

@@ -55,7 +55,8 @@ API_PORT = 9000
 CONTROL_NETWORK = "control"
 CONTROL_FIRST_HOST = 10
 TESTNET_FILE = "testnet.json"
-FORMAT_VERSION = 4  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl
+FORMAT_VERSION = 5  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
+# 5: node api (sentrynet | none)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,12 @@ class Node:
     container: str
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra node.toml keys
     impl: str = "python"  # python (node/) | rust (peers/rust reference node)
+    api: str = "sentrynet"  # sentrynet: the harness reads /status; none: judged from outside
+
+    @property
+    def has_api(self) -> bool:
+        """Does the harness read this node's /status and /events (topology `api:`)?"""
+        return self.api == "sentrynet"
 
     @property
     def networks(self) -> tuple[str, ...]:
@@ -517,4 +524,5 @@ def _node(
         container=f"{tn_name}-{spec.name}",
         config={k: dict(v) for k, v in spec.config.items()},
         impl=spec.impl,
+        api=spec.api,
     )

@@ -27,6 +27,7 @@ File format (see scenarios/sentry.yaml and docs/topology.md)::
         p2p_port: 4001                # optional; see "p2p ports" below
         config: {relay: {max_reservations: 64}}      # extra node.toml keys (contracts.md 1)
         impl: python                  # python (node/) | rust (peers/rust reference node)
+        api: sentrynet                # sentrynet | none (judged from outside)
 
 One NAT router is derived for each private network whose nat is not `none` (`router-<net>`);
 its addresses are reserved here so nodes never collide with them: the private side takes the
@@ -65,6 +66,10 @@ RELAY_MODES = ("off", "client", "server", "both")
 # Which libp2p implementation runs the node: ours (node/) or the rust-libp2p reference node
 # (peers/rust). Both run the chain (vote, follow, serve block sync) on the same wire.
 IMPLS = ("python", "rust")
+# Whether the harness reads the node's sentrynet HTTP API (/status, /events). `none`: it
+# never does; the node is judged from outside (its TCP table, the routers' conntrack, what
+# the relays record about it), as a node we did not write would be.
+APIS = ("sentrynet", "none")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 FIRST_AUTO_HOST = 10  # auto-assigned node IPs start at .10 (below: gateway, spare)
 P2P_PORT = 4001  # the first p2p port; nodes behind one NAT router count up from here
@@ -85,6 +90,7 @@ NODE_KEYS = (
     "p2p_port",
     "config",
     "impl",
+    "api",
 )
 # Extra node config (`config:`) is validated by the node's own schema (node/config.py
 # validate_overrides, docs/contracts.md section 1). These node.toml keys render derives from
@@ -151,6 +157,7 @@ class NodeSpec:
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
     p2p_port: int = P2P_PORT  # resolved: explicit `p2p_port:` or derived (_assign_ports)
     impl: str = "python"  # python | rust (IMPLS)
+    api: str = "sentrynet"  # sentrynet | none (APIS)
 
     @property
     def is_relay_server(self) -> bool:
@@ -662,6 +669,7 @@ def _node_spec(
     if "persistent_peers" in spec:
         peers = c.name_list(spec["persistent_peers"], f"{path}.persistent_peers")
     impl = c.choice(spec.get("impl", "python"), f"{path}.impl", IMPLS)
+    api = c.choice(spec.get("api", "sentrynet"), f"{path}.api", APIS)
     serve_sync = c.boolean(spec.get("serve_sync", True), f"{path}.serve_sync")
     port = spec.get("p2p_port", P2P_PORT)
     if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
@@ -686,6 +694,7 @@ def _node_spec(
         config=config,
         p2p_port=port,
         impl=impl,
+        api=api,
     )
 
 

@@ -27,6 +27,7 @@ import docker.errors
 from harness.client import TestnetStatus
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
+from harness.infra import netstate
 from harness.model.testnet import API_PORT, Node, Router, Testnet
 from harness.progress import Progress
 from harness.run.testnet import RunningTestnet
@@ -235,7 +236,7 @@ def check_listeners(testnet: Testnet) -> list[str]:
                     findings.append(f"{node.name}: the API listens on data IP {where}")
             elif not ipaddress.ip_address(host).is_loopback:
                 findings.append(f"{node.name}: listens on {where}, which is not one of its IPs")
-        if not api_seen:
+        if not api_seen and node.has_api:
             findings.append(
                 f"{node.name}: no API listener on {node.control_ip}:{API_PORT} (`ss -ltn`)"
             )
@@ -252,6 +253,9 @@ def control_path_violations(testnet: Testnet, snapshot: TestnetStatus) -> list[s
     data = [ipaddress.ip_network(n.subnet) for n in testnet.networks]
     findings = []
     for ns in snapshot.nodes:
+        if not ns.target.has_api:
+            findings += _control_path_from_tcp_table(testnet, ns.target, control, data)
+            continue
         if not ns.ok:
             findings.append(f"{ns.name}: /status unreadable ({ns.error})")
             continue
@@ -275,6 +279,31 @@ def control_path_violations(testnet: Testnet, snapshot: TestnetStatus) -> list[s
                 findings.append(
                     f"{ns.name}: p2p connection to {ra}, outside the testnet's data networks"
                 )
+    return findings
+
+
+def _control_path_from_tcp_table(
+    testnet: Testnet,
+    node: Node,
+    control: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    data: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> list[str]:
+    """The control-path audit of a node with `api: none`, from its TCP table (read from
+    the host, harness/infra/netstate.py): the harness never connects to it, so no
+    connection may touch the control network, and none may leave the data networks."""
+    socks, err = netstate.tcp_table(docker_ops.node_container(testnet.name, node.name))
+    if socks is None:
+        return [f"{node.name}: TCP table unreadable ({err}); api: none nodes are audited by it"]
+    findings = []
+    for s in socks:
+        if s.state != "ESTABLISHED" or ipaddress.ip_address(s.remote_ip).is_loopback:
+            continue
+        local, remote = ipaddress.ip_address(s.local_ip), ipaddress.ip_address(s.remote_ip)
+        where = f"{s.local_ip}:{s.local_port} -> {s.remote_ip}:{s.remote_port}"
+        if local in control or remote in control:
+            findings.append(f"{node.name}: connection over the control network ({where})")
+        elif not any(remote in d for d in data):
+            findings.append(f"{node.name}: connection outside the data networks ({where})")
     return findings
 
 

@@ -88,7 +88,7 @@ def build_graph(snapshot: TestnetStatus, testnet: Testnet) -> Graph:
         members=members,
         routers=routers,
         edges=edges,
-        down={n.name for n in snapshot.nodes if not n.ok},
+        down={n.name for n in snapshot.nodes if n.down},
         unknown_peers=unknown,
         also_on=also,
     )

@@ -1,17 +1,65 @@
-"""Observing a running testnet: every node's /status and new /events, folded into the
-`Observation` the checks (harness/checks/) read."""
+"""Observing a running testnet: every node's /status and new /events, and the kernel
+tables read from outside (routers' conntrack, TCP tables of nodes with `api: none`), folded
+into the `Observation` the checks (harness/checks/) read."""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from docker.models.containers import Container
 
 from harness.checks import Event, Observation
 from harness.client import NodeClient, NodeUnreachable
+from harness.infra import docker as docker_ops
+from harness.infra import netstate
+from harness.infra.netstate import Flow, TcpSocket
 from harness.model import Network, Node
 from node.contract import Status
+
+
+@dataclass
+class OutsideReader:
+    """The evidence no node has to give: each NAT router's conntrack table and the TCP
+    table of each node that serves no API, read from the kernel (harness/infra/netstate.py).
+    Routers are read for every testnet that has them (DCUtR verdicts name what they saw),
+    TCP tables only where a node cannot be asked."""
+
+    testnet: str
+    routers: dict[str, str]  # private network -> its router's name
+    nodes: list[str]  # nodes with `api: none`
+    _containers: dict[str, Container] = field(default_factory=dict, repr=False)
+
+    def _container(self, name: str) -> Container:
+        if name not in self._containers:
+            self._containers[name] = docker_ops.node_container(self.testnet, name)
+        return self._containers[name]
+
+    def read(self) -> tuple[dict[str, list[TcpSocket]], dict[str, list[Flow]], dict[str, str]]:
+        sockets: dict[str, list[TcpSocket]] = {}
+        flows: dict[str, list[Flow]] = {}
+        errors: dict[str, str] = {}
+        for net, router in self.routers.items():
+            try:
+                found, err = netstate.conntrack_table(self._container(router))
+            except Exception as exc:  # a container removed under us: say so, keep observing
+                found, err = None, str(exc)
+            if found is None:
+                errors[router] = err or "unreadable"
+            else:
+                flows[net] = found
+        for name in self.nodes:
+            try:
+                socks, err = netstate.tcp_table(self._container(name))
+            except Exception as exc:
+                socks, err = None, str(exc)
+            if socks is None:
+                errors[name] = err or "unreadable"
+            else:
+                sockets[name] = socks
+        return sockets, flows, errors
 
 
 @dataclass
@@ -38,10 +86,15 @@ class Observer:
         clients: dict[str, NodeClient],
         nets: dict[str, Network] | None = None,
         t_up: float | None = None,
+        outside: OutsideReader | None = None,
     ) -> None:
         self.nodes = nodes
         self.nets = nets or {}
         self.clients = clients
+        self.outside = outside
+        self.sockets: dict[str, list[TcpSocket]] = {}
+        self.flows: dict[str, list[Flow]] = {}
+        self.outside_errors: dict[str, str] = {}
         self.t_up = time.monotonic() if t_up is None else t_up
         self.marks: dict[str, Any] = {}
         self.events: dict[str, list[Event]] = {n: [] for n in clients}
@@ -90,10 +143,16 @@ class Observer:
             self.events[name].append(e.with_harness_time(ts, cur.epoch))
         cur.cursor = nxt
 
+    def _read_outside(self) -> None:
+        if self.outside is not None:
+            self.sockets, self.flows, self.outside_errors = self.outside.read()
+
     def observe(self) -> Observation:
         """Poll every node (in parallel) and return the current Observation."""
-        with ThreadPoolExecutor(max_workers=min(16, max(1, len(self.clients)))) as pool:
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(self.clients) + 1))) as pool:
+            outside = pool.submit(self._read_outside)
             list(pool.map(self._poll_node, list(self.clients)))
+            outside.result()
         self.last = Observation(
             t=self.now(),
             nodes=self.nodes,
@@ -103,5 +162,8 @@ class Observer:
             events={k: list(v) for k, v in self.events.items()},
             marks=self.marks,
             clock=dict(self.clock),
+            sockets=dict(self.sockets),
+            flows=dict(self.flows),
+            outside_errors=dict(self.outside_errors),
         )
         return self.last

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from harness.client import TestnetStatus
 from harness.errors import SentrynetError
-from harness.infra import docker
+from harness.infra import docker, netstate
 from harness.infra.compose import Compose, compose_version
-from harness.model import Testnet
+from harness.model import Node, Testnet
 from harness.progress import Progress
 from harness.run import audit, cleanup
 from harness.run.setup import Setup, setup
@@ -109,6 +109,21 @@ def _dead_containers(testnet: Testnet) -> list[str]:
     return dead
 
 
+def _not_listening(testnet: Testnet, node: Node) -> str | None:
+    """Why a node with `api: none` is not ready yet (None when it is, or has an API): ready
+    means its TCP table, read from outside, has a listener on its p2p port."""
+    if node.has_api:
+        return None
+    socks, err = netstate.tcp_table(docker.node_container(testnet.name, node.name))
+    if socks is None:
+        return f"TCP table unreadable: {err}"
+    ips = {*node.addresses.values(), "0.0.0.0"}
+    port = node.p2p_port
+    if any(s.state == "LISTEN" and s.local_port == port and s.local_ip in ips for s in socks):
+        return None
+    return f"api: none, no listener on p2p port {node.p2p_port} yet"
+
+
 def wait_ready(testnet: Testnet, progress: Progress, deadline_s: float) -> None:
     """Poll every node's /status over the control network until all answer.
 
@@ -125,8 +140,9 @@ def wait_ready(testnet: Testnet, progress: Progress, deadline_s: float) -> None:
             raise SentrynetError(
                 f"testnet {testnet.name}: a container stopped while starting:\n" + "\n".join(dead)
             )
-        waiting = [n for n in snap.nodes if not n.ok]
-        shown = ", ".join(f"{n.name} ({n.error})" for n in waiting[:3])
+        waiting: list[tuple[str, str | None]] = [(n.name, n.error) for n in snap.nodes if n.down]
+        waiting += [(n.name, why) for n in testnet.nodes if (why := _not_listening(testnet, n))]
+        shown = ", ".join(f"{name} ({error})" for name, error in waiting[:3])
         more = f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
         line = f"{total - len(waiting)}/{total} nodes ready" + (
             f": waiting on {shown}{more}" if waiting else ""
@@ -136,7 +152,11 @@ def wait_ready(testnet: Testnet, progress: Progress, deadline_s: float) -> None:
             last_line[0] = line
         return not waiting, line
 
-    with progress.step(f"wait for {total} nodes to answer /status (deadline {deadline_s:g}s)"):
+    blind = sum(1 for n in testnet.nodes if not n.has_api)
+    what = f"wait for {total} nodes to answer /status" + (
+        f" ({blind} with api: none: to listen on their p2p port)" if blind else ""
+    )
+    with progress.step(f"{what} (deadline {deadline_s:g}s)"):
         wait_until(
             probe,
             what=f"every node of {testnet.name} to answer GET /status on its control IP",

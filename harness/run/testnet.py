@@ -26,7 +26,7 @@ from harness.model import Testnet, Topology
 from harness.model.testnet import TESTNET_FILE
 from harness.progress import Progress
 from harness.run import cleanup
-from harness.run.observe import Observer
+from harness.run.observe import Observer, OutsideReader
 from harness.run.setup import RUNS_DIR
 from harness.run.steps import RunContext, poll_check
 from harness.wait import WaitTimeout
@@ -66,11 +66,17 @@ class RunningTestnet:
         """The poller of /status and /events since `up`, kept for the whole run."""
         if self._observer is None:
             tn = self.testnet
+            outside = None
+            api_less = [n.name for n in tn.nodes if not n.has_api]
+            if tn.routers or api_less:
+                routers = {r.network: r.name for r in tn.routers}
+                outside = OutsideReader(tn.name, routers, api_less)
             self._observer = Observer(
                 {n.name: n for n in tn.nodes},
-                {n.name: NodeClient.of(n) for n in tn.nodes},
+                {n.name: NodeClient.of(n) for n in tn.nodes if n.has_api},
                 {n.name: n for n in tn.networks},
                 t_up=self.t_up,
+                outside=outside,
             )
         return self._observer
 

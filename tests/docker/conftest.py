@@ -19,12 +19,13 @@ from harness.infra.rust_image import RustToolchainMissing, ensure_rust_image
 from harness.progress import Progress
 from harness.run import cleanup, start
 from harness.run.testnet import RunningTestnet
-from testkit.topology import with_impl
+from testkit.topology import with_node_fields
 
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "scenarios" / "mini.yaml"
 SENTRY = REPO / "scenarios" / "sentry.yaml"
 RUST_NODE = "node6"  # the sentry testnet's full node behind router b
+API_LESS_NODE = "node5"  # a validator behind router b, judged from outside (`api: none`)
 MINI_NETS = ("public", "a", "b", "control")
 # Generous: a loaded 2-CPU CI machine takes tens of seconds to import py-libp2p per node.
 READY_DEADLINE_S = 240.0
@@ -118,15 +119,17 @@ def rust_image() -> str:
 
 
 @pytest.fixture(scope="module")
-def sentry_rust(
+def sentry_foreign(
     rust_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningTestnet]:
-    """The sentry testnet with node6 (a full node behind NAT) on the rust reference node,
-    shared by a module."""
-    tmp = tmp_path_factory.mktemp("sentry-rust")
+    """The sentry testnet with two nodes the harness may not ask: node6 (a full node behind
+    NAT) on the rust reference node, and validator node5 with `api: none`, judged from the
+    kernel's tables and the relays' records only. Shared by a module."""
+    tmp = tmp_path_factory.mktemp("sentry-foreign")
     tn = Testnets(prefix=f"t{os.getpid() % 100000}", tmp=tmp)
+    changes = {RUST_NODE: {"impl": "rust"}, API_LESS_NODE: {"api": "none"}}
     try:
-        yield tn.up("rust", topology=with_impl(SENTRY, tmp, {RUST_NODE: "rust"}))
+        yield tn.up("foreign", topology=with_node_fields(SENTRY, tmp, changes))
     finally:
         left = tn.cleanup()
         assert not left, f"objects left after down: {left}"

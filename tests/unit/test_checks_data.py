@@ -296,7 +296,7 @@ def recorded_node(spec: dict[str, Any]) -> Node:
         name=spec["name"],
         role=spec["role"],
         peer_id=spec.get("peer_id") or "",
-        addresses={net: "" for net in spec["networks"]},
+        addresses=spec.get("addresses") or {net: "" for net in spec["networks"]},
         control_ip="",
         listen_addrs=(),
         p2p_port=4001,
@@ -312,6 +312,8 @@ def recorded_node(spec: dict[str, Any]) -> Node:
         default_via=None,
         router=None,
         container="",
+        impl=spec.get("impl", "python"),
+        api=spec.get("api", "sentrynet"),
     )
 
 
