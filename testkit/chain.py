@@ -2,12 +2,13 @@
 
 Validator peer ids must be in every node's config before any node starts, so keys are
 created here first (in the node's key_file, where the node will find them). Agreement is
-checked on the nodes' own sqlite stores, read-only, so every height is compared, not only
-the tips the API shows.
+checked on the nodes' own stores (sqlite, or the rust node's chain.jsonl), read-only, so
+every height is compared, not only the tips the API shows.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from libp2p.peer.id import ID
 
+from node.chain.block import Block
+from node.chain.codec import CodecError
 from node.host import load_or_create_key
 
 if TYPE_CHECKING:
@@ -49,11 +52,27 @@ def height(status: Mapping[str, Any]) -> int:
     return int(chain(status)["height"])
 
 
+def rust_store_hashes(path: Path) -> dict[int, str]:
+    """height -> block hash from the rust node's chain.jsonl (a chain_id line, then one
+    {"block", "commit"} line per height), each hash computed here by the Python code:
+    agreement then also proves both sides hash the same bytes. A torn last line is skipped."""
+    out: dict[int, str] = {}
+    for line in path.read_bytes().splitlines()[1:]:
+        try:
+            block = Block.from_obj(json.loads(line)["block"])
+        except (ValueError, KeyError, CodecError):
+            break
+        out[block.height] = block.hash.hex()
+    return out
+
+
 def store_hashes(data_dir: str | Path) -> dict[int, str]:
-    """height -> block hash from a node's store (read-only; safe while the node runs)."""
+    """height -> block hash from a node's store (read-only; safe while the node runs):
+    the Python node's chain.sqlite or the rust node's chain.jsonl."""
     path = Path(data_dir) / "chain.sqlite"
     if not path.exists():
-        return {}
+        rust = Path(data_dir) / "chain.jsonl"
+        return rust_store_hashes(rust) if rust.exists() else {}
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         rows = db.execute("SELECT height, hash FROM blocks").fetchall()

@@ -138,10 +138,16 @@ class Observation:
         return sorted(n.name for n in self.nodes.values() if n.validator)
 
     def chain_nodes(self) -> list[str]:
-        """Nodes whose chain the checks can read: not the rust reference node (`impl:
-        rust`), which has no height to compare, and not a node with `api: none`, whose
-        height nobody can see (its votes still count: consensus shows them)."""
-        return sorted(n.name for n in self.nodes.values() if n.impl != "rust" and n.has_api)
+        """Nodes whose chain the checks can read, whatever their implementation: not a node
+        with `api: none`, whose height nobody can see (its votes still count: consensus
+        shows them), and not one whose /status says `chain: null` (a node that runs no
+        chain, e.g. a rust reference node built before it ran one). A node with no status at
+        all stays in, so a chain check reports it missing rather than passing."""
+        return sorted(
+            n.name
+            for n in self.nodes.values()
+            if n.has_api and (n.name not in self.status or self.status[n.name].chain is not None)
+        )
 
     def api_less(self) -> list[str]:
         """Nodes judged from outside only (topology `api: none`)."""

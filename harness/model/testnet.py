@@ -121,7 +121,7 @@ class Node:
     router: str | None  # that router's name
     container: str
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra node.toml keys
-    impl: str = "python"  # python (node/) | rust (peers/rust reference node, no chain)
+    impl: str = "python"  # python (node/) | rust (peers/rust reference node)
     api: str = "sentrynet"  # sentrynet: the harness reads /status; none: judged from outside
 
     @property

@@ -26,7 +26,7 @@ File format (see scenarios/sentry.yaml and docs/topology.md)::
         serve_sync: true
         p2p_port: 4001                # optional; see "p2p ports" below
         config: {relay: {max_reservations: 64}}      # extra node.toml keys (contracts.md 1)
-        impl: python                  # python (node/) | rust (peers/rust: no chain)
+        impl: python                  # python (node/) | rust (peers/rust reference node)
         api: sentrynet                # sentrynet | none (judged from outside)
 
 One NAT router is derived for each private network whose nat is not `none` (`router-<net>`);
@@ -64,7 +64,7 @@ ROLES = ("validator", "full", "sentry")
 NAT_TYPES = ("none", "cone", "symmetric")
 RELAY_MODES = ("off", "client", "server", "both")
 # Which libp2p implementation runs the node: ours (node/) or the rust-libp2p reference node
-# (peers/rust). The rust node runs no chain: it cannot vote or serve block sync.
+# (peers/rust). Both run the chain (vote, follow, serve block sync) on the same wire.
 IMPLS = ("python", "rust")
 # Whether the harness reads the node's sentrynet HTTP API (/status, /events). `none`: it
 # never does; the node is judged from outside (its TCP table, the routers' conntrack, what
@@ -669,10 +669,8 @@ def _node_spec(
     if "persistent_peers" in spec:
         peers = c.name_list(spec["persistent_peers"], f"{path}.persistent_peers")
     impl = c.choice(spec.get("impl", "python"), f"{path}.impl", IMPLS)
-    if impl == "rust":
-        _check_rust_node(c, path, name, spec)
     api = c.choice(spec.get("api", "sentrynet"), f"{path}.api", APIS)
-    serve_sync = c.boolean(spec.get("serve_sync", impl == "python"), f"{path}.serve_sync")
+    serve_sync = c.boolean(spec.get("serve_sync", True), f"{path}.serve_sync")
     port = spec.get("p2p_port", P2P_PORT)
     if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
         raise c.fail(
@@ -698,24 +696,6 @@ def _node_spec(
         impl=impl,
         api=api,
     )
-
-
-def _check_rust_node(c: _Checker, path: str, name: str, spec: dict[str, Any]) -> None:
-    """The rust reference node (peers/rust) runs no chain: refuse the chain duties a
-    topology could give it, instead of a testnet whose consensus silently lacks a voter."""
-    if spec.get("role") == "validator":
-        raise c.fail(
-            f"{path}.impl",
-            f"{name} is a validator, and the rust reference node runs no chain (it cannot vote)",
-            f"use `impl: python` on validators, or make {name} `role: full`",
-        )
-    if spec.get("serve_sync") is True:
-        raise c.fail(
-            f"{path}.serve_sync",
-            f"true, but {name} has `impl: rust` and the rust reference node runs no chain "
-            "(it serves no block sync)",
-            "remove `serve_sync:` (a rust node serves none), or use `impl: python`",
-        )
 
 
 def _validate_relations(c: _Checker, topo: Topology) -> None:

@@ -433,7 +433,8 @@ def test_converged_needs_every_node_past_the_heal() -> None:
 
 
 def test_converged_leaves_out_nodes_that_run_no_chain() -> None:
-    """A node on the rust reference node (impl: rust) has no height: not a laggard."""
+    """A node whose /status says `chain: null` has no height: not a laggard. A rust node
+    that runs the chain is checked like any other; a node with no status stays missing."""
     import dataclasses
 
     marks = {"healed_heights": {"node0": 8, "node4": 7}}
@@ -443,10 +444,24 @@ def test_converged_leaves_out_nodes_that_run_no_chain() -> None:
         s["chain"]["tip_hash"] = "h12"
     st["node6"]["chain"] = None
     o = obs(st, marks=marks)
-    assert not chain.converged(3)(o).ok  # node6 counts while it is a python node
-    o.nodes["node6"] = dataclasses.replace(o.nodes["node6"], impl="rust")
     assert "node6" not in o.chain_nodes()
     assert chain.converged(3)(o).ok
+    # impl: rust with a chain: a laggard fails the check like a python node would
+    st = healthy_statuses()
+    for s in st.values():
+        s["chain"]["height"] = 12
+        s["chain"]["tip_hash"] = "h12"
+    st["node6"]["chain"]["height"] = 5
+    o = obs(st, marks=marks)
+    o.nodes["node6"] = dataclasses.replace(o.nodes["node6"], impl="rust")
+    assert "node6" in o.chain_nodes()
+    assert not chain.converged(3)(o).ok
+    # no status at all: still a chain node, reported missing
+    del st["node6"]
+    o = obs(st, marks=marks)
+    assert "node6" in o.chain_nodes()
+    v = chain.converged(3)(o)
+    assert not v.ok and "node6" in v.detail
 
 
 # --------------------------------------------------------------------------- expected negatives

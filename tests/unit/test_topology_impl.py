@@ -1,5 +1,5 @@
-"""`impl: python | rust` per node: validated like every other field, and refused where the
-rust reference node (peers/rust, no chain) cannot do what the topology asks of it."""
+"""`impl: python | rust` per node: validated like every other field. The rust reference
+node (peers/rust) runs the chain on the same wire, so any role and serve_sync are allowed."""
 
 from __future__ import annotations
 
@@ -45,11 +45,25 @@ def test_impl_defaults_to_python_and_rust_is_recorded(tmp_path: Path) -> None:
     assert again.node("node2").impl == "rust" and again.node("node0").impl == "python"
 
 
-def test_a_rust_node_serves_no_sync_by_default(tmp_path: Path) -> None:
+def test_a_rust_node_serves_sync_by_default_like_a_python_one(tmp_path: Path) -> None:
     topo = load_topology(with_rust(tmp_path))
-    assert not topo.node("node2").serve_sync
+    assert topo.node("node2").serve_sync
     assert topo.node("node0").serve_sync
     assert not load_topology(with_rust(tmp_path, serve_sync=False)).node("node2").serve_sync
+
+
+def test_rust_validators_and_sync_servers_are_allowed(tmp_path: Path) -> None:
+    """Chain duties on the rust node: a validator, and a sentry that serves sync."""
+    doc = copy.deepcopy(BASE)
+    doc["nodes"]["node4"].update(impl="rust")
+    doc["nodes"]["node3"].update(impl="rust", serve_sync=True)
+    topo = load_topology(write(tmp_path, doc))
+    node4, node3 = topo.node("node4"), topo.node("node3")
+    assert (node4.impl, node4.role, node4.serve_sync) == ("rust", "validator", True)
+    assert (node3.impl, node3.serve_sync) == ("rust", True)
+    tn = build_testnet(topo)
+    assert set(tn.rust_nodes) == {"node3", "node4"}
+    assert tn.node("node4").validator
 
 
 @pytest.mark.parametrize(
@@ -74,16 +88,10 @@ def test_a_rust_node_serves_no_sync_by_default(tmp_path: Path) -> None:
             "did you mean 'impl'?",
         ),
         (
-            lambda d: d["nodes"]["node4"].update(impl="rust"),
-            "nodes.node4.impl",
-            "node4 is a validator, and the rust reference node runs no chain",
-            "use `impl: python` on validators, or make node4 `role: full`",
-        ),
-        (
-            lambda d: d["nodes"]["node3"].update(impl="rust", serve_sync=True),
-            "nodes.node3.serve_sync",
-            "node3 has `impl: rust` and the rust reference node runs no chain",
-            "remove `serve_sync:`",
+            lambda d: d["nodes"]["node4"].update(impl="rust", serve_sync="yes"),
+            "nodes.node4.serve_sync",
+            "",
+            "",
         ),
     ],
 )
@@ -97,14 +105,16 @@ def test_impl_errors_name_node_field_and_fix(
 
 
 def test_a_rust_sentry_relays(tmp_path: Path) -> None:
-    """A sentry's duties (relay both ways, no sync) are within the rust node's reach."""
+    """A sentry's duties (relay both ways, here without serving sync) on the rust node."""
     doc = copy.deepcopy(BASE)
     doc["nodes"]["node3"].update(impl="rust", serve_sync=False)
     node3 = load_topology(write(tmp_path, doc)).node("node3")
     assert (node3.impl, node3.relay_mode, node3.serve_sync) == ("rust", "both", False)
 
 
-def test_no_scenario_topology_runs_rust() -> None:
-    """The default testnets need no Rust toolchain."""
+def test_only_the_mixed_relay_scenario_runs_rust() -> None:
+    """The default testnets need no Rust toolchain; mixed-relay is the one that asks for it
+    (both sentries on the rust node)."""
     for path in sorted((REPO / "scenarios").glob("*.yaml")):
-        assert not build_testnet(load_topology(path)).rust_nodes, path
+        rust = build_testnet(load_topology(path)).rust_nodes
+        assert bool(rust) == (path.stem == "mixed-relay"), (path, rust)

@@ -1,7 +1,7 @@
 //! The node.toml the harness renders (docs/contracts.md section 1), checked key by key.
 //!
 //! Every section and key of the contract is accepted, so the same rendered file serves
-//! both implementations; keys this node has no use for (chain, discovery, liveness) are
+//! both implementations; keys this node has no use for (discovery, liveness) are
 //! type-checked and ignored. An unknown or invalid key is a `ConfigError` whose message
 //! names the dotted key, as the Python node's does; main exits 2 with it.
 
@@ -71,6 +71,17 @@ pub struct Config {
     pub relay: RelayConfig,
     pub dcutr_enabled: bool,
     pub api_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub chain: ChainConfig,
+}
+
+/// [chain]: the validator set (names in order, name -> peer id), block interval, sync.
+#[derive(Clone, Debug)]
+pub struct ChainConfig {
+    pub validators: Vec<String>,
+    pub validator_ids: BTreeMap<String, String>,
+    pub block_interval_s: f64,
+    pub serve_sync: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -144,6 +155,8 @@ const ROLES: &[&str] = &["validator", "full", "sentry"];
 #[derive(Default)]
 struct Checked {
     strs: BTreeMap<String, String>,
+    str_lists: BTreeMap<String, Vec<String>>,
+    tables: BTreeMap<String, BTreeMap<String, String>>,
     ints: BTreeMap<String, i64>,
     bools: BTreeMap<String, bool>,
     floats: BTreeMap<String, f64>,
@@ -181,11 +194,14 @@ fn check_value(key: &str, kind: Kind, value: &Value, out: &mut Checked) -> Resul
             out.floats.insert(key.into(), *i as f64);
         }
         (Kind::StrList, Value::Array(items)) => {
+            let mut list = Vec::new();
             for (i, item) in items.iter().enumerate() {
-                if !item.is_str() {
+                let Some(s) = item.as_str() else {
                     return err(format!("{key}[{i}]: expected a string, got {item}"));
-                }
+                };
+                list.push(s.to_string());
             }
+            out.str_lists.insert(key.into(), list);
         }
         (Kind::AddrList, Value::Array(items)) => {
             let mut addrs = Vec::new();
@@ -203,11 +219,14 @@ fn check_value(key: &str, kind: Kind, value: &Value, out: &mut Checked) -> Resul
             out.addrs.insert(key.into(), addrs);
         }
         (Kind::NameTable, Value::Table(t)) => {
+            let mut table = BTreeMap::new();
             for (name, v) in t {
-                if !v.is_str() {
+                let Some(s) = v.as_str() else {
                     return err(format!("{key}.{name}: expected a string, got {v}"));
-                }
+                };
+                table.insert(name.clone(), s.to_string());
             }
+            out.tables.insert(key.into(), table);
         }
         _ => return wrong(),
     }
@@ -356,6 +375,13 @@ pub fn parse(doc: &toml::Table, base: &Path) -> Result<Config, ConfigError> {
         c.int_or(key, 1)?;
     }
     let key_file = PathBuf::from(c.str_or("node.key_file", "node.key"));
+    let data_dir = PathBuf::from(c.str_or("node.data_dir", "data"));
+    let chain = ChainConfig {
+        validators: c.str_lists.get("chain.validators").cloned().unwrap_or_default(),
+        validator_ids: c.tables.get("chain.validator_ids").cloned().unwrap_or_default(),
+        block_interval_s: c.float_or("chain.block_interval_s", 1.0)?,
+        serve_sync: *c.bools.get("chain.serve_sync").unwrap_or(&true),
+    };
     let relay = RelayConfig {
         enabled: *c.bools.get("relay.enabled").unwrap_or(&false),
         mode,
@@ -378,6 +404,8 @@ pub fn parse(doc: &toml::Table, base: &Path) -> Result<Config, ConfigError> {
         relay,
         dcutr_enabled: *c.bools.get("dcutr.enabled").unwrap_or(&true),
         api_listen,
+        data_dir: if data_dir.is_absolute() { data_dir } else { base.join(data_dir) },
+        chain,
     })
 }
 

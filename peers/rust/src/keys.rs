@@ -51,7 +51,7 @@ fn decode(buf: &[u8]) -> Result<(u64, Vec<u8>)> {
     }
 }
 
-fn from_bytes(buf: &[u8]) -> Result<Keypair> {
+pub fn from_bytes(buf: &[u8]) -> Result<Keypair> {
     let (key_type, mut data) = decode(buf)?;
     if key_type != ED25519 {
         bail!("key type {key_type} is not Ed25519 (1)");

@@ -2,10 +2,12 @@
 //!
 //! It reads the node.toml the harness renders (docs/contracts.md section 1), uses the same
 //! key file format as the Python node (so peer ids match), and serves the part of the HTTP
-//! API the checks read (`/status`, `/events`). Exit codes: 2 for a bad config (the message
-//! names the key), 1 when it cannot start (key file, listen address, API port).
+//! API the checks read (`/status`, `/events`), and runs our chain (src/chain/). Exit
+//! codes: 2 for a bad config (the message names the key), 1 when it cannot start (key
+//! file, listen address, API port).
 
 mod api;
+mod chain;
 mod config;
 mod events;
 mod keys;

@@ -1,5 +1,6 @@
 //! The libp2p side: the swarm (TCP + Noise + Yamux, relay client transport), its
-//! behaviours, and the loop that turns swarm events into state and events. Connections,
+//! behaviours, and the loop that turns swarm events into state and events (and gossip
+//! and chain timers into the chain service, src/chain/service.rs). Connections,
 //! listen addresses and dialling live here; relays in node/relays.rs, DCUtR in
 //! node/dcutr.rs.
 
@@ -17,9 +18,10 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, Swarm};
+use libp2p::{gossipsub, identify, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, Swarm};
 use serde_json::json;
 
+use crate::chain::service::Chain;
 use crate::config::Config;
 use crate::events::monotonic;
 use crate::state::{is_relayed, relay_of, Candidate, Conn, Reservation, State};
@@ -36,6 +38,8 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     dcutr: Toggle<libp2p::dcutr::Behaviour>,
+    gossipsub: gossipsub::Behaviour,
+    stream: libp2p_stream::Behaviour,
 }
 
 struct Node {
@@ -46,6 +50,7 @@ struct Node {
     /// Persistent peers: address, and the peer id once known.
     peers: Vec<(Multiaddr, Option<PeerId>)>,
     dial_at: f64,
+    chain: Chain,
 }
 
 fn build_swarm(cfg: &Config, key: Keypair) -> Result<Swarm<Behaviour>> {
@@ -77,6 +82,12 @@ fn build_swarm(cfg: &Config, key: Keypair) -> Result<Swarm<Behaviour>> {
                 ),
                 ping: ping::Behaviour::new(ping_cfg),
                 dcutr: Toggle::from(dcutr_on.then(|| libp2p::dcutr::Behaviour::new(id))),
+                gossipsub: gossipsub::Behaviour::new(
+                    gossipsub::MessageAuthenticity::Signed(key.clone()),
+                    crate::chain::gossip::config(),
+                )
+                .expect("valid gossipsub behaviour"),
+                stream: libp2p_stream::Behaviour::new(),
             }
         })?
         // our node keeps a connection while the peer does; don't drop idle ones early
@@ -288,6 +299,9 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::RelayServer(ev)) => self.on_relay_server(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(ev)) => self.on_dcutr(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ev)) => self.on_ping(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(ev)) => {
+                self.chain.on_gossip(&mut self.swarm.behaviour_mut().gossipsub, ev)
+            }
             _ => {}
         }
     }
@@ -296,7 +310,7 @@ impl Node {
 /// Listen, start the API, dial and reserve, then run the swarm until SIGTERM/SIGINT.
 pub async fn run(cfg: Config, key: Keypair) -> Result<()> {
     let peer_id = key.public().to_peer_id();
-    let mut swarm = build_swarm(&cfg, key)?;
+    let mut swarm = build_swarm(&cfg, key.clone())?;
     for (i, addr) in cfg.listen_addrs.iter().enumerate() {
         if let Err(e) = swarm.listen_on(addr.clone()) {
             let mut cause: &dyn std::error::Error = &e;
@@ -333,12 +347,18 @@ pub async fn run(cfg: Config, key: Keypair) -> Result<()> {
         }
     }
     let peers = cfg.persistent_peers.iter().map(|a| (a.clone(), peer_in(a))).collect();
-    let mut node = Node { swarm, state, cfg, relays, peers, dial_at: 0.0 };
+    let control = swarm.behaviour().stream.new_control();
+    let (chain, mut chain_rx) =
+        Chain::start(&cfg, &key, &mut swarm.behaviour_mut().gossipsub, control, state.clone());
+    let mut node = Node { swarm, state, cfg, relays, peers, dial_at: 0.0, chain };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             ev = node.swarm.select_next_some() => node.on_event(ev),
+            Some(input) = chain_rx.recv() => {
+                node.chain.on_input(&mut node.swarm.behaviour_mut().gossipsub, input)
+            }
             _ = tick.tick() => {
                 if node.state.lock().expect("state lock").ready {
                     node.reserve_where_due();

@@ -4,9 +4,9 @@
 //! Fields the contract has but this node cannot know are null rather than invented:
 //! `reservations[].expires_at` (rust-libp2p's relay client does not expose the expiry it
 //! was granted; it renews on its own), circuit `bytes` on a relay (not counted by
-//! rust-libp2p), `chain` (this node does not run our chain protocol).
+//! rust-libp2p). `chain` is the chain service's snapshot (chain/service.rs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
@@ -135,6 +135,10 @@ pub struct State {
     pub next_circuit_id: u64,
     pub dcutr: Vec<DcutrRow>,
     pub events: EventLog,
+    /// `chain` of /status, kept current by the chain service
+    pub chain: Value,
+    /// protocol -> rejected messages (`rejected` of /status)
+    pub rejected: BTreeMap<&'static str, u64>,
 }
 
 /// The relay's peer id in a relayed address (`.../p2p/<relay>/p2p-circuit/...`).
@@ -176,7 +180,18 @@ impl State {
             next_circuit_id: 0,
             dcutr: Vec::new(),
             events: EventLog::new(name),
+            chain: Value::Null,
+            rejected: ["hop", "stop", "dcutr", "sync", "consensus"]
+                .into_iter()
+                .map(|p| (p, 0))
+                .collect(),
         }
+    }
+
+    /// Count and announce one rejected protocol message (runtime.py `reject`).
+    pub fn reject(&mut self, protocol: &'static str, reason: &str) {
+        *self.rejected.entry(protocol).or_insert(0) += 1;
+        self.events.emit("message_rejected", json!({"protocol": protocol, "reason": reason}));
     }
 
     pub fn connected(&self, peer: &PeerId, relayed: Option<bool>) -> bool {
@@ -239,7 +254,8 @@ impl State {
             "connections": conns.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
             "circuits": self.circuits_json(),
             "dcutr": self.dcutr.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
-            "chain": Value::Null,
+            "chain": self.chain.clone(),
+            "rejected": self.rejected,
         });
         if self.relay_server {
             let mut granted: Vec<Value> = self
