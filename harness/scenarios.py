@@ -11,6 +11,9 @@ the whole scenario shares one testnet.
                     reachability reason (expected negatives, not failures)
     symmetric-nat   DCUtR fails with a recorded reason, traffic stays relayed, sync still
                     crosses through the relay
+    seed-rust       the seed's question asked of rust-libp2p 0.56: validators on the rust
+                    reference node behind cone NAT, relays without peer id; reservations,
+                    circuits, DCUtR rust<->rust and rust<->python, consensus, sync
     mixed-relay     the sentry scenario with both sentries on the rust-libp2p reference node:
                     our clients reserve, open circuits and hole-punch through relays we did
                     not write
@@ -32,7 +35,14 @@ from harness.checks import relay as relay_checks
 from harness.checks.expect import impossible
 from harness.errors import SentrynetError
 from harness.model import Testnet
-from harness.run.steps import ActionStep, CheckStep, RunContext, Scenario, WaitStep
+from harness.run.steps import (
+    ActionStep,
+    CheckOutcome,
+    CheckStep,
+    RunContext,
+    Scenario,
+    WaitStep,
+)
 
 SYNC_NODE = "node4"  # the validator wiped and re-synced (network b in every topology)
 KILLED_RELAY = "node3"  # the sentry killed in relay-failover (network a's)
@@ -62,30 +72,37 @@ def _set_mark(ctx: RunContext, key: str, sub: str, value: Any) -> None:
     ctx.marks.setdefault(key, {})[sub] = value
 
 
-STORE_FILES = ("chain.sqlite", "chain.sqlite-wal", "chain.sqlite-shm")
+# The block store's files per implementation: our node's sqlite database (a 0-byte file is
+# an empty database, a 0-byte WAL/shm is ignored), the rust node's append-only block log
+# (a 0-byte log is an empty chain; its signing log, signed.jsonl, is kept: a validator
+# must not forget what it signed).
+STORE_FILES = {
+    "python": ("chain.sqlite", "chain.sqlite-wal", "chain.sqlite-shm"),
+    "rust": ("chain.jsonl",),
+}
 
 
-def wipe_store(testnet: str, node: str, data_dir: str = "/data") -> str:
-    """Empty a STOPPED node's block store: overwrite the sqlite files with empty ones
-    (docker cp works on stopped containers; a 0-byte file is an empty sqlite database and a
-    0-byte WAL/shm is ignored). The node key lives elsewhere and is kept, so the node
-    comes back with the same peer id and an empty chain."""
+def wipe_store(testnet: Testnet, node: str, data_dir: str = "/data") -> str:
+    """Empty a STOPPED node's block store: overwrite its store files with empty ones
+    (docker cp works on stopped containers). The node key lives elsewhere and is kept, so
+    the node comes back with the same peer id and an empty chain."""
     from harness.infra import docker as docker_ops
 
-    c = docker_ops.node_container(testnet, node)
+    files = STORE_FILES[testnet.node(node).impl]
+    c = docker_ops.node_container(testnet.name, node)
     c.reload()
     if c.status == "running":
         raise SentrynetError(f"wipe {node}: container {c.name} is still running; stop it first")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for fname in STORE_FILES:
+        for fname in files:
             info = tarfile.TarInfo(fname)
             info.size = 0
             info.mtime = int(time.time())
             tar.addfile(info, io.BytesIO(b""))
     if not c.put_archive(data_dir, buf.getvalue()):
         raise SentrynetError(f"wipe {node}: docker cp into {c.name}:{data_dir} failed")
-    return f"emptied {', '.join(STORE_FILES)} in {c.name}:{data_dir}"
+    return f"emptied {', '.join(files)} in {c.name}:{data_dir}"
 
 
 def stop_and_wipe(node: str) -> Callable[[RunContext], str]:
@@ -94,7 +111,7 @@ def stop_and_wipe(node: str) -> Callable[[RunContext], str]:
         ctx.marks["stopped_heights"] = _heights(obs)
         _set_mark(ctx, "stopped_at", node, obs.t)
         said = _perturb().container_action(_testnet(ctx), node, "kill")
-        wiped = wipe_store(_testnet(ctx).name, node)
+        wiped = wipe_store(_testnet(ctx), node)
         return f"{said}; {wiped}; heights then {ctx.marks['stopped_heights']}"
 
     return run
@@ -246,6 +263,98 @@ def mixed_relay() -> Scenario:
     )
 
 
+SEED_CONCLUDED = (
+    "The seed (a rust-libp2p 0.56 relay integration) concluded that its relay client cannot "
+    "reserve dynamically: listen_on(<relay>/p2p-circuit) returned Ok, yet no reservation "
+    "request reached the relay (NO_RESERVATION), and that cross-network sync cannot work "
+    "without direct connections."
+)
+
+
+def seed_rust_conclusion(outcomes: list[CheckOutcome]) -> str:
+    """The seed's conclusion against what this run of rust-libp2p 0.56 showed, from the
+    check rows (their details carry the evidence)."""
+    rows = {o.name: o for o in outcomes}
+
+    def said(name: str, shown: str, not_shown: str) -> str:
+        o = rows.get(name)
+        if o is None:
+            return f"{name}: not run"
+        return shown if o.passed else f"{not_shown} ({name}: {o.detail[:160]})"
+
+    shown = [
+        said(
+            "reservations",
+            "rust-libp2p 0.56 validators behind cone NAT reserved on relays configured "
+            "without peer id and found through identify, with listen_on(<addr>/p2p/<id>/"
+            "p2p-circuit)",
+            "the rust validators did not all hold a reservation",
+        ),
+        said(
+            "relayed_circuit",
+            "circuits through those relays connected validators across the two NATs",
+            "no relayed circuit crossed the networks",
+        ),
+        said(
+            "dcutr_upgrade",
+            "DCUtR upgraded rust<->rust pairs to direct connections",
+            "DCUtR rust<->rust did not upgrade",
+        ),
+        said(
+            "dcutr_rust_python",
+            "and rust<->python pairs as well",
+            "DCUtR rust<->python did not upgrade",
+        ),
+        said(
+            "consensus",
+            "consensus ran across the networks",
+            "consensus did not run across",
+        ),
+        said(
+            "cross_network_sync",
+            "a wiped rust validator synced its history from peers behind the other NAT",
+            "cross-network sync did not happen",
+        ),
+    ]
+    ok = all(o.passed for o in outcomes) and bool(outcomes)
+    verdict = (
+        "This run shows the opposite: the capability is there when the relay client is "
+        "driven (dial the relay, wait for identify, then listen_on the circuit address) and "
+        "the relay has an address to hand out"
+        if ok
+        else "This run did not show all of it"
+    )
+    return f"{SEED_CONCLUDED} {verdict}: " + "; ".join(shown) + "."
+
+
+def seed_rust() -> Scenario:
+    return Scenario(
+        name="seed-rust",
+        topology="seed-rust",
+        description="the seed layout behind cone NAT with the validators on the rust-libp2p "
+        "reference node: what the seed could not do, done by rust-libp2p 0.56",
+        steps=[
+            CheckStep("reservations", relay_checks.reservations, 120),
+            CheckStep(
+                "relayed_circuit", relay_checks.relayed_circuit, 90, requires=("reservations",)
+            ),
+            CheckStep(
+                "dcutr_upgrade", relay_checks.dcutr_upgrade, 90, requires=("relayed_circuit",)
+            ),
+            CheckStep(
+                "dcutr_rust_python",
+                relay_checks.dcutr_upgrade_between("rust", "python"),
+                90,
+                requires=("reservations",),
+            ),
+            CheckStep("consensus", chain_checks.consensus(3), 120),
+            *_sync_steps(expect_crossing=True),
+            CheckStep("no_forks", chain_checks.no_forks, 30, always=True),
+        ],
+        conclusion=seed_rust_conclusion,
+    )
+
+
 def seed_exact() -> Scenario:
     return Scenario(
         name="seed-exact",
@@ -328,6 +437,7 @@ def partition_heal() -> Scenario:
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "sentry": sentry,
     "mixed-relay": mixed_relay,
+    "seed-rust": seed_rust,
     "seed-exact": seed_exact,
     "symmetric-nat": symmetric_nat,
     "relay-failover": relay_failover,

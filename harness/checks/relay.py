@@ -429,8 +429,35 @@ def _dcutr_failures(h: PairHistory) -> str:
 
 
 def dcutr_upgrade(obs: Observation) -> Verdict:
-    """A relayed cross-network connection became direct through both NATs; relayed one closed."""
-    pairs = obs.cross_pairs(obs.validators())
+    """A relayed cross-network connection between validators became direct through both
+    NATs; the relayed one closed."""
+    return _dcutr_upgrade(obs, obs.cross_pairs(obs.validators()))
+
+
+def dcutr_upgrade_between(impl_a: str, impl_b: str) -> Check:
+    """dcutr_upgrade over the cross-network pairs of any role whose ends run `impl_a` and
+    `impl_b` (topology `impl:`), e.g. a rust-libp2p node and ours hole-punching each other."""
+
+    def check(obs: Observation) -> Verdict:
+        impl = {n.name: n.impl for n in obs.nodes.values()}
+        pairs = [
+            (a, b)
+            for a, b in obs.cross_pairs(obs.nodes)
+            if sorted((impl[a], impl[b])) == sorted((impl_a, impl_b))
+        ]
+        if not pairs:
+            return Verdict(
+                False,
+                f"no {impl_a}<->{impl_b} pair on two different private networks",
+                cause="topology: put an `impl: {impl_a}` and an `impl: {impl_b}` node behind "
+                "different NAT routers",
+            )
+        return _dcutr_upgrade(obs, pairs)
+
+    return check
+
+
+def _dcutr_upgrade(obs: Observation, pairs: list[tuple[str, str]]) -> Verdict:
     hist = [h for h in (pair_history(obs, a, b) for a, b in pairs) if h.had_relayed or h.dcutr_ok]
     if not hist:
         return Verdict(

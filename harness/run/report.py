@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import re
+import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -226,4 +227,6 @@ def summary_table(doc: dict[str, Any], width: int = 100) -> str:
     )
     if doc.get("error"):
         lines.append(f"run error: {doc['error']}")
+    if doc.get("conclusion"):
+        lines.append(textwrap.fill(f"conclusion: {doc['conclusion']}", width))
     return "\n".join(lines)

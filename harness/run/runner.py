@@ -254,6 +254,7 @@ def write_report(
         kept=kept or None,
         error=error,
         artifacts=artifacts or None,
+        conclusion=scenario.conclusion(outcomes) if scenario.conclusion else None,
     )
     report.write_results(run_dir, doc)
     progress.say(f"results: {run_dir} (report.json, junit.xml, logs/, status/, events/, graph.svg)")

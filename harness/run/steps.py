@@ -129,6 +129,9 @@ class Scenario:
     topology: str  # topology file name under scenarios/ (without .yaml)
     description: str
     steps: list[Step]
+    # One paragraph for the report from the check rows (report.json `conclusion`): what a
+    # reader came to learn, e.g. the seed's conclusion against what this run showed.
+    conclusion: Callable[[list[CheckOutcome]], str] | None = None
 
     @property
     def check_names(self) -> list[str]:

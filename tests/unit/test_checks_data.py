@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.checks import Observation
+from harness.infra.netstate import Flow, TcpSocket
 from harness.model import Network, Node
 from node.contract import Event, Status
 
@@ -259,6 +260,8 @@ def record_run(run_dir: Path) -> dict[str, Any]:
                 "marks": o["marks"],
                 "clock": o["clock"],
                 "events_upto": upto,
+                # evidence read from outside (harness/checks/outside.py), where there was any
+                **{k: o[k] for k in ("flows", "sockets") if o.get(k)},
             }
         )
     doc = {
@@ -345,6 +348,12 @@ def replayed(doc: dict[str, Any]) -> list[tuple[dict[str, Any], Observation]]:
             events={n: events[n][:k] for n, k in rec["events_upto"].items()},
             marks=copy.deepcopy(rec["marks"]),
             clock=dict(rec["clock"]),
+            flows={
+                net: [Flow.from_json(f) for f in fs] for net, fs in rec.get("flows", {}).items()
+            },
+            sockets={
+                n: [TcpSocket.from_json(s) for s in ss] for n, ss in rec.get("sockets", {}).items()
+            },
         )
         out.append((rec, o))
     return out

@@ -173,12 +173,15 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
     names = {n: scenarios.get(n).check_names for n in scenarios.SCENARIOS}
     assert set(names) == {
         "sentry",
+        "mixed-relay",
+        "seed-rust",
         "seed-exact",
         "symmetric-nat",
         "relay-failover",
         "partition-heal",
     }
     assert "dcutr_fails" in names["symmetric-nat"]
+    assert names["mixed-relay"] == names["sentry"]
     assert {"failover", "reservations_restored"} <= set(names["relay-failover"])
     assert {"converged", "no_forks"} <= set(names["partition-heal"])
     seed = scenarios.get("seed-exact")

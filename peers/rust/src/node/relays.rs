@@ -6,9 +6,20 @@
 //! a peer id when identify comes back (the connection's address or the peer's listen
 //! addresses), and then reserved on the same way. That `listen_on` is the whole dynamic
 //! reservation API of rust-libp2p's relay client.
+//!
+//! Reserve over a direct connection only. rust-libp2p 0.56's relay client sends the
+//! reservation over a direct connection to the relay when it has one; when it has none it
+//! asks the swarm to dial the relay with the default dial condition (dial only when
+//! disconnected). A peer met first over a *relayed* connection (a relay that dialled us
+//! through another relay's circuit, as a sentry does) counts as connected, so that dial is
+//! refused, the listener closes ("listener closed") and no RESERVE is ever sent: the
+//! seed's NO_RESERVATION symptom, reproduced by the seed-rust scenario. So before
+//! `listen_on` the node makes sure it has a direct connection to the relay, dialling the
+//! configured address itself (`PeerCondition::NotDialing`: connected or not) when it has none.
 
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::ConnectionId;
 use libp2p::{identify, relay, Multiaddr, PeerId};
 use serde_json::json;
@@ -75,6 +86,20 @@ impl Node {
             let r = &self.relays[i];
             let Some(peer) = r.peer else { continue };
             if r.listener.is_some() || r.retry_at > now || peer == *self.swarm.local_peer_id() {
+                continue;
+            }
+            let direct = self.state.lock().expect("state lock").connected(&peer, Some(false));
+            if !direct {
+                // see the module doc: reserving now would fail with "listener closed"
+                let addr = without_peer(&r.addr);
+                let dial = DialOpts::peer_id(peer)
+                    .addresses(vec![addr.clone()])
+                    .condition(PeerCondition::NotDialing) // connected (relayed) or not
+                    .build();
+                self.relays[i].retry_at = now + 1.0; // reserve on the next tick once it is up
+                if let Err(e) = self.swarm.dial(dial) {
+                    eprintln!("relay {peer}: direct dial to {addr} failed: {e}");
+                }
                 continue;
             }
             let circuit =
