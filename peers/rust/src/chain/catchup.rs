@@ -2,8 +2,14 @@
 //! woken) and a catch-up session that fetches the missing heights in chunks from every
 //! peer that has them, verifies each block against its certificate and our tip, and
 //! appends it. Both run as tasks and report to the chain service over its input channel.
-//! Simpler than node/chain/sync.py's: no hedged duplicate requests and no peer-set settle
-//! wait before the first catch-up; the wire is the same.
+//! Simpler than node/chain/sync.py's: no hedged duplicate requests; the wire is the same.
+//!
+//! Before its first poll the poller waits for the peer set to settle, as our node does
+//! (node/chain/service.py `_settle_peers`): a node that restarts behind NAT first has only
+//! the peers of its own network, and a catch-up started at once takes all history from
+//! them, never from the peers behind the other NAT that discovery and circuits bring a
+//! few seconds later. It waits until a reservation is held (relay clients) and the count
+//! of connected peers has not grown for SETTLE_QUIET, at most SETTLE_MAX.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,6 +32,8 @@ const SYNC_POLL: Duration = Duration::from_secs(2);
 const NO_SYNC_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_STRIKES: u32 = 2;
 const SESSION_LIMIT: Duration = Duration::from_secs(120);
+const SETTLE_QUIET: Duration = Duration::from_secs(6); // longer than a peer-exchange round
+const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 /// What one peer served over one connection kind (/status chain.sync_peers).
 #[derive(Clone, Debug, Default)]
@@ -89,13 +97,46 @@ async fn status_of(mut control: Control, peer: PeerId) -> Result<Option<i64>, ()
     }
 }
 
-/// Poll connected peers' tips forever; each round ends with Input::Poll.
+/// Wait until the peer set stops growing (see the module doc); says why it stopped.
+async fn settle(state: &Arc<Mutex<State>>, wants_reservation: bool) {
+    let t0 = Instant::now();
+    let mut count = connected_peers(state).len();
+    let mut quiet_from = t0;
+    let mut reserved = !wants_reservation;
+    let why = loop {
+        let n = connected_peers(state).len();
+        if n > count {
+            quiet_from = Instant::now();
+        }
+        count = n;
+        if !reserved {
+            let st = state.lock().expect("state lock");
+            if st.reservations.values().any(|r| r.accepted_at.is_some()) {
+                reserved = true;
+                quiet_from = quiet_from.max(Instant::now());
+            }
+        }
+        if reserved && quiet_from.elapsed() >= SETTLE_QUIET {
+            break "peer set settled";
+        }
+        if t0.elapsed() >= SETTLE_MAX {
+            break if reserved { "settle limit reached" } else { "settle limit, no reservation" };
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!("sync: {why} after {:.1}s: {count} peer(s) connected", t0.elapsed().as_secs_f64());
+}
+
+/// Poll connected peers' tips forever (after the peer set settled); each round ends with
+/// Input::Poll.
 pub async fn poller(
     control: Control,
     state: Arc<Mutex<State>>,
     wake: Arc<Notify>,
     tx: UnboundedSender<Input>,
+    wants_reservation: bool,
 ) {
+    settle(&state, wants_reservation).await;
     let mut no_sync: HashMap<PeerId, Instant> = HashMap::new();
     loop {
         tokio::select! {

@@ -177,6 +177,7 @@ impl Chain {
             chain.state.clone(),
             wake.clone(),
             chain.tx.clone(),
+            cfg.relay.is_client() && !cfg.relay.relay_servers.is_empty(),
         ));
         after(&chain.tx, INITIAL_SYNC_WAIT.as_secs_f64(), Input::InitialWait);
         {
