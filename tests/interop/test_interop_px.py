@@ -8,6 +8,7 @@ direct address it was given does not answer.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -159,13 +160,18 @@ def test_rust_node_rejects_malformed_px_and_keeps_running(rust_node: Path, tmp_p
         assert rust.alive()
 
 
-def test_rust_node_reaches_learnt_peer_through_its_circuit(rust_node: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("direct", ["refused", "silent"])
+def test_rust_node_reaches_learnt_peer_through_its_circuit(
+    rust_node: Path, tmp_path: Path, direct: str
+) -> None:
     """(d) A learnt peer whose direct address does not answer is reached through its
     /p2p-circuit address. Loopback stand-in for a peer in another private network: the
     px answer (from a probe host) gives the target's real circuit address and, as its
-    direct address, a loopback port nothing listens on; the relay and the target answer
-    no px, so nothing else tells the rust node a working direct address."""
-    with NodeProcs(tmp_path) as procs:
+    direct address, a loopback port that refuses connections ("refused": the direct dial
+    fails) or accepts them and never says a word ("silent", as a dropped SYN behind NAT:
+    the circuit is dialled after 3 s of no answer). The relay and the target answer no
+    px, so nothing else tells the rust node a working direct address."""
+    with NodeProcs(tmp_path) as procs, socket.socket() as silent:
         relay = procs.start("relay", p2p=NO_PX, relay=RELAY_SERVER)
         target = procs.start("target", p2p=NO_PX, relay=client(relay.full_addr), dcutr=NO_DCUTR)
         target_id = target.peer_id
@@ -176,7 +182,12 @@ def test_rust_node_reaches_learnt_peer_through_its_circuit(rust_node: Path, tmp_
             30,
         )
         circuit = f"{relay.full_addr}/p2p-circuit/p2p/{target_id}"
-        dead = f"/ip4/127.0.0.1/tcp/{free_port()}"
+        if direct == "silent":
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(16)  # the kernel completes the handshake; nobody ever answers
+            dead = f"/ip4/127.0.0.1/tcp/{silent.getsockname()[1]}"
+        else:
+            dead = f"/ip4/127.0.0.1/tcp/{free_port()}"
         rust = start_rust(
             procs,
             rust_node,

@@ -146,6 +146,9 @@ impl Node {
                 continue; // let the direct dial run to its end
             }
             self.px_dials.0.remove(&id); // its late result no longer counts
+            println!(
+                "peer {peer}: no direct answer in {DIRECT_TIMEOUT_S} s; dialling its circuits"
+            );
             let prior = format!("direct: no answer in {DIRECT_TIMEOUT_S} s");
             self.px_dial(peer, circuit, true, Some(prior));
         }
@@ -162,6 +165,7 @@ impl Node {
             self.px_failed(d.peer, format!("cannot reach {}: {msg}", d.peer));
         } else {
             let (_, circuit) = self.px_addrs(&d.peer);
+            println!("peer {}: direct dial failed ({err}); dialling its circuits", d.peer);
             self.px_dial(d.peer, circuit, true, Some(format!("direct: {err}")));
         }
     }
