@@ -1,7 +1,7 @@
 //! The node.toml the harness renders (docs/contracts.md section 1), checked key by key.
 //!
 //! Every section and key of the contract is accepted, so the same rendered file serves
-//! both implementations; keys this node has no use for (discovery, liveness) are
+//! both implementations; keys this node has no use for (liveness) are
 //! type-checked and ignored. An unknown or invalid key is a `ConfigError` whose message
 //! names the dotted key, as the Python node's does; main exits 2 with it.
 
@@ -66,6 +66,10 @@ pub struct Config {
     pub key_file: PathBuf,
     pub listen_addrs: Vec<Multiaddr>,
     pub persistent_peers: Vec<Multiaddr>,
+    /// `p2p.max_connections`: peer exchange dials learnt peers while fewer are connected
+    pub max_connections: usize,
+    /// `p2p.discovery`: serve and ask `/sentrynet/px/1.0.0` (src/px.rs)
+    pub discovery: bool,
     pub ping_interval_s: f64,
     pub ping_timeout_s: f64,
     pub relay: RelayConfig,
@@ -399,6 +403,8 @@ pub fn parse(doc: &toml::Table, base: &Path) -> Result<Config, ConfigError> {
         key_file: if key_file.is_absolute() { key_file } else { base.join(key_file) },
         listen_addrs,
         persistent_peers: c.addrs("p2p.persistent_peers"),
+        max_connections: c.int_or("p2p.max_connections", 32)? as usize,
+        discovery: *c.bools.get("p2p.discovery").unwrap_or(&true),
         ping_interval_s: c.float_or("p2p.ping_interval_s", 5.0)?,
         ping_timeout_s: c.float_or("p2p.ping_timeout_s", 10.0)?,
         relay,

@@ -12,6 +12,7 @@ mod config;
 mod events;
 mod keys;
 mod node;
+mod px;
 mod state;
 
 use std::path::PathBuf;

@@ -2,9 +2,10 @@
 //! behaviours, and the loop that turns swarm events into state and events (and gossip
 //! and chain timers into the chain service, src/chain/service.rs). Connections,
 //! listen addresses and dialling live here; relays in node/relays.rs, DCUtR in
-//! node/dcutr.rs.
+//! node/dcutr.rs; dialling what peer exchange (src/px.rs) taught us in node/discovery.rs.
 
 mod dcutr;
+mod discovery;
 mod relays;
 
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,7 @@ struct Node {
     peers: Vec<(Multiaddr, Option<PeerId>)>,
     dial_at: f64,
     chain: Chain,
+    px_dials: discovery::Dials,
 }
 
 fn build_swarm(cfg: &Config, key: Keypair) -> Result<Swarm<Behaviour>> {
@@ -211,6 +213,7 @@ impl Node {
                 *known = Some(peer);
             }
         }
+        self.px_on_established(peer, (outbound && !relayed).then_some(&remote));
         let dcutr_on = self.cfg.dcutr_enabled;
         let mut st = self.state.lock().expect("state lock");
         let kind = conn.kind();
@@ -228,6 +231,9 @@ impl Node {
     fn on_closed(&mut self, id: ConnectionId) {
         let mut st = self.state.lock().expect("state lock");
         if let Some(c) = st.conns.remove(&id) {
+            drop(st);
+            self.px_on_closed(&c);
+            let mut st = self.state.lock().expect("state lock");
             if c.relayed {
                 dcutr::on_relayed_closed(&mut st, c.peer);
             }
@@ -290,11 +296,17 @@ impl Node {
                 self.on_established(connection_id, peer_id, &endpoint)
             }
             SwarmEvent::ConnectionClosed { connection_id, .. } => self.on_closed(connection_id),
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                self.px_on_dial_error(connection_id, &error)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 connection_id,
                 peer_id,
                 info,
-            })) => self.on_identify(connection_id, peer_id, info),
+            })) => {
+                self.px_on_identify(peer_id, &info);
+                self.on_identify(connection_id, peer_id, info)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(ev)) => self.on_relay_client(ev),
             SwarmEvent::Behaviour(BehaviourEvent::RelayServer(ev)) => self.on_relay_server(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(ev)) => self.on_dcutr(ev),
@@ -346,11 +358,35 @@ pub async fn run(cfg: Config, key: Keypair) -> Result<()> {
             );
         }
     }
-    let peers = cfg.persistent_peers.iter().map(|a| (a.clone(), peer_in(a))).collect();
+    let peers: Vec<(Multiaddr, Option<PeerId>)> =
+        cfg.persistent_peers.iter().map(|a| (a.clone(), peer_in(a))).collect();
+    {
+        let mut st = state.lock().expect("state lock");
+        for (addr, peer) in &peers {
+            if let Some(p) = peer {
+                st.px.insert(*p, "persistent".into());
+                st.px.add_addrs(*p, [addr]);
+            }
+        }
+    }
+    if cfg.discovery {
+        let control = swarm.behaviour().stream.new_control();
+        tokio::spawn(crate::px::serve(control.clone(), state.clone()));
+        tokio::spawn(crate::px::ask_loop(control, state.clone()));
+    }
     let control = swarm.behaviour().stream.new_control();
     let (chain, mut chain_rx) =
         Chain::start(&cfg, &key, &mut swarm.behaviour_mut().gossipsub, control, state.clone());
-    let mut node = Node { swarm, state, cfg, relays, peers, dial_at: 0.0, chain };
+    let mut node = Node {
+        swarm,
+        state,
+        cfg,
+        relays,
+        peers,
+        dial_at: 0.0,
+        chain,
+        px_dials: discovery::Dials::default(),
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -363,6 +399,7 @@ pub async fn run(cfg: Config, key: Keypair) -> Result<()> {
                 if node.state.lock().expect("state lock").ready {
                     node.reserve_where_due();
                     node.dial_where_due();
+                    node.px_dial_where_due();
                 }
             }
             _ = term.recv() => break,

@@ -139,6 +139,8 @@ pub struct State {
     pub chain: Value,
     /// protocol -> rejected messages (`rejected` of /status)
     pub rejected: BTreeMap<&'static str, u64>,
+    /// known peers and the addresses held for each (`peers_known` of /status, src/px.rs)
+    pub px: crate::px::Book,
 }
 
 /// The relay's peer id in a relayed address (`.../p2p/<relay>/p2p-circuit/...`).
@@ -185,6 +187,7 @@ impl State {
                 .into_iter()
                 .map(|p| (p, 0))
                 .collect(),
+            px: crate::px::Book::default(),
         }
     }
 
@@ -256,6 +259,7 @@ impl State {
             "dcutr": self.dcutr.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
             "chain": self.chain.clone(),
             "rejected": self.rejected,
+            "peers_known": self.px.known_json(),
         });
         if self.relay_server {
             let mut granted: Vec<Value> = self
