@@ -112,9 +112,9 @@ def test_a_rust_sentry_relays(tmp_path: Path) -> None:
     assert (node3.impl, node3.relay_mode, node3.serve_sync) == ("rust", "both", False)
 
 
-def test_only_the_mixed_relay_scenario_runs_rust() -> None:
-    """The default testnets need no Rust toolchain; mixed-relay is the one that asks for it
-    (both sentries on the rust node)."""
+def test_only_the_rust_scenarios_run_rust() -> None:
+    """The default testnets need no Rust toolchain; mixed-relay (both sentries on the rust
+    node) and seed-rust (the four validators) are the ones that ask for it."""
     for path in sorted((REPO / "scenarios").glob("*.yaml")):
         rust = build_testnet(load_topology(path)).rust_nodes
-        assert bool(rust) == (path.stem == "mixed-relay"), (path, rust)
+        assert bool(rust) == (path.stem in ("mixed-relay", "seed-rust")), (path, rust)

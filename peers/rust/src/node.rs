@@ -400,6 +400,7 @@ pub async fn run(cfg: Config, key: Keypair) -> Result<()> {
                     node.reserve_where_due();
                     node.dial_where_due();
                     node.px_dial_where_due();
+                    node.close_relayed_where_due();
                 }
             }
             _ = term.recv() => break,

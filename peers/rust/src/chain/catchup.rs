@@ -34,6 +34,7 @@ const MAX_STRIKES: u32 = 2;
 const SESSION_LIMIT: Duration = Duration::from_secs(120);
 const SETTLE_QUIET: Duration = Duration::from_secs(6); // longer than a peer-exchange round
 const SETTLE_MAX: Duration = Duration::from_secs(30);
+const FIRST_ROUND: Duration = Duration::from_secs(2); // how long a chunk waits for its peer
 
 /// What one peer served over one connection kind (/status chain.sync_peers).
 #[derive(Clone, Debug, Default)]
@@ -169,6 +170,9 @@ pub async fn poller(
 struct Chunk {
     start: i64,
     end: i64,
+    /// First round: kept for this peer for FIRST_ROUND, so every peer of the session
+    /// serves a chunk (see `session`).
+    reserved: Option<PeerId>,
     inflight: bool,
     failed_on: HashSet<PeerId>,
     done: Option<(PeerId, Vec<(Block, CommitCert)>, usize)>,
@@ -199,6 +203,11 @@ pub struct Ctx {
 }
 
 /// Fetch heights start..=target from `peers` (peer, its height) and apply them in order.
+///
+/// Every peer gets one chunk of the first round, kept for it for FIRST_ROUND, as our node
+/// spreads its chunks (node/chain/sync.py `spread_chunk`): a rust node applies blocks so
+/// fast that the two own-network peers, whose streams open first, would otherwise take
+/// every chunk, and history would never cross the NAT although peers behind it are there.
 pub async fn session(ctx: Ctx, peers: Vec<(PeerId, i64)>, start: i64, target: i64) -> Outcome {
     let t0 = Instant::now();
     let n = peers.len().max(1) as i64;
@@ -207,9 +216,14 @@ pub async fn session(ctx: Ctx, peers: Vec<(PeerId, i64)>, start: i64, target: i6
     let chunks = (0..)
         .map(|i| start + i * size)
         .take_while(|a| *a <= target)
-        .map(|a| Chunk {
+        .enumerate()
+        .map(|(i, a)| Chunk {
             start: a,
             end: (a + size - 1).min(target),
+            reserved: peers
+                .get(i)
+                .filter(|(_, h)| *h >= (a + size - 1).min(target))
+                .map(|(p, _)| *p),
             inflight: false,
             failed_on: HashSet::new(),
             done: None,
@@ -222,7 +236,7 @@ pub async fn session(ctx: Ctx, peers: Vec<(PeerId, i64)>, start: i64, target: i6
         used: BTreeMap::new(),
         stats: BTreeMap::new(),
     });
-    let work = join_all(peers.iter().map(|(p, h)| worker(&ctx, &sess, *p, *h)));
+    let work = join_all(peers.iter().map(|(p, h)| worker(&ctx, &sess, *p, *h, t0)));
     let _ = tokio::time::timeout(SESSION_LIMIT, work).await;
     let s = sess.into_inner().expect("session lock");
     let end = ctx.store.lock().expect("store lock").height();
@@ -235,7 +249,7 @@ pub async fn session(ctx: Ctx, peers: Vec<(PeerId, i64)>, start: i64, target: i6
     }
 }
 
-async fn worker(ctx: &Ctx, sess: &Mutex<Session>, peer: PeerId, height: i64) {
+async fn worker(ctx: &Ctx, sess: &Mutex<Session>, peer: PeerId, height: i64, t0: Instant) {
     let mut control = ctx.control.clone();
     let Ok(mut io) = open(&mut control, peer).await else {
         sess.lock().expect("session lock").alive.remove(&peer);
@@ -249,8 +263,13 @@ async fn worker(ctx: &Ctx, sess: &Mutex<Session>, peer: PeerId, height: i64) {
             if !s.alive.contains(&peer) || s.chunks.iter().all(|c| c.done.is_some()) {
                 return;
             }
+            let first_round = t0.elapsed() < FIRST_ROUND;
             let free = s.chunks.iter_mut().find(|c| {
-                c.done.is_none() && !c.inflight && c.end <= height && !c.failed_on.contains(&peer)
+                c.done.is_none()
+                    && !c.inflight
+                    && c.end <= height
+                    && !c.failed_on.contains(&peer)
+                    && !(first_round && c.reserved.is_some_and(|r| r != peer))
             });
             match free {
                 Some(c) => {

@@ -7,6 +7,11 @@
 //! connection, and rust-libp2p's attempt dies with it without an event). It fails when
 //! rust-libp2p gives up. An attempt whose relayed connection closes with no direct
 //! connection is no outcome: its row leaves `dcutr`, as in our node.
+//!
+//! After a success the relayed connection only costs the relay (a circuit slot, its data
+//! limit), yet rust-libp2p keeps it until idle, which with gossipsub and ping is never.
+//! Like our node, this one closes it RELAY_CLOSE_GRACE after the upgrade (long enough for
+//! the peer's own attempt over it to finish), while a direct connection to the peer is up.
 
 use libp2p::swarm::ConnectionId;
 use libp2p::{dcutr, Multiaddr, PeerId};
@@ -14,6 +19,8 @@ use serde_json::json;
 
 use super::Node;
 use crate::events::{monotonic, round};
+
+const RELAY_CLOSE_GRACE: f64 = 10.0; // seconds, as node/dcutr/service.py RELAY_CLOSE_GRACE_S
 use crate::state::{DcutrRow, State};
 
 fn started(st: &State, peer: PeerId) -> Option<usize> {
@@ -83,6 +90,29 @@ pub(super) fn on_relayed_closed(st: &mut State, peer: PeerId) {
 }
 
 impl Node {
+    /// Close relayed connections to peers upgraded RELAY_CLOSE_GRACE ago (module doc).
+    pub(super) fn close_relayed_where_due(&mut self) {
+        let now = monotonic();
+        let due: Vec<ConnectionId> = {
+            let st = self.state.lock().expect("state lock");
+            let upgraded: Vec<PeerId> = st
+                .dcutr
+                .iter()
+                .filter(|r| r.outcome == "succeeded" && r.at + RELAY_CLOSE_GRACE <= now)
+                .map(|r| r.peer)
+                .filter(|p| st.connected(p, Some(false)))
+                .collect();
+            st.conns
+                .iter()
+                .filter(|(_, c)| c.relayed && upgraded.contains(&c.peer))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in due {
+            self.swarm.close_connection(id);
+        }
+    }
+
     pub(super) fn on_dcutr(&mut self, ev: dcutr::Event) {
         let mut st = self.state.lock().expect("state lock");
         let peer = ev.remote_peer_id;
