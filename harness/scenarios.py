@@ -324,7 +324,14 @@ def seed_rust_conclusion(outcomes: list[CheckOutcome]) -> str:
         if ok
         else "This run did not show all of it"
     )
-    return f"{SEED_CONCLUDED} {verdict}: " + "; ".join(shown) + "."
+    trap = (
+        " One trap of 0.56 reproduces the seed's symptom and the reference node works "
+        "around it: a relay first met over a relayed connection (a sentry that dialled the "
+        "validator through another relay) counts as connected, so the relay client's own "
+        "dial to it is refused, the listener closes and no RESERVE is sent; dialling the "
+        "relay directly before listen_on avoids it (peers/rust/src/node/relays.rs)."
+    )
+    return f"{SEED_CONCLUDED} {verdict}: " + "; ".join(shown) + "." + trap
 
 
 def seed_rust() -> Scenario:
