@@ -167,6 +167,29 @@ def _prepare(out: Path) -> None:
             path.unlink()
 
 
+def own_command(testnet: Testnet, node: Node) -> list[str] | None:
+    """The command of anyone's own node (`image:` + `command:`) with its placeholders
+    (harness/model/topology.py COMMAND_PLACEHOLDERS) replaced by what render decided;
+    None: sentrynet's own node, or the image's own command."""
+    if node.command is None:
+        return None
+    facts = {
+        "config": f"{CONFIG_DIR}/node.toml",
+        "key": f"{CONFIG_DIR}/node.key",
+        "data": DATA_DIR,
+        "name": node.name,
+        "ip": next(iter(node.addresses.values())),
+        "port": str(node.p2p_port),
+        "listen": node.listen_addrs[0],
+        "listen_addrs": ",".join(node.listen_addrs),
+        "relay_servers": ",".join(node.relay_server_addrs),
+        "persistent_peers": ",".join(node.persistent_peer_addrs),
+        "peer_id": node.peer_id,
+        "api": f"{node.control_ip}:9000",
+    }
+    return [arg.format_map(facts) for arg in node.command]
+
+
 def node_images(testnet: Testnet, image: str, rust_image: str | None) -> dict[str, str]:
     """impl -> the image its nodes run; a testnet with rust nodes needs the rust image."""
     if testnet.rust_nodes and not rust_image:
@@ -209,7 +232,11 @@ def render(
         written.append(path)
 
     compose = env.get_template(COMPOSE_TEMPLATE).render(
-        testnet=testnet, image=image, node_images=images, node_commands=NODE_COMMANDS
+        testnet=testnet,
+        image=image,
+        node_images=images,
+        node_commands=NODE_COMMANDS,
+        own_commands={n.name: own_command(testnet, n) for n in testnet.nodes},
     )
     write("docker-compose.yml", compose)
     write(TESTNET_FILE, testnet.to_json())

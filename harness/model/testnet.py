@@ -55,8 +55,8 @@ API_PORT = 9000
 CONTROL_NETWORK = "control"
 CONTROL_FIRST_HOST = 10
 TESTNET_FILE = "testnet.json"
-FORMAT_VERSION = 5  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
-# 5: node api (sentrynet | none)
+FORMAT_VERSION = 6  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
+# 5: node api (sentrynet | none); 6: node image and command (anyone's own node)
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,11 @@ class Router:
     container: str
 
     @property
+    def netns_container(self) -> str:
+        """The container owning its network namespace (as Node.netns_container)."""
+        return self.container
+
+    @property
     def addresses(self) -> dict[str, str]:
         """network -> IP, like Node.addresses: its private side and its public side."""
         return {self.network: self.private_ip, self.public_network: self.public_ip}
@@ -123,6 +128,15 @@ class Node:
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra node.toml keys
     impl: str = "python"  # python (node/) | rust (peers/rust reference node)
     api: str = "sentrynet"  # sentrynet: the harness reads /status; none: judged from outside
+    image: str | None = None  # anyone's own node (topology `image:`), else sentrynet's image
+    command: tuple[str, ...] | None = None  # its command, placeholders expanded by render
+
+    @property
+    def netns_container(self) -> str:
+        """The container that owns the node's network namespace: the node's own, or for
+        anyone's own image the `<container>-net` beside it (render: our image sets up the
+        routes there, so the user's image needs no shell and no tools)."""
+        return f"{self.container}-net" if self.image else self.container
 
     @property
     def has_api(self) -> bool:
@@ -248,7 +262,7 @@ class Testnet:
             )
 
         def tuples(obj: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-            return {k: tuple(v) if k in keys else v for k, v in obj.items()}
+            return {k: tuple(v) if k in keys and v is not None else v for k, v in obj.items()}
 
         node_tuples = (
             "listen_addrs",
@@ -256,6 +270,7 @@ class Testnet:
             "relay_server_addrs",
             "persistent_peers",
             "persistent_peer_addrs",
+            "command",
         )
         return cls(
             name=d["name"],
@@ -525,4 +540,6 @@ def _node(
         config={k: dict(v) for k, v in spec.config.items()},
         impl=spec.impl,
         api=spec.api,
+        image=spec.image,
+        command=spec.command,
     )

@@ -28,6 +28,8 @@ File format (see scenarios/sentry.yaml and docs/topology.md)::
         config: {relay: {max_reservations: 64}}      # extra node.toml keys (contracts.md 1)
         impl: python                  # python (node/) | rust (peers/rust reference node)
         api: sentrynet                # sentrynet | none (judged from outside)
+        image: myorg/node:1.2         # anyone's own node: an image on this engine, with
+        command: [node, --listen, "{listen}", --relay, "{relay_servers}"]  # placeholders
 
 One NAT router is derived for each private network whose nat is not `none` (`router-<net>`);
 its addresses are reserved here so nodes never collide with them: the private side takes the
@@ -51,6 +53,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,23 @@ IMPLS = ("python", "rust")
 # never does; the node is judged from outside (its TCP table, the routers' conntrack, what
 # the relays record about it), as a node we did not write would be.
 APIS = ("sentrynet", "none")
+# Anyone's own node (`image:` + `command:`): the facts render decides, for its command line.
+# Values with several items (listen_addrs, relay_servers, persistent_peers) are joined with
+# commas; a node that wants them one per argument reads the rendered node.toml ({config}).
+COMMAND_PLACEHOLDERS = {
+    "config": "the rendered node.toml (/config/node.toml)",
+    "key": "the rendered key file, libp2p protobuf Ed25519 (/config/node.key)",
+    "data": "the node's data volume (/data)",
+    "name": "the node's name",
+    "ip": "its first data IP",
+    "port": "its p2p port",
+    "listen": "its first p2p listen multiaddr",
+    "listen_addrs": "every p2p listen multiaddr",
+    "relay_servers": "relay server multiaddrs (without peer id)",
+    "persistent_peers": "persistent peer multiaddrs (with /p2p/<id>)",
+    "peer_id": "the peer id of the rendered key",
+    "api": "the control-network address an API would listen on (ip:9000)",
+}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 FIRST_AUTO_HOST = 10  # auto-assigned node IPs start at .10 (below: gateway, spare)
 P2P_PORT = 4001  # the first p2p port; nodes behind one NAT router count up from here
@@ -91,6 +111,8 @@ NODE_KEYS = (
     "config",
     "impl",
     "api",
+    "image",
+    "command",
 )
 # Extra node config (`config:`) is validated by the node's own schema (node/config.py
 # validate_overrides, docs/contracts.md section 1). These node.toml keys render derives from
@@ -156,8 +178,10 @@ class NodeSpec:
     serve_sync: bool = True
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
     p2p_port: int = P2P_PORT  # resolved: explicit `p2p_port:` or derived (_assign_ports)
-    impl: str = "python"  # python | rust (IMPLS)
+    impl: str = "python"  # python | rust (IMPLS); "image" for anyone's own node
     api: str = "sentrynet"  # sentrynet | none (APIS)
+    image: str | None = None  # anyone's own node: an image on this engine
+    command: tuple[str, ...] | None = None  # its command, COMMAND_PLACEHOLDERS expanded
 
     @property
     def is_relay_server(self) -> bool:
@@ -669,7 +693,10 @@ def _node_spec(
     if "persistent_peers" in spec:
         peers = c.name_list(spec["persistent_peers"], f"{path}.persistent_peers")
     impl = c.choice(spec.get("impl", "python"), f"{path}.impl", IMPLS)
-    api = c.choice(spec.get("api", "sentrynet"), f"{path}.api", APIS)
+    image, command = _own_image(c, path, spec)
+    if image is not None:
+        impl = "image"
+    api = c.choice(spec.get("api", "none" if image else "sentrynet"), f"{path}.api", APIS)
     serve_sync = c.boolean(spec.get("serve_sync", True), f"{path}.serve_sync")
     port = spec.get("p2p_port", P2P_PORT)
     if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
@@ -695,7 +722,66 @@ def _node_spec(
         p2p_port=port,
         impl=impl,
         api=api,
+        image=image,
+        command=command,
     )
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean {{{close[0]}}}?" if close else ""
+
+
+def _own_image(
+    c: _Checker, path: str, spec: dict[str, Any]
+) -> tuple[str | None, tuple[str, ...] | None]:
+    """`image:` and `command:` of anyone's own node, checked: an image reference, a list of
+    strings whose {placeholders} are COMMAND_PLACEHOLDERS."""
+    image = spec.get("image")
+    command = spec.get("command")
+    if image is None:
+        if command is not None:
+            raise c.fail(
+                f"{path}.command",
+                "a command without `image:`",
+                "give the node's `image:` too (the command runs in it), or remove `command:`",
+            )
+        return None, None
+    if not isinstance(image, str) or not image.strip() or any(ch.isspace() for ch in image):
+        raise c.fail(
+            f"{path}.image", f"expected an image reference like myorg/node:1.2, got {image!r}"
+        )
+    if "impl" in spec:
+        raise c.fail(
+            f"{path}.impl",
+            "`impl:` and `image:` together",
+            "`impl:` picks one of sentrynet's nodes (python, rust); `image:` runs your own: "
+            "keep one",
+        )
+    if command is None:
+        return image, None
+    if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
+        raise c.fail(
+            f"{path}.command",
+            f"expected a list of strings (argv), got {command!r}",
+            'e.g. command: [mynode, --config, "{config}"]',
+        )
+    for i, arg in enumerate(command):
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
+        except ValueError as exc:
+            raise c.fail(
+                f"{path}.command[{i}]", f"{arg!r}: {exc}", "write a literal brace as {{ or }}"
+            ) from None
+        for name in names:
+            if name not in COMMAND_PLACEHOLDERS:
+                known = ", ".join("{" + k + "}" for k in COMMAND_PLACEHOLDERS)
+                raise c.fail(
+                    f"{path}.command[{i}]",
+                    f"unknown placeholder {{{name}}}",
+                    f"known: {known}" + _did_you_mean(name, list(COMMAND_PLACEHOLDERS)),
+                )
+    return image, tuple(command)
 
 
 def _validate_relations(c: _Checker, topo: Topology) -> None:

@@ -141,13 +141,14 @@ def read_all(containers: list[str], argv: list[str]) -> dict[str, docker_ops.Exe
 def check_routes(testnet: Testnet, gateways: set[str]) -> list[str]:
     findings = []
     hosts: list[Node | Router] = [*testnet.routers, *testnet.nodes]
-    outputs = read_all([h.container for h in hosts], ["ip", "-4", "route", "show"])
+    # in the container owning the network namespace: anyone's own image has no `ip`
+    outputs = read_all([h.netns_container for h in hosts], ["ip", "-4", "route", "show"])
     for host in hosts:
         # routers and public nodes have no default route; a NATed node's goes via its router
         default_via = host.default_via if isinstance(host, Node) else None
-        res = outputs[host.container]
+        res = outputs[host.netns_container]
         if res is None:
-            findings.append(f"{host.name} ({host.container}): container missing")
+            findings.append(f"{host.name} ({host.netns_container}): container missing")
             continue
         if not res.ok:
             findings.append(f"{host.name}: `ip -4 route` failed: {res.output.strip()}")
@@ -204,9 +205,9 @@ WILDCARDS = {"*", "0.0.0.0", "::"}
 
 def check_listeners(testnet: Testnet) -> list[str]:
     findings = []
-    outputs = read_all([n.container for n in testnet.nodes], ["ss", "-ltnH"])
+    outputs = read_all([n.netns_container for n in testnet.nodes], ["ss", "-ltnH"])
     for node in testnet.nodes:
-        res = outputs[node.container]
+        res = outputs[node.netns_container]
         if res is None:
             continue  # reported by check_routes
         if not res.ok:

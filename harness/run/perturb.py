@@ -121,6 +121,15 @@ def _container(testnet: Testnet, node: str) -> Container:
     return docker_ops.node_container(testnet.name, node)
 
 
+def _netns(testnet: Testnet, node: str) -> Container:
+    """Where a node's links are cut (iptables, tc): the container owning its network
+    namespace, the `<name>-net` beside anyone's own image (it has no iptables)."""
+    host = _host(testnet, node)
+    if isinstance(host, Node) and host.image:
+        return docker_ops.node_container(testnet.name, f"{node}-net")
+    return _container(testnet, node)
+
+
 def container_action(testnet: Testnet, node: str, action: str) -> str:
     """kill | pause | unpause | restart | start one node (or router) container."""
     c = _container(testnet, node)
@@ -151,7 +160,7 @@ def disconnect(testnet: Testnet, node: str, net: str) -> str:
     if ip is None:
         nets = ", ".join(host.addresses)
         raise SentrynetError(f"{node} is not on network {net!r} (it is on {nets})")
-    c = _container(testnet, node)
+    c = _netns(testnet, node)
     iface = _iface_of(c, ip)
     comment = _comment("disconnect", net)
     _remove_rules(c, comment)
@@ -168,7 +177,7 @@ def disconnect(testnet: Testnet, node: str, net: str) -> str:
 
 def reconnect(testnet: Testnet, node: str, net: str) -> str:
     require_net(testnet, net)
-    c = _container(testnet, node)
+    c = _netns(testnet, node)
     n = _remove_rules(c, _comment("disconnect", net))
     return f"reconnect {node} to {net}: removed {n} DROP rule(s) in {c.name}"
 
@@ -191,7 +200,7 @@ def partition(testnet: Testnet, net_a: str, net_b: str) -> str:
             if net in (net_a, net_b):
                 by_node.setdefault(host.name, []).append((net, ip))
     for node, atts in sorted(by_node.items()):
-        c = _container(testnet, node)
+        c = _netns(testnet, node)
         _remove_rules(c, comment)
         rules: list[str] = []
         if len(atts) == 2:  # on both networks: stop forwarding between them
@@ -219,7 +228,7 @@ def heal(testnet: Testnet, net_a: str, net_b: str) -> str:
     total = 0
     nodes = sorted({h.name for net in (net_a, net_b) for h in testnet.hosts_on(net)})
     for node in nodes:
-        total += _remove_rules(_container(testnet, node), comment)
+        total += _remove_rules(_netns(testnet, node), comment)
     return f"heal {net_a} | {net_b}: removed {total} rule(s) in {len(nodes)} container(s)"
 
 
@@ -286,7 +295,7 @@ def set_loss(testnet: Testnet, net: str, pct: float) -> str:
     comment = _comment("loss", net)
     done = []
     for host in _on(testnet, net):
-        c = _container(testnet, host.name)
+        c = _netns(testnet, host.name)
         iface = _iface_of(c, host.addresses[net])
         _remove_rules(c, comment)
         if pct > 0:
@@ -314,7 +323,7 @@ def set_latency(testnet: Testnet, net: str, ms: float) -> str:
         raise SentrynetError(f"latency {ms}: use milliseconds >= 0 (0 removes it)")
     targets = []
     for host in _on(testnet, net):
-        c = _container(testnet, host.name)
+        c = _netns(testnet, host.name)
         targets.append((host.name, c, _iface_of(c, host.addresses[net])))
     if ms == 0:
         for _node, c, iface in targets:
@@ -343,5 +352,5 @@ def clear(testnet: Testnet) -> str:
     total = 0
     nodes = sorted(h.name for h in testnet.hosts())
     for node in nodes:
-        total += _remove_rules(_container(testnet, node), "sn:")
+        total += _remove_rules(_netns(testnet, node), "sn:")
     return f"clear: removed {total} perturbation rule(s) in {len(nodes)} container(s)"

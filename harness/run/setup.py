@@ -98,12 +98,13 @@ def rendered_images(run_dir: Path, testnet: Testnet) -> tuple[str, str | None]:
     doc = yaml.safe_load((run_dir / "docker-compose.yml").read_text())
     services = doc.get("services") or {}
     rust = set(testnet.rust_nodes)
+    own = {n.name for n in testnet.nodes if n.image}  # anyone's own image: not ours to check
 
     def images_of(want_rust: bool) -> set[str]:
         return {
             str(svc["image"])
             for name, svc in services.items()
-            if svc.get("image") and (name in rust) == want_rust
+            if svc.get("image") and name not in own and (name in rust) == want_rust
         }
 
     node_images, rust_images = images_of(False), images_of(True)
@@ -122,8 +123,28 @@ def ensure_images(testnet: Testnet, progress: Progress) -> tuple[str, str | None
     from harness.infra.images import ensure_node_image  # late: imports the build machinery
     from harness.infra.rust_image import ensure_rust_image
 
+    require_own_images(testnet)
     image = ensure_node_image(progress)
     return image, (ensure_rust_image(progress) if testnet.rust_nodes else None)
+
+
+def require_own_images(testnet: Testnet) -> None:
+    """Anyone's own node images must already be on this engine: nothing is pulled
+    (containers and the harness reach no registry), so a missing one fails here, by name."""
+    import docker.errors
+
+    from harness.infra import docker as docker_ops
+
+    for node in testnet.nodes:
+        if not node.image:
+            continue
+        try:
+            docker_ops.client().images.get(node.image)
+        except docker.errors.ImageNotFound:
+            raise SentrynetError(
+                f"nodes.{node.name}.image: {node.image} is not on this Docker engine; build "
+                "it here or `docker load` it (sentrynet pulls nothing: no registry is reached)"
+            ) from None
 
 
 def preflight(testnet: Testnet) -> None:
