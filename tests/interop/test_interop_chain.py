@@ -11,21 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import multiaddr
 import pytest
-import trio
-from libp2p import new_host
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
-from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from rustnode import launch_rust, start_rust
 
-from node.chain import codec
-from node.chain.block import Block, CommitCert, ValidatorSet
-from node.chain.sync import SYNC_PROTOCOL, FrameReader, encode_uvarint, frame
+from node.chain.block import ValidatorSet
 from testkit.chain import (
     chain,
     chain_section,
@@ -36,6 +25,7 @@ from testkit.chain import (
     validator_configs,
 )
 from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
+from testkit.sync_probe import check_answers, send_bad_sync_requests
 
 pytestmark = pytest.mark.interop
 
@@ -146,20 +136,6 @@ def test_python_full_node_syncs_from_rust_node(rust_node: Path, tmp_path: Path) 
         check_agreement(data_dirs([*py, *rs, late]))
 
 
-def probe_host() -> Any:
-    kp = create_new_key_pair()
-    noise = NoiseTransport(kp, noise_privkey=create_x25519().private_key)
-    return new_host(key_pair=kp, sec_opt={NOISE_ID: noise}, muxer_preference="YAMUX")
-
-
-async def ask(stream: Any, reader: FrameReader, raw: bytes) -> dict[str, Any]:
-    await stream.write(raw)
-    with trio.fail_after(10):
-        body = await reader.read_frame(1 << 24)
-    assert body is not None, "server closed the stream without an answer"
-    return codec.decode_object(body)
-
-
 def test_rust_rejects_malformed_sync_requests_and_keeps_serving(
     rust_node: Path, tmp_path: Path
 ) -> None:
@@ -173,45 +149,7 @@ def test_rust_rejects_malformed_sync_requests_and_keeps_serving(
         )
         wait_for(node, lambda s: height(s) >= 3, "solo rust validator commits", 60)
         vset = ValidatorSet(list(ids.items()))
-        results: dict[str, Any] = {}
-
-        async def probe() -> None:
-            host = probe_host()
-            listen = multiaddr.Multiaddr(f"/ip4/{node.ip}/tcp/0")
-            async with host.run(listen_addrs=[listen]):
-                peer = ID.from_base58(ids["rsolo"])
-                await host.connect(PeerInfo(peer, [multiaddr.Multiaddr(node.p2p_addr)]))
-                s1 = await host.new_stream(peer, [SYNC_PROTOCOL])
-                r1 = FrameReader(s1)
-                bad = [
-                    encode_uvarint(8) + b"not json",
-                    frame({"type": "blocks", "from": 0, "to": 2}),
-                    frame({"type": "blocks", "from": 1, "to": 100000}),
-                    frame({"type": "gimme"}),
-                ]
-                results["errors"] = [await ask(s1, r1, raw) for raw in bad]
-                results["status"] = await ask(s1, r1, frame({"type": "status"}))
-                s2 = await host.new_stream(peer, [SYNC_PROTOCOL])
-                results["frame_error"] = await ask(s2, FrameReader(s2), encode_uvarint(10**9))
-                s3 = await host.new_stream(peer, [SYNC_PROTOCOL])
-                results["blocks"] = await ask(
-                    s3, FrameReader(s3), frame({"type": "blocks", "from": 1, "to": 3})
-                )
-
-        trio.run(probe)
-        errors = results["errors"]
-        assert all(e["type"] == "error" for e in errors), errors
-        assert "'from'" in errors[1]["reason"] and "longer" in errors[2]["reason"], errors
-        assert results["status"]["type"] == "status" and results["status"]["height"] >= 3
-        assert results["frame_error"]["type"] == "error", results["frame_error"]
-        blocks = results["blocks"]["blocks"]
-        assert [b["block"]["height"] for b in blocks] == [1, 2, 3]
-        prev = vset.chain_id
-        for item in blocks:  # rust-served blocks verify with the Python code
-            block = Block.from_obj(item["block"])
-            assert block.prev_hash == prev
-            CommitCert.from_obj(item["commit"]).verify(vset, block)
-            prev = block.hash
+        check_answers(send_bad_sync_requests(node, ids["rsolo"]), vset)
         st = node.status()
         assert st["rejected"]["sync"] >= 5, st["rejected"]
         reasons = [e["reason"] for e in events_of(node, "message_rejected")]
