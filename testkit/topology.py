@@ -4,6 +4,7 @@ the scenario."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ def with_node_fields(source: Path, out_dir: Path, changes: dict[str, dict[str, A
         if node not in doc["nodes"]:
             raise KeyError(f"{source}: no node {node!r}")
         doc["nodes"][node].update(fields)
-    tag = "-".join(f"{n}{''.join(str(v) for v in f.values())}" for n, f in sorted(changes.items()))
+    said = "-".join(f"{n}{''.join(str(v) for v in f.values())}" for n, f in sorted(changes.items()))
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", said)[:60]  # a file name, whatever the values
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{source.stem}-{tag}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
