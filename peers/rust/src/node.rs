@@ -196,13 +196,15 @@ impl Node {
             ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr.clone(), false),
         };
         let relayed = is_relayed(&remote);
+        let relay =
+            if relayed { relay_of(&remote).or_else(|| self.relay_by_hop(&remote)) } else { None };
         let conn = Conn {
             peer,
             remote_addr: remote.clone(),
             relayed,
             outbound,
             opened_at: monotonic(),
-            relay: if relayed { relay_of(&remote) } else { None },
+            relay,
             rtts: Vec::new(),
             pings_ok: 0,
             ping_failures: 0,
@@ -226,6 +228,19 @@ impl Node {
         if dcutr_on {
             dcutr::on_connection(&mut st, id, peer, relayed, outbound, &remote);
         }
+    }
+
+    /// The relay of an inbound circuit whose address names none: rust-libp2p gives it as
+    /// `<relay's connection address>/p2p-circuit/p2p/<peer>`, so it is the peer of our
+    /// direct connection with that address.
+    fn relay_by_hop(&self, remote: &Multiaddr) -> Option<PeerId> {
+        let hop: Multiaddr =
+            remote.iter().take_while(|p| !matches!(p, Protocol::P2pCircuit)).collect();
+        let st = self.state.lock().expect("state lock");
+        st.conns
+            .values()
+            .find(|c| !c.relayed && without_peer(&c.remote_addr) == hop)
+            .map(|c| c.peer)
     }
 
     fn on_closed(&mut self, id: ConnectionId) {
