@@ -7,6 +7,7 @@ naming the dotted key and the fix, so `python -m node` can exit 2 with that mess
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -127,6 +128,10 @@ def _type_name(t: Any) -> str:
 def _check_scalar(key: str, value: Any, want: type) -> Any:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if want is float and isinstance(value, float) and not math.isfinite(value):
+        # TOML has nan and inf, and `<= 0` is false for nan: without this a nan interval
+        # passed validation and stopped the chain or crashed the liveness task later
+        raise ConfigError(key, f"must be a finite number, got {value}", "use seconds, e.g. 1.0")
     if want is int and isinstance(value, bool):
         raise ConfigError(key, f"expected {_type_name(want)}, got {value!r}")
     if not isinstance(value, want):

@@ -37,6 +37,7 @@ BAD = [
     ({"api": {"listen": "nope"}}, "api.listen"),
     ({"dcutr": {"enabled": "yes"}}, "dcutr.enabled"),
     ({"gossip": {"x": 1}}, "gossip"),
+    ({"p2p": {"ping_interval_s": float("nan")}}, "p2p.ping_interval_s"),
 ]
 
 

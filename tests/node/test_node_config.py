@@ -55,6 +55,10 @@ def run_node(tmp_path: Path, doc: dict[str, dict[str, Any]]) -> subprocess.Compl
             "chain.validator_ids.b: not in chain.validators",
         ),
         ({"bogus": {"x": 1}}, "bogus: unknown section"),
+        # TOML has nan and inf; `<= 0` is false for nan, so they once passed and stopped
+        # the node later (issue 16)
+        ({"p2p": {"ping_interval_s": float("nan")}}, "p2p.ping_interval_s: must be a finite"),
+        ({"chain": {"block_interval_s": float("inf")}}, "chain.block_interval_s: must be a finite"),
     ],
 )
 def test_invalid_config_exits_2_naming_the_key(

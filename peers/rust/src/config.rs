@@ -298,6 +298,10 @@ impl Checked {
 
     fn float_or(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
         let v = *self.floats.get(key).unwrap_or(&default);
+        if !v.is_finite() {
+            // TOML has nan and inf; `nan <= 0.0` is false, so check it first (as our node)
+            return err(format!("{key}: must be a finite number, got {v}"));
+        }
         if v <= 0.0 {
             return err(format!("{key}: must be > 0, got {v}"));
         }
