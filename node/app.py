@@ -15,6 +15,7 @@ from typing import Any
 
 import multiaddr
 import trio
+from libp2p.crypto.keys import KeyPair
 from libp2p.tools.anyio_service import background_trio_service
 
 from node import overrides
@@ -68,7 +69,17 @@ def run(path: str) -> int:
         print(f"node error: {exc}", file=sys.stderr)
         return 1
     try:
-        trio.run(_main, cfg)
+        key_pair = load_or_create_key(cfg.node.key_file)
+    except Exception as exc:  # empty, truncated, not protobuf, not Ed25519, unreadable
+        print(
+            f"config error: node.key_file: {cfg.node.key_file}: not a usable libp2p private "
+            f"key ({type(exc).__name__}: {exc}); remove it to have a new one created, or "
+            "render the testnet again",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        trio.run(_main, cfg, key_pair)
     except KeyboardInterrupt:
         return 0
     except OSError as exc:
@@ -159,9 +170,8 @@ class Node:
         return doc
 
 
-async def _main(cfg: NodeConfig) -> None:
+async def _main(cfg: NodeConfig, key_pair: KeyPair) -> None:
     node = Node(cfg)
-    key_pair = load_or_create_key(cfg.node.key_file)
     host = build_host(cfg, key_pair, addrs_factory=None)
     node.tracker.local_peer = host.get_id()
     host.get_network().register_notifee(node.tracker)

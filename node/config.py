@@ -7,7 +7,9 @@ naming the dotted key and the fix, so `python -m node` can exit 2 with that mess
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -119,6 +121,7 @@ _SECTIONS: dict[str, type] = {
     "api": APISection,
 }
 _REQUIRED_SECTIONS = ("node", "p2p")
+NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 def _type_name(t: Any) -> str:
@@ -310,11 +313,28 @@ def _validate(cfg: NodeConfig) -> None:
         raise ConfigError(
             "chain.block_interval_s", f"must be > 0, got {cfg.chain.block_interval_s}"
         )
+    if not NODE_NAME_RE.match(cfg.node.name):
+        # the name is in every log line and event; '%' once broke logging's formatting
+        raise ConfigError(
+            "node.name",
+            f"{cfg.node.name!r} is not a node name",
+            "use letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)",
+        )
     host, _, port = cfg.api.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # isascii: str.isdigit() is true for digits of other scripts, which int() accepts
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError("api.listen", f"{cfg.api.listen!r} must be <ip>:<port>")
+    try:
+        api_ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ConfigError(
+            "api.listen",
+            f"{host!r} is not an IP address",
+            "give the control-network IP (no host names: nothing is resolved)",
+        ) from None
     for addr in cfg.p2p.listen_addrs:
-        if f"/{host}/tcp/{port}" in addr:
+        ip, tcp = _ip_port(addr)
+        if tcp == int(port) and ip is not None and (ip == api_ip or ip.is_unspecified):
             raise ConfigError("api.listen", f"{cfg.api.listen!r} collides with p2p listen {addr}")
     for name in cfg.chain.validator_ids:
         if cfg.chain.validators and name not in cfg.chain.validators:
@@ -324,13 +344,33 @@ def _validate(cfg: NodeConfig) -> None:
             )
 
 
+def _ip_port(addr: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int | None]:
+    """The IP and TCP port of a /ip4|ip6/../tcp/.. multiaddr (None where absent)."""
+    parts = addr.split("/")
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    port: int | None = None
+    for i, p in enumerate(parts[:-1]):
+        if p in ("ip4", "ip6"):
+            try:
+                ip = ipaddress.ip_address(parts[i + 1])
+            except ValueError:
+                ip = None
+        elif p == "tcp" and parts[i + 1].isascii() and parts[i + 1].isdigit():
+            port = int(parts[i + 1])
+    return ip, port
+
+
 def load_config(path: str | Path) -> NodeConfig:
     """Read and validate a node TOML config; every problem is a ConfigError naming its key."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path), f"not UTF-8 (byte {exc.start}: {exc.reason})", "TOML files are UTF-8"
+        ) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -59,6 +59,16 @@ def run_node(tmp_path: Path, doc: dict[str, dict[str, Any]]) -> subprocess.Compl
         # the node later (issue 16)
         ({"p2p": {"ping_interval_s": float("nan")}}, "p2p.ping_interval_s: must be a finite"),
         ({"chain": {"block_interval_s": float("inf")}}, "chain.block_interval_s: must be a finite"),
+        # a '%' in the name broke every log line; digits of another script passed isdigit();
+        # a host name made the node exit 1 without naming the key; a p2p listen on the API's
+        # IP and port was missed when written differently
+        ({"node": {"name": "n%d"}}, "node.name: 'n%d' is not a node name"),
+        ({"api": {"listen": "127.0.0.1:\u0669\u0660\u0660\u0660"}}, "api.listen:"),
+        ({"api": {"listen": "no-such-host:9000"}}, "api.listen: 'no-such-host' is not an IP"),
+        (
+            {"p2p": {"listen_addrs": ["/ip4/127.0.0.1/tcp/9000"]}},
+            "api.listen: '127.0.0.1:9000' collides with p2p listen /ip4/127.0.0.1/tcp/9000",
+        ),
     ],
 )
 def test_invalid_config_exits_2_naming_the_key(
@@ -103,6 +113,31 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
     bad.write_text("[node\nname=1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(render_toml(GOOD).encode().replace(b'"n0"', b'"n\xe9"'))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(latin)
+
+
+def test_api_port_only_collides_with_the_same_port(tmp_path: Path) -> None:
+    """The old substring test took p2p port 9000 for a clash with API port 900."""
+    doc = {k: dict(v) for k, v in GOOD.items()}
+    doc["api"] = {"listen": "127.0.0.1:900"}
+    doc["p2p"] = {"listen_addrs": ["/ip4/127.0.0.1/tcp/9000"]}
+    cfg_path = tmp_path / "n.toml"
+    cfg_path.write_text(render_toml(doc))
+    assert load_config(cfg_path).api.listen == "127.0.0.1:900"
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\x08\x01\x12", b"not a key at all"], ids=["empty", "truncated", "garbage"]
+)
+def test_unusable_key_file_exits_2_naming_the_key(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "n0.key").write_bytes(content)
+    res = run_node(tmp_path, GOOD)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("config error: node.key_file: "), res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_defaults_are_sized_for_consensus(tmp_path: Path) -> None:
