@@ -285,6 +285,14 @@ class HolePunchService:
                 log.info("dcutr from %s rejected: %s", peer, exc)
                 await reset_stream(stream)
                 return
+            if rt.connections.kind_of_stream(stream) == "direct":
+                # DCUtR runs over the relayed connection it upgrades (spec). Over a direct
+                # one there is nothing to upgrade, and answering let any directly connected
+                # peer make this node record a "succeeded" hole punch (issue 16).
+                rt.reject("dcutr", "not_relayed")
+                log.info("dcutr from %s rejected: CONNECT over a direct connection", peer)
+                await reset_stream(stream)
+                return
             rec = self._start(peer, "responder", self._responder_count(peer) + 1)
             if not self._observed_any():
                 with trio.move_on_after(min(OBSERVE_WAIT_S, timeout / 2)):

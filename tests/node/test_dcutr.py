@@ -17,7 +17,7 @@ import trio
 from probe import connect, probe_host
 
 from node.dcutr.service import RELAY_CLOSE_GRACE_S
-from node.dcutr.wire import PROTOCOL_ID, SYNC, encode
+from node.dcutr.wire import CONNECT, PROTOCOL_ID, SYNC, encode
 from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
@@ -115,6 +115,39 @@ BAD_MESSAGES = [
     (b"\x02\x08\x05", False, "malformed"),  # HolePunch with an unknown type
     (encode(SYNC), False, "unexpected_type"),  # SYNC before CONNECT
 ]
+
+
+def test_dcutr_over_a_direct_connection_is_rejected_not_recorded(tmp_path: Path) -> None:
+    """A well-formed CONNECT, then SYNC, from a peer on a direct connection: there is nothing
+    to upgrade, so the node rejects it (counted `not_relayed`) and records no attempt; it
+    used to answer and then record a succeeded hole punch."""
+    with NodeProcs(tmp_path) as procs:
+        node = procs.start("node", p2p={"discovery": False})
+
+        async def send() -> bytes:
+            async with probe_host() as host:
+                peer = await connect(host, node.full_addr)
+                with trio.fail_after(20):
+                    s = await host.new_stream(peer, [PROTOCOL_ID])
+                    await s.write(encode(CONNECT, [b"\x04\x7f\x00\x00\x01\x06\x0f\xa1"]))
+                    await s.write(encode(SYNC))
+                    got = b""
+                    try:
+                        while chunk := await s.read(4096):
+                            got += chunk
+                    except Exception:
+                        pass  # reset by the node
+                    return got
+
+        assert trio.run(send) == b"", "the node answered CONNECT over a direct connection"
+        st = wait_for(node, lambda s: s["rejected"]["dcutr"] >= 1 and s, "rejected.dcutr")
+        assert st["dcutr"] == []
+        types = {e["type"] for e in node.events()}
+        assert "dcutr_succeeded" not in types and "dcutr_started" not in types
+        assert (
+            node.metric("sentrynet_messages_rejected_total", protocol="dcutr", reason="not_relayed")
+            == 1
+        )
 
 
 async def _send_bad(full_addr: str) -> list[bytes]:
