@@ -153,6 +153,11 @@ def _net_context(testnet: Testnet, addresses: dict[str, str]) -> list[dict[str, 
 
 def _prepare(out: Path) -> None:
     """Refuse to write into a directory we did not render; clear what a previous render made."""
+    if out.exists() and not out.is_dir():
+        raise SentrynetError(f"--out {out}: a file, not a directory; choose a new directory")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise SentrynetError(f"--out {out}: {blocked} is a file; choose a directory path")
     if out.exists() and any(out.iterdir()) and not (out / TESTNET_FILE).exists():
         raise SentrynetError(
             f"{out}: not empty and not a rendered testnet (no {TESTNET_FILE}); "

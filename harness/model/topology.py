@@ -349,10 +349,18 @@ def load_topology(path: str | Path) -> Topology:
     p = Path(path)
     source = str(path)
     try:
-        text = p.read_text()
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise TopologyError(
             source, "", f"cannot read topology ({exc.strerror})", "check the path"
+        ) from None
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise TopologyError(
+            source,
+            f"line {line}",
+            f"not UTF-8 (byte {exc.start}: {exc.reason})",
+            "save the file as UTF-8",
         ) from None
     return parse_topology(text, source=source, default_name=p.stem)
 
@@ -705,7 +713,13 @@ def _node_spec(
             f"expected a TCP port number, got {port!r}",
             "use a whole number from 1024 to 65535, or leave it out (derived)",
         )
-    extra = c.mapping(spec.get("config", {}) or {}, f"{path}.config", "node.toml section -> keys")
+    if "config" in spec and spec["config"] is None:
+        raise c.fail(
+            f"{path}.config",
+            "empty (null)",
+            "give node.toml sections, e.g. config: {relay: {max_reservations: 64}}, or remove it",
+        )
+    extra = c.mapping(spec.get("config", {}), f"{path}.config", "node.toml section -> keys")
     try:
         config = validate_overrides(extra, derived=DERIVED_CONFIG_KEYS)
     except ConfigError as err:
