@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +63,7 @@ from node.chain.consensus import (
     ScheduleTimeout,
     Timeouts,
 )
-from node.chain.store import BlockStore
+from node.chain.store import BlockStore, StoreError
 from node.chain.sync import (
     REQUEST_TIMEOUT,
     STATUS_TIMEOUT,
@@ -179,10 +180,19 @@ class ChainService:
             log.error("%s: chain disabled", self.error)
             self.ready = True
             await trio.sleep_forever()
-        self.vset = vset = ValidatorSet([(n, cfg.validator_ids[n]) for n in cfg.validators])
-        self.store = store = BlockStore(
-            Path(rt.config.node.data_dir) / "chain.sqlite", vset.chain_id
-        )
+        try:
+            self.vset = vset = ValidatorSet([(n, cfg.validator_ids[n]) for n in cfg.validators])
+            self.store = store = BlockStore(
+                Path(rt.config.node.data_dir) / "chain.sqlite", vset.chain_id
+            )
+        except (ValueError, OSError, sqlite3.Error, StoreError) as exc:
+            # a bad validator id, a duplicate validator, data_dir a file, a corrupt store, a
+            # store of another validator set: the chain cannot run. Say so in /status
+            # (chain.error) and the log, and stay not ready; before, the service crashed
+            # quietly and the node showed ready: false with chain.error null (issue 16)
+            self.error = f"chain disabled: {type(exc).__name__}: {exc}"
+            log.error("%s", self.error)
+            await trio.sleep_forever()
         rt.metrics.chain_height.set(store.height)
         self.ready = True
         my_id = str(rt.host.get_id())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import multiaddr
 import pytest
@@ -141,3 +142,44 @@ def test_bad_consensus_gossip_is_rejected_and_counted(tmp_path: Path) -> None:
         assert chain(st)["height"] == 0 and st["rejected"]["consensus"] >= 6
         # none of it moved the chain, and the node is alive and answering
         assert node.alive() and node.status()["chain"]["error"] is None
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("data_dir_is_a_file", "chain disabled: "),
+        ("corrupt_store", "chain disabled: DatabaseError"),
+        ("bad_validator_id", "is not a peer id"),
+        ("store_of_another_validator_set", "store belongs to another validator set"),
+    ],
+)
+def test_a_chain_that_cannot_run_says_why(tmp_path: Path, case: str, said: str) -> None:
+    """Faults the node used to hide: the chain service crashed quietly, /status showed
+    ready: false forever with chain.error null. Now chain.error and the log say why."""
+    with NodeProcs(tmp_path) as procs:
+        node = procs.write_config("n")
+        ids = {"n": make_key(node.config["node"]["key_file"])}
+        data = tmp_path / "n-data"
+        sections: dict[str, dict[str, Any]] = {
+            "node": {"role": "validator", "data_dir": str(data)},
+            "chain": chain_section(ids, 0.2),
+        }
+        if case == "data_dir_is_a_file":
+            data.write_text("not a directory")
+        elif case == "corrupt_store":
+            data.mkdir()
+            (data / "chain.sqlite").write_bytes(b"this is not a sqlite database" * 100)
+        elif case == "bad_validator_id":
+            sections["chain"] = chain_section({"n": "not-a-peer-id"}, 0.2)
+        elif case == "store_of_another_validator_set":
+            first = procs.start("n", **sections)
+            wait_for(first, lambda s: height(s) >= 1, "a first block in the store", 30)
+            first.stop()
+            other = make_key(tmp_path / "other.key")
+            sections["chain"] = chain_section({**ids, "o": other}, 0.2)
+        node = procs.start("n", wait_ready=False, **sections)
+        st = wait_for(node, lambda s: (chain(s) or {}).get("error") and s, "chain.error", 30)
+        assert said in chain(st)["error"], chain(st)["error"]
+        assert st["ready"] is False
+        assert node.proc is not None and node.proc.poll() is None  # the node keeps running
+        assert "chain disabled" in node.log_path.read_text()
