@@ -81,6 +81,7 @@ from harness.run.steps import (
 from harness.scenarios import actions
 
 LIBRARY_DIR = SCENARIO_DIR / "library"
+RESERVED_NAMES = ("list", "check")  # `sentrynet scenario list|check`
 SUFFIX = ".yaml"
 
 
@@ -775,6 +776,8 @@ def parse_scenario(text: str, file: Path, source: str | None = None) -> Scenario
     r.keys(top, "", TOP_KEYS)
     stem = file.name.removesuffix(SUFFIX).removesuffix(".scenario")
     name = r.text(top.get("name", stem), "name")
+    if name in RESERVED_NAMES:
+        raise r.fail("name", f"{name!r} is a `sentrynet scenario` subcommand", "rename the file")
     if name != stem:
         raise r.fail(
             "name",
