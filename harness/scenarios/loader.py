@@ -247,6 +247,7 @@ class _Reader:
         self.topo: Topology | None = topo
         self.names: list[str] = []  # check rows so far
         self.reach_at: int | None = None  # index of the analyse-reach action, if any
+        self.scope = 0  # rows from here on must be unique (a repeat body renames its own)
 
     def fail(self, fieldpath: str, problem: str, fix: str = "") -> ScenarioError:
         return ScenarioError(self.source, fieldpath, problem, fix)
@@ -524,7 +525,7 @@ class _Reader:
         check = self._build_check(spec["check"], spec.get("args"), f"{path}.check")
         name = spec.get("name", spec["check"])
         name = self.text(name, f"{path}.name")
-        if name in self.names:
+        if name in self.names[self.scope :]:
             raise self.fail(
                 f"{path}.name" if "name" in spec else f"{path}.check",
                 f"a check row {name!r} is already in this scenario",
@@ -662,8 +663,10 @@ class _Reader:
         state: dict[str, float] = {}
         before = list(self.names)
         rows: list[str] = []
+        scope = self.scope
         for i in range(1, times + 1):
             self.names = list(before)  # each iteration sees the checks before the repeat
+            self.scope = len(before)
             if every is not None:
                 out.append(ActionStep(f"repeat {i}/{times}", actions.pace(every, state, i == 1)))
             body = self.steps(spec["steps"], f"{path}.steps", inside or "repeat")
@@ -676,6 +679,7 @@ class _Reader:
                     s.name = renamed[s.name]
             rows += renamed.values()
             out += body
+        self.scope = scope
         clash = sorted(set(rows) & set(before))
         if clash:
             raise self.fail(

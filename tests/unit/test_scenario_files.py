@@ -267,3 +267,16 @@ def test_cli_list_and_check(tmp_path: Path) -> None:
     assert out.stdout.splitlines()[0].startswith("mixed-relay ")
     res = subprocess.run([*run, "check", str(bad)], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 1 and "steps[0].chek: not a step kind" in res.stdout
+
+
+def test_the_worked_example_in_the_docs_loads(tmp_path: Path) -> None:
+    doc = (REPO / "docs" / "scenarios.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    f = tmp_path / "client-restart-loop.yaml"
+    f.write_text(block)
+    sc = scenarios.get(str(f))
+    assert sc.check_names == [
+        "reservations",
+        *(f"reservations_{i}" for i in range(1, 6)),
+        "no_forks",
+    ]
