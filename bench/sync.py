@@ -8,7 +8,7 @@ the validators only over circuits through the public relay. Steps:
 2. write one pre-built chain of N certified blocks (signed offline with the validators'
    deterministic keys, harness/model/keys.py) into every validator's store and the relay's (it
    follows the chain but serves no sync), empty both syncers' stores (the same docker-cp
-   approach as harness/scenarios.wipe_store);
+   approach as harness/scenarios/actions.wipe_store);
 3. start the validators and the relay (consensus continues from height N), wait until two
    validators hold a reservation; start `sync-direct`, wait for its sync to reach N; then
    `sync-relay` (one after the other: the two never compete for the validators' CPU).

@@ -9,7 +9,7 @@ The layout shows the flow; each layer imports only the layers before it
     checks/     scenario checks: pure functions Observation -> Verdict
     run/        the stages of a run (setup, start, audit, observe, perturb, steps, report,
                 cleanup), RunningTestnet (the one handle) and runner.run (all of them in order)
-    scenarios.py                    which checks and perturbations each scenario runs
+    scenarios/                      scenario files (scenarios/library/*.yaml): loader, actions
     cli/ pytest_plugin.py           the `sentrynet` command and the pytest fixtures
 """
 

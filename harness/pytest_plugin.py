@@ -7,11 +7,14 @@ Fixtures (module scope: one testnet per test module, shared by its tests):
   `running.wait_for(check, deadline_s)` polls a
   check (harness/checks) and on timeout raises WaitTimeout with what was last seen and the
   likely cause.
-- `scenario_report(name) -> dict`: run scenario `name` once on `testnet(<its topology>)`,
-  write results/<run-id>/ like `sentrynet scenario`, return report.json's document.
+- `scenario_report(name) -> dict`: run scenario `name` (a name under scenarios/library/ or a
+  scenario file) once on a testnet of its own, write results/<run-id>/ like `sentrynet
+  scenario`, return report.json's document. The previous scenario's testnet is torn down
+  when the next scenario starts (and the last one at module end), so one module can hold
+  every scenario (scenarios/test_scenarios.py) without running several testnets at once.
 - `assert_check(doc, name)`: fail a test with the check's detail and likely cause.
 
-A scenario test module is then three lines per check (scenarios/test_sentry.py).
+scenarios/test_scenarios.py makes one test per check row of every scenario file.
 Options: --sentrynet-keep (leave testnets up), --sentrynet-results DIR (default results).
 """
 
@@ -25,7 +28,7 @@ import pytest
 
 from harness import scenarios
 from harness.progress import Progress
-from harness.run import report, runner
+from harness.run import report, runner, setup
 from harness.run.steps import pending_outcomes
 from harness.run.testnet import RunningTestnet
 
@@ -82,18 +85,29 @@ def testnet(request: pytest.FixtureRequest) -> Iterator[Callable[[str], RunningT
 
 
 @pytest.fixture(scope="module")
-def scenario_report(
-    request: pytest.FixtureRequest, testnet: Callable[[str], RunningTestnet]
-) -> Callable[[str], dict[str, Any]]:
-    """scenario_report(name) -> report.json document; the scenario runs once per module."""
+def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[[str], dict[str, Any]]]:
+    """scenario_report(name) -> report.json document; each scenario runs once per module,
+    on its own testnet (down before the next scenario's comes up)."""
     done: dict[str, dict[str, Any]] = {}
+    current: list[RunningTestnet] = []
+    progress = Progress()
+
+    def release() -> None:
+        while current:
+            running = current.pop()
+            if _keep(request.config):
+                progress.say(f"testnet {running.name} kept (`sentrynet down {running.name}`)")
+            else:
+                progress.say(running.down())
 
     def get(name: str) -> dict[str, Any]:
         if name not in done:
             sc = scenarios.get(name)
-            progress = Progress()
+            release()
             try:
-                running = testnet(sc.topology)
+                running = runner.bring_up(
+                    sc.topology, name=setup.unique_name(sc.name), progress=progress
+                )
             except Exception as exc:  # up failed: every check fails with the reason
                 doc, run_dir = runner.write_report(
                     sc,
@@ -104,6 +118,7 @@ def scenario_report(
                     error=f"up failed: {exc}",
                 )
             else:
+                current.append(running)
                 doc, run_dir = runner.execute(
                     sc,
                     running,
@@ -115,7 +130,8 @@ def scenario_report(
             done[name] = doc
         return done[name]
 
-    return get
+    yield get
+    release()
 
 
 def assert_check(doc: dict[str, Any], name: str) -> None:

@@ -1,8 +1,15 @@
-"""`sentrynet scenario NAME`: up a testnet, run the scenario's checks with live progress,
+"""`sentrynet scenario NAME|FILE`: up a testnet, run the scenario's steps with live progress,
 print the summary table, write results/<run-id>/ (and results/latest), tear down.
 
-Exit code: 0 when every check passed, 1 when any failed (or the testnet did not come up),
-130 on Ctrl-C (the testnet is still torn down, and a report of what ran is written).
+    sentrynet scenario sentry                       a shipped scenario (scenarios/library/)
+    sentrynet scenario path/to/my-bug.yaml          any scenario file
+    sentrynet scenario list                         every shipped scenario, one line each
+    sentrynet scenario check FILE|NAME [...]        validate without Docker (selectors too)
+    sentrynet scenario sentry --list                the steps, resolved, starting nothing
+
+Exit code: 0 when every check passed, 1 when any failed (or the testnet did not come up, or a
+file is invalid), 130 on Ctrl-C (the testnet is still torn down, and a report of what ran is
+written).
 """
 
 from __future__ import annotations
@@ -12,15 +19,27 @@ import shutil
 import sys
 
 from harness import scenarios
+from harness.errors import SentrynetError
 from harness.progress import Progress
 from harness.run import report, runner
+from harness.run.steps import ActionStep, BackgroundStep, CheckStep, Scenario, WaitStep
 
 NAME = "scenario"
-HELP = "run a scenario (" + ", ".join(scenarios.SCENARIOS) + "): checks, report, teardown"
+HELP = (
+    "run a scenario (a name: " + ", ".join(scenarios.SCENARIOS) + "; or a scenario file), "
+    "`scenario list`, `scenario check FILE`: checks, report, teardown"
+)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", choices=list(scenarios.SCENARIOS), help="scenario to run")
+    parser.add_argument(
+        "target",
+        metavar="NAME|FILE|list|check",
+        help="a scenario name or file to run; `list` to list them; `check FILE...` to validate",
+    )
+    parser.add_argument(
+        "files", nargs="*", metavar="FILE", help="with `check`: scenario files or names"
+    )
     parser.add_argument(
         "--keep", action="store_true", help="leave the testnet up afterwards, to inspect it"
     )
@@ -40,11 +59,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def describe(name: str) -> str:
-    from harness.run.steps import ActionStep, CheckStep, WaitStep
-
-    sc = scenarios.get(name)
-    lines = [f"scenario {sc.name} (topology scenarios/{sc.topology}.yaml): {sc.description}"]
+def describe(sc: Scenario) -> str:
+    where = sc.topology if sc.topology.endswith(".yaml") else f"scenarios/{sc.topology}.yaml"
+    lines = [f"scenario {sc.name} (topology {where}): {sc.description}"]
     for step in sc.steps:
         if isinstance(step, CheckStep):
             exp = f", expect {step.expect}" if step.expect != "holds" else ""
@@ -53,16 +70,52 @@ def describe(name: str) -> str:
             lines.append(f"  wait   {step.what} (deadline {step.deadline_s:g}s)")
         elif isinstance(step, ActionStep):
             lines.append(f"  action {step.what}")
+        elif isinstance(step, BackgroundStep):
+            inner = "; ".join(a.what for a in step.steps)
+            lines.append(f"  background {step.what} every {step.every_s:g}s: {inner}")
     return "\n".join(lines)
 
 
+def list_all() -> int:
+    rows = scenarios.listing()
+    width = max((len(n) for n, _, _ in rows), default=0)
+    for name, desc, _path in rows:
+        print(f"{name:<{width}}  {desc}")
+    return 0 if all(not d.startswith("INVALID:") for _, d, _ in rows) else 1
+
+
+def check_files(targets: list[str]) -> int:
+    if not targets:
+        raise SentrynetError("scenario check: name at least one scenario file (or name)")
+    bad = 0
+    for target in targets:
+        try:
+            sc = scenarios.get(target)
+        except SentrynetError as exc:
+            bad += 1
+            print(f"INVALID {exc}")
+            continue
+        rows = len(sc.check_names)
+        print(f"ok      {sc.source}: scenario {sc.name}, topology {sc.topology}, {rows} checks")
+    return 1 if bad else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.target == "list":
+        return list_all()
+    if args.target == "check":
+        return check_files(args.files)
+    if args.files:
+        raise SentrynetError(
+            f"unexpected {' '.join(args.files)}: run one scenario at a time "
+            "(`scenario check` takes several)"
+        )
+    sc = scenarios.get(args.target)
     if args.list:
-        print(describe(args.name))
+        print(describe(sc))
         return 0
-    sc = scenarios.get(args.name)
     progress = Progress()
-    progress.say(describe(args.name))
+    progress.say(describe(sc))
     doc, run_dir = runner.run(
         sc, name=args.testnet_name, keep=args.keep, results_root=args.results, progress=progress
     )

@@ -10,14 +10,19 @@ Steps are
   times out, the checks after it fail with that reason.
 - `ActionStep`: a perturbation (stop/wipe/start a node, kill a relay, partition), doing its
   work through harness/run/perturb.py and recording marks (heights, times) for later checks.
+- `BackgroundStep`: action steps run in a loop on a thread (every `every_s` seconds) while
+  the later steps run; stopped when the scenario's steps end, however they end.
 
-The same `Scenario` objects serve the CLI (`sentrynet scenario NAME`) and pytest
-(scenarios/test_*.py through harness/pytest_plugin.py); neither re-implements the flow.
+`Scenario` objects come from scenario files (scenarios/library/*.yaml, read by
+harness/scenarios/loader.py) and serve the CLI (`sentrynet scenario NAME|FILE`) and pytest
+(scenarios/test_scenarios.py through harness/pytest_plugin.py); neither re-implements the
+flow.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,7 +125,14 @@ class ActionStep:
     run: Callable[[RunContext], str]
 
 
-Step = CheckStep | WaitStep | ActionStep
+@dataclass
+class BackgroundStep:
+    what: str
+    steps: list[ActionStep]
+    every_s: float
+
+
+Step = CheckStep | WaitStep | ActionStep | BackgroundStep
 
 
 @dataclass
@@ -132,6 +144,7 @@ class Scenario:
     # One paragraph for the report from the check rows (report.json `conclusion`): what a
     # reader came to learn, e.g. the seed's conclusion against what this run showed.
     conclusion: Callable[[list[CheckOutcome]], str] | None = None
+    source: str = ""  # the scenario file it was read from
 
     @property
     def check_names(self) -> list[str]:
@@ -205,7 +218,6 @@ def run_steps(
     failed: set[str] = set()
     blocked: str | None = None  # why the flow cannot continue (an action or wait failed)
     blocked_cause: str | None = None
-    p = ctx.progress
 
     def record(o: CheckOutcome) -> None:
         outcomes.append(o)
@@ -214,72 +226,131 @@ def run_steps(
         if on_outcome is not None:
             on_outcome(o)
 
-    for step in scenario.steps:
-        if isinstance(step, ActionStep):
-            if blocked:
-                continue
-            p.say(f"step: {step.what} ...")
-            try:
-                said = step.run(ctx)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:
-                blocked = f"step '{step.what}' failed: {exc}"
-                p.say(f"step: {step.what} FAILED: {exc}")
-                continue
-            p.say(f"step: {step.what} done" + (f": {_short(said, 400)}" if said else ""))
-        elif isinstance(step, WaitStep):
-            if blocked:
-                continue
-            deadline = step.deadline_s
-            if any(r in failed for r in step.requires):
-                deadline = min(deadline, DEPENDENT_DEADLINE_S)
-            p.say(f"wait: {step.what} (deadline {deadline * deadline_scale():g}s) ...")
-            v, t, ok = poll_check(ctx, step.what, step.check, deadline, step.likely_cause)
-            if ok:
-                p.say(f"wait: {step.what}: ok at {t:.1f}s: {_short(v.detail)}")
-            else:
-                blocked = f"'{step.what}' did not happen: {v.detail}"
-                blocked_cause = v.cause
-                p.say(f"wait: {step.what} TIMED OUT: {_short(str(v), 400)}")
-        else:
-            if blocked and not step.always:
-                v = step.check(ctx.observe())
-                record(
-                    CheckOutcome(
-                        step.name,
-                        False,
-                        ctx.observer.now(),
-                        f"not reached: {blocked}; seen now: {v.detail}",
-                        step.expect,
-                        blocked_cause or blocked,
-                    )
-                )
-                p.say(f"check {step.name}: FAIL (not reached: {_short(blocked)})")
-                continue
-            deadline = step.deadline_s
-            deps = [r for r in step.requires if r in failed]
-            if deps:
-                deadline = min(deadline, DEPENDENT_DEADLINE_S)
-            p.say(
-                f"check {step.name} (deadline {deadline * deadline_scale():g}s"
-                + (f", {', '.join(deps)} failed" if deps else "")
-                + ") ..."
+    loops: list[_Background] = []
+    try:
+        for step in scenario.steps:
+            blocked, blocked_cause = _run_one(
+                step, ctx, loops, failed, blocked, blocked_cause, record
             )
-            v, t, ok = poll_check(
-                ctx, f"check {step.name}", step.check, deadline, step.likely_cause
-            )
-            detail = v.detail
-            if deps and not ok:
-                detail = f"(after failed {', '.join(deps)}) {detail}"
-            if blocked and not ok:
-                detail = f"(after {blocked}) {detail}"
-            record(CheckOutcome(step.name, ok, t, detail, step.expect, None if ok else v.cause))
-            p.say(
-                f"check {step.name}: {'PASS' if ok else 'FAIL'} at {t:.1f}s: {_short(detail, 400)}"
-                + ("" if ok or not v.cause else f" | likely cause: {_short(v.cause, 300)}")
-            )
+    finally:
+        for loop in loops:
+            loop.stop()
     return outcomes
+
+
+class _Background:
+    """A BackgroundStep's loop: its actions in order, then sleep until `every_s` after the
+    round started; a failing action is reported and the loop goes on."""
+
+    def __init__(self, step: BackgroundStep, ctx: RunContext) -> None:
+        self.step = step
+        self.ctx = ctx
+        self.halt = threading.Event()
+        self.rounds = 0
+        self.thread = threading.Thread(target=self._loop, name=f"bg {step.what}", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        p = self.ctx.progress
+        while not self.halt.is_set():
+            began = time.monotonic()
+            for action in self.step.steps:
+                if self.halt.is_set():
+                    return
+                try:
+                    said = action.run(self.ctx)
+                except Exception as exc:  # the loop is a perturbation; it keeps going
+                    p.say(f"background {self.step.what}: {action.what} FAILED: {exc}")
+                else:
+                    p.say(f"background {self.step.what}: {action.what}: {_short(said, 200)}")
+            self.rounds += 1
+            self.halt.wait(max(0.0, self.step.every_s - (time.monotonic() - began)))
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.thread.join(timeout=120)
+        self.ctx.progress.say(f"background {self.step.what}: stopped after {self.rounds} round(s)")
+
+
+def _run_one(
+    step: Step,
+    ctx: RunContext,
+    loops: list[_Background],
+    failed: set[str],
+    blocked: str | None,
+    blocked_cause: str | None,
+    record: Callable[[CheckOutcome], None],
+) -> tuple[str | None, str | None]:
+    """Run one step; returns (blocked, blocked_cause) for the steps after it."""
+    p = ctx.progress
+    unchanged = (blocked, blocked_cause)
+    if isinstance(step, BackgroundStep):
+        if blocked:
+            return unchanged
+        p.say(f"background: {step.what} (every {step.every_s:g}s, until the end) ...")
+        loops.append(_Background(step, ctx))
+        return unchanged
+    if isinstance(step, ActionStep):
+        if blocked:
+            return unchanged
+        p.say(f"step: {step.what} ...")
+        try:
+            said = step.run(ctx)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            p.say(f"step: {step.what} FAILED: {exc}")
+            return f"step '{step.what}' failed: {exc}", blocked_cause
+        p.say(f"step: {step.what} done" + (f": {_short(said, 400)}" if said else ""))
+        return unchanged
+    if isinstance(step, WaitStep):
+        if blocked:
+            return unchanged
+        deadline = step.deadline_s
+        if any(r in failed for r in step.requires):
+            deadline = min(deadline, DEPENDENT_DEADLINE_S)
+        p.say(f"wait: {step.what} (deadline {deadline * deadline_scale():g}s) ...")
+        v, t, ok = poll_check(ctx, step.what, step.check, deadline, step.likely_cause)
+        if ok:
+            p.say(f"wait: {step.what}: ok at {t:.1f}s: {_short(v.detail)}")
+            return unchanged
+        p.say(f"wait: {step.what} TIMED OUT: {_short(str(v), 400)}")
+        return f"'{step.what}' did not happen: {v.detail}", v.cause
+    if blocked and not step.always:
+        v = step.check(ctx.observe())
+        record(
+            CheckOutcome(
+                step.name,
+                False,
+                ctx.observer.now(),
+                f"not reached: {blocked}; seen now: {v.detail}",
+                step.expect,
+                blocked_cause or blocked,
+            )
+        )
+        p.say(f"check {step.name}: FAIL (not reached: {_short(blocked)})")
+        return unchanged
+    deadline = step.deadline_s
+    deps = [r for r in step.requires if r in failed]
+    if deps:
+        deadline = min(deadline, DEPENDENT_DEADLINE_S)
+    p.say(
+        f"check {step.name} (deadline {deadline * deadline_scale():g}s"
+        + (f", {', '.join(deps)} failed" if deps else "")
+        + ") ..."
+    )
+    v, t, ok = poll_check(ctx, f"check {step.name}", step.check, deadline, step.likely_cause)
+    detail = v.detail
+    if deps and not ok:
+        detail = f"(after failed {', '.join(deps)}) {detail}"
+    if blocked and not ok:
+        detail = f"(after {blocked}) {detail}"
+    record(CheckOutcome(step.name, ok, t, detail, step.expect, None if ok else v.cause))
+    p.say(
+        f"check {step.name}: {'PASS' if ok else 'FAIL'} at {t:.1f}s: {_short(detail, 400)}"
+        + ("" if ok or not v.cause else f" | likely cause: {_short(v.cause, 300)}")
+    )
+    return unchanged
 
 
 def pending_outcomes(scenario: Scenario, done: list[CheckOutcome], why: str) -> list[CheckOutcome]:

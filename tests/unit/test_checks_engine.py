@@ -196,14 +196,14 @@ def test_seed_exact_reach_marks_from_the_model() -> None:
     topo = load_topology(scenarios_dir() / "seed-exact.yaml")
     c, _ = ctx()
     c.extra["topology"] = topo
-    said = scenarios.analyse_reach(c)
+    said = scenarios.analyse_reach("node4")(c)
     reach = c.marks["reach"]
     assert reach["relayed_circuit"] and "no relay both can use" in reach["relayed_circuit"]
     assert reach["cross_network_sync"]
     assert "impossible" in said
     topo = load_topology(scenarios_dir() / "sentry.yaml")
     c.extra["topology"] = topo
-    scenarios.analyse_reach(c)
+    scenarios.analyse_reach("node4")(c)
     assert c.marks["reach"]["relayed_circuit"] is None  # possible behind cone NAT
 
 
