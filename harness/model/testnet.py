@@ -180,7 +180,10 @@ class Testnet:
 
     @property
     def project(self) -> str:
-        return self.name
+        """The Compose project: prefixed, so that `up --remove-orphans` and `down` can only
+        ever touch sentrynet's own project of this name, never a user's project that
+        happens to share the testnet's name (issue 16)."""
+        return f"sentrynet-{self.name}"
 
     @property
     def validators(self) -> tuple[str, ...]:
