@@ -21,16 +21,39 @@ Options: --sentrynet-keep (leave testnets up), --sentrynet-results DIR (default 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
 
 from harness import scenarios
 from harness.progress import Progress
-from harness.run import report, runner, setup
+from harness.run import cleanup, report, runner, setup
 from harness.run.steps import pending_outcomes
 from harness.run.testnet import RunningTestnet
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sigterm_unwinds()
+
+
+def sigterm_unwinds() -> None:
+    """SIGTERM (a CI job's timeout, `kill`) becomes a KeyboardInterrupt in pytest's main
+    thread, so pytest unwinds and runs every fixture's teardown: testnets and network
+    namespaces are removed instead of leaked (the default SIGTERM ends the process on the
+    spot). A handler someone else installed is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise cleanup.Terminated(f"signal {signum} (SIGTERM): tearing down")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
