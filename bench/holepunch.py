@@ -129,10 +129,27 @@ def _settled(net: RunningTestnet, k: int) -> tuple[bool, str]:
     return len(final) >= k * k, line
 
 
-def run_nat(ctx: Ctx, nat: str, k: int, run: int) -> dict[str, Any]:
+def pair_kind(a_impl: str, b_impl: str) -> str:
+    """The implementations at the two ends of a pair, order-free: "python-rust", never
+    "rust-python"."""
+    return "-".join(sorted((a_impl, b_impl)))
+
+
+def run_nat(
+    ctx: Ctx,
+    nat: str,
+    k: int,
+    run: int,
+    doc: dict[str, Any] | None = None,
+    label: str = "",
+) -> dict[str, Any]:
+    """One pairs testnet (`doc`, default topogen.pairs(k, nat)) up, DCUtR settled on all
+    k*k cross pairs, its pair samples and reservation samples read, down. Each pair sample
+    carries the `impl:` of both ends (`kind`, pair_kind)."""
     out: dict[str, Any] = {"nat": nat, "run": run, "k": k}
+    doc = doc if doc is not None else topogen.pairs(k, nat)
     try:
-        with live.running(ctx, topogen.pairs(k, nat), f"hp-{nat[:3]}") as net:
+        with live.running(ctx, doc, label or f"hp-{nat[:3]}") as net:
             out["testnet"] = net.name
             try:
                 reservation.wait_reservations(ctx, net, 120.0)
@@ -150,7 +167,12 @@ def run_nat(ctx: Ctx, nat: str, k: int, run: int) -> dict[str, Any]:
                 out["error"] = str(exc)
             obs = live.collect(net)
             out["clock"] = live.clock_check(net, obs)
+            impl = {n.name: n.impl for n in obs.nodes.values()}
             out["samples"] = pair_samples(obs)
+            for row in out["samples"]:
+                ends = (impl.get(row["initiator"], "?"), impl.get(row["peer"], "?"))
+                row["initiator_impl"], row["peer_impl"] = ends
+                row["kind"] = pair_kind(*ends)
             out["reservations"] = reservation.samples(obs)
     except SentrynetError as exc:
         out.setdefault("error", str(exc))
