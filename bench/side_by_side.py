@@ -63,10 +63,23 @@ def split_impls(k: int) -> tuple[str, ...]:
 
 
 def reservation_by_impl(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """bench/reservation.summarize per implementation of the client."""
-    return {
-        impl: reservation.summarize([r for r in rows if r.get("impl") == impl]) for impl in IMPLS
-    }
+    """bench/reservation.summarize per implementation of the client, plus
+    `connected_to_reservation_s`: from the first connection to that relay to the
+    reservation (the RESERVE exchange and identify, without the wait for the relay to be
+    up or for the client's next redial)."""
+    out = {}
+    for impl in IMPLS:
+        mine = [r for r in rows if r.get("impl") == impl]
+        after = [
+            r["first_reservation_s"] - r["connect_s"]
+            for r in mine
+            if "first_reservation_s" in r and "connect_s" in r
+        ]
+        out[impl] = {
+            **reservation.summarize(mine),
+            "connected_to_reservation_s": stats.summary(after),
+        }
+    return out
 
 
 def dcutr_by_kind(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,6 +143,16 @@ def comparison(results: dict[str, Any]) -> list[dict[str, Any]]:
                 r["rust"]["first_reservation_s"],
                 node,
                 "clients of the same relay (ours), behind the same cone routers",
+            )
+        )
+        rows.append(
+            row(
+                "first connection to the relay -> reservation accepted",
+                "s",
+                r["python"]["connected_to_reservation_s"],
+                r["rust"]["connected_to_reservation_s"],
+                node,
+                "the same samples without the time before the client reached the relay",
             )
         )
     kinds = pairs.get("dcutr") or {}

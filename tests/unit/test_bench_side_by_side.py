@@ -100,7 +100,7 @@ def test_jsonl_store_of_no_blocks() -> None:
 
 
 def _resv(impl: str, s: float) -> dict[str, Any]:
-    return {"node": f"{impl}{s}", "impl": impl, "first_reservation_s": s}
+    return {"node": f"{impl}{s}", "impl": impl, "first_reservation_s": s, "connect_s": s - 0.1}
 
 
 def _pair(kind: str, up: float | None) -> dict[str, Any]:
@@ -153,6 +153,8 @@ def test_reservation_and_dcutr_split_by_impl() -> None:
     assert r["reservation"]["python"]["first_reservation_s"]["median"] == pytest.approx(0.5)
     assert r["reservation"]["rust"]["first_reservation_s"]["n"] == 2
     assert r["reservation"]["rust"]["without_reservation"] == ["late"]
+    after = r["reservation"]["rust"]["connected_to_reservation_s"]
+    assert after["n"] == 2 and after["median"] == pytest.approx(0.1)
     d = r["dcutr"]
     assert d["rust-rust"]["dcutr_upgrade_s"]["median"] == pytest.approx(0.3)
     assert (d["python-rust"]["pairs"], d["python-rust"]["succeeded"]) == (2, 1)
@@ -209,7 +211,7 @@ def test_render_rebuilds_the_table(tmp_path: Path) -> None:
     src.write_text(json.dumps({"run_id": "T2", "results": _results(), "errors": {}}))
     assert side_by_side.main(["--render", str(src), "--out", str(tmp_path / "o")]) == 0
     again = json.loads((tmp_path / "o" / "side-by-side-T2.json").read_text())
-    assert len(again["comparison"]) == 1 + 2 + 2 + 4
+    assert len(again["comparison"]) == 2 + 2 + 2 + 4
 
 
 def test_parse_args_rejects_odd_pairs() -> None:
