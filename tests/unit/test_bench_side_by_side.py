@@ -211,7 +211,7 @@ def test_render_rebuilds_the_table(tmp_path: Path) -> None:
     src.write_text(json.dumps({"run_id": "T2", "results": _results(), "errors": {}}))
     assert side_by_side.main(["--render", str(src), "--out", str(tmp_path / "o")]) == 0
     again = json.loads((tmp_path / "o" / "side-by-side-T2.json").read_text())
-    assert len(again["comparison"]) == 2 + 2 + 2 + 4
+    assert len(again["comparison"]) == 3 + 2 + 2 + 4
 
 
 def test_parse_args_rejects_odd_pairs() -> None:
