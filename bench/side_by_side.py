@@ -111,15 +111,22 @@ def _spread(s: dict[str, Any]) -> str:
 
 
 def row(
-    figure: str, unit: str, ours: dict[str, Any], rust: dict[str, Any], clock: str, note: str = ""
+    figure: str,
+    unit: str,
+    ours: dict[str, Any],
+    rust: dict[str, Any],
+    clock: str,
+    note: str = "",
+    ratio: bool = True,
 ) -> dict[str, Any]:
-    """One comparison line from two stats.summary dicts: medians, n, spread, ours / rust."""
+    """One comparison line from two stats.summary dicts: medians, n, spread, ours / rust
+    (none with ratio=False: a context line, where a quotient means nothing)."""
     return {
         "figure": figure,
         "unit": unit,
         "python": {"median": ours.get("median"), "n": ours.get("n") or 0, "spread": _spread(ours)},
         "rust": {"median": rust.get("median"), "n": rust.get("n") or 0, "spread": _spread(rust)},
-        "ratio": stats.ratio(ours.get("median"), rust.get("median"), 3),
+        "ratio": stats.ratio(ours.get("median"), rust.get("median"), 3) if ratio else None,
         "clock": clock,
         "note": note,
     }
@@ -174,6 +181,7 @@ def comparison(results: dict[str, Any]) -> list[dict[str, Any]]:
                 r["rust"]["phases_s"]["relay_process_started_after_client"],
                 node,
                 "> 0: the client was up before the relay (ours) and had to wait or redial",
+                ratio=False,
             )
         )
     kinds = pairs.get("dcutr") or {}

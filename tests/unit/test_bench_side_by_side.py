@@ -166,6 +166,10 @@ def test_comparison_rows_are_ours_over_rust() -> None:
     resv = rows["first reservation (node start -> reservation_accepted)"]
     assert resv["ratio"] == pytest.approx(0.5 / 0.25)
     assert resv["python"]["n"] == 2 and resv["rust"]["spread"] == "p95 0.295, range 0.2-0.3"
+    assert (
+        rows["the relay's process started after the client's (context, not a cost)"]["ratio"]
+        is None
+    )
     pp = rows["DCUtR upgrade, python-python vs rust-rust pairs"]
     assert pp["ratio"] == pytest.approx(0.5 / 0.3, abs=1e-3)
     assert pp["python"]["spread"] == "1 sample"
