@@ -89,13 +89,26 @@ def dcutr_by_kind(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def pairs_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def expected_pairs(impls: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """Cross pairs per kind in one pairs testnet whose sides both run `impls` (a pair
+    whose ends never attempted DCUtR is in no sample: this is what it is missing from)."""
+    out = dict.fromkeys(PAIR_KINDS, 0)
+    for a in impls:
+        for b in impls:
+            out[holepunch.pair_kind(a, b)] += 1
+    return out
+
+
+def pairs_summary(runs: list[dict[str, Any]], impls: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """Reservation per impl and DCUtR per pair kind over every pairs run (run_nat output)."""
     pair_rows = [r for run in runs for r in run.get("samples") or []]
     resv_rows = [{**r, "run": run["run"]} for run in runs for r in run.get("reservations") or []]
+    dcutr = dcutr_by_kind(pair_rows)
+    for kind, n in expected_pairs(impls).items():
+        dcutr[kind]["pairs_expected"] = n * len(runs)
     return {
         "reservation": reservation_by_impl(resv_rows),
-        "dcutr": dcutr_by_kind(pair_rows),
+        "dcutr": dcutr,
         "runs": runs,
     }
 
@@ -196,8 +209,8 @@ def comparison(results: dict[str, Any]) -> list[dict[str, Any]]:
                     k.get("dcutr_upgrade_s") or {},
                     rr.get("dcutr_upgrade_s") or {},
                     node + " (initiator: relayed connection_opened -> dcutr_succeeded)",
-                    f"direct: {k.get('succeeded')}/{k.get('pairs')} {kind}, "
-                    f"{rr.get('succeeded')}/{rr.get('pairs')} rust-rust",
+                    f"went direct / attempted / expected: {kind} {_pairs(k)}, "
+                    f"rust-rust {_pairs(rr)}",
                 )
             )
     sy = results.get("sync") or {}
@@ -243,6 +256,10 @@ def comparison(results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             )
     return rows
+
+
+def _pairs(d: dict[str, Any]) -> str:
+    return f"{d.get('succeeded')}/{d.get('pairs')}/{d.get('pairs_expected', '?')}"
 
 
 def _r2(s: dict[str, Any]) -> str:
@@ -297,7 +314,11 @@ def measure_pairs(ctx: Ctx) -> dict[str, Any]:
     runs = [
         holepunch.run_nat(ctx, NAT, k, i, doc=doc, label="sbs-pairs") for i in range(ctx.repeat)
     ]
-    out: dict[str, Any] = {"k": k, "client_impls_per_side": list(impls), **pairs_summary(runs)}
+    out: dict[str, Any] = {
+        "k": k,
+        "client_impls_per_side": list(impls),
+        **pairs_summary(runs, impls),
+    }
     for impl in IMPLS:
         s = out["reservation"][impl]["first_reservation_s"]
         ctx.say(f"first reservation, {impl}: median {s['median']} s (n {s['n']})")
@@ -394,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         old: dict[str, Any] = json.loads(Path(args.render).read_text())
         pairs = old["results"].get("pairs") or {}
         if pairs.get("runs"):  # re-derive from the samples: figures added since are there
-            pairs.update(pairs_summary(pairs["runs"]))
+            pairs.update(pairs_summary(pairs["runs"], pairs["client_impls_per_side"]))
         old["comparison"] = comparison(old["results"])
         paths = write(old, Path(args.out))
         print(markdown(old) + "wrote " + ", ".join(map(str, paths)))

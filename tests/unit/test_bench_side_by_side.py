@@ -66,6 +66,24 @@ def test_split_impls() -> None:
             side_by_side.split_impls(bad)
 
 
+def test_expected_pairs_per_kind() -> None:
+    assert side_by_side.expected_pairs(side_by_side.split_impls(4)) == {
+        "python-python": 4,
+        "rust-rust": 4,
+        "python-rust": 8,
+    }
+    assert sum(side_by_side.expected_pairs(("rust", "python")).values()) == 4
+
+
+def test_pairs_summary_counts_pairs_never_attempted() -> None:
+    run = {"run": 0, "samples": [_pair("rust-rust", 0.2)], "reservations": [_resv("rust", 1.0)]}
+    s = side_by_side.pairs_summary([run, {**run, "run": 1}], ("rust", "python"))
+    assert s["dcutr"]["rust-rust"]["pairs"] == 2 and s["dcutr"]["rust-rust"]["pairs_expected"] == 2
+    assert s["dcutr"]["python-rust"]["pairs"] == 0
+    assert s["dcutr"]["python-rust"]["pairs_expected"] == 4
+    assert s["reservation"]["rust"]["first_reservation_s"]["n"] == 2
+
+
 def test_pair_kind_is_order_free() -> None:
     assert holepunch.pair_kind("rust", "python") == "python-rust"
     assert holepunch.pair_kind("python", "rust") == "python-rust"
@@ -173,7 +191,8 @@ def test_comparison_rows_are_ours_over_rust() -> None:
     pp = rows["DCUtR upgrade, python-python vs rust-rust pairs"]
     assert pp["ratio"] == pytest.approx(0.5 / 0.3, abs=1e-3)
     assert pp["python"]["spread"] == "1 sample"
-    assert "1/2 python-rust" in rows["DCUtR upgrade, python-rust vs rust-rust pairs"]["note"]
+    note = rows["DCUtR upgrade, python-rust vs rust-rust pairs"]["note"]
+    assert "python-rust 1/2/?, rust-rust 2/2/?" in note
     assert rows["relayed sync through the relay (DCUtR off)"]["ratio"] == 1.25
     cpu = rows["relay CPU per open circuit"]
     assert cpu["ratio"] == 3.0 and cpu["python"]["n"] == 4
@@ -212,10 +231,14 @@ def test_markdown_and_write(tmp_path: Path) -> None:
 
 def test_render_rebuilds_the_table(tmp_path: Path) -> None:
     src = tmp_path / "in.json"
-    src.write_text(json.dumps({"run_id": "T2", "results": _results(), "errors": {}}))
+    results = _results()
+    run = {"run": 0, "samples": [_pair("rust-rust", 0.2)], "reservations": [_resv("rust", 1.0)]}
+    results["pairs"].update(runs=[run], client_impls_per_side=["rust", "python"])
+    src.write_text(json.dumps({"run_id": "T2", "results": results, "errors": {}}))
     assert side_by_side.main(["--render", str(src), "--out", str(tmp_path / "o")]) == 0
     again = json.loads((tmp_path / "o" / "side-by-side-T2.json").read_text())
     assert len(again["comparison"]) == 3 + 2 + 2 + 4
+    assert again["results"]["pairs"]["dcutr"]["rust-rust"]["pairs_expected"] == 1
 
 
 def test_parse_args_rejects_odd_pairs() -> None:
