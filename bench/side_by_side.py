@@ -106,6 +106,12 @@ def pairs_summary(runs: list[dict[str, Any]], impls: tuple[str, ...] | list[str]
     dcutr = dcutr_by_kind(pair_rows)
     for kind, n in expected_pairs(impls).items():
         dcutr[kind]["pairs_expected"] = n * len(runs)
+        dcutr[kind]["without_attempt"] = [
+            {**w, "run": run["run"]}
+            for run in runs
+            for w in run.get("without_attempt") or []
+            if w.get("kind") == kind
+        ]
     return {
         "reservation": reservation_by_impl(resv_rows),
         "dcutr": dcutr,

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from bench import holepunch, side_by_side, sync, topogen
+from harness.checks import Observation
 from harness.model.testnet import build_testnet
 from node.chain import codec
 from node.chain.block import Block, CommitCert
+from node.contract import Status
 
 # --------------------------------------------------------------------------- topologies
 
@@ -244,3 +246,28 @@ def test_render_rebuilds_the_table(tmp_path: Path) -> None:
 def test_parse_args_rejects_odd_pairs() -> None:
     with pytest.raises(SystemExit):
         side_by_side.parse_args(["--pairs", "3"])
+
+
+def test_without_attempt_names_pairs_and_their_connections(tmp_path: Path) -> None:
+    tn = build_testnet(topogen.write(topogen.pairs(2, "cone"), tmp_path / "p.yaml"))
+    pid = {n.name: n.peer_id for n in tn.nodes}
+
+    def st(conns: list[tuple[str, str]]) -> dict[str, Any]:
+        return {"connections": [{"peer": pid[p], "kind": k} for p, k in conns]}
+
+    obs = Observation(
+        t=0.0,
+        nodes={n.name: n for n in tn.nodes},
+        status={
+            "a0": Status.from_json(st([("b1", "direct")])),
+            "a1": Status.from_json(st([])),
+            "b0": Status.from_json(st([])),
+            "b1": Status.from_json(st([("a0", "direct"), ("a0", "relayed")])),
+        },
+    )
+    rows = [{"initiator": "b0", "peer": "a0"}, {"initiator": "a1", "peer": "b1"}]
+    got = holepunch.without_attempt(obs, rows)
+    assert got == [
+        {"a": "a0", "b": "b1", "a_sees": ["direct"], "b_sees": ["direct", "relayed"]},
+        {"a": "a1", "b": "b0", "a_sees": [], "b_sees": []},
+    ]
