@@ -129,10 +129,52 @@ def _settled(net: RunningTestnet, k: int) -> tuple[bool, str]:
     return len(final) >= k * k, line
 
 
-def run_nat(ctx: Ctx, nat: str, k: int, run: int) -> dict[str, Any]:
+def pair_kind(a_impl: str, b_impl: str) -> str:
+    """The implementations at the two ends of a pair, order-free: "python-rust", never
+    "rust-python"."""
+    return "-".join(sorted((a_impl, b_impl)))
+
+
+def without_attempt(obs: Observation, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The a-b cross pairs (topogen.pairs names) in no sample: neither end has a DCUtR
+    attempt. Per pair, the kinds of connection each end holds to the other right now
+    (`direct` without an attempt: they met directly, e.g. a dial to a mapped port; none: they
+    never met), so a pair missing from the figures says why."""
+    seen = {_pair(r["initiator"], r["peer"]) for r in rows}
+    ids = {n.name: n.peer_id for n in obs.nodes.values()}
+    side_a = sorted(n for n in ids if n.startswith("a"))
+    side_b = sorted(n for n in ids if n.startswith("b"))
+    out = []
+    for a in side_a:
+        for b in side_b:
+            if _pair(a, b) in seen:
+                continue
+
+            def kinds(me: str, other: str) -> list[str]:
+                st = obs.status.get(me)
+                if st is None:
+                    return ["(no status)"]
+                return sorted({str(c.kind) for c in st.connections_to(ids[other])})
+
+            out.append({"a": a, "b": b, "a_sees": kinds(a, b), "b_sees": kinds(b, a)})
+    return out
+
+
+def run_nat(
+    ctx: Ctx,
+    nat: str,
+    k: int,
+    run: int,
+    doc: dict[str, Any] | None = None,
+    label: str = "",
+) -> dict[str, Any]:
+    """One pairs testnet (`doc`, default topogen.pairs(k, nat)) up, DCUtR settled on all
+    k*k cross pairs, its pair samples and reservation samples read, down. Each pair sample
+    carries the `impl:` of both ends (`kind`, pair_kind)."""
     out: dict[str, Any] = {"nat": nat, "run": run, "k": k}
+    doc = doc if doc is not None else topogen.pairs(k, nat)
     try:
-        with live.running(ctx, topogen.pairs(k, nat), f"hp-{nat[:3]}") as net:
+        with live.running(ctx, doc, label or f"hp-{nat[:3]}") as net:
             out["testnet"] = net.name
             try:
                 reservation.wait_reservations(ctx, net, 120.0)
@@ -150,7 +192,15 @@ def run_nat(ctx: Ctx, nat: str, k: int, run: int) -> dict[str, Any]:
                 out["error"] = str(exc)
             obs = live.collect(net)
             out["clock"] = live.clock_check(net, obs)
+            impl = {n.name: n.impl for n in obs.nodes.values()}
             out["samples"] = pair_samples(obs)
+            for row in out["samples"]:
+                ends = (impl.get(row["initiator"], "?"), impl.get(row["peer"], "?"))
+                row["initiator_impl"], row["peer_impl"] = ends
+                row["kind"] = pair_kind(*ends)
+            out["without_attempt"] = without_attempt(obs, out["samples"])
+            for row in out["without_attempt"]:
+                row["kind"] = pair_kind(impl.get(row["a"], "?"), impl.get(row["b"], "?"))
             out["reservations"] = reservation.samples(obs)
     except SentrynetError as exc:
         out.setdefault("error", str(exc))

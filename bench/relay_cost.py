@@ -62,73 +62,77 @@ def sample(net: RunningTestnet, window_s: float) -> dict[str, Any]:
     }
 
 
-def measure(ctx: Ctx) -> dict[str, Any]:
-    k = int(ctx.options.get("relay_k") or (2 if ctx.quick else 4))
-    window = QUICK_WINDOW_S if ctx.quick else WINDOW_S
-    runs = []
-    for run in range(ctx.repeat):
-        points: list[dict[str, Any]] = []
-        out: dict[str, Any] = {"run": run, "k": k, "points": points}
-        try:
-            with live.running(ctx, topogen.pairs(k, "cone", dcutr=False), "relaycost") as net:
-                out["testnet"] = net.name
+def run_once(
+    ctx: Ctx, k: int, window: float, run: int, relay_impl: str = "python"
+) -> dict[str, Any]:
+    """One testnet: k*k circuits through a relay of `relay_impl`, then down to 0, a sample
+    at each step (module doc)."""
+    points: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"run": run, "k": k, "relay_impl": relay_impl, "points": points}
+    doc = topogen.pairs(k, "cone", dcutr=False, relay_impl=relay_impl)
+    label = "relaycost" if relay_impl == "python" else f"relaycost-{relay_impl}"
+    try:
+        with live.running(ctx, doc, label) as net:
+            out["testnet"] = net.name
 
-                def circuits_at_least(want: int) -> tuple[bool, str]:
-                    have = _circuits(net)
-                    return have >= want, f"{have}/{want} circuits on the relay"
+            def circuits_at_least(want: int) -> tuple[bool, str]:
+                have = _circuits(net)
+                return have >= want, f"{have}/{want} circuits on the relay"
+
+            try:
+                live.wait(
+                    ctx,
+                    net,
+                    lambda: circuits_at_least(k * k),
+                    f"all {k * k} a-b circuits through the relay",
+                    240.0,
+                    "peers did not meet over the relay (reservations, peer exchange)",
+                    interval_s=2.0,
+                )
+            except SentrynetError as exc:  # sample whatever formed
+                out.setdefault("errors", []).append(str(exc))
+            points.append(sample(net, window))
+            ctx.say(f"relay cost ({relay_impl}): {points[-1]}")
+            # then down to 0: stopping a pair closes its circuits at once, so each
+            # step is quick and the count is known
+            stopped: set[str] = set()
+            for i in reversed(range(k)):
+                for s in ("a", "b"):
+                    net.container(f"{s}{i}").stop(timeout=10)
+                    stopped.add(net.testnet.node(f"{s}{i}").peer_id)
+
+                def closed(gone: frozenset[str] = frozenset(stopped)) -> tuple[bool, str]:
+                    st = live.status(net, "relay")
+                    circ = st.circuits if st is not None else ()
+                    left = [c for c in circ if {c.src, c.dst} & gone]
+                    return not left, f"{len(circ)} circuits, {len(left)} of stopped nodes"
 
                 try:
                     live.wait(
                         ctx,
                         net,
-                        lambda: circuits_at_least(k * k),
-                        f"all {k * k} a-b circuits through the relay",
-                        240.0,
-                        "peers did not meet over the relay (reservations, peer exchange)",
-                        interval_s=2.0,
+                        closed,
+                        "the stopped nodes' circuits to close",
+                        60.0,
+                        "the relay did not notice the closed connections",
                     )
-                except SentrynetError as exc:  # sample whatever formed
+                except SentrynetError as exc:
                     out.setdefault("errors", []).append(str(exc))
                 points.append(sample(net, window))
-                ctx.say(f"relay cost: {points[-1]}")
-                # then down to 0: stopping a pair closes its circuits at once, so each
-                # step is quick and the count is known
-                stopped: set[str] = set()
-                for i in reversed(range(k)):
-                    for s in ("a", "b"):
-                        net.container(f"{s}{i}").stop(timeout=10)
-                        stopped.add(net.testnet.node(f"{s}{i}").peer_id)
+                ctx.say(f"relay cost ({relay_impl}): {points[-1]}")
+    except SentrynetError as exc:
+        out["error"] = str(exc)
+    return out
 
-                    def closed(gone: frozenset[str] = frozenset(stopped)) -> tuple[bool, str]:
-                        st = live.status(net, "relay")
-                        circ = st.circuits if st is not None else ()
-                        left = [c for c in circ if {c.src, c.dst} & gone]
-                        return not left, f"{len(circ)} circuits, {len(left)} of stopped nodes"
 
-                    try:
-                        live.wait(
-                            ctx,
-                            net,
-                            closed,
-                            "the stopped nodes' circuits to close",
-                            60.0,
-                            "the relay did not notice the closed connections",
-                        )
-                    except SentrynetError as exc:
-                        out.setdefault("errors", []).append(str(exc))
-                    points.append(sample(net, window))
-                    ctx.say(f"relay cost: {points[-1]}")
-        except SentrynetError as exc:
-            out["error"] = str(exc)
-        runs.append(out)
+def fit(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU and memory per circuit: least-squares lines over every run's points."""
     pts = [p for r in runs for p in r["points"]]
     # circuits can open or close during a window: x is the mean of its two ends
     xs = [(float(p["circuits"]) + float(p["circuits_end"])) / 2 for p in pts]
     cpu = linear(xs, [p["cpu_cores"] for p in pts])
     mem = linear(xs, [p["mem_mib"] for p in pts])
     return {
-        "clock": "bench monotonic sampling windows; CPU from the relay container's cgroup",
-        "window_s": window,
         "cpu_cores_per_circuit": cpu["slope"],
         "cpu_cores_at_zero": cpu["intercept"],
         "cpu_fit_r2": cpu["r2"],
@@ -136,6 +140,19 @@ def measure(ctx: Ctx) -> dict[str, Any]:
         "mem_mib_at_zero": mem["intercept"],
         "mem_fit_r2": mem["r2"],
         "max_circuits": max(xs, default=0),
+        "windows": len(pts),
+    }
+
+
+def measure(ctx: Ctx, relay_impl: str = "python") -> dict[str, Any]:
+    k = int(ctx.options.get("relay_k") or (2 if ctx.quick else 4))
+    window = QUICK_WINDOW_S if ctx.quick else WINDOW_S
+    runs = [run_once(ctx, k, window, run, relay_impl) for run in range(ctx.repeat)]
+    return {
+        "clock": "bench monotonic sampling windows; CPU from the relay container's cgroup",
+        "window_s": window,
+        "relay_impl": relay_impl,
+        **fit(runs),
         "runs": runs,
     }
 

@@ -37,16 +37,19 @@ def samples(obs: Observation) -> list[dict[str, Any]]:
             continue
         st = obs.status.get(node.name)
         if st is None or st.started_at is None:
-            out.append({"node": node.name, "error": "no status"})
+            out.append({"node": node.name, "impl": node.impl, "error": "no status"})
             continue
         start = float(st.started_at)
         first = live.first(obs, node.name, "reservation_accepted")
         if first is None:
-            out.append({"node": node.name, "error": "no reservation_accepted event"})
+            out.append(
+                {"node": node.name, "impl": node.impl, "error": "no reservation_accepted event"}
+            )
             continue
         row: dict[str, Any] = {
             "node": node.name,
             "role": node.role,
+            "impl": node.impl,
             "first_reservation_s": round(live.at(first) - start, 4),
         }
         relay = first.relay

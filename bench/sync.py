@@ -26,6 +26,7 @@ import io
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +39,31 @@ from harness.errors import SentrynetError
 from harness.model.keys import node_key
 from harness.model.testnet import Testnet
 from harness.run.testnet import RunningTestnet
+from node.chain import codec
 from node.chain.block import PRECOMMIT, Block, CommitCert, ValidatorSet, Vote
 from node.chain.service import block_payload
 from node.chain.store import BlockStore
 from node.contract import Event, Status
 
 STORE_FILES = ("chain.sqlite", "chain.sqlite-wal", "chain.sqlite-shm")
+RUST_STORE = "chain.jsonl"  # the rust node's block store (peers/rust/src/chain/store.rs)
 BLOCKS = 3000
 QUICK_BLOCKS = 400
 
 
+def jsonl_store(chain_id: bytes, entries: Iterable[tuple[Block, CommitCert]]) -> bytes:
+    """The rust node's store file (peers/rust/src/chain/store.rs, `chain.jsonl`): a
+    `{"chain_id"}` line, then one `{"block", "commit"}` line per height in order, each in
+    canonical JSON as the sync protocol carries them."""
+    lines = [codec.encode({"chain_id": chain_id.hex()})]
+    for block, cert in entries:
+        lines.append(codec.encode({"block": block.to_obj(), "commit": cert.to_obj()}))
+    return b"".join(line + b"\n" for line in lines)
+
+
 def build_chain(testnet: Testnet, blocks: int, out: Path) -> Path:
-    """A store with `blocks` certified blocks for this testnet's validator set."""
+    """A store with `blocks` certified blocks for this testnet's validator set (our node's
+    sqlite), and the same chain as the rust node's `chain.jsonl` beside it (jsonl_store)."""
     names = list(testnet.validators)
     ids = testnet.validator_ids
     vset = ValidatorSet([(n, ids[n]) for n in names])
@@ -60,6 +74,7 @@ def build_chain(testnet: Testnet, blocks: int, out: Path) -> Path:
     store = BlockStore(path, vset.chain_id)
     now_ms = int(time.time() * 1000) - blocks * 1000
     signers = vset.ids[: vset.quorum]
+    entries: list[tuple[Block, CommitCert]] = []
     try:
         for h in range(1, blocks + 1):
             proposer = vset.proposer(h, 0)
@@ -73,9 +88,12 @@ def build_chain(testnet: Testnet, blocks: int, out: Path) -> Path:
             votes = tuple(
                 Vote.make(vset, keys[pid], pid, PRECOMMIT, h, 0, block.hash) for pid in signers
             )
-            store.append(block, CommitCert(h, 0, block.hash, votes))
+            cert = CommitCert(h, 0, block.hash, votes)
+            store.append(block, cert)
+            entries.append((block, cert))
     finally:
         store.close()
+    (out / RUST_STORE).write_bytes(jsonl_store(vset.chain_id, entries))
     return path
 
 
@@ -89,6 +107,18 @@ def _put_store(container: Any, sqlite: bytes | None) -> None:
             info.size = len(data)
             info.mtime = int(time.time())
             tar.addfile(info, io.BytesIO(data))
+    if not container.put_archive("/data", buf.getvalue()):
+        raise SentrynetError(f"docker cp into {container.name}:/data failed")
+
+
+def _put_rust_store(container: Any, jsonl: bytes) -> None:
+    """Replace a stopped rust node's block store with `jsonl` (a chain.jsonl)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(RUST_STORE)
+        info.size = len(jsonl)
+        info.mtime = int(time.time())
+        tar.addfile(info, io.BytesIO(jsonl))
     if not container.put_archive("/data", buf.getvalue()):
         raise SentrynetError(f"docker cp into {container.name}:/data failed")
 
@@ -143,15 +173,19 @@ def _sync_log(container: Any, keep: int = 12) -> list[str]:
     return [ln[:300] for ln in lines[-keep:]]
 
 
-def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"run": run, "chain_blocks": blocks}
-    with live.running(ctx, topogen.sync(), "sync") as net:
+def run_once(ctx: Ctx, blocks: int, run: int, relay_impl: str = "python") -> dict[str, Any]:
+    """One syncbench testnet (module doc) whose relay runs `relay_impl` (the rest ours)."""
+    out: dict[str, Any] = {"run": run, "chain_blocks": blocks, "relay_impl": relay_impl}
+    label = "sync" if relay_impl == "python" else f"sync-{relay_impl}"
+    with live.running(ctx, topogen.sync(relay_impl), label) as net:
         out["testnet"] = net.name
         tn = net.testnet
         validators = list(tn.validators)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.monotonic()
-            sqlite = build_chain(tn, blocks, Path(tmp)).read_bytes()
+            sqlite_path = build_chain(tn, blocks, Path(tmp))
+            sqlite = sqlite_path.read_bytes()
+            jsonl = (sqlite_path.parent / RUST_STORE).read_bytes()
             out["chain_build_s"] = round(time.monotonic() - t0, 2)
         out["chain_bytes"] = len(sqlite)
         # the relay follows the chain too (it serves no sync): it gets the injected chain
@@ -161,7 +195,10 @@ def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
         for n in [*holders, "sync-direct", "sync-relay"]:
             net.container(n).stop(timeout=10)
         for n in holders:
-            _put_store(net.container(n), sqlite)
+            if tn.node(n).impl == "rust":
+                _put_rust_store(net.container(n), jsonl)
+            else:
+                _put_store(net.container(n), sqlite)
         for n in ("sync-direct", "sync-relay"):
             _put_store(net.container(n), None)
         for n in holders:
@@ -227,22 +264,28 @@ def run_once(ctx: Ctx, blocks: int, run: int) -> dict[str, Any]:
     return out
 
 
-def measure(ctx: Ctx) -> dict[str, Any]:
-    blocks = int(ctx.options.get("sync_blocks") or (QUICK_BLOCKS if ctx.quick else BLOCKS))
-    runs = []
-    for i in range(ctx.repeat):
-        try:
-            runs.append(run_once(ctx, blocks, i))
-        except SentrynetError as exc:
-            runs.append({"run": i, "error": str(exc)})
-            ctx.say(f"sync run {i + 1}: {exc}")
-        r = runs[-1]
-        ctx.say(
-            f"sync run {i + 1}/{ctx.repeat}: direct "
-            f"{(r.get('sync-direct') or {}).get('blocks_per_s')} blocks/s, relayed "
-            f"{(r.get('sync-relay') or {}).get('blocks_per_s')} blocks/s, errors "
-            f"{r.get('errors') or r.get('error') or '-'}"
-        )
+def blocks(ctx: Ctx) -> int:
+    """The chain length to sync: --sync-blocks, else BLOCKS (QUICK_BLOCKS with --quick)."""
+    return int(ctx.options.get("sync_blocks") or (QUICK_BLOCKS if ctx.quick else BLOCKS))
+
+
+def run_reported(ctx: Ctx, n_blocks: int, run: int, relay_impl: str = "python") -> dict[str, Any]:
+    """run_once, its failure kept as the run's `error`, and a progress line."""
+    try:
+        r = run_once(ctx, n_blocks, run, relay_impl)
+    except SentrynetError as exc:
+        r = {"run": run, "relay_impl": relay_impl, "error": str(exc)}
+    ctx.say(
+        f"sync run {run + 1}/{ctx.repeat} ({relay_impl} relay): direct "
+        f"{(r.get('sync-direct') or {}).get('blocks_per_s')} blocks/s, relayed "
+        f"{(r.get('sync-relay') or {}).get('blocks_per_s')} blocks/s, errors "
+        f"{r.get('errors') or r.get('error') or '-'}"
+    )
+    return r
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Direct and relayed blocks/s over the runs whose blocks came over the path named."""
     d = [r["sync-direct"].get("blocks_per_s") for r in runs if r.get("direct_path_clean")]
     rl = [r["sync-relay"].get("blocks_per_s") for r in runs if r.get("relay_path_clean")]
     ds, rs = stats.summary(d, 2), stats.summary(rl, 2)
@@ -251,5 +294,10 @@ def measure(ctx: Ctx) -> dict[str, Any]:
         "sync_direct_blocks_per_s": ds,
         "sync_relayed_blocks_per_s": rs,
         "relayed_over_direct": stats.ratio(rs["median"], ds["median"]),
-        "runs": runs,
     }
+
+
+def measure(ctx: Ctx, relay_impl: str = "python") -> dict[str, Any]:
+    n_blocks = blocks(ctx)
+    runs = [run_reported(ctx, n_blocks, i, relay_impl) for i in range(ctx.repeat)]
+    return {**summarize(runs), "runs": runs}

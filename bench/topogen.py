@@ -8,12 +8,13 @@ runner moves any that are taken on this machine (harness.run.setup.free_subnet_o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from harness.model.topology import Topology, load_topology
+from harness.model.topology import IMPLS, Topology, load_topology
 
 PUBLIC_SUBNET = "10.99.0.0/24"
 VALIDATORS = 4  # a fixed validator set: the chain load is the same at every size
@@ -86,7 +87,13 @@ def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
     }
 
 
-def pairs(k: int, nat: str, dcutr: bool = True) -> dict[str, Any]:
+def pairs(
+    k: int,
+    nat: str,
+    dcutr: bool = True,
+    relay_impl: str = "python",
+    client_impls: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """One public relay; k relay clients behind each of two `nat` routers (a0.., b0..).
 
     Every a-node learns the b-nodes through peer exchange and reaches them over a circuit
@@ -94,7 +101,12 @@ def pairs(k: int, nat: str, dcutr: bool = True) -> dict[str, Any]:
     stays up (dcutr off). The relay is the only validator (the model needs one): a light,
     steady chain of one block per second gossiped to everyone besides the nodes' own traffic
     (identify, ping, gossipsub heartbeats, peer exchange), so CPU noise stays low.
+
+    `relay_impl` is the relay's `impl:`; `client_impls[i]` (k entries) that of a<i> and b<i>,
+    so both sides hold the same mix (bench/side_by_side.py). Defaults: every node ours.
     """
+    if client_impls is not None and len(client_impls) != k:
+        raise ValueError(f"client_impls has {len(client_impls)} entries for k={k}")
     nets = {
         "a": {"subnet": _private_subnet(0), "nat": nat},
         "b": {"subnet": _private_subnet(1), "nat": nat},
@@ -114,6 +126,10 @@ def pairs(k: int, nat: str, dcutr: bool = True) -> dict[str, Any]:
             if not dcutr:
                 spec["config"] = {"dcutr": {"enabled": False}}
             nodes[f"{side}{i}"] = spec
+    impls = {"relay": relay_impl}
+    for i, impl in enumerate(client_impls or ()):
+        impls.update({f"a{i}": impl, f"b{i}": impl})
+    with_impls(nodes, impls)
     return {
         "name": f"pairs{k}-{nat}",
         "description": f"bench: {k}x{k} cross pairs over one relay, {nat} NAT, dcutr {dcutr}",
@@ -123,11 +139,11 @@ def pairs(k: int, nat: str, dcutr: bool = True) -> dict[str, Any]:
     }
 
 
-def sync() -> dict[str, Any]:
+def sync(relay_impl: str = "python") -> dict[str, Any]:
     """Four validators and `sync-direct` on network a (cone); `sync-relay` alone on network
     b behind a symmetric router with DCUtR off, so everything it gets comes over circuits
     through the public relay (which does not serve sync itself). Both sync the same chain
-    from the same four validators."""
+    from the same four validators. `relay_impl`: the relay's `impl:` (the others are ours)."""
     nets = {
         "a": {"subnet": _private_subnet(0), "nat": "cone"},
         "b": {"subnet": _private_subnet(1), "nat": "symmetric"},
@@ -152,6 +168,7 @@ def sync() -> dict[str, Any]:
         **client,
         "config": {"dcutr": {"enabled": False}},
     }
+    with_impls(nodes, {"relay": relay_impl})
     return {
         "name": "syncbench",
         "description": "bench: direct vs relayed sync of one chain",
@@ -159,6 +176,22 @@ def sync() -> dict[str, Any]:
         "networks": nets,
         "nodes": nodes,
     }
+
+
+def with_impls(nodes: dict[str, Any], impls: dict[str, str]) -> dict[str, Any]:
+    """Set `impl:` on the named node specs of a topology's `nodes` mapping (in place, and
+    returned); "python" is the model's default, so it is left out and the document stays
+    as it was without rust nodes."""
+    for name, impl in impls.items():
+        if impl not in IMPLS:
+            raise ValueError(f"{name}: impl {impl!r} is not one of {', '.join(IMPLS)}")
+        if name not in nodes:
+            raise KeyError(f"no node {name!r}")
+        if impl == "python":
+            nodes[name].pop("impl", None)
+        else:
+            nodes[name]["impl"] = impl
+    return nodes
 
 
 def write(doc: dict[str, Any], path: Path) -> Topology:
