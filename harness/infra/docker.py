@@ -66,6 +66,18 @@ def testnet_names() -> list[str]:
     return sorted(found)
 
 
+def testnet_dirs() -> dict[str, set[str]]:
+    """testnet name -> the rendered directories its objects were started from (Compose's
+    working_dir label; empty for a testnet that has only networks or volumes left)."""
+    out: dict[str, set[str]] = {name: set() for name in testnet_names()}
+    for obj in [*containers(None), *networks(None)]:
+        labels = obj.labels if hasattr(obj, "labels") else obj.attrs.get("Labels") or {}
+        name, wd = labels.get(LABEL_TESTNET), labels.get(LABEL_COMPOSE_DIR)
+        if name and wd:
+            out.setdefault(name, set()).add(wd)
+    return out
+
+
 def node_container(testnet: str, node: str) -> Container:
     """The container of one node (or router) by its topology name."""
     found = client().containers.list(
