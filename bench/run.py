@@ -102,6 +102,61 @@ def render(path: Path, out: Path) -> int:
     return 0
 
 
+def new_run_doc(
+    run_id: str,
+    args: argparse.Namespace,
+    names: list[str],
+    argv: list[str] | None,
+    started: dt.datetime,
+    code_paths: tuple[str, ...],
+) -> dict[str, Any]:
+    """The result document every bench run starts from (commit, whether the measured code
+    is dirty, arguments, machine state); `measure_all` fills results, errors and seconds."""
+    return {
+        "run_id": run_id,
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--", *code_paths)),
+        "quick": args.quick,
+        "repeat": args.repeat,
+        "measurements": names,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "started_at": started.isoformat(timespec="seconds"),
+        "machine": {"before": live.machine_state()},
+        "results": {},
+        "errors": {},
+        "seconds": {},
+    }
+
+
+def measure_all(
+    doc: dict[str, Any],
+    names: list[str],
+    measurements: dict[str, Any],
+    ctx: Ctx,
+    budget_s: float,
+    t0: float,
+    label: str = "",
+) -> None:
+    """Run each named measurement into doc: one that fails keeps the others' numbers; the
+    time budget skips what is left; an interrupt records what ran and re-raises."""
+    for name in names:
+        if budget_s and time.monotonic() - t0 > budget_s:
+            doc["errors"][name] = f"skipped: time budget of {budget_s:g} s used up"
+            continue
+        ctx.progress.say(f"== {name}{label}")
+        t = time.monotonic()
+        try:
+            doc["results"][name] = measurements[name](ctx)
+        except KeyboardInterrupt:
+            doc["errors"][name] = "interrupted (SIGTERM or Ctrl-C): partial results"
+            raise
+        except Exception as exc:  # keep the other measurements' numbers
+            doc["errors"][name] = f"{type(exc).__name__}: {exc}"
+            doc["results"].setdefault(name, {})["traceback"] = traceback.format_exc()
+            ctx.progress.say(f"{name} failed: {exc}")
+        doc["seconds"][name] = round(time.monotonic() - t, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
@@ -134,38 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             "relay_k": args.relay_k,
         },
     )
-    doc: dict[str, Any] = {
-        "run_id": run_id,
-        "commit": _git("rev-parse", "--short", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--", "node", "harness", "bench")),
-        "quick": args.quick,
-        "repeat": args.repeat,
-        "measurements": names,
-        "argv": sys.argv[1:] if argv is None else argv,
-        "started_at": started.isoformat(timespec="seconds"),
-        "machine": {"before": live.machine_state()},
-        "results": {},
-        "errors": {},
-        "seconds": {},
-    }
+    doc = new_run_doc(run_id, args, names, argv, started, ("node", "harness", "bench"))
     t0 = time.monotonic()
     try:
-        for name in names:
-            if args.budget_s and time.monotonic() - t0 > args.budget_s:
-                doc["errors"][name] = f"skipped: time budget of {args.budget_s:g} s used up"
-                continue
-            progress.say(f"== {name}")
-            t = time.monotonic()
-            try:
-                doc["results"][name] = MEASUREMENTS[name](ctx)
-            except KeyboardInterrupt:
-                doc["errors"][name] = "interrupted (SIGTERM or Ctrl-C): partial results"
-                raise
-            except Exception as exc:  # keep the other measurements' numbers
-                doc["errors"][name] = f"{type(exc).__name__}: {exc}"
-                doc["results"].setdefault(name, {})["traceback"] = traceback.format_exc()
-                progress.say(f"{name} failed: {exc}")
-            doc["seconds"][name] = round(time.monotonic() - t, 1)
+        measure_all(doc, names, MEASUREMENTS, ctx, args.budget_s, t0)
     finally:
         if "scale" in names and "scale" not in doc["results"] and ctx.partial.get("scale_points"):
             doc["results"]["scale"] = {

@@ -34,14 +34,13 @@ import json
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import holepunch, live, relay_cost, reservation, stats, sync, topogen
 from bench.context import Ctx
-from bench.run import RESULTS, _git
+from bench.run import RESULTS, measure_all, new_run_doc
 from harness.infra.render import REPO_ROOT
 from harness.progress import Progress
 
@@ -447,38 +446,10 @@ def main(argv: list[str] | None = None) -> int:
             "relay_k": args.relay_k,
         },
     )
-    doc: dict[str, Any] = {
-        "run_id": run_id,
-        "commit": _git("rev-parse", "--short", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--", "node", "harness", "bench", "peers")),
-        "quick": args.quick,
-        "repeat": args.repeat,
-        "measurements": names,
-        "argv": sys.argv[1:] if argv is None else argv,
-        "started_at": started.isoformat(timespec="seconds"),
-        "machine": {"before": live.machine_state()},
-        "results": {},
-        "errors": {},
-        "seconds": {},
-    }
+    doc = new_run_doc(run_id, args, names, argv, started, ("node", "harness", "bench", "peers"))
     t0 = time.monotonic()
     try:
-        for name in names:
-            if args.budget_s and time.monotonic() - t0 > args.budget_s:
-                doc["errors"][name] = f"skipped: time budget of {args.budget_s:g} s used up"
-                continue
-            progress.say(f"== {name} (side by side)")
-            t = time.monotonic()
-            try:
-                doc["results"][name] = MEASUREMENTS[name](ctx)
-            except KeyboardInterrupt:
-                doc["errors"][name] = "interrupted (SIGTERM or Ctrl-C): partial results"
-                raise
-            except Exception as exc:  # keep the other measurements' numbers
-                doc["errors"][name] = f"{type(exc).__name__}: {exc}"
-                doc["results"].setdefault(name, {})["traceback"] = traceback.format_exc()
-                progress.say(f"{name} failed: {exc}")
-            doc["seconds"][name] = round(time.monotonic() - t, 1)
+        measure_all(doc, names, MEASUREMENTS, ctx, args.budget_s, t0, " (side by side)")
     finally:
         doc["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         doc["wall_s"] = round(time.monotonic() - t0, 1)
