@@ -35,6 +35,7 @@ GO_2963 = "go-libp2p #2963"
 RUST_3889 = "rust-libp2p #3889"
 LIMIT = "RESOURCE_LIMIT_EXCEEDED"
 LIMIT_REASONS = ("data_limit", "duration_limit")
+SETTLE_S = 30.0  # a relayed pair with no DCUtR attempt after this long is left alone
 
 
 # ---------------------------------------------------------------------------------------
@@ -334,6 +335,7 @@ def one_direct_per_shared_endpoint(obs: Observation) -> Verdict:
     direct: list[str] = []
     failed: list[str] = []
     pending: list[str] = []
+    quiet: list[str] = []  # relayed and left alone, or gone: they neither prove nor block
     untried: list[str] = []
     for a, b in pairs:
         h = pair_history(obs, a, b)
@@ -341,13 +343,23 @@ def one_direct_per_shared_endpoint(obs: Observation) -> Verdict:
         outside = direct_through_nats(obs, a, b)
         if across or outside:
             direct.append(f"{a}<->{b} direct ({how if across else outside[0]})")
-        elif _gave_up(h.dcutr_failed) and h.relayed_now:
+        elif _gave_up(h.dcutr_failed):
             reasons = sorted({str(e.reason) for e in h.dcutr_failed})
             failed.append(
-                f"{a}<->{b} DCUtR failed {len(h.dcutr_failed)}x ({', '.join(reasons)}), relayed"
+                f"{a}<->{b} DCUtR failed {len(h.dcutr_failed)}x ({', '.join(reasons)}), "
+                + ("relayed" if h.relayed_now else "not connected now")
             )
-        elif h.had_relayed:
+        elif h.relayed_now and (
+            h.dcutr_started
+            or h.dcutr_failed
+            or h.relayed_at is None
+            or obs.t - h.relayed_at < SETTLE_S
+        ):
             pending.append(f"{a}<->{b} relayed, DCUtR not decided")
+        elif h.relayed_now:
+            quiet.append(f"{a}<->{b} relayed, DCUtR never tried")
+        elif h.had_relayed:
+            quiet.append(f"{a}<->{b} relayed earlier, not connected now")
         else:
             untried.append(f"{a}<->{b}")
     shared = " and ".join(f"{k} ({', '.join(groups[k])})" for k in keys)
@@ -358,7 +370,7 @@ def one_direct_per_shared_endpoint(obs: Observation) -> Verdict:
         f"port and misses (the same 5-tuple collision as {RUST_3889}, where port reuse "
         "makes the OS refuse the second connection with AddrNotAvailable)"
     )
-    seen = "; ".join(direct + failed + pending) + (
+    seen = "; ".join(direct + failed + pending + quiet) + (
         f"; never relayed: {', '.join(untried)}" if untried else ""
     )
     if len(direct) > 1:

@@ -214,3 +214,18 @@ def test_shared_endpoints_need_two_groups() -> None:
         o.nodes[n] = dataclasses.replace(o.nodes[n], p2p_port=4002 + int(n[-1]))
     v = library.one_direct_per_shared_endpoint(o)
     assert not v.ok and v.data["final"] and "explicit `p2p_port:`" in (v.cause or "")
+
+
+def test_shared_endpoints_pairs_left_alone_do_not_block() -> None:
+    st, events = shared_port_state()
+    del events["node1"]  # node1<->node5 relayed (since 15.0s), no DCUtR attempt at all
+    v = library.one_direct_per_shared_endpoint(shared(obs(st, events, t=30.0)))
+    assert not v.ok and "node1<->node5 relayed, DCUtR not decided" in v.detail
+    v = library.one_direct_per_shared_endpoint(shared(obs(st, events, t=60.0)))
+    assert v.ok and "node1<->node5 relayed, DCUtR never tried" in v.detail, v
+    # a pair that gave up and then closed its relayed connection still counts as failed
+    st["node1"]["connections"] = [c for c in st["node1"]["connections"] if c["kind"] == "direct"]
+    st["node5"]["connections"] = []
+    events["node1"] = [gave_up("node1", "node5")]
+    v = library.one_direct_per_shared_endpoint(shared(obs(st, events)))
+    assert v.ok and "node1<->node5 DCUtR failed 1x (timeout), not connected now" in v.detail, v
