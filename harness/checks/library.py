@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from harness.checks import Check, Observation, Verdict, earliest, latest
+from harness.checks import Check, Observation, Verdict
 from harness.checks.outside import direct_through_nats
 from harness.checks.relay import (
     DcutrSeen,
@@ -274,11 +274,11 @@ def circuits_limited(min_closed: int = 1) -> Check:
             + " (limits from the topology's [relay] circuit_bytes / circuit_duration_s; "
             "go-libp2p's defaults are 128 KiB and 2 min)"
         )
-        first = earliest(ts for _, _, ts, _ in cut[:min_closed])
+        times = sorted(ts for _, _, ts, _ in cut if ts is not None)
         return Verdict(
             True,
             detail,
-            since=latest([first]),
+            since=times[min_closed - 1] if 0 < min_closed <= len(times) else None,
             data={"limited": dict(by_reason), "reopened": len(reopened)},
         )
 

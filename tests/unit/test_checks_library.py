@@ -121,6 +121,7 @@ def test_circuits_limited_counts_the_cuts_and_the_reopened_pairs() -> None:
     assert "not (yet) reopened: node0<->node4" in v.detail
     assert "128 KiB and 2 min" in v.detail
     assert v.data == {"limited": {"data_limit": 2, "duration_limit": 1}, "reopened": 1}
+    assert v.since == 30.0
     v = library.circuits_limited(4)(obs(events=events))
     assert not v.ok and "circuit_bytes" in (v.cause or "")
 
