@@ -210,12 +210,21 @@ def reservations_never_refused(obs: Observation) -> Verdict:
 # ---------------------------------------------------------------------------------------
 # relay-limits
 # ---------------------------------------------------------------------------------------
-def circuits_limited(min_closed: int = 1) -> Check:
+def circuits_limited(min_closed: int = 1, since: str | None = None) -> Check:
     """The relays closed at least `min_closed` circuits at their data or duration limit
     (circuit_closed reason=data_limit|duration_limit, relay side), and at least one pair
-    whose circuit was cut opened a circuit again afterwards."""
+    whose circuit was cut opened a circuit again afterwards. With `since` (a `mark: time`
+    key) only the cuts from that time on count."""
 
     def check(obs: Observation) -> Verdict:
+        t0 = obs.marks.get(since) if since else None
+        if since and not isinstance(t0, int | float):
+            return Verdict(
+                False,
+                f"no time mark {since!r} to count the cuts from",
+                cause=f"add `- mark: time` with `as: {since}` before this check",
+                data={"final": True},
+            )
         names = obs.peer_names()
         cut: list[tuple[str, frozenset[str], float | None, str]] = []
         by_reason: Counter[str] = Counter()
@@ -224,6 +233,8 @@ def circuits_limited(min_closed: int = 1) -> Check:
         opened: dict[frozenset[str], list[float]] = {}
         for relay in obs.relays():
             for e in obs.events_of(relay, "circuit_closed"):
+                if t0 is not None and (e.ts is None or e.ts < t0):
+                    continue
                 pair = frozenset({names.get(e.src or "", "?"), names.get(e.dst or "", "?")})
                 if e.reason in LIMIT_REASONS:
                     cut.append((relay, pair, e.ts, str(e.reason)))
@@ -238,8 +249,9 @@ def circuits_limited(min_closed: int = 1) -> Check:
         counts = ", ".join(f"{r} {by_reason[r]}" for r in LIMIT_REASONS)
         relays = ", ".join(f"{r} {n}" for r, n in sorted(by_relay.items()))
         rest = ", ".join(f"{r} {n}" for r, n in sorted(other.items()))
+        after = f" since {t0:.1f}s" if t0 is not None else ""
         head = (
-            f"relays closed {len(cut)} circuit(s) at their limits ({counts}"
+            f"relays closed {len(cut)} circuit(s) at their limits{after} ({counts}"
             + (f"; by relay: {relays}" if relays else "")
             + ")"
             + (f"; other closes: {rest}" if rest else "")

@@ -154,7 +154,9 @@ CHECKS: dict[str, CheckKind] = {
         library_checks.reserved_again, {"node": Arg("node"), "since": Arg("mark")}
     ),
     "reservations_never_refused": CheckKind(library_checks.reservations_never_refused),
-    "circuits_limited": CheckKind(library_checks.circuits_limited, {"min_closed": Arg("int", 1)}),
+    "circuits_limited": CheckKind(
+        library_checks.circuits_limited, {"min_closed": Arg("int", 1), "since": Arg("mark", None)}
+    ),
     "one_direct_per_shared_endpoint": CheckKind(library_checks.one_direct_per_shared_endpoint),
 }
 

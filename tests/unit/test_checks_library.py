@@ -230,3 +230,22 @@ def test_shared_endpoints_pairs_left_alone_do_not_block() -> None:
     events["node1"] = [gave_up("node1", "node5")]
     v = library.one_direct_per_shared_endpoint(shared(obs(st, events)))
     assert v.ok and "node1<->node5 DCUtR failed 1x (timeout), not connected now" in v.detail, v
+
+
+def test_circuits_limited_since_a_mark_counts_only_later_cuts() -> None:
+    events = {
+        "node7": [
+            circuit("circuit_closed", 30.0, "node1", "node4", "duration_limit"),
+            circuit("circuit_opened", 31.0, "node1", "node4"),
+            circuit("circuit_closed", 51.0, "node1", "node4", "duration_limit"),
+            circuit("circuit_opened", 52.0, "node1", "node4"),
+        ]
+    }
+    check = library.circuits_limited(1, "sync_start")
+    v = check(obs(events=events, marks={"sync_start": 40.0}))
+    assert v.ok and "at their limits since 40.0s (data_limit 0, duration_limit 1" in v.detail, v
+    assert v.since == 51.0
+    v = check(obs(events=events, marks={"sync_start": 60.0}))
+    assert not v.ok and "relays closed 0 circuit(s) at their limits since 60.0s" in v.detail
+    v = check(obs(events=events))
+    assert not v.ok and v.data["final"] and "no time mark 'sync_start'" in v.detail
