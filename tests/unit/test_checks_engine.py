@@ -179,6 +179,7 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
         "symmetric-nat",
         "relay-failover",
         "partition-heal",
+        "client-restart-loop",
     }
     assert "dcutr_fails" in names["symmetric-nat"]
     assert names["mixed-relay"] == names["sentry"]
