@@ -180,6 +180,7 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
         "relay-failover",
         "partition-heal",
         "client-restart-loop",
+        "relay-limits",
         "shared-port",
     }
     assert "dcutr_fails" in names["symmetric-nat"]
