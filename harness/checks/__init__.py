@@ -64,6 +64,7 @@ class Observation:
             "serve_sync",
             "impl",
             "api",
+            "p2p_port",
         )
         return {
             "t": self.t,

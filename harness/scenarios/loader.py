@@ -55,6 +55,7 @@ import yaml
 
 from harness.checks import Check, Observation, Verdict
 from harness.checks import chain as chain_checks
+from harness.checks import library as library_checks
 from harness.checks import relay as relay_checks
 from harness.checks.expect import impossible
 from harness.errors import SentrynetError
@@ -148,6 +149,15 @@ CHECKS: dict[str, CheckKind] = {
         chain_checks.advanced,
         {"min_blocks": Arg("int"), "base_mark": Arg("mark"), "exclude": Arg("nodes", ())},
     ),
+    # the bug library (harness/checks/library.py)
+    "reserved_again": CheckKind(
+        library_checks.reserved_again, {"node": Arg("node"), "since": Arg("mark")}
+    ),
+    "reservations_never_refused": CheckKind(library_checks.reservations_never_refused),
+    "circuits_limited": CheckKind(
+        library_checks.circuits_limited, {"min_closed": Arg("int", 1), "since": Arg("mark", None)}
+    ),
+    "one_direct_per_shared_endpoint": CheckKind(library_checks.one_direct_per_shared_endpoint),
 }
 
 # The mark-recording actions: name -> (argument kinds, factory(resolved args), label).

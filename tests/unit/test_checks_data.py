@@ -204,6 +204,8 @@ EVENT_KEYS = {  # the event types the checks read, and the fields they read of e
     "reservation_accepted": ("relay",),
     "reservation_denied": ("relay", "reason"),
     "reservation_expired": ("relay", "reason"),
+    "reservation_granted": ("peer", "renewed"),
+    "reservation_refused": ("peer", "reason"),
     "connection_opened": ("peer", "kind"),
     "connection_closed": ("peer", "kind"),
     "circuit_opened": ("src", "dst"),
@@ -302,7 +304,7 @@ def recorded_node(spec: dict[str, Any]) -> Node:
         addresses=spec.get("addresses") or {net: "" for net in spec["networks"]},
         control_ip="",
         listen_addrs=(),
-        p2p_port=4001,
+        p2p_port=spec.get("p2p_port", 4001),
         api_url="",
         relay_mode="client"
         if spec["relay_client"]

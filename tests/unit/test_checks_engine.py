@@ -179,6 +179,9 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
         "symmetric-nat",
         "relay-failover",
         "partition-heal",
+        "client-restart-loop",
+        "relay-limits",
+        "shared-port",
     }
     assert "dcutr_fails" in names["symmetric-nat"]
     assert names["mixed-relay"] == names["sentry"]

@@ -43,7 +43,11 @@ def test_every_shipped_file_passes_scenario_check(
     assert capsys.readouterr().out.startswith("ok ")
 
 
-def test_the_seven_scenarios_are_files() -> None:
+# the bug library (issue 11 part 3): reproduced public issues, each a file
+LIBRARY = {"client-restart-loop", "relay-limits", "shared-port"}
+
+
+def test_the_seven_scenarios_and_the_library_are_files() -> None:
     assert set(scenarios.SCENARIOS) == {
         "sentry",
         "mixed-relay",
@@ -52,6 +56,7 @@ def test_the_seven_scenarios_are_files() -> None:
         "symmetric-nat",
         "relay-failover",
         "partition-heal",
+        *LIBRARY,
     }
     assert scenarios.get(str(SHIPPED[0])).name == SHIPPED[0].stem
 
@@ -264,7 +269,7 @@ def test_cli_list_and_check(tmp_path: Path) -> None:
     run = [sys.executable, "-m", "harness.cli", "scenario"]
     out = subprocess.run([*run, "list"], capture_output=True, text=True, cwd=REPO, check=True)
     assert len(out.stdout.splitlines()) == len(SHIPPED)
-    assert out.stdout.splitlines()[0].startswith("mixed-relay ")
+    assert out.stdout.splitlines()[0].startswith(SHIPPED[0].stem + " ")
     res = subprocess.run([*run, "check", str(bad)], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 1 and "steps[0].chek: not a step kind" in res.stdout
 
