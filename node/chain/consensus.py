@@ -17,6 +17,13 @@ The rules are those of "The latest gossip on BFT consensus" (Buchman, Kwon, Milo
   * gossip is not reliable broadcast (nothing retransmits a lost vote), so a round that has
     not decided within `Timeouts.round` re-sends our own messages and moves on; changing
     rounds never affects safety.
+  * the polka (proof-of-lock) travels with the block it justifies: a proposer re-proposing
+    its valid block from round vr re-broadcasts the prevotes of vr, and so does every node
+    with a valid block when a round times out. Without this, a validator that locked on a
+    polka nobody else saw (the prevote that completed it came from a validator killed right
+    after sending it to this one only) prevotes nil for every new block, and the others
+    never accept its re-proposal: with one validator of four dead, nothing decides again.
+    Tendermint's reactor does the same by gossiping the POL round's votes.
 Validators vote; full nodes and sentries run the same machine as observers (no proposals,
 no votes, no timeouts) and decide on the same certificates.
 """
@@ -112,7 +119,7 @@ class Consensus:
         timeouts: Timeouts | None = None,
         now_ms: Callable[[], int] = lambda: 0,
         can_sign: Callable[[int, int, str, bytes | None], bool] = lambda *_: True,
-        save_lock: Callable[[int, int, Block | None], None] = lambda *_: None,
+        save_lock: Callable[[int, int, Block | None, tuple[Vote, ...]], None] = lambda *_: None,
         payload: Callable[[int], bytes] = lambda _h: b"",
     ) -> None:
         self.vset = vset
@@ -148,8 +155,10 @@ class Consensus:
         *,
         locked_round: int = -1,
         locked_block: Block | None = None,
+        locked_votes: tuple[Vote, ...] = (),
     ) -> list[Action]:
-        """Enter `height` on top of `prev_hash` (the committed tip) at round 0."""
+        """Enter `height` on top of `prev_hash` (the committed tip) at round 0, with the lock
+        (and the polka that made it, `locked_votes`) a restarted validator saved."""
         self.height, self.prev_hash = height, prev_hash
         self.round, self.step, self.decided = 0, PROPOSE, False
         self.locked_round, self.locked_block = locked_round, locked_block
@@ -157,6 +166,13 @@ class Consensus:
         if locked_block is not None:
             self.valid_round, self.valid_block = locked_round, locked_block
         self.proposals, self.blocks, self.votes, self._once = {}, {}, {}, set()
+        for vote in locked_votes:
+            if vote.height == height and vote.round == locked_round and vote.type == PREVOTE:
+                try:
+                    vote.verify(self.vset)
+                except InvalidMessage:
+                    continue
+                self.votes.setdefault((locked_round, PREVOTE), {})[vote.validator] = vote
         out = self._start_round(0)
         future, self._future = self._future, []
         for msg in future:
@@ -233,6 +249,8 @@ class Consensus:
                 mine = self.votes.get((round_, vote_type), {}).get(self.my_id or "")
                 if mine is not None:
                     again.append(Broadcast(mine))
+            if self.valid_block is not None:
+                again += [Broadcast(v) for v in self._polka_votes(self.valid_round)]
             return again + self._start_round(round_ + 1) + self._run()
         return []
 
@@ -276,6 +294,20 @@ class Consensus:
     def _polka(self, round_: int, block_hash: bytes | None) -> bool:
         return self._tally(round_, PREVOTE).get(block_hash, 0) >= self.vset.quorum
 
+    def _polka_votes(self, round_: int) -> tuple[Vote, ...]:
+        """The prevotes of `round_` for our valid block: the proof that justifies proposing
+        (or having locked on) it, in validator order."""
+        if self.valid_block is None:
+            return ()
+        digest = self.valid_block.hash
+        box = self.votes.get((round_, PREVOTE), {})
+        return tuple(
+            sorted(
+                (v for v in box.values() if v.block_hash == digest),
+                key=lambda v: self.vset.index[v.validator],
+            )
+        )
+
     def _first(self, rule: str, round_: int) -> bool:
         if (rule, round_) in self._once:
             return False
@@ -304,6 +336,8 @@ class Consensus:
                 p = Proposal.make(self.vset, self.signer, self.my_id, round_, block, vr)
                 self.proposals[round_] = p
                 self.blocks.setdefault(block.hash, block)
+                if vr >= 0:  # the polka that justifies a re-proposal goes with it
+                    out += [Broadcast(v) for v in self._polka_votes(vr)]
                 out.append(Broadcast(p))
         out.append(ScheduleTimeout(PROPOSE, self.height, round_, self.timeouts.of(PROPOSE, round_)))
         out.append(ScheduleTimeout(ROUND, self.height, round_, self.timeouts.round(round_)))
@@ -406,11 +440,11 @@ class Consensus:
             return False
         if not self._valid(p.block) or not self._first("polka_block", self.round):
             return False
+        self.valid_round, self.valid_block = self.round, p.block
         if self.step == STEP_PREVOTE:
             self.locked_round, self.locked_block = self.round, p.block
-            self.save_lock(self.height, self.round, p.block)
+            self.save_lock(self.height, self.round, p.block, self._polka_votes(self.round))
             out += self._precommit(p.block.hash)
-        self.valid_round, self.valid_block = self.round, p.block
         return True
 
     def _rule_polka_nil(self, out: list[Action]) -> bool:

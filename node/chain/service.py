@@ -157,6 +157,8 @@ class ChainService:
         self.last_commit_at = time.monotonic()
         self.commits = 0
         self.syncing = False
+        self._sync_over = trio.Event()  # set while no sync session runs
+        self._sync_over.set()
         self.settled = False  # the initial catch-up's peer-set wait is over (or not needed)
         self.settling = False
         self._start_gen = 0
@@ -240,12 +242,7 @@ class ChainService:
                 if self.settling:  # behind, waiting for peers before the catch-up (bounded)
                     await self._initial_check.wait()
                 if self.cons.decided:  # not started by a sync session meanwhile
-                    lr, lb = store.load_lock(store.height + 1)
-                    self._act(
-                        self.cons.start_height(
-                            store.height + 1, store.tip_hash, locked_round=lr, locked_block=lb
-                        )
-                    )
+                    self._act(self._start_height(store.height + 1))
         finally:
             store.close()
 
@@ -302,7 +299,14 @@ class ChainService:
 
     async def _timer(self, t: ScheduleTimeout) -> None:
         await trio.sleep(t.delay)
-        if self.cons is not None and not self.syncing:
+        # A timeout that falls inside a sync session is delivered after it, not dropped: a
+        # session that applies nothing leaves consensus where it was, and a dropped round
+        # timer left it there for good (every validator at one round and step, no timer
+        # armed: the partition-heal stall under CPU load). A stale one is ignored by
+        # on_timeout, which checks height and round.
+        while self.syncing:
+            await self._sync_over.wait()
+        if self.cons is not None:
             self._act(self.cons.on_timeout(t.step, t.height, t.round))
 
     def _validate(self, forwarder: ID, msg: Any) -> bool:
@@ -383,6 +387,19 @@ class ChainService:
         delay = rt.config.chain.block_interval_s if cons.voting else 0.0
         self._schedule_start(delay)
 
+    def _start_height(self, height: int) -> list[Action]:
+        """Enter `height` on the stored tip, with the lock (and its polka) saved for it."""
+        store, cons = self.store, self.cons
+        assert store is not None and cons is not None
+        lock = store.load_lock(height)
+        return cons.start_height(
+            height,
+            store.tip_hash,
+            locked_round=lock.round,
+            locked_block=lock.block,
+            locked_votes=lock.polka,
+        )
+
     def _schedule_start(self, delay: float) -> None:
         self._start_gen += 1
         self.nursery.start_soon(self._start_next, self._start_gen, delay)
@@ -394,12 +411,7 @@ class ChainService:
         if gen != self._start_gen or self.syncing:
             return
         if cons.decided or cons.height != store.height + 1:
-            lr, lb = store.load_lock(store.height + 1)
-            self._act(
-                cons.start_height(
-                    store.height + 1, store.tip_hash, locked_round=lr, locked_block=lb
-                )
-            )
+            self._act(self._start_height(store.height + 1))
 
     # ------------------------------------------------------------ sync
 
@@ -621,6 +633,7 @@ class ChainService:
         start = store.height + 1
         self.sync_state = "syncing"
         self.syncing = True
+        self._sync_over = trio.Event()
         log.info(
             "sync: heights %d..%d from %d peer(s): %s",
             start,
@@ -656,6 +669,7 @@ class ChainService:
                     nursery.cancel_scope.cancel()
         finally:
             self.syncing = False
+            self._sync_over.set()
         for p in session.peers:
             if p.peer not in session.sched.alive or p.client.broken:
                 await p.client.close()
@@ -681,9 +695,8 @@ class ChainService:
             )
         # back to following gossip from the new tip
         if end >= cons.height or cons.decided:
-            lr, lb = store.load_lock(end + 1)
             self._start_gen += 1
-            self._act(cons.start_height(end + 1, store.tip_hash, locked_round=lr, locked_block=lb))
+            self._act(self._start_height(end + 1))
 
 
 def _timeouts_for(block_interval_s: float) -> Timeouts:

@@ -9,11 +9,12 @@ with its certificate or not at all.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from node.chain import codec
-from node.chain.block import Block, CommitCert
+from node.chain.block import Block, CommitCert, Vote
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,6 +34,15 @@ CREATE TABLE IF NOT EXISTS signed (
 
 class StoreError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A validator's lock for one height: the round, the block and the polka behind it."""
+
+    round: int = -1
+    block: Block | None = None
+    polka: tuple[Vote, ...] = ()
 
 
 class BlockStore:
@@ -120,25 +130,35 @@ class BlockStore:
     def prune_signatures(self, below_height: int) -> None:
         self.db.execute("DELETE FROM signed WHERE height < ?", (below_height,))
 
-    def save_lock(self, height: int, locked_round: int, locked_block: Block | None) -> None:
+    def save_lock(
+        self,
+        height: int,
+        locked_round: int,
+        locked_block: Block | None,
+        polka: tuple[Vote, ...] = (),
+    ) -> None:
+        """Keep the lock with the prevotes that made it: after a restart the validator must
+        be able to show the others why it re-proposes this block."""
         value = codec.encode(
             {
                 "height": height,
                 "round": locked_round,
                 "block": locked_block.to_obj() if locked_block else None,
+                "polka": [v.to_obj() for v in polka],
             }
         ).decode()
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('lock', ?)", (value,))
 
-    def load_lock(self, height: int) -> tuple[int, Block | None]:
-        """(locked_round, locked_block) saved for `height`, or (-1, None)."""
+    def load_lock(self, height: int) -> Lock:
+        """The lock saved for `height`, or no lock (round -1)."""
         row = self.db.execute("SELECT value FROM meta WHERE key='lock'").fetchone()
         if row is None:
-            return -1, None
+            return Lock()
         obj = codec.decode_object(row[0].encode())
         if obj.get("height") != height or obj.get("block") is None:
-            return -1, None
-        return int(obj["round"]), Block.from_obj(obj["block"])
+            return Lock()
+        polka = tuple(Vote.from_obj(v) for v in obj.get("polka") or [])
+        return Lock(int(obj["round"]), Block.from_obj(obj["block"]), polka)
 
 
 def _load(block_raw: bytes, cert_raw: bytes) -> tuple[Block, CommitCert]:

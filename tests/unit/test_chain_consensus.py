@@ -170,16 +170,24 @@ class Net:
         self.down = down or set()
         self.nodes: list[Consensus] = []
         for v in self.vals:
-            self.nodes.append(Consensus(self.vs, v.pid, v.key, timeouts=Timeouts()))  # type: ignore[arg-type]
+            # blocks carry the virtual time, so a block proposed again in a later round is a
+            # new block, as on real nodes (with a constant clock it would hash the same)
+            self.nodes.append(
+                Consensus(self.vs, v.pid, v.key, timeouts=Timeouts(), now_ms=self.now_ms)  # type: ignore[arg-type]
+            )
         for _ in range(observers):
             self.nodes.append(Consensus(self.vs, None, None))
         self.tip = [(0, self.vs.chain_id)] * len(self.nodes)
+        self.t = 0.0
         self.decided: list[dict[int, bytes]] = [{} for _ in self.nodes]
         self.q: list[_Ev] = []
         self.t = 0.0
         self.seq = 0
         self.rejected: list[str] = []
         self.drop: object = lambda src, dst, msg: False
+
+    def now_ms(self) -> int:
+        return int(self.t * 1000)
 
     def push(self, delay: float, node: int, what: object) -> None:
         self.seq += 1
@@ -338,3 +346,90 @@ def test_single_validator_decides_in_round_zero_without_timeouts() -> None:
     out = c.start_height(1, vs.chain_id)
     decided = [a for a in out if isinstance(a, Decide)]
     assert decided and decided[0].cert.round == 0
+
+
+# ------------------------------------------------------------------ proof-of-lock gossip
+
+
+def _polka_only_at(locked: set[int], dead: int, t_dead: float, t_heal: float = 20.0):
+    """Drop rule: until `t_heal`, height 1 round 0 prevotes reach only the validators in
+    `locked` (so only they see the polka and lock), and validator `dead` is gone from
+    `t_dead` on. `t_heal` is past round 0's round timeout, so the re-sends of round 0's own
+    votes are lost too, as they are in a partition that outlasts a round."""
+
+    def drop(src: int, dst: int, msg: object, net: list[Net]) -> bool:
+        if net[0].t >= t_dead and dead in (src, dst):
+            return True
+        if isinstance(msg, Vote) and msg.height == 1 and msg.round == 0 and msg.type == PREVOTE:
+            return dst not in locked and net[0].t < t_heal
+        return False
+
+    return drop
+
+
+def test_lock_nobody_else_saw_does_not_stall_after_a_validator_dies() -> None:
+    """v0 locks on round 0's block, completed by v3's prevote that reached v0 only; then v3
+    dies. v0 prevotes nil for every new block, so v1 and v2 must accept v0's re-proposal:
+    they can only if the polka of round 0 travels with it (before the fix: no height 1,
+    ever; the cross_network_sync stall after a validator kill)."""
+    net = Net()
+    holder = [net]
+    rule = _polka_only_at({0}, dead=3, t_dead=0.05)
+    net.drop = lambda s, d, m: rule(s, d, m, holder)
+    net.start()
+    net.run(until=300, stop_height=3)
+    assert net.nodes[0].locked_round >= 0 or net.tip[0][0] >= 1
+    assert all(net.tip[i][0] >= 3 for i in (0, 1, 2)), (net.t, net.tip)
+    net.assert_agreement()
+
+
+def test_two_locked_on_one_side_of_a_split_converge() -> None:
+    """A partition mid-round: v0 and v1 saw the polka and locked, v2 and v3 did not. After
+    the heal (all four alive) only a re-proposal of the locked block can gather 3 prevotes,
+    and v2 and v3 can accept it only with the polka (the partition-heal stall)."""
+    net = Net()
+    holder = [net]
+    rule = _polka_only_at({0, 1}, dead=-1, t_dead=1e9)
+    net.drop = lambda s, d, m: rule(s, d, m, holder)
+    net.start()
+    net.run(until=300, stop_height=3)
+    assert min(t[0] for t in net.tip) >= 3, (net.t, net.tip)
+    net.assert_agreement()
+
+
+def test_lock_and_its_polka_survive_a_restart(tmp_path: Path) -> None:
+    """A validator restarted while locked gets the polka back from the store and sends it
+    with its re-proposal, so the others can accept the block it is locked on."""
+    vals = make_vals()
+    vs = vset_of(vals)
+    block = Block(1, vs.chain_id, vals[1].pid, 7)
+    polka = tuple(
+        Vote.make(vs, v.key, v.pid, PREVOTE, 1, 2, block.hash)  # type: ignore[arg-type]
+        for v in vals[:3]
+    )
+    store = BlockStore(tmp_path / "chain.sqlite", vs.chain_id)
+    store.save_lock(1, 2, block, polka)
+    store.close()
+    lock = BlockStore(tmp_path / "chain.sqlite", vs.chain_id).load_lock(1)
+    assert (lock.round, lock.block, lock.polka) == (2, block, polka)
+    # height 1 round 3 is v0's turn ((1 + 3) mod 4): it re-proposes the locked block
+    me = vals[0]
+    c = Consensus(vs, me.pid, me.key, timeouts=Timeouts())  # type: ignore[arg-type]
+    c.start_height(1, vs.chain_id, locked_round=2, locked_block=block, locked_votes=lock.polka)
+    c.round = 2
+    out = c.on_timeout("round", 1, 2)
+    sent = [a.msg for a in out if isinstance(a, Broadcast)]
+    proposals = [m for m in sent if isinstance(m, Proposal)]
+    assert proposals and proposals[0].valid_round == 2 and proposals[0].block == block
+    assert set(polka) <= {m for m in sent if isinstance(m, Vote)}
+    # an observer that never saw round 2 accepts it from those messages alone
+    other = Consensus(vs, vals[2].pid, vals[2].key, timeouts=Timeouts())  # type: ignore[arg-type]
+    other.start_height(1, vs.chain_id)
+    other.round = 3
+    got: list = []
+    for m in sent:
+        got += other.on_vote(m) if isinstance(m, Vote) else other.on_proposal(m)
+    assert any(
+        isinstance(a, Broadcast) and isinstance(a.msg, Vote) and a.msg.block_hash == block.hash
+        for a in got
+    )

@@ -358,3 +358,37 @@ def test_short_catch_up_reaches_the_slower_relayed_peers() -> None:
     applied, served = run_session(peers, 24)
     assert applied == list(range(1, 25))
     assert sorted(served) == ["local1", "local2", "remote0", "remote1", "remote2"]
+
+
+def test_round_timeout_inside_a_sync_session_is_delivered_after_it() -> None:
+    """A consensus timer that fires while a sync session runs used to be dropped; when the
+    session applied nothing, consensus stayed in its round with no timer armed, for good
+    (all validators at one round and step after a partition heal under CPU load)."""
+    from node.chain.consensus import ScheduleTimeout
+    from node.chain.service import ChainService
+
+    class Cons:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, int, int]] = []
+
+        def on_timeout(self, step: str, height: int, round_: int) -> list[Any]:
+            self.seen.append((step, height, round_))
+            return []
+
+    svc = ChainService()
+    cons = Cons()
+    svc.cons = cons  # type: ignore[assignment]
+    svc._act = lambda actions: None  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            svc.syncing, svc._sync_over = True, trio.Event()
+            nursery.start_soon(svc._timer, ScheduleTimeout("round", 6, 12, 0.01))
+            await trio.sleep(0.2)
+            assert cons.seen == []  # not while the session runs
+            svc.syncing = False
+            svc._sync_over.set()
+            await trio.sleep(0.05)
+            assert cons.seen == [("round", 6, 12)]
+
+    trio.run(main)
