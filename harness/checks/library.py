@@ -396,8 +396,11 @@ def one_direct_per_shared_endpoint(obs: Observation) -> Verdict:
         return Verdict(
             False,
             f"no direct pair between the shared endpoints yet: {seen}",
-            cause="no hole punch between the groups has succeeded yet (the first one should: "
-            "DCUtR off, or no relayed connection between them?)",
+            cause="no hole punch between the groups has succeeded yet: punches between the "
+            "groups at the same time block each other (a losing punch leaves an unreplied "
+            "conntrack entry on the shared 4-tuple for 120 s), so let one pair punch first "
+            "(scenarios/library/shared-port.yaml holds the others back); else DCUtR off, or no "
+            "relayed connection between them?",
         )
     if pending or not failed:
         return Verdict(

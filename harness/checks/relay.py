@@ -457,6 +457,23 @@ def dcutr_upgrade_between(impl_a: str, impl_b: str) -> Check:
     return check
 
 
+def dcutr_upgrade_pair(a: str, b: str) -> Check:
+    """dcutr_upgrade for one named pair on two different private networks: a scenario that
+    stages its hole punches (one pair first, the others later) asks for each by itself."""
+
+    def check(obs: Observation) -> Verdict:
+        if (min(a, b), max(a, b)) not in obs.cross_pairs((a, b)):
+            return Verdict(
+                False,
+                f"{a} and {b} are not on two different private networks",
+                cause="scenario: pick one node behind each of two NAT routers",
+                data={"final": True},
+            )
+        return _dcutr_upgrade(obs, [(min(a, b), max(a, b))])
+
+    return check
+
+
 def _dcutr_upgrade(obs: Observation, pairs: list[tuple[str, str]]) -> Verdict:
     hist = [h for h in (pair_history(obs, a, b) for a, b in pairs) if h.had_relayed or h.dcutr_ok]
     if not hist:

@@ -131,6 +131,9 @@ CHECKS: dict[str, CheckKind] = {
     "dcutr_upgrade_between": CheckKind(
         relay_checks.dcutr_upgrade_between, {"impl_a": Arg("impl"), "impl_b": Arg("impl")}
     ),
+    "dcutr_upgrade_pair": CheckKind(
+        relay_checks.dcutr_upgrade_pair, {"a": Arg("node"), "b": Arg("node")}
+    ),
     "dcutr_fails": CheckKind(relay_checks.dcutr_fails),
     "reserved_elsewhere": CheckKind(relay_checks.reserved_elsewhere, {"relay": Arg("relay")}),
     "reservations_back": CheckKind(relay_checks.reservations_back, {"relay": Arg("relay")}),
