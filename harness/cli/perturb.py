@@ -61,7 +61,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("latency", help="netem delay on every interface on NET (if the kernel can)")
     p.add_argument("net")
     p.add_argument("ms", type=float, help="milliseconds, 0 removes it")
-    sub.add_parser("clear", help="undo every iptables perturbation in every container")
+    p = sub.add_parser("cpu", help="cap a node's container at CORES CPUs (docker update)")
+    p.add_argument("node")
+    p.add_argument("cores", type=float, help="CPUs, e.g. 0.2; 0 removes the cap")
+    sub.add_parser("clear", help="undo every iptables perturbation and CPU cap in every container")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         out = perturb.set_loss(testnet, args.net, args.pct)
     elif a == "latency":
         out = perturb.set_latency(testnet, args.net, args.ms)
+    elif a == "cpu":
+        out = perturb.set_cpu(testnet, args.node, args.cores)
     else:
         out = perturb.clear(testnet)
     print(out)

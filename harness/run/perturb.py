@@ -19,6 +19,9 @@ How each one works, and why:
   interface on NET, so each packet crossing NET is dropped once with probability PCT.
 - latency NET MS: `tc qdisc netem` on every interface on NET. Needs the kernel's sch_netem;
   where it is missing ("Specified qdisc kind is unknown") we say so and change nothing.
+- cpu NODE CORES: the CFS quota of the node's container, changed on the running container
+  (`docker update`): the node gets at most CORES CPUs, as on a loaded or small machine,
+  without a CPU hog that would also slow the harness and the other nodes. 0 removes it.
 Every iptables rule carries a comment `sn:<kind>:<args>` so undoing removes exactly it.
 """
 
@@ -347,10 +350,45 @@ def set_latency(testnet: Testnet, net: str, ms: float) -> str:
     return f"latency {net}: {ms:g} ms egress delay on {', '.join(done)} (netem)"
 
 
+# --------------------------------------------------------------------------- cpu
+
+CPU_PERIOD_US = 100_000
+
+
+def set_cpu(testnet: Testnet, node: str, cores: float) -> str:
+    """Cap `node`'s container at `cores` CPUs (0 removes the cap)."""
+    if not 0 <= cores <= 64:
+        raise SentrynetError(f"cpu {cores}: use CPUs 0 <= CORES <= 64 (e.g. 0.2; 0 removes it)")
+    if 0 < cores < 0.01:
+        raise SentrynetError(f"cpu {cores}: the smallest cap is 0.01 CPUs (1 ms per 100 ms)")
+    c = _container(testnet, node)
+    quota = int(cores * CPU_PERIOD_US) if cores > 0 else -1
+    try:
+        c.update(cpu_period=CPU_PERIOD_US, cpu_quota=quota)
+    except Exception as exc:  # docker.errors.APIError: the engine's reason is the message
+        raise SentrynetError(f"cpu {node}: {exc}") from exc
+    if cores > 0:
+        return f"cpu {node}: at most {cores:g} CPU(s) (CFS quota {quota} us per {CPU_PERIOD_US} us)"
+    return f"cpu {node}: cap removed"
+
+
+def _cpu_capped(c: Container) -> bool:
+    c.reload()
+    return int(c.attrs.get("HostConfig", {}).get("CpuQuota") or 0) > 0
+
+
 def clear(testnet: Testnet) -> str:
-    """Undo every iptables perturbation (disconnects, partitions, loss) in every container."""
+    """Undo every iptables perturbation (disconnects, partitions, loss) in every container,
+    and every CPU cap."""
     total = 0
     nodes = sorted(h.name for h in testnet.hosts())
     for node in nodes:
         total += _remove_rules(_netns(testnet, node), "sn:")
-    return f"clear: removed {total} perturbation rule(s) in {len(nodes)} container(s)"
+    uncapped = [
+        n for n in sorted(x.name for x in testnet.nodes) if _cpu_capped(_container(testnet, n))
+    ]
+    for node in uncapped:
+        set_cpu(testnet, node, 0)
+    return f"clear: removed {total} perturbation rule(s) in {len(nodes)} container(s)" + (
+        f"; CPU cap removed on {', '.join(uncapped)}" if uncapped else ""
+    )

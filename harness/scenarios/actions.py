@@ -188,7 +188,7 @@ def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
     """One harness/run/perturb.py call (as `sentrynet perturb` makes it), on resolved names:
     kill|pause|unpause|restart|start nodes=[...]; disconnect|reconnect nodes=[...] network=;
     partition|heal networks=(a, b); nat network= nat= flush=; loss network= pct=;
-    latency network= ms=; clear."""
+    latency network= ms=; cpu nodes=[...] cores=; clear."""
 
     def run(ctx: RunContext) -> str:
         p, tn = _perturb(), _testnet(ctx)
@@ -206,6 +206,8 @@ def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
             return str(p.set_loss(tn, args["network"], float(args["pct"])))
         if kind == "latency":
             return str(p.set_latency(tn, args["network"], float(args["ms"])))
+        if kind == "cpu":
+            return "; ".join(p.set_cpu(tn, n, float(args["cores"])) for n in args["nodes"])
         if kind == "clear":
             return str(p.clear(tn))
         raise SentrynetError(f"unknown perturbation {kind!r}")
@@ -215,7 +217,7 @@ def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
 
 CONTAINER_ACTIONS = ("kill", "pause", "unpause", "restart", "start")
 LINK_ACTIONS = ("disconnect", "reconnect")
-NETWORK_ACTIONS = ("partition", "heal", "nat", "loss", "latency", "clear")
+NETWORK_ACTIONS = ("partition", "heal", "nat", "loss", "latency", "cpu", "clear")
 PERTURBATIONS = (*CONTAINER_ACTIONS, *LINK_ACTIONS, *NETWORK_ACTIONS)
 
 

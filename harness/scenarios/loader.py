@@ -207,6 +207,7 @@ PERTURB_ARGS: dict[str, dict[str, Arg]] = {
     "nat": {"network": Arg("private_network"), "nat": Arg("nat"), "flush": Arg("bool", True)},
     "loss": {"network": Arg("network"), "pct": Arg("pct")},
     "latency": {"network": Arg("network"), "ms": Arg("ms")},
+    "cpu": {"node": Arg("nodes"), "cores": Arg("cores")},
     "clear": {},
 }
 
@@ -229,7 +230,18 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
         "likely_cause",
     ),
     "wait": ("wait", "what", "args", "deadline", "likely_cause", "requires", "seconds", "because"),
-    "perturb": ("perturb", "what", "node", "network", "networks", "nat", "flush", "pct", "ms"),
+    "perturb": (
+        "perturb",
+        "what",
+        "node",
+        "network",
+        "networks",
+        "nat",
+        "flush",
+        "pct",
+        "ms",
+        "cores",
+    ),
     "action": ("action", "what", "node", "sync_target", "networks", "cut"),
     "mark": ("mark", "as", "nodes"),
     "repeat": ("repeat", "every", "steps"),
@@ -452,6 +464,8 @@ class _Reader:
             return self.number(value, path, 0, 100, "percent; 0 removes it")
         if k == "ms":
             return self.number(value, path, 0, None, "milliseconds; 0 removes it")
+        if k == "cores":
+            return self.number(value, path, 0, 64, "CPUs per node, e.g. 0.2; 0 removes the cap")
         raise AssertionError(k)
 
     def args(self, spec: dict[str, Arg], given: dict[str, Any], path: str) -> dict[str, Any]:

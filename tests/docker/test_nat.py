@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
+from harness.model import Testnet
 from harness.run import perturb
 from harness.run.testnet import RunningTestnet
 from harness.wait import wait_until
@@ -314,3 +316,36 @@ def test_latency_applies_where_netem_exists_and_says_so_where_not(
         assert "delay 20ms" in docker_ops.must_exec(relay, ["tc", "qdisc", "show"])
     finally:
         perturb.set_latency(tn, "public", 0)
+
+
+BUSY = r"""
+import json, time
+t0, c0 = time.monotonic(), time.process_time()
+while time.monotonic() - t0 < 3.0:
+    pass
+print(json.dumps({"cpu_per_wall": (time.process_time() - c0) / (time.monotonic() - t0)}))
+"""
+
+
+def _busy_share(tn: Testnet, node: str) -> float:
+    c = docker_ops.node_container(tn.name, node)
+    return float(json.loads(docker_ops.must_exec(c, ["python3", "-c", BUSY]))["cpu_per_wall"])
+
+
+def test_cpu_cap_starves_a_node_and_clear_removes_it(mini: RunningTestnet) -> None:
+    """`perturb cpu` caps the container's CFS quota: a busy loop inside gets about the cap
+    (what partition-heal-loaded relies on); `clear` lifts it. Generous bounds: a process
+    gets less than its cap when the machine is busy, never more."""
+    tn = mini.testnet
+    try:
+        out = perturb.set_cpu(tn, "val-a", 0.1)
+        assert "at most 0.1 CPU" in out
+        capped = _busy_share(tn, "val-a")
+        assert capped < 0.25, f"busy loop under a 0.1 CPU cap got {capped:.2f} CPU"
+    finally:
+        cleared = perturb.clear(tn)
+    assert "CPU cap removed on val-a" in cleared
+    free = _busy_share(tn, "val-a")
+    assert free > 2 * capped, f"after clear the busy loop got {free:.2f} CPU (capped {capped:.2f})"
+    with pytest.raises(SentrynetError, match="0 <= CORES"):
+        perturb.set_cpu(tn, "val-a", -1)
