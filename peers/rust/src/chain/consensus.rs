@@ -654,8 +654,8 @@ mod tests {
     use crate::chain::store::Store;
 
     /// The machines' host in a test: the virtual clock, an empty filler, every signature
-    /// allowed; locks are not kept (the store test below covers that).
-    struct Clock(i64);
+    /// allowed; the last lock saved is kept here (the store's side is tested below).
+    struct Clock(i64, Option<(i64, Vec<Vote>)>);
 
     impl Host for Clock {
         fn now_ms(&mut self) -> i64 {
@@ -667,7 +667,9 @@ mod tests {
         fn can_sign(&mut self, _: i64, _: i64, _: &str, _: Option<Hash>) -> bool {
             true
         }
-        fn save_lock(&mut self, _: i64, _: i64, _: Option<&Block>, _: &[Vote]) {}
+        fn save_lock(&mut self, _: i64, round: i64, _: Option<&Block>, polka: &[Vote]) {
+            self.1 = Some((round, polka.to_vec()));
+        }
     }
 
     /// n validators with fixed keys (seeds 1, 2, ...), so every run is the same run.
@@ -769,7 +771,7 @@ mod tests {
 
         fn start(&mut self) {
             for i in 0..self.nodes.len() {
-                let mut clock = Clock(0);
+                let mut clock = Clock(0, None);
                 let out = self.nodes[i].start_height(&mut clock, 1, self.vset.chain_id, None);
                 self.handle(i, out);
             }
@@ -781,7 +783,7 @@ mod tests {
             while self.now() < until {
                 let Some(((at, _), (i, ev))) = self.q.pop_first() else { break };
                 self.t_us = at;
-                let mut clock = Clock((at / 1000) as i64);
+                let mut clock = Clock((at / 1000) as i64, None);
                 let node = &mut self.nodes[i];
                 let out = match ev {
                     Ev::Msg(Msg::Proposal(p)) => node.on_proposal(&mut clock, p),
@@ -920,7 +922,7 @@ mod tests {
         // height 1 round 3 is v0's turn ((1 + 3) mod 4): it re-proposes the locked block
         let (key, id) = vals[0].clone();
         let mut c = Consensus::new(vset.clone(), Some(id), Some(key), Timeouts::for_interval(1.0));
-        let mut clock = Clock(1000);
+        let mut clock = Clock(1000, None);
         c.start_height(&mut clock, 1, vset.chain_id, Some(saved));
         assert_eq!(c.votes.get(&(2, PREVOTE)).map(BTreeMap::len), Some(3));
         c.round = 2;
@@ -952,5 +954,34 @@ mod tests {
                 if v.vtype == PREVOTE && v.round == 3 && v.block_hash == digest)),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn lock_is_saved_with_the_polka_that_made_it() {
+        // rule_polka_block sets the valid block before the lock, so what is saved carries
+        // the prevotes (consensus.py saves `_polka_votes(round)` the same way)
+        let (vals, vset) = make_vals(4);
+        let (key, id) = vals[0].clone();
+        let mut c = Consensus::new(vset.clone(), Some(id), Some(key), Timeouts::for_interval(1.0));
+        let mut clock = Clock(0, None);
+        c.start_height(&mut clock, 1, vset.chain_id, None);
+        let (k1, id1) = &vals[1];
+        let block = Block {
+            height: 1,
+            prev_hash: vset.chain_id,
+            proposer: id1.clone(),
+            time_ms: 1,
+            payload: Vec::new(),
+        };
+        let digest = Some(block.hash());
+        c.on_proposal(&mut clock, Proposal::make(&vset, k1, id1, 0, block, -1));
+        for (k, id) in &vals[1..3] {
+            c.on_vote(&mut clock, Vote::make(&vset, k, id, PREVOTE, 1, 0, digest));
+        }
+        let (round, polka) = clock.1.expect("a lock was saved");
+        let who: Vec<&str> = polka.iter().map(|v| v.validator.as_str()).collect();
+        assert_eq!(round, 0);
+        assert_eq!(who, [&vals[0].1, &vals[1].1, &vals[2].1], "our prevote and the two others");
+        assert!(polka.iter().all(|v| v.vtype == PREVOTE && v.block_hash == digest));
     }
 }
