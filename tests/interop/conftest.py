@@ -18,9 +18,10 @@ from rustnode import RUST_NODE, build, find_cargo, in_ci
 
 
 @pytest.fixture(scope="session")
-def rust_node() -> Path:
-    """Path of the freshly built rust node binary."""
-    if find_cargo() is None:
+def cargo() -> str:
+    """cargo's path; skips without it locally, fails without it in CI."""
+    found = find_cargo()
+    if found is None:
         reason = (
             "cargo not found on PATH or in ~/.cargo/bin: install the Rust toolchain with "
             "rustup to run the interop tier"
@@ -28,6 +29,12 @@ def rust_node() -> Path:
         if in_ci():
             pytest.fail(f"{reason} (CI=true: interop tests must run, they may not skip)")
         pytest.skip(reason)
+    return found
+
+
+@pytest.fixture(scope="session")
+def rust_node(cargo: str) -> Path:
+    """Path of the freshly built rust node binary."""
     done = build()
     if done.returncode != 0 or not RUST_NODE.exists():
         pytest.fail(f"make rust-node failed (rc={done.returncode}):\n{done.stderr[-6000:]}")

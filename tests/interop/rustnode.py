@@ -17,7 +17,7 @@ from testkit.procs import NodeProc, NodeProcs, free_port, render_toml, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RUST_NODE = REPO / RUST_BINARY
-__all__ = ["RUST_NODE", "build", "find_cargo", "in_ci", "start_rust"]
+__all__ = ["RUST_NODE", "build", "cargo_test", "find_cargo", "in_ci", "start_rust"]
 
 
 def in_ci() -> bool:
@@ -31,6 +31,23 @@ def build() -> subprocess.CompletedProcess[str]:
         cwd=REPO,
         capture_output=True,
         text=True,
+        check=False,
+    )
+
+
+def cargo_test(cargo: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`cargo test --locked` for the rust node crate, in the target dir `make rust-node`
+    uses (.cache/rust-target, so only the crate itself is compiled again), niced as the
+    Makefile does; CARGO_JOBS from the environment as there."""
+    jobs = os.environ.get("CARGO_JOBS", "")
+    cmd = ["nice", "-n", "10", cargo, "test", "--locked", *(["-j", jobs] if jobs else [])]
+    return subprocess.run(
+        cmd,
+        cwd=REPO / "peers" / "rust",
+        env={**os.environ, "CARGO_TARGET_DIR": str(REPO / ".cache" / "rust-target")},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         check=False,
     )
 

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
-use super::block::{verify_chain_link, Block, CommitCert, Hash, ValidatorSet};
+use super::block::{verify_chain_link, Block, CommitCert, Hash, ValidatorSet, Vote};
 use super::catchup::{self, Ctx, Outcome, PeerStats};
 use super::codec::hex;
 use super::consensus::{Action, Consensus, Host, Msg, Timeouts};
@@ -57,6 +57,8 @@ struct Running {
     commits: u64,
     behind_hint: i64,
     syncing: bool,
+    /// consensus timeouts that fired while a sync session ran, delivered after it
+    held_timeouts: Vec<Input>,
     started: bool,
     start_gen: u64,
 }
@@ -85,8 +87,8 @@ impl Host for HostCtx<'_> {
     fn can_sign(&mut self, height: i64, round: i64, kind: &str, block: Option<Hash>) -> bool {
         self.store.check_and_record_signature(height, round, kind, block)
     }
-    fn save_lock(&mut self, height: i64, round: i64, block: Option<&Block>) {
-        self.store.save_lock(height, round, block)
+    fn save_lock(&mut self, height: i64, round: i64, block: Option<&Block>, polka: &[Vote]) {
+        self.store.save_lock(height, round, block, polka)
     }
 }
 
@@ -209,6 +211,7 @@ impl Chain {
             commits: 0,
             behind_hint: 0,
             syncing: false,
+            held_timeouts: Vec::new(),
             started: false,
             start_gen: 0,
         });
@@ -414,7 +417,8 @@ impl Chain {
         after(&self.tx, delay, Input::StartNext { gen });
     }
 
-    /// Enter the height after the store's tip (with a saved lock for it, if any).
+    /// Enter the height after the store's tip (with the lock and its polka saved for it,
+    /// if any).
     fn start_next_height(&mut self, gs: &mut gossipsub::Behaviour) {
         let Some(r) = &self.run else { return };
         let (next, tip, lock) = {
@@ -443,8 +447,10 @@ impl Chain {
         }
         match input {
             Input::Timeout { step, height, round } => {
-                let r = self.run.as_ref().expect("running");
-                if !r.syncing {
+                let r = self.run.as_mut().expect("running");
+                if r.syncing {
+                    r.held_timeouts.push(Input::Timeout { step, height, round });
+                } else {
                     self.consensus(gs, |c, h| c.on_timeout(h, step, height, round));
                 }
             }
@@ -551,8 +557,23 @@ impl Chain {
         if o.end >= r.cons.height || r.cons.decided {
             self.start_next_height(gs);
         }
+        self.release_held_timeouts();
         if let Some(r) = &self.run {
             r.wake.notify_one(); // look again at once: the others moved on meanwhile
+        }
+    }
+
+    /// A timeout that falls inside a sync session is delivered after it, not dropped
+    /// (service.py `_timer`): a session that applies nothing leaves consensus where it was,
+    /// and a dropped round timer left it there for good (every validator at one round and
+    /// step, no timer armed: the partition-heal stall under CPU load). They go back through
+    /// the input channel, after the new height (if any) has started; a stale one is ignored
+    /// by on_timeout, which checks height and round, and one that meets the next session is
+    /// held again.
+    fn release_held_timeouts(&mut self) {
+        let Some(r) = &mut self.run else { return };
+        for input in std::mem::take(&mut r.held_timeouts) {
+            let _ = self.tx.send(input);
         }
     }
 }

@@ -6,7 +6,7 @@
 //! them. A torn last line (crash mid-write) is dropped on load. What a validator signed
 //! (height, round, kind -> block) is appended to `signed.jsonl` before the signature leaves
 //! the node, so a restarted validator never signs two things for one step; its lock is
-//! `lock.json` (rewritten via rename).
+//! `lock.json` (rewritten via rename), with the polka (the prevotes) that made it.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -15,13 +15,23 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::block::{Block, CommitCert, Hash};
+use super::block::{Block, CommitCert, Hash, Vote};
 use super::codec::{self, from_hex, hex};
 
 pub struct Entry {
     pub hash: Hash,
     /// {"block": .., "commit": ..} as served over sync
     pub obj: Value,
+}
+
+/// A validator's lock for one height: the round, the block and the polka behind it
+/// (store.py `Lock`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    pub round: i64,
+    pub block: Block,
+    /// the prevotes of `round` for `block`; empty in a lock saved before they were kept
+    pub polka: Vec<Vote>,
 }
 
 pub struct Store {
@@ -175,23 +185,34 @@ impl Store {
         self.signed.retain(|(h, _, _), _| *h >= below);
     }
 
-    pub fn save_lock(&mut self, height: i64, round: i64, block: Option<&Block>) {
+    /// Keep the lock with the prevotes that made it: after a restart the validator must be
+    /// able to show the others why it re-proposes this block.
+    pub fn save_lock(&mut self, height: i64, round: i64, block: Option<&Block>, polka: &[Vote]) {
         let obj = json!({"height": height, "round": round,
-                         "block": block.map(Block::to_obj)});
+                         "block": block.map(Block::to_obj),
+                         "polka": polka.iter().map(Vote::to_obj).collect::<Vec<_>>()});
         let tmp = self.dir.join("lock.json.tmp");
         if fs::write(&tmp, codec::encode_ok(&obj)).is_ok() {
             let _ = fs::rename(&tmp, self.dir.join("lock.json"));
         }
     }
 
-    /// (locked round, locked block) saved for `height`.
-    pub fn load_lock(&self, height: i64) -> Option<(i64, Block)> {
+    /// The lock saved for `height`. A lock written before the polka was kept (no "polka")
+    /// loads with an empty one; a vote that does not decode is left out (consensus verifies
+    /// the rest before using them).
+    pub fn load_lock(&self, height: i64) -> Option<Lock> {
         let raw = fs::read(self.dir.join("lock.json")).ok()?;
         let obj = codec::decode_object(&raw).ok()?;
         if obj.get("height").and_then(Value::as_i64) != Some(height) {
             return None;
         }
         let block = Block::from_obj(obj.get("block")).ok()?;
-        Some((obj.get("round")?.as_i64()?, block))
+        let polka = match obj.get("polka") {
+            Some(Value::Array(votes)) => {
+                votes.iter().filter_map(|v| Vote::from_obj(Some(v)).ok()).collect()
+            }
+            _ => Vec::new(),
+        };
+        Some(Lock { round: obj.get("round")?.as_i64()?, block, polka })
     }
 }
