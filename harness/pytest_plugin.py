@@ -129,7 +129,7 @@ def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[[str], 
             release()
             try:
                 running = runner.bring_up(
-                    sc.topology, name=setup.unique_name(sc.name), progress=progress
+                    sc.topology, name=setup.unique_name(sc.run_label), progress=progress
                 )
             except Exception as exc:  # up failed: every check fails with the reason
                 doc, run_dir = runner.write_report(
