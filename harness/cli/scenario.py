@@ -76,12 +76,13 @@ def describe(sc: Scenario) -> str:
     where = sc.topology if sc.topology.endswith(".yaml") else f"scenarios/{sc.topology}.yaml"
     lines = [f"scenario {sc.name} (topology {where}): {sc.description}"]
     if sc.impl != scenarios.DEFAULT_IMPL:
-        pinned = sorted(n for n in sc.node_impls if n not in sc.switched)
+        kept = [n for n in sc.node_impls if n not in sc.switched]
         lines.append(
             f"  impl {sc.impl}: {', '.join(sc.switched) or 'no node'} switched"
             + (
-                "; pinned: " + ", ".join(f"{n} ({sc.node_impls[n]})" for n in pinned)
-                if pinned
+                "; kept (pinned or out of scope): "
+                + ", ".join(f"{n} ({sc.node_impls[n]})" for n in kept)
+                if kept
                 else ""
             )
         )
