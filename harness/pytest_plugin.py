@@ -7,12 +7,15 @@ Fixtures (module scope: one testnet per test module, shared by its tests):
   `running.wait_for(check, deadline_s)` polls a
   check (harness/checks) and on timeout raises WaitTimeout with what was last seen and the
   likely cause.
-- `scenario_report(name) -> dict`: run scenario `name` (a name under scenarios/library/ or a
-  scenario file) once on a testnet of its own, write results/<run-id>/ like `sentrynet
-  scenario`, return report.json's document. The previous scenario's testnet is torn down
+- `scenario_report(name, impl="python") -> dict`: run scenario `name` (a name under
+  scenarios/library/ or a scenario file; its unpinned nodes on `impl`) once on a testnet
+  of its own, write results/<run-id>/ like `sentrynet scenario --impl IMPL`, return
+  report.json's document. The previous scenario's testnet is torn down
   when the next scenario starts (and the last one at module end), so one module can hold
   every scenario (scenarios/test_scenarios.py) without running several testnets at once.
 - `assert_check(doc, name)`: fail a test with the check's detail and likely cause.
+- `require_rust_image()`: in a test whose testnet runs rust nodes: skip locally without
+  cargo, fail with CI=true (the interop tier's rule, tests/interop/conftest.py).
 
 scenarios/test_scenarios.py makes one test per check row of every scenario file.
 Options: --sentrynet-keep (leave testnets up), --sentrynet-results DIR (default results).
@@ -107,11 +110,32 @@ def testnet(request: pytest.FixtureRequest) -> Iterator[Callable[[str], RunningT
             progress.say(running.down())
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_rust_image() -> None:
+    """A test whose testnet has rust nodes needs the rust node image, built with cargo on the
+    host: without cargo it skips locally (the reason shows with -ra) and FAILS with CI=true,
+    as the interop tier does (tests/interop/conftest.py): CI has cargo, so a missing one
+    there is a broken CI."""
+    from harness.infra.rust_image import CARGO_HELP, find_cargo
+
+    if find_cargo() is not None:
+        return
+    reason = f"cargo not found on PATH or in ~/.cargo/bin: {CARGO_HELP}"
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: rust scenario variants must run, they may not skip)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
-def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[[str], dict[str, Any]]]:
-    """scenario_report(name) -> report.json document; each scenario runs once per module,
-    on its own testnet (down before the next scenario's comes up)."""
-    done: dict[str, dict[str, Any]] = {}
+def scenario_report(
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., dict[str, Any]]]:
+    """scenario_report(name, impl="python") -> report.json document; each (scenario, impl)
+    runs once per module, on its own testnet (down before the next one comes up)."""
+    done: dict[tuple[str, str], dict[str, Any]] = {}
     current: list[RunningTestnet] = []
     progress = Progress()
 
@@ -123,13 +147,13 @@ def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[[str], 
             else:
                 progress.say(running.down())
 
-    def get(name: str) -> dict[str, Any]:
-        if name not in done:
-            sc = scenarios.get(name)
+    def get(name: str, impl: str = scenarios.DEFAULT_IMPL) -> dict[str, Any]:
+        if (name, impl) not in done:
+            sc = scenarios.get(name, impl)
             release()
             try:
                 running = runner.bring_up(
-                    sc.topology, name=setup.unique_name(sc.name), progress=progress
+                    sc.topology, name=setup.unique_name(sc.run_label), progress=progress
                 )
             except Exception as exc:  # up failed: every check fails with the reason
                 doc, run_dir = runner.write_report(
@@ -150,8 +174,8 @@ def scenario_report(request: pytest.FixtureRequest) -> Iterator[Callable[[str], 
                     kept=_keep(request.config),
                 )
             doc["results_dir"] = str(run_dir)
-            done[name] = doc
-        return done[name]
+            done[(name, impl)] = doc
+        return done[(name, impl)]
 
     yield get
     release()
@@ -191,6 +215,6 @@ def _docker_ready() -> None:
     try:
         docker_client(timeout=10)
     except SentrynetError as exc:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        if in_ci():
             pytest.fail(f"{exc} (CI=true: Docker tests must run, they may not skip)")
         pytest.skip(str(exc))

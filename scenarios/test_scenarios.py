@@ -1,11 +1,16 @@
 """Every scenario file in scenarios/library/ is a test module's worth of tests: one test per
-check row, `test_<scenario>[<check>]` (e.g. `test_relay_failover[failover]`). Drop a file
-in scenarios/library/ and pytest runs it; `sentrynet scenario NAME` runs the same file.
+check row and implementation, `test_<scenario>[<impl>-<check>]` (e.g.
+`test_relay_failover[python-failover]`, `test_relay_limits[rust-reservations]`). The
+implementations are the file's `impls:` (default [python]): the same file with the
+topology's unpinned nodes on that implementation, as `sentrynet scenario NAME --impl IMPL`
+runs it. Drop a file in scenarios/library/ and pytest runs it.
 
-Each scenario runs once, on its own testnet, when its first test asks for the report; the
-testnet of the previous scenario is torn down first (harness/pytest_plugin.py
-`scenario_report`). A file that does not load is one failing test, `test_<scenario>[load]`,
-with the field and the fix; the other scenarios still run.
+Each (scenario, impl) runs once, on its own testnet, when its first test asks for the
+report; the previous testnet is torn down first (harness/pytest_plugin.py
+`scenario_report`). A variant that does not load is one failing test,
+`test_<scenario>[<impl>-load]`, with the field and the fix; the others still run. A variant
+whose testnet has rust nodes needs cargo for the rust node image: without it the tests skip
+locally and fail with CI=true (`require_rust_image`).
 """
 
 from __future__ import annotations
@@ -17,23 +22,45 @@ import pytest
 
 from harness import scenarios
 from harness.errors import SentrynetError
-from harness.pytest_plugin import assert_check
+from harness.pytest_plugin import assert_check, require_rust_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.scenario]
 
 
-def _test_for(name: str) -> Callable[..., None]:
+def variants(name: str) -> list[Any]:
+    """pytest params (impl, check, problem, needs_rust) of scenario `name`: one per check
+    row of each implementation in its `impls:`, id `<impl>-<check>`; a variant that does not
+    load is one param `<impl>-load` carrying the error."""
     try:
-        checks = scenarios.get(name).check_names
-        problem = None
+        impls = scenarios.get(name).impls
     except SentrynetError as exc:
-        checks, problem = ["load"], str(exc)
+        return [pytest.param(scenarios.DEFAULT_IMPL, "load", str(exc), False, id="python-load")]
+    out = []
+    for i, impl in enumerate(impls):
+        try:
+            sc = scenarios.get(name, impl, f"impls[{i}]")
+        except SentrynetError as exc:
+            out.append(pytest.param(impl, "load", str(exc), False, id=f"{impl}-load"))
+            continue
+        rust = "rust" in sc.node_impls.values()
+        out += [pytest.param(impl, c, None, rust, id=f"{impl}-{c}") for c in sc.check_names]
+    return out
 
-    @pytest.mark.parametrize("check", checks)
-    def test(scenario_report: Callable[[str], dict[str, Any]], check: str) -> None:
+
+def _test_for(name: str) -> Callable[..., None]:
+    @pytest.mark.parametrize(("impl", "check", "problem", "needs_rust"), variants(name))
+    def test(
+        scenario_report: Callable[..., dict[str, Any]],
+        impl: str,
+        check: str,
+        problem: str | None,
+        needs_rust: bool,
+    ) -> None:
         if problem is not None:
             pytest.fail(problem, pytrace=False)
-        assert_check(scenario_report(name), check)
+        if needs_rust:
+            require_rust_image()
+        assert_check(scenario_report(name, impl), check)
 
     test.__name__ = test.__qualname__ = "test_" + name.replace("-", "_")
     test.__doc__ = f"scenario {name} ({scenarios.SCENARIOS[name]})"

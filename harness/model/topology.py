@@ -244,6 +244,46 @@ def router_public_ips(networks: tuple[NetworkSpec, ...]) -> dict[str, str]:
     return out
 
 
+# --- switching a topology's implementation (`sentrynet scenario --impl`) -------------------
+
+# Which unpinned nodes `--impl IMPL[:SCOPE]` moves to IMPL: every one, the relay clients
+# (relay_mode off|client: the nodes whose behaviour the bug library asks about), or the
+# relay servers (relay_mode server|both: the relays).
+IMPL_SCOPES = ("all", "clients", "relays")
+
+
+def pinned(spec: Any) -> bool:
+    """A raw node spec that fixes its implementation: `impl:` or `image:` written out."""
+    return isinstance(spec, dict) and ("impl" in spec or "image" in spec)
+
+
+def switch_impl(
+    raw: dict[str, Any], impl: str, scope: str = "all"
+) -> tuple[dict[str, Any], list[str]]:
+    """A copy of a raw topology mapping (as read from YAML, before validation) with every
+    node in `scope` that pins neither `impl:` nor `image:` set to `impl`, and the names of
+    the nodes it switched (file order). Pinned nodes keep what the file says: a topology
+    that mixes implementations on purpose (mixed-relay, seed-rust) stays mixed."""
+    if impl not in IMPLS or scope not in IMPL_SCOPES:
+        raise ValueError(f"impl {impl!r} scope {scope!r}")
+    out = dict(raw)
+    nodes = raw.get("nodes")
+    if not isinstance(nodes, dict):
+        return out, []
+    switched: list[str] = []
+    new_nodes: dict[str, Any] = {}
+    for name, spec in nodes.items():
+        body = dict(spec) if isinstance(spec, dict) else ({} if spec is None else spec)
+        if isinstance(body, dict) and not pinned(body):
+            server = body.get("relay_mode") in ("server", "both")
+            if scope == "all" or (scope == "relays") == server:
+                body["impl"] = impl
+                switched.append(str(name))
+        new_nodes[name] = body if (isinstance(spec, dict) or spec is None) else spec
+    out["nodes"] = new_nodes
+    return out, switched
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 

@@ -83,14 +83,21 @@ def write_json(path: Path, doc: Any) -> None:
     path.write_text(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def _impl_tag(doc: dict[str, Any]) -> str:
+    """`[rust]` for a run on another implementation than the file as written, else ''."""
+    impl = doc.get("impl") or "python"
+    return "" if impl == "python" else f"[{impl}]"
+
+
 def junit_xml(doc: dict[str, Any]) -> str:
     """JUnit XML for CI: one testsuite per scenario, one testcase per check."""
     checks = doc.get("checks") or []
+    suite_name = f"sentrynet.scenario.{doc['scenario']}{_impl_tag(doc)}"
     failures = sum(1 for c in checks if not c.get("passed"))
     suite = ET.Element(
         "testsuite",
         {
-            "name": f"sentrynet.scenario.{doc['scenario']}",
+            "name": suite_name,
             "tests": str(len(checks)),
             "failures": str(failures),
             "errors": "1" if doc.get("error") else "0",
@@ -104,7 +111,7 @@ def junit_xml(doc: dict[str, Any]) -> str:
             suite,
             "testcase",
             {
-                "classname": f"sentrynet.scenario.{doc['scenario']}",
+                "classname": suite_name,
                 "name": str(c["name"]),
                 "time": f"{float(c.get('seconds') or 0):.2f}",
             },
@@ -121,9 +128,7 @@ def junit_xml(doc: dict[str, Any]) -> str:
             )
             fail.text = text
     if doc.get("error"):
-        case = ET.SubElement(
-            suite, "testcase", {"classname": f"sentrynet.scenario.{doc['scenario']}", "name": "run"}
-        )
+        case = ET.SubElement(suite, "testcase", {"classname": suite_name, "name": "run"})
         err = ET.SubElement(case, "error", {"message": str(doc["error"]).splitlines()[0][:300]})
         err.text = str(doc["error"])
     ET.indent(suite)
@@ -223,7 +228,8 @@ def summary_table(doc: dict[str, Any], width: int = 100) -> str:
     n_ok = sum(1 for c in doc.get("checks") or [] if c.get("passed"))
     verdict = "PASSED" if doc.get("passed") else "FAILED"
     lines.append(
-        f"scenario {doc['scenario']}: {verdict} ({n_ok}/{len(doc.get('checks') or [])} checks)"
+        f"scenario {doc['scenario']}{_impl_tag(doc)}: {verdict} "
+        f"({n_ok}/{len(doc.get('checks') or [])} checks)"
     )
     if doc.get("error"):
         lines.append(f"run error: {doc['error']}")

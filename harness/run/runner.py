@@ -47,7 +47,7 @@ def run(
             path = setup.topology_path(scenario.topology)
             ready = setup.setup(
                 path,
-                name=name or setup.unique_name(scenario.name),
+                name=name or setup.unique_name(scenario.run_label),
                 subnets=setup.free_subnets_for(path, progress),
                 progress=progress,
             )
@@ -203,7 +203,7 @@ def write_report(
 
     `decided` holds, per check outcome, the observation its verdict came from; they go to
     observations/NN-<check>.json so tests can replay the checks on real data."""
-    run_dir = report.new_run_dir(results_root, scenario.name)
+    run_dir = report.new_run_dir(results_root, scenario.run_label)
     artifacts: dict[str, Any] = {}
     if running is not None:
         try:
@@ -243,6 +243,8 @@ def write_report(
     doc = report.build_report(
         scenario.name,
         outcomes,
+        impl=scenario.impl,
+        impl_switched=list(scenario.switched) if scenario.switched else None,
         description=scenario.description,
         run_id=run_dir.name,
         testnet=running.name if running else None,

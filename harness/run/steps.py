@@ -145,10 +145,29 @@ class Scenario:
     # reader came to learn, e.g. the seed's conclusion against what this run showed.
     conclusion: Callable[[list[CheckOutcome]], str] | None = None
     source: str = ""  # the scenario file it was read from
+    # The implementation the run puts the topology's unpinned nodes on (`--impl`,
+    # harness/scenarios/loader.py): python (the file as written), rust, rust:clients, ...
+    impl: str = "python"
+    impls: tuple[str, ...] = ("python",)  # the file's `impls:`: what `make test` runs
+    switched: tuple[str, ...] = ()  # the nodes `impl` moved (pinned ones are not)
+    node_impls: dict[str, str] = field(default_factory=dict)  # node -> impl, as run
 
     @property
     def check_names(self) -> list[str]:
         return [s.name for s in self.steps if isinstance(s, CheckStep)]
+
+    @property
+    def run_label(self) -> str:
+        """The name results and testnets carry: `relay-limits`, `relay-limits-rust`,
+        `relay-limits-rust-clients`."""
+        if self.impl == "python":
+            return self.name
+        return f"{self.name}-{self.impl.replace(':', '-')}"
+
+    @property
+    def variant(self) -> str:
+        """`relay-limits[rust]` (pytest's parameter, progress lines)."""
+        return f"{self.name}[{self.impl}]"
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 reads them), and the named step kinds they use (harness/scenarios/actions.py).
 
     SCENARIOS   name -> scenario file, for every file in scenarios/library/
-    get(x)      the Scenario of a name or of a scenario file's path (validated)
-    listing()   (name, description, file) of every scenario, for `sentrynet scenario list`
+    get(x, impl)  the Scenario of a name or of a scenario file's path (validated), its
+                topology's unpinned nodes on `impl` (python, the default: as written; rust)
+    listing()   (name, description, file, impls) of every scenario, for `scenario list`
 
 A scenario is data: which topology, which checks in which order, which perturbations and
 actions in between. Nothing in code names a node; files select nodes by role, network and
@@ -17,6 +18,8 @@ from pathlib import Path
 from harness.run.steps import Scenario
 from harness.scenarios.actions import STORE_FILES, analyse_reach, wipe_store
 from harness.scenarios.loader import (
+    DEFAULT_IMPL,
+    IMPL_VARIANTS,
     LIBRARY_DIR,
     ScenarioError,
     find,
@@ -25,6 +28,8 @@ from harness.scenarios.loader import (
 )
 
 __all__ = [
+    "DEFAULT_IMPL",
+    "IMPL_VARIANTS",
     "LIBRARY_DIR",
     "SCENARIOS",
     "STORE_FILES",
@@ -39,19 +44,22 @@ __all__ = [
 SCENARIOS: dict[str, Path] = {f.name.removesuffix(".yaml"): f for f in scenario_files()}
 
 
-def get(name_or_file: str) -> Scenario:
-    """The scenario of a name (scenarios/library/<name>.yaml) or of a file's path."""
-    return load_scenario(find(name_or_file))
+def get(name_or_file: str, impl: str = DEFAULT_IMPL, impl_field: str = "--impl") -> Scenario:
+    """The scenario of a name (scenarios/library/<name>.yaml) or of a file's path, its
+    topology's unpinned nodes on `impl` (one of IMPL_VARIANTS)."""
+    return load_scenario(find(name_or_file), impl=impl, impl_field=impl_field)
 
 
-def listing() -> list[tuple[str, str, Path]]:
-    """(name, description, file) per shipped scenario; a file that does not load says so in
-    its description instead of hiding the others."""
+def listing() -> list[tuple[str, str, Path, tuple[str, ...]]]:
+    """(name, description, file, impls) per shipped scenario; a file that does not load
+    says so in its description instead of hiding the others."""
     out = []
     for name, path in SCENARIOS.items():
+        impls: tuple[str, ...] = ()
         try:
-            desc = load_scenario(path).description
+            sc = load_scenario(path)
+            desc, impls = sc.description, sc.impls
         except ScenarioError as exc:
             desc = f"INVALID: {exc}"
-        out.append((name, desc, path))
+        out.append((name, desc, path, impls))
     return out

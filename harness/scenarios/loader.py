@@ -7,6 +7,9 @@ A scenario file (scenarios/library/<name>.yaml; docs/scenarios.md has the whole 
     topology: sentry                 # scenarios/<name>.yaml, a path (x.yaml, relative to
                                      # this file), or the topology itself inline (a mapping)
     conclusion: seed-rust            # optional: a registered conclusion (actions.CONCLUSIONS)
+    impls: [python, rust]            # optional: the implementations `make test` runs it
+                                     # with (default [python]); `sentrynet scenario NAME
+                                     # --impl rust` runs any file on any of IMPL_VARIANTS
     steps:
       - check: reservations          # a registered check (CHECKS below)
         deadline: 120
@@ -60,6 +63,7 @@ from harness.checks import relay as relay_checks
 from harness.checks.expect import impossible
 from harness.errors import SentrynetError
 from harness.model.topology import (
+    IMPL_SCOPES,
     IMPLS,
     ROLES,
     Topology,
@@ -68,6 +72,7 @@ from harness.model.topology import (
     _suggest,
     load_topology,
     parse_topology,
+    switch_impl,
 )
 from harness.run.setup import SCENARIO_DIR
 from harness.run.steps import (
@@ -214,7 +219,37 @@ PERTURB_ARGS: dict[str, dict[str, Arg]] = {
 EXPECTS = ("holds", "fails", "impossible")
 REACH_KEYS = ("relayed_circuit", "cross_network_sync")  # what analyse-reach records
 KINDS = ("check", "wait", "perturb", "action", "mark", "repeat", "background")
-TOP_KEYS = ("name", "description", "topology", "conclusion", "steps")
+TOP_KEYS = ("name", "description", "topology", "conclusion", "impls", "steps")
+
+# ---------------------------------------------------------------------------------------
+# the implementation parameter (`--impl`, `impls:`)
+# ---------------------------------------------------------------------------------------
+# IMPL switches every node of the topology that pins neither `impl:` nor `image:`;
+# IMPL:clients only the relay clients (relay_mode off|client), IMPL:relays only the relay
+# servers (harness/model/topology.py switch_impl). python is the file as written.
+DEFAULT_IMPL = "python"
+IMPL_VARIANTS: tuple[str, ...] = (
+    *IMPLS,
+    *(f"{i}:{s}" for i in IMPLS for s in IMPL_SCOPES if s != "all"),
+)
+# What an implementation accepts in node.toml but does not do: a switched node whose
+# topology `config:` sets such a key would run a different scenario than the file says, so
+# loading refuses it (pin the node, or drop the key). From peers/rust/README.md and
+# peers/rust/src/config.rs (type-checked, never read).
+IMPL_IGNORED_CONFIG: dict[str, dict[str, str]] = {
+    "rust": {
+        "p2p.ping_failures": "the rust node keeps a connection whatever ping says",
+        "dcutr.max_attempts": "rust-libp2p's DCUtR makes its own attempts (3)",
+    },
+}
+
+
+def split_impl(variant: str) -> tuple[str, str]:
+    """`rust:clients` -> ("rust", "clients"); `rust` -> ("rust", "all")."""
+    impl, _, scope = variant.partition(":")
+    return impl, scope or "all"
+
+
 STEP_KEYS: dict[str, tuple[str, ...]] = {
     "check": (
         "check",
@@ -324,6 +359,25 @@ class _Reader:
                 _suggest(str(value), allowed, f"known {what}s"),
             )
         return value
+
+    def impl_variant(self, value: Any, path: str) -> str:
+        """One of IMPL_VARIANTS (`rust`, `rust:clients`, ...), or an error naming `path`."""
+        return self.choice(value, path, IMPL_VARIANTS, "implementation")
+
+    def impls(self, value: Any, path: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(
+                path,
+                f"expected a list of implementations, got {value!r}",
+                f"e.g. impls: [python, rust]; known: {', '.join(IMPL_VARIANTS)}",
+            )
+        out: list[str] = []
+        for i, v in enumerate(value):
+            variant = self.impl_variant(v, f"{path}[{i}]")
+            if variant in out:
+                raise self.fail(f"{path}[{i}]", f"{variant!r} is listed twice", "list it once")
+            out.append(variant)
+        return tuple(out)
 
     # --- topology and selectors -------------------------------------------------------
     @property
@@ -755,7 +809,57 @@ def _with_reason(check: Check, reason: str) -> Check:
 # ---------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------
-def _topology(r: _Reader, raw: Any, file: Path) -> tuple[str, Topology]:
+def _topology(
+    r: _Reader, raw: Any, file: Path, variant: str = DEFAULT_IMPL, impl_field: str = "--impl"
+) -> tuple[str, Topology, tuple[str, ...]]:
+    """(what Scenario.topology holds: a name under scenarios/ or a path, the topology, the
+    nodes `variant` switched to another implementation)."""
+    label, topo = _topology_as_written(r, raw, file)
+    impl, scope = split_impl(variant)
+    if impl == DEFAULT_IMPL:  # the file as written: unpinned nodes are python already
+        return label, topo, ()
+    if isinstance(raw, dict):
+        data = dict(raw)
+    else:
+        data = yaml.load(Path(topo.source).read_text(), Loader=_StrictLoader)
+    data.setdefault("name", topo.name)
+    switched_raw, switched = switch_impl(data, impl, scope)
+    text = yaml.safe_dump(switched_raw, sort_keys=False)
+    try:
+        new = parse_topology(text, f"{topo.source} (--impl {variant})", default_name=topo.name)
+    except TopologyError as exc:
+        raise r.fail(
+            impl_field,
+            f"topology {label} on {variant} is invalid: {exc}",
+            "pin the node that does not fit with `impl:` in the topology",
+        ) from None
+    ignored = IMPL_IGNORED_CONFIG.get(impl, {})
+    for node in new.nodes:
+        if node.name not in switched:
+            continue
+        for section, body in node.config.items():
+            for key in body:
+                dotted = f"{section}.{key}"
+                if dotted in ignored:
+                    raise r.fail(
+                        impl_field,
+                        f"{variant} cannot run this scenario as written: topology node "
+                        f"{node.name} sets `config: {{{section}: {{{key}: ...}}}}`, which the "
+                        f"{impl} node accepts but ignores ({ignored[dotted]})",
+                        f"pin {node.name} with `impl: {DEFAULT_IMPL}` in the topology, or drop "
+                        "the key",
+                    )
+    inline = Path(tempfile.gettempdir()) / "sentrynet-inline"
+    inline.mkdir(parents=True, exist_ok=True)
+    tag = variant.replace(":", "-")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    out = inline / f"{Path(label).stem}-{tag}-{digest}.yaml"
+    if not out.exists():
+        out.write_text(text)
+    return str(out), new, tuple(switched)
+
+
+def _topology_as_written(r: _Reader, raw: Any, file: Path) -> tuple[str, Topology]:
     """(what Scenario.topology holds: a name under scenarios/ or a path, the topology)."""
     if isinstance(raw, dict):
         text = yaml.safe_dump(raw, sort_keys=False)
@@ -796,7 +900,15 @@ def _topology(r: _Reader, raw: Any, file: Path) -> tuple[str, Topology]:
         ) from None
 
 
-def parse_scenario(text: str, file: Path, source: str | None = None) -> Scenario:
+def parse_scenario(
+    text: str,
+    file: Path,
+    source: str | None = None,
+    impl: str = DEFAULT_IMPL,
+    impl_field: str = "--impl",
+) -> Scenario:
+    """The scenario of a file's text, its topology's unpinned nodes on `impl` (one of
+    IMPL_VARIANTS; `impl_field` names where the value came from in errors)."""
     source = source or _display(file)
     r = _Reader(source)
     try:
@@ -827,7 +939,9 @@ def parse_scenario(text: str, file: Path, source: str | None = None) -> Scenario
                 }[k],
             )
     description = " ".join(r.text(top["description"], "description").split())
-    topology, r.topo = _topology(r, top["topology"], file)
+    variant = r.impl_variant(impl, impl_field)
+    impls = r.impls(top["impls"], "impls") if "impls" in top else (DEFAULT_IMPL,)
+    topology, r.topo, switched = _topology(r, top["topology"], file, variant, impl_field)
     conclusion = None
     if "conclusion" in top:
         cname = r.choice(top["conclusion"], "conclusion", tuple(actions.CONCLUSIONS), "conclusion")
@@ -835,7 +949,18 @@ def parse_scenario(text: str, file: Path, source: str | None = None) -> Scenario
     steps = r.steps(top["steps"], "steps")
     if not any(isinstance(s, CheckStep) for s in steps):
         raise r.fail("steps", "no `check:` step", "a scenario reports checks; add at least one")
-    return Scenario(name, topology, description, steps, conclusion=conclusion, source=str(file))
+    return Scenario(
+        name,
+        topology,
+        description,
+        steps,
+        conclusion=conclusion,
+        source=str(file),
+        impl=variant,
+        impls=impls,
+        switched=switched,
+        node_impls={n.name: n.impl for n in r.topology.nodes},
+    )
 
 
 def _display(file: Path) -> str:
@@ -845,7 +970,9 @@ def _display(file: Path) -> str:
         return str(file)
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def load_scenario(
+    path: str | Path, impl: str = DEFAULT_IMPL, impl_field: str = "--impl"
+) -> Scenario:
     file = Path(path)
     try:
         text = file.read_text()
@@ -853,7 +980,7 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(
             str(file), "", f"cannot read: {exc.strerror}", "check the path"
         ) from None
-    return parse_scenario(text, file)
+    return parse_scenario(text, file, impl=impl, impl_field=impl_field)
 
 
 def scenario_files(directory: Path = LIBRARY_DIR) -> list[Path]:

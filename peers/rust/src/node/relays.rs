@@ -281,8 +281,17 @@ impl Node {
                 if let Some(i) = pos {
                     st.circuits.remove(i);
                 }
+                // libp2p-relay 0.21's circuit copy ends at the relay's limits with
+                // io::Error::other("Max circuit bytes reached.") and ErrorKind::TimedOut
+                // (max_circuit_duration): the contract's data_limit / duration_limit.
                 let reason = match error {
                     None => "closed".to_string(),
+                    Some(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        "duration_limit".to_string()
+                    }
+                    Some(e) if e.to_string().contains("Max circuit bytes") => {
+                        "data_limit".to_string()
+                    }
                     Some(e) if e.to_string().contains("limit") => format!("limit: {e}"),
                     Some(_) => "reset".to_string(),
                 };
