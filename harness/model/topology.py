@@ -61,6 +61,7 @@ from typing import Any
 import yaml
 
 from harness.errors import SentrynetError
+from harness.model.fields import FieldReader, suggest
 from node.config import ConfigError, validate_overrides
 
 ROLES = ("validator", "full", "sentry")
@@ -320,13 +321,10 @@ def _names(items: list[str]) -> str:
     return ", ".join(items)
 
 
-def _suggest(word: str, allowed: tuple[str, ...], label: str) -> str:
-    close = difflib.get_close_matches(word, allowed, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}{label}: {', '.join(allowed)}"
+_suggest = suggest  # the name the scenario loader and older callers use
 
 
-class _Checker:
+class _Checker(FieldReader):
     """Holds the file name so each check can raise a fully located error in one line."""
 
     def __init__(self, source: str) -> None:
@@ -335,20 +333,6 @@ class _Checker:
     def fail(self, fieldpath: str, problem: str, fix: str = "") -> TopologyError:
         return TopologyError(self.source, fieldpath, problem, fix)
 
-    def mapping(self, value: Any, fieldpath: str, what: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(fieldpath, f"expected a mapping ({what}), got {value!r}")
-        for k in value:
-            if not isinstance(k, str):
-                raise self.fail(fieldpath, f"key {k!r} is not a string", "quote it")
-        return value
-
-    def keys(self, value: dict[str, Any], fieldpath: str, allowed: tuple[str, ...]) -> None:
-        for k in value:
-            if k not in allowed:
-                path = f"{fieldpath}.{k}" if fieldpath else k
-                raise self.fail(path, "unknown key", _suggest(k, allowed, "valid keys"))
-
     def name(self, value: str, fieldpath: str, what: str) -> str:
         if not NAME_RE.match(value):
             raise self.fail(
@@ -356,11 +340,6 @@ class _Checker:
                 f"{value!r} is not a valid {what} name",
                 "use 1-31 lowercase letters, digits, '-' or '_', starting with a letter or digit",
             )
-        return value
-
-    def boolean(self, value: Any, fieldpath: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(fieldpath, f"expected true or false, got {value!r}")
         return value
 
     def number(self, value: Any, fieldpath: str, lo: float, hi: float | None, unit: str) -> float:

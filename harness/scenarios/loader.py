@@ -62,6 +62,7 @@ from harness.checks import library as library_checks
 from harness.checks import relay as relay_checks
 from harness.checks.expect import impossible
 from harness.errors import SentrynetError
+from harness.model.fields import FieldReader
 from harness.model.topology import (
     IMPL_SCOPES,
     IMPLS,
@@ -301,7 +302,7 @@ PICKS = ("first", "last", "all")
 # ---------------------------------------------------------------------------------------
 # the reader
 # ---------------------------------------------------------------------------------------
-class _Reader:
+class _Reader(FieldReader):
     def __init__(self, source: str, topo: Topology | None = None) -> None:
         self.source = source
         self.topo: Topology | None = topo
@@ -311,20 +312,6 @@ class _Reader:
 
     def fail(self, fieldpath: str, problem: str, fix: str = "") -> ScenarioError:
         return ScenarioError(self.source, fieldpath, problem, fix)
-
-    def mapping(self, value: Any, path: str, what: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(path, f"expected a mapping ({what}), got {value!r}")
-        for k in value:
-            if not isinstance(k, str):
-                raise self.fail(path, f"key {k!r} is not a string", "quote it")
-        return value
-
-    def keys(self, value: dict[str, Any], path: str, allowed: tuple[str, ...]) -> None:
-        for k in value:
-            if k not in allowed:
-                where = f"{path}.{k}" if path else k
-                raise self.fail(where, "unknown key", _suggest(k, allowed, "valid keys"))
 
     def text(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -344,11 +331,6 @@ class _Reader:
             raise self.fail(path, f"expected a whole number, got {value!r}")
         if value < lo:
             raise self.fail(path, f"{value} is out of range", f"use a number >= {lo}")
-        return value
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(path, f"expected true or false, got {value!r}")
         return value
 
     def choice(self, value: Any, path: str, allowed: tuple[str, ...], what: str) -> str:
