@@ -516,7 +516,37 @@ def build_debootstrap_base(root: Path, progress: Progress) -> None:
         with progress.step(f"docker import {DEBOOTSTRAP_BASE}"):
             import_rootfs(rootfs, log)
     finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
+        remove_rootfs(rootfs)
+
+
+def mounts_under(root: Path, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points at or below `root` (mountinfo's 5th field, octal escapes decoded)."""
+    base = os.path.realpath(root)
+    out = []
+    for line in Path(mountinfo).read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        if point == base or point.startswith(base + "/"):
+            out.append(point)
+    return out
+
+
+def remove_rootfs(rootfs: Path) -> None:
+    """Delete a debootstrap rootfs, first unmounting what an interrupted debootstrap left
+    mounted inside it (proc, sys, dev/pts), deepest first. Deleting through a mount that is
+    still there would walk into the host's /proc or /sys (or a bind-mounted /dev) and
+    delete host files, so a rootfs that cannot be unmounted is left in place, named."""
+    for point in sorted(mounts_under(rootfs), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    left = mounts_under(rootfs)
+    if left:
+        raise SentrynetError(
+            f"{rootfs}: still mounted after umount: {', '.join(left)}; not deleting it. "
+            f"Unmount them (`umount -l PATH`), then remove {rootfs}"
+        )
+    shutil.rmtree(rootfs, ignore_errors=True)
 
 
 def import_rootfs(rootfs: Path, log: Path) -> None:
