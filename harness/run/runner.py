@@ -45,13 +45,12 @@ def run(
     with cleanup.sigterm_as_interrupt():
         try:
             path = setup.topology_path(scenario.topology)
-            ready = setup.setup(
+            running = start.setup_and_start(
                 path,
                 name=name or setup.unique_name(scenario.run_label),
-                subnets=setup.free_subnets_for(path, progress),
                 progress=progress,
+                ready_deadline_s=READY_DEADLINE_S * deadline_scale(),
             )
-            running = start.start(ready, progress, READY_DEADLINE_S * deadline_scale())
             audit.audit_running(running, progress)
         except BaseException as exc:  # the testnet did not come up: the report says why
             stopped = isinstance(exc, KeyboardInterrupt)
@@ -123,7 +122,7 @@ def bring_up(
     running = start.up(
         path,
         name=name or setup.unique_name(load_topology(path).name),
-        subnets=setup.free_subnets_for(path, progress),
+        free_subnets=True,
         progress=progress,
         ready_deadline_s=READY_DEADLINE_S * deadline_scale(),
     )

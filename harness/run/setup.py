@@ -147,6 +147,12 @@ def require_own_images(testnet: Testnet) -> None:
             ) from None
 
 
+class SubnetTaken(SentrynetError):
+    """A subnet of the testnet is taken by another Docker network: found by the preflight,
+    or by compose up when another run took it after the preflight (the engine's "Pool
+    overlaps"). A run on subnets it picked as free picks again (start.setup_and_start)."""
+
+
 def preflight(testnet: Testnet) -> None:
     """Refuse a name or subnet that is taken, with the fix, before Docker half-creates it."""
     if docker.containers(testnet.name) or docker.networks(testnet.name):
@@ -166,7 +172,7 @@ def preflight(testnet: Testnet) -> None:
     if clashes:
         free = docker.pick_free_subnets(len(clashes), seed=hash(testnet.name) % 2048)
         flags = " ".join(f"--subnet {n}={c}" for n, c in zip(clashes, free, strict=True))
-        raise SentrynetError(
+        raise SubnetTaken(
             f"testnet {testnet.name}: subnets in use by other Docker networks: "
             + "; ".join(clashes.values())
             + f". Free ones on this machine now: {flags}"

@@ -20,11 +20,13 @@ from harness.infra.compose import Compose, compose_version
 from harness.model import Node, Testnet
 from harness.progress import Progress
 from harness.run import audit, cleanup
-from harness.run.setup import Setup, setup
+from harness.run.setup import Setup, SubnetTaken, free_subnets_for, setup
 from harness.run.testnet import RunningTestnet
 from harness.wait import wait_until
 
 READY_DEADLINE_S = 240.0  # generous: a loaded 2-CPU machine needs ~100 s for 8 nodes
+POOL_OVERLAP = "Pool overlaps with other one on this address space"  # the engine's words
+SUBNET_ATTEMPTS = 3
 
 
 def up(
@@ -36,8 +38,11 @@ def up(
     progress: Progress | None = None,
     ready_deadline_s: float = READY_DEADLINE_S,
     keep_on_failure: bool = False,
+    free_subnets: bool = False,
 ) -> RunningTestnet:
     """setup -> start -> audit, from a topology file (or an already rendered directory).
+    `free_subnets`: pick subnets free on this machine (instead of `subnets`), and pick again
+    when another testnet takes one before compose up creates it.
 
     On any failure, Ctrl-C or SIGTERM the testnet is torn down (by label) and the error
     re-raised, unless keep_on_failure.
@@ -45,8 +50,19 @@ def up(
     progress = progress or Progress()
     t0 = time.monotonic()
     with cleanup.sigterm_as_interrupt():
-        ready = setup(source, name=name, subnets=subnets, out=out, progress=progress)
-        running = start(ready, progress, ready_deadline_s, keep_on_failure, t0=t0)
+        if free_subnets:
+            running = setup_and_start(
+                Path(source),
+                name=name,
+                out=out,
+                progress=progress,
+                ready_deadline_s=ready_deadline_s,
+                keep_on_failure=keep_on_failure,
+                t0=t0,
+            )
+        else:
+            ready = setup(source, name=name, subnets=subnets, out=out, progress=progress)
+            running = start(ready, progress, ready_deadline_s, keep_on_failure, t0=t0)
         with _torn_down_on_failure(running.testnet, progress, keep_on_failure):
             audit.audit_running(running, progress)
     running.timings["total_s"] = time.monotonic() - t0
@@ -72,10 +88,44 @@ def start(
         images = ready.image + (f" and {ready.rust_image}" if ready.rust_image else "")
         with progress.step(f"compose up ({compose_version()}, image {images})"):
             t_up = time.monotonic()
-            compose.up()
+            try:
+                compose.up()
+            except SentrynetError as exc:
+                if POOL_OVERLAP in str(exc):
+                    raise SubnetTaken(
+                        f"a subnet of {testnet.name} was taken by another network before "
+                        f"compose up created it ({POOL_OVERLAP})"
+                    ) from exc
+                raise
         wait_ready(testnet, progress, ready_deadline_s)
     timings["up_to_ready_s"] = time.monotonic() - t_up
     return RunningTestnet(testnet, ready.run_dir, t_up=t_up, timings=timings)
+
+
+def setup_and_start(
+    source: Path,
+    *,
+    name: str | None,
+    progress: Progress,
+    ready_deadline_s: float = READY_DEADLINE_S,
+    out: str | Path | None = None,
+    keep_on_failure: bool = False,
+    t0: float | None = None,
+) -> RunningTestnet:
+    """setup on the subnets free now, then start. Two runs on one machine (two checkouts,
+    a CI job beside a user's scenario) can pick the same free subnets; the one whose
+    compose up comes second fails with the engine's "Pool overlaps", is torn down, and
+    picks again, up to SUBNET_ATTEMPTS times."""
+    for attempt in range(1, SUBNET_ATTEMPTS + 1):
+        try:
+            subnets = free_subnets_for(source, progress)
+            ready = setup(source, name=name, subnets=subnets, out=out, progress=progress)
+            return start(ready, progress, ready_deadline_s, keep_on_failure, t0=t0)
+        except SubnetTaken as exc:
+            if attempt == SUBNET_ATTEMPTS or keep_on_failure:
+                raise
+            progress.say(f"{exc}; picking free subnets again ({attempt + 1}/{SUBNET_ATTEMPTS})")
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager

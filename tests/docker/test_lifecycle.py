@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from harness.errors import SentrynetError
@@ -149,3 +150,134 @@ def test_interrupted_up_removes_everything(
     assert code == 130, output
     assert "interrupted: removing testnet" in output, output
     assert testnets.leftovers(name) == [], output
+
+
+def _scenario_file(tmp_path: Path) -> Path:
+    """A scenario on the mini topology that holds the runner in its steps long enough to be
+    interrupted there (a wait where time is the subject: the interrupt)."""
+    path = tmp_path / "held.yaml"
+    path.write_text(
+        "description: held in its steps for an interrupt\n"
+        f"topology: {MINI}\n"
+        "steps:\n"
+        "  - check: reservations\n"
+        "    deadline: 120\n"
+        "  - wait: duration\n"
+        "    seconds: 300\n"
+        "    because: the test interrupts the runner here\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("when", ["steps", "teardown"])
+def test_interrupted_scenario_removes_everything(
+    testnets: Any, tmp_path: Path, cli_env: dict[str, str], when: str
+) -> None:
+    """SIGTERM while `sentrynet scenario` runs its steps: it tears the testnet down (the
+    results are written), exits 130 and leaves nothing. `teardown`: a second SIGTERM while
+    it tears down (a CI runner that signals twice) does not cut the teardown short."""
+    name = testnets.name(f"sc{when[:4]}")
+    argv = [sys.executable, "-m", "harness.cli", "scenario", str(_scenario_file(tmp_path))]
+    argv += ["--name", name, "--results", str(tmp_path / "results")]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=cli_env, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+
+    def seen(text: str) -> bool:
+        return any(text in line for line in lines)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: (seen("check reservations: PASS"), lines[-3:]),
+            what="the scenario to pass its first check and hold in its wait step",
+            deadline_s=300,
+            likely_cause="image build, compose up or the relay reservation failed",
+        )
+        assert docker_ops.containers(name), "containers should exist during the steps"
+        proc.send_signal(signal.SIGTERM)
+        if when == "teardown":
+            wait_until(
+                lambda: (seen("interrupted") or seen("removing") or seen("down"), lines[-3:]),
+                what="the runner to start tearing down",
+                deadline_s=60,
+                likely_cause="SIGTERM not turned into a teardown",
+            )
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        thread.join(timeout=10)
+    output = "\n".join(lines)
+    assert code == 130, output
+    assert testnets.leftovers(name) == [], output
+    assert list((tmp_path / "results").glob("*/report.json")), f"no report written: {output}"
+
+
+@pytest.mark.parametrize("when", ["before_setup", "before_compose_up"])
+def test_a_subnet_taken_after_the_pick_is_picked_again(
+    testnets: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    when: str,
+) -> None:
+    """Two runs on one machine can pick the same free subnet. Here another network takes
+    network a's subnet right after the pick (found by the preflight) or right after setup
+    (compose up gets the engine's "Pool overlaps"): the start is torn down, subnets are
+    picked again, and the testnet comes up on free ones."""
+    name = testnets.name(f"race{when[7]}")
+    blocker = testnets.name(f"blk{when[7]}")
+    taken: list[str] = []
+
+    def block(subnet: str) -> None:
+        pool = docker.types.IPAMPool(subnet=subnet)
+        docker_ops.client().networks.create(
+            blocker,
+            driver="bridge",
+            ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+            labels={docker_ops.LABEL_TESTNET: blocker},
+        )
+        taken.append(subnet)
+
+    real_pick, real_setup = start.free_subnets_for, start.setup
+
+    def pick(source: Path, progress: Progress) -> dict[str, str]:
+        got = real_pick(source, progress)
+        if when == "before_setup" and not taken:
+            got = got or testnets.subnets()
+            block(got["a"])
+        return got
+
+    def setup_then_block(*args: Any, **kwargs: Any) -> Any:
+        ready = real_setup(*args, **kwargs)
+        if when == "before_compose_up" and not taken:
+            block(next(n.subnet for n in ready.testnet.networks if n.name == "a"))
+        return ready
+
+    monkeypatch.setattr(start, "free_subnets_for", pick)
+    monkeypatch.setattr(start, "setup", setup_then_block)
+    running = start.up(
+        MINI,
+        name=name,
+        out=tmp_path / name,
+        progress=Progress(),
+        free_subnets=True,
+        ready_deadline_s=240,
+    )
+    try:
+        assert taken, "the blocker was never created"
+        assert taken[0] not in {n.subnet for n in running.testnet.networks}
+        out = capsys.readouterr()
+        assert "picking free subnets again (2/3)" in out.out + out.err
+    finally:
+        cleanup.down(name)
