@@ -102,6 +102,7 @@ class RelayClient:
         self.held: dict[ID, Held] = {}
         self._wake = trio.Event()
         self._reserving: set[ID] = set()
+        self._advertised: list[str] = []  # circuit addresses in the last addrs_advertised
 
     # -- public views --
     def circuit_addrs(self) -> list[multiaddr.Multiaddr]:
@@ -315,8 +316,21 @@ class RelayClient:
         await self._advertise()
 
     async def _advertise(self) -> None:
-        """Our addresses changed: tell every connected peer (identify push)."""
+        """The reservation set changed: when that changed the circuit addresses we
+        advertise, record it (`addrs_advertised`, the whole new list, emitted before any
+        await so it follows the reservation event that caused it) and tell every connected
+        peer (identify push). A refresh that hands out the same addresses changes nothing:
+        the addresses stay advertised across it (js-libp2p #3571 withdrew them)."""
         assert self.rt is not None
+        own = f"/p2p/{self.rt.peer_id}"
+        now = [
+            s if s.endswith(own) else s + own
+            for s in dict.fromkeys(str(a) for a in self.circuit_addrs())
+        ]
+        if now == self._advertised:
+            return
+        self._advertised = now
+        self.rt.events.emit("addrs_advertised", addrs=now)
         try:
             await push_identify_to_peers(self.rt.host)
         except Exception as exc:
@@ -348,9 +362,13 @@ class RelayClient:
                     addrs=[str(a) for a in held.circuit_addrs],
                     expires_at=held.expires_at,
                 )
-                await self._advertise()
             else:
-                log.info("refreshed reservation on %s until %d", relay, held.expires_at)
+                # renewed in place: the reservation was never dropped, so its circuit
+                # addresses stay advertised (re-advertised only if the relay's changed)
+                rt.events.emit(
+                    "reservation_refreshed", relay=str(relay), expires_at=held.expires_at
+                )
+            await self._advertise()
         else:
             rt.metrics.reservations_total.labels(outcome=outcome).inc()
             rt.events.emit("reservation_denied", relay=str(relay), reason=detail)
