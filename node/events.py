@@ -26,6 +26,8 @@ EVENT_TYPES = frozenset(
         "reservation_accepted",
         "reservation_denied",
         "reservation_expired",
+        "reservation_refreshed",
+        "addrs_advertised",
         "reservation_granted",  # relay side
         "reservation_refused",  # relay side
         "circuit_opened",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from harness.checks import Check, Observation, Verdict
 from harness.checks.outside import direct_through_nats
@@ -411,3 +412,556 @@ def one_direct_per_shared_endpoint(obs: Observation) -> Verdict:
         )
     detail = f"exactly 1 of {len(pairs)} cross-NAT pairs is direct: {seen}. Why: {why}"
     return Verdict(True, detail, since=obs.t, data={"direct": 1, "failed": len(failed)})
+
+
+# ---------------------------------------------------------------------------------------
+# reservation-refresh (js-libp2p #3571) and advertised-addrs (rust-libp2p #4618, #6165)
+# ---------------------------------------------------------------------------------------
+JS_3571 = "js-libp2p #3571"
+RUST_4618 = "rust-libp2p #4618"
+RUST_6165 = "rust-libp2p #6165"
+REFRESH_BUG = (
+    f"{JS_3571} (circuit-relay-v2: a refresh removed the still-connected reservation "
+    "before re-making it and withdrew the advertised /p2p-circuit address; fixed by "
+    "js-libp2p PR #3582, which keeps the reservation in place across a refresh)"
+)
+STALE_BUG = (
+    f"{RUST_6165} (relay: the external /p2p-circuit address not removed when the "
+    f"reservation's listener is gone) and {RUST_4618} (a reservation should add the "
+    "external address and its expiry remove it)"
+)
+
+
+def circuit_relay(addr: str) -> str | None:
+    """The relay peer id of `<relay addr>/p2p/<relay>/p2p-circuit[/p2p/<us>]`, else None."""
+    head, sep, _ = addr.partition("/p2p-circuit")
+    if not sep or "/p2p/" not in head:
+        return None
+    return head.rpartition("/p2p/")[2] or None
+
+
+def _relays_of(addrs: tuple[str, ...] | list[str] | None) -> set[str]:
+    return {r for a in addrs or () if (r := circuit_relay(a))}
+
+
+def _epoch_events(obs: Observation, name: str, epoch: int | None = None) -> list[Event]:
+    """`name`'s events of one process epoch (the latest, by default)."""
+    evs = obs.events_of(name)
+    if not evs:
+        return []
+    want = max((e.epoch or 0) for e in evs) if epoch is None else epoch
+    return [e for e in evs if (e.epoch or 0) == want]
+
+
+def _names(obs: Observation, relays: set[str]) -> str:
+    return "+".join(sorted(obs.name_of(r) for r in relays)) or "none"
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """An addrs_advertised event that dropped the circuit addresses through `relay`."""
+
+    client: str
+    relay: str
+    ts: float | None
+    expired: Event | None  # the reservation_expired that came before it, if any
+    refreshed: Event | None  # the last reservation_refreshed of that relay before it
+
+
+def withdrawals(obs: Observation, client: str, since: float | None = None) -> list[Withdrawal]:
+    """Every withdrawal of a relay's circuit addresses from `client`'s advertised
+    addresses (its addrs_advertised events, process by process), from `since` on."""
+    out: list[Withdrawal] = []
+    epochs = sorted({e.epoch or 0 for e in obs.events_of(client)})
+    for ep in epochs:
+        adv: set[str] = set()
+        expired: dict[str, Event] = {}
+        refreshed: dict[str, Event] = {}
+        for e in _epoch_events(obs, client, ep):
+            if e.type == "reservation_expired" and e.relay:
+                expired[e.relay] = e
+            elif e.type == "reservation_refreshed" and e.relay:
+                refreshed[e.relay] = e
+            elif e.type == "reservation_accepted" and e.relay:
+                expired.pop(e.relay, None)
+            elif e.type == "addrs_advertised":
+                now = _relays_of(e.addrs)
+                for r in sorted(adv - now):
+                    if since is None or (e.ts is not None and e.ts >= since):
+                        out.append(Withdrawal(client, r, e.ts, expired.get(r), refreshed.get(r)))
+                adv = now
+    return out
+
+
+def _advertising(obs: Observation, client: str) -> bool:
+    """`client` reports its advertised circuit addresses as events (addrs_advertised)."""
+    return bool(obs.events_of(client, "addrs_advertised"))
+
+
+def _refreshes(obs: Observation, client: str, relay: str, since: float | None) -> list[Event]:
+    """`client`'s refreshes of its current reservation on `relay` (this process, after the
+    reservation was made, from `since` on)."""
+    evs = _epoch_events(obs, client)
+    made = max(
+        (i for i, e in enumerate(evs) if e.type == "reservation_accepted" and e.relay == relay),
+        default=-1,
+    )
+    return [
+        e
+        for e in evs[made + 1 :]
+        if e.type == "reservation_refreshed"
+        and e.relay == relay
+        and (since is None or (e.ts is not None and e.ts >= since))
+    ]
+
+
+def _mark_time(obs: Observation, since: str | None) -> tuple[float | None, Verdict | None]:
+    if since is None:
+        return None, None
+    t0 = obs.marks.get(since)
+    if not isinstance(t0, int | float):
+        return None, Verdict(
+            False,
+            f"no time mark {since!r}",
+            cause=f"add `- mark: time` with `as: {since}` before this step",
+            data={"final": True},
+        )
+    return float(t0), None
+
+
+def reservations_refreshed(min_refreshes: int = 2, since: str | None = None) -> Check:
+    """Every relay client refreshed each reservation it holds at least `min_refreshes`
+    times (its reservation_refreshed events since the reservation was made, and since
+    marks[since] when given), renewing it in place: no reservation_expired and
+    reservation_accepted again on the same relay instead (js-libp2p #3571)."""
+
+    def check(obs: Observation) -> Verdict:
+        t0, bad = _mark_time(obs, since)
+        if bad is not None:
+            return bad
+        clients = [c for c in obs.clients() if obs.nodes[c].has_api]
+        missing = obs.missing(clients)
+        if missing:
+            return Verdict(False, f"no /status from {', '.join(missing)}")
+        short: list[str] = []
+        done: list[str] = []
+        remade: list[str] = []
+        times: list[float] = []
+        for c in clients:
+            held = [r.relay for r in obs.status_of(c).reservations]
+            if not held:
+                short.append(f"{c} holds no reservation")
+            for rel in held:
+                refs = _refreshes(obs, c, rel, t0)
+                label = f"{c}->{obs.name_of(rel)} {len(refs)}x"
+                if len(refs) >= min_refreshes:
+                    done.append(label)
+                    if refs[min_refreshes - 1].ts is not None and min_refreshes > 0:
+                        times.append(float(refs[min_refreshes - 1].ts))  # type: ignore[arg-type]
+                else:
+                    short.append(label)
+            for e in _epoch_events(obs, c):
+                if e.type != "reservation_expired" or not (e.reason or "").startswith("refresh"):
+                    continue
+                if t0 is not None and (e.ts is None or e.ts < t0):
+                    continue
+                remade.append(f"{c}->{obs.name_of(e.relay)} at {e.ts or 0:.1f}s ({e.reason})")
+        after = f" since {t0:.1f}s" if t0 is not None else ""
+        head = f"refreshes of each held reservation{after} (want >= {min_refreshes})"
+        if remade:
+            return Verdict(
+                False,
+                f"{head}: a refresh dropped the reservation: {'; '.join(remade[:4])}",
+                cause=f"the refresh failed and the reservation went with it; if the relay "
+                f"was still connected, this is {REFRESH_BUG}",
+            )
+        if short:
+            return Verdict(
+                False,
+                f"{head}: short: {', '.join(short)}; done: {', '.join(done) or 'none'}",
+                cause="a refresh is due at 3/4 of the reservation TTL (the relays' "
+                "relay.reservation_ttl_s): not due yet, or the client does not refresh "
+                "(no reservation_refreshed: a node without the event, or reservations "
+                "re-made instead of renewed)",
+            )
+        return Verdict(
+            True,
+            f"every client refreshed each reservation in place{after} "
+            f"(>= {min_refreshes}x, no reservation dropped by a refresh): {', '.join(done)}",
+            since=max(times) if times else obs.t,
+        )
+
+    return check
+
+
+def circuit_addrs_kept(since: str | None = None) -> Check:
+    """The circuit addresses of every relay client stayed advertised across its refreshes:
+    no addrs_advertised event of the run (from marks[since] when given) dropped a relay's
+    /p2p-circuit address, each held reservation's address is in /status advertised_addrs
+    now, and at least one refresh happened (else nothing was shown)."""
+
+    def check(obs: Observation) -> Verdict:
+        t0, bad = _mark_time(obs, since)
+        if bad is not None:
+            return bad
+        clients = [c for c in obs.clients() if obs.nodes[c].has_api]
+        silent = [c for c in clients if c in obs.status and not _advertising(obs, c)]
+        if silent:
+            return Verdict(
+                False,
+                f"no addrs_advertised events from {', '.join(silent)}",
+                cause="the node does not report its advertised circuit addresses as events "
+                "(an image from before addrs_advertised? rebuild it)",
+                data={"final": True},
+            )
+        lost: list[str] = []
+        now_missing: list[str] = []
+        refreshes = 0
+        kept: list[str] = []
+        for c in clients:
+            for w in withdrawals(obs, c, t0):
+                why = (
+                    f"after reservation_expired ({w.expired.reason})"
+                    if w.expired is not None
+                    else "with no reservation_expired"
+                )
+                near = (
+                    f", {(w.ts or 0) - (w.refreshed.ts or 0):.1f}s after a refresh"
+                    if w.refreshed is not None and w.refreshed.ts is not None
+                    else ""
+                )
+                lost.append(f"{c} withdrew {obs.name_of(w.relay)} at {w.ts or 0:.1f}s {why}{near}")
+            st = obs.status_of(c)
+            held = {r.relay for r in st.reservations}
+            adv = _relays_of(st.advertised_addrs)
+            if held - adv:
+                now_missing.append(f"{c}: holds {_names(obs, held)}, advertises {_names(obs, adv)}")
+            n = sum(
+                1
+                for e in obs.events_of(c, "reservation_refreshed")
+                if t0 is None or (e.ts is not None and e.ts >= t0)
+            )
+            refreshes += n
+            kept.append(f"{c} {_names(obs, adv)} ({n} refreshes)")
+        if lost or now_missing:
+            return Verdict(
+                False,
+                "circuit addresses withdrawn: " + "; ".join(lost[:4] + now_missing[:4]),
+                cause=f"a reservation renewed at its refresh must stay advertised; a "
+                f"withdrawal next to a refresh while the relay stayed connected is "
+                f"{REFRESH_BUG}",
+                data={"final": bool(lost)},
+            )
+        if refreshes == 0:
+            return Verdict(
+                False,
+                "no refresh yet, so nothing shows the addresses surviving one",
+                cause="wait past 3/4 of the relays' relay.reservation_ttl_s",
+            )
+        return Verdict(
+            True,
+            f"no circuit address withdrawn across {refreshes} refreshes "
+            f"(addrs_advertised events, /status advertised_addrs now): {', '.join(kept)}",
+            since=obs.t,
+        )
+
+    return check
+
+
+def _probes(obs: Observation, key: str) -> list[dict[str, Any]]:
+    recs = obs.marks.get(key)
+    return [r for r in recs if isinstance(r, dict)] if isinstance(recs, list) else []
+
+
+def circuit_dial_ok(probe: str) -> Check:
+    """Every probe recorded under marks[probe] (action `probe`, mode dial: a new host with
+    a fresh key dialed the target's advertised circuit address through the relay and
+    pinged it) succeeded, and each came after a refresh of the target's reservation on that
+    relay (a refresh between the previous probe and this one)."""
+
+    def check(obs: Observation) -> Verdict:
+        recs = _probes(obs, probe)
+        if not recs:
+            return Verdict(
+                False,
+                f"no probe recorded as {probe!r}",
+                cause=f"add `- action: probe` with `as: {probe}` before this check",
+                data={"final": True},
+            )
+        said: list[str] = []
+        failed: list[str] = []
+        prev = None
+        for i, r in enumerate(recs, 1):
+            target, relay = str(r.get("target")), str(r.get("via"))
+            at = float(r.get("at") or 0.0)
+            rid = obs.peer_id(relay)
+            refs = [
+                e.ts
+                for e in obs.events_of(target, "reservation_refreshed")
+                if e.relay == rid
+                and e.ts is not None
+                and e.ts <= at
+                and (prev is None or e.ts > prev)
+            ]
+            prev = at
+            what = f"#{i} {r.get('from')} -> {target} via {relay} at {at:.1f}s"
+            if not r.get("ok"):
+                failed.append(f"{what}: {r.get('error')} (dialed {r.get('addr')})")
+                continue
+            if not refs:
+                failed.append(f"{what}: ok, but no refresh of {target} on {relay} before it")
+                continue
+            said.append(
+                f"{what} ok, rtt {float(r.get('rtt_s') or 0) * 1000:.1f} ms, "
+                f"{at - max(refs):.1f}s after a refresh"
+            )
+        if failed:
+            return Verdict(
+                False,
+                "fresh circuit dials: " + "; ".join(failed + said),
+                cause="the circuit address peers are told did not take a new peer to the "
+                "target: the relay lost the reservation at the refresh (NO_RESERVATION), or "
+                f"the target stopped answering over it ({REFRESH_BUG})"
+                if any(not r.get("ok") for r in recs)
+                else "the probe ran before the target's refresh: wait for "
+                "reservations_refreshed first",
+                data={"final": any(not r.get("ok") for r in recs)},
+            )
+        return Verdict(
+            True,
+            f"{len(recs)} fresh circuit dial(s), a new peer id each, through the advertised "
+            f"address after a refresh: {'; '.join(said)}",
+            since=float(recs[-1].get("at") or obs.t),
+        )
+
+    return check
+
+
+def advertised_while_reserved(obs: Observation) -> Verdict:
+    """Every relay client advertises a relay's /p2p-circuit address exactly while it holds
+    a reservation on that relay: in /status now (advertised_addrs against reservations),
+    and at every change of the run (each addrs_advertised event against the reservations
+    held at that moment, from reservation_accepted / reservation_expired)."""
+    clients = [c for c in obs.clients() if obs.nodes[c].has_api]
+    missing = obs.missing(clients)
+    if missing:
+        return Verdict(False, f"no /status from {', '.join(missing)}")
+    without: list[str] = []  # advertised with no reservation (#6165)
+    unsaid: list[str] = []  # a reservation not advertised (#4618)
+    shown: list[str] = []
+    changes = 0
+    for c in clients:
+        st = obs.status_of(c)
+        held = {r.relay for r in st.reservations}
+        adv = _relays_of(st.advertised_addrs)
+        if adv - held:
+            without.append(f"{c} advertises {_names(obs, adv - held)} now without a reservation")
+        if held - adv:
+            unsaid.append(f"{c} holds {_names(obs, held - adv)} now but does not advertise it")
+        for ep in sorted({e.epoch or 0 for e in obs.events_of(c)}):
+            hold: set[str] = set()
+            for e in _epoch_events(obs, c, ep):
+                if e.type == "reservation_accepted" and e.relay:
+                    hold.add(e.relay)
+                elif e.type == "reservation_expired" and e.relay:
+                    hold.discard(e.relay)
+                elif e.type == "addrs_advertised":
+                    changes += 1
+                    a = _relays_of(e.addrs)
+                    if a - hold:
+                        without.append(
+                            f"{c} advertised {_names(obs, a - hold)} at {e.ts or 0:.1f}s "
+                            "without a reservation"
+                        )
+                    if hold - a:
+                        unsaid.append(
+                            f"{c} held {_names(obs, hold - a)} at {e.ts or 0:.1f}s "
+                            "without advertising it"
+                        )
+        shown.append(f"{c} {_names(obs, held)}")
+    if without or unsaid:
+        cause = []
+        if without:
+            cause.append(f"a circuit address outlived its reservation: {STALE_BUG}")
+        if unsaid:
+            cause.append(
+                f"a reservation was not advertised: {RUST_4618} (a reservation must add the "
+                "external address, or peers are never told how to reach the node)"
+            )
+        return Verdict(False, "; ".join((without + unsaid)[:6]), cause="; ".join(cause))
+    if changes == 0:
+        return Verdict(
+            False,
+            "no addrs_advertised event from any client",
+            cause="the node does not report its advertised circuit addresses as events "
+            "(an image from before addrs_advertised? rebuild it)",
+        )
+    return Verdict(
+        True,
+        f"circuit addresses advertised exactly while reserved, now (/status) and at all "
+        f"{changes} changes of the run (addrs_advertised vs reservation events): "
+        + ", ".join(shown),
+        since=obs.t,
+    )
+
+
+def circuit_addrs_withdrawn(relay: str, within: int = 30) -> Check:
+    """After action kill-relay killed `relay` (marks reserved_on / killed_at), every client
+    that held a reservation on it stopped advertising its circuit addresses through it
+    within `within` seconds (its addrs_advertised events, and /status now), while it kept
+    advertising those of every relay it still holds a reservation on."""
+
+    def check(obs: Observation) -> Verdict:
+        killed = (obs.marks.get("killed_at") or {}).get(relay)
+        holders = (obs.marks.get("reserved_on") or {}).get(relay)
+        if not isinstance(killed, int | float) or holders is None:
+            return Verdict(
+                False,
+                f"no kill of {relay} recorded",
+                cause=f"add `- action: kill-relay` with `node: {relay}` before this check",
+                data={"final": True},
+            )
+        if not holders:
+            return Verdict(
+                False,
+                f"no client held a reservation on {relay} when it was killed",
+                cause="kill the relay after the clients reserved on it (check reservations first)",
+                data={"final": True},
+            )
+        rid = obs.peer_id(relay) or ""
+        late: list[str] = []
+        pending: list[str] = []
+        done: list[str] = []
+        lost_other: list[str] = []
+        worst = 0.0
+        for c in holders:
+            gone = [w for w in withdrawals(obs, c, killed) if w.relay == rid and w.ts is not None]
+            st = obs.status_of(c)
+            adv_now = _relays_of(st.advertised_addrs)
+            if not gone and rid not in adv_now and c in obs.status:
+                # restarted meanwhile, or the event came in an older process: /status says
+                gone_at = None
+            elif not gone:
+                waited = obs.t - killed
+                if waited > within:
+                    late.append(f"{c} still advertises {relay} {waited:.0f}s after the kill")
+                else:
+                    pending.append(f"{c} still advertises {relay} ({waited:.0f}s)")
+                continue
+            else:
+                gone_at = gone[0].ts
+            took = (gone_at - killed) if gone_at is not None else None
+            if took is not None and took > within:
+                late.append(f"{c} withdrew {relay} only {took:.1f}s after the kill")
+                continue
+            if took is not None:
+                worst = max(worst, took)
+            # the relays it still holds stayed advertised since the kill
+            still = {r.relay for r in st.reservations} - {rid}
+            dropped = {w.relay for w in withdrawals(obs, c, killed) if w.relay in still} | (
+                still - adv_now
+            )
+            if dropped:
+                lost_other.append(f"{c} lost {_names(obs, dropped)} too")
+            how = f"in {took:.1f}s" if took is not None else "(gone from /status)"
+            reason = next(
+                (
+                    e.reason
+                    for e in obs.events_of(c, "reservation_expired")
+                    if e.relay == rid and e.ts is not None and e.ts >= killed
+                ),
+                None,
+            )
+            done.append(
+                f"{c} withdrew {relay} {how}"
+                + (f" (reservation_expired: {reason})" if reason else "")
+                + f", still advertises {_names(obs, adv_now - {rid})}"
+            )
+        if late:
+            return Verdict(
+                False,
+                f"{relay} killed at {killed:.1f}s: " + "; ".join(late + pending + done),
+                cause=f"the client kept telling peers a circuit address through a dead relay "
+                f"past {within}s: {STALE_BUG}",
+                data={"final": True},
+            )
+        if lost_other:
+            return Verdict(
+                False,
+                f"{relay} killed at {killed:.1f}s: " + "; ".join(lost_other + done),
+                cause="the withdrawal also took the circuit addresses of relays the client "
+                "still holds a reservation on",
+                data={"final": True},
+            )
+        if pending:
+            return Verdict(
+                False,
+                f"{relay} killed at {killed:.1f}s: " + "; ".join(pending + done),
+                cause=f"waiting for the clients to notice the dead relay (liveness pings); "
+                f"past {within}s this is {STALE_BUG}",
+            )
+        return Verdict(
+            True,
+            f"{relay} killed at {killed:.1f}s: every client that held a reservation on it "
+            f"withdrew its circuit addresses within {within}s (slowest {worst:.1f}s): "
+            + "; ".join(done),
+            since=killed + worst,
+        )
+
+    return check
+
+
+def identify_agrees(probe: str) -> Check:
+    """The last identify probe recorded under marks[probe] (a new host asked the target for
+    identify over a circuit): the /p2p-circuit addresses the target tells peers name
+    exactly the relays it held a reservation on at that moment (its /status around the
+    probe)."""
+
+    def check(obs: Observation) -> Verdict:
+        recs = [r for r in _probes(obs, probe) if r.get("mode") == "identify"]
+        if not recs:
+            return Verdict(
+                False,
+                f"no identify probe recorded as {probe!r}",
+                cause=f"add `- action: probe` with `mode: identify`, `as: {probe}`",
+                data={"final": True},
+            )
+        r = recs[-1]
+        target = str(r.get("target"))
+        what = f"identify of {target} from {r.get('from')} via {r.get('via')} at " + (
+            f"{float(r.get('at') or 0):.1f}s"
+        )
+        if not r.get("ok"):
+            return Verdict(
+                False,
+                f"{what} failed: {r.get('error')} (dialed {r.get('addr')})",
+                cause="the probe could not reach the target through the circuit address it "
+                "advertises",
+                data={"final": True},
+            )
+        told = _relays_of(r.get("listen_addrs") or [])
+        sets = [set(x) for x in (r.get("held_before") or [], r.get("held_after") or [])]
+        names = [_names(obs, s) for s in sets]
+        if told not in sets:
+            extra = told - sets[0] - sets[1]
+            cause = (
+                f"identify tells peers a circuit address without a reservation: {STALE_BUG}"
+                if extra
+                else f"identify leaves out a held reservation: {RUST_4618}"
+            )
+            return Verdict(
+                False,
+                f"{what}: identify names relays {_names(obs, told)}, reservations held "
+                f"{names[0]} (before) / {names[1]} (after)",
+                cause=cause,
+                data={"final": True},
+            )
+        return Verdict(
+            True,
+            f"{what}: identify tells peers circuit addresses through {_names(obs, told)}, "
+            f"exactly the relays {target} holds a reservation on "
+            f"({len(r.get('listen_addrs') or [])} listen addrs)",
+            since=float(r.get("at") or obs.t),
+        )
+
+    return check

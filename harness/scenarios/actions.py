@@ -119,6 +119,94 @@ def kill_relay(relay: str) -> Callable[[RunContext], str]:
     return run
 
 
+PROBE_MODES = ("dial", "identify")
+
+
+def _probe_addr(obs: Observation, source: str, target: str, relay: str) -> str | None:
+    """The circuit address through `relay` that `target` advertises (its /status, what
+    identify tells peers), preferring one whose relay address is on a network of
+    `source` (reachable without a NAT), else the first."""
+    rid = obs.peer_id(relay)
+    addrs = [a for a in obs.status_of(target).advertised_addrs if f"/p2p/{rid}/p2p-circuit" in a]
+    home = set(obs.nodes[source].networks) if source in obs.nodes else set()
+    for a in addrs:
+        net = obs.net_of_ip(a.split("/")[2] if a.count("/") > 2 else None)
+        if net is not None and net.name in home:
+            return a
+    return addrs[0] if addrs else None
+
+
+def _held(obs: Observation, node: str) -> list[str]:
+    return sorted(r.relay for r in obs.status_of(node).reservations)
+
+
+def probe(source: str, target: str, relay: str, mode: str, key: str) -> Callable[[RunContext], str]:
+    """Run node/probe.py inside `source`'s container (docker exec; our node image ships
+    it): a new host with a fresh key reaches `target` through the circuit address through
+    `relay` that `target` advertises, and pings it (mode dial) or also asks it for
+    identify (mode identify). Appends the result to marks[key] (a list, one per run):
+    from, target, via, mode, addr, at (harness s), ok, rtt_s, error, listen_addrs
+    (identify), held_before / held_after (the relay peer ids `target` held a reservation
+    on just before and after)."""
+
+    def run(ctx: RunContext) -> str:
+        import json
+
+        from harness.infra import docker as docker_ops
+
+        obs = ctx.observe()
+        addr = _probe_addr(obs, source, target, relay)
+        rec: dict[str, Any] = {
+            "from": source,
+            "target": target,
+            "via": relay,
+            "mode": mode,
+            "addr": addr,
+            "at": ctx.observer.now(),
+            "held_before": _held(obs, target),
+            "ok": False,
+            "rtt_s": None,
+            "error": None,
+        }
+        if addr is None:
+            rec["error"] = f"{target} advertises no circuit address through {relay}"
+        else:
+            c = docker_ops.node_container(_testnet(ctx).name, source)
+            res = docker_ops.exec_in(c, ["python", "-m", "node.probe", mode, addr])
+            lines = [ln for ln in res.output.splitlines() if ln.startswith("{")]
+            try:
+                out = json.loads(lines[-1])
+            except (IndexError, ValueError):
+                out = {"error": f"probe exit {res.exit_code}: {res.output.strip()[-300:]}"}
+            for k in ("ok", "rtt_s", "error", "listen_addrs", "probe_peer", "duration_s"):
+                if k in out:
+                    rec[k] = out[k]
+        rec["held_after"] = _held(ctx.observe(), target)
+        ctx.marks.setdefault(key, []).append(rec)
+        said = (
+            f"ok, rtt {float(rec['rtt_s'] or 0) * 1000:.1f} ms"
+            if rec["ok"]
+            else f"FAILED: {rec['error']}"
+        )
+        told = (
+            f"; identify: {len(rec.get('listen_addrs') or [])} listen addrs, circuits via "
+            + ", ".join(
+                sorted(
+                    {
+                        a.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[-1][-6:]
+                        for a in rec.get("listen_addrs") or []
+                        if "/p2p-circuit" in a
+                    }
+                )
+            )
+            if mode == "identify" and rec["ok"]
+            else ""
+        )
+        return f"probe {mode} {source} -> {target} via {relay} ({addr}): {said}{told}"
+
+    return run
+
+
 def partition(a: str, b: str, sentry: str) -> Callable[[RunContext], str]:
     """Cut a from b (perturb.partition drops each side's subnet and NAT router address) and
     cut `sentry` (a's sentry) off the public network, so the sentries' own public link

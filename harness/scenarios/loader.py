@@ -167,6 +167,19 @@ CHECKS: dict[str, CheckKind] = {
         library_checks.circuits_limited, {"min_closed": Arg("int", 1), "since": Arg("mark", None)}
     ),
     "one_direct_per_shared_endpoint": CheckKind(library_checks.one_direct_per_shared_endpoint),
+    "reservations_refreshed": CheckKind(
+        library_checks.reservations_refreshed,
+        {"min_refreshes": Arg("int", 2), "since": Arg("mark", None)},
+    ),
+    "circuit_addrs_kept": CheckKind(
+        library_checks.circuit_addrs_kept, {"since": Arg("mark", None)}
+    ),
+    "circuit_dial_ok": CheckKind(library_checks.circuit_dial_ok, {"probe": Arg("mark")}),
+    "advertised_while_reserved": CheckKind(library_checks.advertised_while_reserved),
+    "circuit_addrs_withdrawn": CheckKind(
+        library_checks.circuit_addrs_withdrawn, {"relay": Arg("relay"), "within": Arg("int", 30)}
+    ),
+    "identify_agrees": CheckKind(library_checks.identify_agrees, {"probe": Arg("mark")}),
 }
 
 # The mark-recording actions: name -> (argument kinds, factory(resolved args), label).
@@ -196,6 +209,17 @@ ACTIONS: dict[str, tuple[dict[str, Arg], ActionFactory, Callable[[dict[str, Any]
         {"networks": Arg("network_pair"), "cut": Arg("node")},
         lambda a: actions.heal(a["networks"][0], a["networks"][1], a["cut"]),
         lambda a: "heal {} | {}".format(*a["networks"]),
+    ),
+    "probe": (
+        {
+            "from": Arg("node"),
+            "node": Arg("node"),
+            "via": Arg("relay"),
+            "mode": Arg("probe_mode", "dial"),
+            "as": Arg("mark"),
+        },
+        lambda a: actions.probe(a["from"], a["node"], a["via"], a["mode"], a["as"]),
+        lambda a: f"probe {a['mode']} from {a['from']}: {a['node']} through {a['via']}",
     ),
     "analyse-reach": (
         {"node": Arg("node")},
@@ -278,7 +302,18 @@ STEP_KEYS: dict[str, tuple[str, ...]] = {
         "ms",
         "cores",
     ),
-    "action": ("action", "what", "node", "sync_target", "networks", "cut"),
+    "action": (
+        "action",
+        "what",
+        "node",
+        "sync_target",
+        "networks",
+        "cut",
+        "from",
+        "via",
+        "mode",
+        "as",
+    ),
     "mark": ("mark", "as", "nodes"),
     "repeat": ("repeat", "every", "steps"),
     "background": ("background", "every", "steps"),
@@ -483,6 +518,8 @@ class _Reader(FieldReader):
             return None if value is None else self.text(value, path)
         if k == "impl":
             return self.choice(value, path, IMPLS, "impl")
+        if k == "probe_mode":
+            return self.choice(value, path, actions.PROBE_MODES, "probe mode")
         if k == "network":
             return self.network(value, path)
         if k == "private_network":

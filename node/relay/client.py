@@ -7,10 +7,13 @@ Candidates come from two places:
   connection to it goes there) — the dynamic discovery the seed could not do;
 - any identified peer whose protocols include the hop protocol.
 We reserve on up to `max_reservations_held` candidates (configured ones first), refresh
-at 3/4 of each reservation's lifetime, and when a relay's connection drops (a restart)
-or a refresh fails we drop the reservation, fail over to another candidate and redial
-the lost one with exponential backoff. Every change of the reservation set updates the
-advertised `<relay addr>/p2p/<relay>/p2p-circuit` addresses and pushes identify.
+at 3/4 of each reservation's lifetime, renewing it in place (it stays held and advertised
+across the refresh; a refresh that gets no answer while the relay is connected is retried
+until the reservation expires), and when a relay's connection drops (a restart), the relay
+denies a refresh or the reservation expires unrenewed, we drop the reservation, fail over
+to another candidate and redial the lost one with exponential backoff. Every change of the
+reservation set updates the advertised `<relay addr>/p2p/<relay>/p2p-circuit` addresses
+(event addrs_advertised) and pushes identify.
 """
 
 from __future__ import annotations
@@ -76,11 +79,15 @@ class Held:
     accepted_at: float  # monotonic
     accepted_wall: float
     circuit_addrs: list[multiaddr.Multiaddr] = field(default_factory=list)
+    retry_at: float = 0.0  # unix; after a refresh attempt that got no answer
+    retries: int = 0
 
     @property
     def refresh_at(self) -> float:
-        """Unix time to refresh: 3/4 through the reservation's lifetime."""
-        return self.accepted_wall + 0.75 * max(1.0, self.expires_at - self.accepted_wall)
+        """Unix time to refresh: 3/4 through the reservation's lifetime, or the retry of a
+        refresh that got no answer."""
+        due = self.accepted_wall + 0.75 * max(1.0, self.expires_at - self.accepted_wall)
+        return max(due, self.retry_at)
 
     def to_json(self) -> dict[str, Any]:
         return Reservation(
@@ -102,6 +109,7 @@ class RelayClient:
         self.held: dict[ID, Held] = {}
         self._wake = trio.Event()
         self._reserving: set[ID] = set()
+        self._advertised: list[str] = []  # circuit addresses in the last addrs_advertised
 
     # -- public views --
     def circuit_addrs(self) -> list[multiaddr.Multiaddr]:
@@ -315,8 +323,21 @@ class RelayClient:
         await self._advertise()
 
     async def _advertise(self) -> None:
-        """Our addresses changed: tell every connected peer (identify push)."""
+        """The reservation set changed: when that changed the circuit addresses we
+        advertise, record it (`addrs_advertised`, the whole new list, emitted before any
+        await so it follows the reservation event that caused it) and tell every connected
+        peer (identify push). A refresh that hands out the same addresses changes nothing:
+        the addresses stay advertised across it (js-libp2p #3571 withdrew them)."""
         assert self.rt is not None
+        own = f"/p2p/{self.rt.peer_id}"
+        now = [
+            s if s.endswith(own) else s + own
+            for s in dict.fromkeys(str(a) for a in self.circuit_addrs())
+        ]
+        if now == self._advertised:
+            return
+        self._advertised = now
+        self.rt.events.emit("addrs_advertised", addrs=now)
         try:
             await push_identify_to_peers(self.rt.host)
         except Exception as exc:
@@ -348,9 +369,13 @@ class RelayClient:
                     addrs=[str(a) for a in held.circuit_addrs],
                     expires_at=held.expires_at,
                 )
-                await self._advertise()
             else:
-                log.info("refreshed reservation on %s until %d", relay, held.expires_at)
+                # renewed in place: the reservation was never dropped, so its circuit
+                # addresses stay advertised (re-advertised only if the relay's changed)
+                rt.events.emit(
+                    "reservation_refreshed", relay=str(relay), expires_at=held.expires_at
+                )
+            await self._advertise()
         else:
             rt.metrics.reservations_total.labels(outcome=outcome).inc()
             rt.events.emit("reservation_denied", relay=str(relay), reason=detail)
@@ -361,9 +386,33 @@ class RelayClient:
                     if outcome == "denied"
                     else min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**cand.failures)
                 )
-            if relay in self.held:
+            old = self.held.get(relay)
+            if old is not None and self._keep_through(old, outcome):
+                # no answer (a loaded relay, a slow path) while the relay is still
+                # connected and the reservation has not expired: it still stands on the
+                # relay, so keep it, and its addresses, and ask again soon; dropping it
+                # here would withdraw a working circuit address (js-libp2p #3571)
+                old.retries += 1
+                old.retry_at = time.time() + min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**old.retries)
+                log.info(
+                    "refresh on %s got no answer (%s); kept until %d, retry %d",
+                    relay,
+                    detail,
+                    old.expires_at,
+                    old.retries,
+                )
+            elif relay in self.held:
                 await self._drop(relay, f"refresh failed: {detail}")
         self.wake()
+
+    def _keep_through(self, held: Held, outcome: str) -> bool:
+        """A failed refresh keeps the reservation when it was an error, not the relay's
+        denial, the relay is still connected and the reservation has not expired."""
+        return (
+            outcome == "error"
+            and self._connected(held.relay)
+            and time.time() < held.expires_at - 1.0
+        )
 
     async def _do_reserve(self, relay: ID) -> tuple[str, str, Held | None]:
         assert self.rt is not None

@@ -204,6 +204,8 @@ EVENT_KEYS = {  # the event types the checks read, and the fields they read of e
     "reservation_accepted": ("relay",),
     "reservation_denied": ("relay", "reason"),
     "reservation_expired": ("relay", "reason"),
+    "reservation_refreshed": ("relay",),
+    "addrs_advertised": ("addrs",),
     "reservation_granted": ("peer", "renewed"),
     "reservation_refused": ("peer", "reason"),
     "connection_opened": ("peer", "kind"),

@@ -183,6 +183,8 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
         "client-restart-loop",
         "relay-limits",
         "shared-port",
+        "reservation-refresh",
+        "advertised-addrs",
     }
     assert "dcutr_fails" in names["symmetric-nat"]
     assert names["mixed-relay"] == names["sentry"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from test_checks_data import PID, ROUTER, connect, ev, healthy_statuses, obs
+from test_checks_data import IP, PID, ROUTER, connect, ev, healthy_statuses, obs, tcp
 
 from harness.checks import Observation, library
 
@@ -249,3 +249,238 @@ def test_circuits_limited_since_a_mark_counts_only_later_cuts() -> None:
     assert not v.ok and "relays closed 0 circuit(s) at their limits since 60.0s" in v.detail
     v = check(obs(events=events))
     assert not v.ok and v.data["final"] and "no time mark 'sync_start'" in v.detail
+
+
+# ----------------------------------------------------- reservation-refresh, advertised-addrs
+CLIENTS = ("node0", "node1", "node2", "node4", "node5", "node6")
+
+
+def circ(relay: str, me: str) -> str:
+    return f"/ip4/{IP[relay]}/tcp/4001/p2p/{PID[relay]}/p2p-circuit/p2p/{PID[me]}"
+
+
+def held_events(me: str, refreshes: tuple[float, ...] = (20.0, 35.0)) -> list[dict[str, Any]]:
+    """`me` reserves on node3 then node7 (each followed by addrs_advertised) and refreshes
+    both at each of `refreshes`."""
+    out = [
+        ev("reservation_accepted", 5.0, relay=PID["node3"]),
+        ev("addrs_advertised", 5.0, addrs=[circ("node3", me)]),
+        ev("reservation_accepted", 5.5, relay=PID["node7"]),
+        ev("addrs_advertised", 5.5, addrs=[circ("node3", me), circ("node7", me)]),
+    ]
+    for t in refreshes:
+        out += [
+            ev("reservation_refreshed", t, relay=PID["node3"], expires_at=1780000000),
+            ev("reservation_refreshed", t + 0.2, relay=PID["node7"], expires_at=1780000000),
+        ]
+    return out
+
+
+def refreshing(refreshes: tuple[float, ...] = (20.0, 35.0)) -> dict[str, list[dict[str, Any]]]:
+    return {c: held_events(c, refreshes) for c in CLIENTS}
+
+
+def test_reservations_refreshed_counts_each_reservation() -> None:
+    v = library.reservations_refreshed(2)(obs(events=refreshing(), t=40.0))
+    assert v.ok, v
+    assert "every client refreshed each reservation in place (>= 2x" in v.detail
+    assert "node0->node3 2x" in v.detail and "node6->node7 2x" in v.detail
+    assert v.since == 35.2
+    v = library.reservations_refreshed(3)(obs(events=refreshing(), t=40.0))
+    assert not v.ok and "short: node0->node3 2x" in v.detail
+    assert "3/4 of the reservation TTL" in (v.cause or "")
+    # since a mark: only the refreshes from then on
+    v = library.reservations_refreshed(1, "round")(
+        obs(events=refreshing(), marks={"round": 30.0}, t=40.0)
+    )
+    assert v.ok and "since 30.0s" in v.detail and "node0->node3 1x" in v.detail, v
+    v = library.reservations_refreshed(1, "round")(obs(events=refreshing()))
+    assert not v.ok and v.data["final"] and "no time mark 'round'" in v.detail
+
+
+def test_reservations_refreshed_a_refresh_that_drops_names_the_issue() -> None:
+    evs = refreshing()
+    evs["node1"].append(
+        ev("reservation_expired", 36.0, relay=PID["node7"], reason="refresh failed: timeout")
+    )
+    v = library.reservations_refreshed(2)(obs(events=evs, t=40.0))
+    assert not v.ok
+    assert "a refresh dropped the reservation: node1->node7 at 36.0s" in v.detail
+    assert "js-libp2p #3571" in (v.cause or "") and "PR #3582" in (v.cause or "")
+
+
+def test_circuit_addrs_kept_across_refreshes() -> None:
+    st = healthy_statuses()
+    for c in CLIENTS:  # /status advertises the full circuit addresses
+        st[c]["advertised_addrs"] = [tcp(c), circ("node3", c), circ("node7", c)]
+    v = library.circuit_addrs_kept()(obs(st, refreshing(), t=40.0))
+    assert v.ok, v
+    assert "no circuit address withdrawn across 24 refreshes" in v.detail
+    assert "node0 node3+node7 (4 refreshes)" in v.detail
+    # nothing refreshed yet: nothing shown
+    v = library.circuit_addrs_kept()(obs(st, refreshing(()), t=10.0))
+    assert not v.ok and "no refresh yet" in v.detail
+
+
+def test_circuit_addrs_kept_a_withdrawal_at_a_refresh_is_the_bug() -> None:
+    evs = refreshing()
+    # the js-libp2p #3571 pattern: the refresh withdraws node7's address, then re-adds it
+    evs["node4"] += [
+        ev("addrs_advertised", 35.4, addrs=[circ("node3", "node4")]),
+        ev("addrs_advertised", 36.0, addrs=[circ("node3", "node4"), circ("node7", "node4")]),
+    ]
+    v = library.circuit_addrs_kept()(obs(events=evs, t=40.0))
+    assert not v.ok and v.data["final"]
+    assert "node4 withdrew node7 at 35.4s with no reservation_expired, 0.2s after a refresh" in (
+        v.detail
+    )
+    assert "js-libp2p #3571" in (v.cause or "")
+    # a node that does not emit addrs_advertised cannot be judged
+    evs = refreshing()
+    evs["node2"] = [e for e in evs["node2"] if e["type"] != "addrs_advertised"]
+    v = library.circuit_addrs_kept()(obs(events=evs, t=40.0))
+    assert not v.ok and "no addrs_advertised events from node2" in v.detail
+
+
+def dial(at: float, ok: bool = True, **kw: Any) -> dict[str, Any]:
+    return {
+        "from": "node6",
+        "target": "node0",
+        "via": "node7",
+        "mode": "dial",
+        "addr": circ("node7", "node0"),
+        "at": at,
+        "ok": ok,
+        "rtt_s": 0.0042 if ok else None,
+        "error": None if ok else "CONNECT through the relay: the relay answered NO_RESERVATION",
+        **kw,
+    }
+
+
+def test_circuit_dial_ok_after_each_refresh() -> None:
+    check = library.circuit_dial_ok("dials")
+    v = check(obs(events=refreshing(), marks={"dials": [dial(22.0), dial(37.0)]}, t=40.0))
+    assert v.ok, v
+    assert "2 fresh circuit dial(s)" in v.detail
+    assert "#1 node6 -> node0 via node7 at 22.0s ok, rtt 4.2 ms, 1.8s after a refresh" in v.detail
+    # two dials after the same refresh: the second proves nothing new
+    v = check(obs(events=refreshing(), marks={"dials": [dial(22.0), dial(25.0)]}, t=40.0))
+    assert not v.ok and "#2" in v.detail and "no refresh of node0 on node7 before it" in v.detail
+    v = check(obs(events=refreshing(), marks={"dials": [dial(22.0, ok=False)]}, t=40.0))
+    assert not v.ok and v.data["final"] and "NO_RESERVATION" in v.detail
+    assert "js-libp2p #3571" in (v.cause or "")
+    v = check(obs(events=refreshing()))
+    assert not v.ok and v.data["final"] and "no probe recorded as 'dials'" in v.detail
+
+
+def test_advertised_while_reserved_now_and_at_every_change() -> None:
+    st = healthy_statuses()
+    for c in CLIENTS:
+        st[c]["advertised_addrs"] = [tcp(c), circ("node3", c), circ("node7", c)]
+    v = library.advertised_while_reserved(obs(st, refreshing(), t=40.0))
+    assert v.ok, v
+    assert "advertised exactly while reserved" in v.detail and "all 12 changes" in v.detail
+    # rust-libp2p #6165: the address outlives the reservation
+    evs = refreshing()
+    evs["node5"].append(ev("reservation_expired", 38.0, relay=PID["node3"], reason="closed"))
+    st5 = dict(st)
+    st5["node5"] = dict(st["node5"])
+    st5["node5"]["reservations"] = [
+        r for r in st["node5"]["reservations"] if r["relay"] == PID["node7"]
+    ]
+    v = library.advertised_while_reserved(obs(st5, evs, t=40.0))
+    assert not v.ok
+    assert "node5 advertises node3 now without a reservation" in v.detail
+    assert "rust-libp2p #6165" in (v.cause or "")
+    # rust-libp2p #4618: a reservation never advertised
+    evs = refreshing()
+    evs["node6"] = [e for e in evs["node6"] if e["type"] != "addrs_advertised" or e["ts"] < 5.2]
+    st6 = dict(st)
+    st6["node6"] = {**st["node6"], "advertised_addrs": [tcp("node6"), circ("node3", "node6")]}
+    v = library.advertised_while_reserved(obs(st6, evs, t=40.0))
+    assert not v.ok and "node6 holds node7 now but does not advertise it" in v.detail
+    assert "rust-libp2p #4618" in (v.cause or "")
+
+
+def killed_state(withdrawn_at: float | None) -> Observation:
+    st = healthy_statuses()
+    evs = refreshing(())
+    for c in CLIENTS:
+        st[c]["reservations"] = [r for r in st[c]["reservations"] if r["relay"] == PID["node7"]]
+        st[c]["advertised_addrs"] = [tcp(c), circ("node7", c)]
+        if withdrawn_at is None:
+            st[c]["advertised_addrs"].append(circ("node3", c))
+            continue
+        evs[c] += [
+            ev("reservation_expired", withdrawn_at, relay=PID["node3"], reason="connection_closed"),
+            ev("addrs_advertised", withdrawn_at, addrs=[circ("node7", c)]),
+        ]
+    del st["node3"]
+    marks = {"killed_at": {"node3": 30.0}, "reserved_on": {"node3": list(CLIENTS)}}
+    return obs(st, evs, marks=marks, t=50.0)
+
+
+def test_circuit_addrs_withdrawn_within_the_bound() -> None:
+    check = library.circuit_addrs_withdrawn("node3", 30)
+    v = check(killed_state(31.5))
+    assert v.ok, v
+    assert "every client that held a reservation on it withdrew" in v.detail
+    assert "slowest 1.5s" in v.detail
+    assert "node0 withdrew node3 in 1.5s (reservation_expired: connection_closed)" in v.detail
+    assert "still advertises node7" in v.detail
+    assert v.since == 31.5
+    # late: withdrawn after the bound
+    v = check(killed_state(70.0))
+    assert not v.ok and v.data["final"] and "only 40.0s after the kill" in v.detail
+    assert "rust-libp2p #6165" in (v.cause or "")
+    # still advertised: waiting, then final past the bound
+    v = check(killed_state(None))
+    assert not v.ok and not v.data.get("final") and "still advertises node3 (20s)" in v.detail
+    o = killed_state(None)
+    v = check(dataclasses.replace(o, t=65.0))
+    assert not v.ok and v.data["final"] and "35s after the kill" in v.detail
+    v = check(obs())
+    assert not v.ok and v.data["final"] and "no kill of node3 recorded" in v.detail
+
+
+def test_circuit_addrs_withdrawn_must_keep_the_other_relay() -> None:
+    o = killed_state(31.5)
+    st = {n: s for n, s in o.status.items()}
+    st["node1"] = dataclasses.replace(st["node1"], advertised_addrs=(tcp("node1"),))
+    v = library.circuit_addrs_withdrawn("node3", 30)(dataclasses.replace(o, status=st))
+    assert not v.ok and "node1 lost node7 too" in v.detail
+
+
+def ident(addrs: list[str], before: list[str], after: list[str], ok: bool = True) -> dict[str, Any]:
+    return {
+        "from": "node6",
+        "target": "node0",
+        "via": "node7",
+        "mode": "identify",
+        "at": 33.0,
+        "ok": ok,
+        "error": None if ok else "upgrade over the circuit: no answer within 10s",
+        "listen_addrs": addrs,
+        "held_before": before,
+        "held_after": after,
+    }
+
+
+def test_identify_agrees_with_the_reservations() -> None:
+    check = library.identify_agrees("ids")
+    both = [PID["node3"], PID["node7"]]
+    addrs = [tcp("node0"), circ("node3", "node0"), circ("node7", "node0")]
+    v = check(obs(marks={"ids": [ident(addrs, both, both)]}))
+    assert v.ok, v
+    assert "identify tells peers circuit addresses through node3+node7, exactly" in v.detail
+    # after node3 died: identify still names it
+    v = check(obs(marks={"ids": [ident(addrs, [PID["node7"]], [PID["node7"]])]}))
+    assert not v.ok and "rust-libp2p #6165" in (v.cause or "")
+    assert "identify names relays node3+node7, reservations held node7 (before)" in v.detail
+    # a held reservation missing from identify
+    v = check(obs(marks={"ids": [ident(addrs[:2], both, both)]}))
+    assert not v.ok and "rust-libp2p #4618" in (v.cause or "")
+    v = check(obs(marks={"ids": [ident([], both, both, ok=False)]}))
+    assert not v.ok and v.data["final"] and "no answer within 10s" in v.detail
+    v = check(obs())
+    assert not v.ok and "no identify probe recorded as 'ids'" in v.detail

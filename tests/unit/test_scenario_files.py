@@ -44,7 +44,13 @@ def test_every_shipped_file_passes_scenario_check(
 
 
 # the bug library (issue 11 part 3): reproduced public issues, each a file
-LIBRARY = {"client-restart-loop", "relay-limits", "shared-port"}
+LIBRARY = {
+    "client-restart-loop",
+    "relay-limits",
+    "shared-port",
+    "reservation-refresh",
+    "advertised-addrs",
+}
 
 
 def test_the_seven_scenarios_and_the_library_are_files() -> None:
