@@ -407,6 +407,7 @@ async def run_batch(
                     # the connection went (upstream closes it on some inputs): a new one
                     with contextlib.suppress(Exception):
                         await connect(host, node)
+                        ok = await send(host, peer, str(proto_id), payload, linger)  # once more
                 return ok
 
             linger = RPC_LINGER_S if protocol == "gossipsub_rpc" else None
