@@ -16,6 +16,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
 - auto_connector.py  the swarm does not dial every peer-store peer on its own
 - dial_peer.py       Swarm.dial_peer goes through the node's single-flight dialer
 - pubsub_seqno.py    gossipsub seqnos seeded with nanoseconds, not seconds
+- pubsub_rpc.py      a gossipsub RPC that does not parse resets that peer's stream
+                     (upstream: the exception escapes and takes the node down)
 - idontwant.py       IDONTWANT only for messages of 1 KiB or more (upstream: every one)
 - sender_record.py   our signed peer record built once per address change, a peer's
                      verified once per change (upstream: on every pubsub RPC)
@@ -49,6 +51,7 @@ from node.overrides.identify import IdentifyHook, install_identify_hook
 from node.overrides.identify_observed import install_identify_observed_per_connection
 from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.negative_cache import shorten_negative_cache
+from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
 from node.overrides.sender_record import install_sender_record_cache
 from node.overrides.yamux_window import install_yamux_window_hysteresis
@@ -67,6 +70,7 @@ def apply(
     disable_auto_connector(host)
     route_dial_peer(host, dialer)
     fix_pubsub_seqno(pubsub)
+    install_pubsub_rpc_guard(pubsub)
     install_idontwant_threshold(pubsub.router)
     install_sender_record_cache()
     install_yamux_window_hysteresis()

@@ -84,6 +84,10 @@ USES: dict[str, list[str]] = {
     ],
     "read_watch.py": ["libp2p.security.secure_session:SecureSession.read"],
     "pubsub_seqno.py": ["libp2p.pubsub.pubsub:Pubsub.counter"],
+    "pubsub_rpc.py": [
+        "libp2p.pubsub.pubsub:Pubsub.stream_handler",
+        "libp2p.pubsub.pubsub:Pubsub._handle_dead_peer",
+    ],
     "idontwant.py": [
         "libp2p.pubsub.gossipsub:GossipSub._emit_idontwant_for_message",
         "libp2p.pubsub.gossipsub:GossipSub.mcache",

@@ -144,15 +144,17 @@ class StopHandler:
             return
         try:
             src = ID(msg.peer.id)
-            src.to_base58()
             if not msg.peer.id:
                 raise ValueError("empty peer id")
+            # not only base58-able bytes: a multihash a multiaddr can carry (the fuzz tier
+            # found any other bytes raising here, out of the handler, and taking the node
+            # down: tests/node/test_fuzz.py)
+            addr = circuit_addr(rt, relay, src)
         except Exception:
             rt.reject("stop", "malformed")
             await _refuse(stream, StatusCode.MALFORMED_MESSAGE)
             return
         await _send(stream, StatusCode.OK)
-        addr = circuit_addr(rt, relay, src)
         rt.connections.record_circuit(addr, relay)  # the tracker reports it relayed via relay
         raw = RawConnection(stream, False, connection_type=ConnectionType.RELAYED, addresses=[addr])
         try:

@@ -32,6 +32,7 @@ from node.chain.consensus import (
     ScheduleTimeout,
     Timeouts,
 )
+from node.chain.service import decode_gossip
 from node.chain.store import BlockStore, StoreError
 
 
@@ -69,6 +70,16 @@ def test_codec_is_canonical_and_strict() -> None:
         codec.decode_object(b"[1]")
     with pytest.raises(CodecError, match="'from'"):
         codec.get_int({"from": "1"}, "from")
+
+
+def test_codec_refuses_an_integer_past_pythons_digit_limit() -> None:
+    """Found by the fuzz tier: an integer of more than 4300 digits made json.loads raise a
+    plain ValueError, which escaped the gossip topic validator (it catches CodecError) and
+    with it py-libp2p's push_msg task: pubsub went down."""
+    with pytest.raises(CodecError):
+        codec.decode(b'{"kind":"vote","vote":' + b"7" * 5000 + b"}")
+    with pytest.raises(CodecError):
+        decode_gossip(b"1" * 4301)
 
 
 def test_vote_signature_checks() -> None:
