@@ -334,7 +334,7 @@ def _busy_share(tn: Testnet, node: str) -> float:
 
 def test_cpu_cap_starves_a_node_and_clear_removes_it(mini: RunningTestnet) -> None:
     """`perturb cpu` caps the container's CFS quota: a busy loop inside gets about the cap
-    (what partition-heal-loaded relies on); `clear` lifts it. Generous bounds: a process
+    (what partition-heal relies on); `clear` lifts it. Generous bounds: a process
     gets less than its cap when the machine is busy, never more."""
     tn = mini.testnet
     try:

@@ -179,7 +179,6 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
         "symmetric-nat",
         "relay-failover",
         "partition-heal",
-        "partition-heal-loaded",
         "client-restart-loop",
         "relay-limits",
         "shared-port",

@@ -62,7 +62,6 @@ def test_the_seven_scenarios_and_the_library_are_files() -> None:
         "symmetric-nat",
         "relay-failover",
         "partition-heal",
-        "partition-heal-loaded",
         *LIBRARY,
     }
     assert scenarios.get(str(SHIPPED[0])).name == SHIPPED[0].stem
