@@ -169,7 +169,7 @@ def _scenario_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("when", ["steps", "teardown"])
+@pytest.mark.parametrize("when", ["teardown"])  # "steps" (one SIGTERM) passes too; CI time
 def test_interrupted_scenario_removes_everything(
     testnets: Any, tmp_path: Path, cli_env: dict[str, str], when: str
 ) -> None:
