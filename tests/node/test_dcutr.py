@@ -9,6 +9,7 @@ punch through real NAT routers is tests/node/test_dcutr_netns.py.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,40 @@ def test_bad_dcutr_messages_rejected_counted_node_keeps_serving(tmp_path: Path) 
             relay=client,
         )
         wait_for(listener, upgraded(listener, dialer.peer_id), "DCUtR upgrade after bad input", 60)
+
+
+def test_closing_the_relayed_leg_keeps_the_connection_to_the_relay(tmp_path: Path) -> None:
+    """The relayed connection is a stream on the connection to the relay: closing it after
+    the upgrade must not close that connection (and lose the reservation with it). In the
+    sentry testnet under load a client's connection to its relay closed 0.5 s after it
+    closed a relayed leg (reservation_expired reason=connection_closed, reserved again
+    7 s later); on loopback it holds, so the cause is elsewhere (not found yet) and this
+    keeps the loopback half of it from regressing."""
+    with NodeProcs(tmp_path) as procs:
+        relay, listener, dialer = start_relayed_pair(procs)
+        lid, did, rid = listener.peer_id, dialer.peer_id, relay.peer_id
+        wait_for(dialer, lambda s: s["reservations"], "the dialer's reservation", 30)
+        for node, peer in ((listener, did), (dialer, lid)):
+            wait_until(
+                lambda node=node, peer=peer: [
+                    e for e in node.events()
+                    if e["type"] == "connection_closed" and e["peer"] == peer
+                    and e["kind"] == "relayed"
+                ],
+                f"{node.name}: the relayed leg closed after the upgrade",
+                RELAY_CLOSE_GRACE_S + 60,
+            )  # fmt: skip
+        # the relay resets its halves of the circuit; in the testnet the drop followed
+        # within 0.5 s. Watch both ends for 5 s after the relay reports the circuit closed.
+        wait_for(relay, lambda st: not st["circuits"], "the relay's circuit closed", 30)
+        watch_until = time.monotonic() + 5.0
+        while time.monotonic() < watch_until:
+            for node in (listener, dialer):
+                lost = [
+                    e for e in node.events()
+                    if (e["type"] == "connection_closed" and e["peer"] == rid)
+                    or e["type"] == "reservation_expired"
+                ]  # fmt: skip
+                assert not lost, (node.name, lost)
+        for node in (listener, dialer):
+            assert node.status()["reservations"], node.name
