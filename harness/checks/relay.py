@@ -658,6 +658,43 @@ def reserved_elsewhere(relay: str) -> Check:
     return check
 
 
+def reservations_on(relay: str) -> Check:
+    """Every relay client that can reach `relay` (the model's reach_relays mark; every
+    client when the mark is missing) holds a good reservation on it. A scenario that kills
+    a relay waits for this first: `reservations` holds as soon as each client holds one
+    reservation anywhere, which may all be on the other relay (then nothing fails over)."""
+
+    def check(obs: Observation) -> Verdict:
+        rid = obs.peer_id(relay)
+        reach = obs.marks.get("reach_relays") or {}
+        clients = [c for c in obs.clients() if obs.nodes[c].has_api]
+        expected = [c for c in clients if not reach or relay in (reach.get(c) or [])]
+        if not expected:
+            return Verdict(
+                False,
+                f"no relay client can reach {relay}",
+                cause="topology: no client has an IP path to this relay",
+                data={"final": True},
+            )
+        on: list[str] = []
+        missing: list[str] = []
+        for name in expected:
+            good, _ = _good_reservations(obs, name)
+            (on if any(g.res.relay == rid for g in good) else missing).append(name)
+        if missing:
+            return Verdict(
+                False,
+                f"on {relay}: {', '.join(on) or 'none'}; not yet: {', '.join(missing)}",
+                cause=f"the clients have not reserved on {relay} yet (slow start of the relay, "
+                "or its connection/identify did not complete; see reservations)",
+            )
+        return Verdict(
+            True, f"every client that can reach {relay} holds a reservation on it: {', '.join(on)}"
+        )
+
+    return check
+
+
 def reservations_back(relay: str) -> Check:
     """After `relay` restarted: the clients that lost it hold a reservation on it again
     (py-libp2p's client does not re-reserve after a relay restart on its own)."""

@@ -143,6 +143,7 @@ CHECKS: dict[str, CheckKind] = {
     "dcutr_fails": CheckKind(relay_checks.dcutr_fails),
     "reserved_elsewhere": CheckKind(relay_checks.reserved_elsewhere, {"relay": Arg("relay")}),
     "reservations_back": CheckKind(relay_checks.reservations_back, {"relay": Arg("relay")}),
+    "reservations_on": CheckKind(relay_checks.reservations_on, {"relay": Arg("relay")}),
     "partitioned": CheckKind(relay_checks.partitioned),
     "consensus": CheckKind(
         chain_checks.consensus, {"min_blocks": Arg("int", 5), "base_mark": Arg("mark", None)}

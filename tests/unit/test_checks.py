@@ -613,3 +613,23 @@ def test_reservations_back_names_clients_reaching_the_relay_only_through_a_circu
     v = relay.reservations_back("node3")(obs(st, marks=marks))
     assert not v.ok
     assert "node4 reach node3 only through a relayed connection" in (v.cause or "")
+
+
+def test_reservations_on_a_relay_before_it_is_killed() -> None:
+    """relay-failover waits for this before killing node3: `reservations` alone held once
+    with every client on node7 only, and then nothing failed over."""
+    st = healthy_statuses()
+    v = relay.reservations_on("node3")(obs(st))
+    assert v.ok, v
+    assert "every client that can reach node3 holds a reservation on it" in v.detail
+    for name in ("node0", "node4"):
+        st[name]["reservations"] = [
+            r for r in st[name]["reservations"] if r["relay"] != PID["node3"]
+        ]
+    v = relay.reservations_on("node3")(obs(st))
+    assert not v.ok and "not yet: node0, node4" in v.detail, v
+    # the model says node4 cannot reach node3: it is not waited for
+    v = relay.reservations_on("node3")(
+        obs(st, marks={"reach_relays": {"node0": ["node3"], "node4": ["node7"]}})
+    )
+    assert not v.ok and v.detail.endswith("not yet: node0"), v
