@@ -40,6 +40,8 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit, Reservatio
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeer
 from libp2p.relay.circuit_v2.pb.dcutr_pb2 import HolePunch
 
+from node.chain.sync import encode_uvarint
+
 # --------------------------------------------------------------------------- cases
 
 
@@ -51,17 +53,9 @@ class Case:
 
 
 def uvarint(n: int) -> bytes:
-    """Unsigned LEB128; a negative n is encoded as its 64-bit two's complement (10 bytes)."""
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    """Unsigned LEB128 (the node's own encoder); a negative n is encoded as its 64-bit
+    two's complement (10 bytes)."""
+    return encode_uvarint(n & ((1 << 64) - 1))
 
 
 def frame(body: bytes) -> bytes:

@@ -111,11 +111,18 @@ def test_gossipsub_rpc_that_does_not_parse_leaves_the_node_up(tmp_path: Path) ->
     with NodeProcs(tmp_path) as procs:
         node = procs.start("n", p2p={"discovery": False})
 
-        async def go() -> None:
+        async def go() -> bool:
             async with running(probe_host()) as host:
                 peer = await connect(host, node)
-                await send(host, peer, PROTOCOL_ID_V12, fuzz.frame(b"\x0a\xff\xff"), 0.5)
+                # no linger: returns once the node has ended the stream (the override
+                # resets it), so the node has handled the RPC by then
+                return await send(host, peer, PROTOCOL_ID_V12, fuzz.frame(b"\x0a\xff\xff"))
 
-        trio.run(go)
-        trio.run(trio.sleep, 1.0)
+        async def still_serving() -> bool:
+            async with running(probe_host()) as host:
+                await connect(host, node)  # a fresh peer: fails if the process went down
+                return True
+
+        assert trio.run(go)
+        assert trio.run(still_serving)
         assert node.alive() and node.status()["ready"]

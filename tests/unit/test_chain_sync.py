@@ -388,7 +388,9 @@ def test_round_timeout_inside_a_sync_session_is_delivered_after_it() -> None:
             assert cons.seen == []  # not while the session runs
             svc.syncing = False
             svc._sync_over.set()
-            await trio.sleep(0.05)
+            with trio.fail_after(5):  # delivered once the session is over
+                while not cons.seen:
+                    await trio.sleep(0.01)
             assert cons.seen == [("round", 6, 12)]
 
     trio.run(main)
