@@ -28,13 +28,15 @@ RESULTS = REPO / "bench" / "results"
 
 def summary_lines(rows: list[dict[str, object]]) -> list[str]:
     head = f"{'protocol':<14}{'sent':>7}{'rejectable':>11}{'counted':>9}{'crashes':>8}"
+    head += f"{'raised':>7}"
     head += "  alive  reservation  s"
     out = [head]
     for r in rows:
         counted = r["counted"] if r["counter"] else "n/a"
         out.append(
             f"{r['protocol']!s:<14}{r['sent']!s:>7}{r['expected_rejections']!s:>11}{counted!s:>9}"
-            f"{r['crashes']!s:>8}  {'yes' if r['node_alive'] else 'NO':<5}  "
+            f"{r['crashes']!s:>8}{r.get('handler_errors', 0)!s:>7}  "
+            f"{'yes' if r['node_alive'] else 'NO':<5}  "
             f"{'yes' if r['reservation_after'] else 'NO':<11}  {r['duration_s']}"
             + ("" if r["ok"] else "  NOT CLEAN")
         )

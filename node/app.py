@@ -114,6 +114,15 @@ class Node:
         self.discovery = DiscoveryService()
         self.rt: NodeRuntime | None = None
         self.started_at = time.monotonic()
+        self.handler_errors: dict[str, int] = {}  # protocol -> stream handlers that raised
+
+    def handler_failed(self, protocol: str, exc: BaseException) -> None:
+        """A stream handler raised (node/overrides/stream_guard.py reset the stream):
+        counted, so a bug is seen in /status, the metrics and the events, not lost."""
+        self.handler_errors[protocol] = self.handler_errors.get(protocol, 0) + 1
+        self.metrics.stream_handler_errors_total.labels(protocol=protocol).inc()
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        self.events.emit("stream_handler_error", protocol=protocol, detail=detail)
 
     def circuit_addrs(self) -> list[multiaddr.Multiaddr]:
         """`<relay>/p2p/<relay>/p2p-circuit` for every reservation held (advertised)."""
@@ -160,6 +169,7 @@ class Node:
             circuits += self.relay_server.circuits_json()
         doc["circuits"] = circuits
         doc["rejected"] = dict(rt.rejected)
+        doc["handler_errors"] = dict(self.handler_errors)
         doc["peers_known"] = self.discovery.known_json()
         # peers with an open gossipsub stream (shows pubsub runs over relayed connections)
         doc["pubsub_peers"] = sorted(str(p) for p in list(getattr(rt.pubsub, "peers", {})))
@@ -179,7 +189,13 @@ async def _main(cfg: NodeConfig, key_pair: KeyPair) -> None:
     # Pubsub must exist before the first connection so it sees every peer.
     pubsub, gossipsub = build_pubsub(host)
     dialer = NodeDialer(host, node.tracker)
-    identify_hook = overrides.apply(host, pubsub, dialer, circuit_addrs=node.circuit_addrs)
+    identify_hook = overrides.apply(
+        host,
+        pubsub,
+        dialer,
+        circuit_addrs=node.circuit_addrs,
+        on_handler_error=node.handler_failed,
+    )
 
     api = APIServer(cfg.api.host_port, node.status, node.events, node.metrics)
     listen = [multiaddr.Multiaddr(a) for a in cfg.p2p.listen_addrs]

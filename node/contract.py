@@ -242,6 +242,7 @@ class Status(Record):
     dcutr: tuple[DcutrAttempt, ...] = ()
     chain: Chain | None = None
     rejected: dict[str, int] = dataclasses.field(default_factory=_rejected)
+    handler_errors: dict[str, int] = dataclasses.field(default_factory=dict)
     ready: bool = False
     peers_known: tuple[KnownPeer, ...] = ()
     pubsub_peers: tuple[str, ...] = ()

@@ -38,6 +38,7 @@ EVENT_TYPES = frozenset(
         "dcutr_succeeded",
         "dcutr_failed",
         "message_rejected",
+        "stream_handler_error",
         "block_committed",
         "sync_completed",
     }

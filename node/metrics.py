@@ -53,6 +53,12 @@ class Metrics:
             ["protocol", "reason"],
             registry=r,
         )
+        self.stream_handler_errors_total = Counter(
+            p + "stream_handler_errors_total",
+            "inbound streams whose handler raised (reset; the node goes on): bugs, not input",
+            ["protocol"],
+            registry=r,
+        )
         self.connections_active = Gauge(
             p + "connections_active", "open connections by kind", ["kind"], registry=r
         )

@@ -598,6 +598,7 @@ class BatchResult:
     metric_counted: int = 0  # growth of sum(sentrynet_messages_rejected_total{protocol})
     crashes: int = 0  # node process exited / stopped answering
     stream_errors: int = 0  # the stream could not even be opened or written
+    handler_errors: int = 0  # growth of /status handler_errors: a handler raised (a bug)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
     node_alive: bool = False
     status_ok: bool = False
@@ -615,6 +616,7 @@ class BatchResult:
     def ok(self) -> bool:
         return (
             self.crashes == 0
+            and self.handler_errors == 0
             and self.node_alive
             and self.status_ok
             and not self.mismatches

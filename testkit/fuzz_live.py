@@ -84,6 +84,11 @@ class Target:
         wait_for(self.node, lambda s: height(s) >= 2, "N commits", 60)
 
 
+def handler_errors_now(node: NodeProc) -> int:
+    """Inbound streams whose handler raised so far (/status handler_errors, all protocols)."""
+    return sum(int(n) for n in node.status().get("handler_errors", {}).values())
+
+
 def rejected_now(node: NodeProc, counter: str) -> tuple[int, int]:
     """(/status rejected[counter], sum of sentrynet_messages_rejected_total{protocol})."""
     st = node.status()
@@ -342,6 +347,7 @@ async def run_batch(
         res.kinds[c.kind] = res.kinds.get(c.kind, 0) + 1
     t0 = time.monotonic()
     start = await trio.to_thread.run_sync(rejected_now, node, counter or "hop")
+    errors_before = await trio.to_thread.run_sync(handler_errors_now, node)
     base = start
     chunk: list[fuzz.Case] = []
     chunk_expect = 0
@@ -419,6 +425,9 @@ async def run_batch(
         res.metric_counted = end[1] - start[1]
     res.node_alive = node.alive()
     res.status_ok = _alive(node)
+    if res.status_ok:
+        errors_after = await trio.to_thread.run_sync(handler_errors_now, node)
+        res.handler_errors = errors_after - errors_before
     if res.node_alive:
         res.reservation_after = await reservation_ok(node)
         if protocol == "sync":

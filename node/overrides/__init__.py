@@ -23,6 +23,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
                      verified once per change (upstream: on every pubsub RPC)
 - yamux_window.py    a Yamux window update per half window read, as go-yamux sends
                      (upstream: one per read)
+- stream_guard.py    a stream handler that raises resets its stream and is counted
+                     (upstream: the exception ends the connection and the node)
 Called where needed (no patch, a reach below the interfaces):
 - multi_addr_dial.py dial every TCP address of a peer (upstream dials one per class)
 - dial_unknown.py    dial an address whose peer id is not known yet
@@ -54,6 +56,7 @@ from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
 from node.overrides.sender_record import install_sender_record_cache
+from node.overrides.stream_guard import OnHandlerError, install_stream_guard
 from node.overrides.yamux_window import install_yamux_window_hysteresis
 
 
@@ -62,9 +65,12 @@ def apply(
     pubsub: Pubsub,
     dialer: DialRoute,
     circuit_addrs: Callable[[], list[multiaddr.Multiaddr]],
+    on_handler_error: OnHandlerError,
 ) -> IdentifyHook:
     """Apply every override, once, after the host and pubsub are built and before the
-    host runs; returns the identify hook (subscribe(cb(peer)) after identify/push)."""
+    host runs; returns the identify hook (subscribe(cb(peer)) after identify/push).
+    `on_handler_error(protocol, exc)` counts a stream handler that raised."""
+    install_stream_guard(host, on_handler_error)
     install_circuit_addrs(host, circuit_addrs)
     shorten_negative_cache(host)
     disable_auto_connector(host)

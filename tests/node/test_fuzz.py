@@ -57,6 +57,7 @@ def test_fuzz_batch(target: Target, protocol: str) -> None:
     res = trio.run(run_batch, target, protocol, cases, 10)
     doc = res.to_json()
     assert res.crashes == 0 and res.node_alive and res.status_ok, doc
+    assert res.handler_errors == 0, doc  # every bad input rejected by its handler, none raised
     assert not res.mismatches, doc
     if res.counter is not None and not res.upstream_drops:
         assert res.counted == res.expected_rejections == res.metric_counted, doc

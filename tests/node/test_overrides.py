@@ -656,3 +656,57 @@ def test_upstream_sends_a_window_update_per_read_override_per_half_window(
     print("override: window updates for 200 small messages", small, "for 4 MiB", bulk)
     assert small == 0, small  # 20 KB read: far from half a window
     assert bulk >= 4, bulk  # 4 MiB still flows, one update per half window or more
+
+
+# -- a stream handler that raises -------------------------------------------------------
+
+RAISING = "/sentrynet/test/raise/1.0.0"
+
+
+def _handler_raises(guard: bool) -> tuple[str, int, list[tuple[str, str]]]:
+    """b serves a protocol whose handler raises; a opens it, then pings b on the same
+    connection. Returns (how b's host ended, ping bytes answered, errors counted)."""
+    from libp2p.host.ping import ID as PING_ID
+
+    from node.overrides.stream_guard import install_stream_guard
+
+    errors: list[tuple[str, str]] = []
+    ended = "running"
+    answered = 0
+
+    async def boom(stream: INetStream) -> None:
+        await stream.read(1)
+        raise ValueError("a handler bug")
+
+    async def scenario() -> None:
+        nonlocal ended, answered
+        async with probe_host() as a:
+            try:
+                async with probe_host() as b:
+                    b.set_stream_handler(RAISING, boom)  # type: ignore[arg-type]
+                    if guard:
+                        install_stream_guard(b, lambda p, e: errors.append((p, type(e).__name__)))
+                    await a.connect(PeerInfo(b.get_id(), [addr_of(b)]))
+                    s = await a.new_stream(b.get_id(), [RAISING])  # type: ignore[list-item]
+                    await s.write(b"x")
+                    with trio.fail_after(10):
+                        s2 = await a.new_stream(b.get_id(), [PING_ID])
+                        await s2.write(b"\0" * 32)
+                        answered = len(await s2.read(32))
+            except BaseException as exc:  # what ended b's host is the result
+                ended = type(exc).__name__
+
+    trio.run(scenario)
+    return ended, answered, errors
+
+
+def test_upstream_handler_exception_ends_the_host_override_resets_the_stream() -> None:
+    """Upstream runs a stream's handler in the connection's nursery without an `except`:
+    one raising handler ends the host's run (the node's process). The guard resets that
+    stream, counts it per protocol, and the same connection still answers a ping."""
+    ended, _, _ = _handler_raises(guard=False)
+    assert ended in {"ExceptionGroup", "ValueError"}, ended
+    ended, answered, errors = _handler_raises(guard=True)
+    assert ended == "running"
+    assert answered == 32
+    assert errors == [(RAISING, "ValueError")]

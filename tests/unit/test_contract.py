@@ -84,6 +84,7 @@ FULL: dict[str, Any] = {
         "error": None,
     },
     "rejected": {"hop": 0, "stop": 0, "dcutr": 0, "sync": 0, "consensus": 0, "px": 0},
+    "handler_errors": {},
     "ready": True,
     "peers_known": [
         {"peer": RELAY, "source": "persistent", "addrs": [], "failures": 0, "last_error": None}
