@@ -24,7 +24,10 @@ Layout (mirrors the Docker testnet and the router recipe of docs/design.md "NAT 
 Names carry a random id (namespaces `sn<id>-<name>`, root-side veths `sn<id>c<n>`), so
 concurrent runs never clash. `cleanup()` kills the lab's processes and deletes its
 namespaces (which deletes every veth and iptables rule in them); it is registered with
-atexit as well, so an interrupted run cleans up too. A run killed outright (SIGKILL) leaves
+atexit as well, so an interrupted run cleans up too; while a lab exists, SIGTERM (a CI job's
+timeout, `kill`) raises KeyboardInterrupt in the main thread, as Ctrl-C does, so the `with`
+block or fixture unwinds into `cleanup()` (the default SIGTERM would end the process with
+no atexit and leave every namespace behind). A run killed outright (SIGKILL) leaves
 a marker `/run/sentrynet-netns/<id>` with its pid: the next lab reaps labs whose owner is
 gone (`reap_stale_labs`). Needs root.
 """
@@ -145,6 +148,27 @@ class LabNode(NodeProc):
         return f"/ip4/{self.host.ip}/tcp/{self.p2p_port}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while a lab exists: unwinds like Ctrl-C, through cleanup()."""
+
+
+def _sigterm_raises() -> Any:
+    """Make SIGTERM raise Terminated in the main thread when it would otherwise end the
+    process outright (its default); returns the handler to put back, or None when another
+    handler (the sentrynet pytest plugin's, a caller's) is already there or this is not
+    the main thread."""
+    try:
+        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+            return None
+
+        def raise_terminated(signum: int, frame: object) -> None:
+            raise Terminated(f"signal {signum} (SIGTERM): removing the netns lab")
+
+        return signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:
+        return None
+
+
 class NatLab:
     def __init__(self, workdir: Path | None = None) -> None:
         err = netns_available()
@@ -169,6 +193,7 @@ class NatLab:
         MARKERS.mkdir(parents=True, exist_ok=True)
         (MARKERS / self.id).write_text(str(os.getpid()))
         atexit.register(self.cleanup)
+        self._prev_sigterm = _sigterm_raises()
         try:
             self.pub_ns = self._add_ns("pub")
             self._in(self.pub_ns, "ip", "link", "add", "pubbr", "type", "bridge")
@@ -285,6 +310,10 @@ class NatLab:
         if self._closed:
             return
         self._closed = True
+        owned = getattr(self, "_prev_sigterm", None) is not None
+        if owned:  # a second SIGTERM must not cut the cleanup short
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(OSError):
@@ -297,6 +326,10 @@ class NatLab:
                     os.killpg(p.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(5)
+        # the root ends of the control veths first: a deleted namespace takes its veth pairs
+        # with it only when the kernel's netns cleanup runs, a moment later
+        for n in range(self._ctl_n):
+            sh("ip", "link", "del", f"{self.prefix}c{n}", check=False)
         for ns in reversed(self.namespaces):
             _delete_ns(ns)
         self.namespaces.clear()
@@ -305,6 +338,9 @@ class NatLab:
             shutil.rmtree(self.workdir, ignore_errors=True)
         with contextlib.suppress(Exception):
             atexit.unregister(self.cleanup)
+        if owned:
+            with contextlib.suppress(ValueError):  # not the main thread
+                signal.signal(signal.SIGTERM, self._prev_sigterm)
 
     def __enter__(self) -> NatLab:
         return self
