@@ -107,6 +107,7 @@ USES: dict[str, list[str]] = {
         "libp2p.stream_muxer.yamux.yamux:YamuxStream.target_recv_window",
         "libp2p.stream_muxer.yamux.yamux:Yamux.stream_buffers",
     ],
+    "stream_guard.py": [f"{SWARM}.common_stream_handler"],
     "sender_record.py": [
         "libp2p.peer.peerstore:env_to_send_in_RPC",
         "libp2p.pubsub.utils:maybe_consume_signed_record",
