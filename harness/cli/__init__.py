@@ -14,6 +14,7 @@ import sys
 from types import ModuleType
 
 from harness.errors import SentrynetError
+from harness.run import cleanup
 
 
 def command_modules() -> list[ModuleType]:
@@ -46,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args))
+        # SIGTERM (a CI job's timeout, `kill`) unwinds like Ctrl-C in every command, so an
+        # image build removes its half-made rootfs and a testnet is torn down
+        with cleanup.sigterm_as_interrupt():
+            return int(args._run(args))
     except SentrynetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
