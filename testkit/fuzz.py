@@ -39,8 +39,7 @@ from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit, Reservation, StopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as PbPeer
 from libp2p.relay.circuit_v2.pb.dcutr_pb2 import HolePunch
-
-from node.chain.sync import encode_uvarint
+from libp2p.utils.varint import encode_uvarint
 
 # --------------------------------------------------------------------------- cases
 

@@ -16,10 +16,11 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.utils.varint import encode_uvarint
 
 from node.chain import codec
 from node.chain.block import Block, CommitCert, ValidatorSet
-from node.chain.sync import SYNC_PROTOCOL, FrameReader, encode_uvarint, frame
+from node.chain.sync import SYNC_PROTOCOL, FrameReader, frame
 from testkit.procs import NodeProc
 
 # requests a server must answer with an error, on one stream that stays usable

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
+from libp2p.utils.varint import encode_uvarint
 
 from node import contract
 from node.chain import codec
@@ -63,18 +64,6 @@ class Stream(Protocol):
     async def write(self, data: bytes) -> None: ...
     async def close(self) -> None: ...
     async def reset(self) -> None: ...
-
-
-def encode_uvarint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def frame(obj: dict[str, Any]) -> bytes:

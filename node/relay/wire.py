@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import trio
 from google.protobuf.message import DecodeError, Message
 from libp2p.network.stream.exceptions import StreamEOF, StreamError, StreamReset
+from libp2p.utils.varint import encode_uvarint
 
 M = TypeVar("M", bound=Message)
 
@@ -30,17 +31,7 @@ class WireError(Exception):
 
 def encode(msg: Message) -> bytes:
     body = msg.SerializeToString()
-    n = len(body)
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            break
-    return bytes(out) + body
+    return encode_uvarint(len(body)) + body
 
 
 async def write_msg(stream: Any, msg: Message) -> None:
