@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import shutil
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -103,10 +106,38 @@ class ExecResult:
 
 
 def exec_in(container: Container, argv: list[str] | str, *, user: str = "root") -> ExecResult:
-    """Run a command in a running container; stdout and stderr together, as text."""
+    """Run a command in a running container; stdout and stderr together, as text.
+
+    A paused container refuses `docker exec` (409): there the command runs in the
+    container's mount and network namespaces from the host (`exec_in_paused`)."""
     cmd = ["sh", "-c", argv] if isinstance(argv, str) else argv
-    code, out = container.exec_run(cmd, user=user, demux=False)
+    try:
+        code, out = container.exec_run(cmd, user=user, demux=False)
+    except docker.errors.APIError as exc:
+        if "is paused" not in str(exc):
+            raise
+        return exec_in_paused(container, cmd)
     return ExecResult(int(code if code is not None else -1), (out or b"").decode(errors="replace"))
+
+
+def exec_in_paused(container: Container, cmd: list[str]) -> ExecResult:
+    """`nsenter` into a frozen container's mount and network namespaces (its own tools,
+    its own netns) from the host: the process joins no cgroup of the container, so the
+    freezer does not stop it. Needs root and an engine on this host (its pids visible)."""
+    container.reload()
+    pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
+    if pid <= 0 or not Path(f"/proc/{pid}/ns/net").exists() or shutil.which("nsenter") is None:
+        raise SentrynetError(
+            f"{container.name} is paused and its namespaces cannot be entered from here "
+            f"(pid {pid}; a remote engine, no root, or no nsenter): unpause it first"
+        )
+    done = subprocess.run(
+        ["nsenter", "-t", str(pid), "-m", "-n", "--", *cmd],
+        capture_output=True,
+        check=False,
+    )
+    out = (done.stdout + done.stderr).decode(errors="replace")
+    return ExecResult(done.returncode, out)
 
 
 def must_exec(container: Container, argv: list[str] | str) -> str:

@@ -23,10 +23,18 @@ How each one works, and why:
   (`docker update`): the node gets at most CORES CPUs, as on a loaded or small machine,
   without a CPU hog that would also slow the harness and the other nodes. 0 removes it.
 Every iptables rule carries a comment `sn:<kind>:<args>` so undoing removes exactly it.
+Stopped and paused containers: a paused one is cut like a running one (docker exec
+refuses a frozen container, so the rules go in from the host through its namespaces,
+harness/infra/docker.exec_in). A stopped one has no network namespace: partition, loss and
+latency skip it and say so, heal has nothing to remove there, disconnect refuses it; when
+it starts again (`start`, `restart`) the partitions and loss still in force on its
+networks (read from the other containers' rule comments: the kernel is the record) are
+put into its new namespace, so a node restarted during a partition stays cut off.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
 
@@ -150,7 +158,11 @@ def container_action(testnet: Testnet, node: str, action: str) -> str:
     except Exception as exc:  # docker.errors.APIError: the engine's reason is the message
         raise SentrynetError(f"{action} {node}: {exc}") from exc
     c.reload()
-    return f"{action} {node}: container {c.name} is now {c.status}"
+    out = f"{action} {node}: container {c.name} is now {c.status}"
+    own_netns = _netns(testnet, node).name == c.name  # not a node beside a `-net` holder
+    if action in ("start", "restart") and c.status == "running" and own_netns:
+        out += "".join(f"\n  {line}" for line in restore_network_cuts(testnet, node))
+    return out
 
 
 # --------------------------------------------------------------------------- links
@@ -163,7 +175,7 @@ def disconnect(testnet: Testnet, node: str, net: str) -> str:
     if ip is None:
         nets = ", ".join(host.addresses)
         raise SentrynetError(f"{node} is not on network {net!r} (it is on {nets})")
-    c = _netns(testnet, node)
+    c = _require_live(testnet, node)
     iface = _iface_of(c, ip)
     comment = _comment("disconnect", net)
     _remove_rules(c, comment)
@@ -180,7 +192,7 @@ def disconnect(testnet: Testnet, node: str, net: str) -> str:
 
 def reconnect(testnet: Testnet, node: str, net: str) -> str:
     require_net(testnet, net)
-    c = _netns(testnet, node)
+    c = _require_live(testnet, node)
     n = _remove_rules(c, _comment("disconnect", net))
     return f"reconnect {node} to {net}: removed {n} DROP rule(s) in {c.name}"
 
@@ -195,33 +207,38 @@ def partition(testnet: Testnet, net_a: str, net_b: str) -> str:
     require_net(testnet, net_b)
     if net_a == net_b:
         raise SentrynetError("partition needs two different networks")
-    comment = _comment("partition", *_pair(net_a, net_b))
-    lines = []
-    by_node: dict[str, list[tuple[str, str]]] = {}  # host -> (net, ip) on either network
-    for host in testnet.hosts():
-        for net, ip in host.addresses.items():
-            if net in (net_a, net_b):
-                by_node.setdefault(host.name, []).append((net, ip))
-    for node, atts in sorted(by_node.items()):
-        c = _netns(testnet, node)
-        _remove_rules(c, comment)
-        rules: list[str] = []
-        if len(atts) == 2:  # on both networks: stop forwarding between them
-            ia, ib = (_iface_of(c, ip) for _net, ip in atts)
-            rules = [f"FORWARD -i {ia} -o {ib}", f"FORWARD -i {ib} -o {ia}"]
-            what = f"no forwarding {ia}<->{ib}"
-        else:
-            other = net_b if atts[0][0] == net_a else net_a
-            seen = seen_as(testnet, other, exclude=(net_a, net_b))
-            for cidr in seen:
-                rules += [f"INPUT -s {cidr}", f"OUTPUT -d {cidr}"]
-                rules += [f"FORWARD -s {cidr}", f"FORWARD -d {cidr}"]
-            what = "drop " + ", ".join(seen)
-        _add_rules(c, rules, comment)
-        lines.append(f"  {node}: {what}")
+    nodes = sorted(h.name for h in testnet.hosts() if set(h.addresses) & {net_a, net_b})
+    lines = [f"  {node}: {_partition_node(testnet, node, net_a, net_b)}" for node in nodes]
     return f"partition {net_a} | {net_b}: iptables in {len(lines)} container(s)\n" + "\n".join(
         lines
     )
+
+
+def _partition_node(testnet: Testnet, node: str, net_a: str, net_b: str) -> str:
+    """The partition's rules in one container (what they do); a stopped one gets them
+    when it starts."""
+    comment = _comment("partition", *_pair(net_a, net_b))
+    atts = [
+        (net, ip) for net, ip in _host(testnet, node).addresses.items() if net in (net_a, net_b)
+    ]
+    c = _netns(testnet, node)
+    if not _live(c):
+        return NOT_RUNNING
+    _remove_rules(c, comment)
+    rules: list[str] = []
+    if len(atts) == 2:  # on both networks: stop forwarding between them
+        ia, ib = (_iface_of(c, ip) for _net, ip in atts)
+        rules = [f"FORWARD -i {ia} -o {ib}", f"FORWARD -i {ib} -o {ia}"]
+        what = f"no forwarding {ia}<->{ib}"
+    else:
+        other = net_b if atts[0][0] == net_a else net_a
+        seen = seen_as(testnet, other, exclude=(net_a, net_b))
+        for cidr in seen:
+            rules += [f"INPUT -s {cidr}", f"OUTPUT -d {cidr}"]
+            rules += [f"FORWARD -s {cidr}", f"FORWARD -d {cidr}"]
+        what = "drop " + ", ".join(seen)
+    _add_rules(c, rules, comment)
+    return what
 
 
 def heal(testnet: Testnet, net_a: str, net_b: str) -> str:
@@ -231,8 +248,80 @@ def heal(testnet: Testnet, net_a: str, net_b: str) -> str:
     total = 0
     nodes = sorted({h.name for net in (net_a, net_b) for h in testnet.hosts_on(net)})
     for node in nodes:
-        total += _remove_rules(_netns(testnet, node), comment)
+        c = _netns(testnet, node)
+        if _live(c):  # a stopped container's rules went with its network namespace
+            total += _remove_rules(c, comment)
     return f"heal {net_a} | {net_b}: removed {total} rule(s) in {len(nodes)} container(s)"
+
+
+# --------------------------------------------------------------------------- stopped containers
+
+NOT_RUNNING = "not running: no rules now; they are put in when it starts (perturb start|restart)"
+_ACTIVE_RULE = re.compile(r"--comment \"?sn:(partition|loss):([^\" ]+)\"?")
+_PROBABILITY = re.compile(r"--probability (\S+)")
+
+
+def _live(c: Container) -> bool:
+    """Running or paused: its network namespace exists (a paused one is entered from the
+    host, harness/infra/docker.exec_in). A stopped container has none: its cuts went with
+    it, and Docker makes a new namespace when it starts."""
+    c.reload()
+    return c.status in ("running", "paused")
+
+
+def _require_live(testnet: Testnet, node: str) -> Container:
+    c = _netns(testnet, node)
+    if not _live(c):
+        raise SentrynetError(
+            f"{node} is not running ({c.status}): it has no network namespace to cut or "
+            "restore; a node that starts again starts connected"
+        )
+    return c
+
+
+def network_cuts_in_force(
+    testnet: Testnet, node: str
+) -> tuple[set[tuple[str, str]], dict[str, float]]:
+    """The partitions (pairs of networks) and the loss (network -> percent) in force on
+    the networks `node` is on, read from the iptables comments of the other live
+    containers there: the kernel is the record, so a separate `sentrynet perturb` process
+    sees the same state."""
+    mine = set(_host(testnet, node).addresses)
+    partitions: set[tuple[str, str]] = set()
+    loss: dict[str, float] = {}
+    for other in testnet.hosts():
+        if other.name == node or not mine & set(other.addresses):
+            continue
+        c = _netns(testnet, other.name)
+        if not _live(c):
+            continue
+        for line in docker_ops.exec_in(c, ["iptables", "-S"]).output.splitlines():
+            m = _ACTIVE_RULE.search(line)
+            if m is None:
+                continue
+            kind, args = m.groups()
+            if kind == "partition" and ":" in args:
+                a, b = args.split(":", 1)
+                if {a, b} & mine:
+                    partitions.add(_pair(a, b))
+            elif kind == "loss" and args in mine and args not in loss:
+                p = _PROBABILITY.search(line)
+                if p is not None:
+                    loss[args] = round(float(p.group(1)) * 100, 4)
+    return partitions, loss
+
+
+def restore_network_cuts(testnet: Testnet, node: str) -> list[str]:
+    """Put the partitions and loss in force on `node`'s networks into its (new) network
+    namespace after it started: a node restarted during a partition stays cut off."""
+    partitions, loss = network_cuts_in_force(testnet, node)
+    lines = [
+        f"partition {a} | {b} kept: {_partition_node(testnet, node, a, b)}"
+        for a, b in sorted(partitions)
+    ]
+    for net, pct in sorted(loss.items()):
+        lines.append(f"loss {net} kept: {_loss_host(testnet, _host(testnet, node), net, pct)}")
+    return lines
 
 
 # --------------------------------------------------------------------------- NAT type
@@ -295,19 +384,23 @@ def set_nat(testnet: Testnet, net: str, nat: str, flush: bool = True) -> str:
 def set_loss(testnet: Testnet, net: str, pct: float) -> str:
     if not 0 <= pct < 100:
         raise SentrynetError(f"loss {pct}: use a percentage 0 <= PCT < 100 (0 removes loss)")
-    comment = _comment("loss", net)
-    done = []
-    for host in _on(testnet, net):
-        c = _netns(testnet, host.name)
-        iface = _iface_of(c, host.addresses[net])
-        _remove_rules(c, comment)
-        if pct > 0:
-            p = f"{pct / 100:.4f}"
-            stat = f"-m statistic --mode random --probability {p}"
-            _add_rules(c, [f"INPUT -i {iface} {stat}", f"FORWARD -i {iface} {stat}"], comment)
-        done.append(f"{host.name}:{iface}")
+    done = [_loss_host(testnet, host, net, pct) for host in _on(testnet, net)]
     verb = f"{pct:g}% inbound drop" if pct > 0 else "loss removed"
     return f"loss {net}: {verb} on {', '.join(done)} (iptables statistic)"
+
+
+def _loss_host(testnet: Testnet, host: Node | Router, net: str, pct: float) -> str:
+    comment = _comment("loss", net)
+    c = _netns(testnet, host.name)
+    if not _live(c):
+        return f"{host.name} ({NOT_RUNNING})"
+    iface = _iface_of(c, host.addresses[net])
+    _remove_rules(c, comment)
+    if pct > 0:
+        p = f"{pct / 100:.4f}"
+        stat = f"-m statistic --mode random --probability {p}"
+        _add_rules(c, [f"INPUT -i {iface} {stat}", f"FORWARD -i {iface} {stat}"], comment)
+    return f"{host.name}:{iface}"
 
 
 NETEM_MISSING = (
@@ -327,7 +420,8 @@ def set_latency(testnet: Testnet, net: str, ms: float) -> str:
     targets = []
     for host in _on(testnet, net):
         c = _netns(testnet, host.name)
-        targets.append((host.name, c, _iface_of(c, host.addresses[net])))
+        if _live(c):  # a stopped container starts again without it
+            targets.append((host.name, c, _iface_of(c, host.addresses[net])))
     if ms == 0:
         for _node, c, iface in targets:
             docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, "root"])

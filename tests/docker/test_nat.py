@@ -10,6 +10,7 @@ through two cone routers and does not through two symmetric ones (switched at ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -297,6 +298,37 @@ def test_disconnect_and_partition_cut_traffic_and_undo_restores_it(
     finally:
         perturb.heal(tn, "a", "public")
     assert reaches_relay(tn, 5123)["connected"]
+
+
+def test_partition_reaches_a_paused_node_and_a_node_started_during_it(
+    mini: RunningTestnet,
+) -> None:
+    """A partition made while the relay is paused (docker exec refuses a frozen container:
+    the rules go in from the host, in its namespaces) and while val-a is stopped (no
+    namespace: nothing to cut now); val-a started during the partition gets the partition's
+    rules in its new namespace, so it stays cut off; heal undoes all of it. (The chaos soak
+    failed at this: `409 ... is not running`.)"""
+    tn = mini.testnet
+    relay = docker_ops.node_container(tn.name, "relay")
+    try:
+        perturb.container_action(tn, "val-a", "kill")
+        perturb.container_action(tn, "relay", "pause")
+        done = perturb.partition(tn, "a", "public")
+        assert "val-a: not running" in done, done
+        assert "relay: drop" in done, done
+        perturb.container_action(tn, "relay", "unpause")
+        assert "sn:partition:a:public" in docker_ops.must_exec(relay, ["iptables", "-S"])
+        started = perturb.container_action(tn, "val-a", "start")
+        assert "partition a | public kept: drop" in started, started
+        cut = reaches_relay(tn, 5124)
+        assert not cut["connected"], cut
+    finally:
+        with contextlib.suppress(SentrynetError):
+            perturb.container_action(tn, "relay", "unpause")
+        if docker_ops.node_container(tn.name, "val-a").status != "running":
+            perturb.container_action(tn, "val-a", "start")
+        perturb.heal(tn, "a", "public")
+    assert reaches_relay(tn, 5125)["connected"]
 
 
 def test_latency_applies_where_netem_exists_and_says_so_where_not(
