@@ -5,10 +5,11 @@ Same rules as harness/checks/relay.py: pure functions of an `Observation`.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 from harness.checks import Check, Observation, Verdict, earliest, ip_of
-from node.contract import Chain, Connection
+from node.contract import Chain, Connection, Event
 
 
 def _heights(obs: Observation, names: list[str]) -> str:
@@ -269,6 +270,58 @@ def no_forks(obs: Observation) -> Verdict:
         True,
         f"{len(table)} heights (up to {max(table)}) across {len(nodes)} nodes, "
         f"{len(shared)} seen on several nodes: one hash each",
+    )
+
+
+def _committed_up_to(evs: list[Event]) -> int | None:
+    """The highest height one process epoch committed or synced (its events)."""
+    hs = [int(e.height) for e in evs if e.type == "block_committed" and e.height is not None]
+    hs += [int(e.to_height) for e in evs if e.type == "sync_completed" and e.to_height is not None]
+    return max(hs, default=None)
+
+
+def _first_new_height(evs: list[Event]) -> int | None:
+    """The first height a process epoch obtained (committed or asked sync for), in order."""
+    for e in sorted(evs, key=lambda e: e.seq):
+        if e.type == "block_committed" and e.height is not None:
+            return int(e.height)
+        if e.type == "sync_completed" and e.from_height is not None:
+            return int(e.from_height)
+    return None
+
+
+def blocks_kept(obs: Observation) -> Verdict:
+    """Every node restarted on its own store went on from where it was: the first height
+    a new process obtained (committed, or asked sync for) is above the highest its previous
+    process committed. A restart that fetched or committed a height again lost that block
+    from its store (a write not synced to disk, a store reopened empty)."""
+    lost: list[str] = []
+    kept: list[str] = []
+    for name in obs.chain_nodes():
+        evs = obs.events_of(name)
+        epochs = sorted({e.epoch or 0 for e in evs})
+        for before, after in itertools.pairwise(epochs):
+            had = _committed_up_to([e for e in evs if (e.epoch or 0) == before])
+            first = _first_new_height([e for e in evs if (e.epoch or 0) == after])
+            if had is None or first is None:
+                continue
+            row = f"{name} epoch {after}: had {had}, went on at {first}"
+            (lost if first <= had else kept).append(row)
+    if lost:
+        return Verdict(
+            False,
+            f"{len(lost)} restart(s) obtained a height again: {'; '.join(lost[:6])}",
+            cause="a node restarted on its store lost committed blocks (the store's writes, "
+            "or a store reopened empty)",
+        )
+    if not kept:
+        return Verdict(
+            False,
+            "no node restarted and then obtained a block: nothing to compare",
+            cause="the scenario restarted no chain node, or it never caught up after",
+        )
+    return Verdict(
+        True, f"{len(kept)} restart(s), each went on above what it had: " + "; ".join(kept[:8])
     )
 
 

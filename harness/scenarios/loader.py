@@ -151,6 +151,7 @@ CHECKS: dict[str, CheckKind] = {
     "cross_network_sync": CheckKind(chain_checks.cross_network_sync, {"node": Arg("node")}),
     "caught_up": CheckKind(chain_checks.caught_up, {"node": Arg("node")}),
     "no_forks": CheckKind(chain_checks.no_forks),
+    "blocks_kept": CheckKind(chain_checks.blocks_kept),
     "converged": CheckKind(
         chain_checks.converged,
         {"min_blocks": Arg("int", 3), "base_mark": Arg("mark", "healed_heights")},

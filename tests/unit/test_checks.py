@@ -633,3 +633,29 @@ def test_reservations_on_a_relay_before_it_is_killed() -> None:
         obs(st, marks={"reach_relays": {"node0": ["node3"], "node4": ["node7"]}})
     )
     assert not v.ok and v.detail.endswith("not yet: node0"), v
+
+
+def _restarted(second: list[dict]) -> dict[str, list[dict]]:
+    """node4 committed 1..6 in its first process (epoch 0), then `second` in epoch 1."""
+    first = [{**e, "seq": i} for i, e in enumerate(_committed(range(1, 7), ["node0"]))]
+    return {"node4": first + [{**e, "seq": i, "epoch": 1} for i, e in enumerate(second)]}
+
+
+def test_blocks_kept_when_the_restarted_node_goes_on_above_its_store() -> None:
+    went_on = [ev("sync_completed", 20.0, from_height=7, to_height=9)]
+    v = chain.blocks_kept(obs(events=_restarted(went_on)))
+    assert v.ok, v.detail
+    assert "node4 epoch 1: had 6, went on at 7" in v.detail
+
+
+def test_blocks_kept_fails_when_a_restart_fetched_a_committed_height_again() -> None:
+    again = [ev("sync_completed", 20.0, from_height=5, to_height=9)]
+    v = chain.blocks_kept(obs(events=_restarted(again)))
+    assert not v.ok and "had 6, went on at 5" in v.detail
+    recommitted = _committed(range(6, 8), ["node0"])
+    assert not chain.blocks_kept(obs(events=_restarted(recommitted))).ok
+
+
+def test_blocks_kept_needs_a_restart_to_judge() -> None:
+    v = chain.blocks_kept(obs(events={"node4": _committed(range(1, 7), ["node0"])}))
+    assert not v.ok and "nothing to compare" in v.detail
