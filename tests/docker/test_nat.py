@@ -20,7 +20,7 @@ import pytest
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
 from harness.model import Testnet
-from harness.run import perturb
+from harness.run import natprobe, perturb
 from harness.run.testnet import RunningTestnet
 from harness.wait import wait_until
 
@@ -329,6 +329,40 @@ def test_partition_reaches_a_paused_node_and_a_node_started_during_it(
             perturb.container_action(tn, "val-a", "start")
         perturb.heal(tn, "a", "public")
     assert reaches_relay(tn, 5125)["connected"]
+
+
+def _observers(tn: Testnet) -> tuple[natprobe.Observer, natprobe.Observer]:
+    """Two public addresses: the relay's, and router b's public side."""
+    relay = natprobe.Observer(
+        docker_ops.node_container(tn.name, "relay"), tn.node("relay").addresses["public"]
+    )
+    rb = tn.router_of("b")
+    assert rb is not None
+    rb_container = docker_ops.node_container(tn.name, rb.name)
+    router_b = natprobe.Observer(rb_container, rb.public_ip, open_input=True)
+    return relay, router_b
+
+
+def test_router_nat_behaviour_is_measured_as_configured(mini: RunningTestnet) -> None:
+    """RFC 4787 terms, probed as RFC 5780 does (UDP, two observers on two ports each):
+    `cone` (MASQUERADE) is a port-restricted cone: endpoint-independent mapping that keeps
+    the port, address-and-port-dependent filtering; `symmetric` (MASQUERADE
+    --random-fully) maps per destination. Fails when the router does something else."""
+    tn = mini.testnet
+    inside = docker_ops.node_container(tn.name, "val-a")
+    ip = tn.node("val-a").addresses["a"]
+    a, b = _observers(tn)
+    cone = natprobe.classify(inside, ip, a, b, port=41000)
+    assert cone.preset == "port-restricted-cone", cone.describe()
+    assert cone.mapping == "endpoint-independent" and cone.port_preserving, cone.describe()
+    assert cone.filtering == "address-and-port-dependent", cone.describe()
+    try:
+        perturb.set_nat(tn, "a", "symmetric")
+        sym = natprobe.classify(inside, ip, a, b, port=41010)
+    finally:
+        perturb.set_nat(tn, "a", "cone")
+    assert sym.preset == "symmetric", sym.describe()
+    assert sym.mapping != "endpoint-independent", sym.describe()
 
 
 def test_latency_applies_where_netem_exists_and_says_so_where_not(
