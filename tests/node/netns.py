@@ -114,6 +114,7 @@ class Host:
     ip: str  # data-plane address (p2p)
     control_ip: str | None = None  # reachable from the test process
     router: Router | None = None
+    public_ip: str | None = None  # a dual-homed host's address on the public segment
 
     def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh("ip", "netns", "exec", self.ns, *argv, check=check)
@@ -242,6 +243,25 @@ class NatLab:
         self.hosts.append(h)
         return h
 
+    def add_dual_host(self, name: str, router: Router) -> Host:
+        """A host on `router`'s private LAN and on the public segment, with no default
+        route (as a sentry on a private network and the public one: docs/design.md)."""
+        ns = self._add_ns(name)
+        k = len(router.hosts) + 2
+        ip = str(router.lan.network_address + k)
+        self._veth(ns, "eth0", router.ns, f"h{k}")
+        self._in(router.ns, "ip", "link", "set", f"h{k}", "master", "lan")
+        self._in(router.ns, "ip", "link", "set", f"h{k}", "up")
+        self._in(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        self._in(ns, "ip", "link", "set", "eth0", "up")
+        self._pub_hosts += 1
+        pub = str(PUBLIC_NET.network_address + 100 + self._pub_hosts)
+        self._wire_public(ns, "eth1", pub)
+        h = Host(name, ns, ip, self._wire_control(ns), router, public_ip=pub)
+        router.hosts.append(h)
+        self.hosts.append(h)
+        return h
+
     def add_public_host(self, name: str) -> Host:
         """A host on the public segment (e.g. the relay): reachable by every router."""
         ns = self._add_ns(name)
@@ -280,12 +300,14 @@ class NatLab:
         run `python -m node` in its namespace. Returns a testkit.procs.NodeProc."""
         assert host.control_ip is not None
         d = self.workdir / host.name
+        listen = [f"/ip4/{ip}/tcp/{P2P_PORT}" for ip in (host.ip, host.public_ip) if ip]
+        p2p = {"listen_addrs": listen, **sections.get("p2p", {})}
         doc, path = write_node_config(
             d,
             host.name,
-            f"/ip4/{host.ip}/tcp/{P2P_PORT}",
+            listen[0],
             f"{host.control_ip}:{API_PORT}",
-            sections,
+            {**sections, "p2p": p2p},
         )
         node = LabNode(
             name=host.name,

@@ -189,3 +189,41 @@ def test_public_peer_reaching_us_through_a_circuit_ends_direct_without_failures(
     assert not failed, failed
     d = conns(listener.status(), pid, "direct")[0]
     assert public.host is not None and d["remote_addr"].startswith(f"/ip4/{public.host.ip}/"), d
+
+
+def test_dual_homed_public_peer_reaching_us_through_a_circuit_ends_direct(
+    nat_lab: NatLab,
+) -> None:
+    """As the restarted sentry node3 in relay-failover: P is on network a (behind r1) and
+    on the public segment, no default route; it reaches L, behind the cone router r2, only
+    through the relay. L initiates DCUtR; P offers its private and its public address.
+    L must end up direct to P's public address without a failed attempt."""
+    relay_host = nat_lab.add_public_host("relay")
+    r1 = nat_lab.add_router("r1")
+    r2 = nat_lab.add_router("r2")
+    p2p = {"discovery": False}
+    relay = nat_lab.start_node(relay_host, p2p=p2p, relay={"enabled": True, "mode": "server"})
+    client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
+    listener = nat_lab.start_node(nat_lab.add_private_host("l", r2), p2p=p2p, relay=client)
+    wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
+    circuit = f"{relay.full_addr}/p2p-circuit/p2p/{listener.peer_id}"
+    dual = nat_lab.start_node(
+        nat_lab.add_dual_host("p", r1),
+        p2p={**p2p, "persistent_peers": [circuit]},
+        relay=client,
+    )
+    pid = dual.peer_id
+    try:
+        wait_for(
+            listener,
+            lambda s: [e for e in listener.events() if e["type"] == "dcutr_started"],
+            "L starts DCUtR over the relayed connection from P",
+            60,
+        )
+        wait_for(listener, lambda s: conns(s, pid, "direct"), "L direct to P", 30)
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, dual)}") from None
+    failed = [e for e in listener.events() if e["type"] == "dcutr_failed" and e["peer"] == pid]
+    assert not failed, failed
+    d = conns(listener.status(), pid, "direct")[0]
+    assert dual.host is not None and d["remote_addr"].startswith(f"/ip4/{dual.host.public_ip}/"), d
