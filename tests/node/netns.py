@@ -230,13 +230,7 @@ class NatLab:
     def add_private_host(self, name: str, router: Router) -> Host:
         """A host behind `router` (its own namespace, default route via the router)."""
         ns = self._add_ns(name)
-        k = len(router.hosts) + 2
-        ip = str(router.lan.network_address + k)
-        self._veth(ns, "eth0", router.ns, f"h{k}")
-        self._in(router.ns, "ip", "link", "set", f"h{k}", "master", "lan")
-        self._in(router.ns, "ip", "link", "set", f"h{k}", "up")
-        self._in(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
-        self._in(ns, "ip", "link", "set", "eth0", "up")
+        ip = self._join_lan(ns, router)
         self._in(ns, "ip", "route", "add", "default", "via", str(router.lan.network_address + 1))
         h = Host(name, ns, ip, self._wire_control(ns), router)
         router.hosts.append(h)
@@ -247,13 +241,7 @@ class NatLab:
         """A host on `router`'s private LAN and on the public segment, with no default
         route (as a sentry on a private network and the public one: docs/design.md)."""
         ns = self._add_ns(name)
-        k = len(router.hosts) + 2
-        ip = str(router.lan.network_address + k)
-        self._veth(ns, "eth0", router.ns, f"h{k}")
-        self._in(router.ns, "ip", "link", "set", f"h{k}", "master", "lan")
-        self._in(router.ns, "ip", "link", "set", f"h{k}", "up")
-        self._in(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
-        self._in(ns, "ip", "link", "set", "eth0", "up")
+        ip = self._join_lan(ns, router)
         self._pub_hosts += 1
         pub = str(PUBLIC_NET.network_address + 100 + self._pub_hosts)
         self._wire_public(ns, "eth1", pub)
@@ -379,6 +367,17 @@ class NatLab:
         return "\n".join(parts)
 
     # -- internals --
+    def _join_lan(self, ns: str, router: Router) -> str:
+        """eth0 of `ns` on `router`'s LAN bridge, at the next free host address."""
+        k = len(router.hosts) + 2
+        ip = str(router.lan.network_address + k)
+        self._veth(ns, "eth0", router.ns, f"h{k}")
+        self._in(router.ns, "ip", "link", "set", f"h{k}", "master", "lan")
+        self._in(router.ns, "ip", "link", "set", f"h{k}", "up")
+        self._in(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        self._in(ns, "ip", "link", "set", "eth0", "up")
+        return ip
+
     def _add_ns(self, name: str) -> str:
         ns = f"{self.prefix}-{name}"
         sh("ip", "netns", "add", ns)
