@@ -12,7 +12,8 @@ Cancelled is logged with its traceback, counted per protocol (`/status handler_e
 `sentrynet_stream_handler_errors_total`, event `stream_handler_error`) and the stream is
 reset. The count is a bug report, not a rejection: a handler that meets bad input must
 reject and count it itself (`messages_rejected_total`); the fuzz tier fails on any
-handler error.
+handler error. A stream or connection that went away under the handler (reset, EOF,
+closed: GONE) is the network's doing, not a bug: logged, not counted.
 """
 
 from __future__ import annotations
@@ -24,11 +25,24 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetStream
+from libp2p.io.exceptions import ConnectionClosedError
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.stream_muxer.exceptions import MuxedConnError, MuxedStreamError
 
 log = logging.getLogger("sentrynet.overrides.stream_guard")
 
 OnHandlerError = Callable[[str, BaseException], None]
 NEGOTIATION = "negotiation"  # the protocol label when multistream itself raised
+# the stream or its connection went away under the handler (the peer reset or left)
+GONE = (
+    StreamError,
+    ConnectionClosedError,
+    MuxedConnError,
+    MuxedStreamError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    ConnectionError,
+)
 
 
 def install_stream_guard(host: IHost, on_error: OnHandlerError) -> None:
@@ -43,6 +57,11 @@ def install_stream_guard(host: IHost, on_error: OnHandlerError) -> None:
             await upstream(stream)
         except trio.Cancelled:
             raise
+        except GONE as exc:
+            log.info("stream %s ended under its handler: %s: %s", stream.get_protocol(),
+                     type(exc).__name__, exc)  # fmt: skip
+            with contextlib.suppress(Exception):
+                await stream.reset()
         except Exception as exc:
             protocol = str(stream.get_protocol() or NEGOTIATION)
             peer = getattr(stream.muxed_conn, "peer_id", None)

@@ -663,9 +663,11 @@ def test_upstream_sends_a_window_update_per_read_override_per_half_window(
 RAISING = "/sentrynet/test/raise/1.0.0"
 
 
-def _handler_raises(guard: bool) -> tuple[str, int, list[tuple[str, str]]]:
-    """b serves a protocol whose handler raises; a opens it, then pings b on the same
-    connection. Returns (how b's host ended, ping bytes answered, errors counted)."""
+def _handler_raises(
+    guard: bool, exc: type[Exception] = ValueError
+) -> tuple[str, int, list[tuple[str, str]]]:
+    """b serves a protocol whose handler raises `exc`; a opens it, then pings b on the
+    same connection. Returns (how b's host ended, ping bytes answered, errors counted)."""
     from libp2p.host.ping import ID as PING_ID
 
     from node.overrides.stream_guard import install_stream_guard
@@ -676,7 +678,7 @@ def _handler_raises(guard: bool) -> tuple[str, int, list[tuple[str, str]]]:
 
     async def boom(stream: INetStream) -> None:
         await stream.read(1)
-        raise ValueError("a handler bug")
+        raise exc("a handler bug")
 
     async def scenario() -> None:
         nonlocal ended, answered
@@ -710,3 +712,12 @@ def test_upstream_handler_exception_ends_the_host_override_resets_the_stream() -
     assert ended == "running"
     assert answered == 32
     assert errors == [(RAISING, "ValueError")]
+
+
+def test_stream_guard_does_not_count_a_stream_that_went_away() -> None:
+    """A reset or EOF under the handler is the peer's doing: the stream is reset, the
+    node goes on, nothing is counted as a handler error."""
+    from libp2p.network.stream.exceptions import StreamReset
+
+    ended, answered, errors = _handler_raises(guard=True, exc=StreamReset)
+    assert (ended, answered, errors) == ("running", 32, [])
