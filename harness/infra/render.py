@@ -279,7 +279,12 @@ def render(
             n["var"] = "PRIV_IF" if n["name"] == router.network else "PUB_IF"
         write(
             f"routers/{router.name}/router.sh",
-            router_tpl.render(router=router, testnet=testnet.name, nets=nets),
+            router_tpl.render(
+                router=router,
+                testnet=testnet.name,
+                nets=nets,
+                lan=testnet.network(router.network).subnet,
+            ),
             0o755,
         )
     return sorted(written)

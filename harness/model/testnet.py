@@ -55,8 +55,9 @@ API_PORT = 9000
 CONTROL_NETWORK = "control"
 CONTROL_FIRST_HOST = 10
 TESTNET_FILE = "testnet.json"
-FORMAT_VERSION = 6  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
-# 5: node api (sentrynet | none); 6: node image and command (anyone's own node)
+FORMAT_VERSION = 7  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
+# 5: node api (sentrynet | none); 6: node image and command (anyone's own node);
+# 7: router forwards and hairpin
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,17 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Forward:
+    """The router's public `port` (`proto`) DNATed to node `to` at `to_ip`:`to_port`."""
+
+    port: int
+    proto: str
+    to: str
+    to_ip: str
+    to_port: int
+
+
+@dataclass(frozen=True)
 class Router:
     name: str  # router-<net>
     network: str  # the private network it fronts
@@ -94,6 +106,8 @@ class Router:
     public_network: str
     public_ip: str
     container: str
+    forwards: tuple[Forward, ...] = ()
+    hairpin: bool = False  # the private side reaches the forwards at the public address
 
     @property
     def netns_container(self) -> str:
@@ -283,7 +297,10 @@ class Testnet:
             block_interval_s=d["block_interval_s"],
             networks=tuple(Network(**n) for n in d["networks"]),
             control=Network(**d["control"]),
-            routers=tuple(Router(**r) for r in d["routers"]),
+            routers=tuple(
+                Router(**{**r, "forwards": tuple(Forward(**f) for f in r.get("forwards", ()))})
+                for r in d["routers"]
+            ),
             nodes=tuple(Node(**tuples(n, node_tuples)) for n in d["nodes"]),
             warnings=tuple(d.get("warnings", ())),
         )
@@ -387,6 +404,21 @@ def _apply_overrides(
     return dataclasses.replace(topo, networks=networks, nodes=nodes), control
 
 
+def _forwards(topo: Topology, net: NetworkSpec) -> tuple[Forward, ...]:
+    """A network's port forwards with the target's address (and p2p port by default)."""
+    by_name = {n.name: n for n in topo.nodes}
+    return tuple(
+        Forward(
+            port=f.port,
+            proto=f.proto,
+            to=f.to,
+            to_ip=by_name[f.to].addresses[net.name],
+            to_port=f.to_port if f.to_port is not None else by_name[f.to].p2p_port,
+        )
+        for f in net.forwards
+    )
+
+
 def build_testnet(
     topology: Topology,
     name: str | None = None,
@@ -422,6 +454,8 @@ def build_testnet(
             public_network=public.name,
             public_ip=pub_ips[n.name],
             container=f"{tn_name}-router-{n.name}",
+            forwards=_forwards(topo, n),
+            hairpin=n.hairpin,
         )
         for n in topo.networks
         if n.has_router

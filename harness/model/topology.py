@@ -100,7 +100,9 @@ RESERVED_NETWORK_NAMES = ("control",)  # harness-owned network (node API only)
 # errors listing these (a typo like `relay_server` must not be silently ignored).
 TOP_KEYS = ("name", "description", "chain", "networks", "nodes")
 CHAIN_KEYS = ("block_interval_s",)
-NETWORK_KEYS = ("subnet", "public", "nat", "loss_pct", "latency_ms")
+NETWORK_KEYS = ("subnet", "public", "nat", "loss_pct", "latency_ms", "forwards", "hairpin")
+FORWARD_KEYS = ("port", "to", "to_port", "proto")
+FORWARD_PROTOS = ("tcp", "udp")
 NODE_KEYS = (
     "role",
     "networks",
@@ -151,6 +153,17 @@ class TopologyError(SentrynetError):
 
 
 @dataclass(frozen=True)
+class ForwardSpec:
+    """A port forward on a NAT router: its public `port` (`proto`) to node `to` behind it,
+    at `to_port` (None: the node's p2p port, resolved when the testnet is built)."""
+
+    port: int
+    to: str
+    to_port: int | None = None
+    proto: str = "tcp"
+
+
+@dataclass(frozen=True)
 class NetworkSpec:
     name: str
     subnet: str  # CIDR, e.g. 172.20.0.0/24
@@ -158,6 +171,8 @@ class NetworkSpec:
     nat: str = "none"  # none | cone | symmetric (always none for the public network)
     loss_pct: float = 0.0
     latency_ms: float = 0.0
+    forwards: tuple[ForwardSpec, ...] = ()  # DNAT of router public ports to nodes behind it
+    hairpin: bool = False  # hosts behind the router reach the forwards at its public address
 
     @property
     def has_router(self) -> bool:
@@ -431,6 +446,47 @@ def parse_topology(text: str, source: str = "<topology>", default_name: str = ""
     return topo
 
 
+def _parse_forwards(c: _Checker, raw: Any, path: str, nat: str) -> tuple[ForwardSpec, ...]:
+    """`forwards: [{port, to, to_port, proto}]`; node names are checked with the nodes."""
+    if raw is None:
+        return ()
+    if nat == "none":
+        raise c.fail(
+            path,
+            "set on a network without a NAT router (a public network, or `nat: none`)",
+            "remove `forwards:`, or give the network `nat: cone` or `nat: symmetric`",
+        )
+    if not isinstance(raw, list):
+        raise c.fail(path, f"expected a list, got {raw!r}", "e.g. `- {port: 4001, to: node3}`")
+    out: list[ForwardSpec] = []
+    seen: set[tuple[int, str]] = set()
+    for i, item in enumerate(raw):
+        fpath = f"{path}[{i}]"
+        f = c.mapping(item, fpath, "port, to, to_port, proto")
+        c.keys(f, fpath, FORWARD_KEYS)
+        for key in ("port", "to"):
+            if key not in f:
+                raise c.fail(f"{fpath}.{key}", "missing", "e.g. `{port: 4001, to: node3}`")
+        port = _port(c, f["port"], f"{fpath}.port")
+        to_port = _port(c, f["to_port"], f"{fpath}.to_port") if "to_port" in f else None
+        if not isinstance(f["to"], str):
+            raise c.fail(f"{fpath}.to", f"expected a node name, got {f['to']!r}")
+        proto = c.choice(f.get("proto", "tcp"), f"{fpath}.proto", FORWARD_PROTOS)
+        if (port, proto) in seen:
+            raise c.fail(
+                f"{fpath}.port", f"{proto} port {port} is forwarded twice", "forward it once"
+            )
+        seen.add((port, proto))
+        out.append(ForwardSpec(port, f["to"], to_port, proto))
+    return tuple(out)
+
+
+def _port(c: _Checker, value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise c.fail(path, f"{value!r} is not a port", "use an integer 1..65535")
+    return value
+
+
 def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]:
     if "networks" not in top:
         raise c.fail(
@@ -485,7 +541,17 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
         latency = c.number(
             spec.get("latency_ms", 0), f"{path}.latency_ms", 0, 60000, "milliseconds"
         )
-        out.append(NetworkSpec(net_name, str(subnet), public, nat, loss, latency))
+        forwards = _parse_forwards(c, spec.get("forwards"), f"{path}.forwards", nat)
+        hairpin = c.boolean(spec.get("hairpin", False), f"{path}.hairpin")
+        if hairpin and nat == "none":
+            raise c.fail(
+                f"{path}.hairpin",
+                "set on a network without a NAT router",
+                "remove `hairpin:`, or give the network `nat: cone` or `nat: symmetric`",
+            )
+        out.append(
+            NetworkSpec(net_name, str(subnet), public, nat, loss, latency, forwards, hairpin)
+        )
     publics = [n.name for n in out if n.public]
     if len(publics) != 1:
         problem = (
@@ -827,6 +893,18 @@ def _validate_relations(c: _Checker, topo: Topology) -> None:
         raise c.fail(
             "nodes", "no node has `role: validator`", "the chain needs at least one validator"
         )
+    for net in topo.networks:
+        for i, f in enumerate(net.forwards):
+            fpath = f"networks.{net.name}.forwards[{i}].to"
+            if f.to not in by_name:
+                raise c.fail(fpath, f"{f.to!r} is not a node", f"known nodes: {known}")
+            if net.name not in by_name[f.to].addresses:
+                raise c.fail(
+                    fpath,
+                    f"{f.to!r} is not on network {net.name!r} (it is on "
+                    f"{', '.join(by_name[f.to].addresses)})",
+                    f"forward to a node behind router-{net.name}",
+                )
     for node in topo.nodes:
         path = f"nodes.{node.name}"
         if node.role == "sentry" and (len(node.addresses) < 2 or public.name not in node.addresses):

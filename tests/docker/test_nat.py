@@ -365,6 +365,45 @@ def test_router_nat_behaviour_is_measured_as_configured(mini: RunningTestnet) ->
     assert sym.mapping != "endpoint-independent", sym.describe()
 
 
+def _through_forward(tn: Testnet, server: str, port: int, client: str, router: str) -> Any:
+    """A one-shot server on `server`:`port`, dialed by `client` at `router`'s public
+    address and the same port (mini.yaml forwards it); (server result, dial result)."""
+    ip = tn.node(server).addresses[tn.router(router).network]
+    return serve_and_dial(
+        tn.name,
+        server,
+        (ip, port),
+        client,
+        to=[tn.router(router).public_ip, port],
+        deadline=4,
+        attempt_timeout=4,
+        retry=False,
+        say="via the forward",
+    )
+
+
+def test_port_forward_reaches_the_node_and_hairpins_only_where_set(
+    mini: RunningTestnet,
+) -> None:
+    """mini.yaml: router-a forwards 6100 to val-a and hairpins it, router-b forwards 6200 to
+    val-b without hairpin. From the public network both forwards reach their node with the
+    dialer's own address as the source; from behind router-a its public address reaches
+    val-a (here val-a itself) sourced from the router's public address (RFC 4787 REQ-9);
+    behind router-b the same dial is refused by the router."""
+    tn = mini.testnet
+    relay_ip = tn.node("relay").addresses["public"]
+    srv, dialed = _through_forward(tn, "val-a", 6100, "relay", "router-a")
+    assert dialed["connected"] and srv["accepted"], (srv, dialed)
+    assert srv["peer"][0] == relay_ip, srv
+    srv, dialed = _through_forward(tn, "val-b", 6200, "relay", "router-b")
+    assert dialed["connected"] and srv["peer"][0] == relay_ip, (srv, dialed)
+    srv, dialed = _through_forward(tn, "val-a", 6100, "val-a", "router-a")
+    assert dialed["connected"] and srv["accepted"], (srv, dialed)
+    assert srv["peer"][0] == tn.router("router-a").public_ip, srv
+    srv, dialed = _through_forward(tn, "val-b", 6200, "val-b", "router-b")
+    assert not dialed["connected"] and not srv["accepted"], (srv, dialed)
+
+
 def test_latency_applies_where_netem_exists_and_says_so_where_not(
     mini: RunningTestnet,
 ) -> None:

@@ -527,3 +527,90 @@ def test_config_takes_every_documented_node_key(tmp_path: Path) -> None:
     doc["nodes"]["node0"]["config"] = {"p2p": liveness, "relay": {"max_reservations": 7}}
     topo = load_topology(write(tmp_path, doc))
     assert topo.node("node0").config == {"p2p": liveness, "relay": {"max_reservations": 7}}
+
+
+FORWARD_ERRORS = [
+    (
+        lambda d: d["networks"]["public"].update(forwards=[{"port": 4001, "to": "node3"}]),
+        "networks.public.forwards",
+        "without a NAT router",
+        "remove `forwards:`",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(forwards=[{"port": 4001, "to": "node9"}]),
+        "networks.a.forwards[0].to",
+        "'node9' is not a node",
+        "known nodes",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(forwards=[{"port": 4001, "to": "node4"}]),
+        "networks.a.forwards[0].to",
+        "'node4' is not on network 'a'",
+        "behind router-a",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(forwards=[{"port": 70000, "to": "node3"}]),
+        "networks.a.forwards[0].port",
+        "70000 is not a port",
+        "1..65535",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(
+            forwards=[{"port": 4001, "to": "node3"}, {"port": 4001, "to": "node0"}]
+        ),
+        "networks.a.forwards[1].port",
+        "forwarded twice",
+        "forward it once",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(
+            forwards=[{"port": 4001, "to": "node3", "proto": "sctp"}]
+        ),
+        "networks.a.forwards[0].proto",
+        "not one of",
+        "",
+    ),
+    (
+        lambda d: d["networks"]["public"].update(hairpin=True),
+        "networks.public.hairpin",
+        "without a NAT router",
+        "remove `hairpin:`",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "field", "problem", "fix"), FORWARD_ERRORS)
+def test_forward_errors_name_field_problem_and_fix(
+    tmp_path: Path, mutate: Any, field: str, problem: str, fix: str
+) -> None:
+    err = error_for(tmp_path, mutate)
+    assert err.field == field, str(err)
+    assert problem in err.problem, str(err)
+    assert fix in err.fix, str(err)
+
+
+def test_forwards_resolve_to_the_node_address_and_p2p_port(tmp_path: Path) -> None:
+    from harness.model import build_testnet
+
+    d = copy.deepcopy(BASE)
+    d["networks"]["a"]["forwards"] = [
+        {"port": 4100, "to": "node3"},
+        {"port": 53, "to": "node0", "to_port": 5353, "proto": "udp"},
+    ]
+    d["networks"]["a"]["hairpin"] = True
+    topo = load_topology(write(tmp_path, yaml.safe_dump(d)))
+    tn = build_testnet(topo, name="t")
+    router = tn.router("router-a")
+    assert router.hairpin
+    node3 = tn.node("node3")
+    f0, f1 = router.forwards
+    assert (f0.port, f0.proto, f0.to_ip, f0.to_port) == (
+        4100,
+        "tcp",
+        node3.addresses["a"],
+        node3.p2p_port,
+    )
+    assert (f1.proto, f1.to, f1.to_port) == ("udp", "node0", 5353)
+    from harness.model.testnet import Testnet
+
+    assert Testnet.from_dict(tn.to_dict()) == tn

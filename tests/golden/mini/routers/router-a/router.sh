@@ -6,7 +6,8 @@
 # source port is preserved while the public 4-tuple is free, so DCUtR's simultaneous open
 # can meet; nodes behind this router listen on distinct ports so each has its own public
 # endpoint, harness/model/topology.py), and unsolicited
-# inbound packets DROPPED (not rejected: a RST would kill a hole punch in flight).
+# inbound packets DROPPED (not rejected: a RST would kill a hole punch in flight), but for
+# the port forwards (hairpinned for the private side).
 # The router itself has no default route: nothing leaves the testnet.
 set -eu
 log() { echo "router router-a: $*"; }
@@ -36,6 +37,12 @@ fi
 while ip route del default 2>/dev/null; do :; done
 
 iptables -t nat -A POSTROUTING -o "$PUB_IF" -j MASQUERADE
+# forward: tcp 172.28.0.254:6100 -> val-a 172.28.1.10:6100
+iptables -t nat -A PREROUTING -i "$PUB_IF" -p tcp --dport 6100 -j DNAT --to-destination 172.28.1.10:6100
+iptables -A FORWARD -i "$PUB_IF" -p tcp -d 172.28.1.10 --dport 6100 -m conntrack --ctstate DNAT -j ACCEPT
+# hairpin: from behind the router to 172.28.0.254:6100, sourced from the public address (RFC 4787 REQ-9)
+iptables -t nat -A PREROUTING -i "$PRIV_IF" -d 172.28.0.254 -p tcp --dport 6100 -j DNAT --to-destination 172.28.1.10:6100
+iptables -t nat -A POSTROUTING -o "$PRIV_IF" -s 172.28.1.0/24 -m conntrack --ctstate DNAT -d 172.28.1.10 -p tcp --dport 6100 -j SNAT --to-source 172.28.0.254
 iptables -A FORWARD -i "$PUB_IF" -m state --state ESTABLISHED,RELATED -j ACCEPT
 iptables -A FORWARD -i "$PUB_IF" -j DROP
 iptables -A INPUT -i "$PUB_IF" -m state --state ESTABLISHED,RELATED -j ACCEPT

@@ -6,7 +6,8 @@
 # source port is preserved while the public 4-tuple is free, so DCUtR's simultaneous open
 # can meet; nodes behind this router listen on distinct ports so each has its own public
 # endpoint, harness/model/topology.py), and unsolicited
-# inbound packets DROPPED (not rejected: a RST would kill a hole punch in flight).
+# inbound packets DROPPED (not rejected: a RST would kill a hole punch in flight), but for
+# the port forwards.
 # The router itself has no default route: nothing leaves the testnet.
 set -eu
 log() { echo "router router-b: $*"; }
@@ -36,6 +37,9 @@ fi
 while ip route del default 2>/dev/null; do :; done
 
 iptables -t nat -A POSTROUTING -o "$PUB_IF" -j MASQUERADE
+# forward: tcp 172.28.0.253:6200 -> val-b 172.28.2.10:6200
+iptables -t nat -A PREROUTING -i "$PUB_IF" -p tcp --dport 6200 -j DNAT --to-destination 172.28.2.10:6200
+iptables -A FORWARD -i "$PUB_IF" -p tcp -d 172.28.2.10 --dport 6200 -m conntrack --ctstate DNAT -j ACCEPT
 iptables -A FORWARD -i "$PUB_IF" -m state --state ESTABLISHED,RELATED -j ACCEPT
 iptables -A FORWARD -i "$PUB_IF" -j DROP
 iptables -A INPUT -i "$PUB_IF" -m state --state ESTABLISHED,RELATED -j ACCEPT
