@@ -134,7 +134,8 @@ def test_listener_without_reservation_cannot_be_reached_by_circuit(tmp_path: Pat
 
 
 def test_nat_none_network_has_no_path_out(tmp_path: Path) -> None:
-    t = _variant(tmp_path, "    nat: cone\n", "    nat: none\n")
+    a_router = "    nat: cone\n    forwards:\n      - {port: 6100, to: val-a, to_port: 6100}\n"
+    t = _variant(tmp_path, a_router + "    hairpin: true\n", "    nat: none\n")
     assert ip_path(t, t.node("val-a"), t.node("relay")) is None
     v = verdict(t, "val-a", "val-b")
     assert not v.circuit and "val-a reaches relays [none]" in v.circuit_reason
