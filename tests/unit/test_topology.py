@@ -44,6 +44,56 @@ def write(tmp_path: Path, doc: Any, name: str = "topo.yaml") -> Path:
     return path
 
 
+FORWARD_ERRORS = [
+    (
+        lambda d: d["networks"]["public"].update(forwards=[{"port": 4001, "to": "node3"}]),
+        "networks.public.forwards",
+        "without a NAT router",
+        "remove `forwards:`",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(forwards=[{"port": 4001, "to": "node9"}]),
+        "networks.a.forwards[0].to",
+        "'node9' is not a node",
+        "known nodes",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(forwards=[{"port": 4001, "to": "node4"}]),
+        "networks.a.forwards[0].to",
+        "'node4' is not on network 'a'",
+        "behind router-a",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(forwards=[{"port": 70000, "to": "node3"}]),
+        "networks.a.forwards[0].port",
+        "70000 is not a port",
+        "1..65535",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(
+            forwards=[{"port": 4001, "to": "node3"}, {"port": 4001, "to": "node0"}]
+        ),
+        "networks.a.forwards[1].port",
+        "forwarded twice",
+        "forward it once",
+    ),
+    (
+        lambda d: d["networks"]["a"].update(
+            forwards=[{"port": 4001, "to": "node3", "proto": "sctp"}]
+        ),
+        "networks.a.forwards[0].proto",
+        "not one of",
+        "",
+    ),
+    (
+        lambda d: d["networks"]["public"].update(hairpin=True),
+        "networks.public.hairpin",
+        "without a NAT router",
+        "remove `hairpin:`",
+    ),
+]
+
+
 def error_for(tmp_path: Path, mutate: Any) -> TopologyError:
     doc = copy.deepcopy(BASE)
     mutate(doc)
@@ -371,6 +421,7 @@ def test_known_nodes_are_abbreviated_as_a_range(tmp_path: Path) -> None:
             "must be > 0",
             "use e.g. 1.0",
         ),
+        *FORWARD_ERRORS,
     ],
 )
 def test_validation_error_names_field_problem_and_fix(
@@ -527,66 +578,6 @@ def test_config_takes_every_documented_node_key(tmp_path: Path) -> None:
     doc["nodes"]["node0"]["config"] = {"p2p": liveness, "relay": {"max_reservations": 7}}
     topo = load_topology(write(tmp_path, doc))
     assert topo.node("node0").config == {"p2p": liveness, "relay": {"max_reservations": 7}}
-
-
-FORWARD_ERRORS = [
-    (
-        lambda d: d["networks"]["public"].update(forwards=[{"port": 4001, "to": "node3"}]),
-        "networks.public.forwards",
-        "without a NAT router",
-        "remove `forwards:`",
-    ),
-    (
-        lambda d: d["networks"]["a"].update(forwards=[{"port": 4001, "to": "node9"}]),
-        "networks.a.forwards[0].to",
-        "'node9' is not a node",
-        "known nodes",
-    ),
-    (
-        lambda d: d["networks"]["a"].update(forwards=[{"port": 4001, "to": "node4"}]),
-        "networks.a.forwards[0].to",
-        "'node4' is not on network 'a'",
-        "behind router-a",
-    ),
-    (
-        lambda d: d["networks"]["a"].update(forwards=[{"port": 70000, "to": "node3"}]),
-        "networks.a.forwards[0].port",
-        "70000 is not a port",
-        "1..65535",
-    ),
-    (
-        lambda d: d["networks"]["a"].update(
-            forwards=[{"port": 4001, "to": "node3"}, {"port": 4001, "to": "node0"}]
-        ),
-        "networks.a.forwards[1].port",
-        "forwarded twice",
-        "forward it once",
-    ),
-    (
-        lambda d: d["networks"]["a"].update(
-            forwards=[{"port": 4001, "to": "node3", "proto": "sctp"}]
-        ),
-        "networks.a.forwards[0].proto",
-        "not one of",
-        "",
-    ),
-    (
-        lambda d: d["networks"]["public"].update(hairpin=True),
-        "networks.public.hairpin",
-        "without a NAT router",
-        "remove `hairpin:`",
-    ),
-]
-
-
-@pytest.mark.parametrize(("mutate", "field", "problem", "fix"), FORWARD_ERRORS)
-def test_forward_errors_name_field_problem_and_fix(
-    tmp_path: Path, mutate: Any, field: str, problem: str, fix: str
-) -> None:
-    err = error_for(tmp_path, mutate)
-    assert err.field == field, str(err)
-    assert problem in err.problem, str(err)
-    assert fix in err.fix, str(err)
 
 
 def test_forwards_resolve_to_the_node_address_and_p2p_port(tmp_path: Path) -> None:
