@@ -18,11 +18,13 @@ the build helpers here.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import fcntl
 import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -339,12 +341,34 @@ def tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, SIGKILL what is left after 10 s, reap the leader."""
+    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait_s)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 0)  # the leader is gone; are its children?
+                continue
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_logged(cmd: list[str], log: Path, what: str, hint: str = "") -> None:
     """Run `cmd` with output to `log`; on failure raise with the log's tail and a hint."""
     with open(log, "ab") as fh:
         fh.write(f"$ {' '.join(cmd)}\n".encode())
         fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        # its own process group: an interrupt stops all of it (debootstrap's dpkg and tar
+        # children too), so nothing writes into a directory the caller is about to delete
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait()
+        except BaseException:
+            _stop_group(proc)
+            raise
     if proc.returncode != 0:
         raise SentrynetError(
             f"{what} failed (exit {proc.returncode}); last lines of {log}:\n{tail(log)}"
