@@ -59,6 +59,7 @@ from node.dcutr.wire import (
 )
 from node.overrides.identify import identify_now
 from node.overrides.observed_addrs import observed_addrs
+from node.overrides.punch_inbound import PunchExpectations, install_punch_inbound
 from node.overrides.raw_dial import dial_raw
 from node.overrides.stream_on import open_stream_on, reset_stream
 
@@ -153,11 +154,13 @@ class HolePunchService:
         self.cooldown_s = COOLDOWN_S
         self._seen_observed: list[TcpEndpoint] = []
         self._observing = False
+        self._expected = PunchExpectations()  # replaced by the installed one in run()
 
     # -- Service --
     async def run(self, rt: NodeRuntime) -> None:
         self._rt = rt
         self.max_attempts = max(1, int(rt.config.dcutr.max_attempts))
+        self._expected = install_punch_inbound(rt.host)
         rt.host.set_stream_handler(PROTOCOL_ID, self._handle_stream)
         rt.connections.subscribe(self._on_connection)
         for info in rt.connections.all():  # connections made before we started
@@ -297,23 +300,27 @@ class HolePunchService:
             if not self._observed_any():
                 with trio.move_on_after(min(OBSERVE_WAIT_S, timeout / 2)):
                     await self._ensure_observed()
-            await write_message(stream, CONNECT, self._our_addrs(), timeout)
-            sent = time.monotonic()
-            rec.mark("connect")
-            try:
-                await read_message(stream, SYNC, timeout)
-            except DcutrMessageError as exc:
-                rt.reject("dcutr", exc.reason)
-                await reset_stream(stream)
-                if info is not None and not self._live(info):
-                    self._abandon(rec)
-                else:
-                    self._fail(rec, f"bad_message:{exc.reason}", exc.detail, False)
-                return
-            rec.mark("sync")
-            rtt = time.monotonic() - sent  # our CONNECT out, their SYNC back
             cands, dropped = self._candidates(list(connect.ObsAddrs), info)
-            await self._punch(rec, cands, dropped, as_server=False, last=False, rtt=rtt)
+            # from here the initiator may dial us: its SYN can reach our listener before
+            # ours leaves (a peer of ours with a reachable listen port), and must then be
+            # upgraded in our role, the client (node/overrides/punch_inbound.py)
+            with self._expected.expect(peer, [(c.ip, c.port) for c in cands]):
+                await write_message(stream, CONNECT, self._our_addrs(), timeout)
+                sent = time.monotonic()
+                rec.mark("connect")
+                try:
+                    await read_message(stream, SYNC, timeout)
+                except DcutrMessageError as exc:
+                    rt.reject("dcutr", exc.reason)
+                    await reset_stream(stream)
+                    if info is not None and not self._live(info):
+                        self._abandon(rec)
+                    else:
+                        self._fail(rec, f"bad_message:{exc.reason}", exc.detail, False)
+                    return
+                rec.mark("sync")
+                rtt = time.monotonic() - sent  # our CONNECT out, their SYNC back
+                await self._punch(rec, cands, dropped, as_server=False, last=False, rtt=rtt)
         except Exception as exc:
             if rec is not None and rec.outcome == "started":
                 if info is not None and not self._live(info):

@@ -25,6 +25,10 @@ Applied once, by `apply()`, before the host runs (node/app.py):
                      (upstream: one per read)
 - stream_guard.py    a stream handler that raises resets its stream and is counted
                      (upstream: the exception ends the connection and the node)
+Applied by the service that needs it:
+- punch_inbound.py   an accepted connection from an endpoint our DCUtR punch dials is
+                     upgraded as the client, the spec's role (upstream: always server;
+                     installed by node/dcutr/service.py)
 Called where needed (no patch, a reach below the interfaces):
 - multi_addr_dial.py dial every TCP address of a peer (upstream dials one per class)
 - dial_unknown.py    dial an address whose peer id is not known yet

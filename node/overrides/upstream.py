@@ -108,6 +108,12 @@ USES: dict[str, list[str]] = {
         "libp2p.stream_muxer.yamux.yamux:Yamux.stream_buffers",
     ],
     "stream_guard.py": [f"{SWARM}.common_stream_handler"],
+    "punch_inbound.py": [
+        f"{SWARM}.upgrade_inbound_raw_conn",
+        f"{SWARM}.upgrade_outbound_raw_conn",
+        "libp2p.network.connection.raw_connection:RawConnection.is_initiator",
+        "libp2p.network.connection.raw_connection:RawConnection.get_remote_address",
+    ],
     "sender_record.py": [
         "libp2p.peer.peerstore:env_to_send_in_RPC",
         "libp2p.pubsub.utils:maybe_consume_signed_record",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from netns import P2P_PORT, LabNode, NatLab, Router
+from netns import P2P_PORT, Host, LabNode, NatLab, Router
 
 from testkit.procs import WaitTimeout, wait_for, wait_until
 
@@ -157,10 +157,8 @@ def test_public_peer_reaching_us_through_a_circuit_ends_direct_without_failures(
 ) -> None:
     """A public node P dials a node L behind a cone NAT through the relay (L cannot be dialed
     directly); L, which received the relayed connection, initiates DCUtR with a peer that
-    needs no hole at all. L must end up direct to P without a failed attempt. (In
-    relay-failover the restarted sentry node3, public and on network a, reached node4
-    through node7 and node4's three attempts timed out; this single-homed lab peer does
-    not reproduce that, so the dual-homed case stays open.)"""
+    needs no hole at all. L must end up direct to P without a failed attempt. (The
+    dual-homed peer of relay-failover is the next two tests.)"""
     relay_host = nat_lab.add_public_host("relay")
     r1 = nat_lab.add_router("r1")
     p2p = {"discovery": False}
@@ -189,3 +187,70 @@ def test_public_peer_reaching_us_through_a_circuit_ends_direct_without_failures(
     assert not failed, failed
     d = conns(listener.status(), pid, "direct")[0]
     assert public.host is not None and d["remote_addr"].startswith(f"/ip4/{public.host.ip}/"), d
+
+
+# -- a dual-homed public peer (relay-failover's restarted sentry) ---------------------
+#
+# P is on router r1's LAN and on the public segment (no default route); it reaches L,
+# behind the cone router r2, only through the relay. L initiates DCUtR, P offers its
+# private and its public address, and L's punch SYN, sent from L's listen port to P's
+# public listen address, can reach P's listener before P's own SYN leaves: the listener
+# accepted it and py-libp2p upgraded it as the security server while L waited as the
+# server too, until the window ended (3 timeouts, the pair stayed relayed: both tests
+# failed 6 of 6 runs before node/overrides/punch_inbound.py, which upgrades it as the
+# client, the spec's role for P).
+
+
+def _listener_and_dual_host(lab: NatLab) -> tuple[LabNode, Host, dict[str, Any]]:
+    """L behind the cone router r2 with a reservation on the public relay; the host of P
+    (r1's LAN and the public segment, no default route) and P's config sections, which
+    dial L through the relay."""
+    p2p = {"discovery": False}
+    relay = lab.start_node(
+        lab.add_public_host("relay"), p2p=p2p, relay={"enabled": True, "mode": "server"}
+    )
+    r1, r2 = lab.add_router("r1"), lab.add_router("r2")
+    client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
+    listener = lab.start_node(lab.add_private_host("l", r2), p2p=p2p, relay=client)
+    wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
+    circuit = f"{relay.full_addr}/p2p-circuit/p2p/{listener.peer_id}"
+    sections: dict[str, Any] = {"p2p": {**p2p, "persistent_peers": [circuit]}, "relay": client}
+    return listener, lab.add_dual_host("p", r1), sections
+
+
+def _direct(lab: NatLab, listener: LabNode, dual: LabNode, what: str) -> None:
+    try:
+        wait_for(listener, lambda s: conns(s, dual.peer_id, "direct"), what, 60)
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{_explain(lab, listener, dual)}") from None
+
+
+def test_dual_homed_public_peer_reaching_us_through_a_circuit_ends_direct(
+    nat_lab: NatLab,
+) -> None:
+    """P reaches L only through the relay; L initiates DCUtR, P offers its private and its
+    public address. L must end up direct to P's public address with no failed attempt."""
+    listener, p_host, sections = _listener_and_dual_host(nat_lab)
+    dual = nat_lab.start_node(p_host, **sections)
+    _direct(nat_lab, listener, dual, "L direct to P")
+    failed = [e for e in listener.events() if e["type"] == "dcutr_failed"]
+    assert not failed, failed
+    d = conns(listener.status(), dual.peer_id, "direct")[0]
+    assert d["remote_addr"].startswith(f"/ip4/{p_host.public_ip}/"), d
+
+
+def test_dual_homed_peer_restarted_punches_again(nat_lab: NatLab) -> None:
+    """relay-failover's case: P was direct to L, is killed (no FIN: the routers keep their
+    conntrack entries), restarts with its key and reaches L through the relay again; L's
+    punch must bring them direct again."""
+    listener, p_host, sections = _listener_and_dual_host(nat_lab)
+    dual = nat_lab.start_node(p_host, **sections)
+    _direct(nat_lab, listener, dual, "L direct to P")
+    assert dual.proc is not None
+    p_id = dual.peer_id  # read from its status: ask before it is killed
+    dual.proc.kill()
+    dual.proc.wait()
+    wait_for(listener, lambda s: not conns(s, p_id, "direct"), "L sees P gone", 60)
+    again = nat_lab.start_node(p_host, **sections)
+    assert again.peer_id == p_id
+    _direct(nat_lab, listener, again, "L direct to P again")

@@ -7,6 +7,7 @@ override can go.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -721,3 +722,52 @@ def test_stream_guard_does_not_count_a_stream_that_went_away() -> None:
 
     ended, answered, errors = _handler_raises(guard=True, exc=StreamReset)
     assert (ended, answered, errors) == ("running", 32, [])
+
+
+# -- DCUtR roles on a connection our listener accepted --------------------------------
+
+
+def _punch_reaches_listener(override: bool) -> str:
+    """B (the DCUtR initiator) dials A's listen address from its own listen port as the
+    security server, as the spec has it; A's own SYN has not left, so A's listener accepts
+    B's. Returns "" when both ends hold the connection, else what went wrong."""
+    from node.overrides.conn_parts import direction_of
+    from node.overrides.punch_inbound import install_punch_inbound
+
+    async def scenario() -> str:
+        async with probe_host() as a, probe_host("127.0.0.3") as b:
+            src = addr_of(b)
+            source = (src.value_for_protocol("ip4"), int(src.value_for_protocol("tcp")))
+            expected = install_punch_inbound(a) if override else None
+            swarm: Any = b.get_network()
+            with contextlib.ExitStack() as stack:
+                if expected is not None:
+                    stack.enter_context(expected.expect(b.get_id(), [source]))
+                try:
+                    with trio.fail_after(5):
+                        await swarm.dial_addr_as_responder(addr_of(a), a.get_id(), source)
+                except BaseException as exc:
+                    return f"{type(exc).__name__}: {exc}"
+                await poll(lambda: a.get_network().get_connections(b.get_id()), 5, "A's end")
+            if expected is not None and expected.flipped != 1:
+                return f"flipped {expected.flipped}"
+            # who dialed, as the duplicate rule reads it: A is the client on both ends
+            ends = (
+                direction_of(a.get_network().get_connections(b.get_id())[0]),
+                direction_of(b.get_network().get_connections(a.get_id())[0]),
+            )
+            return "" if ends == ("outbound", "inbound") else f"directions {ends}"
+
+    return trio.run(scenario)
+
+
+def test_upstream_listener_upgrades_a_punch_as_server_override_as_client() -> None:
+    """Upstream upgrades every accepted connection as the security responder, so when
+    B's punch SYN reaches A's listener both ends wait as servers (the dual-homed sentry
+    never hole-punched); with the override, A upgrades a connection from an endpoint it
+    is punching to as the client, and both ends are connected."""
+    upstream = _punch_reaches_listener(override=False)
+    assert upstream.startswith("TooSlowError"), (
+        f"upstream connected ({upstream!r}): fixed upstream? drop punch_inbound.py"
+    )
+    assert _punch_reaches_listener(override=True) == ""
