@@ -2,8 +2,10 @@
 
 `--cpu-only` runs no profiler: every node's CPU (utime + stime from /proc) over the window,
 per node and the median, for before/after comparisons of the node's own cost (cProfile
-roughly doubles it). `--interval S` sets the block interval (default 1 s, as in the
-testnets); two intervals separate the per-block cost from the fixed one.
+roughly doubles it). `--followers K` adds K full nodes that find each other by peer
+exchange, so that each node holds many connections: the per-connection cost.
+`--interval S` sets the block interval (default 1 s, as in the testnets); two intervals
+separate the per-block cost from the fixed one.
 
 Why: the scale figures show 32+ nodes saturating 2 cores before any reservation work, so
 the cost of a node doing nothing but keeping its network alive decides how far a laptop
@@ -19,6 +21,7 @@ Writes bench/results/idle-profile-<run-id>.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -31,8 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testkit.chain import height, validator_configs
-from testkit.procs import REPO, NodeProcs, wait_for
+from node.config import P2PSection
+from testkit.chain import chain_section, height, validator_configs
+from testkit.procs import REPO, NodeProc, NodeProcs, WaitTimeout, wait_for
 
 RESULTS = REPO / "bench" / "results"
 
@@ -52,14 +56,47 @@ def _group(filename: str) -> str:
     return "stdlib"
 
 
-def cpu_only(nodes: int, window: float, interval: float, work: Path) -> dict[str, Any]:
-    """Every node's CPU over `window` once the chain runs; no profiler in the way."""
+def _with_followers(
+    procs: NodeProcs, nodes: int, followers: int, interval: float
+) -> tuple[list[NodeProc], list[NodeProc]]:
+    """Write `nodes` validators and `followers` full nodes (persistent peers: the
+    validators; peer exchange finds the rest), launch them all; (validators, followers)."""
+    validators, ids = validator_configs(procs, [f"v{i}" for i in range(nodes)], interval)
+    vaddrs = [f"{v.p2p_addr}/p2p/{ids[v.name]}" for v in validators]
+    full = [
+        procs.write_config(
+            f"f{i}",
+            node={"role": "full"},
+            p2p={"persistent_peers": vaddrs, "discovery": True},
+            chain=chain_section(ids, interval),
+        )
+        for i in range(followers)
+    ]
+    return validators, full
+
+
+def _peer_set_settled(node: NodeProc, want: int, timeout: float) -> int:
+    """Wait (bounded) until `node` holds `want` connections; the count it reached."""
+    with contextlib.suppress(WaitTimeout):
+        wait_for(node, lambda s: len(s["connections"]) >= want, f"{want} connections", timeout)
+    return len(node.status()["connections"])
+
+
+def cpu_only(
+    nodes: int, window: float, interval: float, work: Path, followers: int = 0
+) -> dict[str, Any]:
+    """Every node's CPU over `window` once the chain runs (and, with followers, once the
+    peer set settled); no profiler in the way."""
     with NodeProcs(work) as procs:
-        started, _ = validator_configs(procs, [f"v{i}" for i in range(nodes)], interval)
+        validators, full = _with_followers(procs, nodes, followers, interval)
+        started = validators + full
         for node in started:
             procs.launch(node, wait_ready=False)
         first = started[0]
         wait_for(first, lambda s: height(s) >= 5, "chain running", 60)
+        if full:
+            want = min(len(started) - 1, P2PSection(()).max_connections)
+            _peer_set_settled(full[-1], want, 120)
         pids = {n.name: n.proc.pid for n in started if n.proc is not None}
         t0, h0 = time.monotonic(), height(first.status())
         cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
@@ -69,27 +106,36 @@ def cpu_only(nodes: int, window: float, interval: float, work: Path) -> dict[str
             name: round((_cpu_seconds(pid) - cpu0[name]) / elapsed, 4) for name, pid in pids.items()
         }
         h1 = height(first.status())
-        conns = len(first.status()["connections"])
-    return {
+        conns = {n.name: len(n.status()["connections"]) for n in started}
+    out: dict[str, Any] = {
         "mode": "cpu-only",
         "nodes": nodes,
+        "followers": followers,
         "block_interval_s": interval,
         "window_s": round(elapsed, 1),
         "blocks_in_window": h1 - h0,
-        "connections": conns,
+        "connections": conns[first.name],
+        "connections_per_node": conns,
         "cpu_cores_per_node": cores,
         "cpu_cores_median": statistics.median(cores.values()),
         "load_average": list(os.getloadavg()),
     }
+    if full:
+        out["cpu_cores_median_validators"] = statistics.median(cores[v.name] for v in validators)
+        out["cpu_cores_median_followers"] = statistics.median(cores[f.name] for f in full)
+    return out
 
 
-def profile(nodes: int, window: float, work: Path) -> dict[str, Any]:
+def profile(nodes: int, window: float, work: Path, followers: int = 0) -> dict[str, Any]:
+    """One node under cProfile: validator v0, or with followers the first full node."""
     with NodeProcs(work) as procs:
-        started, _ = validator_configs(procs, [f"v{i}" for i in range(nodes)], 1.0)
-        profiled = started[0]
-        prof_out = work / "v0.prof"
-        for node in started[1:]:
-            procs.launch(node, wait_ready=False)
+        validators, full = _with_followers(procs, nodes, followers, 1.0)
+        started = validators + full
+        profiled = full[0] if full else validators[0]
+        prof_out = work / f"{profiled.name}.prof"
+        for node in started:
+            if node is not profiled:
+                procs.launch(node, wait_ready=False)
         # CPU time, not wall time: an idle node spends its wall time in epoll
         wrapper = (
             "import cProfile, runpy, sys, time\n"
@@ -112,6 +158,8 @@ def profile(nodes: int, window: float, work: Path) -> dict[str, Any]:
             cwd=str(REPO),
         )
         wait_for(profiled, lambda s: height(s) >= 5, "chain running", 60)
+        if full:
+            _peer_set_settled(profiled, min(len(started) - 1, P2PSection(()).max_connections), 120)
         t0, h0 = time.monotonic(), height(profiled.status())
         cpu0 = _cpu_seconds(profiled.proc.pid)
         wait_for(profiled, lambda s: time.monotonic() - t0 >= window, "profile window", window + 30)
@@ -165,14 +213,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--cpu-only", action="store_true", help="no profiler: every node's CPU")
     p.add_argument("--interval", type=float, default=1.0, help="block interval (--cpu-only)")
+    p.add_argument(
+        "--followers",
+        type=int,
+        default=0,
+        help="full nodes beside the validators: the per-connection cost (profiled: f0)",
+    )
     args = p.parse_args(argv)
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     work = REPO / ".cache" / "bench" / f"idle-{run_id}"
     work.mkdir(parents=True, exist_ok=True)
     if args.cpu_only:
-        doc = {"run_id": run_id, **cpu_only(args.nodes, args.window, args.interval, work)}
+        measured = cpu_only(args.nodes, args.window, args.interval, work, args.followers)
+        doc = {"run_id": run_id, **measured}
     else:
-        doc = {"run_id": run_id, **profile(args.nodes, args.window, work)}
+        doc = {"run_id": run_id, **profile(args.nodes, args.window, work, args.followers)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"idle-profile-{run_id}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -20,6 +20,7 @@ TARGETS = (
     ("dcutr", "DCUtR upgrade (cone) within 1 s + 3 relayed RTTs (p95 of pairs)", "95 % of pairs"),
     ("sync", "relayed sync throughput / direct", ">= 0.5"),
     ("scale64", "64 nodes running with reservations on this machine", "all ready"),
+    ("idle", "idle node CPU in the sentry testnet, 1 block/s (median per node)", "<= 0.03 cores"),
 )
 
 
@@ -59,6 +60,9 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         h["ready_s_by_nodes"] = {str(c["nodes"]): c["ready_s"] for c in curve}
         h["ready_first_s_by_nodes"] = {str(c["nodes"]): c.get("ready_first_s") for c in curve}
         h["scale_growth_exponent"] = _get(results, "scale", "growth_exponent")
+    if "idle" in results:
+        h["idle_node_cores"] = _get(results, "idle", "idle_node_cores")
+        h["idle_node_cores_by_role"] = _get(results, "idle", "by_role")
     if "warm" in results:
         h["testnet_sentry_warm_s"] = _get(results, "warm", "testnet_sentry_warm_s")
         h["testnet_sentry_warm_s_all_runs"] = _get(results, "warm", "all_runs_s")
@@ -130,6 +134,19 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     else f"not ready: {(pts[0].get('error') or '?')[:120]}"
                 )
                 ok = bool(good)
+        elif key == "idle" and "idle" in results:
+            med = _get(results, "idle", "idle_node_cores", "median")
+            if med is not None:
+                roles = _get(results, "idle", "by_role") or {}
+                per_role = ", ".join(
+                    f"{r} {v.get('median'):.3f}" for r, v in roles.items() if v.get("median")
+                )
+                measured = f"{med:.3f} cores (median; {per_role})"
+                ok = med <= 0.03
+            else:
+                errs = [r.get("error") for r in _get(results, "idle", "runs") or []]
+                measured = "not measured: " + str(next((e for e in errs if e), "?"))[:160]
+                ok = False
         out.append({"target": what, "goal": goal, "measured": measured, "verdict": _verdict(ok)})
     return out
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import holepunch, live, relay_cost, report, reservation, scale, sync, warm
+from bench import holepunch, idle, live, relay_cost, report, reservation, scale, sync, warm
 from bench.context import Ctx
 from harness.infra.render import REPO_ROOT
 from harness.progress import Progress
@@ -39,6 +39,7 @@ MEASUREMENTS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "sync": sync.measure,
     "relay_cost": relay_cost.measure,
     "warm": warm.measure,
+    "idle": idle.measure,
     "scale": scale.measure,  # last: the largest sizes may exhaust the machine
 }
 

@@ -2,10 +2,11 @@
 
 - persistent_peers: kept connected (redial with backoff); an entry without /p2p/<id> is
   dialed by address and the peer id learnt from the Noise handshake.
-- peer exchange (`/sentrynet/px/1.0.0`, when p2p.discovery): every connected peer is
-  asked for the peers it is connected to and the addresses those peers advertise —
-  circuit addresses included. Like the seed, addresses of peers in other networks are
-  kept (not filtered as unreachable) since a circuit or a hole punch may reach them.
+- peer exchange (`/sentrynet/px/1.0.0`, when p2p.discovery): connected peers are asked,
+  PX_FANOUT a round (least recently asked first), for the peers they are connected to
+  and the addresses those peers advertise, circuit addresses included. Like the seed,
+  addresses of peers in other networks are kept (not filtered as unreachable) since a
+  circuit or a hole punch may reach them.
   Learnt peers are dialed through the node dialer (direct, then circuit) while we have
   fewer than p2p.max_connections peers.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,11 @@ PX_ID = TProtocol("/sentrynet/px/1.0.0")
 PX_MAX_BYTES = 256 * 1024
 PX_MAX_PEERS = 64
 PX_INTERVAL_S = 5.0
+# Peers asked per round, least recently asked first (a new connection first): with up to
+# this many peers each is asked every round, as before; with more, each is asked every
+# few rounds. Asking every peer every round cost O(peers^2) per node per round (each answer
+# lists up to PX_MAX_PEERS peers with their addresses): at 32 peers, 6 streams a second.
+PX_FANOUT = 8
 PX_FIRST_S = 0.5
 ADDR_TTL_S = 3600
 BACKOFF_MIN_S = 0.5
@@ -69,6 +76,7 @@ class DiscoveryService:
         self.persistent: list[Persistent] = []
         self._wake = trio.Event()
         self._dialing: set[ID] = set()
+        self._px_asked: dict[ID, float] = {}  # peer -> when peer exchange last asked it
 
     def status(self) -> dict[str, Any]:
         return {"known": self.known_json()}
@@ -259,9 +267,21 @@ class DiscoveryService:
         await trio.sleep(PX_FIRST_S)
         while True:
             async with trio.open_nursery() as n:
-                for peer in self._connected_peers():
+                for peer in self._px_round(time.monotonic()):
                     n.start_soon(self._ask, peer)
             await trio.sleep(PX_INTERVAL_S)
+
+    def _px_round(self, now: float) -> list[ID]:
+        """The peers to ask this round: PX_FANOUT of the connected ones, least recently
+        asked (never asked) first."""
+        connected = self._connected_peers()
+        for gone in set(self._px_asked) - connected:
+            del self._px_asked[gone]
+        peers = sorted(connected, key=lambda p: (self._px_asked.get(p, -math.inf), p.to_bytes()))
+        chosen = peers[:PX_FANOUT]
+        for p in chosen:
+            self._px_asked[p] = now
+        return chosen
 
     async def _ask(self, peer: ID) -> None:
         assert self.rt is not None

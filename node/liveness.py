@@ -5,7 +5,8 @@ packets are silently dropped (a partition by iptables DROP, a frozen process, a 
 mapping gone): such a connection stays in /status, and a relay client keeps believing in
 a reservation on a relay that vanished. Every `p2p.ping_interval_s` this service runs one
 libp2p ping (`/ipfs/ping/1.0.0`) on each connection itself (a stream opened on that
-connection, not `host.new_stream(peer)`, which picks any), direct and relayed alike.
+connection, not `host.new_stream(peer)`, which picks any, and kept for the next ping),
+direct and relayed alike.
 After `p2p.ping_failures` pings in a row unanswered within `p2p.ping_timeout_s` it closes
 the connection through the tracker, whose connection_closed event then carries
 `reason="ping_timeout"`. A ping that times out while other data still arrived on the
@@ -36,6 +37,10 @@ from node.runtime import ConnInfo, NodeRuntime
 log = logging.getLogger("sentrynet.liveness")
 
 RTT_WINDOW = 9  # pings the median is taken over
+# A ping stream idle this long is replaced, not reused: py-libp2p's responder closes a
+# ping stream after 10 s without a ping (host/ping.py RESP_TIMEOUT), so with a longer
+# p2p.ping_interval_s the next ping would meet a closed stream and count as a miss.
+STREAM_IDLE_S = 8.0
 CLOSE_REASON = "ping_timeout"
 
 
@@ -47,6 +52,8 @@ class LivenessService:
         self._watching: set[int] = set()  # id(conn) with a ping loop
         self._rtts: dict[int, deque[float]] = {}
         self._rx_at: dict[int, float] = {}  # id(conn) -> monotonic time data last arrived
+        # id(conn) -> its open ping stream and when its last ping was answered
+        self._streams: dict[int, tuple[Any, float]] = {}
         self.closed = 0  # connections closed for not answering
 
     def status(self) -> dict[str, Any]:
@@ -150,6 +157,8 @@ class LivenessService:
             self._watching.discard(key)
             self._rtts.pop(key, None)
             self._rx_at.pop(key, None)
+            with trio.CancelScope(shield=True):
+                await self._end_stream(key)
 
     def _record(self, info: ConnInfo, rtt: float) -> None:
         assert self.rt is not None
@@ -162,26 +171,46 @@ class LivenessService:
         self.rt.metrics.ping_rtt_seconds.labels(kind=info.kind).observe(rtt)
 
     async def _ping(self, info: ConnInfo, timeout: float) -> tuple[float | None, str]:
-        """One ping on exactly this connection: (rtt seconds, "") or (None, why)."""
+        """One ping on exactly this connection: (rtt seconds, "") or (None, why).
+
+        The ping stream stays open for the next ping (the responder loops until EOF, as
+        the ping spec allows and go- and rust-libp2p do): opening a stream per ping cost
+        a stream negotiation on both ends every interval on every connection, the
+        largest fixed cost of a node with many peers. A ping that fails resets its
+        stream; the next one opens a fresh stream."""
         assert self.rt is not None
         host: Any = self.rt.host
-        stream: Any = None
+        key = id(info.conn)
+        stream, used_at = self._streams.get(key, (None, 0.0))
+        if stream is not None and time.monotonic() - used_at > STREAM_IDLE_S:
+            await self._end_stream(key)  # the responder may have closed it by now
+            stream = None
         try:
             with trio.fail_after(timeout):
-                stream = await open_stream_on(host, info.conn, [PING_ID], timeout)
+                if stream is None:
+                    stream = await open_stream_on(host, info.conn, [PING_ID], timeout)
                 t0 = time.monotonic()
                 await perform_ping_roundtrip(stream)
                 rtt = time.monotonic() - t0
+            self._streams[key] = (stream, time.monotonic())
         except trio.TooSlowError:
-            await _reset(stream)
+            await self._drop_stream(key, stream)
             return None, f"no answer within {timeout:g}s"
         except Exception as exc:
-            await _reset(stream)
+            await self._drop_stream(key, stream)
             return None, f"{type(exc).__name__}: {exc}"
-        # the responder loops until EOF: end our side so it closes its own
-        with contextlib.suppress(Exception), trio.move_on_after(timeout):
-            await stream.close()
         return rtt, ""
+
+    async def _drop_stream(self, key: int, stream: Any) -> None:
+        self._streams.pop(key, None)
+        await _reset(stream)
+
+    async def _end_stream(self, key: int) -> None:
+        """Close a connection's ping stream (EOF ends the responder's loop)."""
+        stream, _ = self._streams.pop(key, (None, 0.0))
+        if stream is not None:
+            with contextlib.suppress(Exception), trio.move_on_after(2):
+                await stream.close()
 
 
 def _ready(info: ConnInfo) -> bool:

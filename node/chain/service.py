@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import sqlite3
 import time
 from pathlib import Path
@@ -86,6 +87,12 @@ log = logging.getLogger("node.chain")
 
 INITIAL_SYNC_WAIT_S = 5.0  # longest a starting node waits for peers' tips before consensus
 SYNC_POLL_S = 2.0  # how often connected peers' tips are asked for
+# While we follow (a commit of ours within STALL_S, no hint of being behind) a routine poll
+# asks only this many peers, least recently asked first: it is a safety net for missed
+# gossip, and asking every peer every SYNC_POLL_S made the poll the largest per-connection
+# cost of a node (32 peers: 16 status requests a second out, 16 in). Behind, stalled, or
+# woken by a hint, every peer is asked.
+SYNC_POLL_SAMPLE = 4
 STATUS_GRACE_S = 1.5  # after the first tip answer, how long slower peers may take
 SETTLE_QUIET_S = 6.0  # no new peer for this long: longer than a peer-exchange round (5 s)
 SETTLE_MAX_S = 30.0  # the initial catch-up never waits longer than this for the peer set
@@ -160,6 +167,7 @@ class ChainService:
         self._sync_over = trio.Event()  # set while no sync session runs
         self._sync_over.set()
         self.settled = False  # the initial catch-up's peer-set wait is over (or not needed)
+        self._polled_at: dict[str, float] = {}  # peer -> when its tip was last asked for
         self.settling = False
         self._start_gen = 0
         self._wake_sync = trio.Event()
@@ -464,14 +472,23 @@ class ChainService:
         self.clients[peer] = (client, kind)
         return client
 
-    async def _poll_status(self, grace: float = STATUS_GRACE_S) -> list[SyncPeer]:
-        """Ask every connected peer for its tip, concurrently. Returns once every peer has
-        answered or failed, or `grace` after the first answer: a frozen peer must not
-        hold up a sync the others can serve (it is asked again at the next poll). The
-        initial catch-up passes a longer grace: a first stream over a circuit through a
-        loaded relay can take seconds, and a short catch-up would be over before that peer
-        could join the session."""
-        peers = self._connected_peers()
+    async def _poll_status(
+        self, grace: float = STATUS_GRACE_S, sample: int | None = None
+    ) -> list[SyncPeer]:
+        """Ask every connected peer (or `sample` of them, least recently asked first) for
+        its tip, concurrently. Returns once every peer asked has answered or failed, or
+        `grace` after the first answer: a frozen peer must not hold up a sync the others
+        can serve (it is asked again at the next poll). The initial catch-up passes a
+        longer grace: a first stream over a circuit through a loaded relay can take
+        seconds, and a short catch-up would be over before that peer could join the
+        session."""
+        every = self._connected_peers()
+        peers = every
+        if sample is not None and len(every) > sample:
+            peers = sorted(every, key=lambda pk: self._polled_at.get(pk[0], -math.inf))[:sample]
+        now = time.monotonic()
+        for peer, _ in peers:
+            self._polled_at[peer] = now
         out: list[SyncPeer] = []
         pending = [len(peers)]
         enough, all_done = trio.Event(), trio.Event()
@@ -510,9 +527,11 @@ class ChainService:
                 late = sorted({p for p, _ in peers} - {sp.peer for sp in out})
                 log.info("sync: going ahead without slow peer(s) %s", ", ".join(late))
             nursery.cancel_scope.cancel()  # a cancelled request marks its stream broken
-        connected = {p for p, _ in peers}
+        connected = {p for p, _ in every}
         for gone in set(self.peer_heights) - connected:
             self.peer_heights.pop(gone, None)
+        for gone in set(self._polled_at) - connected:
+            self._polled_at.pop(gone, None)
         return out
 
     async def _sync_loop(self) -> None:
@@ -521,8 +540,12 @@ class ChainService:
         while True:
             with trio.move_on_after(SYNC_POLL_S):
                 await self._wake_sync.wait()
+            woken = self._wake_sync.is_set()
             self._wake_sync = trio.Event()
-            peers = await self._poll_status()
+            following = (
+                not woken and self.settled and time.monotonic() - self.last_commit_at <= STALL_S
+            )
+            peers = await self._poll_status(sample=SYNC_POLL_SAMPLE if following else None)
             best = max((p.height for p in peers), default=None)
             if best is None:
                 self.sync_state = "idle"
@@ -531,6 +554,9 @@ class ChainService:
                 continue
             stalled = time.monotonic() - self.last_commit_at > STALL_S
             behind = best > store.height + 1 or (best > store.height and stalled)
+            if behind and following:
+                peers = await self._poll_status()  # a sample saw it: sync from every peer
+                best = max((p.height for p in peers), default=store.height)
             if behind and not self.settled:
                 self.settling = True
                 self.sync_state = "syncing"

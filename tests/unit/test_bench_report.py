@@ -280,3 +280,28 @@ def test_reservation_pooled_from_other_testnets() -> None:
     assert pooled["first_reservation_s"]["median"] == 2.0
     assert {r["source"] for r in pooled["samples"]} == {"scale8", "pairs-cone"}
     assert reservation.pooled({}) is None
+
+
+def test_idle_target_reads_the_median_per_node_and_names_each_role() -> None:
+    from bench import idle
+
+    rows = [
+        {"node": "v0", "role": "validator", "cores": 0.02},
+        {"node": "v1", "role": "validator", "cores": 0.03},
+        {"node": "s0", "role": "sentry", "cores": 0.05},
+    ]
+    res = {"idle": {**idle.summarize(rows), "runs": [{}]}}
+    (t,) = [x for x in report.targets(res) if x["target"].startswith("idle")]
+    assert t["verdict"] == "met" and "0.030 cores" in t["measured"]
+    assert "sentry 0.050" in t["measured"] and "validator 0.025" in t["measured"]
+    rows.append({"node": "s1", "role": "sentry", "cores": 0.07})
+    (t,) = [
+        x for x in report.targets({"idle": idle.summarize(rows)}) if x["target"].startswith("idle")
+    ]
+    assert t["verdict"] == "MISSED"
+    (t,) = [
+        x
+        for x in report.targets({"idle": {"runs": [{"error": "consensus stalled"}]}})
+        if x["target"].startswith("idle")
+    ]
+    assert t["verdict"] == "MISSED" and "consensus stalled" in t["measured"]
