@@ -21,7 +21,7 @@ from harness.errors import SentrynetError
 from harness.run.setup import topology_path
 from harness.run.testnet import RunningTestnet
 
-IDLE_BLOCKS = 5
+IDLE_BLOCKS = 30  # the sentry scenario's circuits, upgrades and sync are done by then
 WINDOW_S = 30.0
 QUICK_WINDOW_S = 5.0
 TARGET_CORES = 0.03

@@ -25,6 +25,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
                      (upstream: one per read)
 - stream_guard.py    a stream handler that raises resets its stream and is counted
                      (upstream: the exception ends the connection and the node)
+- task_parent.py     a new service task finds its parent by a lookup (upstream walks
+                     every task of the service, for every gossip message received)
 Applied by the service that needs it:
 - punch_inbound.py   an accepted connection from an endpoint our DCUtR punch dials is
                      upgraded as the client, the spec's role (upstream: always server;
@@ -61,6 +63,7 @@ from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
 from node.overrides.sender_record import install_sender_record_cache
 from node.overrides.stream_guard import OnHandlerError, install_stream_guard
+from node.overrides.task_parent import install_task_parent_index
 from node.overrides.yamux_window import install_yamux_window_hysteresis
 
 
@@ -84,5 +87,6 @@ def apply(
     install_idontwant_threshold(pubsub.router)
     install_sender_record_cache()
     install_yamux_window_hysteresis()
+    install_task_parent_index()
     install_identify_observed_per_connection(host)
     return install_identify_hook(host)

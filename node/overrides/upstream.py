@@ -108,6 +108,11 @@ USES: dict[str, list[str]] = {
         "libp2p.stream_muxer.yamux.yamux:Yamux.stream_buffers",
     ],
     "stream_guard.py": [f"{SWARM}.common_stream_handler"],
+    "task_parent.py": [
+        "libp2p.tools.anyio_service.trio_manager:TrioManager._run_and_manage_task",
+        "libp2p.tools.anyio_service.trio_manager:TrioManager._find_parent_task",
+        "libp2p.tools.anyio_service.trio_tasks:FunctionTask.iterate_tasks",
+    ],
     "punch_inbound.py": [
         f"{SWARM}.upgrade_inbound_raw_conn",
         f"{SWARM}.upgrade_outbound_raw_conn",

@@ -771,3 +771,75 @@ def test_upstream_listener_upgrades_a_punch_as_server_override_as_client() -> No
         f"upstream connected ({upstream!r}): fixed upstream? drop punch_inbound.py"
     )
     assert _punch_reaches_listener(override=True) == ""
+
+
+# -- the service manager's parent lookup ----------------------------------------------
+
+
+def test_upstream_walks_every_task_per_spawn_override_looks_the_parent_up() -> None:
+    """A service with a tree of running tasks (a few per 'peer', as pubsub and the swarm
+    hold) spawns a task from inside one of them: upstream walks the whole tree to find
+    the parent; the override finds the same parent (and None for a caller outside the
+    manager) without visiting any task."""
+    from libp2p.tools.anyio_service import Service
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+    from libp2p.tools.anyio_service.trio_tasks import FunctionTask
+
+    from node.overrides.task_parent import install_task_parent_index
+
+    install_task_parent_index()
+    upstream_find = TrioManager._sentrynet_upstream_find_parent  # type: ignore[attr-defined]
+    visited = [0]
+    walk = FunctionTask.iterate_tasks.__func__  # type: ignore[attr-defined]
+
+    def counting_walk(cls: Any, *tasks: Any) -> Any:
+        for t in walk(cls, *tasks):
+            visited[0] += 1
+            yield t
+
+    answers: list[tuple[Any, Any]] = []
+    spawned = trio.Event()
+
+    class Tree(Service):
+        async def run(self) -> None:
+            for _ in range(40):
+                self.manager.run_task(self.idle)
+            self.manager.run_task(self.spawner)
+            await trio.sleep_forever()
+
+        async def idle(self) -> None:
+            self.manager.run_task(trio.sleep_forever)  # a child each
+            await trio.sleep_forever()
+
+        async def spawner(self) -> None:
+            await trio.sleep(0.05)  # the idle tasks have started
+            me = trio.lowlevel.current_task()
+            manager: Any = self.manager
+            visited[0] = 0
+            FunctionTask.iterate_tasks = classmethod(counting_walk)
+            try:
+                ours = manager._find_parent_task(me)
+                ours_visited = visited[0]
+                theirs = upstream_find(manager, me)
+                answers.append((ours, theirs))
+                answers.append((ours_visited, visited[0] - ours_visited))
+            finally:
+                FunctionTask.iterate_tasks = classmethod(walk)
+            answers.append((manager._find_parent_task(manager_caller), None))
+            spawned.set()
+
+    manager_caller: Any = None
+
+    async def scenario() -> None:
+        nonlocal manager_caller
+        manager_caller = trio.lowlevel.current_task()  # not a task of the service
+        async with background_trio_service(Tree()):
+            with trio.fail_after(10):
+                await spawned.wait()
+
+    trio.run(scenario)
+    (ours, theirs), (ours_visited, upstream_visited), (outside, _) = answers
+    assert ours is theirs and isinstance(ours, FunctionTask)
+    assert "spawner" in str(ours)
+    assert ours_visited == 0 and upstream_visited >= 40, (ours_visited, upstream_visited)
+    assert outside is None
