@@ -30,6 +30,9 @@ def networks_for(n_nodes: int) -> int:
     return max(2, min(8, n_nodes // 8))
 
 
+PEER_BUDGET = 8  # connections a scale client keeps (see scale())
+
+
 def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
     """N nodes over P private networks behind `nat` routers, one sentry per network.
 
@@ -38,6 +41,13 @@ def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
     sentry and of the next network's sentry (reached through its NAT router), as in
     scenarios/sentry.yaml. Four validators, spread round-robin over the networks; the rest
     are full nodes.
+
+    Clients keep a peer budget (`p2p.max_connections: PEER_BUDGET`), as deployed nodes do
+    (a connection manager's watermarks): at the node's default of 32, every node of a
+    32-node testnet connects to every other, so the work of keeping the network grows
+    with the square of its size (pings, gossip copies, circuits through the sentries) and
+    32 nodes saturated 2 cores. Sentries keep the default: they serve the reservations
+    and circuits of two networks' clients.
     """
     if n_private < 2:
         raise ValueError("n_private must be at least 2 (a sentry needs another to relay to)")
@@ -76,6 +86,7 @@ def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
                     "networks": [f"p{i}"],
                     "relay_mode": "client",
                     "relay_servers": [sentries[i], nxt],
+                    "config": {"p2p": {"max_connections": PEER_BUDGET}},
                 }
     ordered = {name: nodes[name] for name in sorted(nodes)}
     return {
