@@ -3,8 +3,7 @@
 - persistent_peers: kept connected (redial with backoff); an entry without /p2p/<id> is
   dialed by address and the peer id learnt from the Noise handshake.
 - peer exchange (`/sentrynet/px/1.0.0`, when p2p.discovery): connected peers are asked,
-  PX_FANOUT a round (least recently asked first; a new connection at once; every 5 s,
-  every 30 s once three rounds taught nothing new), for the peers they are connected to
+  PX_FANOUT a round (least recently asked first), for the peers they are connected to
   and the addresses those peers advertise, circuit addresses included. Like the seed,
   addresses of peers in other networks are kept (not filtered as unreachable) since a
   circuit or a hole punch may reach them.
@@ -39,12 +38,6 @@ PX_ID = TProtocol("/sentrynet/px/1.0.0")
 PX_MAX_BYTES = 256 * 1024
 PX_MAX_PEERS = 64
 PX_INTERVAL_S = 5.0
-# Once PX_QUIET_ROUNDS rounds in a row taught nothing (every reply the same as that peer's
-# last one), rounds slow down to PX_IDLE_INTERVAL_S; a reply with something new, or a new
-# connection (asked at once), makes them fast again. Asking every 5 s forever was a tenth
-# of an idle node's CPU in the sentry testnet (py-spy, 7 peers).
-PX_QUIET_ROUNDS = 3
-PX_IDLE_INTERVAL_S = 30.0
 # Peers asked per round, least recently asked first (a new connection first): with up to
 # this many peers each is asked every round, as before; with more, each is asked every
 # few rounds. Asking every peer every round cost O(peers^2) per node per round (each answer
@@ -84,10 +77,6 @@ class DiscoveryService:
         self._wake = trio.Event()
         self._dialing: set[ID] = set()
         self._px_asked: dict[ID, float] = {}  # peer -> when peer exchange last asked it
-        self._px_replies: dict[ID, int] = {}  # peer -> digest of its last answer
-        self._px_new = False  # this round taught something
-        self._px_quiet = 0  # rounds in a row that taught nothing
-        self._px_connected = trio.Event()  # a connection opened since the last round
 
     def status(self) -> dict[str, Any]:
         return {"known": self.known_json()}
@@ -145,8 +134,6 @@ class DiscoveryService:
                     await self._wake.wait()
 
     def _on_conn(self, event: str, info: Any) -> None:
-        if event == "opened" and info.peer not in self._px_asked:
-            self._px_connected.set()
         k = self.known.get(info.peer)
         if event == "closed" and k is not None and time.monotonic() - info.opened_at < 10:
             # the peer hung up at once (e.g. it is over its own max_connections):
@@ -279,27 +266,10 @@ class DiscoveryService:
         assert self.rt is not None
         await trio.sleep(PX_FIRST_S)
         while True:
-            self._px_new = False
             async with trio.open_nursery() as n:
                 for peer in self._px_round(time.monotonic()):
                     n.start_soon(self._ask, peer)
-            self._px_quiet = 0 if self._px_new else self._px_quiet + 1
-            interval = PX_INTERVAL_S if self._px_quiet < PX_QUIET_ROUNDS else PX_IDLE_INTERVAL_S
-            with trio.move_on_after(interval):
-                await self._px_connected.wait()  # a new connection: ask it now
-                await trio.sleep(PX_FIRST_S)  # and whoever connects with it
-            self._px_connected = trio.Event()
-
-    def _px_learnt(self, peer: ID, entries: list[Any]) -> None:
-        """Remember what `peer` answered; a different answer is news (round stays fast)."""
-        try:  # order-free: a peer lists its connections and addresses in no set order
-            canon = sorted((str(e["peer"]), sorted(map(str, e["addrs"]))) for e in entries)
-            digest = hash(json.dumps(canon))
-        except Exception:
-            digest = hash(json.dumps(entries, sort_keys=True, default=str))
-        if self._px_replies.get(peer) != digest:
-            self._px_replies[peer] = digest
-            self._px_new = True
+            await trio.sleep(PX_INTERVAL_S)
 
     def _px_round(self, now: float) -> list[ID]:
         """The peers to ask this round: PX_FANOUT of the connected ones, least recently
@@ -307,7 +277,6 @@ class DiscoveryService:
         connected = self._connected_peers()
         for gone in set(self._px_asked) - connected:
             del self._px_asked[gone]
-            self._px_replies.pop(gone, None)
         peers = sorted(connected, key=lambda p: (self._px_asked.get(p, -math.inf), p.to_bytes()))
         chosen = peers[:PX_FANOUT]
         for p in chosen:
@@ -337,7 +306,6 @@ class DiscoveryService:
         except Exception:
             rt.reject("px", "malformed")
             return
-        self._px_learnt(peer, entries)
         ps = rt.host.get_peerstore()
         for e in entries:
             try:
