@@ -28,10 +28,7 @@ _INDEX = "_sentrynet_running_tasks"
 
 
 def _running(manager: Any) -> dict[trio.lowlevel.Task, FunctionTask]:
-    index: dict[trio.lowlevel.Task, FunctionTask] | None = manager.__dict__.get(_INDEX)
-    if index is None:
-        index = {}
-        manager.__dict__[_INDEX] = index
+    index: dict[trio.lowlevel.Task, FunctionTask] = manager.__dict__.setdefault(_INDEX, {})
     return index
 
 

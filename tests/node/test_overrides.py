@@ -812,9 +812,12 @@ def test_upstream_walks_every_task_per_spawn_override_looks_the_parent_up() -> N
             await trio.sleep_forever()
 
         async def spawner(self) -> None:
-            await trio.sleep(0.05)  # the idle tasks have started
             me = trio.lowlevel.current_task()
             manager: Any = self.manager
+            # every idle task and its child running (the spawner itself is one more)
+            with trio.fail_after(10):
+                while len(manager.__dict__.get("_sentrynet_running_tasks", {})) < 81:
+                    await trio.sleep(0.01)
             visited[0] = 0
             FunctionTask.iterate_tasks = classmethod(counting_walk)
             try:
