@@ -109,10 +109,16 @@ def test_rust_full_node_syncs_from_python_validators(rust_node: Path, tmp_path: 
         st = chain(late.status())
         assert st["sync_peers"] and sum(p["blocks"] for p in st["sync_peers"]) >= target - 1, st
         assert not st["voting"]
-        # synced blocks are not announced one by one; followed ones are
+        # synced blocks are not announced one by one; followed ones are. Blocks decided
+        # while the session runs may arrive by gossip meanwhile and are announced (the
+        # session skips them), so a few announced heights may fall inside its range.
         wait_for(late, lambda s: chain(s)["commits"] >= 3, "rust node follows gossip", 30)
         followed = [(e["height"], e.get("via")) for e in events_of(late, "block_committed")]
-        assert all(h > done["to_height"] for h, _ in followed), (done, followed[:8])
+        heights = [h for h, _ in followed]
+        assert len(heights) == len(set(heights)), followed
+        in_session = [h for h in heights if h <= done["to_height"]]
+        span = done["to_height"] - done["from_height"] + 1
+        assert len(in_session) < span / 4, (done, followed[:8])
         check_agreement(data_dirs([*vals, late]))
 
 
