@@ -95,7 +95,7 @@ clean:
 	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache results
 
 # Without -f: an image a container still uses stays. The base image is kept (rebuilding it
-# takes a minute); remove it with `docker rmi sentrynet-base:bookworm`.
+# takes a minute); remove it with `docker rmi sentrynet-base:bookworm-nft`.
 clean-images:
 	for kind in node rust-node; do \
 	  docker images --filter label=sentrynet.image=$$kind --format '{{.Repository}}:{{.Tag}}' | xargs -r docker rmi || true; \

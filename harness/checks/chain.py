@@ -59,15 +59,7 @@ def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
         by_net = "; ".join(f"{net}: {','.join(sorted(p))}" for net, p in sorted(proposers.items()))
         if lagging:
             stuck = all(obs.height(v) == base.get(v, obs.height(v)) for v in vals)
-            # round/step are optional extras of /status chain: where the round is, is where
-            # the votes stop (a high round at an unchanged height = votes do not arrive)
-            rounds = [
-                f"{v} round {c.round} {c.step or ''}".rstrip()
-                for v in vals
-                if (c := obs.status_of(v).chain) is not None and c.round is not None
-            ]
-            if rounds:
-                heights += f" ({'; '.join(rounds)})"
+            heights += _rounds(obs, vals)
             return Verdict(
                 False,
                 f"heights {heights} (need +{min_blocks}"
@@ -367,6 +359,19 @@ def converged(min_blocks: int = 3, base_mark: str = "healed_heights") -> Check:
     return check
 
 
+def _rounds(obs: Observation, vals: list[str], connections: bool = False) -> str:
+    """` (node0 round 3 prevote; ...)`: round/step are optional extras of /status chain;
+    where the round is, is where the votes stop (a high round at an unchanged height =
+    votes do not arrive); the connection count says whether they could."""
+    rounds = [
+        f"{v} round {c.round} {c.step or ''}".rstrip()
+        + (f", {len(obs.status_of(v).connections)} connections" if connections else "")
+        for v in vals
+        if (c := obs.status_of(v).chain) is not None and c.round is not None
+    ]
+    return f" ({'; '.join(rounds)})" if rounds else ""
+
+
 def advanced(min_blocks: int, base_mark: str, exclude: tuple[str, ...] = ()) -> Check:
     """Every validator not in `exclude` is `min_blocks` past its height in marks[base_mark]
     (e.g. the others keep committing while node4 is down)."""
@@ -378,7 +383,7 @@ def advanced(min_blocks: int, base_mark: str, exclude: tuple[str, ...] = ()) -> 
         if missing:
             return Verdict(False, f"no status: {', '.join(missing)}", cause="validator down")
         low = [v for v in vals if (obs.height(v) or 0) < base.get(v, 0) + min_blocks]
-        heights = _heights(obs, vals)
+        heights = _heights(obs, vals) + (_rounds(obs, low, connections=True) if low else "")
         if low:
             return Verdict(
                 False,

@@ -2,7 +2,8 @@
 
 Containers: kill, pause, unpause, restart, start NODE. Links: disconnect/reconnect NODE NET
 (iptables in the container; addresses and routes survive). Networks: partition/heal NET_A
-NET_B; nat NET cone|symmetric (the router's MASQUERADE rule, at run time); loss NET PCT;
+NET_B; nat NET PRESET (full-cone, restricted-cone, port-restricted-cone or cone,
+symmetric: the router's mapping and filtering, at run time); loss NET PCT;
 latency NET MS (needs the kernel's netem; says so plainly where it is missing); clear
 (undo every iptables perturbation). See harness/run/perturb.py for how each one works.
 """
@@ -47,7 +48,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(action, help=text, description=text)
         p.add_argument("net_a")
         p.add_argument("net_b")
-    p = sub.add_parser("nat", help="switch a private network's router to cone or symmetric NAT")
+    p = sub.add_parser("nat", help="switch a private network's router to another NAT preset")
     p.add_argument("net")
     p.add_argument("nat_type", choices=perturb.NAT_TYPES)
     p.add_argument(

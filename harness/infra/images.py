@@ -42,7 +42,8 @@ from harness.progress import Progress
 
 NODE_REPO = "sentrynet-node"
 PYTHON_BASE = "python:3.11-slim-bookworm"
-DEBOOTSTRAP_BASE = "sentrynet-base:bookworm"
+# The tag names what the base holds, so a base made before a package was added is not used
+DEBOOTSTRAP_BASE = "sentrynet-base:bookworm-nft"
 IMAGE_LABEL = "sentrynet.image"  # node | base | rust-node
 HASH_LABEL = "sentrynet.content-hash"
 HASH_LEN = 12
@@ -55,9 +56,10 @@ HASH_LEN = 12
 NODE_REQUIREMENTS: tuple[str, ...] = ("libp2p", "trio", "prometheus-client")
 NODE_LOCK = "constraints-node.txt"
 
-# Router tools the node image needs; the debootstrap base already includes them.
-SYSTEM_PACKAGES: tuple[str, ...] = ("iproute2", "iptables", "procps")
-DEBOOTSTRAP_INCLUDE = "python3,python3-venv,iproute2,iptables,ca-certificates,procps"
+# Router tools the node image needs (nftables: the cone filters, harness/infra/natrules.py);
+# the debootstrap base already includes them.
+SYSTEM_PACKAGES: tuple[str, ...] = ("iproute2", "iptables", "nftables", "procps")
+DEBOOTSTRAP_INCLUDE = "python3,python3-venv,iproute2,iptables,nftables,ca-certificates,procps"
 DEBIAN_SUITE = "bookworm"
 IMAGE_PYTHON = (3, 11)  # bookworm's python3 and python:3.11-slim-bookworm
 
@@ -497,7 +499,7 @@ def apt_install(packages: list[str], progress: Progress, log: Path) -> None:
 
 
 def build_debootstrap_base(root: Path, progress: Progress) -> None:
-    """Make sentrynet-base:bookworm from a minbase debootstrap rootfs (needs root, ~60 s)."""
+    """Make DEBOOTSTRAP_BASE from a minbase debootstrap rootfs (needs root, ~60 s)."""
     if os.geteuid() != 0:
         raise SentrynetError(
             f"no base image: {PYTHON_BASE} cannot be pulled here, and building "

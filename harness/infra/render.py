@@ -27,6 +27,7 @@ from typing import Any
 import jinja2
 
 from harness.errors import SentrynetError
+from harness.infra import natrules
 from harness.infra.rust_image import RUST_BINARY_IN_IMAGE
 from harness.model.testnet import TESTNET_FILE, Node, Testnet
 from node.config import section_defaults
@@ -277,13 +278,19 @@ def render(
         )
         for n in nets:  # shell variable holding the interface (PRIV_IF / PUB_IF)
             n["var"] = "PRIV_IF" if n["name"] == router.network else "PUB_IF"
+        inside = natrules.inside_nodes(testnet, router)
+        lan = testnet.network(router.network).subnet
         write(
             f"routers/{router.name}/router.sh",
             router_tpl.render(
                 router=router,
                 testnet=testnet.name,
                 nets=nets,
-                lan=testnet.network(router.network).subnet,
+                lan=lan,
+                cone_table=natrules.table(
+                    router.nat, inside, router.public_ip, lan, router.hairpin
+                ),
+                cone_note=natrules.describe(router.nat, inside),
             ),
             0o755,
         )

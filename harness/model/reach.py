@@ -9,23 +9,28 @@ server's addresses a client is configured with.
 
 The IP rules mirror what the rendered testnet does (templates/netsetup.sh.j2, router.sh.j2):
 - two nodes on a common network reach each other directly (on-link, both ways);
-- a node on a private network with a NAT router (nat cone|symmetric) reaches the PUBLIC
-  addresses of other nodes through the router (outbound only: the router drops unsolicited
-  inbound packets);
+- a node on a private network with a NAT router reaches the PUBLIC addresses of other nodes
+  through the router (outbound; what comes back unasked depends on the router's filtering,
+  harness/model/nat.py);
+- behind a full cone (endpoint-independent filtering) a node is reached at its router's
+  public address and its own p2p port (mappings keep the port) by anyone with a path to the
+  public network; behind the other presets unsolicited inbound packets are dropped;
 - nothing else: private networks never route to each other, a private network with
   `nat: none` has no path out at all, public nodes have no route into private networks.
 Circuit relay v2: the listener must hold a reservation on a relay it can reach (it reserves on
 its configured `relay_servers`), and the dialer must reach that relay too.
 DCUtR: needs a relayed connection first, then TCP simultaneous open between the two NATed
-public addresses: works when both are behind cone NAT (port-preserving mapping); fails when
-either side is symmetric (the mapping for the peer differs from the one the relay observed).
+public addresses: works when both are behind a cone (endpoint-independent, port-preserving
+mapping); fails when either side is symmetric (the mapping for the peer differs from the one
+the relay observed).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from harness.model.topology import NodeSpec, Topology, nat_router_network
+from harness.model.nat import model, openness
+from harness.model.topology import NodeSpec, Topology, nat_router_network, router_public_ips
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,34 @@ def ip_path(topo: Topology, src: NodeSpec, dst: NodeSpec) -> Path | None:
                     spec.router_name,
                     f"{dst.name}'s public address through {spec.router_name} ({spec.nat} NAT)",
                 )
-    return None
+    inbound = _full_cone_entry(topo, dst)
+    if inbound is None:
+        return None
+    router, addr = inbound
+    via = None
+    if public.name not in src.addresses:
+        routed = [topo.network(n) for n in src.addresses if topo.network(n).has_router]
+        if not routed:
+            return None
+        via = routed[0].router_name
+    return Path(
+        src.name,
+        dst.name,
+        addr,
+        public.name,
+        via,
+        f"{router}'s public address: a full cone lets anyone in to {dst.name}'s port "
+        f"{dst.p2p_port}",
+    )
+
+
+def _full_cone_entry(topo: Topology, node: NodeSpec) -> tuple[str, str] | None:
+    """(router, its public IP) when `node` has no public address and sits behind a full
+    cone: that router's public address and the node's p2p port reach it."""
+    net = nat_router_network(node, topo.networks)
+    if net is None or not model(topo.network(net).nat).inbound_open:
+        return None
+    return f"router-{net}", router_public_ips(topo.networks)[net]
 
 
 def no_path_reason(topo: Topology, src: NodeSpec, dst: NodeSpec) -> str:
@@ -92,10 +124,7 @@ def nat_of(topo: Topology, node: NodeSpec) -> str:
     if topo.public_network.name in node.addresses:
         return "public"
     nats = {topo.network(n).nat for n in node.addresses}
-    for kind in ("cone", "symmetric", "none"):  # best path out wins
-        if kind in nats:
-            return kind
-    return "none"
+    return min(nats, key=openness) if nats else "none"  # the best path out wins
 
 
 @dataclass(frozen=True)
@@ -229,8 +258,8 @@ def pair_verdict(topo: Topology, a: NodeSpec, b: NodeSpec) -> PairVerdict:
     elif "none" in (na, nb):
         who = a.name if na == "none" else b.name
         holepunch, hp_reason = False, f"{who} has no NAT router (nat: none): no path out to punch"
-    elif "symmetric" in (na, nb):
-        who = ", ".join(n.name for n, k in ((a, na), (b, nb)) if k == "symmetric")
+    elif not (_punchable(na) and _punchable(nb)):
+        who = ", ".join(n.name for n, k in ((a, na), (b, nb)) if not _punchable(k))
         holepunch, hp_reason = (
             False,
             f"symmetric NAT ({who}): the port mapped for the peer differs from the one "
@@ -268,6 +297,10 @@ def _sharing(topo: Topology, node: NodeSpec) -> list[str]:
         if node.name in names:
             return [n for n in names if n != node.name]
     return []
+
+
+def _punchable(nat: str) -> bool:
+    return nat == "public" or model(nat).punchable
 
 
 def _dcutr_off(node: NodeSpec) -> bool:

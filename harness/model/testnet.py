@@ -15,7 +15,7 @@ Decisions, in one place:
 - The node API listens on the node's control IP, port 9000 (API_PORT). The control network is
   an internal bridge per testnet; its subnet is derived from the testnet name
   (10.250.X.0/24, X from a hash) unless overridden (`--subnet control=CIDR`).
-- Routers: `router-<net>` for each private network with nat cone|symmetric; private IP = the
+- Routers: `router-<net>` for each private network with a NAT preset (not `none`); private IP = the
   top host of the private subnet, public IP allocated downward from the top of the public
   subnet (harness/model/topology.py reserves both).
 - Relay servers are configured by address WITHOUT peer id (the node matches them via
@@ -47,6 +47,7 @@ from harness.model.topology import (
     NetworkSpec,
     NodeSpec,
     Topology,
+    nat_router_network,
     router_private_ip,
     router_public_ips,
 )
@@ -55,9 +56,15 @@ API_PORT = 9000
 CONTROL_NETWORK = "control"
 CONTROL_FIRST_HOST = 10
 TESTNET_FILE = "testnet.json"
-FORMAT_VERSION = 7  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
+FORMAT_VERSION = 8  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
 # 5: node api (sentrynet | none); 6: node image and command (anyone's own node);
-# 7: router forwards and hairpin
+# 7: router forwards and hairpin; 8: NAT presets (harness/model/nat.py), node port_range
+# Ephemeral port ranges of the nodes behind a router: each its own block from here, so that
+# port-preserving mappings never collide and the cone filters know whose port is whose.
+EPHEMERAL_FIRST = 20000
+EPHEMERAL_END = 60000  # exclusive
+EPHEMERAL_BLOCK = 1000
+EPHEMERAL_MIN_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class Network:
     subnet: str
     docker_name: str  # <testnet>_<name>
     kind: str  # public | private | control
-    nat: str = "none"  # none | cone | symmetric
+    nat: str = "none"  # none or a preset of harness/model/nat.py
     loss_pct: float = 0.0
     latency_ms: float = 0.0
     router_public_ip: str | None = None  # public IP of its NAT router, when it has one
@@ -101,7 +108,7 @@ class Forward:
 class Router:
     name: str  # router-<net>
     network: str  # the private network it fronts
-    nat: str  # cone | symmetric
+    nat: str  # a preset of harness/model/nat.py (full-cone ... symmetric)
     private_ip: str
     public_network: str
     public_ip: str
@@ -144,6 +151,9 @@ class Node:
     api: str = "sentrynet"  # sentrynet: the harness reads /status; none: judged from outside
     image: str | None = None  # anyone's own node (topology `image:`), else sentrynet's image
     command: tuple[str, ...] | None = None  # its command, placeholders expanded by render
+    # behind a NAT router: the ephemeral ports its kernel picks from (sysctl
+    # net.ipv4.ip_local_port_range), its own block (EPHEMERAL_FIRST); None elsewhere
+    port_range: tuple[int, int] | None = None
 
     @property
     def netns_container(self) -> str:
@@ -288,6 +298,7 @@ class Testnet:
             "persistent_peers",
             "persistent_peer_addrs",
             "command",
+            "port_range",
         )
         return cls(
             name=d["name"],
@@ -466,11 +477,12 @@ def build_testnet(
         "them can be direct to a peer behind another router (give each its own p2p_port)"
         for endpoint, names in shared_public_endpoints(topo).items()
     ]
+    ranges = port_ranges(topo)
     nodes = []
     for index, spec in enumerate(topo.nodes):
-        nodes.append(
-            _node(tn_name, topo, spec, index, ctl, keys, {r.network: r for r in routers}, warnings)
-        )
+        by_net = {r.network: r for r in routers}
+        node = _node(tn_name, topo, spec, index, ctl, keys, by_net, warnings)
+        nodes.append(dataclasses.replace(node, port_range=ranges.get(spec.name)))
     return Testnet(
         name=tn_name,
         topology_name=topo.name,
@@ -483,6 +495,31 @@ def build_testnet(
         nodes=tuple(nodes),
         warnings=tuple(warnings),
     )
+
+
+def port_ranges(topo: Topology) -> dict[str, tuple[int, int]]:
+    """node -> its ephemeral port range, for the nodes behind a NAT router: the k-th node
+    behind a router (file order) takes the k-th block from EPHEMERAL_FIRST, 1000 ports
+    (fewer, down to 64, when more than 40 nodes share a router)."""
+    behind: dict[str, list[str]] = {}
+    for spec in topo.nodes:
+        net = nat_router_network(spec, topo.networks)
+        if net is not None:
+            behind.setdefault(net, []).append(spec.name)
+    out = {}
+    span = EPHEMERAL_END - EPHEMERAL_FIRST
+    for net, names in behind.items():
+        block = min(EPHEMERAL_BLOCK, span // len(names))
+        if block < EPHEMERAL_MIN_BLOCK:
+            raise SentrynetError(
+                f"network {net}: {len(names)} nodes behind one router leave each fewer than "
+                f"{EPHEMERAL_MIN_BLOCK} ephemeral ports; spread them over more private networks "
+                f"(at most {span // EPHEMERAL_MIN_BLOCK} per router)"
+            )
+        for k, name in enumerate(names):
+            lo = EPHEMERAL_FIRST + k * block
+            out[name] = (lo, lo + block - 1)
+    return out
 
 
 def _network(tn_name: str, n: NetworkSpec, router_ips: dict[str, str]) -> Network:

@@ -13,7 +13,8 @@ File format (see scenarios/sentry.yaml and docs/topology.md)::
     description: free text
     chain: {block_interval_s: 1.0}
     networks:
-      a:      {subnet: 172.20.0.0/24, nat: cone}     # private: nat none | cone | symmetric
+      a:      {subnet: 172.20.0.0/24, nat: cone}     # private: nat none | full-cone |
+              # restricted-cone | port-restricted-cone (alias cone) | symmetric
       public: {subnet: 10.0.0.0/24, public: true}    # exactly one public network
       # optional on any network: loss_pct (0..100, random drop), latency_ms (netem if present)
     nodes:
@@ -62,10 +63,11 @@ import yaml
 
 from harness.errors import SentrynetError
 from harness.model.fields import FieldReader, suggest
+from harness.model.nat import NAT_NAMES, canonical
 from node.config import ConfigError, validate_overrides
 
 ROLES = ("validator", "full", "sentry")
-NAT_TYPES = ("none", "cone", "symmetric")
+NAT_TYPES = NAT_NAMES  # none, the presets of harness/model/nat.py, and the alias `cone`
 RELAY_MODES = ("off", "client", "server", "both")
 # Which libp2p implementation runs the node: ours (node/) or the rust-libp2p reference node
 # (peers/rust). Both run the chain (vote, follow, serve block sync) on the same wire.
@@ -168,7 +170,9 @@ class NetworkSpec:
     name: str
     subnet: str  # CIDR, e.g. 172.20.0.0/24
     public: bool = False
-    nat: str = "none"  # none | cone | symmetric (always none for the public network)
+    # none, or a preset of harness/model/nat.py (`cone` is read as port-restricted-cone);
+    # always none for the public network
+    nat: str = "none"
     loss_pct: float = 0.0
     latency_ms: float = 0.0
     forwards: tuple[ForwardSpec, ...] = ()  # DNAT of router public ports to nodes behind it
@@ -534,7 +538,7 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
                     "set `nat: cone` (a NAT router), `nat: symmetric` or `nat: none` (no router: "
                     "the network has no IP path out), or mark it `public: true`",
                 )
-            nat = c.choice(spec["nat"], f"{path}.nat", NAT_TYPES)
+            nat = canonical(c.choice(spec["nat"], f"{path}.nat", NAT_TYPES))
         loss = c.number(
             spec.get("loss_pct", 0), f"{path}.loss_pct", 0, 100, "percent of packets dropped"
         )

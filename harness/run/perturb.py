@@ -12,9 +12,11 @@ How each one works, and why:
   NAT router's public address, the public addresses of its multi-homed sentries). A
   container on both networks (a router between a private network and the public one)
   drops forwarding between them; a node on both stays reachable from both sides.
-- nat NET cone|symmetric: the router's MASQUERADE rule gains or loses `--random-fully`,
-  then its conntrack table is flushed (over netlink: the image has no conntrack tool) so
-  old mappings cannot keep the previous behaviour alive.
+- nat NET PRESET (full-cone, restricted-cone, port-restricted-cone alias cone, symmetric):
+  the router's MASQUERADE rule gains or loses `--random-fully` (the mapping), its nftables
+  table sn_cone is replaced (the filtering, harness/infra/natrules.py), then its
+  conntrack table is flushed (over netlink: the image has no conntrack tool) so old
+  mappings cannot keep the previous behaviour alive.
 - loss NET PCT: iptables `statistic --mode random` DROP on every container's inbound
   interface on NET, so each packet crossing NET is dropped once with probability PCT.
 - latency NET MS: `tc qdisc netem` on every interface on NET. Needs the kernel's sch_netem;
@@ -42,7 +44,9 @@ from docker.models.containers import Container
 
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
+from harness.infra import natrules
 from harness.model import Node, Router, Testnet
+from harness.model.nat import ALIASES, EIM, PRESETS, canonical, model
 
 
 def require_net(testnet: Testnet, net: str) -> None:
@@ -340,14 +344,16 @@ err = struct.unpack("=i", data[16:20])[0] if len(data) >= 20 else 0
 print("flushed" if err == 0 else f"error {os.strerror(-err)}")
 """
 
-NAT_TYPES = ("cone", "symmetric")
+NAT_TYPES = (*PRESETS, *ALIASES)
 
 
 def set_nat(testnet: Testnet, net: str, nat: str, flush: bool = True) -> str:
-    """Switch the router of private network `net` to cone or symmetric NAT at run time."""
+    """Switch the router of private network `net` to another NAT preset at run time."""
     require_net(testnet, net)
     if nat not in NAT_TYPES:
         raise SentrynetError(f"nat type {nat!r} is not one of {', '.join(NAT_TYPES)}")
+    preset = canonical(nat)
+    symmetric = model(preset).mapping != EIM
     found = testnet.router_of(net)
     if found is None:
         raise SentrynetError(
@@ -363,19 +369,25 @@ def set_nat(testnet: Testnet, net: str, nat: str, flush: bool = True) -> str:
     cmds = []
     for line in masq:
         base = line.replace(" --random-fully", "")
-        new = base + (" --random-fully" if nat == "symmetric" else "")
+        new = base + (" --random-fully" if symmetric else "")
         if new == line:
             continue
         cmds.append("iptables -t nat " + line.replace("-A ", "-D ", 1))
         cmds.append("iptables -t nat " + new)
-    if cmds:
-        docker_ops.must_exec(c, "set -e\n" + "\n".join(cmds))
-    note = "already " + nat if not cmds else f"MASQUERADE{' --random-fully' * (nat == 'symmetric')}"
+    inside = natrules.inside_nodes(testnet, found)
+    lan = testnet.network(net).subnet
+    cone = natrules.table(preset, inside, found.public_ip, lan, found.hairpin)
+    script = "set -e\n" + "".join(f"{cmd}\n" for cmd in cmds) + natrules.replace_script(cone)
+    docker_ops.must_exec(c, script)
+    note = (
+        f"MASQUERADE{' --random-fully' * symmetric}; "
+        f"{preset} filtering: {natrules.describe(preset, inside)}"
+    )
     flushed = ""
     if flush:
         res = docker_ops.exec_in(c, ["python3", "-c", _CONNTRACK_FLUSH])
         flushed = f"; conntrack {res.output.strip() or 'flush failed'}"
-    return f"nat {net} -> {nat}: {router}: {note}{flushed}"
+    return f"nat {net} -> {preset}: {router}: {note}{flushed}"
 
 
 # --------------------------------------------------------------------------- loss / latency

@@ -63,6 +63,7 @@ from harness.checks import relay as relay_checks
 from harness.checks.expect import impossible
 from harness.errors import SentrynetError
 from harness.model.fields import FieldReader
+from harness.model.nat import ALIASES, PRESETS
 from harness.model.topology import (
     IMPL_SCOPES,
     IMPLS,
@@ -534,7 +535,7 @@ class _Reader(FieldReader):
                 raise self.fail(path, "the same network twice", "name two different networks")
             return (a, b)
         if k == "nat":
-            return self.choice(value, path, ("cone", "symmetric"), "NAT type")
+            return self.choice(value, path, (*PRESETS, *ALIASES), "NAT preset")
         if k == "pct":
             return self.number(value, path, 0, 100, "percent; 0 removes it")
         if k == "ms":

@@ -19,7 +19,7 @@ import pytest
 
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
-from harness.model import Testnet
+from harness.model import Testnet, nat
 from harness.run import natprobe, perturb
 from harness.run.testnet import RunningTestnet
 from harness.wait import wait_until
@@ -344,25 +344,57 @@ def _observers(tn: Testnet) -> tuple[natprobe.Observer, natprobe.Observer]:
 
 
 def test_router_nat_behaviour_is_measured_as_configured(mini: RunningTestnet) -> None:
-    """RFC 4787 terms, probed as RFC 5780 does (UDP, two observers on two ports each):
-    `cone` (MASQUERADE) is a port-restricted cone: endpoint-independent mapping that keeps
-    the port, address-and-port-dependent filtering; `symmetric` (MASQUERADE
-    --random-fully) maps per destination. Fails when the router does something else."""
+    """RFC 4787 terms, probed as RFC 5780 does (UDP, two observers on two ports each), for
+    every preset the topology offers, switched at run time on router-a: full cone
+    (anyone gets in), restricted cone (an address val-a sent to gets in), port-restricted
+    cone (`cone`, MASQUERADE: only the endpoint of the mapping), symmetric (MASQUERADE
+    --random-fully: a mapping per destination). Fails when a router does something else."""
     tn = mini.testnet
     inside = docker_ops.node_container(tn.name, "val-a")
     ip = tn.node("val-a").addresses["a"]
+    port_range = tn.node("val-a").port_range
+    assert port_range is not None
     a, b = _observers(tn)
-    cone = natprobe.classify(inside, ip, a, b, port=41000)
-    assert cone.preset == "port-restricted-cone", cone.describe()
-    assert cone.mapping == "endpoint-independent" and cone.port_preserving, cone.describe()
-    assert cone.filtering == "address-and-port-dependent", cone.describe()
+    seen = {}
     try:
-        perturb.set_nat(tn, "a", "symmetric")
-        sym = natprobe.classify(inside, ip, a, b, port=41010)
+        for i, preset in enumerate(nat.PRESETS):
+            perturb.set_nat(tn, "a", preset)
+            # from ports in val-a's own range: the cone filters DNAT exactly those
+            seen[preset] = natprobe.classify(inside, ip, a, b, port=port_range[0] + 100 + 10 * i)
     finally:
         perturb.set_nat(tn, "a", "cone")
-    assert sym.preset == "symmetric", sym.describe()
-    assert sym.mapping != "endpoint-independent", sym.describe()
+    for preset, got in seen.items():
+        want = nat.model(preset)
+        assert got.preset == preset, got.describe()
+        assert got.filtering == want.filtering, got.describe()
+        assert (got.mapping == nat.EIM) == (want.mapping == nat.EIM), got.describe()
+        assert got.port_preserving == want.port_preserving, got.describe()
+
+
+def test_full_cone_lets_a_public_dial_in_and_port_restricted_does_not(
+    mini: RunningTestnet,
+) -> None:
+    """TCP through router-a's public address to a port of val-a's: a full cone delivers
+    the relay's unsolicited SYN to val-a (from the relay's own address: no SNAT inbound);
+    back to the port-restricted cone, the same SYN is dropped (a timeout, not a refusal)."""
+    tn = mini.testnet
+    port_range = tn.node("val-a").port_range
+    assert port_range is not None
+    port = port_range[0] + 200
+    bind = (tn.node("val-a").addresses["a"], port)
+    public = [tn.router("router-a").public_ip, port]
+    relay_ip = tn.node("relay").addresses["public"]
+    dial = {"to": public, "deadline": 4, "attempt_timeout": 4, "retry": False, "say": "in"}
+    try:
+        perturb.set_nat(tn, "a", "full-cone")
+        srv, dialed = serve_and_dial(tn.name, "val-a", bind, "relay", **dial)
+    finally:
+        perturb.set_nat(tn, "a", "cone")
+    assert dialed["connected"] and srv["accepted"], (srv, dialed)
+    assert srv["peer"][0] == relay_ip, srv
+    srv, dialed = serve_and_dial(tn.name, "val-a", bind, "relay", **dial)
+    assert not dialed["connected"] and not srv["accepted"], (srv, dialed)
+    assert dialed["errors"] == {"TimeoutError": 1}, dialed
 
 
 def _through_forward(tn: Testnet, server: str, port: int, client: str, router: str) -> Any:

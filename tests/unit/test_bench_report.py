@@ -66,7 +66,7 @@ def test_pairs_and_sync_topologies_validate(tmp_path: Path) -> None:
 
 def test_write_reports_invalid_topology(tmp_path: Path) -> None:
     doc = topogen.pairs(1, "cone")
-    doc["networks"]["a"]["nat"] = "ful-cone"
+    doc["networks"]["a"]["nat"] = "coen"
     with pytest.raises(TopologyError, match="did you mean 'cone'"):
         topogen.write(doc, tmp_path / "bad.yaml")
 

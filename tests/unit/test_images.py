@@ -248,7 +248,7 @@ def test_dockerfile_for_debootstrap_base_needs_no_network() -> None:
 def test_dockerfile_for_python_base_installs_router_tools() -> None:
     text = images.render_dockerfile(REPO, images.PYTHON_BASE)
     assert f"FROM {images.PYTHON_BASE}" in text
-    assert "apt-get install -y --no-install-recommends iproute2 iptables procps" in text
+    assert "apt-get install -y --no-install-recommends iproute2 iptables nftables procps" in text
     # no harness-only dependency goes into the node image
     for harness_only in ("docker", "pyyaml", "jinja2"):
         assert harness_only not in images.NODE_REQUIREMENTS

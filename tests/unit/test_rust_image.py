@@ -95,7 +95,7 @@ def test_dockerfile_on_the_debootstrap_base_copies_the_binary_offline() -> None:
 def test_dockerfile_on_the_python_base_adds_the_router_tools() -> None:
     text = rust_image.render_rust_dockerfile(REPO, images.PYTHON_BASE)
     assert f"\nFROM {images.PYTHON_BASE}\n" in text
-    assert "apt-get install -y --no-install-recommends iproute2 iptables procps" in text
+    assert "apt-get install -y --no-install-recommends iproute2 iptables nftables procps" in text
 
 
 def test_makefile_builds_the_binary_where_the_image_takes_it() -> None:

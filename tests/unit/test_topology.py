@@ -149,10 +149,11 @@ def test_known_nodes_are_abbreviated_as_a_range(tmp_path: Path) -> None:
             "valid keys: role, networks, relay_mode, relay_servers",
         ),
         (
-            lambda d: d["networks"]["a"].update(nat="full-cone"),
+            lambda d: d["networks"]["a"].update(nat="fullcone"),
             "networks.a.nat",
-            "'full-cone' is not one of none, cone, symmetric",
-            "",
+            "'fullcone' is not one of none, full-cone, restricted-cone, port-restricted-cone, "
+            "symmetric, cone",
+            "did you mean 'full-cone'?",
         ),
         (
             lambda d: d["networks"]["a"].pop("nat"),
@@ -479,8 +480,8 @@ def test_sentry_scenario_is_the_seed_layout() -> None:
     topo = load_topology(SCENARIOS / "sentry.yaml")
     assert topo.name == "sentry"
     nets = {n.name: n for n in topo.networks}
-    assert nets["a"].subnet == "172.20.0.0/24" and nets["a"].nat == "cone"
-    assert nets["b"].subnet == "172.21.0.0/24" and nets["b"].nat == "cone"
+    assert nets["a"].subnet == "172.20.0.0/24" and nets["a"].nat == "port-restricted-cone"
+    assert nets["b"].subnet == "172.21.0.0/24" and nets["b"].nat == "port-restricted-cone"
     assert nets["public"].subnet == "10.0.0.0/24" and nets["public"].public
     roles = {n.name: n.role for n in topo.nodes}
     assert roles == {

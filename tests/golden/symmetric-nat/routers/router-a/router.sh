@@ -5,6 +5,8 @@
 # The recipe of docs/design.md "NAT routers": MASQUERADE on the public interface with --random-fully
 # (symmetric: a random public port per mapping, which defeats hole punching), and unsolicited
 # inbound packets DROPPED (not rejected: a RST would kill a hole punch in flight).
+# Filtering beyond conntrack's (full and restricted cone) is the nftables table sn_cone
+# (harness/infra/natrules.py), which `sentrynet perturb nat` replaces at run time.
 # The router itself has no default route: nothing leaves the testnet.
 set -eu
 log() { echo "router router-a: $*"; }
@@ -34,6 +36,8 @@ fi
 while ip route del default 2>/dev/null; do :; done
 
 iptables -t nat -A POSTROUTING -o "$PUB_IF" -j MASQUERADE --random-fully
+# symmetric filtering: only the endpoint a mapping was made for gets in (conntrack)
+iptables -A FORWARD -i "$PUB_IF" -m conntrack --ctstate DNAT -j ACCEPT
 iptables -A FORWARD -i "$PUB_IF" -m state --state ESTABLISHED,RELATED -j ACCEPT
 iptables -A FORWARD -i "$PUB_IF" -j DROP
 iptables -A INPUT -i "$PUB_IF" -m state --state ESTABLISHED,RELATED -j ACCEPT
