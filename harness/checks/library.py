@@ -594,6 +594,80 @@ def reservations_refreshed(min_refreshes: int = 2, since: str | None = None) -> 
     return check
 
 
+def _behind(obs: Observation, relay_id: str, network: str) -> bool:
+    """Is this relay reached through `network`'s router (not on that network itself)?"""
+    relay = obs.nodes.get(obs.name_of(relay_id))
+    return relay is None or network not in relay.addresses
+
+
+def reservations_remade(network: str, since: str) -> Check:
+    """After marks[since] (a rebind of `network`'s router: new public address, mappings
+    gone), every relay client behind that router holds, on each configured relay it reaches
+    through the router (those it reserved on in the run or holds now), a reservation
+    made again after the mark (reservation_accepted). Relays on the client's own network are
+    not behind the router and need nothing."""
+
+    def check(obs: Observation) -> Verdict:
+        t0, bad = _mark_time(obs, since)
+        if bad is not None:
+            return bad
+        assert t0 is not None
+        clients = [
+            c
+            for c in obs.clients()
+            if obs.nodes[c].has_api and obs.only_private(c) and obs.home(c) == network
+        ]
+        if not clients:
+            return Verdict(
+                False,
+                f"no relay client lives behind {network}'s router",
+                cause="name the private network whose router was rebound",
+                data={"final": True},
+            )
+        missing = obs.missing(clients)
+        if missing:
+            return Verdict(False, f"no /status from {', '.join(missing)}")
+        done: list[str] = []
+        short: list[str] = []
+        times: list[float] = []
+        for c in clients:
+            held = {r.relay for r in obs.status_of(c).reservations}
+            accepted = obs.events_of(c, "reservation_accepted")
+            # the relays it reserved on in this run or holds now, however it found them
+            ids = held | {e.relay for e in accepted if e.relay}
+            through = sorted(obs.name_of(rid) for rid in ids if _behind(obs, rid, network))
+            if not through:
+                short.append(f"{c} had no reservation through the router to judge")
+            for relay in through:
+                rid = obs.peer_id(relay)
+                made = [
+                    float(e.ts)
+                    for e in accepted
+                    if e.relay == rid and e.ts is not None and e.ts >= t0
+                ]
+                label = f"{c}->{relay}"
+                if made and rid in held:
+                    done.append(f"{label} at +{made[0] - t0:.1f}s")
+                    times.append(made[0])
+                elif made:
+                    short.append(f"{label} made again at +{made[0] - t0:.1f}s but not held now")
+                else:
+                    held_note = "still listed as held" if rid in held else "not held"
+                    short.append(f"{label} not made again ({held_note})")
+        head = f"reservations through {network}'s router since {since} ({t0:.1f}s)"
+        if short:
+            return Verdict(
+                False,
+                f"{head}: missing {', '.join(short)}; done: {', '.join(done) or 'none'}",
+                cause="the client did not notice that its connection through the rebound "
+                "router died (no keepalive failure, no reconnect), or reconnected without "
+                "reserving again: the reservation it lists is on a connection that is gone",
+            )
+        return Verdict(True, f"{head}: {', '.join(done)}", since=max(times) if times else obs.t)
+
+    return check
+
+
 def circuit_addrs_kept(since: str | None = None) -> Check:
     """The circuit addresses of every relay client stayed advertised across its refreshes:
     no addrs_advertised event of the run (from marks[since] when given) dropped a relay's
@@ -686,7 +760,8 @@ def circuit_dial_ok(probe: str) -> Check:
     """Every probe recorded under marks[probe] (action `probe`, mode dial: a new host with
     a fresh key dialed the target's advertised circuit address through the relay and
     pinged it) succeeded, and each came after a refresh of the target's reservation on that
-    relay (a refresh between the previous probe and this one)."""
+    relay, or a new one (between the previous probe and this one): the dial proves that
+    very reservation."""
 
     def check(obs: Observation) -> Verdict:
         recs = _probes(obs, probe)
@@ -706,7 +781,7 @@ def circuit_dial_ok(probe: str) -> Check:
             rid = obs.peer_id(relay)
             refs = [
                 e.ts
-                for e in obs.events_of(target, "reservation_refreshed")
+                for e in obs.events_of(target, "reservation_refreshed", "reservation_accepted")
                 if e.relay == rid
                 and e.ts is not None
                 and e.ts <= at
@@ -718,7 +793,10 @@ def circuit_dial_ok(probe: str) -> Check:
                 failed.append(f"{what}: {r.get('error')} (dialed {r.get('addr')})")
                 continue
             if not refs:
-                failed.append(f"{what}: ok, but no refresh of {target} on {relay} before it")
+                failed.append(
+                    f"{what}: ok, but no refresh or new reservation of {target} on {relay} "
+                    "before it"
+                )
                 continue
             said.append(
                 f"{what} ok, rtt {float(r.get('rtt_s') or 0) * 1000:.1f} ms, "

@@ -3,7 +3,8 @@
 Containers: kill, pause, unpause, restart, start NODE. Links: disconnect/reconnect NODE NET
 (iptables in the container; addresses and routes survive). Networks: partition/heal NET_A
 NET_B; nat NET PRESET (full-cone, restricted-cone, port-restricted-cone or cone,
-symmetric: the router's mapping and filtering, at run time); loss NET PCT;
+symmetric: the router's mapping and filtering, at run time); rebind NET [--ip IP] (a new
+public address for NET's router, its mappings dropped); loss NET PCT;
 latency NET MS (needs the kernel's netem; says so plainly where it is missing); clear
 (undo every iptables perturbation). See harness/run/perturb.py for how each one works.
 """
@@ -56,6 +57,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not flush the router's conntrack table (old flows keep their old mapping)",
     )
+    text = "give NET's router a new public address and drop its mappings (an ISP re-address)"
+    p = sub.add_parser("rebind", help=text, description=text)
+    p.add_argument("net")
+    p.add_argument("--ip", help="the new address (default: a free one of the public subnet)")
     p = sub.add_parser("loss", help="random inbound packet loss on every interface on NET")
     p.add_argument("net")
     p.add_argument("pct", type=float, help="percent, 0 removes it")
@@ -83,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         out = perturb.heal(testnet, args.net_a, args.net_b)
     elif a == "nat":
         out = perturb.set_nat(testnet, args.net, args.nat_type, flush=not args.keep_conntrack)
+    elif a == "rebind":
+        out = perturb.rebind(testnet, args.net, args.ip)
     elif a == "loss":
         out = perturb.set_loss(testnet, args.net, args.pct)
     elif a == "latency":

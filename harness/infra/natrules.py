@@ -13,7 +13,8 @@ filter):
 - chain `cone_in` (nat prerouting, after the iptables forwards): a packet from outside to the
   router's public address and a mapped port is DNATed to the port's owner. Full cone: from
   anyone. Restricted cone: only from an address the owner sent to from that very port (set
-  `seen`, keyed address . port, kept FILTER_MEMORY_S after the last packet out).
+  `seen`, keyed address . port, kept for the router's mapping timeout, FILTER_MEMORY_S
+  when it has none, after the last packet out).
 - chain `seen_out` (filter forward): records address . source port of what leaves for the
   outside, for the restricted cone.
 - hairpin (topology `hairpin: true`): behind a full cone, the nodes behind the router reach
@@ -60,9 +61,18 @@ def inside_nodes(testnet: Testnet, router: Router) -> list[Inside]:
     ]
 
 
-def table(nat: str, inside: list[Inside], public_ip: str, lan: str, hairpin: bool) -> str:
+def table(
+    nat: str,
+    inside: list[Inside],
+    public_ip: str,
+    lan: str,
+    hairpin: bool,
+    memory_s: int | None = None,
+) -> str:
     """The nft script (for `nft -f -`) that creates the table; "" when the preset needs
-    none (conntrack filters address-and-port-dependently by itself)."""
+    none (conntrack filters address-and-port-dependently by itself). `memory_s`: how long
+    the restricted cone remembers whom a port sent to (the router's mapping timeout, else
+    FILTER_MEMORY_S)."""
     filtering = model(nat).filtering
     if filtering == APDM or not inside:
         return ""
@@ -84,7 +94,7 @@ def table(nat: str, inside: list[Inside], public_ip: str, lan: str, hairpin: boo
         lines += [
             "  set seen {",
             "    type ipv4_addr . inet_service; flags dynamic,timeout;",
-            f"    timeout {FILTER_MEMORY_S}s;",
+            f"    timeout {memory_s or FILTER_MEMORY_S}s;",
             "  }",
             "  chain seen_out {",
             f"    type filter hook forward priority {SEEN_OUT_PRIORITY}; policy accept;",

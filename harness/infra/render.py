@@ -27,7 +27,7 @@ from typing import Any
 import jinja2
 
 from harness.errors import SentrynetError
-from harness.infra import natrules
+from harness.infra import delayer, natrules
 from harness.infra.rust_image import RUST_BINARY_IN_IMAGE
 from harness.model.testnet import TESTNET_FILE, Node, Testnet
 from node.config import section_defaults
@@ -271,6 +271,8 @@ def render(
             net_tpl.render(node=node, testnet=testnet.name, nets=nets, default_var=default_var),
             0o755,
         )
+        if any(n["latency_ms"] > 0 for n in nets):
+            write(f"{base}/{delayer.SCRIPT_NAME}", delayer.DELAYER)
     router_tpl = env.get_template("router.sh.j2")
     for router in testnet.routers:
         nets = _net_context(
@@ -279,6 +281,8 @@ def render(
         for n in nets:  # shell variable holding the interface (PRIV_IF / PUB_IF)
             n["var"] = "PRIV_IF" if n["name"] == router.network else "PUB_IF"
         inside = natrules.inside_nodes(testnet, router)
+        if any(n["latency_ms"] > 0 for n in nets):
+            write(f"routers/{router.name}/{delayer.SCRIPT_NAME}", delayer.DELAYER)
         lan = testnet.network(router.network).subnet
         write(
             f"routers/{router.name}/router.sh",
@@ -288,7 +292,12 @@ def render(
                 nets=nets,
                 lan=lan,
                 cone_table=natrules.table(
-                    router.nat, inside, router.public_ip, lan, router.hairpin
+                    router.nat,
+                    inside,
+                    router.public_ip,
+                    lan,
+                    router.hairpin,
+                    router.mapping_timeout_s,
                 ),
                 cone_note=natrules.describe(router.nat, inside),
             ),

@@ -115,6 +115,7 @@ class Router:
     container: str
     forwards: tuple[Forward, ...] = ()
     hairpin: bool = False  # the private side reaches the forwards at the public address
+    mapping_timeout_s: int | None = None  # idle mappings forgotten after this; None: kernel's
 
     @property
     def netns_container(self) -> str:
@@ -467,6 +468,7 @@ def build_testnet(
             container=f"{tn_name}-router-{n.name}",
             forwards=_forwards(topo, n),
             hairpin=n.hairpin,
+            mapping_timeout_s=n.mapping_timeout_s,
         )
         for n in topo.networks
         if n.has_router

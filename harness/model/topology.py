@@ -102,7 +102,16 @@ RESERVED_NETWORK_NAMES = ("control",)  # harness-owned network (node API only)
 # errors listing these (a typo like `relay_server` must not be silently ignored).
 TOP_KEYS = ("name", "description", "chain", "networks", "nodes")
 CHAIN_KEYS = ("block_interval_s",)
-NETWORK_KEYS = ("subnet", "public", "nat", "loss_pct", "latency_ms", "forwards", "hairpin")
+NETWORK_KEYS = (
+    "subnet",
+    "public",
+    "nat",
+    "loss_pct",
+    "latency_ms",
+    "forwards",
+    "hairpin",
+    "mapping_timeout_s",
+)
 FORWARD_KEYS = ("port", "to", "to_port", "proto")
 FORWARD_PROTOS = ("tcp", "udp")
 NODE_KEYS = (
@@ -177,6 +186,9 @@ class NetworkSpec:
     latency_ms: float = 0.0
     forwards: tuple[ForwardSpec, ...] = ()  # DNAT of router public ports to nodes behind it
     hairpin: bool = False  # hosts behind the router reach the forwards at its public address
+    # how long an idle mapping lives (UDP, and established TCP) before the router forgets
+    # it; None: the kernel's defaults (UDP 30/120 s, TCP 5 days)
+    mapping_timeout_s: int | None = None
 
     @property
     def has_router(self) -> bool:
@@ -553,8 +565,27 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
                 "set on a network without a NAT router",
                 "remove `hairpin:`, or give the network `nat: cone` or `nat: symmetric`",
             )
+        timeout = None
+        if "mapping_timeout_s" in spec:
+            if nat == "none":
+                raise c.fail(
+                    f"{path}.mapping_timeout_s",
+                    "set on a network without a NAT router",
+                    "remove `mapping_timeout_s:`, or give the network a NAT preset",
+                )
+            timeout = int(
+                c.number(
+                    spec["mapping_timeout_s"],
+                    f"{path}.mapping_timeout_s",
+                    1,
+                    86401,
+                    "seconds an idle mapping lives",
+                )
+            )
         out.append(
-            NetworkSpec(net_name, str(subnet), public, nat, loss, latency, forwards, hairpin)
+            NetworkSpec(
+                net_name, str(subnet), public, nat, loss, latency, forwards, hairpin, timeout
+            )
         )
     publics = [n.name for n in out if n.public]
     if len(publics) != 1:

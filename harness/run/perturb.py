@@ -19,8 +19,9 @@ How each one works, and why:
   mappings cannot keep the previous behaviour alive.
 - loss NET PCT: iptables `statistic --mode random` DROP on every container's inbound
   interface on NET, so each packet crossing NET is dropped once with probability PCT.
-- latency NET MS: `tc qdisc netem` on every interface on NET. Needs the kernel's sch_netem;
-  where it is missing ("Specified qdisc kind is unknown") we say so and change nothing.
+- latency NET MS: `tc qdisc netem` on every interface on NET; where the kernel has no
+  sch_netem ("Specified qdisc kind is unknown"), an NFQUEUE rule and a small delayer in the
+  container's namespace that holds each packet for MS (harness/infra/delayer.py).
 - cpu NODE CORES: the CFS quota of the node's container, changed on the running container
   (`docker update`): the node gets at most CORES CPUs, as on a loaded or small machine,
   without a CPU hog that would also slow the harness and the other nodes. 0 removes it.
@@ -36,6 +37,7 @@ put into its new namespace, so a node restarted during a partition stays cut off
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from collections.abc import Callable
@@ -43,8 +45,8 @@ from collections.abc import Callable
 from docker.models.containers import Container
 
 from harness.errors import SentrynetError
+from harness.infra import delayer, natrules
 from harness.infra import docker as docker_ops
-from harness.infra import natrules
 from harness.model import Node, Router, Testnet
 from harness.model.nat import ALIASES, EIM, PRESETS, canonical, model
 
@@ -376,7 +378,8 @@ def set_nat(testnet: Testnet, net: str, nat: str, flush: bool = True) -> str:
         cmds.append("iptables -t nat " + new)
     inside = natrules.inside_nodes(testnet, found)
     lan = testnet.network(net).subnet
-    cone = natrules.table(preset, inside, found.public_ip, lan, found.hairpin)
+    public_ip = public_ip_now(testnet, c)
+    cone = natrules.table(preset, inside, public_ip, lan, found.hairpin, found.mapping_timeout_s)
     script = "set -e\n" + "".join(f"{cmd}\n" for cmd in cmds) + natrules.replace_script(cone)
     docker_ops.must_exec(c, script)
     note = (
@@ -388,6 +391,83 @@ def set_nat(testnet: Testnet, net: str, nat: str, flush: bool = True) -> str:
         res = docker_ops.exec_in(c, ["python3", "-c", _CONNTRACK_FLUSH])
         flushed = f"; conntrack {res.output.strip() or 'flush failed'}"
     return f"nat {net} -> {preset}: {router}: {note}{flushed}"
+
+
+def public_ip_now(testnet: Testnet, router: Container) -> str:
+    """The router's address on the public network as its interface has it now (a rebind
+    changes it; the model keeps the rendered one)."""
+    subnet = ipaddress.IPv4Network(testnet.public_network.subnet)
+    out = docker_ops.must_exec(router, ["ip", "-o", "-4", "addr", "show"])
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            addr = parts[parts.index("inet") + 1].split("/")[0]
+            if ipaddress.IPv4Address(addr) in subnet:
+                return addr
+    raise SentrynetError(f"{router.name}: no address on the public network {subnet}:\n{out}")
+
+
+def _free_public_ip(testnet: Testnet, taken: set[str]) -> str:
+    """An address of the public subnet nobody uses: from just below the routers' block
+    (allocated from the top, harness/model/topology.py) downwards."""
+    subnet = ipaddress.IPv4Network(testnet.public_network.subnet)
+    start = subnet.broadcast_address - 1 - len(testnet.routers)
+    for k in range(int(start) - int(subnet.network_address) - 1):
+        candidate = str(start - k)
+        if candidate not in taken:
+            return candidate
+    raise SentrynetError(f"no free address left in the public subnet {subnet}")
+
+
+def rebind(testnet: Testnet, net: str, new_ip: str | None = None) -> str:
+    """The router of `net` gets another public address and forgets every mapping, as a home
+    router does when its ISP hands out a new address: connections through it die without a
+    FIN, and peers that learned the old address can no longer reach it. Rules that named the
+    old address (forwards' hairpin, the cone table) are rewritten to the new one."""
+    require_net(testnet, net)
+    found = testnet.router_of(net)
+    if found is None:
+        raise SentrynetError(f"network {net!r} has no NAT router to rebind")
+    c = _container(testnet, found.name)
+    old = public_ip_now(testnet, c)
+    subnet = ipaddress.IPv4Network(testnet.public_network.subnet)
+    taken = {old, *(r.public_ip for r in testnet.routers)}
+    taken |= {ip for h in testnet.hosts() for ip in h.addresses.values()}
+    taken |= {public_ip_now(testnet, _container(testnet, r.name)) for r in testnet.routers}
+    if new_ip is None:
+        new_ip = _free_public_ip(testnet, taken)
+    elif ipaddress.IPv4Address(new_ip) not in subnet or new_ip in taken:
+        raise SentrynetError(
+            f"rebind {net} to {new_ip}: pick a free address of the public subnet {subnet} "
+            f"(taken: {', '.join(sorted(taken))})"
+        )
+    word = re.escape(old)
+    script = "\n".join(
+        [
+            "set -e",
+            f"dev=$(ip -o -4 addr show to {old}/32 | awk '{{print $2}}')",
+            'dev="${dev%%@*}"',
+            f'ip addr del {old}/{subnet.prefixlen} dev "$dev"',
+            f'ip addr add {new_ip}/{subnet.prefixlen} dev "$dev"',
+            f"iptables-save | sed -E 's/(^|[^0-9.]){word}([^0-9.]|$)/\\1{new_ip}\\2/g' "
+            "| iptables-restore",
+        ]
+    )
+    # the cone table again for the new address, for the preset it has now (perturb nat may
+    # have changed it); its memory of who was contacted goes with the old mappings
+    listing = docker_ops.exec_in(c, ["nft", "list", "table", "ip", natrules.TABLE])
+    if listing.ok:
+        preset = "restricted-cone" if "set seen" in listing.output else "full-cone"
+        inside = natrules.inside_nodes(testnet, found)
+        lan = testnet.network(net).subnet
+        table = natrules.table(preset, inside, new_ip, lan, found.hairpin, found.mapping_timeout_s)
+        script += "\n" + natrules.replace_script(table)
+    docker_ops.must_exec(c, script)
+    res = docker_ops.exec_in(c, ["python3", "-c", _CONNTRACK_FLUSH])
+    return (
+        f"rebind {net}: {found.name} public address {old} -> {new_ip}; "
+        f"conntrack {res.output.strip() or 'flush failed'}"
+    )
 
 
 # --------------------------------------------------------------------------- loss / latency
@@ -422,10 +502,6 @@ NETEM_MISSING = (
 )
 
 
-class NetemUnavailable(SentrynetError):
-    """This kernel has no netem qdisc: latency cannot be emulated here (loss still can)."""
-
-
 def set_latency(testnet: Testnet, net: str, ms: float) -> str:
     if ms < 0:
         raise SentrynetError(f"latency {ms}: use milliseconds >= 0 (0 removes it)")
@@ -437,23 +513,24 @@ def set_latency(testnet: Testnet, net: str, ms: float) -> str:
     if ms == 0:
         for _node, c, iface in targets:
             docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, "root"])
+            delayer.stop(c, iface)
         return f"latency {net}: removed on {len(targets)} interface(s)"
     done = []
+    how = "netem"
     for node, c, iface in targets:
         res = docker_ops.exec_in(
             c, ["tc", "qdisc", "replace", "dev", iface, "root", "netem", "delay", f"{ms:g}ms"]
         )
-        if not res.ok:
-            if any(m in res.output for m in NETEM_MISSING):
-                raise NetemUnavailable(
-                    f"latency is not available on this machine: the kernel has no netem qdisc "
-                    f"(tc said: {res.output.strip()!r}). Nothing was changed. Loss, partitions "
-                    "and disconnects still work (iptables); on a kernel with sch_netem "
-                    "(`modprobe sch_netem`) latency works unchanged."
-                )
+        if res.ok:
+            delayer.stop(c, iface)
+            done.append(f"{node}:{iface}")
+        elif any(m in res.output for m in NETEM_MISSING):
+            # no sch_netem here: the NFQUEUE delayer (harness/infra/delayer.py) instead
+            how = "nfqueue delayer: this kernel has no netem"
+            done.append(f"{node}:{delayer.start(c, iface, ms)}")
+        else:
             raise SentrynetError(f"{node}: tc netem on {iface} failed: {res.output.strip()}")
-        done.append(f"{node}:{iface}")
-    return f"latency {net}: {ms:g} ms egress delay on {', '.join(done)} (netem)"
+    return f"latency {net}: {ms:g} ms egress delay on {', '.join(done)} ({how})"
 
 
 # --------------------------------------------------------------------------- cpu

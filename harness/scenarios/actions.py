@@ -275,7 +275,8 @@ def analyse_reach(sync_node: str) -> Callable[[RunContext], str]:
 def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
     """One harness/run/perturb.py call (as `sentrynet perturb` makes it), on resolved names:
     kill|pause|unpause|restart|start nodes=[...]; disconnect|reconnect nodes=[...] network=;
-    partition|heal networks=(a, b); nat network= nat= flush=; loss network= pct=;
+    partition|heal networks=(a, b); nat network= nat= flush=; rebind network=;
+    loss network= pct=;
     latency network= ms=; cpu nodes=[...] cores=; clear."""
 
     def run(ctx: RunContext) -> str:
@@ -290,6 +291,10 @@ def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
             return str((p.partition if kind == "partition" else p.heal)(tn, a, b))
         if kind == "nat":
             return str(p.set_nat(tn, args["network"], args["nat"], flush=args.get("flush", True)))
+        if kind == "rebind":
+            said = str(p.rebind(tn, args["network"]))
+            ctx.marks.setdefault("rebinds", {})[args["network"]] = said
+            return said
         if kind == "loss":
             return str(p.set_loss(tn, args["network"], float(args["pct"])))
         if kind == "latency":
@@ -305,7 +310,7 @@ def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
 
 CONTAINER_ACTIONS = ("kill", "pause", "unpause", "restart", "start")
 LINK_ACTIONS = ("disconnect", "reconnect")
-NETWORK_ACTIONS = ("partition", "heal", "nat", "loss", "latency", "cpu", "clear")
+NETWORK_ACTIONS = ("partition", "heal", "nat", "rebind", "loss", "latency", "cpu", "clear")
 PERTURBATIONS = (*CONTAINER_ACTIONS, *LINK_ACTIONS, *NETWORK_ACTIONS)
 
 

@@ -178,6 +178,10 @@ CHECKS: dict[str, CheckKind] = {
         library_checks.circuit_addrs_kept, {"since": Arg("mark", None)}
     ),
     "circuit_dial_ok": CheckKind(library_checks.circuit_dial_ok, {"probe": Arg("mark")}),
+    "reservations_remade": CheckKind(
+        library_checks.reservations_remade,
+        {"network": Arg("private_network"), "since": Arg("mark")},
+    ),
     "advertised_while_reserved": CheckKind(library_checks.advertised_while_reserved),
     "circuit_addrs_withdrawn": CheckKind(
         library_checks.circuit_addrs_withdrawn, {"relay": Arg("relay"), "within": Arg("int", 30)}
@@ -238,6 +242,7 @@ PERTURB_ARGS: dict[str, dict[str, Arg]] = {
     "partition": {"networks": Arg("network_pair")},
     "heal": {"networks": Arg("network_pair")},
     "nat": {"network": Arg("private_network"), "nat": Arg("nat"), "flush": Arg("bool", True)},
+    "rebind": {"network": Arg("private_network")},
     "loss": {"network": Arg("network"), "pct": Arg("pct")},
     "latency": {"network": Arg("network"), "ms": Arg("ms")},
     "cpu": {"node": Arg("nodes"), "cores": Arg("cores")},

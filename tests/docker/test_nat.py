@@ -19,6 +19,7 @@ import pytest
 
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
+from harness.infra import netstate
 from harness.model import Testnet, nat
 from harness.run import natprobe, perturb
 from harness.run.testnet import RunningTestnet
@@ -397,6 +398,52 @@ def test_full_cone_lets_a_public_dial_in_and_port_restricted_does_not(
     assert dialed["errors"] == {"TimeoutError": 1}, dialed
 
 
+UDP_ONCE = (
+    "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "s.bind((sys.argv[1], int(sys.argv[2]))); s.sendto(b'map', (sys.argv[3], int(sys.argv[4])))"
+)
+
+
+def _conntrack_rows(tn: Testnet, router: str, *needles: str) -> list[list[str]]:
+    """The router's conntrack rows (split) that contain every needle."""
+    table = netstate.read_proc_net(docker_ops.node_container(tn.name, router), "nf_conntrack")
+    assert table.text is not None, table.error
+    return [ln.split() for ln in table.text.splitlines() if all(n in ln for n in needles)]
+
+
+def test_mapping_timeout_bounds_idle_mappings(mini: RunningTestnet) -> None:
+    """mini.yaml gives router-b `mapping_timeout_s: 20`: a UDP mapping made from val-b
+    starts with at most 20 s to live (the kernel's default is 30), val-b's TCP connection
+    to the relay at most 20 (default 5 days), and the idle UDP mapping is gone within the
+    timeout and a margin. Router-a keeps the kernel's defaults."""
+    tn = mini.testnet
+    port_range = tn.node("val-b").port_range
+    assert port_range is not None
+    port, relay_ip = port_range[0] + 300, tn.node("relay").addresses["public"]
+    val_b = docker_ops.node_container(tn.name, "val-b")
+    docker_ops.must_exec(
+        val_b, ["python3", "-c", UDP_ONCE, tn.node("val-b").addresses["b"], str(port),
+                relay_ip, "3490"]
+    )  # fmt: skip
+    udp = _conntrack_rows(tn, "router-b", " udp ", f"sport={port} ", f"dst={relay_ip} ")
+    assert udp and 0 < int(udp[0][4]) <= 20, udp
+    tcp = _conntrack_rows(tn, "router-b", " tcp ", "ESTABLISHED", f"dst={relay_ip} ")
+    assert tcp and all(0 < int(r[4]) <= 20 for r in tcp), tcp
+    tcp_a = _conntrack_rows(tn, "router-a", " tcp ", "ESTABLISHED", f"dst={relay_ip} ")
+    assert tcp_a and all(int(r[4]) > 20 for r in tcp_a), tcp_a  # kernel default (5 days)
+
+    def forgotten() -> tuple[bool, str]:
+        rows = _conntrack_rows(tn, "router-b", " udp ", f"sport={port} ")
+        return not rows, f"still tracked: {rows}"
+
+    wait_until(
+        forgotten,
+        what=f"router-b to forget the idle UDP mapping of val-b:{port}",
+        deadline_s=20 + 15,
+        likely_cause="mapping_timeout_s did not reach the router's conntrack sysctls",
+    )
+
+
 def _through_forward(tn: Testnet, server: str, port: int, client: str, router: str) -> Any:
     """A one-shot server on `server`:`port`, dialed by `client` at `router`'s public
     address and the same port (mini.yaml forwards it); (server result, dial result)."""
@@ -436,23 +483,44 @@ def test_port_forward_reaches_the_node_and_hairpins_only_where_set(
     assert not dialed["connected"] and not srv["accepted"], (srv, dialed)
 
 
-def test_latency_applies_where_netem_exists_and_says_so_where_not(
-    mini: RunningTestnet,
-) -> None:
+TCP_RTT = r"""
+import json, socket, statistics, sys, time
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rtts = []
+for _ in range(n):
+    s = socket.socket(); s.settimeout(10)
+    t0 = time.monotonic(); s.connect((ip, port)); rtts.append((time.monotonic() - t0) * 1000)
+    s.close()
+print(json.dumps({"median_ms": statistics.median(rtts), "all": rtts}))
+"""
+
+
+def _rtt_ms(tn: Testnet, node: str, ip: str, port: int) -> float:
+    """Median TCP connect time (SYN to SYN-ACK) from `node` to ip:port, in ms."""
+    c = docker_ops.node_container(tn.name, node)
+    out = docker_ops.must_exec(c, ["python3", "-c", TCP_RTT, ip, str(port), "7"])
+    return float(json.loads(out.strip().splitlines()[-1])["median_ms"])
+
+
+def test_latency_shows_in_the_round_trip_with_or_without_netem(mini: RunningTestnet) -> None:
+    """40 ms egress delay on every interface on the public network: val-a's TCP handshake
+    with the relay crosses it twice (router-a's public side out, the relay's back), so
+    the round trip grows by about 80 ms. With netem where the kernel has it, else with
+    the NFQUEUE delayer (this project's CI kernel has no sch_netem); removing it brings the
+    round trip back."""
     tn = mini.testnet
-    relay = docker_ops.node_container(tn.name, "relay")
+    relay = tn.node("relay")
+    target = (relay.addresses["public"], relay.p2p_port)
+    before = _rtt_ms(tn, "val-a", *target)
     try:
-        done = perturb.set_latency(tn, "public", 20)
-    except perturb.NetemUnavailable as exc:
-        # this project's CI kernel has no sch_netem: say so plainly and change nothing
-        assert "no netem qdisc" in str(exc) and "Nothing was changed" in str(exc)
-        assert "netem" not in docker_ops.must_exec(relay, ["tc", "qdisc", "show"])
-        return
-    try:
-        assert "netem" in done
-        assert "delay 20ms" in docker_ops.must_exec(relay, ["tc", "qdisc", "show"])
+        said = perturb.set_latency(tn, "public", 40)
+        delayed = _rtt_ms(tn, "val-a", *target)
     finally:
         perturb.set_latency(tn, "public", 0)
+    after = _rtt_ms(tn, "val-a", *target)
+    assert "netem" in said or "nfqueue" in said, said
+    assert 70 <= delayed - before <= 80 + 150, (before, delayed, said)
+    assert after < before + 30, (before, after)
 
 
 BUSY = r"""

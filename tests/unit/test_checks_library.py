@@ -376,7 +376,11 @@ def test_circuit_dial_ok_after_each_refresh() -> None:
     assert "#1 node6 -> node0 via node7 at 22.0s ok, rtt 4.2 ms, 1.8s after a refresh" in v.detail
     # two dials after the same refresh: the second proves nothing new
     v = check(obs(events=refreshing(), marks={"dials": [dial(22.0), dial(25.0)]}, t=40.0))
-    assert not v.ok and "#2" in v.detail and "no refresh of node0 on node7 before it" in v.detail
+    assert (
+        not v.ok
+        and "#2" in v.detail
+        and "no refresh or new reservation of node0 on node7 before it" in v.detail
+    )
     v = check(obs(events=refreshing(), marks={"dials": [dial(22.0, ok=False)]}, t=40.0))
     assert not v.ok and v.data["final"] and "NO_RESERVATION" in v.detail
     assert "js-libp2p #3571" in (v.cause or "")
@@ -495,3 +499,40 @@ def test_identify_agrees_with_the_reservations() -> None:
     assert not v.ok and v.data["final"] and "no answer within 10s" in v.detail
     v = check(obs())
     assert not v.ok and "no identify probe recorded as 'ids'" in v.detail
+
+
+# ------------------------------------------------------------------ nat-rebind
+REBIND = {"rebind_at": 20.0}
+
+
+def _accepted(ts: float, relay: str) -> dict[str, Any]:
+    return ev("reservation_accepted", ts, relay=PID[relay])
+
+
+def test_reservations_remade_through_the_rebound_router_only() -> None:
+    """Network a's clients (node0..node2) hold node3 (on a itself) and node7 (through
+    router-a): node7 must be reserved again after the mark, node3 need not."""
+    check = library.reservations_remade("a", "rebind_at")
+    before = {c: [_accepted(5.0, "node3"), _accepted(5.0, "node7")] for c in ("node0", "node1")}
+    v = check(obs(events=before, marks=REBIND))
+    assert not v.ok and "node0->node7 not made again (still listed as held)" in v.detail
+    assert "node2 had no reservation through the router" not in v.detail  # it holds node7
+    assert "node3" not in v.detail.split("missing")[1].split(";")[0]
+    after = {c: [*before.get(c, []), _accepted(27.5, "node7")] for c in ("node0", "node1", "node2")}
+    v = check(obs(events=after, marks=REBIND))
+    assert v.ok, v
+    assert "node0->node7 at +7.5s" in v.detail and v.since == 27.5
+
+
+def test_reservations_remade_but_not_held_and_a_wrong_network() -> None:
+    check = library.reservations_remade("a", "rebind_at")
+    st = healthy_statuses()
+    st["node0"]["reservations"] = [r for r in st["node0"]["reservations"]
+                                   if r["relay"] != PID["node7"]]  # fmt: skip
+    events = {c: [_accepted(27.5, "node7")] for c in ("node0", "node1", "node2")}
+    v = check(obs(st, events, marks=REBIND))
+    assert not v.ok and "node0->node7 made again at +7.5s but not held now" in v.detail
+    v = library.reservations_remade("public", "rebind_at")(obs(marks=REBIND))
+    assert not v.ok and v.data["final"] and "no relay client lives behind" in v.detail
+    v = check(obs())
+    assert not v.ok and "no time mark 'rebind_at'" in v.detail

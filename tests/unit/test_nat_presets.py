@@ -143,3 +143,33 @@ def test_a_full_cone_node_is_dialled_at_its_routers_public_address(tmp_path: Pat
     v = pair_verdict(t, val_a, val_b)
     assert v.direct and "val-b dials val-a" in v.direct_reason
     assert not v.holepunch and "not needed" in v.holepunch_reason
+
+
+def test_mapping_timeout_reaches_the_routers_conntrack_sysctls(tmp_path: Path) -> None:
+    tn = build_testnet(load_topology(MINI))
+    assert tn.router("router-b").mapping_timeout_s == 20
+    assert tn.router("router-a").mapping_timeout_s is None
+    render(tn, tmp_path / "out", image="sentrynet-node:test")
+    compose = (tmp_path / "out" / "docker-compose.yml").read_text()
+    assert compose.count('nf_conntrack_tcp_timeout_established: "20"') == 1
+
+
+@pytest.mark.parametrize(
+    ("network", "value", "problem"),
+    [
+        ("public", 20, "set on a network without a NAT router"),
+        ("a", 0, "0 is out of range"),
+        ("a", "long", "expected a number"),
+    ],
+)
+def test_a_bad_mapping_timeout_names_the_field(
+    tmp_path: Path, network: str, value: object, problem: str
+) -> None:
+    doc = yaml.safe_load(MINI.read_text())
+    doc["networks"][network]["mapping_timeout_s"] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(TopologyError) as info:
+        load_topology(path)
+    assert f"networks.{network}.mapping_timeout_s" in str(info.value)
+    assert problem in str(info.value)

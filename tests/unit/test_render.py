@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from harness.errors import SentrynetError
+from harness.infra import delayer
 from harness.infra.render import render
 from harness.model.keys import node_key
 from harness.model.testnet import Testnet, build_testnet, parse_subnet_overrides
@@ -195,11 +196,17 @@ def test_loss_and_latency_render_into_setup_scripts(tmp_path: Path) -> None:
     setup = (tmp_path / "out/nodes/val-a/netsetup.sh").read_text()
     assert "-m statistic --mode random --probability 0.0500 -j DROP" in setup
     assert "netem delay 40ms" in setup
-    assert "NOT applied: this kernel has no netem qdisc" in setup
+    # without netem, the NFQUEUE delayer written beside the script
+    assert "-j NFQUEUE --queue-num" in setup and "python3 /config/sn_delayer.py" in setup
+    assert (tmp_path / "out/nodes/val-a/sn_delayer.py").read_text() == delayer.DELAYER
     router = (tmp_path / "out/routers/router-a/router.sh").read_text()
     assert 'iptables -A FORWARD -i "$PRIV_IF" -m statistic' in router
+    assert (
+        "netem delay 40ms" in router and (tmp_path / "out/routers/router-a/sn_delayer.py").exists()
+    )
     unaffected = (tmp_path / "out/nodes/val-b/netsetup.sh").read_text()
     assert "-m statistic" not in unaffected and "netem delay" not in unaffected
+    assert not (tmp_path / "out/nodes/val-b/sn_delayer.py").exists()
 
 
 def test_testnet_json_round_trips(tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ def test_the_seven_scenarios_and_the_library_are_files() -> None:
     assert set(scenarios.SCENARIOS) == {
         "sentry",
         "mixed-relay",
+        "nat-rebind",
         "seed-rust",
         "seed-exact",
         "symmetric-nat",
