@@ -600,12 +600,14 @@ def _behind(obs: Observation, relay_id: str, network: str) -> bool:
     return relay is None or network not in relay.addresses
 
 
-def reservations_remade(network: str, since: str) -> Check:
-    """After marks[since] (a rebind of `network`'s router: new public address, mappings
-    gone), every relay client behind that router holds, on each configured relay it reaches
-    through the router (those it reserved on in the run or holds now), a reservation
-    made again after the mark (reservation_accepted). Relays on the client's own network are
-    not behind the router and need nothing."""
+def reservations_recovered(network: str, since: str) -> Check:
+    """After marks[since] (a rebind of `network`'s router: a new public address, every
+    mapping gone, so every connection through it is dead), each relay client behind that
+    router holds a reservation on each relay it reaches through the router (those it
+    reserved on in the run or holds now), on a connection opened after the mark: reserved
+    again (reservation_accepted), or kept across a new connection that was up before the old
+    one closed (a relay keeps a reservation while any connection to the peer lives, circuit
+    relay v2). Relays on the client's own network are not behind the router: nothing asked."""
 
     def check(obs: Observation) -> Verdict:
         t0, bad = _mark_time(obs, since)
@@ -639,33 +641,43 @@ def reservations_remade(network: str, since: str) -> Check:
             if not through:
                 short.append(f"{c} had no reservation through the router to judge")
             for relay in through:
-                rid = obs.peer_id(relay)
-                made = [
-                    float(e.ts)
-                    for e in accepted
-                    if e.relay == rid and e.ts is not None and e.ts >= t0
-                ]
-                label = f"{c}->{relay}"
-                if made and rid in held:
-                    done.append(f"{label} at +{made[0] - t0:.1f}s")
-                    times.append(made[0])
-                elif made:
-                    short.append(f"{label} made again at +{made[0] - t0:.1f}s but not held now")
-                else:
-                    held_note = "still listed as held" if rid in held else "not held"
-                    short.append(f"{label} not made again ({held_note})")
+                verdict, at = _recovered(obs, c, relay, t0, obs.peer_id(relay) in held)
+                (done if at is not None else short).append(verdict)
+                if at is not None:
+                    times.append(at)
         head = f"reservations through {network}'s router since {since} ({t0:.1f}s)"
         if short:
             return Verdict(
                 False,
                 f"{head}: missing {', '.join(short)}; done: {', '.join(done) or 'none'}",
                 cause="the client did not notice that its connection through the rebound "
-                "router died (no keepalive failure, no reconnect), or reconnected without "
-                "reserving again: the reservation it lists is on a connection that is gone",
+                "router died (no keepalive failure, no redial), so the reservation it lists "
+                "lives on a connection that is gone; or it redialled without reserving again",
             )
         return Verdict(True, f"{head}: {', '.join(done)}", since=max(times) if times else obs.t)
 
     return check
+
+
+def _recovered(
+    obs: Observation, client: str, relay: str, t0: float, held: bool
+) -> tuple[str, float | None]:
+    """(what happened to client's reservation on relay after t0, when it was whole again)."""
+    rid = obs.peer_id(relay)
+    after = [e for e in obs.events_of(client) if e.ts is not None and e.ts >= t0]
+    renewed = ("reservation_accepted", "reservation_refreshed")  # a refresh moves it too
+    made = [float(e.ts) for e in after if e.type in renewed and e.relay == rid]  # type: ignore[arg-type]
+    opened = [float(e.ts) for e in after if e.type == "connection_opened" and e.peer == rid]  # type: ignore[arg-type]
+    label = f"{client}->{relay}"
+    if held and made:
+        return f"{label} reserved again at +{made[0] - t0:.1f}s", made[0]
+    if held and opened:
+        return f"{label} kept on a new connection from +{opened[0] - t0:.1f}s", opened[0]
+    if made:
+        return f"{label} reserved again at +{made[0] - t0:.1f}s but not held now", None
+    if held:
+        return f"{label} still listed as held, on no connection opened since", None
+    return f"{label} not held and not reserved again", None
 
 
 def circuit_addrs_kept(since: str | None = None) -> Check:

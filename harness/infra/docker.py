@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import ipaddress
+import posixpath
 import shutil
 import subprocess
+import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,3 +257,15 @@ def pick_free_subnets(
         if len(out) == count:
             return out
     raise SentrynetError(f"fewer than {count} free /{prefixlen} subnets left in {pool}")
+
+
+def put_file(container: Container, path: str, text: str, mode: int = 0o644) -> None:
+    """Write one text file into a container (docker cp semantics: works without a shell)."""
+    data = text.encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(posixpath.basename(path))
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    if not container.put_archive(posixpath.dirname(path) or "/", buf.getvalue()):
+        raise SentrynetError(f"{container.name}: could not write {path}")

@@ -178,8 +178,8 @@ CHECKS: dict[str, CheckKind] = {
         library_checks.circuit_addrs_kept, {"since": Arg("mark", None)}
     ),
     "circuit_dial_ok": CheckKind(library_checks.circuit_dial_ok, {"probe": Arg("mark")}),
-    "reservations_remade": CheckKind(
-        library_checks.reservations_remade,
+    "reservations_recovered": CheckKind(
+        library_checks.reservations_recovered,
         {"network": Arg("private_network"), "since": Arg("mark")},
     ),
     "advertised_while_reserved": CheckKind(library_checks.advertised_while_reserved),

@@ -81,11 +81,19 @@ class Held:
     circuit_addrs: list[multiaddr.Multiaddr] = field(default_factory=list)
     retry_at: float = 0.0  # unix; after a refresh attempt that got no answer
     retries: int = 0
+    # the connection (ConnInfo.seq) the relay got the RESERVE on: relays open the STOP
+    # stream of a circuit on it (ours, node/relay/server.py; rust-libp2p ties the reservation
+    # to it), so when it closes while another connection to the relay lives, the
+    # reservation moves to that one at once (refresh_now) instead of at 3/4 of its TTL
+    conn_seq: int | None = None
+    refresh_now: bool = False
 
     @property
     def refresh_at(self) -> float:
         """Unix time to refresh: 3/4 through the reservation's lifetime, or the retry of a
         refresh that got no answer."""
+        if self.refresh_now:
+            return 0.0
         due = self.accepted_wall + 0.75 * max(1.0, self.expires_at - self.accepted_wall)
         return max(due, self.retry_at)
 
@@ -305,8 +313,14 @@ class RelayClient:
         if event == "opened":
             self.wake()
             return
-        if info.peer in self.held and not self._connected(info.peer):
+        held = self.held.get(info.peer)
+        if held is not None and not self._connected(info.peer):
             await self._drop(info.peer, "connection_closed")
+        elif held is not None and held.conn_seq == info.seq:
+            # the reservation's connection closed, another one to the relay lives (after a
+            # NAT rebind: the new connection is up before the dead one is noticed)
+            held.refresh_now = True
+            log.info("reservation on %s: its connection closed; reserving on another", info.peer)
         for c in self.configured:
             if info.peer in (c.peer, c.dialed):
                 c.next_dial = time.monotonic()  # first redial at once, then back off
@@ -422,10 +436,11 @@ class RelayClient:
             return "error", "no direct connection to the relay", None
         try:
             with trio.fail_after(RESERVE_TIMEOUT_S):
-                # on the direct connection: the relay refuses a RESERVE over a relayed one,
-                # and host.new_stream may pick either
-                conn = min(direct, key=lambda c: c.seq).conn
-                s = await open_stream_on(rt.host, conn, [HOP_ID], RESERVE_TIMEOUT_S)
+                # on a direct connection: the relay refuses a RESERVE over a relayed one,
+                # and host.new_stream may pick either. The newest: after a network change
+                # (a NAT rebind) the older one may be dead without either side knowing yet
+                chosen = max(direct, key=lambda c: c.seq)
+                s = await open_stream_on(rt.host, chosen.conn, [HOP_ID], RESERVE_TIMEOUT_S)
                 await write_msg(
                     s, HopMessage(type=HopMessage.RESERVE, peer=PbPeer(id=rt.peer_id.to_bytes()))
                 )
@@ -468,5 +483,6 @@ class RelayClient:
             accepted_at=time.monotonic(),
             accepted_wall=time.time(),
             circuit_addrs=circuits,
+            conn_seq=chosen.seq,
         )
         return "accepted", "OK", held

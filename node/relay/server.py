@@ -38,6 +38,7 @@ from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID as STOP_ID
 from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 
 from node import contract
+from node.overrides.stream_on import open_stream_on
 from node.relay.wire import WireError, read_msg, write_msg
 from node.runtime import NodeRuntime
 
@@ -54,6 +55,8 @@ class Granted:
     peer: ID
     expires_at: int  # unix seconds (wire format)
     accepted_at: float  # monotonic
+    # the muxed connection the (latest) RESERVE came on: STOP streams go there
+    muxed: Any = None
 
 
 @dataclass
@@ -251,7 +254,7 @@ class RelayServer:
         await _close(stream)
         if not renewing:
             rt.metrics.reservations_active.inc()
-        self.granted[src] = Granted(src, expires, time.monotonic())
+        self.granted[src] = Granted(src, expires, time.monotonic(), stream.muxed_conn)
         rt.metrics.reservations_total.labels(outcome="accepted").inc()
         rt.events.emit(
             "reservation_granted",
@@ -336,12 +339,30 @@ class RelayServer:
                 id=cid,
             )
 
+    def _stop_conn(self, dst: ID) -> Any:
+        """The connection to open dst's STOP stream on: the one its latest RESERVE came on,
+        else its newest direct one. Not host.new_stream's pick (upstream takes the first
+        connection in the swarm's list, the oldest): after the target's NAT changed its
+        address, the old connection is dead while this side cannot know it yet, and every
+        circuit to the target would time out on it until liveness closes it."""
+        assert self.rt is not None
+        direct = [c for c in self.rt.connections.for_peer(dst) if c.kind == "direct"]
+        granted = self.granted.get(dst)
+        for c in direct:
+            if granted is not None and getattr(c.conn, "muxed_conn", None) is granted.muxed:
+                return c.conn
+        return max(direct, key=lambda c: c.seq).conn if direct else None
+
     async def _open_stop(self, src: ID, dst: ID) -> INetStream:
         assert self.rt is not None
         rt = self.rt
         try:
             with trio.fail_after(STOP_TIMEOUT_S):
-                s = await rt.host.new_stream(dst, [STOP_ID])
+                conn = self._stop_conn(dst)
+                if conn is None:
+                    s = await rt.host.new_stream(dst, [STOP_ID])
+                else:
+                    s = await open_stream_on(rt.host, conn, [STOP_ID], STOP_TIMEOUT_S)
         except Exception as exc:
             raise _StopFailed(f"cannot open stop stream: {exc!r}") from exc
         try:

@@ -190,7 +190,7 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
     assert names["mixed-relay"] == names["sentry"]
     assert {"failover", "reservations_restored"} <= set(names["relay-failover"])
     assert {"converged", "no_forks"} <= set(names["partition-heal"])
-    assert {"reservations_remade", "circuit_dial_ok"} <= set(names["nat-rebind"])
+    assert {"reservations_recovered", "circuit_dial_ok"} <= set(names["nat-rebind"])
     seed = scenarios.get("seed-exact")
     expects = {s.name: s.expect for s in seed.steps if isinstance(s, CheckStep)}
     assert expects["relayed_circuit"] == "impossible"

@@ -509,30 +509,40 @@ def _accepted(ts: float, relay: str) -> dict[str, Any]:
     return ev("reservation_accepted", ts, relay=PID[relay])
 
 
-def test_reservations_remade_through_the_rebound_router_only() -> None:
+def _opened(ts: float, relay: str) -> dict[str, Any]:
+    return ev("connection_opened", ts, peer=PID[relay], kind="direct")
+
+
+def test_reservations_recovered_through_the_rebound_router_only() -> None:
     """Network a's clients (node0..node2) hold node3 (on a itself) and node7 (through
-    router-a): node7 must be reserved again after the mark, node3 need not."""
-    check = library.reservations_remade("a", "rebind_at")
+    router-a): node7 must be on a connection from after the mark, node3 need not."""
+    check = library.reservations_recovered("a", "rebind_at")
     before = {c: [_accepted(5.0, "node3"), _accepted(5.0, "node7")] for c in ("node0", "node1")}
     v = check(obs(events=before, marks=REBIND))
-    assert not v.ok and "node0->node7 not made again (still listed as held)" in v.detail
-    assert "node2 had no reservation through the router" not in v.detail  # it holds node7
+    assert not v.ok and "node0->node7 still listed as held, on no connection opened" in v.detail
     assert "node3" not in v.detail.split("missing")[1].split(";")[0]
-    after = {c: [*before.get(c, []), _accepted(27.5, "node7")] for c in ("node0", "node1", "node2")}
+    after = {
+        "node0": [*before["node0"], _accepted(27.5, "node7")],  # reserved again
+        "node1": [*before["node1"], _opened(21.0, "node7")],  # kept on a new connection
+        "node2": [_opened(22.0, "node7"), _accepted(22.1, "node7")],
+    }
     v = check(obs(events=after, marks=REBIND))
     assert v.ok, v
-    assert "node0->node7 at +7.5s" in v.detail and v.since == 27.5
+    assert "node0->node7 reserved again at +7.5s" in v.detail
+    assert "node1->node7 kept on a new connection from +1.0s" in v.detail
+    assert v.since == 27.5
 
 
-def test_reservations_remade_but_not_held_and_a_wrong_network() -> None:
-    check = library.reservations_remade("a", "rebind_at")
+def test_reservations_recovered_but_not_held_and_a_wrong_network() -> None:
+    check = library.reservations_recovered("a", "rebind_at")
     st = healthy_statuses()
-    st["node0"]["reservations"] = [r for r in st["node0"]["reservations"]
-                                   if r["relay"] != PID["node7"]]  # fmt: skip
+    st["node0"]["reservations"] = [
+        r for r in st["node0"]["reservations"] if r["relay"] != PID["node7"]
+    ]
     events = {c: [_accepted(27.5, "node7")] for c in ("node0", "node1", "node2")}
     v = check(obs(st, events, marks=REBIND))
-    assert not v.ok and "node0->node7 made again at +7.5s but not held now" in v.detail
-    v = library.reservations_remade("public", "rebind_at")(obs(marks=REBIND))
+    assert not v.ok and "node0->node7 reserved again at +7.5s but not held now" in v.detail
+    v = library.reservations_recovered("public", "rebind_at")(obs(marks=REBIND))
     assert not v.ok and v.data["final"] and "no relay client lives behind" in v.detail
     v = check(obs())
     assert not v.ok and "no time mark 'rebind_at'" in v.detail
