@@ -69,28 +69,20 @@ def probe(image: str) -> list[Condition]:
     client = docker_ops.client()
     labels = {"sentrynet.testnet": CHECK_TESTNET, "sentrynet.node": f"check-{os.getpid()}"}
     results: dict[str, tuple[bool, str]] = {}
+    run = {
+        "detach": True,
+        "remove": True,
+        "network_mode": "none",
+        "cap_add": ["NET_ADMIN"],
+        "labels": labels,
+    }
     try:
         container = client.containers.run(
-            image,
-            ["sleep", "120"],
-            detach=True,
-            remove=True,
-            network_mode="none",
-            cap_add=["NET_ADMIN"],
-            sysctls={TIMEOUT_SYSCTL: "20"},
-            labels=labels,
+            image, ["sleep", "120"], sysctls={TIMEOUT_SYSCTL: "20"}, **run
         )
         timeouts = (True, "")
     except Exception as exc:  # the engine refused the sysctl: no per-namespace conntrack
-        container = client.containers.run(
-            image,
-            ["sleep", "120"],
-            detach=True,
-            remove=True,
-            network_mode="none",
-            cap_add=["NET_ADMIN"],
-            labels=labels,
-        )
+        container = client.containers.run(image, ["sleep", "120"], **run)
         timeouts = (False, f"the engine refused sysctl {TIMEOUT_SYSCTL}: {exc}")
     try:
         docker_ops.put_file(container, "/tmp/sn_delayer.py", delayer.DELAYER)

@@ -95,24 +95,26 @@ def test_port_restricted_and_symmetric_routers_get_no_table(tmp_path: Path) -> N
     assert natrules.replace_script("") == "nft delete table ip sn_cone 2>/dev/null || true\n"
 
 
-def test_full_cone_table_lets_anyone_in_to_the_owner_and_hairpins(tmp_path: Path) -> None:
-    tn = build_testnet(_mini(tmp_path, "full-cone"))
+def _table(tmp_path: Path, preset: str, hairpin: bool = True) -> str:
+    """router-a's cone table for `preset` in mini.yaml."""
+    tn = build_testnet(_mini(tmp_path, preset))
     router = tn.router("router-a")
     inside = natrules.inside_nodes(tn, router)
-    script = natrules.table("full-cone", inside, router.public_ip, "172.28.1.0/24", True)
+    return natrules.table(preset, inside, router.public_ip, "172.28.1.0/24", hairpin)
+
+
+def test_full_cone_table_lets_anyone_in_to_the_owner_and_hairpins(tmp_path: Path) -> None:
+    script = _table(tmp_path, "full-cone")
     assert "elements = { 4001 : 172.28.1.10, 20000-20999 : 172.28.1.10 }" in script
     assert "ip saddr != 172.28.1.0/24 meta l4proto { tcp, udp } th dport @owner dnat" in script
     assert "ip saddr 172.28.1.0/24 meta l4proto" in script  # hairpin
     assert "@seen" not in script
-    no_hairpin = natrules.table("full-cone", inside, router.public_ip, "172.28.1.0/24", False)
+    no_hairpin = _table(tmp_path, "full-cone", hairpin=False)
     assert "ip saddr 172.28.1.0/24 meta l4proto" not in no_hairpin
 
 
 def test_restricted_cone_table_gates_on_address_and_port_sent_to(tmp_path: Path) -> None:
-    tn = build_testnet(_mini(tmp_path, "restricted-cone"))
-    router = tn.router("router-a")
-    inside = natrules.inside_nodes(tn, router)
-    script = natrules.table("restricted-cone", inside, router.public_ip, "172.28.1.0/24", True)
+    script = _table(tmp_path, "restricted-cone")
     assert "update @seen { ip daddr . th sport }" in script
     assert "ip saddr . th dport @seen dnat to th dport map @owner" in script
     assert f"timeout {nat.FILTER_MEMORY_S}s" in script
