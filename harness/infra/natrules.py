@@ -53,12 +53,23 @@ class Inside:
 
 
 def inside_nodes(testnet: Testnet, router: Router) -> list[Inside]:
-    """The nodes whose traffic this router translates, file order."""
-    return [
-        Inside(n.name, n.addresses[router.network], n.p2p_port, n.port_range)
-        for n in testnet.nodes
-        if n.router == router.name and n.port_range is not None
-    ]
+    """The nodes whose traffic this router translates, file order, each at the address this
+    router sees it from: its own, or behind nested NAT the inner router's outside address
+    (its ports are the node's: every router on the way keeps them)."""
+    out = []
+    for n in testnet.nodes:
+        if n.router is None or n.port_range is None:
+            continue
+        hop = testnet.router(n.router)
+        ip = n.addresses[hop.network]
+        while hop.name != router.name:
+            up = testnet.router_of(hop.public_network)
+            if up is None:
+                break
+            ip, hop = hop.public_ip, up
+        if hop.name == router.name:
+            out.append(Inside(n.name, ip, n.p2p_port, n.port_range))
+    return out
 
 
 def table(

@@ -30,7 +30,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from harness.model.nat import model, openness
-from harness.model.topology import NodeSpec, Topology, nat_router_network, router_public_ips
+from harness.model.topology import (
+    NodeSpec,
+    Topology,
+    nat_chain,
+    nat_router_network,
+    outside_network,
+    public_router_network,
+    router_public_ips,
+)
 
 
 @dataclass(frozen=True)
@@ -51,18 +59,32 @@ def ip_path(topo: Topology, src: NodeSpec, dst: NodeSpec) -> Path | None:
         if net in dst.addresses:
             return Path(src.name, dst.name, dst.addresses[net], net, None, f"same network {net}")
     public = topo.public_network
-    if public.name in dst.addresses:
-        for net in src.addresses:
-            spec = topo.network(net)
-            if spec.has_router:
-                return Path(
-                    src.name,
-                    dst.name,
-                    dst.addresses[public.name],
-                    public.name,
-                    spec.router_name,
-                    f"{dst.name}'s public address through {spec.router_name} ({spec.nat} NAT)",
-                )
+    for net in src.addresses:
+        spec = topo.network(net)
+        if not spec.has_router:
+            continue
+        # out through the router, and the routers above it (nested NAT), outermost last
+        crossed: list[str] = []
+        for hop in nat_chain(net, topo.networks):
+            hop_spec = topo.network(hop)
+            crossed.append(f"{hop_spec.router_name} ({hop_spec.nat})")
+            outside = outside_network(hop_spec, topo.networks)
+            if outside not in dst.addresses:
+                continue
+            where = "public address" if outside == public.name else f"address on {outside}"
+            how = (
+                f"{spec.router_name} ({spec.nat} NAT)"
+                if len(crossed) == 1
+                else f"{' then '.join(crossed)} (nested NAT)"
+            )
+            return Path(
+                src.name,
+                dst.name,
+                dst.addresses[outside],
+                outside,
+                spec.router_name,
+                f"{dst.name}'s {where} through {how}",
+            )
     inbound = _full_cone_entry(topo, dst)
     if inbound is None:
         return None
@@ -90,6 +112,8 @@ def _full_cone_entry(topo: Topology, node: NodeSpec) -> tuple[str, str] | None:
     net = nat_router_network(node, topo.networks)
     if net is None or not model(topo.network(net).nat).inbound_open:
         return None
+    if topo.network(net).upstream is not None:
+        return None  # behind nested NAT: the outer router filters too
     return f"router-{net}", router_public_ips(topo.networks)[net]
 
 
@@ -123,8 +147,11 @@ def nat_of(topo: Topology, node: NodeSpec) -> str:
     """`public` when the node has a public address, else the NAT type of its networks."""
     if topo.public_network.name in node.addresses:
         return "public"
-    nats = {topo.network(n).nat for n in node.addresses}
-    return min(nats, key=openness) if nats else "none"  # the best path out wins
+    best = min(node.addresses, key=lambda n: openness(topo.network(n).nat))
+    chain = nat_chain(best, topo.networks) if topo.network(best).has_router else [best]
+    # behind nested NAT the path is as good as its worst router (a symmetric one anywhere
+    # changes the mapping a peer sees)
+    return max((topo.network(n).nat for n in chain), key=openness)
 
 
 @dataclass(frozen=True)
@@ -285,7 +312,7 @@ def shared_public_endpoints(topo: Topology) -> dict[str, list[str]]:
     pair of them across two routers can be direct at a time (harness/model/topology.py)."""
     groups: dict[str, list[str]] = {}
     for node in topo.nodes:
-        net = nat_router_network(node, topo.networks)
+        net = public_router_network(node, topo.networks)
         if net is not None:
             groups.setdefault(f"router-{net}:{node.p2p_port}", []).append(node.name)
     return {k: v for k, v in groups.items() if len(v) > 1}

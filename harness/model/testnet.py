@@ -47,7 +47,8 @@ from harness.model.topology import (
     NetworkSpec,
     NodeSpec,
     Topology,
-    nat_router_network,
+    outside_network,
+    public_router_network,
     router_private_ip,
     router_public_ips,
 )
@@ -116,6 +117,9 @@ class Router:
     forwards: tuple[Forward, ...] = ()
     hairpin: bool = False  # the private side reaches the forwards at the public address
     mapping_timeout_s: int | None = None  # idle mappings forgotten after this; None: kernel's
+    # nested NAT: the outer router's private address, the inner router's default route (its
+    # outside is a private network: the public one is only reachable through the outer)
+    default_via: str | None = None
 
     @property
     def netns_container(self) -> str:
@@ -454,7 +458,6 @@ def build_testnet(
             "pass --subnet control=CIDR with a larger one"
         )
 
-    public = topo.public_network
     pub_ips = router_public_ips(topo.networks)
     networks = tuple(_network(tn_name, n, pub_ips) for n in topo.networks)
     routers = tuple(
@@ -463,12 +466,13 @@ def build_testnet(
             network=n.name,
             nat=n.nat,
             private_ip=router_private_ip(n.subnet),
-            public_network=public.name,
+            public_network=outside_network(n, topo.networks),
             public_ip=pub_ips[n.name],
             container=f"{tn_name}-router-{n.name}",
             forwards=_forwards(topo, n),
             hairpin=n.hairpin,
             mapping_timeout_s=n.mapping_timeout_s,
+            default_via=router_private_ip(topo.network(n.upstream).subnet) if n.upstream else None,
         )
         for n in topo.networks
         if n.has_router
@@ -501,11 +505,12 @@ def build_testnet(
 
 def port_ranges(topo: Topology) -> dict[str, tuple[int, int]]:
     """node -> its ephemeral port range, for the nodes behind a NAT router: the k-th node
-    behind a router (file order) takes the k-th block from EPHEMERAL_FIRST, 1000 ports
+    behind a router facing the public network (through nested routers too: they share its
+    public address) takes the k-th block from EPHEMERAL_FIRST, 1000 ports
     (fewer, down to 64, when more than 40 nodes share a router)."""
     behind: dict[str, list[str]] = {}
     for spec in topo.nodes:
-        net = nat_router_network(spec, topo.networks)
+        net = public_router_network(spec, topo.networks)
         if net is not None:
             behind.setdefault(net, []).append(spec.name)
     out = {}

@@ -111,6 +111,7 @@ NETWORK_KEYS = (
     "forwards",
     "hairpin",
     "mapping_timeout_s",
+    "upstream",
 )
 FORWARD_KEYS = ("port", "to", "to_port", "proto")
 FORWARD_PROTOS = ("tcp", "udp")
@@ -189,6 +190,9 @@ class NetworkSpec:
     # how long an idle mapping lives (UDP, and established TCP) before the router forgets
     # it; None: the kernel's defaults (UDP 30/120 s, TCP 5 days)
     mapping_timeout_s: int | None = None
+    # nested NAT (CGNAT): the private network this network's router sits on as its outside,
+    # instead of the public network; None: the router's outside is the public network
+    upstream: str | None = None
 
     @property
     def has_router(self) -> bool:
@@ -264,16 +268,46 @@ def router_private_ip(subnet: str) -> str:
 
 
 def router_public_ips(networks: tuple[NetworkSpec, ...]) -> dict[str, str]:
-    """Private network name -> its router's public IP, allocated downward from the top."""
+    """Private network name -> its router's outside IP. On the public network: allocated
+    downward from the top host. Behind another router (`upstream:`, nested NAT): on the
+    upstream network, downward from just below that network's own router (the top host)."""
     public = next((n for n in networks if n.public), None)
     if public is None:
         return {}
     top = ipaddress.IPv4Network(public.subnet).broadcast_address - 1
     out: dict[str, str] = {}
+    below: dict[str, int] = {}  # upstream network -> routers placed on it so far
     for net in networks:
-        if net.has_router:
-            out[net.name] = str(top - len(out))
+        if not net.has_router:
+            continue
+        if net.upstream is None:
+            out[net.name] = str(top - sum(1 for n in out if n not in _nested(networks)))
+        else:
+            up = next(n for n in networks if n.name == net.upstream)
+            k = below.get(up.name, 0) + 1
+            below[up.name] = k
+            out[net.name] = str(ipaddress.IPv4Network(up.subnet).broadcast_address - 1 - k)
     return out
+
+
+def _nested(networks: tuple[NetworkSpec, ...]) -> set[str]:
+    return {n.name for n in networks if n.upstream is not None}
+
+
+def outside_network(net: NetworkSpec, networks: tuple[NetworkSpec, ...]) -> str:
+    """The network a router's outside interface is on: its upstream, else the public one."""
+    return net.upstream or next(n.name for n in networks if n.public)
+
+
+def nat_chain(net: str, networks: tuple[NetworkSpec, ...]) -> list[str]:
+    """The private networks whose routers a packet from `net` crosses to reach the public
+    network, innermost first: [net] for a router on the public network, [net, upstream,
+    ...] behind nested NAT."""
+    by_name = {n.name: n for n in networks}
+    chain = [net]
+    while (up := by_name[chain[-1]].upstream) is not None and up not in chain:
+        chain.append(up)
+    return chain
 
 
 # --- switching a topology's implementation (`sentrynet scenario --impl`) -------------------
@@ -582,11 +616,32 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
                     "seconds an idle mapping lives",
                 )
             )
+        upstream = None
+        if "upstream" in spec:
+            if nat == "none":
+                raise c.fail(
+                    f"{path}.upstream",
+                    "set on a network without a NAT router",
+                    "remove `upstream:`, or give the network a NAT preset",
+                )
+            upstream = spec["upstream"]
+            if not isinstance(upstream, str):
+                raise c.fail(f"{path}.upstream", f"expected a network name, got {upstream!r}")
         out.append(
             NetworkSpec(
-                net_name, str(subnet), public, nat, loss, latency, forwards, hairpin, timeout
+                net_name,
+                str(subnet),
+                public,
+                nat,
+                loss,
+                latency,
+                forwards,
+                hairpin,
+                timeout,
+                upstream,
             )
         )
+    _check_upstreams(c, out)
     publics = [n.name for n in out if n.public]
     if len(publics) != 1:
         problem = (
@@ -610,6 +665,41 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
             "use a larger public subnet (routers take addresses from its top)",
         )
     return tuple(out)
+
+
+def _check_upstreams(c: _Checker, networks: list[NetworkSpec]) -> None:
+    """`upstream:` names another private network with a router, and the chain ends on the
+    public network (no loop)."""
+    by_name = {n.name: n for n in networks}
+    for net in networks:
+        if net.upstream is None:
+            continue
+        path = f"networks.{net.name}.upstream"
+        up = by_name.get(net.upstream)
+        routed = [n.name for n in networks if n.has_router and n.name != net.name]
+        if up is None or up.name == net.name or not up.has_router:
+            what = (
+                "is not a network"
+                if up is None
+                else "is this network itself"
+                if up.name == net.name
+                else "has no NAT router (public, or nat: none)"
+            )
+            raise c.fail(
+                path,
+                f"{net.upstream!r} {what}",
+                f"name a private network with a NAT router: {', '.join(routed) or 'none'}",
+            )
+        seen = [net.name]
+        while (nxt := by_name[seen[-1]].upstream) is not None:
+            if nxt in seen:
+                raise c.fail(
+                    path,
+                    f"a loop: {' -> '.join([*seen, nxt])}",
+                    "the last network of the chain must have no `upstream:` (its router "
+                    "is on the public network)",
+                )
+            seen.append(nxt)
 
 
 def _parse_subnet(c: _Checker, value: Any, path: str) -> ipaddress.IPv4Network:
@@ -640,15 +730,15 @@ def _reserved(networks: tuple[NetworkSpec, ...]) -> dict[str, dict[str, str]]:
     """network -> {ip: what reserves it}: Docker's gateway (.1) and the derived routers."""
     out: dict[str, dict[str, str]] = {}
     pub_ips = router_public_ips(networks)
-    public = next(n for n in networks if n.public)
     for net in networks:
         sub = ipaddress.IPv4Network(net.subnet)
         res = {str(sub.network_address + 1): "Docker's gateway"}
         if net.has_router:
             res[router_private_ip(net.subnet)] = f"router-{net.name}"
         out[net.name] = res
+    by_name = {n.name: n for n in networks}
     for priv, ip in pub_ips.items():
-        out[public.name][ip] = f"router-{priv}"
+        out[outside_network(by_name[priv], networks)][ip] = f"router-{priv}"
     return out
 
 
@@ -775,12 +865,21 @@ def nat_router_network(node: NodeSpec, networks: tuple[NetworkSpec, ...]) -> str
     return next((n.name for n in networks if n.name in node.addresses and n.has_router), None)
 
 
+def public_router_network(node: NodeSpec, networks: tuple[NetworkSpec, ...]) -> str | None:
+    """The network whose router faces the public network for this node: its own router's,
+    or behind nested NAT the outermost one's. Nodes behind it share its public address, so
+    ports are kept distinct per outermost router."""
+    net = nat_router_network(node, networks)
+    return None if net is None else nat_chain(net, networks)[-1]
+
+
 def _assign_ports(
     nodes: list[NodeSpec], networks: tuple[NetworkSpec, ...], explicit: set[str]
 ) -> tuple[NodeSpec, ...]:
-    """Derive the p2p ports not set explicitly: behind each router the lowest port from
-    P2P_PORT that no other node behind it uses (see the module docstring for why)."""
-    behind = {n.name: nat_router_network(n, networks) for n in nodes}
+    """Derive the p2p ports not set explicitly: behind each router facing the public network
+    (through nested routers too) the lowest port from P2P_PORT that no other node behind it
+    uses (see the module docstring for why)."""
+    behind = {n.name: public_router_network(n, networks) for n in nodes}
     used: dict[str, set[int]] = {}
     for n in nodes:
         net = behind[n.name]

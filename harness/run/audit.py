@@ -5,7 +5,8 @@ What is checked, and why each matters:
   private networks do not masquerade (only our routers NAT); every network carries the label.
 - routes (`ip -4 route` in every container): no route via any Docker gateway on this machine
   (that would be a path off the testnet); routers and nodes with a public interface have no
-  default route; nodes behind a NAT router have exactly `default via <router>`.
+  default route; nodes behind a NAT router, and routers behind another (nested NAT), have
+  exactly `default via <router>`.
 - listeners (`ss -ltn` in every node): p2p listens on data-network IPs only, never on a
   wildcard or the control IP; the API listens on the control IP only.
 - control path (node /status): no p2p connection uses a control-network address, none goes
@@ -145,7 +146,7 @@ def check_routes(testnet: Testnet, gateways: set[str]) -> list[str]:
     outputs = read_all([h.netns_container for h in hosts], ["ip", "-4", "route", "show"])
     for host in hosts:
         # routers and public nodes have no default route; a NATed node's goes via its router
-        default_via = host.default_via if isinstance(host, Node) else None
+        default_via = host.default_via  # a nested NAT router's goes via the outer router
         res = outputs[host.netns_container]
         if res is None:
             findings.append(f"{host.name} ({host.netns_container}): container missing")

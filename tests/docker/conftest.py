@@ -61,12 +61,18 @@ class Testnets:
         free = docker_ops.pick_free_subnets(len(nets), seed=seed)
         return dict(zip(nets, free, strict=True))
 
-    def up(self, tag: str, topology: Path = MINI, **kwargs: object) -> RunningTestnet:
+    def up(
+        self,
+        tag: str,
+        topology: Path = MINI,
+        nets: tuple[str, ...] = MINI_NETS,
+        **kwargs: object,
+    ) -> RunningTestnet:
         name = self.name(tag)
         return start.up(
             topology,
             name=name,
-            subnets=self.subnets(),
+            subnets=self.subnets(nets),
             out=self.tmp / name,
             progress=Progress(),
             ready_deadline_s=READY_DEADLINE_S,

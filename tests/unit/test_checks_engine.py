@@ -175,6 +175,7 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
         "sentry",
         "mixed-relay",
         "nat-rebind",
+        "cgnat",
         "seed-rust",
         "seed-exact",
         "symmetric-nat",

@@ -172,3 +172,41 @@ def test_analyse_is_also_called_check(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["check", *pair]) == 0
     assert capsys.readouterr().out == analysed
     assert "node0 - node4  no      no       no" in analysed
+
+
+def test_nested_nat_paths_cross_both_routers() -> None:
+    """cgnat.yaml: val-home's router sits on the carrier's network behind router-isp."""
+    t = topo("cgnat")
+    path = ip_path(t, t.node("val-home"), t.node("relay"))
+    assert path is not None and path.via_router == "router-home"
+    assert "router-home (port-restricted-cone) then router-isp" in path.reason
+    assert "(nested NAT)" in path.reason
+    inside = ip_path(t, t.node("val-home"), t.node("full-isp"))  # the carrier's customer
+    assert inside is not None and inside.network == "isp"
+    assert ip_path(t, t.node("full-isp"), t.node("val-home")) is None  # router-home filters
+    v = pair_verdict(t, t.node("val-home"), t.node("val-b"))
+    assert v.circuit and v.holepunch, v
+
+
+def test_nested_nat_upstream_errors_name_the_field(tmp_path: Path) -> None:
+    from harness.model.topology import TopologyError
+
+    text = (SCENARIOS / "cgnat.yaml").read_text()
+    for target, problem in (
+        ("nowhere", "'nowhere' is not a network"),
+        ("public", "'public' has no NAT router"),
+        ("home", "'home' is this network itself"),
+    ):
+        path = tmp_path / "bad.yaml"
+        path.write_text(text.replace("upstream: isp", f"upstream: {target}"))
+        with pytest.raises(TopologyError) as info:
+            load_topology(path)
+        assert "networks.home.upstream" in str(info.value) and problem in str(info.value)
+    loop = text.replace(
+        "  isp:\n    subnet: 172.29.1.0/24\n    nat: cone\n",
+        "  isp:\n    subnet: 172.29.1.0/24\n    nat: cone\n    upstream: home\n",
+    )
+    path = tmp_path / "loop.yaml"
+    path.write_text(loop)
+    with pytest.raises(TopologyError, match="a loop: isp -> home -> isp"):
+        load_topology(path)

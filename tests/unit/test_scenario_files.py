@@ -58,6 +58,7 @@ def test_the_seven_scenarios_and_the_library_are_files() -> None:
         "sentry",
         "mixed-relay",
         "nat-rebind",
+        "cgnat",
         "seed-rust",
         "seed-exact",
         "symmetric-nat",
