@@ -113,6 +113,8 @@ NETWORK_KEYS = (
     "mapping_timeout_s",
     "upstream",
 )
+# network keys that describe its NAT router: an error on a network without one
+ROUTER_KEYS = ("hairpin", "mapping_timeout_s", "upstream")
 FORWARD_KEYS = ("port", "to", "to_port", "proto")
 FORWARD_PROTOS = ("tcp", "udp")
 NODE_KEYS = (
@@ -592,21 +594,16 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
             spec.get("latency_ms", 0), f"{path}.latency_ms", 0, 60000, "milliseconds"
         )
         forwards = _parse_forwards(c, spec.get("forwards"), f"{path}.forwards", nat)
+        for key in ROUTER_KEYS:
+            if key in spec and nat == "none" and spec[key] not in (False, None):
+                raise c.fail(
+                    f"{path}.{key}",
+                    "set on a network without a NAT router",
+                    f"remove `{key}:`, or give the network a NAT preset (e.g. `nat: cone`)",
+                )
         hairpin = c.boolean(spec.get("hairpin", False), f"{path}.hairpin")
-        if hairpin and nat == "none":
-            raise c.fail(
-                f"{path}.hairpin",
-                "set on a network without a NAT router",
-                "remove `hairpin:`, or give the network `nat: cone` or `nat: symmetric`",
-            )
         timeout = None
         if "mapping_timeout_s" in spec:
-            if nat == "none":
-                raise c.fail(
-                    f"{path}.mapping_timeout_s",
-                    "set on a network without a NAT router",
-                    "remove `mapping_timeout_s:`, or give the network a NAT preset",
-                )
             timeout = int(
                 c.number(
                     spec["mapping_timeout_s"],
@@ -618,12 +615,6 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
             )
         upstream = None
         if "upstream" in spec:
-            if nat == "none":
-                raise c.fail(
-                    f"{path}.upstream",
-                    "set on a network without a NAT router",
-                    "remove `upstream:`, or give the network a NAT preset",
-                )
             upstream = spec["upstream"]
             if not isinstance(upstream, str):
                 raise c.fail(f"{path}.upstream", f"expected a network name, got {upstream!r}")
