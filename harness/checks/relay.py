@@ -434,6 +434,60 @@ def dcutr_upgrade(obs: Observation) -> Verdict:
     return _dcutr_upgrade(obs, obs.cross_pairs(obs.validators()))
 
 
+def dcutr_within_rtts(base_s: float = 1.0, rtts: float = 3.0) -> Check:
+    """Every DCUtR upgrade between nodes on two different private networks took at most
+    `base_s` + `rtts` round trips of the relayed connection it upgraded (the event's
+    rtt_s, measured by DCUtR's CONNECT exchange): the hole punch is bounded by the path,
+    not by timers. Each pair is judged once, by the end that reported it first."""
+
+    def check(obs: Observation) -> Verdict:
+        ids = obs.peer_names()
+        rows: list[tuple[float, str]] = []
+        slow: list[str] = []
+        seen: set[tuple[str, str]] = set()
+        for node in sorted(obs.nodes):
+            for e in obs.events_of(node, "dcutr_succeeded"):
+                peer = ids.get(e.peer or "")
+                if peer is None or (min(node, peer), max(node, peer)) not in obs.cross_pairs(
+                    (node, peer)
+                ):
+                    continue
+                key = (min(node, peer), max(node, peer))
+                if key in seen or e.duration_s is None or e.rtt_s is None:
+                    continue
+                seen.add(key)
+                bound = base_s + rtts * float(e.rtt_s)
+                said = (
+                    f"{node}<->{peer} {float(e.duration_s):.2f}s "
+                    f"(rtt {float(e.rtt_s) * 1000:.0f} ms, bound {bound:.2f}s)"
+                )
+                rows.append((float(e.duration_s) / bound, said))
+                if float(e.duration_s) > bound:
+                    slow.append(said)
+        if not rows:
+            return Verdict(
+                False,
+                "no DCUtR upgrade with a duration and an RTT between private networks yet",
+                cause="see check dcutr_upgrade: nothing upgraded, or the node reports no rtt_s",
+            )
+        shown = ", ".join(s for _, s in sorted(rows, reverse=True)[:4])
+        if slow:
+            return Verdict(
+                False,
+                f"{len(slow)} of {len(rows)} upgrades past {base_s:g}s + {rtts:g} RTTs: "
+                f"{', '.join(slow[:4])}",
+                cause="the punch waited on a timer or a retry instead of the path (a dial "
+                "timeout, a second attempt), or the relayed RTT DCUtR measured is far off",
+                data={"final": True},
+            )
+        return Verdict(
+            True,
+            f"{len(rows)} upgrade(s) within {base_s:g}s + {rtts:g} RTTs, slowest first: {shown}",
+        )
+
+    return check
+
+
 def dcutr_upgrade_between(impl_a: str, impl_b: str) -> Check:
     """dcutr_upgrade over the cross-network pairs of any role whose ends run `impl_a` and
     `impl_b` (topology `impl:`), e.g. a rust-libp2p node and ours hole-punching each other."""

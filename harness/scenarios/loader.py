@@ -135,6 +135,9 @@ CHECKS: dict[str, CheckKind] = {
     "reservations": CheckKind(relay_checks.reservations),
     "relayed_circuit": CheckKind(relay_checks.relayed_circuit),
     "dcutr_upgrade": CheckKind(relay_checks.dcutr_upgrade),
+    "dcutr_within_rtts": CheckKind(
+        relay_checks.dcutr_within_rtts, {"base_s": Arg("seconds", 1.0), "rtts": Arg("count", 3.0)}
+    ),
     "dcutr_upgrade_between": CheckKind(
         relay_checks.dcutr_upgrade_between, {"impl_a": Arg("impl"), "impl_b": Arg("impl")}
     ),
@@ -545,6 +548,10 @@ class _Reader(FieldReader):
             return self.number(value, path, 0, 100, "percent; 0 removes it")
         if k == "ms":
             return self.number(value, path, 0, None, "milliseconds; 0 removes it")
+        if k == "seconds":
+            return self.number(value, path, 0, None, "seconds")
+        if k == "count":
+            return self.number(value, path, 0, None, "a count, e.g. 3")
         if k == "cores":
             return self.number(value, path, 0, 64, "CPUs per node, e.g. 0.2; 0 removes the cap")
         raise AssertionError(k)

@@ -659,3 +659,22 @@ def test_blocks_kept_fails_when_a_restart_fetched_a_committed_height_again() -> 
 def test_blocks_kept_needs_a_restart_to_judge() -> None:
     v = chain.blocks_kept(obs(events={"node4": _committed(range(1, 7), ["node0"])}))
     assert not v.ok and "nothing to compare" in v.detail
+
+
+def _punched(duration: float, rtt: float | None) -> dict[str, list[dict[str, object]]]:
+    ok = ev("dcutr_succeeded", 12.5, peer=PID["node4"], role="initiator", duration_s=duration)
+    if rtt is not None:
+        ok["rtt_s"] = rtt
+    same_side = ev("dcutr_succeeded", 13.0, peer=PID["node1"], duration_s=9.0, rtt_s=0.001)
+    return {"node0": [ok, same_side]}  # node0 and node1 share network a: not judged
+
+
+def test_dcutr_within_rtts_bounds_each_cross_network_upgrade() -> None:
+    check = relay.dcutr_within_rtts(1.0, 3)
+    v = check(obs(events=_punched(1.5, 0.2)))  # bound 1.0 + 3 * 0.2 = 1.6 s
+    assert v.ok, v
+    assert "node0<->node4 1.50s (rtt 200 ms, bound 1.60s)" in v.detail
+    v = check(obs(events=_punched(2.4, 0.2)))
+    assert not v.ok and v.data["final"] and "1 of 1 upgrades past 1s + 3 RTTs" in v.detail
+    v = check(obs(events=_punched(0.3, None)))  # no RTT reported: nothing to judge yet
+    assert not v.ok and "no DCUtR upgrade with a duration and an RTT" in v.detail

@@ -176,6 +176,7 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
         "mixed-relay",
         "nat-rebind",
         "cgnat",
+        "latency-wan",
         "seed-rust",
         "seed-exact",
         "symmetric-nat",

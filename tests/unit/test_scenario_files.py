@@ -59,6 +59,7 @@ def test_the_seven_scenarios_and_the_library_are_files() -> None:
         "mixed-relay",
         "nat-rebind",
         "cgnat",
+        "latency-wan",
         "seed-rust",
         "seed-exact",
         "symmetric-nat",
