@@ -664,10 +664,10 @@ def _recovered(
 ) -> tuple[str, float | None]:
     """(what happened to client's reservation on relay after t0, when it was whole again)."""
     rid = obs.peer_id(relay)
-    after = [e for e in obs.events_of(client) if e.ts is not None and e.ts >= t0]
+    after = [(float(e.ts), e) for e in obs.events_of(client) if e.ts is not None and e.ts >= t0]
     renewed = ("reservation_accepted", "reservation_refreshed")  # a refresh moves it too
-    made = [float(e.ts) for e in after if e.type in renewed and e.relay == rid]  # type: ignore[arg-type]
-    opened = [float(e.ts) for e in after if e.type == "connection_opened" and e.peer == rid]  # type: ignore[arg-type]
+    made = [ts for ts, e in after if e.type in renewed and e.relay == rid]
+    opened = [ts for ts, e in after if e.type == "connection_opened" and e.peer == rid]
     label = f"{client}->{relay}"
     if held and made:
         return f"{label} reserved again at +{made[0] - t0:.1f}s", made[0]
