@@ -37,6 +37,21 @@ GOSSIP_HEARTBEAT_S = 1
 # (7 peers each, 40 s, two runs each): D/D_low/D_high 6/4/12 0.072 and 0.075 cores per
 # node, 4/3/8 0.066 and 0.066, 4/3/5 0.046 and 0.047.
 GOSSIP_D, GOSSIP_D_LOW, GOSSIP_D_HIGH = 4, 3, 5
+# Two of py-libp2p 0.8.1's "gossipsub 2.0" additions (on by default, in no libp2p spec)
+# are switched off; each stalled consensus for a minute or more in the testnets, and
+# tests/node/test_overrides.py shows each on upstream code:
+# - adaptive gossip: every 30 s the router rates the network's "health" and, below 0.7,
+#   sets heartbeat_interval = max(60, ...). Mesh peers count as healthy only with a
+#   positive score outside any topic, which nothing gives them, so a healthy mesh rates
+#   about 0.6: 30 s after start every node repaired its mesh and sent IHAVE once a
+#   minute, and a stopped validator's place in the mesh stayed empty for up to 60 s.
+# - spam protection: at most 10 messages per topic per second per *forwarding* peer
+#   (ourselves included when we publish); the rest are marked seen and delivered
+#   locally but neither forwarded nor cached for IWANT, and the forwarder is penalised.
+#   A sentry forwards its whole network's consensus traffic and a validator re-sends a
+#   round's messages in one burst when the round times out: both exceed it, silently.
+#   Floods are bounded here by the chain's own validation (node/chain/service.py).
+GOSSIP_ADAPTIVE, GOSSIP_SPAM_LIMIT = False, False
 UPGRADE_TIMEOUT_S = 30.0
 
 
@@ -94,5 +109,7 @@ def build_pubsub(host: IHost) -> tuple[Pubsub, GossipSub]:
         degree_high=GOSSIP_D_HIGH,
         heartbeat_interval=GOSSIP_HEARTBEAT_S,
         heartbeat_initial_delay=0.1,
+        adaptive_gossip_enabled=GOSSIP_ADAPTIVE,
+        spam_protection_enabled=GOSSIP_SPAM_LIMIT,
     )
     return Pubsub(host, gossipsub), gossipsub

@@ -367,6 +367,137 @@ def test_upstream_gossipsub_heartbeat_is_120s() -> None:
     assert gs.heartbeat_interval == GOSSIP_HEARTBEAT_S == 1
 
 
+# -- gossipsub "2.0" additions we switch off (node/host.py) ----------------------------
+
+
+def _upstream_pubsub(h: IHost) -> tuple[Any, GossipSub]:
+    """build_pubsub's router with upstream's defaults for everything we do not set."""
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12
+    from libp2p.pubsub.pubsub import Pubsub
+
+    from node.host import GOSSIP_D, GOSSIP_D_HIGH, GOSSIP_D_LOW
+
+    gs = GossipSub(
+        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
+        degree=GOSSIP_D,
+        degree_low=GOSSIP_D_LOW,
+        degree_high=GOSSIP_D_HIGH,
+        heartbeat_interval=GOSSIP_HEARTBEAT_S,
+        heartbeat_initial_delay=0.1,
+    )
+    return Pubsub(h, gs), gs
+
+
+async def _gossip_net(
+    factory: Callable[[IHost], tuple[Any, GossipSub]],
+    links: list[tuple[int, int]],
+    body: Callable[[list[IHost], list[tuple[Any, GossipSub]], list[Any]], Any],
+) -> Any:
+    """Real gossipsub hosts on loopback, subscribed to one topic and connected along
+    `links` (indices); waits until every host has grafted all its neighbours, then runs
+    `body(hosts, routers, subscriptions)`."""
+    n = 1 + max(max(link) for link in links)
+    hosts = [_host() for _ in range(n)]
+    subs = [factory(h) for h in hosts]
+    listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+    neighbours = [sum(i in link for link in links) for i in range(n)]
+    async with trio.open_nursery() as nursery:
+        for h, (ps, gs) in zip(hosts, subs, strict=True):
+
+            async def serve(h: IHost = h, ps: Any = ps, gs: Any = gs) -> None:
+                async with (
+                    h.run(listen_addrs=[listen]),
+                    background_trio_service(ps),
+                    background_trio_service(gs),
+                ):
+                    await trio.sleep_forever()
+
+            nursery.start_soon(serve)
+        subscriptions = []
+        for ps, _ in subs:
+            await ps.wait_until_ready()
+            subscriptions.append(await ps.subscribe("/sentrynet/test/gossip"))
+        for i, j in links:
+            await hosts[i].connect(PeerInfo(hosts[j].get_id(), [addr_of(hosts[j])]))
+        await poll(
+            lambda: all(
+                len(gs.mesh.get("/sentrynet/test/gossip", ())) == k
+                for (_, gs), k in zip(subs, neighbours, strict=True)
+            ),
+            20,
+            "every neighbour grafted",
+        )
+        result = await body(hosts, subs, subscriptions)
+        nursery.cancel_scope.cancel()
+    return result
+
+
+def _heartbeat_after_health_check(factory: Callable[[IHost], tuple[Any, GossipSub]]) -> float:
+    """Four hosts in a full mesh; the router's 30 s health clock is rewound so its next
+    heartbeat rates the network. Returns the heartbeat interval after that heartbeat."""
+
+    async def body(hosts: Any, subs: list[tuple[Any, GossipSub]], _subs: Any) -> float:
+        gs = subs[0][1]
+        beats = [0]
+        last_step = gs._prune_idontwant_entries
+
+        def counting_last_step() -> None:  # the last thing each heartbeat does
+            beats[0] += 1
+            last_step()
+
+        gs._prune_idontwant_entries = counting_last_step  # type: ignore[method-assign]
+        await subs[0][0].publish("/sentrynet/test/gossip", b"x")
+        gs.last_health_update = 0  # as if 30 s had passed since the last rating
+        start = beats[0]  # the heartbeat under way may have rated before the rewind
+        await poll(
+            lambda: beats[0] >= start + 2 or gs.heartbeat_interval != GOSSIP_HEARTBEAT_S,
+            10,
+            "a heartbeat that rated the network",
+        )
+        return float(gs.heartbeat_interval)
+
+    return float(trio.run(_gossip_net, factory, [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)], body))
+
+
+def test_upstream_adaptive_gossip_slows_heartbeat_to_60s_override_keeps_1s() -> None:
+    """A healthy full mesh of four: upstream rates it below 0.7 (no mesh peer has a
+    positive topic-less score) and stretches the heartbeat to a minute."""
+    assert _heartbeat_after_health_check(_upstream_pubsub) >= 30
+    assert _heartbeat_after_health_check(build_pubsub) == GOSSIP_HEARTBEAT_S
+
+
+def _burst_received(factory: Callable[[IHost], tuple[Any, GossipSub]], burst: int) -> int:
+    """A line a - hub - b: `a` publishes `burst` messages at once (a validator's round
+    re-send, a sentry forwarding its network). Returns how many reached `b`."""
+
+    async def body(hosts: Any, subs: list[tuple[Any, GossipSub]], subscriptions: Any) -> int:
+        got = [0]
+
+        async def drain() -> None:
+            while True:
+                await subscriptions[2].get()
+                got[0] += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            for i in range(burst):
+                await subs[0][0].publish("/sentrynet/test/gossip", b"vote %d" % i)
+            with trio.move_on_after(5):  # what was dropped never comes: nothing retransmits
+                while got[0] < burst:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        return got[0]
+
+    return int(trio.run(_gossip_net, factory, [(0, 1), (1, 2)], body))
+
+
+def test_upstream_spam_limit_drops_a_burst_silently_override_forwards_all() -> None:
+    # 15 back to back: the per-peer outbound queue (32 RPCs, as go-libp2p's) holds them;
+    # from about 20 it drops some, as go-libp2p's does
+    assert _burst_received(_upstream_pubsub, 15) <= 10  # 10 a second per forwarder
+    assert _burst_received(build_pubsub, 15) == 15
+
+
 def test_relay_restart_upstream_transport_keeps_stale_reservation(tmp_path: Path) -> None:
     """Upstream CircuitV2Transport.reserve() records the reservation and only refreshes it
     near expiry: after the relay restarts (losing it) the client still believes it holds
