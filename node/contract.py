@@ -177,6 +177,7 @@ class Chain(Record):
     validators: int | None = None
     best_peer_height: int | None = None
     peer_heights: dict[str, int] = dataclasses.field(default_factory=dict)
+    mesh_peers: tuple[str, ...] = ()  # the chain topic's gossip mesh: where votes travel
     serve_sync: bool | None = None
     commits: int | None = None
     error: str | None = None

@@ -362,10 +362,14 @@ def converged(min_blocks: int = 3, base_mark: str = "healed_heights") -> Check:
 def _rounds(obs: Observation, vals: list[str], connections: bool = False) -> str:
     """` (node0 round 3 prevote; ...)`: round/step are optional extras of /status chain;
     where the round is, is where the votes stop (a high round at an unchanged height =
-    votes do not arrive); the connection count says whether they could."""
+    votes do not arrive); the connection count and the gossip mesh say whether they could."""
     rounds = [
         f"{v} round {c.round} {c.step or ''}".rstrip()
-        + (f", {len(obs.status_of(v).connections)} connections" if connections else "")
+        + (
+            f", {len(obs.status_of(v).connections)} connections, {len(c.mesh_peers)} in mesh"
+            if connections
+            else ""
+        )
         for v in vals
         if (c := obs.status_of(v).chain) is not None and c.round is not None
     ]

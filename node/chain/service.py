@@ -268,10 +268,15 @@ class ChainService:
             validators=self.vset.n if self.vset else 0,
             best_peer_height=best,
             peer_heights=dict(self.peer_heights),
+            mesh_peers=self._mesh_peers(),
             serve_sync=bool(self.rt and self.rt.config.chain.serve_sync),
             commits=self.commits,
             error=self.error,
         ).to_json()
+
+    def _mesh_peers(self) -> tuple[str, ...]:
+        mesh = getattr(getattr(self.rt.pubsub, "router", None), "mesh", {}) if self.rt else {}
+        return tuple(sorted(str(p) for p in list(mesh.get(self.topic, ()))))
 
     # ------------------------------------------------------------ consensus I/O
 

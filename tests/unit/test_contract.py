@@ -79,6 +79,7 @@ FULL: dict[str, Any] = {
         "validators": 4,
         "best_peer_height": 12,
         "peer_heights": {RELAY: 12},
+        "mesh_peers": [RELAY],
         "serve_sync": True,
         "commits": 12,
         "error": None,
