@@ -12,6 +12,11 @@ libp2p issue that a scenario file reproduces, and names that issue in its verdic
   share one public endpoint, so of the pairs between two such groups at most one can be
   direct (rust-libp2p #3889: with port reuse a second connection would need the same
   5-tuple, which the OS refuses with AddrNotAvailable; a NAT router rewrites it instead).
+- `connection_lost` / `back_at_configured_address`: a node behind NAT loses its link to a
+  sentry that is itself behind NAT (reached through a port forward), then gets it back;
+  it must reconnect to the forwarded public address it was configured with, not to an
+  address the sentry advertises that it cannot reach (tendermint #1720: a validator
+  redialed its sentry's internal address after a link loss and never recovered).
 
 Pure functions of an `Observation`, like every check.
 """
@@ -33,6 +38,7 @@ from harness.checks.relay import (
 from node.contract import Event
 
 GO_2963 = "go-libp2p #2963"
+TENDERMINT_1720 = "tendermint #1720"
 RUST_3889 = "rust-libp2p #3889"
 LIMIT = "RESOURCE_LIMIT_EXCEEDED"
 LIMIT_REASONS = ("data_limit", "duration_limit")
@@ -1062,5 +1068,169 @@ def identify_agrees(probe: str) -> Check:
             f"({len(r.get('listen_addrs') or [])} listen addrs)",
             since=float(r.get("at") or obs.t),
         )
+
+    return check
+
+
+def _endpoint(addr: str | None) -> tuple[str, str] | None:
+    """(ip, tcp port) of a multiaddr, or None."""
+    parts = str(addr or "").split("/")
+    if len(parts) >= 5 and parts[1] == "ip4" and parts[3] == "tcp":
+        return parts[2], parts[4]
+    return None
+
+
+def connection_lost(node: str, peer: str, since: str) -> Check:
+    """`node` closed its connection to `peer` after marks[since] (its link was cut: ping
+    failures end the connection), so what follows is a reconnection, not the old one."""
+
+    def check(obs: Observation) -> Verdict:
+        t0, bad = _mark_time(obs, since)
+        if bad is not None:
+            return bad
+        assert t0 is not None
+        pid = obs.peer_id(peer)
+        closed = [
+            e
+            for e in obs.events_of(node, "connection_closed")
+            if e.peer == pid and e.ts is not None and e.ts >= t0
+        ]
+        if not closed:
+            left = [c.remote_addr for c in obs.connections(node, peer)]
+            return Verdict(
+                False,
+                f"{node} still has {len(left)} connection(s) to {peer} since the cut at "
+                f"{t0:.1f}s ({', '.join(map(str, left)) or 'none listed'}) and closed none",
+                cause=f"{node}'s liveness pings have not given up on {peer} yet "
+                "(p2p.ping_interval_s x failures), or the cut did not take",
+            )
+        first = min(float(e.ts or 0.0) for e in closed)
+        reasons = sorted({str(e.reason) for e in closed})
+        return Verdict(
+            True,
+            f"{node} closed its connection to {peer} at {first:.1f}s ({', '.join(reasons)}), "
+            f"{first - t0:.1f}s after the cut",
+            since=first,
+        )
+
+    return check
+
+
+def back_at_configured_address(node: str, relay: str, since: str) -> Check:
+    """After its link came back (a cut marked at marks[since]), `node` holds a reservation
+    on `relay` over a direct connection opened after the mark to the address it was
+    configured with (the model's path: behind NAT, the router's forwarded public port),
+    not to another address the relay advertises (tendermint #1720)."""
+
+    def check(obs: Observation) -> Verdict:
+        t0, bad = _mark_time(obs, since)
+        if bad is not None:
+            return bad
+        assert t0 is not None
+        model = obs.nodes[node]
+        if relay not in model.relay_servers:
+            return Verdict(
+                False,
+                f"{relay} is not among {node}'s relay_servers {list(model.relay_servers)}",
+                cause="name a relay the node is configured with",
+                data={"final": True},
+            )
+        want = model.relay_server_addrs[model.relay_servers.index(relay)]
+        if node not in obs.status:
+            return Verdict(False, f"no /status from {node} ({obs.unreachable.get(node, '')})")
+        pid = obs.peer_id(relay)
+        opened = [
+            e
+            for e in obs.events_of(node, "connection_opened")
+            if e.peer == pid and e.ts is not None and e.ts >= t0 and e.kind == "direct"
+        ]
+        tried = sorted({str(e.remote_addr) for e in opened})
+        live = [
+            c
+            for c in obs.connections(node, relay)
+            if c.kind == "direct" and (obs.to_t(node, c.opened_at) or -1.0) >= t0
+        ]
+        good = [c for c in live if _endpoint(c.remote_addr) == _endpoint(want)]
+        held = any(r.relay == pid for r in obs.status_of(node).reservations)
+        if good and held:
+            at = min(obs.to_t(node, c.opened_at) or t0 for c in good)
+            return Verdict(
+                True,
+                f"{node} is back on {relay} at its configured address {want} (connection "
+                f"opened at {at:.1f}s, {at - t0:.1f}s after the cut) and holds a "
+                f"reservation on it; connections opened since the cut: {', '.join(tried)}",
+                since=at,
+            )
+        elsewhere = [a for a in tried if _endpoint(a) != _endpoint(want)]
+        if elsewhere and not good:
+            cause = (
+                f"{node} reconnected to {relay} at {', '.join(elsewhere)}, not at the "
+                f"configured {want}: it redials an address the relay advertises instead "
+                f"of the one it was given ({TENDERMINT_1720})"
+            )
+        elif not opened:
+            cause = (
+                f"{node} has not reconnected to {relay} since the cut: it does not redial "
+                f"a configured relay it lost, or dials an address it cannot reach "
+                f"({TENDERMINT_1720}: a validator redials its sentry's internal address)"
+            )
+        else:
+            cause = f"{node} is connected to {relay} at {want} but holds no reservation on it"
+        return Verdict(
+            False,
+            f"{node} -> {relay} since the cut at {t0:.1f}s: live connections at "
+            f"{[str(c.remote_addr) for c in live] or 'none'}, reservation "
+            f"{'held' if held else 'not held'}; want {want}",
+            cause=cause,
+        )
+
+    return check
+
+
+def forward_dial_ok(probe: str) -> Check:
+    """Every probe recorded under marks[probe] (action `probe-forward`: a new host dialed
+    the target at its router's port forward and pinged it) succeeded. From behind the
+    same router that is hairpinning (RFC 4787 REQ-9; spacemesh #5510, hoprnet #4450: nodes
+    behind one NAT that learn each other only by the public address); a failure there on
+    a router with `hairpin: false` is what that router does, and the verdict says so."""
+
+    def check(obs: Observation) -> Verdict:
+        recs = _probes(obs, probe)
+        if not recs:
+            return Verdict(
+                False,
+                f"no probe recorded as {probe!r}",
+                cause=f"add `- action: probe-forward` with `as: {probe}` before this check",
+                data={"final": True},
+            )
+        said: list[str] = []
+        failed: list[str] = []
+        no_hairpin = False
+        for r in recs:
+            side = "from behind it (hairpin)" if r.get("same_side") else "from outside"
+            what = (
+                f"{r.get('from')} -> {r.get('target')} at {r.get('addr')} via {r.get('via')} {side}"
+            )
+            if r.get("ok"):
+                said.append(f"{what}: ok, rtt {float(r.get('rtt_s') or 0) * 1000:.1f} ms")
+            else:
+                failed.append(f"{what}: {r.get('error')}")
+                no_hairpin |= bool(r.get("same_side")) and not r.get("hairpin")
+        if failed:
+            cause = (
+                "the router does not hairpin (topology `hairpin: false`): a host behind it "
+                "cannot reach the router's public address; peers behind one NAT must use "
+                "each other's private addresses"
+                if no_hairpin
+                else "the forward did not reach the node: see the probe's error (the "
+                "router's DNAT rule, the node's listener on the forwarded port)"
+            )
+            return Verdict(
+                False,
+                f"{len(failed)} of {len(recs)} failed: {'; '.join(failed)}",
+                cause=cause,
+                data={"final": True},
+            )
+        return Verdict(True, "; ".join(said))
 
     return check

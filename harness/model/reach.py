@@ -51,6 +51,7 @@ class Path:
     network: str  # dst's network the address is on
     via_router: str | None  # router-<net> when the path goes through src's NAT router
     reason: str
+    port: int | None = None  # the TCP port src dials when not dst's p2p port (a forward)
 
 
 def ip_path(topo: Topology, src: NodeSpec, dst: NodeSpec) -> Path | None:
@@ -85,36 +86,46 @@ def ip_path(topo: Topology, src: NodeSpec, dst: NodeSpec) -> Path | None:
                 spec.router_name,
                 f"{dst.name}'s {where} through {how}",
             )
-    inbound = _full_cone_entry(topo, dst)
+    inbound = _forward_entry(topo, dst) or _full_cone_entry(topo, dst)
     if inbound is None:
         return None
-    router, addr = inbound
+    router, addr, port = inbound
     via = None
     if public.name not in src.addresses:
         routed = [topo.network(n) for n in src.addresses if topo.network(n).has_router]
         if not routed:
             return None
         via = routed[0].router_name
-    return Path(
-        src.name,
-        dst.name,
-        addr,
-        public.name,
-        via,
-        f"{router}'s public address: a full cone lets anyone in to {dst.name}'s port "
-        f"{dst.p2p_port}",
+    how = (
+        f"{router}'s public address: a full cone lets anyone in to {dst.name}'s port {dst.p2p_port}"
+        if port is None
+        else f"{router}'s public port {port}, forwarded to {dst.name}'s port {dst.p2p_port}"
     )
+    return Path(src.name, dst.name, addr, public.name, via, how, port)
 
 
-def _full_cone_entry(topo: Topology, node: NodeSpec) -> tuple[str, str] | None:
-    """(router, its public IP) when `node` has no public address and sits behind a full
-    cone: that router's public address and the node's p2p port reach it."""
+def _full_cone_entry(topo: Topology, node: NodeSpec) -> tuple[str, str, None] | None:
+    """(router, its public IP, None) when `node` has no public address and sits behind a
+    full cone: that router's public address and the node's p2p port reach it."""
     net = nat_router_network(node, topo.networks)
     if net is None or not model(topo.network(net).nat).inbound_open:
         return None
     if topo.network(net).upstream is not None:
         return None  # behind nested NAT: the outer router filters too
-    return f"router-{net}", router_public_ips(topo.networks)[net]
+    return f"router-{net}", router_public_ips(topo.networks)[net], None
+
+
+def _forward_entry(topo: Topology, node: NodeSpec) -> tuple[str, str, int] | None:
+    """(router, its public IP, public port) when `node` has no public address and its
+    router forwards a public TCP port to the node's p2p port (a sentry behind NAT)."""
+    net = nat_router_network(node, topo.networks)
+    if net is None or topo.network(net).upstream is not None:
+        return None  # behind nested NAT the outer router would need the forward too
+    for f in topo.network(net).forwards:
+        to_port = f.to_port if f.to_port is not None else node.p2p_port
+        if f.to == node.name and f.proto == "tcp" and to_port == node.p2p_port:
+            return f"router-{net}", router_public_ips(topo.networks)[net], f.port
+    return None
 
 
 def no_path_reason(topo: Topology, src: NodeSpec, dst: NodeSpec) -> str:
@@ -191,7 +202,8 @@ def reservations(topo: Topology, node: NodeSpec) -> list[Reservation]:
                 )
             )
         else:
-            out.append(Reservation(node.name, relay.name, configured, True, path.addr, path.reason))
+            addr = path.addr if path.port is None else f"{path.addr}:{path.port}"
+            out.append(Reservation(node.name, relay.name, configured, True, addr, path.reason))
     return out
 
 

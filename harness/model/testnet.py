@@ -562,7 +562,7 @@ def _node(
         server = topo.node(server_name)
         path = ip_path(topo, spec, server)
         if path is not None:
-            relay_addrs.append(_tcp(path.addr, server.p2p_port))
+            relay_addrs.append(_tcp(path.addr, path.port or server.p2p_port))
             continue
         fallback = server.addresses.get(public.name) or next(iter(server.addresses.values()))
         relay_addrs.append(_tcp(fallback, server.p2p_port))
@@ -589,9 +589,10 @@ def _node(
                 f"{spec.name}: persistent peer {peer_name} ({ip}) is unreachable over IP: "
                 f"{no_path_reason(topo, spec, peer)}"
             )
+            port = peer.p2p_port
         else:
-            ip = path.addr
-        peer_addrs.append(f"{_tcp(ip, peer.p2p_port)}/p2p/{keys[peer_name].peer_id}")
+            ip, port = path.addr, path.port or peer.p2p_port
+        peer_addrs.append(f"{_tcp(ip, port)}/p2p/{keys[peer_name].peer_id}")
 
     default_via = router = None
     if public.name not in spec.addresses:

@@ -1030,14 +1030,18 @@ def _validate_relations(c: _Checker, topo: Topology) -> None:
                     f"{', '.join(by_name[f.to].addresses)})",
                     f"forward to a node behind router-{net.name}",
                 )
+    forwarded = {f.to for net in topo.networks for f in net.forwards if f.proto == "tcp" and f.to}
     for node in topo.nodes:
         path = f"nodes.{node.name}"
-        if node.role == "sentry" and (len(node.addresses) < 2 or public.name not in node.addresses):
+        homed = len(node.addresses) >= 2 and public.name in node.addresses
+        if node.role == "sentry" and not homed and node.name not in forwarded:
             raise c.fail(
                 f"{path}.networks",
-                "a sentry must be multi-homed: on its private network and the public one "
-                f"(has: {', '.join(node.addresses)})",
-                f"add `{public.name}:` to its networks, or make it `role: full`",
+                "a sentry must be reachable from the public network: multi-homed on its "
+                f"private network and the public one, or behind a TCP port forward of its "
+                f"router (has: {', '.join(node.addresses)})",
+                f"add `{public.name}:` to its networks, add a `forwards:` entry to it on "
+                "its network, or make it `role: full`",
             )
         if node.relay_servers and not node.is_relay_client:
             raise c.fail(

@@ -150,10 +150,6 @@ def probe(source: str, target: str, relay: str, mode: str, key: str) -> Callable
     on just before and after)."""
 
     def run(ctx: RunContext) -> str:
-        import json
-
-        from harness.infra import docker as docker_ops
-
         obs = ctx.observe()
         addr = _probe_addr(obs, source, target, relay)
         rec: dict[str, Any] = {
@@ -171,16 +167,7 @@ def probe(source: str, target: str, relay: str, mode: str, key: str) -> Callable
         if addr is None:
             rec["error"] = f"{target} advertises no circuit address through {relay}"
         else:
-            c = docker_ops.node_container(_testnet(ctx).name, source)
-            res = docker_ops.exec_in(c, ["python", "-m", "node.probe", mode, addr])
-            lines = [ln for ln in res.output.splitlines() if ln.startswith("{")]
-            try:
-                out = json.loads(lines[-1])
-            except (IndexError, ValueError):
-                out = {"error": f"probe exit {res.exit_code}: {res.output.strip()[-300:]}"}
-            for k in ("ok", "rtt_s", "error", "listen_addrs", "probe_peer", "duration_s"):
-                if k in out:
-                    rec[k] = out[k]
+            rec.update(_exec_probe(ctx, source, mode, addr))
         rec["held_after"] = _held(ctx.observe(), target)
         ctx.marks.setdefault(key, []).append(rec)
         said = (
@@ -203,6 +190,73 @@ def probe(source: str, target: str, relay: str, mode: str, key: str) -> Callable
             else ""
         )
         return f"probe {mode} {source} -> {target} via {relay} ({addr}): {said}{told}"
+
+    return run
+
+
+def _exec_probe(ctx: RunContext, source: str, mode: str, addr: str) -> dict[str, Any]:
+    """node/probe.py `mode` `addr` inside `source`'s container: its JSON result (ok,
+    rtt_s, error, ...), or the error of a probe that printed none."""
+    import json
+
+    from harness.infra import docker as docker_ops
+
+    c = docker_ops.node_container(_testnet(ctx).name, source)
+    res = docker_ops.exec_in(c, ["python", "-m", "node.probe", mode, addr])
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("{")]
+    try:
+        out = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        out = {"error": f"probe exit {res.exit_code}: {res.output.strip()[-300:]}"}
+    keys = ("ok", "rtt_s", "error", "listen_addrs", "probe_peer", "duration_s")
+    return {k: out[k] for k in keys if k in out}
+
+
+def probe_forward(source: str, target: str, key: str) -> Callable[[RunContext], str]:
+    """A new host with a fresh key in `source`'s container dials `target` at the public
+    address of the port forward its router has for it (router public IP : forwarded
+    port), and pings it. From behind that same router the dial needs the router to
+    hairpin. Appends to marks[key]: from, target, via (the router), addr, hairpin,
+    same_side (source behind that router), at, ok, rtt_s, error."""
+
+    def run(ctx: RunContext) -> str:
+        tn = _testnet(ctx)
+        node = tn.node(target)
+        found = [
+            (r, f)
+            for r in tn.routers
+            for f in r.forwards
+            if f.to == target and f.proto == "tcp" and f.to_port == node.p2p_port
+        ]
+        if not found:
+            raise SentrynetError(
+                f"no router forwards a TCP port to {target}'s p2p port {node.p2p_port}; "
+                "add a `forwards:` entry for it to its network in the topology"
+            )
+        router, fwd = found[0]
+        addr = f"/ip4/{router.public_ip}/tcp/{fwd.port}/p2p/{node.peer_id}"
+        rec: dict[str, Any] = {
+            "from": source,
+            "target": target,
+            "via": router.name,
+            "mode": "dial",
+            "addr": addr,
+            "hairpin": router.hairpin,
+            "same_side": router.network in tn.node(source).addresses,
+            "at": ctx.observer.now(),
+            "ok": False,
+            "rtt_s": None,
+            "error": None,
+        }
+        rec.update(_exec_probe(ctx, source, "dial", addr))
+        ctx.marks.setdefault(key, []).append(rec)
+        said = (
+            f"ok, rtt {float(rec['rtt_s'] or 0) * 1000:.1f} ms"
+            if rec["ok"]
+            else f"FAILED: {rec['error']}"
+        )
+        side = "from behind the same router" if rec["same_side"] else "from outside"
+        return f"probe dial {source} -> {target} at {router.name}'s forward {addr} ({side}): {said}"
 
     return run
 

@@ -190,6 +190,15 @@ CHECKS: dict[str, CheckKind] = {
         library_checks.circuit_addrs_withdrawn, {"relay": Arg("relay"), "within": Arg("int", 30)}
     ),
     "identify_agrees": CheckKind(library_checks.identify_agrees, {"probe": Arg("mark")}),
+    "forward_dial_ok": CheckKind(library_checks.forward_dial_ok, {"probe": Arg("mark")}),
+    "connection_lost": CheckKind(
+        library_checks.connection_lost,
+        {"node": Arg("node"), "peer": Arg("node"), "since": Arg("mark")},
+    ),
+    "back_at_configured_address": CheckKind(
+        library_checks.back_at_configured_address,
+        {"node": Arg("node"), "relay": Arg("relay"), "since": Arg("mark")},
+    ),
 }
 
 # The mark-recording actions: name -> (argument kinds, factory(resolved args), label).
@@ -230,6 +239,11 @@ ACTIONS: dict[str, tuple[dict[str, Arg], ActionFactory, Callable[[dict[str, Any]
         },
         lambda a: actions.probe(a["from"], a["node"], a["via"], a["mode"], a["as"]),
         lambda a: f"probe {a['mode']} from {a['from']}: {a['node']} through {a['via']}",
+    ),
+    "probe-forward": (
+        {"from": Arg("node"), "node": Arg("node"), "as": Arg("mark")},
+        lambda a: actions.probe_forward(a["from"], a["node"], a["as"]),
+        lambda a: f"probe dial from {a['from']}: {a['node']} at its router's port forward",
     ),
     "analyse-reach": (
         {"node": Arg("node")},

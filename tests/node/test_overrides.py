@@ -456,7 +456,9 @@ def _heartbeat_after_health_check(factory: Callable[[IHost], tuple[Any, GossipSu
         )
         return float(gs.heartbeat_interval)
 
-    return float(trio.run(_gossip_net, factory, [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)], body))
+    return float(
+        trio.run(_gossip_net, factory, [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)], body)
+    )
 
 
 def test_upstream_adaptive_gossip_slows_heartbeat_to_60s_override_keeps_1s() -> None:

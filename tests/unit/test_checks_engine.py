@@ -187,8 +187,12 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
         "shared-port",
         "reservation-refresh",
         "advertised-addrs",
+        "port-forward-sentry",
+        "hairpin",
     }
     assert "dcutr_fails" in names["symmetric-nat"]
+    assert {"back_at_configured_address", "consensus_after"} <= set(names["port-forward-sentry"])
+    assert {"hairpin", "forward_from_outside"} <= set(names["hairpin"])
     assert names["mixed-relay"] == names["sentry"]
     assert {"failover", "reservations_restored"} <= set(names["relay-failover"])
     assert {"converged", "no_forks"} <= set(names["partition-heal"])

@@ -50,6 +50,8 @@ LIBRARY = {
     "shared-port",
     "reservation-refresh",
     "advertised-addrs",
+    "port-forward-sentry",
+    "hairpin",
 }
 
 

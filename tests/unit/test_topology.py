@@ -289,8 +289,8 @@ def test_known_nodes_are_abbreviated_as_a_range(tmp_path: Path) -> None:
         (
             lambda d: d["nodes"]["node3"].update(networks={"a": "172.20.0.13"}),
             "nodes.node3.networks",
-            "a sentry must be multi-homed",
-            "add `public:` to its networks",
+            "a sentry must be reachable from the public network",
+            "add `public:` to its networks, add a `forwards:` entry",
         ),
         (
             lambda d: d["nodes"]["node0"].update(relay_mode="off"),
