@@ -1,8 +1,10 @@
 """A one-shot probe: a NEW libp2p host (a fresh key, nothing learnt) that reaches a peer
-through a relay, the way any peer told its circuit address would.
+through a relay, the way any peer told its circuit address would, or at a direct address
+(a NAT router's port forward, from outside or through the router's hairpin).
 
     python -m node.probe dial <relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>
     python -m node.probe identify <relay addr>/p2p/<relay>/p2p-circuit/p2p/<peer>
+    python -m node.probe dial /ip4/<ip>/tcp/<port>/p2p/<peer>
 
 `dial` connects to the relay, sends CONNECT for the peer (circuit relay v2 hop), upgrades
 the relay stream to a libp2p connection (Noise, Yamux) and pings the peer over it:
@@ -55,6 +57,23 @@ MODES = ("dial", "identify")
 
 class ProbeError(Exception):
     """A step failed; the message says which and why."""
+
+
+def parse_direct(addr: str) -> tuple[str, ID]:
+    """`<transport>/p2p/<peer>` (no circuit) -> (transport, peer)."""
+    transport, sep, peer = addr.rpartition("/p2p/")
+    if not sep or "/p2p-circuit" in addr or not transport:
+        raise ValueError(f"not a direct address <transport>/p2p/<id>: {addr}")
+    multiaddr.Multiaddr(transport)  # raises on a bad transport part
+    return transport, ID.from_base58(peer)
+
+
+async def _direct(host: Any, transport: str, peer: ID) -> Any:
+    await _step("connect", host.connect, PeerInfo(peer, [multiaddr.Multiaddr(transport)]))
+    conns = host.get_network().get_connections(peer)
+    if not conns:
+        raise ProbeError("connect: no connection to the peer after the dial")
+    return conns[0]
 
 
 def parse_circuit(addr: str) -> tuple[str, ID, ID]:
@@ -154,11 +173,16 @@ def _said(exc: BaseException) -> str:
 async def probe(mode: str, addr: str) -> dict[str, Any]:
     """Run one probe; the result document (never raises for a failed step)."""
     out: dict[str, Any] = {"mode": mode, "addr": addr, "ok": False, "rtt_s": None, "error": None}
+    relay: ID | None = None
     try:
-        transport, relay, peer = parse_circuit(addr)
+        if "/p2p-circuit" in addr:
+            transport, relay, peer = parse_circuit(addr)
+        else:
+            transport, peer = parse_direct(addr)
     except Exception as exc:
         out["error"] = str(exc)
         return out
+    over = "over the circuit" if relay is not None else "over the direct connection"
     kp = create_new_key_pair()
     noise = NoiseTransport(kp, noise_privkey=create_x25519().private_key)
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
@@ -170,12 +194,13 @@ async def probe(mode: str, addr: str) -> dict[str, Any]:
     try:
         with trio.fail_after(TOTAL_TIMEOUT_S):
             async with host.run(listen_addrs=listen):
-                conn = await _circuit(host, transport, relay, peer)
-                out["rtt_s"] = round(await _step("ping over the circuit", _ping, host, conn), 4)
+                if relay is not None:
+                    conn = await _circuit(host, transport, relay, peer)
+                else:
+                    conn = await _direct(host, transport, peer)
+                out["rtt_s"] = round(await _step(f"ping {over}", _ping, host, conn), 4)
                 if mode == "identify":
-                    out["listen_addrs"] = await _step(
-                        "identify over the circuit", _identify, host, conn
-                    )
+                    out["listen_addrs"] = await _step(f"identify {over}", _identify, host, conn)
                 out["ok"] = True
                 with trio.move_on_after(2):
                     await conn.close()
@@ -192,7 +217,10 @@ async def probe(mode: str, addr: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in MODES:
-        print(f"usage: python -m node.probe {'|'.join(MODES)} <circuit multiaddr>", file=sys.stderr)
+        print(
+            f"usage: python -m node.probe {'|'.join(MODES)} <circuit or direct multiaddr>",
+            file=sys.stderr,
+        )
         return 2
     logging.disable(logging.CRITICAL)  # stdout carries the one JSON line, nothing else
     result = trio.run(probe, args[0], args[1])

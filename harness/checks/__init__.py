@@ -65,6 +65,8 @@ class Observation:
             "impl",
             "api",
             "p2p_port",
+            "relay_servers",
+            "relay_server_addrs",
         )
         return {
             "t": self.t,

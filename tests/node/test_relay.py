@@ -385,3 +385,34 @@ def test_any_identified_hop_peer_is_a_candidate(tmp_path: Path) -> None:
             {"peer": relay.peer_id, "addr": relay.p2p_addr, "source": "identify"}
         ]
         assert {c["peer"] for c in st["connections"]} >= {relay.peer_id, plain.peer_id}
+
+
+def test_probe_cli_dials_a_direct_address_and_a_circuit(tmp_path: Path) -> None:
+    """`python -m node.probe dial` (what the scenario actions run inside a container): a
+    new host pings a node at its direct address (a port forward's target), and at its
+    circuit address through a relay; a wrong peer id at a live address fails with why."""
+    import json
+    import subprocess
+    import sys
+
+    def run_probe(addr: str) -> dict[str, Any]:
+        res = subprocess.run(
+            [sys.executable, "-m", "node.probe", "dial", addr],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=True,
+        )
+        return dict(json.loads(res.stdout.strip().splitlines()[-1]))
+
+    with NodeProcs(tmp_path) as procs:
+        relay = relay_server(procs)
+        target = relay_client(procs, "target", [relay.p2p_addr], dcutr={"enabled": False})
+        wait_for(target, lambda s: s["reservations"], "target reservation", 15)
+        direct = run_probe(f"{target.p2p_addr}/p2p/{target.peer_id}")
+        assert direct["ok"] is True and direct["rtt_s"] > 0, direct
+        circuit_addr = f"{relay.p2p_addr}/p2p/{relay.peer_id}/p2p-circuit/p2p/{target.peer_id}"
+        relayed = run_probe(circuit_addr)
+        assert relayed["ok"] is True, relayed
+        wrong = run_probe(f"{target.p2p_addr}/p2p/{relay.peer_id}")  # target's port, relay's id
+        assert wrong["ok"] is False and wrong["error"], wrong

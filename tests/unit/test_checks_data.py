@@ -208,8 +208,8 @@ EVENT_KEYS = {  # the event types the checks read, and the fields they read of e
     "addrs_advertised": ("addrs",),
     "reservation_granted": ("peer", "renewed"),
     "reservation_refused": ("peer", "reason"),
-    "connection_opened": ("peer", "kind"),
-    "connection_closed": ("peer", "kind"),
+    "connection_opened": ("peer", "kind", "remote_addr"),
+    "connection_closed": ("peer", "kind", "reason"),
     "circuit_opened": ("src", "dst"),
     "circuit_closed": ("src", "dst", "reason"),
     "dcutr_started": DCUTR_EVENT_KEYS,
@@ -311,8 +311,8 @@ def recorded_node(spec: dict[str, Any]) -> Node:
         relay_mode="client"
         if spec["relay_client"]
         else ("both" if spec["role"] == "sentry" else "off"),
-        relay_servers=(),
-        relay_server_addrs=(),
+        relay_servers=tuple(spec.get("relay_servers") or ()),
+        relay_server_addrs=tuple(spec.get("relay_server_addrs") or ()),
         persistent_peers=(),
         persistent_peer_addrs=(),
         serve_sync=spec["serve_sync"],
