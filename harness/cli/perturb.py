@@ -64,9 +64,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("loss", help="random inbound packet loss on every interface on NET")
     p.add_argument("net")
     p.add_argument("pct", type=float, help="percent, 0 removes it")
-    p = sub.add_parser("latency", help="netem delay on every interface on NET (if the kernel can)")
+    p = sub.add_parser(
+        "latency", help="egress delay on every interface on NET (netem, else an NFQUEUE delayer)"
+    )
     p.add_argument("net")
     p.add_argument("ms", type=float, help="milliseconds, 0 removes it")
+    p.add_argument("--jitter", type=float, default=0.0, metavar="MS", help="+- MS per packet")
+    p = sub.add_parser("rate", help="egress rate limit on every interface on NET (tc tbf)")
+    p.add_argument("net")
+    p.add_argument("kbit", type=int, help="kbit/s, 0 removes it")
     p = sub.add_parser("cpu", help="cap a node's container at CORES CPUs (docker update)")
     p.add_argument("node")
     p.add_argument("cores", type=float, help="CPUs, e.g. 0.2; 0 removes the cap")
@@ -93,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     elif a == "loss":
         out = perturb.set_loss(testnet, args.net, args.pct)
     elif a == "latency":
-        out = perturb.set_latency(testnet, args.net, args.ms)
+        out = perturb.set_latency(testnet, args.net, args.ms, args.jitter)
+    elif a == "rate":
+        out = perturb.set_rate(testnet, args.net, args.kbit)
     elif a == "cpu":
         out = perturb.set_cpu(testnet, args.node, args.cores)
     else:

@@ -144,12 +144,24 @@ def _net_context(testnet: Testnet, addresses: dict[str, str]) -> list[dict[str, 
                 "var": var,
                 "loss_pct": net.loss_pct,
                 "probability": f"{net.loss_pct / 100:.4f}",
-                "latency_ms": int(net.latency_ms)
-                if net.latency_ms == int(net.latency_ms)
-                else net.latency_ms,
+                "latency_ms": _num(net.latency_ms),
+                "jitter_ms": _num(net.jitter_ms),
+                "rate_kbit": net.rate_kbit,
+                "burst": tbf_burst(net.rate_kbit) if net.rate_kbit else None,
             }
         )
     return out
+
+
+def _num(x: float) -> float | int:
+    """3.0 -> 3 (what the scripts print), 2.5 stays."""
+    return int(x) if x == int(x) else x
+
+
+def tbf_burst(kbit: int) -> int:
+    """Bytes a token bucket at `kbit` may send at once: 20 ms worth, at least two full
+    frames (below one frame tbf stalls; too large a bucket is no limit)."""
+    return max(3028, kbit * 1000 // 8 // 50)
 
 
 def _prepare(out: Path) -> None:

@@ -57,9 +57,10 @@ API_PORT = 9000
 CONTROL_NETWORK = "control"
 CONTROL_FIRST_HOST = 10
 TESTNET_FILE = "testnet.json"
-FORMAT_VERSION = 8  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
+FORMAT_VERSION = 9  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
 # 5: node api (sentrynet | none); 6: node image and command (anyone's own node);
-# 7: router forwards and hairpin; 8: NAT presets (harness/model/nat.py), node port_range
+# 7: router forwards and hairpin; 8: NAT presets (harness/model/nat.py), node port_range;
+# 9: network jitter_ms and rate_kbit
 # Ephemeral port ranges of the nodes behind a router: each its own block from here, so that
 # port-preserving mappings never collide and the cone filters know whose port is whose.
 EPHEMERAL_FIRST = 20000
@@ -78,6 +79,8 @@ class Network:
     loss_pct: float = 0.0
     latency_ms: float = 0.0
     router_public_ip: str | None = None  # public IP of its NAT router, when it has one
+    jitter_ms: float = 0.0  # +- around latency_ms per packet
+    rate_kbit: int | None = None  # egress rate limit per interface on the network
 
     @property
     def public(self) -> bool:
@@ -539,6 +542,8 @@ def _network(tn_name: str, n: NetworkSpec, router_ips: dict[str, str]) -> Networ
         loss_pct=n.loss_pct,
         latency_ms=n.latency_ms,
         router_public_ip=router_ips.get(n.name) if n.has_router else None,
+        jitter_ms=n.jitter_ms,
+        rate_kbit=n.rate_kbit,
     )
 
 

@@ -108,6 +108,8 @@ NETWORK_KEYS = (
     "nat",
     "loss_pct",
     "latency_ms",
+    "jitter_ms",
+    "rate_kbit",
     "forwards",
     "hairpin",
     "mapping_timeout_s",
@@ -195,6 +197,8 @@ class NetworkSpec:
     # nested NAT (CGNAT): the private network this network's router sits on as its outside,
     # instead of the public network; None: the router's outside is the public network
     upstream: str | None = None
+    jitter_ms: float = 0.0  # +- around latency_ms, uniformly, per packet (reorders)
+    rate_kbit: int | None = None  # egress rate limit per interface on the network (tbf)
 
     @property
     def has_router(self) -> bool:
@@ -593,6 +597,21 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
         latency = c.number(
             spec.get("latency_ms", 0), f"{path}.latency_ms", 0, 60000, "milliseconds"
         )
+        jitter = c.number(spec.get("jitter_ms", 0), f"{path}.jitter_ms", 0, 60000, "milliseconds")
+        if jitter > latency:
+            raise c.fail(
+                f"{path}.jitter_ms",
+                f"{jitter:g} ms of jitter around a latency of {latency:g} ms",
+                "set `latency_ms:` to at least the jitter (each packet is delayed "
+                "latency_ms +- jitter_ms)",
+            )
+        rate = None
+        if "rate_kbit" in spec:
+            rate = int(
+                c.number(
+                    spec["rate_kbit"], f"{path}.rate_kbit", 8, 10_000_001, "kbit/s per interface"
+                )
+            )
         forwards = _parse_forwards(c, spec.get("forwards"), f"{path}.forwards", nat)
         for key in ROUTER_KEYS:
             if key in spec and nat == "none" and spec[key] not in (False, None):
@@ -630,6 +649,8 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
                 hairpin,
                 timeout,
                 upstream,
+                jitter,
+                rate,
             )
         )
     _check_upstreams(c, out)

@@ -30,7 +30,6 @@ PROBES = {
     "statistic": ("iptables -A OUTPUT -o lo -m statistic --mode random --probability 0.1 -j DROP"),
     "tbf": "tc qdisc add dev lo root tbf rate 1mbit burst 32kbit latency 400ms"
     " && tc qdisc del dev lo root",
-    "htb": "tc qdisc add dev lo root handle 1: htb && tc qdisc del dev lo root",
     "masquerade": "iptables -t nat -A POSTROUTING -o lo -j MASQUERADE --random-fully",
     "nft-sets": (
         "nft add table ip sncheck && nft add set ip sncheck s "
@@ -104,7 +103,7 @@ def conditions(results: dict[str, tuple[bool, str]], timeouts: tuple[bool, str])
 
     return [
         Condition(
-            "latency (latency_ms, perturb latency)",
+            "latency, jitter (latency_ms, jitter_ms, perturb latency)",
             (m("tc netem", "netem"), m("NFQUEUE delayer", "nfqueue")),
         ),
         Condition("loss (loss_pct, perturb loss)", (m("iptables statistic", "statistic"),)),
@@ -117,7 +116,7 @@ def conditions(results: dict[str, tuple[bool, str]], timeouts: tuple[bool, str])
             (m("nftables sets and maps", "nft-sets"),),
         ),
         Condition("mapping_timeout_s", (("conntrack sysctls per namespace", *timeouts),)),
-        Condition("rate", (m("tc tbf", "tbf"), m("tc htb", "htb")), offered=False),
+        Condition("rate (rate_kbit, perturb rate)", (m("tc tbf", "tbf"),)),
     ]
 
 

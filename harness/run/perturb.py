@@ -502,35 +502,100 @@ NETEM_MISSING = (
 )
 
 
-def set_latency(testnet: Testnet, net: str, ms: float) -> str:
-    if ms < 0:
-        raise SentrynetError(f"latency {ms}: use milliseconds >= 0 (0 removes it)")
-    targets = []
+def _targets(testnet: Testnet, net: str) -> list[tuple[str, Container, str]]:
+    """(host, its netns container, its interface on `net`) of every live host on `net`;
+    a stopped container starts again without run-time conditions."""
+    out = []
     for host in _on(testnet, net):
         c = _netns(testnet, host.name)
-        if _live(c):  # a stopped container starts again without it
-            targets.append((host.name, c, _iface_of(c, host.addresses[net])))
+        if _live(c):
+            out.append((host.name, c, _iface_of(c, host.addresses[net])))
+    return out
+
+
+def _tbf(c: Container, iface: str) -> tuple[str, str] | None:
+    """(rate, burst) of the rate limit (handle 2:) on `iface`, as tc prints them, or None."""
+    res = docker_ops.exec_in(c, ["tc", "qdisc", "show", "dev", iface])
+    m = re.search(r"qdisc tbf 2: .*?rate (\S+) burst (\S+)", res.output if res.ok else "")
+    return (m.group(1), m.group(2)) if m else None
+
+
+def _netem_root(c: Container, iface: str) -> bool:
+    res = docker_ops.exec_in(c, ["tc", "qdisc", "show", "dev", iface])
+    return res.ok and "qdisc netem 1:" in res.output
+
+
+def _add_tbf(c: Container, iface: str, rate: str, burst: str) -> None:
+    parent = ["parent", "1:"] if _netem_root(c, iface) else ["root"]
+    cmd = ["tc", "qdisc", "replace", "dev", iface, *parent, "handle", "2:", "tbf"]
+    res = docker_ops.exec_in(c, [*cmd, "rate", rate, "burst", burst, "latency", "200ms"])
+    if not res.ok:
+        raise SentrynetError(f"{c.name}: tc tbf on {iface} failed: {res.output.strip()}")
+
+
+def set_latency(testnet: Testnet, net: str, ms: float, jitter_ms: float = 0.0) -> str:
+    """Delay every packet leaving an interface on `net` by `ms` +- `jitter_ms` (0 removes
+    it): netem where the kernel has it, else the NFQUEUE delayer. A rate limit stays."""
+    if ms < 0 or not 0 <= jitter_ms <= max(ms, 0):
+        raise SentrynetError(
+            f"latency {ms:g} +- {jitter_ms:g}: use milliseconds >= 0 (0 removes it) and a "
+            "jitter between 0 and the latency"
+        )
+    targets = _targets(testnet, net)
     if ms == 0:
         for _node, c, iface in targets:
-            docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, "root"])
+            rate = _tbf(c, iface)
+            if _netem_root(c, iface):
+                docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, "root"])
+                if rate is not None:
+                    _add_tbf(c, iface, *rate)
             delayer.stop(c, iface)
         return f"latency {net}: removed on {len(targets)} interface(s)"
     done = []
     how = "netem"
+    delay = ["delay", f"{ms:g}ms"] + ([f"{jitter_ms:g}ms"] if jitter_ms else [])
     for node, c, iface in targets:
+        rate = _tbf(c, iface)
         res = docker_ops.exec_in(
-            c, ["tc", "qdisc", "replace", "dev", iface, "root", "netem", "delay", f"{ms:g}ms"]
+            c, ["tc", "qdisc", "replace", "dev", iface, "root", "handle", "1:", "netem", *delay]
         )
         if res.ok:
             delayer.stop(c, iface)
+            if rate is not None:  # replacing the root took the rate limit with it
+                _add_tbf(c, iface, *rate)
             done.append(f"{node}:{iface}")
         elif any(m in res.output for m in NETEM_MISSING):
             # no sch_netem here: the NFQUEUE delayer (harness/infra/delayer.py) instead
             how = "nfqueue delayer: this kernel has no netem"
-            done.append(f"{node}:{delayer.start(c, iface, ms)}")
+            done.append(f"{node}:{delayer.start(c, iface, ms, jitter_ms)}")
         else:
             raise SentrynetError(f"{node}: tc netem on {iface} failed: {res.output.strip()}")
-    return f"latency {net}: {ms:g} ms egress delay on {', '.join(done)} ({how})"
+    spread = f" +- {jitter_ms:g} ms" if jitter_ms else ""
+    return f"latency {net}: {ms:g} ms{spread} egress delay on {', '.join(done)} ({how})"
+
+
+def set_rate(testnet: Testnet, net: str, kbit: int) -> str:
+    """Limit every interface on `net` to `kbit` kbit/s of egress (tc tbf, under netem when
+    a latency uses it); 0 removes the limit."""
+    from harness.infra.render import tbf_burst
+
+    if kbit < 0 or 0 < kbit < 8:
+        raise SentrynetError(f"rate {kbit}: use kbit/s >= 8 (0 removes it)")
+    targets = _targets(testnet, net)
+    if kbit == 0:
+        n = 0
+        for _node, c, iface in targets:
+            if _tbf(c, iface) is None:
+                continue
+            parent = ["parent", "1:"] if _netem_root(c, iface) else ["root"]
+            docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, *parent])
+            n += 1
+        return f"rate {net}: removed on {n} interface(s)"
+    burst = f"{tbf_burst(kbit)}b"
+    for _node, c, iface in targets:
+        _add_tbf(c, iface, f"{kbit}kbit", burst)
+    where = ", ".join(f"{node}:{iface}" for node, _c, iface in targets)
+    return f"rate {net}: {kbit} kbit/s egress on {where} (tbf, burst {burst})"
 
 
 # --------------------------------------------------------------------------- cpu

@@ -331,7 +331,7 @@ def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
     kill|pause|unpause|restart|start nodes=[...]; disconnect|reconnect nodes=[...] network=;
     partition|heal networks=(a, b); nat network= nat= flush=; rebind network=;
     loss network= pct=;
-    latency network= ms=; cpu nodes=[...] cores=; clear."""
+    latency network= ms= jitter=; rate network= kbit=; cpu nodes=[...] cores=; clear."""
 
     def run(ctx: RunContext) -> str:
         p, tn = _perturb(), _testnet(ctx)
@@ -352,7 +352,10 @@ def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
         if kind == "loss":
             return str(p.set_loss(tn, args["network"], float(args["pct"])))
         if kind == "latency":
-            return str(p.set_latency(tn, args["network"], float(args["ms"])))
+            jitter = float(args.get("jitter") or 0.0)
+            return str(p.set_latency(tn, args["network"], float(args["ms"]), jitter))
+        if kind == "rate":
+            return str(p.set_rate(tn, args["network"], int(args["kbit"])))
         if kind == "cpu":
             return "; ".join(p.set_cpu(tn, n, float(args["cores"])) for n in args["nodes"])
         if kind == "clear":
@@ -364,7 +367,17 @@ def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
 
 CONTAINER_ACTIONS = ("kill", "pause", "unpause", "restart", "start")
 LINK_ACTIONS = ("disconnect", "reconnect")
-NETWORK_ACTIONS = ("partition", "heal", "nat", "rebind", "loss", "latency", "cpu", "clear")
+NETWORK_ACTIONS = (
+    "partition",
+    "heal",
+    "nat",
+    "rebind",
+    "loss",
+    "latency",
+    "rate",
+    "cpu",
+    "clear",
+)
 PERTURBATIONS = (*CONTAINER_ACTIONS, *LINK_ACTIONS, *NETWORK_ACTIONS)
 
 

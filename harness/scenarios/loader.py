@@ -261,7 +261,8 @@ PERTURB_ARGS: dict[str, dict[str, Arg]] = {
     "nat": {"network": Arg("private_network"), "nat": Arg("nat"), "flush": Arg("bool", True)},
     "rebind": {"network": Arg("private_network")},
     "loss": {"network": Arg("network"), "pct": Arg("pct")},
-    "latency": {"network": Arg("network"), "ms": Arg("ms")},
+    "latency": {"network": Arg("network"), "ms": Arg("ms"), "jitter": Arg("ms", 0.0)},
+    "rate": {"network": Arg("network"), "kbit": Arg("int")},
     "cpu": {"node": Arg("nodes"), "cores": Arg("cores")},
     "clear": {},
 }

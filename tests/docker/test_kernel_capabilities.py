@@ -18,7 +18,8 @@ def test_every_offered_condition_applies_here_and_the_probe_leaves_nothing() -> 
     conds = capabilities.probe(ensure_node_image(Progress(quiet=True)))
     by_name = {c.name.split(" (")[0]: c for c in conds}
     assert capabilities.missing(conds) == [], capabilities.render(conds)
-    latency = dict((how, ok) for how, ok, _ in by_name["latency"].mechanisms)
+    latency = dict((how, ok) for how, ok, _ in by_name["latency, jitter"].mechanisms)
+    assert by_name["rate"].available, capabilities.render(conds)
     assert latency["tc netem"] or latency["NFQUEUE delayer"], capabilities.render(conds)
     assert by_name["mapping_timeout_s"].available and by_name["cone filtering"].available
     left = docker_ops.client().containers.list(

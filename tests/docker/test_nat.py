@@ -523,6 +523,94 @@ def test_latency_shows_in_the_round_trip_with_or_without_netem(mini: RunningTest
     assert after < before + 30, (before, after)
 
 
+def _rtts_ms(tn: Testnet, node: str, ip: str, port: int, n: int) -> list[float]:
+    c = docker_ops.node_container(tn.name, node)
+    out = docker_ops.must_exec(c, ["python3", "-c", TCP_RTT, ip, str(port), str(n)])
+    return [float(x) for x in json.loads(out.strip().splitlines()[-1])["all"]]
+
+
+def test_jitter_spreads_the_round_trip(mini: RunningTestnet) -> None:
+    """40 +- 20 ms on every public interface: the handshake crosses two of them, so each
+    round trip grows by 40..120 ms, no longer by one fixed amount."""
+    tn = mini.testnet
+    relay = tn.node("relay")
+    target = (relay.addresses["public"], relay.p2p_port)
+    base = sorted(_rtts_ms(tn, "val-a", *target, 7))[3]
+    try:
+        said = perturb.set_latency(tn, "public", 40, 20)
+        rtts = _rtts_ms(tn, "val-a", *target, 15)
+    finally:
+        perturb.set_latency(tn, "public", 0)
+    extra = [r - base for r in rtts]
+    assert "+- 20 ms" in said, said
+    assert min(extra) >= 35 and max(extra) <= 120 + 150, (base, rtts, said)
+    assert max(rtts) - min(rtts) >= 15, (rtts, said)  # a fixed delay spreads by ~1 ms
+
+
+SINK = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(2)
+while True:
+    c, _ = s.accept(); n = 0
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        n += len(b)
+    c.sendall(str(n).encode()); c.close()
+"""
+
+SEND = r"""
+import json, socket, sys, time
+s = socket.socket(); s.settimeout(60); s.connect((sys.argv[1], int(sys.argv[2])))
+n = int(sys.argv[3]); t0 = time.monotonic()
+s.sendall(b"x" * n); s.shutdown(socket.SHUT_WR)
+got = int(s.recv(100) or 0); dt = time.monotonic() - t0
+print(json.dumps({"bytes": got, "seconds": dt, "kbit_s": got * 8 / 1000 / dt}))
+"""
+
+
+def _throughput_kbit(tn: Testnet, node: str, ip: str, port: int, n: int) -> float:
+    c = docker_ops.node_container(tn.name, node)
+    out = json.loads(docker_ops.must_exec(c, ["python3", "-c", SEND, ip, str(port), str(n)]))
+    assert out["bytes"] == n, out
+    return float(out["kbit_s"])
+
+
+def test_rate_limit_caps_throughput_and_goes_away(mini: RunningTestnet) -> None:
+    """2000 kbit/s on every public interface: val-a's upload to the relay leaves through
+    router-a's public side, so it takes at least 400 kB * 8 / 2000 kbit/s = 1.6 s; with
+    the limit removed it is many times faster."""
+    tn = mini.testnet
+    relay = tn.node("relay")
+    ip, port = relay.addresses["public"], 6300
+    sink = docker_ops.node_container(tn.name, "relay")
+    sink.exec_run(["timeout", "300", "python3", "-c", SINK, ip, str(port)], detach=True)
+    wait_until(
+        lambda: (
+            f"{ip}:{port}" in docker_ops.exec_in(sink, ["ss", "-ltnH"]).output,
+            "not listening yet",
+        ),
+        what="the sink in the relay to listen",
+        deadline_s=30,
+        likely_cause="python3 failed in the relay container, or port 6300 is taken",
+    )
+    try:
+        said = perturb.set_rate(tn, "public", 2000)
+        limited = _throughput_kbit(tn, "val-a", ip, port, 400_000)
+        with_latency = perturb.set_latency(tn, "public", 20)  # the limit survives a delay
+        delayed = _throughput_kbit(tn, "val-a", ip, port, 400_000)
+    finally:
+        perturb.set_latency(tn, "public", 0)
+        removed = perturb.set_rate(tn, "public", 0)
+    free = _throughput_kbit(tn, "val-a", ip, port, 4_000_000)
+    assert "tbf" in said and "removed on" in removed, (said, removed)
+    assert 1000 <= limited <= 2000 * 1.3, (limited, said)
+    assert delayed <= 2000 * 1.3, (delayed, with_latency)
+    assert free >= 10 * limited, (free, limited)
+
+
 BUSY = r"""
 import json, time
 t0, c0 = time.monotonic(), time.process_time()

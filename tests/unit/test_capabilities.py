@@ -20,13 +20,13 @@ def test_no_latency_at_all_and_no_timeouts_are_named_missing() -> None:
     results = {**ALL_OK, "netem": (False, "unknown"), "nfqueue": (False, "no queue")}
     conds = capabilities.conditions(results, (False, "the engine refused sysctl"))
     assert capabilities.missing(conds) == [
-        "latency (latency_ms, perturb latency)",
+        "latency, jitter (latency_ms, jitter_ms, perturb latency)",
         "mapping_timeout_s",
     ]
 
 
-def test_rate_is_reported_but_not_offered() -> None:
-    results = {**ALL_OK, "tbf": (False, "x"), "htb": (False, "y")}
+def test_a_kernel_without_tbf_is_named_missing_rate() -> None:
+    results = {**ALL_OK, "tbf": (False, "Error: Specified qdisc kind is unknown.")}
     conds = capabilities.conditions(results, (True, ""))
-    assert capabilities.missing(conds) == []  # not offered: not a gap
-    assert "[not offered by the topology format yet]" in capabilities.render(conds)
+    assert capabilities.missing(conds) == ["rate (rate_kbit, perturb rate)"]
+    assert "tc tbf: no (Error: Specified qdisc kind is unknown.)" in capabilities.render(conds)

@@ -209,6 +209,27 @@ def test_loss_and_latency_render_into_setup_scripts(tmp_path: Path) -> None:
     assert not (tmp_path / "out/nodes/val-b/sn_delayer.py").exists()
 
 
+def test_jitter_and_rate_render_into_setup_scripts(tmp_path: Path) -> None:
+    text = Path("scenarios/mini.yaml").read_text()
+    text = text.replace(
+        "    subnet: 172.28.0.0/24\n",
+        "    subnet: 172.28.0.0/24\n    latency_ms: 30\n    jitter_ms: 10\n    rate_kbit: 4000\n",
+    )
+    topo_path = tmp_path / "wan.yaml"
+    topo_path.write_text(text)
+    tn = build_testnet(load_topology(topo_path))
+    assert tn.network("public").jitter_ms == 10 and tn.network("public").rate_kbit == 4000
+    render(tn, tmp_path / "out", IMAGE)
+    for script in ("nodes/relay/netsetup.sh", "routers/router-a/router.sh"):
+        text = (tmp_path / "out" / script).read_text()
+        assert "root handle 1: netem delay 30ms 10ms" in text, script
+        assert "python3 /config/sn_delayer.py \"$q\" 30 10 " in text, script
+        assert "handle 2: tbf rate 4000kbit burst 10000 latency 200ms" in text, script
+    inside = (tmp_path / "out/nodes/val-a/netsetup.sh").read_text()
+    assert "tbf rate" not in inside and "netem delay" not in inside  # val-a: network a only
+    assert Testnet.load(tmp_path / "out") == tn
+
+
 def test_testnet_json_round_trips(tmp_path: Path) -> None:
     tn, out = rendered(tmp_path, "scenarios/sentry.yaml")
     loaded = Testnet.load(out)

@@ -281,6 +281,18 @@ def test_known_nodes_are_abbreviated_as_a_range(tmp_path: Path) -> None:
             "give every node its own IP",
         ),
         (
+            lambda d: d["networks"]["public"].update(latency_ms=10, jitter_ms=20),
+            "networks.public.jitter_ms",
+            "20 ms of jitter around a latency of 10 ms",
+            "set `latency_ms:` to at least the jitter",
+        ),
+        (
+            lambda d: d["networks"]["a"].update(rate_kbit=2),
+            "networks.a.rate_kbit",
+            "2",
+            "kbit/s per interface",
+        ),
+        (
             lambda d: d["nodes"]["node0"].update(networks={"a": "not-an-ip"}),
             "nodes.node0.networks.a",
             "'not-an-ip' is not an IPv4 address",
