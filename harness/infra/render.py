@@ -283,7 +283,7 @@ def render(
             net_tpl.render(node=node, testnet=testnet.name, nets=nets, default_var=default_var),
             0o755,
         )
-        if any(n["latency_ms"] > 0 for n in nets):
+        if any(n["latency_ms"] > 0 for n in nets) or any(k.latency_ms > 0 for k in node.links):
             write(f"{base}/{delayer.SCRIPT_NAME}", delayer.DELAYER)
     router_tpl = env.get_template("router.sh.j2")
     for router in testnet.routers:

@@ -422,6 +422,15 @@ def format_report(report: Report, topo: Topology) -> str:
         via = f"yes ({', '.join(p.circuit_relays)})" if p.circuit else "no"
         rows.append([f"{p.a} - {p.b}", yn(p.direct), via, yn(p.holepunch)])
     lines += _table(rows)
+    if topo.links:
+        lines += ["", "Links (each way, on the direct path; a circuit takes its relay's links):"]
+        for link in topo.links:
+            said = [f"{link.latency_ms:g} ms"] if link.latency_ms else []
+            if link.jitter_ms:
+                said[-1] += f" +- {link.jitter_ms:g} ms"
+            if link.loss_pct:
+                said.append(f"{link.loss_pct:g}% loss")
+            lines.append(f"  {link.a} - {link.b}: {', '.join(said)}")
     lines += ["", "Why:"]
     for p in report.pairs:
         lines.append(f"  {p.a} - {p.b}")

@@ -41,6 +41,7 @@ from typing import Any
 
 from harness.errors import SentrynetError
 from harness.model.keys import node_key
+from harness.model.links import LinkRule, rules_for
 from harness.model.reach import ip_path, no_path_reason, shared_public_endpoints
 from harness.model.topology import (
     NAME_RE,
@@ -60,7 +61,7 @@ TESTNET_FILE = "testnet.json"
 FORMAT_VERSION = 9  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
 # 5: node api (sentrynet | none); 6: node image and command (anyone's own node);
 # 7: router forwards and hairpin; 8: NAT presets (harness/model/nat.py), node port_range;
-# 9: network jitter_ms and rate_kbit
+# 9: network jitter_ms and rate_kbit, node links (pair link conditions)
 # Ephemeral port ranges of the nodes behind a router: each its own block from here, so that
 # port-preserving mappings never collide and the cone filters know whose port is whose.
 EPHEMERAL_FIRST = 20000
@@ -162,6 +163,8 @@ class Node:
     # behind a NAT router: the ephemeral ports its kernel picks from (sysctl
     # net.ipv4.ip_local_port_range), its own block (EPHEMERAL_FIRST); None elsewhere
     port_range: tuple[int, int] | None = None
+    # conditions on its direct paths to given peers (topology `links:`)
+    links: tuple[LinkRule, ...] = ()
 
     @property
     def netns_container(self) -> str:
@@ -320,7 +323,15 @@ class Testnet:
                 Router(**{**r, "forwards": tuple(Forward(**f) for f in r.get("forwards", ()))})
                 for r in d["routers"]
             ),
-            nodes=tuple(Node(**tuples(n, node_tuples)) for n in d["nodes"]),
+            nodes=tuple(
+                Node(
+                    **{
+                        **tuples(n, node_tuples),
+                        "links": tuple(LinkRule.from_json(r) for r in n.get("links", ())),
+                    }
+                )
+                for n in d["nodes"]
+            ),
             warnings=tuple(d.get("warnings", ())),
         )
 
@@ -486,12 +497,13 @@ def build_testnet(
         "them can be direct to a peer behind another router (give each its own p2p_port)"
         for endpoint, names in shared_public_endpoints(topo).items()
     ]
-    ranges = port_ranges(topo)
+    ranges: dict[str, tuple[int, int] | None] = dict(port_ranges(topo))
     nodes = []
     for index, spec in enumerate(topo.nodes):
         by_net = {r.network: r for r in routers}
         node = _node(tn_name, topo, spec, index, ctl, keys, by_net, warnings)
-        nodes.append(dataclasses.replace(node, port_range=ranges.get(spec.name)))
+        links = rules_for(topo, spec, ranges)
+        nodes.append(dataclasses.replace(node, port_range=ranges.get(spec.name), links=links))
     return Testnet(
         name=tn_name,
         topology_name=topo.name,

@@ -57,7 +57,7 @@ import re
 import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -65,6 +65,9 @@ from harness.errors import SentrynetError
 from harness.model.fields import FieldReader, suggest
 from harness.model.nat import NAT_NAMES, canonical
 from node.config import ConfigError, validate_overrides
+
+if TYPE_CHECKING:
+    from harness.model.links import LinkSpec
 
 ROLES = ("validator", "full", "sentry")
 NAT_TYPES = NAT_NAMES  # none, the presets of harness/model/nat.py, and the alias `cone`
@@ -100,7 +103,7 @@ RESERVED_NETWORK_NAMES = ("control",)  # harness-owned network (node API only)
 
 # The schema: allowed keys per object, next to the dataclasses they fill. Unknown keys are
 # errors listing these (a typo like `relay_server` must not be silently ignored).
-TOP_KEYS = ("name", "description", "chain", "networks", "nodes")
+TOP_KEYS = ("name", "description", "chain", "networks", "nodes", "links")
 CHAIN_KEYS = ("block_interval_s",)
 NETWORK_KEYS = (
     "subnet",
@@ -242,6 +245,7 @@ class Topology:
     description: str = ""
     block_interval_s: float = 1.0
     source: str = ""
+    links: tuple[LinkSpec, ...] = ()  # conditions between two nodes (harness/model/links.py)
 
     def network(self, name: str) -> NetworkSpec:
         for net in self.networks:
@@ -488,6 +492,8 @@ def parse_topology(text: str, source: str = "<topology>", default_name: str = ""
             if block_interval <= 0:
                 raise c.fail("chain.block_interval_s", "must be > 0", "use e.g. 1.0")
 
+    from harness.model import links as pair_links  # it builds on this module
+
     networks = _parse_networks(c, top)
     nodes = _parse_nodes(c, top, networks)
     topo = Topology(
@@ -497,8 +503,10 @@ def parse_topology(text: str, source: str = "<topology>", default_name: str = ""
         description=description,
         block_interval_s=block_interval,
         source=source,
+        links=pair_links.parse_links(c, top.get("links"), {n.name: n for n in nodes}),
     )
     _validate_relations(c, topo)
+    pair_links.check_links(c, topo)
     return topo
 
 

@@ -547,6 +547,19 @@ def test_jitter_spreads_the_round_trip(mini: RunningTestnet) -> None:
     assert max(rtts) - min(rtts) >= 15, (rtts, said)  # a fixed delay spreads by ~1 ms
 
 
+def test_a_pair_link_delays_that_pair_only(mini: RunningTestnet) -> None:
+    """mini.yaml links val-b and the relay with 30 ms each way (delayed as they leave
+    each end, by the delayer in the mangle OUTPUT chain): val-b's round trip to the relay
+    grows by about 60 ms through router-b; val-a's, through router-a, does not."""
+    tn = mini.testnet
+    relay = tn.node("relay")
+    target = (relay.addresses["public"], relay.p2p_port)
+    other = sorted(_rtts_ms(tn, "val-a", *target, 7))[3]
+    linked = sorted(_rtts_ms(tn, "val-b", *target, 7))[3]
+    assert linked - other >= 50, (other, linked)
+    assert other < 40, other  # no delay on val-a's path
+
+
 SINK = r"""
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

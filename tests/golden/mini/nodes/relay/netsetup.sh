@@ -33,6 +33,20 @@ while ip route del default 2>/dev/null; do :; done
 
 iptables -A OUTPUT -o "$IF_CONTROL" -m state --state ESTABLISHED,RELATED -j ACCEPT
 iptables -A OUTPUT -o "$IF_CONTROL" -j DROP
+# link to val-b at 172.28.0.253 ports 4001,20000:20999: 30.0 ms +- 0.0 ms, 0.0% loss (topology links:)
+python3 /config/sn_delayer.py 800 30.0 0.0 /tmp/sn-link-800.pid >/tmp/sn-link-800.log 2>&1 &
+tries=0
+until grep -q "delayer: queue" /tmp/sn-link-800.log 2>/dev/null; do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 100 ]; then
+    echo "link to val-b: the delayer did not start: $(cat /tmp/sn-link-800.log)" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+iptables -t mangle -A OUTPUT -d 172.28.0.253 -p tcp -m multiport --dports 4001,20000:20999 -m comment --comment "sn:link:val-b" -j NFQUEUE --queue-num 800 --queue-bypass
+iptables -t mangle -A OUTPUT -d 172.28.0.253 -p udp -m multiport --dports 4001,20000:20999 -m comment --comment "sn:link:val-b" -j NFQUEUE --queue-num 800 --queue-bypass
+log "link to val-b (172.28.0.253 ports 4001,20000:20999): 30.0 ms +- 0.0 ms, 0.0% loss"
 
 log "interfaces: public=$IF_PUBLIC control=$IF_CONTROL"
 log "routes: $(ip -4 route | tr '\n' ';')"

@@ -34,6 +34,19 @@ ip route add default via 172.28.2.254 dev "$IF_B"
 
 iptables -A OUTPUT -o "$IF_CONTROL" -m state --state ESTABLISHED,RELATED -j ACCEPT
 iptables -A OUTPUT -o "$IF_CONTROL" -j DROP
+# link to relay at 172.28.0.10: 30.0 ms +- 0.0 ms, 0.0% loss (topology links:)
+python3 /config/sn_delayer.py 800 30.0 0.0 /tmp/sn-link-800.pid >/tmp/sn-link-800.log 2>&1 &
+tries=0
+until grep -q "delayer: queue" /tmp/sn-link-800.log 2>/dev/null; do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 100 ]; then
+    echo "link to relay: the delayer did not start: $(cat /tmp/sn-link-800.log)" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+iptables -t mangle -A OUTPUT -d 172.28.0.10 -m comment --comment "sn:link:relay" -j NFQUEUE --queue-num 800 --queue-bypass
+log "link to relay (172.28.0.10): 30.0 ms +- 0.0 ms, 0.0% loss"
 
 log "interfaces: b=$IF_B control=$IF_CONTROL"
 log "routes: $(ip -4 route | tr '\n' ';')"
