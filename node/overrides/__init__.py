@@ -27,6 +27,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
                      (upstream: the exception ends the connection and the node)
 - task_parent.py     a new service task finds its parent by a lookup (upstream walks
                      every task of the service, for every gossip message received)
+- multistream_pipeline.py  multistream-select header and first proposal in one flight:
+                     one round trip per negotiation (upstream: two)
 Applied by the service that needs it:
 - punch_inbound.py   an accepted connection from an endpoint our DCUtR punch dials is
                      upgraded as the client, the spec's role (upstream: always server;
@@ -58,6 +60,7 @@ from node.overrides.dial_peer import DialRoute, route_dial_peer
 from node.overrides.identify import IdentifyHook, install_identify_hook
 from node.overrides.identify_observed import install_identify_observed_per_connection
 from node.overrides.idontwant import install_idontwant_threshold
+from node.overrides.multistream_pipeline import install_pipelined_multistream
 from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
@@ -89,4 +92,5 @@ def apply(
     install_yamux_window_hysteresis()
     install_task_parent_index()
     install_identify_observed_per_connection(host)
+    install_pipelined_multistream(host)
     return install_identify_hook(host)

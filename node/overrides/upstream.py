@@ -108,6 +108,17 @@ USES: dict[str, list[str]] = {
         "libp2p.stream_muxer.yamux.yamux:Yamux.stream_buffers",
     ],
     "stream_guard.py": [f"{SWARM}.common_stream_handler"],
+    "multistream_pipeline.py": [
+        f"{HOST}.multiselect_client",
+        f"{SWARM}.upgrader",
+        f"{UPGRADER}.security_multistream",
+        f"{UPGRADER}.muxer_multistream",
+        "libp2p.security.security_multistream:SecurityMultistream._selector",
+        "libp2p.stream_muxer.muxer_multistream:MuxerMultistream._selector",
+        "libp2p.protocol_muxer.generic_selector:GenericMultistreamSelector.multiselect_client",
+        "libp2p.protocol_muxer.multiselect_client:MultiselectClient.try_select",
+        "libp2p.protocol_muxer.multiselect_client:is_valid_handshake",
+    ],
     "task_parent.py": [
         "libp2p.tools.anyio_service.trio_manager:TrioManager._run_and_manage_task",
         "libp2p.tools.anyio_service.trio_manager:TrioManager._find_parent_task",

@@ -983,3 +983,66 @@ def test_upstream_walks_every_task_per_spawn_override_looks_the_parent_up() -> N
     assert "spawner" in str(ours)
     assert ours_visited == 0 and upstream_visited >= 40, (ours_visited, upstream_visited)
     assert outside is None
+
+
+# -- multistream-select round trips --------------------------------------------------
+
+
+def _negotiation_trace(pipelined: bool, refused_first: bool = False) -> tuple[list[str], float]:
+    """Two hosts; the first opens a ping stream on the second, negotiating through a
+    communicator that records each write (w) and read (r). With the override installed on
+    the dialer, its connection (security, muxer) is negotiated the same way. Returns the
+    trace and a ping over the stream (it works)."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.host.ping import ID as PING_ID
+    from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+
+    from node.overrides.multistream_pipeline import install_pipelined_multistream
+
+    trace: list[str] = []
+
+    class Recording(MultiselectCommunicator):
+        async def write(self, msg_str: str) -> None:
+            trace.append("w")
+            await super().write(msg_str)
+
+        async def read(self) -> str:
+            msg = await super().read()
+            trace.append("r")
+            return msg
+
+    async def scenario() -> float:
+        async with probe_host() as a, probe_host("127.0.0.3") as b:
+            if pipelined:
+                install_pipelined_multistream(a)
+            await a.connect(PeerInfo(b.get_id(), [addr_of(b)]))
+            conn = a.get_network().get_connections(b.get_id())[0]
+            stream = await conn.new_stream()
+            offer = [TProtocol("/sentrynet/nope/1"), PING_ID] if refused_first else [PING_ID]
+            proto = await a.multiselect_client.select_one_of(offer, Recording(stream), 10)
+            assert proto == PING_ID
+            payload = b"p" * 32
+            t0 = trio.current_time()
+            await stream.write(payload)
+            got = b""
+            while len(got) < 32:
+                got += await stream.read(32 - len(got))
+            assert got == payload
+            return trio.current_time() - t0
+
+    rtt = trio.run(scenario)
+    return trace, rtt
+
+
+def test_upstream_negotiates_in_two_round_trips_override_in_one() -> None:
+    """Upstream waits for the peer's header before it proposes (w r w r: two round trips
+    before the first byte); the override proposes with the header (w w r r: one), and
+    the upgrader's security and muxer negotiation with it still connect to a py-libp2p
+    listener."""
+    upstream, _ = _negotiation_trace(pipelined=False)
+    assert upstream == ["w", "r", "w", "r"], upstream
+    ours, _ = _negotiation_trace(pipelined=True)
+    assert ours == ["w", "w", "r", "r"], ours
+    # a refused first proposal ("na") falls back to one proposal at a time
+    fallback, _ = _negotiation_trace(pipelined=True, refused_first=True)
+    assert fallback == ["w", "w", "r", "r", "w", "r"], fallback
