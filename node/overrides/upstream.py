@@ -108,6 +108,12 @@ USES: dict[str, list[str]] = {
         "libp2p.stream_muxer.yamux.yamux:Yamux.stream_buffers",
     ],
     "stream_guard.py": [f"{SWARM}.common_stream_handler"],
+    "pubsub_batch.py": [
+        "libp2p.pubsub.pubsub:Pubsub.handle_sending_messages",
+        "libp2p.pubsub.pubsub:Pubsub._handle_dead_peer",
+        "libp2p.pubsub.rpc_queue:RpcQueue.pop",
+        "libp2p.pubsub.rpc_queue:RpcQueue.__len__",
+    ],
     "multistream_pipeline.py": [
         f"{HOST}.multiselect_client",
         f"{SWARM}.upgrader",

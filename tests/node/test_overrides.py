@@ -1046,3 +1046,58 @@ def test_upstream_negotiates_in_two_round_trips_override_in_one() -> None:
     # a refused first proposal ("na") falls back to one proposal at a time
     fallback, _ = _negotiation_trace(pipelined=True, refused_first=True)
     assert fallback == ["w", "w", "r", "r", "w", "r"], fallback
+
+
+# -- gossipsub writes ----------------------------------------------------------------
+
+
+def _burst_writes(batched: bool) -> tuple[int, int, int]:
+    """Two gossipsub hosts; the first publishes 12 messages back to back. Returns (stream
+    writes by the first's sending loop, RPCs it sent, messages the second received)."""
+    from node.overrides.pubsub_batch import install_pubsub_batch
+
+    stats = {"writes": 0, "rpcs": 0}
+
+    def factory(h: IHost) -> tuple[Any, GossipSub]:
+        ps, gs = build_pubsub(h)
+        if batched:
+            install_pubsub_batch(ps, stats)
+        else:
+            upstream_write = ps.write_msg
+
+            async def counting(stream: Any, rpc: Any) -> bool:
+                stats["writes"] += 1
+                stats["rpcs"] += 1
+                return bool(await upstream_write(stream, rpc))
+
+            ps.write_msg = counting
+        return ps, gs
+
+    async def body(hosts: Any, subs: list[tuple[Any, GossipSub]], subscriptions: Any) -> int:
+        got = [0]
+        before = dict(stats)
+
+        async def drain() -> None:
+            while True:
+                await subscriptions[1].get()
+                got[0] += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            for i in range(12):
+                await subs[0][0].publish("/sentrynet/test/gossip", b"vote %d" % i)
+            await poll(lambda: got[0] >= 12, 10, "12 messages at the second host")
+            nursery.cancel_scope.cancel()
+        stats["writes"] -= before["writes"]
+        stats["rpcs"] -= before["rpcs"]
+        return got[0]
+
+    got = int(trio.run(_gossip_net, factory, [(0, 1)], body))
+    return stats["writes"], stats["rpcs"], got
+
+
+def test_upstream_writes_each_rpc_alone_override_writes_a_burst_at_once() -> None:
+    writes, rpcs, got = _burst_writes(batched=False)
+    assert got == 12 and writes == rpcs >= 12, (writes, rpcs, got)
+    writes, rpcs, got = _burst_writes(batched=True)
+    assert got == 12 and rpcs >= 12 and writes < rpcs, (writes, rpcs, got)
