@@ -425,8 +425,20 @@ def test_mapping_timeout_bounds_idle_mappings(mini: RunningTestnet) -> None:
         val_b, ["python3", "-c", UDP_ONCE, tn.node("val-b").addresses["b"], str(port),
                 relay_ip, "3490"]
     )  # fmt: skip
-    udp = _conntrack_rows(tn, "router-b", " udp ", f"sport={port} ", f"dst={relay_ip} ")
-    assert udp and 0 < int(udp[0][4]) <= 20, udp
+    needles = (" udp ", f"sport={port} ", f"dst={relay_ip} ")
+
+    def tracked() -> tuple[bool, list[list[str]]]:
+        rows = _conntrack_rows(tn, "router-b", *needles)
+        return bool(rows), rows
+
+    # the packet reaches router-b after val-b's link delay to the relay (mini.yaml links)
+    udp = wait_until(
+        tracked,
+        what=f"router-b to track val-b:{port}'s UDP packet to the relay",
+        deadline_s=10,
+        likely_cause="the packet never left val-b (its delayer), or router-b did not NAT it",
+    )
+    assert 0 < int(udp[0][4]) <= 20, udp
     tcp = _conntrack_rows(tn, "router-b", " tcp ", "ESTABLISHED", f"dst={relay_ip} ")
     assert tcp and all(0 < int(r[4]) <= 20 for r in tcp), tcp
     tcp_a = _conntrack_rows(tn, "router-a", " tcp ", "ESTABLISHED", f"dst={relay_ip} ")
