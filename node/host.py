@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import multiaddr
 from libp2p import new_host
@@ -100,16 +101,24 @@ def build_host(
     )
 
 
-def build_pubsub(host: IHost) -> tuple[Pubsub, GossipSub]:
+def gossipsub_options(upstream_extras: bool = False) -> dict[str, Any]:
+    """The GossipSub arguments the node sets; with `upstream_extras`, without switching
+    off the two additions above (what tests/node/test_overrides.py shows them on)."""
+    opts: dict[str, Any] = {
+        "protocols": [PROTOCOL_ID_V12, PROTOCOL_ID_V11],
+        "degree": GOSSIP_D,
+        "degree_low": GOSSIP_D_LOW,
+        "degree_high": GOSSIP_D_HIGH,
+        "heartbeat_interval": GOSSIP_HEARTBEAT_S,
+        "heartbeat_initial_delay": 0.1,
+    }
+    if not upstream_extras:
+        opts["adaptive_gossip_enabled"] = GOSSIP_ADAPTIVE
+        opts["spam_protection_enabled"] = GOSSIP_SPAM_LIMIT
+    return opts
+
+
+def build_pubsub(host: IHost, upstream_extras: bool = False) -> tuple[Pubsub, GossipSub]:
     """Gossipsub 1.2/1.1 with a 1 s heartbeat; create it before the first connection."""
-    gossipsub = GossipSub(
-        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
-        degree=GOSSIP_D,
-        degree_low=GOSSIP_D_LOW,
-        degree_high=GOSSIP_D_HIGH,
-        heartbeat_interval=GOSSIP_HEARTBEAT_S,
-        heartbeat_initial_delay=0.1,
-        adaptive_gossip_enabled=GOSSIP_ADAPTIVE,
-        spam_protection_enabled=GOSSIP_SPAM_LIMIT,
-    )
+    gossipsub = GossipSub(**gossipsub_options(upstream_extras))
     return Pubsub(host, gossipsub), gossipsub

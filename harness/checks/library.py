@@ -774,6 +774,16 @@ def _probes(obs: Observation, key: str) -> list[dict[str, Any]]:
     return [r for r in recs if isinstance(r, dict)] if isinstance(recs, list) else []
 
 
+def _no_probe(key: str, action: str) -> Verdict:
+    """The verdict when no `action` recorded anything under marks[key]: final."""
+    return Verdict(
+        False,
+        f"no probe recorded as {key!r}",
+        cause=f"add `- action: {action}` with `as: {key}` before this check",
+        data={"final": True},
+    )
+
+
 def circuit_dial_ok(probe: str) -> Check:
     """Every probe recorded under marks[probe] (action `probe`, mode dial: a new host with
     a fresh key dialed the target's advertised circuit address through the relay and
@@ -784,12 +794,7 @@ def circuit_dial_ok(probe: str) -> Check:
     def check(obs: Observation) -> Verdict:
         recs = _probes(obs, probe)
         if not recs:
-            return Verdict(
-                False,
-                f"no probe recorded as {probe!r}",
-                cause=f"add `- action: probe` with `as: {probe}` before this check",
-                data={"final": True},
-            )
+            return _no_probe(probe, "probe")
         said: list[str] = []
         failed: list[str] = []
         prev = None
@@ -1197,12 +1202,7 @@ def forward_dial_ok(probe: str) -> Check:
     def check(obs: Observation) -> Verdict:
         recs = _probes(obs, probe)
         if not recs:
-            return Verdict(
-                False,
-                f"no probe recorded as {probe!r}",
-                cause=f"add `- action: probe-forward` with `as: {probe}` before this check",
-                data={"final": True},
-            )
+            return _no_probe(probe, "probe-forward")
         said: list[str] = []
         failed: list[str] = []
         no_hairpin = False

@@ -372,20 +372,7 @@ def test_upstream_gossipsub_heartbeat_is_120s() -> None:
 
 def _upstream_pubsub(h: IHost) -> tuple[Any, GossipSub]:
     """build_pubsub's router with upstream's defaults for everything we do not set."""
-    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12
-    from libp2p.pubsub.pubsub import Pubsub
-
-    from node.host import GOSSIP_D, GOSSIP_D_HIGH, GOSSIP_D_LOW
-
-    gs = GossipSub(
-        protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
-        degree=GOSSIP_D,
-        degree_low=GOSSIP_D_LOW,
-        degree_high=GOSSIP_D_HIGH,
-        heartbeat_interval=GOSSIP_HEARTBEAT_S,
-        heartbeat_initial_delay=0.1,
-    )
-    return Pubsub(h, gs), gs
+    return build_pubsub(h, upstream_extras=True)
 
 
 async def _gossip_net(
@@ -575,13 +562,13 @@ def test_upstream_dials_one_tcp_address_per_peer_override_dials_all() -> None:
 def _idontwants_sent(threshold: bool) -> dict[str, int]:
     """Three gossipsub hosts in a full mesh; a 200-byte and a 2 KiB message published by
     the first. Returns how many IDONTWANT control RPCs the other two sent for each."""
-    topic = "/sentrynet/test/idontwant"
+    topic = "/sentrynet/test/gossip"
     counts = {"small": 0, "large": 0}
+    made: list[GossipSub] = []
 
-    async def scenario() -> None:
-        hosts = [_host() for _ in range(3)]
-        subs = [build_pubsub(h) for h in hosts]
-        for _, gs in subs[1:]:
+    def factory(h: IHost) -> tuple[Any, GossipSub]:
+        ps, gs = build_pubsub(h)
+        if made:  # the publisher (first) keeps upstream's; the other two are watched
             upstream_emit = gs.emit_idontwant
 
             async def counting(
@@ -595,32 +582,12 @@ def _idontwants_sent(threshold: bool) -> dict[str, int]:
             gs.emit_idontwant = counting  # type: ignore[method-assign]
             if threshold:
                 install_idontwant_threshold(gs)
-        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        made.append(gs)
+        return ps, gs
+
+    async def body(hosts: Any, subs: list[tuple[Any, GossipSub]], subscriptions: Any) -> None:
+        got = [0, 0]
         async with trio.open_nursery() as nursery:
-            for h, (ps, gs) in zip(hosts, subs, strict=True):
-
-                async def serve(h: IHost = h, ps: Any = ps, gs: Any = gs) -> None:
-                    async with (
-                        h.run(listen_addrs=[listen]),
-                        background_trio_service(ps),
-                        background_trio_service(gs),
-                    ):
-                        await trio.sleep_forever()
-
-                nursery.start_soon(serve)
-            subscriptions = []
-            for ps, _ in subs:
-                await ps.wait_until_ready()
-                subscriptions.append(await ps.subscribe(topic))
-            for i, a in enumerate(hosts):
-                for b in hosts[i + 1 :]:
-                    await a.connect(PeerInfo(b.get_id(), [addr_of(b)]))
-            await poll(
-                lambda: all(len(gs.mesh.get(topic, ())) == 2 for _, gs in subs),
-                20,
-                "a full gossipsub mesh",
-            )
-            got = [0, 0]
             for i, sub in enumerate(subscriptions[1:]):
 
                 async def drain(sub: Any = sub, i: int = i) -> None:
@@ -637,7 +604,7 @@ def _idontwants_sent(threshold: bool) -> dict[str, int]:
             await poll(lambda: counts["large"] >= 2, 5, "IDONTWANTs for the large message")
             nursery.cancel_scope.cancel()
 
-    trio.run(scenario)
+    trio.run(_gossip_net, factory, [(0, 1), (0, 2), (1, 2)], body)
     return counts
 
 
