@@ -257,6 +257,14 @@ def ip_of(multiaddr: str | None) -> str | None:
     return None
 
 
+def tcp_endpoint_of(multiaddr: str | None) -> tuple[str, str] | None:
+    """(ip, tcp port) of an /ip4/.../tcp/... multiaddr (as ip_of, with the port), or None."""
+    parts = str(multiaddr or "").split("/")
+    if len(parts) >= 5 and parts[1] == "ip4" and parts[3] == "tcp":
+        return parts[2], parts[4]
+    return None
+
+
 def _short(peer: str) -> str:
     return peer if len(peer) <= 12 else f"{peer[:6]}..{peer[-4:]}"
 

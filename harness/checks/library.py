@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from harness.checks import Check, Observation, Verdict
+from harness.checks import Check, Observation, Verdict, tcp_endpoint_of
 from harness.checks.outside import direct_through_nats
 from harness.checks.relay import (
     DcutrSeen,
@@ -1077,14 +1077,6 @@ def identify_agrees(probe: str) -> Check:
     return check
 
 
-def _endpoint(addr: str | None) -> tuple[str, str] | None:
-    """(ip, tcp port) of a multiaddr, or None."""
-    parts = str(addr or "").split("/")
-    if len(parts) >= 5 and parts[1] == "ip4" and parts[3] == "tcp":
-        return parts[2], parts[4]
-    return None
-
-
 def connection_lost(node: str, peer: str, since: str) -> Check:
     """`node` closed its connection to `peer` after marks[since] (its link was cut: ping
     failures end the connection), so what follows is a reconnection, not the old one."""
@@ -1155,7 +1147,7 @@ def back_at_configured_address(node: str, relay: str, since: str) -> Check:
             for c in obs.connections(node, relay)
             if c.kind == "direct" and (obs.to_t(node, c.opened_at) or -1.0) >= t0
         ]
-        good = [c for c in live if _endpoint(c.remote_addr) == _endpoint(want)]
+        good = [c for c in live if tcp_endpoint_of(c.remote_addr) == tcp_endpoint_of(want)]
         held = any(r.relay == pid for r in obs.status_of(node).reservations)
         if good and held:
             at = min(obs.to_t(node, c.opened_at) or t0 for c in good)
@@ -1166,7 +1158,7 @@ def back_at_configured_address(node: str, relay: str, since: str) -> Check:
                 f"reservation on it; connections opened since the cut: {', '.join(tried)}",
                 since=at,
             )
-        elsewhere = [a for a in tried if _endpoint(a) != _endpoint(want)]
+        elsewhere = [a for a in tried if tcp_endpoint_of(a) != tcp_endpoint_of(want)]
         if elsewhere and not good:
             cause = (
                 f"{node} reconnected to {relay} at {', '.join(elsewhere)}, not at the "

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.model.nat import model as nat_model
-from harness.model.topology import NodeSpec, Topology, public_router_network
+from harness.model.topology import (
+    NodeSpec,
+    Topology,
+    jitter_ms,
+    public_router_network,
+    router_public_ips,
+)
 
 LINK_KEYS = ("between", "latency_ms", "jitter_ms", "loss_pct")
 
@@ -104,16 +110,10 @@ def parse_links(c: Any, raw: Any, nodes: dict[str, NodeSpec]) -> tuple[LinkSpec,
         latency = c.number(
             spec.get("latency_ms", 0), f"{path}.latency_ms", 0, 60000, "milliseconds"
         )
-        jitter = c.number(spec.get("jitter_ms", 0), f"{path}.jitter_ms", 0, 60000, "milliseconds")
+        jitter = jitter_ms(c, spec, path, latency)
         loss = c.number(
             spec.get("loss_pct", 0), f"{path}.loss_pct", 0, 100, "percent of packets dropped"
         )
-        if jitter > latency:
-            raise c.fail(
-                f"{path}.jitter_ms",
-                f"{jitter:g} ms of jitter around a latency of {latency:g} ms",
-                "set `latency_ms:` to at least the jitter",
-            )
         if latency == 0 and loss == 0:
             raise c.fail(path, "no condition", "give it `latency_ms:` and/or `loss_pct:`")
         out.append(LinkSpec(pair[0], pair[1], latency, jitter, loss))
@@ -150,8 +150,6 @@ def endpoints(
     net = public_router_network(dst, topo.networks)
     if net is None:
         return []
-    from harness.model.topology import router_public_ips
-
     ports = [(dst.p2p_port, dst.p2p_port)]
     if port_range is not None:
         ports.append(port_range)

@@ -510,6 +510,19 @@ def parse_topology(text: str, source: str = "<topology>", default_name: str = ""
     return topo
 
 
+def jitter_ms(c: _Checker, spec: dict[str, Any], path: str, latency: float) -> float:
+    """`jitter_ms` of a network or a link: 0 <= jitter <= its `latency_ms`."""
+    jitter = c.number(spec.get("jitter_ms", 0), f"{path}.jitter_ms", 0, 60000, "milliseconds")
+    if jitter > latency:
+        raise c.fail(
+            f"{path}.jitter_ms",
+            f"{jitter:g} ms of jitter around a latency of {latency:g} ms",
+            "set `latency_ms:` to at least the jitter (each packet is delayed "
+            "latency_ms +- jitter_ms)",
+        )
+    return jitter
+
+
 def _parse_forwards(c: _Checker, raw: Any, path: str, nat: str) -> tuple[ForwardSpec, ...]:
     """`forwards: [{port, to, to_port, proto}]`; node names are checked with the nodes."""
     if raw is None:
@@ -605,14 +618,7 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
         latency = c.number(
             spec.get("latency_ms", 0), f"{path}.latency_ms", 0, 60000, "milliseconds"
         )
-        jitter = c.number(spec.get("jitter_ms", 0), f"{path}.jitter_ms", 0, 60000, "milliseconds")
-        if jitter > latency:
-            raise c.fail(
-                f"{path}.jitter_ms",
-                f"{jitter:g} ms of jitter around a latency of {latency:g} ms",
-                "set `latency_ms:` to at least the jitter (each packet is delayed "
-                "latency_ms +- jitter_ms)",
-            )
+        jitter = jitter_ms(c, spec, path, latency)
         rate = None
         if "rate_kbit" in spec:
             rate = int(

@@ -513,22 +513,20 @@ def _targets(testnet: Testnet, net: str) -> list[tuple[str, Container, str]]:
     return out
 
 
-def _tbf(c: Container, iface: str) -> tuple[str, str] | None:
-    """(rate, burst) of the rate limit (handle 2:) on `iface`, as tc prints them, or None."""
+def _qdiscs(c: Container, iface: str) -> tuple[bool, tuple[str, str] | None]:
+    """What `iface` carries now, from one `tc qdisc show`: is netem its root (handle 1:),
+    and the (rate, burst) of its rate limit (handle 2:) as tc prints them, or None."""
     res = docker_ops.exec_in(c, ["tc", "qdisc", "show", "dev", iface])
-    m = re.search(r"qdisc tbf 2: .*?rate (\S+) burst (\S+)", res.output if res.ok else "")
-    return (m.group(1), m.group(2)) if m else None
+    text = res.output if res.ok else ""
+    m = re.search(r"qdisc tbf 2: .*?rate (\S+) burst (\S+)", text)
+    return "qdisc netem 1:" in text, (m.group(1), m.group(2)) if m else None
 
 
-def _netem_root(c: Container, iface: str) -> bool:
-    res = docker_ops.exec_in(c, ["tc", "qdisc", "show", "dev", iface])
-    return res.ok and "qdisc netem 1:" in res.output
-
-
-def _add_tbf(c: Container, iface: str, rate: str, burst: str) -> None:
-    parent = ["parent", "1:"] if _netem_root(c, iface) else ["root"]
+def _add_tbf(c: Container, iface: str, rate: tuple[str, str], under_netem: bool) -> None:
+    """The rate limit (handle 2:): under netem's handle 1: when netem is the root."""
+    parent = ["parent", "1:"] if under_netem else ["root"]
     cmd = ["tc", "qdisc", "replace", "dev", iface, *parent, "handle", "2:", "tbf"]
-    res = docker_ops.exec_in(c, [*cmd, "rate", rate, "burst", burst, "latency", "200ms"])
+    res = docker_ops.exec_in(c, [*cmd, "rate", rate[0], "burst", rate[1], "latency", "200ms"])
     if not res.ok:
         raise SentrynetError(f"{c.name}: tc tbf on {iface} failed: {res.output.strip()}")
 
@@ -544,25 +542,25 @@ def set_latency(testnet: Testnet, net: str, ms: float, jitter_ms: float = 0.0) -
     targets = _targets(testnet, net)
     if ms == 0:
         for _node, c, iface in targets:
-            rate = _tbf(c, iface)
-            if _netem_root(c, iface):
+            netem, rate = _qdiscs(c, iface)
+            if netem:
                 docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, "root"])
                 if rate is not None:
-                    _add_tbf(c, iface, *rate)
+                    _add_tbf(c, iface, rate, under_netem=False)
             delayer.stop(c, iface)
         return f"latency {net}: removed on {len(targets)} interface(s)"
     done = []
     how = "netem"
     delay = ["delay", f"{ms:g}ms"] + ([f"{jitter_ms:g}ms"] if jitter_ms else [])
     for node, c, iface in targets:
-        rate = _tbf(c, iface)
+        _netem, rate = _qdiscs(c, iface)
         res = docker_ops.exec_in(
             c, ["tc", "qdisc", "replace", "dev", iface, "root", "handle", "1:", "netem", *delay]
         )
         if res.ok:
             delayer.stop(c, iface)
             if rate is not None:  # replacing the root took the rate limit with it
-                _add_tbf(c, iface, *rate)
+                _add_tbf(c, iface, rate, under_netem=True)
             done.append(f"{node}:{iface}")
         elif any(m in res.output for m in NETEM_MISSING):
             # no sch_netem here: the NFQUEUE delayer (harness/infra/delayer.py) instead
@@ -585,15 +583,17 @@ def set_rate(testnet: Testnet, net: str, kbit: int) -> str:
     if kbit == 0:
         n = 0
         for _node, c, iface in targets:
-            if _tbf(c, iface) is None:
+            netem, rate = _qdiscs(c, iface)
+            if rate is None:
                 continue
-            parent = ["parent", "1:"] if _netem_root(c, iface) else ["root"]
+            parent = ["parent", "1:"] if netem else ["root"]
             docker_ops.exec_in(c, ["tc", "qdisc", "del", "dev", iface, *parent])
             n += 1
         return f"rate {net}: removed on {n} interface(s)"
     burst = f"{tbf_burst(kbit)}b"
     for _node, c, iface in targets:
-        _add_tbf(c, iface, f"{kbit}kbit", burst)
+        netem, _rate = _qdiscs(c, iface)
+        _add_tbf(c, iface, (f"{kbit}kbit", burst), under_netem=netem)
     where = ", ".join(f"{node}:{iface}" for node, _c, iface in targets)
     return f"rate {net}: {kbit} kbit/s egress on {where} (tbf, burst {burst})"
 
