@@ -37,6 +37,9 @@ GOSSIP_HEARTBEAT_S = 1
 # 6-7 times. Measured with bench/idle_profile.py --cpu-only --nodes 4 --followers 4
 # (7 peers each, 40 s, two runs each): D/D_low/D_high 6/4/12 0.072 and 0.075 cores per
 # node, 4/3/8 0.066 and 0.066, 4/3/5 0.046 and 0.047.
+# Those figures were taken while upstream's opportunistic grafting still ran (grafting two
+# peers a heartbeat, then pruning at random): meshes churned and some sat below D_low, so
+# part of the saving was a broken mesh (node/overrides/opportunistic_graft.py).
 GOSSIP_D, GOSSIP_D_LOW, GOSSIP_D_HIGH = 4, 3, 5
 # Two of py-libp2p 0.8.1's "gossipsub 2.0" additions (on by default, in no libp2p spec)
 # are switched off; each stalled consensus for a minute or more in the testnets, and

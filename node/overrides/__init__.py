@@ -19,6 +19,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
 - pubsub_rpc.py      a gossipsub RPC that does not parse resets that peer's stream
                      (upstream: the exception escapes and takes the node down)
 - idontwant.py       IDONTWANT only for messages of 1 KiB or more (upstream: every one)
+- opportunistic_graft.py  no opportunistic grafting without peer scoring (upstream
+                     grafts two more peers every heartbeat: meshes overfill, prune and collapse)
 - pubsub_batch.py    the RPCs queued for a peer go out in one stream write (upstream:
                      a Yamux frame, a Noise message and a system call per RPC)
 - sender_record.py   our signed peer record built once per address change, a peer's
@@ -64,6 +66,7 @@ from node.overrides.identify_observed import install_identify_observed_per_conne
 from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.multistream_pipeline import install_pipelined_multistream
 from node.overrides.negative_cache import shorten_negative_cache
+from node.overrides.opportunistic_graft import install_no_opportunistic_graft
 from node.overrides.pubsub_batch import install_pubsub_batch
 from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
@@ -92,6 +95,7 @@ def apply(
     install_pubsub_rpc_guard(pubsub)
     install_pubsub_batch(pubsub)
     install_idontwant_threshold(pubsub.router)
+    install_no_opportunistic_graft(pubsub.router)
     install_sender_record_cache()
     install_yamux_window_hysteresis()
     install_task_parent_index()

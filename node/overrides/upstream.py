@@ -92,6 +92,9 @@ USES: dict[str, list[str]] = {
         "libp2p.pubsub.gossipsub:GossipSub._emit_idontwant_for_message",
         "libp2p.pubsub.gossipsub:GossipSub.mcache",
     ],
+    "opportunistic_graft.py": [
+        "libp2p.pubsub.gossipsub:GossipSub._perform_opportunistic_grafting",
+    ],
     "identify_observed.py": [
         "libp2p.identity.identify.identify:_prefer_circuit_addr",
         "libp2p.identity.identify.identify:ID",

@@ -37,13 +37,14 @@ from libp2p.tools.anyio_service import background_trio_service
 from probe import HOP_ID, STOP_ID, probe_host
 
 from node.config import RelaySection
-from node.host import GOSSIP_HEARTBEAT_S, build_pubsub
+from node.host import GOSSIP_D_HIGH, GOSSIP_D_LOW, GOSSIP_HEARTBEAT_S, build_pubsub
 from node.overrides.auto_connector import disable_auto_connector
 from node.overrides.circuit_addrs import install_circuit_addrs
 from node.overrides.dial_unknown import dial_unknown_peer
 from node.overrides.identify import install_identify_hook
 from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.negative_cache import shorten_negative_cache
+from node.overrides.opportunistic_graft import install_no_opportunistic_graft
 from node.relay.wire import encode, read_msg
 from testkit.procs import NodeProcs, wait_for
 
@@ -379,10 +380,11 @@ async def _gossip_net(
     factory: Callable[[IHost], tuple[Any, GossipSub]],
     links: list[tuple[int, int]],
     body: Callable[[list[IHost], list[tuple[Any, GossipSub]], list[Any]], Any],
+    settled: Callable[[list[int]], bool] | None = None,
 ) -> Any:
     """Real gossipsub hosts on loopback, subscribed to one topic and connected along
-    `links` (indices); waits until every host has grafted all its neighbours, then runs
-    `body(hosts, routers, subscriptions)`."""
+    `links` (indices); waits until `settled(mesh sizes)` (default: every host has grafted
+    all its neighbours), then runs `body(hosts, routers, subscriptions)`."""
     n = 1 + max(max(link) for link in links)
     hosts = [_host() for _ in range(n)]
     subs = [factory(h) for h in hosts]
@@ -406,17 +408,16 @@ async def _gossip_net(
             subscriptions.append(await ps.subscribe("/sentrynet/test/gossip"))
         for i, j in links:
             await hosts[i].connect(PeerInfo(hosts[j].get_id(), [addr_of(hosts[j])]))
-        await poll(
-            lambda: all(
-                len(gs.mesh.get("/sentrynet/test/gossip", ())) == k
-                for (_, gs), k in zip(subs, neighbours, strict=True)
-            ),
-            20,
-            "every neighbour grafted",
-        )
+        if settled is None:
+            settled = lambda sizes: sizes == neighbours  # noqa: E731
+        await poll(lambda: settled(_mesh_sizes(subs)), 20, "meshes settled")
         result = await body(hosts, subs, subscriptions)
         nursery.cancel_scope.cancel()
     return result
+
+
+def _mesh_sizes(subs: list[tuple[Any, GossipSub]]) -> list[int]:
+    return [len(gs.mesh.get("/sentrynet/test/gossip", ())) for _, gs in subs]
 
 
 def _heartbeat_after_health_check(factory: Callable[[IHost], tuple[Any, GossipSub]]) -> float:
@@ -1068,3 +1069,59 @@ def test_upstream_writes_each_rpc_alone_override_writes_a_burst_at_once() -> Non
     assert got == 12 and writes == rpcs >= 12, (writes, rpcs, got)
     writes, rpcs, got = _burst_writes(batched=True)
     assert got == 12 and rpcs >= 12 and writes < rpcs, (writes, rpcs, got)
+
+
+# -- opportunistic grafting (node/overrides/opportunistic_graft.py) ----------------------
+
+
+def _opportunistic_grafts(fixed: bool) -> int:
+    """A hub with five neighbours, its mesh set to exactly D_low of them (two outside, all
+    scoring 0 as the node sets no scoring): how many GRAFTs one mesh heartbeat sends."""
+
+    async def body(hosts: Any, subs: list[tuple[Any, GossipSub]], _subs: Any) -> int:
+        gs = subs[0][1]
+        if fixed:
+            install_no_opportunistic_graft(gs)
+        topic = "/sentrynet/test/gossip"
+        gs.mesh[topic] = set(sorted(gs.mesh[topic], key=str)[:GOSSIP_D_LOW])
+        grafts, _prunes = gs.mesh_heartbeat()  # synchronous: no heartbeat interleaves
+        return len(grafts)
+
+    star = [(0, i) for i in range(1, GOSSIP_D_HIGH + 1)]
+    return int(trio.run(_gossip_net, _upstream_pubsub, star, body))
+
+
+def test_upstream_grafts_two_more_peers_every_heartbeat_override_none() -> None:
+    """Upstream grafts beyond D_low on every heartbeat while a zero-score peer is outside
+    the mesh (so meshes overfill, get pruned back at random and back off each other)."""
+    assert _opportunistic_grafts(fixed=False) == 2
+    assert _opportunistic_grafts(fixed=True) == 0
+
+
+def test_full_mesh_of_eight_keeps_every_host_at_d_low_or_more() -> None:
+    """Eight hosts all connected to each other, the node's gossipsub with the override:
+    once every mesh has reached D_low, none drops below it again (upstream left hosts with
+    0-1 mesh peers for a minute here: the module's docstring has the figures)."""
+
+    def ours(h: IHost) -> tuple[Any, GossipSub]:
+        ps, gs = build_pubsub(h)
+        install_no_opportunistic_graft(gs)
+        return ps, gs
+
+    async def body(hosts: Any, subs: list[tuple[Any, GossipSub]], _subs: Any) -> list[int]:
+        lowest = _mesh_sizes(subs)
+        end = trio.current_time() + 6 * GOSSIP_HEARTBEAT_S
+        while trio.current_time() < end:  # a window of heartbeats to watch, not a wait
+            lowest = [min(a, b) for a, b in zip(lowest, _mesh_sizes(subs), strict=True)]
+            await trio.sleep(0.05)
+        return lowest
+
+    links = [(i, j) for i in range(8) for j in range(i + 1, 8)]
+    lowest = trio.run(
+        _gossip_net,
+        ours,
+        links,
+        body,
+        lambda sizes: all(GOSSIP_D_LOW <= k <= GOSSIP_D_HIGH for k in sizes),
+    )
+    assert min(lowest) >= GOSSIP_D_LOW, lowest
