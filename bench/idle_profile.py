@@ -99,6 +99,7 @@ def cpu_only(
             _peer_set_settled(full[-1], want, 120)
         pids = {n.name: n.proc.pid for n in started if n.proc is not None}
         t0, h0 = time.monotonic(), height(first.status())
+        mesh0 = {n.name: _mesh_peers(n.status()) for n in started}
         cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         # the window is a length of time to measure over, not a condition; polling /status
         # through it (as this did) made the first node answer ~10 requests a second
@@ -108,7 +109,9 @@ def cpu_only(
             name: round((_cpu_seconds(pid) - cpu0[name]) / elapsed, 4) for name, pid in pids.items()
         }
         h1 = height(first.status())
-        conns = {n.name: len(n.status()["connections"]) for n in started}
+        statuses = {n.name: n.status() for n in started}
+        conns = {name: len(st["connections"]) for name, st in statuses.items()}
+        mesh1 = {name: _mesh_peers(st) for name, st in statuses.items()}
     out: dict[str, Any] = {
         "mode": "cpu-only",
         "nodes": nodes,
@@ -120,6 +123,10 @@ def cpu_only(
         "connections_per_node": conns,
         "cpu_cores_per_node": cores,
         "cpu_cores_median": statistics.median(cores.values()),
+        # a CPU figure is only comparable with the mesh it was taken with: a smaller
+        # (or collapsed) gossip mesh receives each message fewer times
+        "mesh_peers_at_start": mesh0,
+        "mesh_peers_at_end": mesh1,
         "load_average": list(os.getloadavg()),
     }
     if full:
@@ -202,6 +209,13 @@ def profile(nodes: int, window: float, work: Path, followers: int = 0) -> dict[s
         "top_functions": [{"share": round(t / total, 4), "function": f} for t, f in funcs[:15]],
         "top_inclusive": [{"share": round(t / total, 4), "function": f} for t, f in inclusive[:25]],
     }
+
+
+def _mesh_peers(status: dict[str, Any]) -> int | None:
+    """The node's consensus gossip mesh size (/status chain.mesh_peers), if it says."""
+    chain = status.get("chain") or {}
+    peers = chain.get("mesh_peers")
+    return len(peers) if isinstance(peers, list) else None
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -151,6 +151,8 @@ class Scenario:
     impls: tuple[str, ...] = ("python",)  # the file's `impls:`: what `make test` runs
     switched: tuple[str, ...] = ()  # the nodes `impl` moved (pinned ones are not)
     node_impls: dict[str, str] = field(default_factory=dict)  # node -> impl, as run
+    # `tested_by:` another library scenario whose run `make test` judges these checks in
+    tested_by: str | None = None
 
     @property
     def check_names(self) -> list[str]:

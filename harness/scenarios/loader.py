@@ -270,7 +270,7 @@ PERTURB_ARGS: dict[str, dict[str, Arg]] = {
 EXPECTS = ("holds", "fails", "impossible")
 REACH_KEYS = ("relayed_circuit", "cross_network_sync")  # what analyse-reach records
 KINDS = ("check", "wait", "perturb", "action", "mark", "repeat", "background")
-TOP_KEYS = ("name", "description", "topology", "conclusion", "impls", "steps")
+TOP_KEYS = ("name", "description", "topology", "conclusion", "impls", "tested_by", "steps")
 
 # ---------------------------------------------------------------------------------------
 # the implementation parameter (`--impl`, `impls:`)
@@ -998,6 +998,8 @@ def parse_scenario(
     steps = r.steps(top["steps"], "steps")
     if not any(isinstance(s, CheckStep) for s in steps):
         raise r.fail("steps", "no `check:` step", "a scenario reports checks; add at least one")
+    check_names = [s.name for s in steps if isinstance(s, CheckStep)]
+    tested_by = _tested_by(r, top.get("tested_by"), name, top["topology"], check_names)
     return Scenario(
         name,
         topology,
@@ -1009,7 +1011,43 @@ def parse_scenario(
         impls=impls,
         switched=switched,
         node_impls={n.name: n.impl for n in r.topology.nodes},
+        tested_by=tested_by,
     )
+
+
+def _tested_by(r: _Reader, raw: Any, name: str, topology: Any, checks: list[str]) -> str | None:
+    """`tested_by: OTHER`: `make test` judges this file's checks in OTHER's run (another
+    library scenario on the same topology whose steps hold every check named here), so
+    the two do not each bring up a testnet. `sentrynet scenario NAME` still runs this one."""
+    if raw is None:
+        return None
+    other = r.text(raw, "tested_by")
+    known = {f.name.removesuffix(SUFFIX): f for f in scenario_files()}
+    if other == name or other not in known:
+        raise r.fail(
+            "tested_by",
+            f"{other!r} is not another library scenario",
+            _suggest(other, tuple(k for k in known if k != name), "known"),
+        )
+    host_text = yaml.load(known[other].read_text(), Loader=_StrictLoader) or {}
+    if host_text.get("topology") != topology:
+        raise r.fail(
+            "tested_by",
+            f"{other} runs another topology ({host_text.get('topology')!r})",
+            "name a scenario on the same topology, or drop `tested_by:`",
+        )
+    host_checks = set()
+    for step in host_text.get("steps") or []:
+        if isinstance(step, dict) and "check" in step:
+            host_checks.add(step.get("name", step["check"]))
+    missing = [c for c in checks if c not in host_checks]
+    if missing:
+        raise r.fail(
+            "tested_by",
+            f"{other} has no check named {', '.join(missing)}",
+            f"add those checks to scenarios/library/{other}{SUFFIX} or drop `tested_by:`",
+        )
+    return other
 
 
 def _display(file: Path) -> str:

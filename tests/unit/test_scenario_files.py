@@ -296,3 +296,26 @@ def test_the_worked_example_in_the_docs_loads(tmp_path: Path) -> None:
         *(f"reservations_{i}" for i in range(1, 6)),
         "no_forks",
     ]
+
+
+def test_tested_by_names_a_scenario_on_the_same_topology_holding_every_check() -> None:
+    """hairpin's checks are judged in port-forward-sentry's run (scenarios/test_scenarios.py);
+    a `tested_by:` that could not judge them is an error at load, not a missing test."""
+    hairpin = scenarios.get("hairpin")
+    host = scenarios.get("port-forward-sentry")
+    assert hairpin.tested_by == "port-forward-sentry"
+    assert set(hairpin.check_names) <= set(host.check_names)
+    head = "description: x\ntopology: port-forward-sentry\n"
+    one_check = "steps:\n  - check: no_forks\n    deadline: 5\n"
+    for tested_by, words in [
+        ("port-forward-sentri", "did you mean 'port-forward-sentry'"),
+        ("t", "not another library scenario"),
+        ("sentry", "runs another topology"),
+    ]:
+        exc = error(one_check, head + f"tested_by: {tested_by}\n")
+        assert exc.field == "tested_by" and words in str(exc), str(exc)
+    exc = error(
+        "steps:\n  - check: dcutr_fails\n    expect: fails\n    reason: x\n    deadline: 5\n",
+        head + "tested_by: port-forward-sentry\n",
+    )
+    assert exc.field == "tested_by" and "has no check named dcutr_fails" in str(exc), str(exc)
