@@ -80,7 +80,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    testnet = RunningTestnet.find(args.testnet).testnet
+    running = RunningTestnet.find(args.testnet)
+    testnet = running.testnet
     a = args.action
     if a in ("kill", "pause", "unpause", "restart", "start"):
         out = perturb.container_action(testnet, args.node, a)
@@ -95,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     elif a == "nat":
         out = perturb.set_nat(testnet, args.net, args.nat_type, flush=not args.keep_conntrack)
     elif a == "rebind":
-        out = perturb.rebind(testnet, args.net, args.ip)
+        rebound = perturb.rebind(testnet, args.net, args.ip)
+        running.adopt(rebound.testnet)  # testnet.json: later commands see the new address
+        out = rebound.said
     elif a == "loss":
         out = perturb.set_loss(testnet, args.net, args.pct)
     elif a == "latency":

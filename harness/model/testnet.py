@@ -281,6 +281,39 @@ class Testnet:
         """peer id -> node name (to print names instead of ids)."""
         return {n.peer_id: n.name for n in self.nodes}
 
+    def rebound(self, network: str, new_ip: str) -> Testnet:
+        """This testnet after `network`'s router moved to public address `new_ip`
+        (`sentrynet perturb rebind`): the router, every network that is reached through that
+        address (its own and any nested behind it), and every pair-link rule that matched
+        the old address. Node configs keep what they were rendered with, as a deployed
+        node's config does."""
+        router = self.router_of(network)
+        if router is None:
+            raise SentrynetError(f"network {network!r} has no NAT router")
+        old = router.public_ip
+
+        def moved(ip: str | None) -> str | None:
+            return new_ip if ip == old else ip
+
+        return dataclasses.replace(
+            self,
+            routers=tuple(
+                dataclasses.replace(r, public_ip=new_ip) if r.name == router.name else r
+                for r in self.routers
+            ),
+            networks=tuple(
+                dataclasses.replace(n, router_public_ip=moved(n.router_public_ip))
+                for n in self.networks
+            ),
+            nodes=tuple(
+                dataclasses.replace(
+                    n,
+                    links=tuple(dataclasses.replace(k, ip=moved(k.ip) or k.ip) for k in n.links),
+                )
+                for n in self.nodes
+            ),
+        )
+
     # --- serialisation (testnet.json) ---
 
     def to_dict(self) -> dict[str, Any]:

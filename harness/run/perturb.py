@@ -41,6 +41,7 @@ import ipaddress
 import re
 import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from docker.models.containers import Container
 
@@ -419,11 +420,35 @@ def _free_public_ip(testnet: Testnet, taken: set[str]) -> str:
     raise SentrynetError(f"no free address left in the public subnet {subnet}")
 
 
-def rebind(testnet: Testnet, net: str, new_ip: str | None = None) -> str:
+@dataclass(frozen=True)
+class Rebound:
+    """What a rebind did (`said`) and the model after it (`testnet`): the caller adopts it
+    (RunningTestnet.adopt, RunContext.model_changed) so that checks, later perturbations and
+    testnet.json see the router's new address."""
+
+    said: str
+    testnet: Testnet
+
+    def __str__(self) -> str:
+        return self.said
+
+
+def _rewrite_address(c: Container, old: str, new: str) -> None:
+    """Every iptables rule of `c`'s namespace that names `old` names `new` instead."""
+    word = re.escape(old)
+    docker_ops.must_exec(
+        c,
+        f"set -e; iptables-save | sed -E 's/(^|[^0-9.]){word}([^0-9.]|$)/\\1{new}\\2/g' "
+        "| iptables-restore",
+    )
+
+
+def rebind(testnet: Testnet, net: str, new_ip: str | None = None) -> Rebound:
     """The router of `net` gets another public address and forgets every mapping, as a home
     router does when its ISP hands out a new address: connections through it die without a
     FIN, and peers that learned the old address can no longer reach it. Rules that named the
-    old address (forwards' hairpin, the cone table) are rewritten to the new one."""
+    old address (forwards' hairpin, the cone table, other nodes' pair links to a node behind
+    it) are rewritten to the new one; node configs keep the old one, as deployed ones do."""
     require_net(testnet, net)
     found = testnet.router_of(net)
     if found is None:
@@ -441,7 +466,6 @@ def rebind(testnet: Testnet, net: str, new_ip: str | None = None) -> str:
             f"rebind {net} to {new_ip}: pick a free address of the public subnet {subnet} "
             f"(taken: {', '.join(sorted(taken))})"
         )
-    word = re.escape(old)
     script = "\n".join(
         [
             "set -e",
@@ -449,8 +473,6 @@ def rebind(testnet: Testnet, net: str, new_ip: str | None = None) -> str:
             'dev="${dev%%@*}"',
             f'ip addr del {old}/{subnet.prefixlen} dev "$dev"',
             f'ip addr add {new_ip}/{subnet.prefixlen} dev "$dev"',
-            f"iptables-save | sed -E 's/(^|[^0-9.]){word}([^0-9.]|$)/\\1{new_ip}\\2/g' "
-            "| iptables-restore",
         ]
     )
     # the cone table again for the new address, for the preset it has now (perturb nat may
@@ -463,10 +485,16 @@ def rebind(testnet: Testnet, net: str, new_ip: str | None = None) -> str:
         table = natrules.table(preset, inside, new_ip, lan, found.hairpin, found.mapping_timeout_s)
         script += "\n" + natrules.replace_script(table)
     docker_ops.must_exec(c, script)
+    _rewrite_address(c, old, new_ip)
     res = docker_ops.exec_in(c, ["python3", "-c", _CONNTRACK_FLUSH])
-    return (
+    linked = sorted(n.name for n in testnet.nodes if any(k.ip == old for k in n.links))
+    for name in linked:
+        _rewrite_address(_netns(testnet, name), old, new_ip)
+    links = f"; pair links of {', '.join(linked)} follow it" if linked else ""
+    return Rebound(
         f"rebind {net}: {found.name} public address {old} -> {new_ip}; "
-        f"conntrack {res.output.strip() or 'flush failed'}"
+        f"conntrack {res.output.strip() or 'flush failed'}{links}",
+        testnet.rebound(net, new_ip),
     )
 
 

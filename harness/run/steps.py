@@ -88,10 +88,18 @@ class RunContext:
     progress: Progress
     testnet: Testnet | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # who else keeps the model (RunningTestnet.adopt): told when a step changes it
+    adopt: Callable[[Testnet], None] | None = None
 
     @property
     def marks(self) -> dict[str, Any]:
         return self.observer.marks
+
+    def model_changed(self, testnet: Testnet) -> None:
+        """A perturbation changed the model (a rebind): later steps and checks use it."""
+        self.testnet = testnet
+        if self.adopt is not None:
+            self.adopt(testnet)
 
     def observe(self) -> Observation:
         return self.observer.observe()

@@ -83,11 +83,25 @@ class RunningTestnet:
     def observe(self) -> Observation:
         return self.observer.observe()
 
+    def adopt(self, testnet: Testnet) -> None:
+        """The model after a perturbation that changed it (a router's rebind): the
+        observer's checks, later perturbations and testnet.json (what `sentrynet` commands
+        load) all see it."""
+        self.testnet = testnet
+        (self.run_dir / TESTNET_FILE).write_text(testnet.to_json())
+        if self._observer is not None:
+            self._observer.nodes = {n.name: n for n in testnet.nodes}
+            self._observer.nets = {n.name: n for n in testnet.networks}
+
     def context(self, progress: Progress) -> RunContext:
         """What scenario steps run with (harness/run/steps.py)."""
         extra: dict[str, Any] = {"topology": self.topology}
         return RunContext(
-            observer=self.observer, progress=progress, testnet=self.testnet, extra=extra
+            observer=self.observer,
+            progress=progress,
+            testnet=self.testnet,
+            extra=extra,
+            adopt=self.adopt,
         )
 
     def wait_for(

@@ -346,9 +346,10 @@ def perturbation(kind: str, **args: Any) -> Callable[[RunContext], str]:
         if kind == "nat":
             return str(p.set_nat(tn, args["network"], args["nat"], flush=args.get("flush", True)))
         if kind == "rebind":
-            said = str(p.rebind(tn, args["network"]))
-            ctx.marks.setdefault("rebinds", {})[args["network"]] = said
-            return said
+            rebound = p.rebind(tn, args["network"])
+            ctx.model_changed(rebound.testnet)
+            ctx.marks.setdefault("rebinds", {})[args["network"]] = rebound.said
+            return rebound.said
         if kind == "loss":
             return str(p.set_loss(tn, args["network"], float(args["pct"])))
         if kind == "latency":

@@ -667,3 +667,32 @@ def test_cpu_cap_starves_a_node_and_clear_removes_it(mini: RunningTestnet) -> No
     assert free > 2 * capped, f"after clear the busy loop got {free:.2f} CPU (capped {capped:.2f})"
     with pytest.raises(SentrynetError, match="0 <= CORES"):
         perturb.set_cpu(tn, "val-a", -1)
+
+
+def test_rebind_moves_the_model_and_the_pair_links_with_the_router(mini: RunningTestnet) -> None:
+    """After `perturb rebind b` the model says router-b's new address (testnet.json, which
+    later `sentrynet` commands load, included), and mini.yaml's val-b <-> relay link still
+    delays both ways: the relay's rule matched val-b by router-b's old address and follows
+    it. Without that the relay's half of the link vanished: about 30 ms instead of 60.
+    Last in the module: it rebinds router-b back to its old address when done."""
+    tn = mini.testnet
+    old = tn.router("router-b").public_ip
+    relay = tn.node("relay")
+    target = (relay.addresses["public"], relay.p2p_port)
+    rebound = perturb.rebind(tn, "b")
+    try:
+        mini.adopt(rebound.testnet)
+        new = mini.testnet.router("router-b").public_ip
+        assert new != old and f"{old} -> {new}" in rebound.said, rebound.said
+        assert "pair links of relay follow it" in rebound.said, rebound.said
+        loaded = RunningTestnet.find(tn.name).testnet
+        assert loaded.router("router-b").public_ip == new
+        assert loaded.network("b").router_public_ip == new
+        assert [k.ip for k in loaded.node("relay").links] == [new]
+        other = sorted(_rtts_ms(mini.testnet, "val-a", *target, 7))[3]
+        linked = sorted(_rtts_ms(mini.testnet, "val-b", *target, 7))[3]
+        assert linked - other >= 50, (other, linked, rebound.said)
+    finally:
+        back = perturb.rebind(mini.testnet, "b", old)
+        mini.adopt(back.testnet)
+    assert mini.testnet == tn

@@ -4,6 +4,7 @@ peer's own ports), and the rules rendered into each node's netsetup.sh."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,24 @@ def test_analyse_lists_the_links() -> None:
     )
     text = format_report(analyse(topo, ("node0", "node4")), topo)
     assert "  node0 - node4: 80 ms +- 5 ms" in text
+
+
+def test_a_rebind_moves_the_router_its_networks_and_the_links_that_matched_it() -> None:
+    """`perturb rebind` adopts Testnet.rebound: checks, later perturbations and testnet.json
+    see the router's new address, and a link matched by it follows it."""
+    tn = built([{"between": ["node0", "node4"], "latency_ms": 80}])
+    old = tn.router("router-b").public_ip
+    after = Testnet.from_dict(json_roundtrip(tn.rebound("b", "10.0.0.99")))
+    assert after.router("router-b").public_ip == "10.0.0.99"
+    assert after.network("b").router_public_ip == "10.0.0.99"
+    assert after.node("node0").links[0].ip == "10.0.0.99"  # node4 is behind router-b
+    assert after.node("node4").links == tn.node("node4").links  # router-a did not move
+    assert after.router("router-a") == tn.router("router-a")
+    assert after.network("a") == tn.network("a")
+    assert old != "10.0.0.99" and tn.router("router-b").public_ip == old  # a new model
+    with pytest.raises(Exception, match="no NAT router"):
+        tn.rebound("public", "10.0.0.99")
+
+
+def json_roundtrip(tn: Testnet) -> dict[str, Any]:
+    return dict(json.loads(tn.to_json()))
