@@ -1117,7 +1117,9 @@ def back_at_configured_address(node: str, relay: str, since: str) -> Check:
     """After its link came back (a cut marked at marks[since]), `node` holds a reservation
     on `relay` over a direct connection opened after the mark to the address it was
     configured with (the model's path: behind NAT, the router's forwarded public port),
-    not to another address the relay advertises (tendermint #1720)."""
+    not to another address the relay advertises (tendermint #1720). A connection the relay
+    opened to the node from the same router (DCUtR through another relay, from its own
+    mapping) also passes, when the node itself dialed no other address since the mark."""
 
     def check(obs: Observation) -> Verdict:
         t0, bad = _mark_time(obs, since)
@@ -1149,6 +1151,29 @@ def back_at_configured_address(node: str, relay: str, since: str) -> Check:
         ]
         good = [c for c in live if tcp_endpoint_of(c.remote_addr) == tcp_endpoint_of(want)]
         held = any(r.relay == pid for r in obs.status_of(node).reservations)
+        # The relay may reach the node first (its circuit through another relay, then a DCUtR
+        # punch from its own mapping on the same router): an inbound connection from the
+        # configured address's host is no address the node chose. It passes when the node
+        # dialed nothing else since the cut; its own dials are what #1720 is about.
+        want_ip = (tcp_endpoint_of(want) or ("", 0))[0]
+        dialed = sorted({str(e.remote_addr) for e in opened if e.direction == "outbound"})
+        dialed_elsewhere = [a for a in dialed if tcp_endpoint_of(a) != tcp_endpoint_of(want)]
+        reached = [
+            c
+            for c in live
+            if c.direction == "inbound"
+            and (tcp_endpoint_of(c.remote_addr) or ("", 0))[0] == want_ip
+        ]
+        if not good and reached and held and not dialed_elsewhere:
+            at = min(obs.to_t(node, c.opened_at) or t0 for c in reached)
+            return Verdict(
+                True,
+                f"{relay} reached {node} first, {at - t0:.1f}s after the cut, inbound from "
+                f"{reached[0].remote_addr} (its own mapping on the same router, e.g. a DCUtR "
+                f"punch), and {node} holds a reservation on it; {node} dialed "
+                f"{', '.join(dialed) or 'nothing'} since the cut, no other address of {relay}",
+                since=at,
+            )
         if good and held:
             at = min(obs.to_t(node, c.opened_at) or t0 for c in good)
             return Verdict(

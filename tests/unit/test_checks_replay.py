@@ -5,6 +5,7 @@ the verdict it gave then. This is what keeps the checks and the typed /status co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -44,3 +45,32 @@ def test_recorded_status_reads_back_through_the_contract(path: Path) -> None:
             once = Status.from_json(st)
             assert Status.from_json(once.to_json()) == once, name
             assert once.peer_id, name
+
+
+CASES = REPLAY_DIR.parent / "replay-cases"
+
+
+def test_a_relay_that_reaches_the_node_first_is_not_a_redial_elsewhere() -> None:
+    """CI run 20261204T221915Z of port-forward-sentry: after the link came back, node3 reached
+    node4 first (a circuit through node7, then a DCUtR punch from node3's own mapping on
+    router-a, 10.0.0.254:4004, inbound at node4) and node4 reserved on that connection; it
+    dialed no other address of node3. The check failed it as #1720 (a redial elsewhere);
+    it passes now and says what happened."""
+    doc = json.loads((CASES / "port-forward-sentry-punched.json").read_text())
+    steps = {
+        s.name: s for s in scenarios.get("port-forward-sentry").steps if isinstance(s, CheckStep)
+    }
+    rec, obs = next((r, o) for r, o in replayed(doc) if r["name"] == "back_at_configured_address")
+    assert not rec["passed"] and "/ip4/10.0.0.254/tcp/4004" in rec["detail"]
+    verdict = steps["back_at_configured_address"].check(obs)
+    assert verdict.ok, str(verdict)
+    assert "node3 reached node4 first" in verdict.detail, verdict.detail
+    assert "/ip4/10.0.0.254/tcp/4004" in verdict.detail, verdict.detail
+    # the same run had node4 also dialed node3's private address: that is #1720 again
+    punched = next(e for e in obs.events["node4"] if str(e.remote_addr).endswith("/tcp/4004"))
+    redial = dataclasses.replace(
+        punched, remote_addr="/ip4/172.20.0.13/tcp/4004", direction="outbound"
+    )
+    obs.events["node4"] = [*obs.events["node4"], redial]
+    verdict = steps["back_at_configured_address"].check(obs)
+    assert not verdict.ok and "172.20.0.13" in str(verdict), str(verdict)
