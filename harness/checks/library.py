@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from harness.checks import Check, Observation, Verdict, tcp_endpoint_of
+from harness.checks import Check, Observation, Verdict, ip_of, tcp_endpoint_of
 from harness.checks.outside import direct_through_nats
 from harness.checks.relay import (
     DcutrSeen,
@@ -1155,14 +1155,10 @@ def back_at_configured_address(node: str, relay: str, since: str) -> Check:
         # punch from its own mapping on the same router): an inbound connection from the
         # configured address's host is no address the node chose. It passes when the node
         # dialed nothing else since the cut; its own dials are what #1720 is about.
-        want_ip = (tcp_endpoint_of(want) or ("", 0))[0]
         dialed = sorted({str(e.remote_addr) for e in opened if e.direction == "outbound"})
         dialed_elsewhere = [a for a in dialed if tcp_endpoint_of(a) != tcp_endpoint_of(want)]
         reached = [
-            c
-            for c in live
-            if c.direction == "inbound"
-            and (tcp_endpoint_of(c.remote_addr) or ("", 0))[0] == want_ip
+            c for c in live if c.direction == "inbound" and ip_of(c.remote_addr) == ip_of(want)
         ]
         if not good and reached and held and not dialed_elsewhere:
             at = min(obs.to_t(node, c.opened_at) or t0 for c in reached)

@@ -429,9 +429,6 @@ class Rebound:
     said: str
     testnet: Testnet
 
-    def __str__(self) -> str:
-        return self.said
-
 
 def _rewrite_address(c: Container, old: str, new: str) -> None:
     """Every iptables rule of `c`'s namespace that names `old` names `new` instead."""
@@ -487,14 +484,15 @@ def rebind(testnet: Testnet, net: str, new_ip: str | None = None) -> Rebound:
     docker_ops.must_exec(c, script)
     _rewrite_address(c, old, new_ip)
     res = docker_ops.exec_in(c, ["python3", "-c", _CONNTRACK_FLUSH])
-    linked = sorted(n.name for n in testnet.nodes if any(k.ip == old for k in n.links))
+    after = testnet.rebound(net, new_ip)  # the model decides which link rules moved
+    linked = [a.name for a, b in zip(testnet.nodes, after.nodes, strict=True) if a.links != b.links]
     for name in linked:
         _rewrite_address(_netns(testnet, name), old, new_ip)
     links = f"; pair links of {', '.join(linked)} follow it" if linked else ""
     return Rebound(
         f"rebind {net}: {found.name} public address {old} -> {new_ip}; "
         f"conntrack {res.output.strip() or 'flush failed'}{links}",
-        testnet.rebound(net, new_ip),
+        after,
     )
 
 

@@ -955,9 +955,12 @@ def parse_scenario(
     source: str | None = None,
     impl: str = DEFAULT_IMPL,
     impl_field: str = "--impl",
+    follow_tested_by: bool = True,
 ) -> Scenario:
     """The scenario of a file's text, its topology's unpinned nodes on `impl` (one of
-    IMPL_VARIANTS; `impl_field` names where the value came from in errors)."""
+    IMPL_VARIANTS; `impl_field` names where the value came from in errors). Without
+    `follow_tested_by` a `tested_by:` is read but its target not loaded (loading that
+    target, which must not name one itself)."""
     source = source or _display(file)
     r = _Reader(source)
     try:
@@ -999,7 +1002,11 @@ def parse_scenario(
     if not any(isinstance(s, CheckStep) for s in steps):
         raise r.fail("steps", "no `check:` step", "a scenario reports checks; add at least one")
     check_names = [s.name for s in steps if isinstance(s, CheckStep)]
-    tested_by = _tested_by(r, top.get("tested_by"), name, top["topology"], check_names)
+    tested_by = (
+        _tested_by(r, top.get("tested_by"), name, topology, variant, check_names)
+        if follow_tested_by
+        else (r.text(top["tested_by"], "tested_by") if "tested_by" in top else None)
+    )
     return Scenario(
         name,
         topology,
@@ -1015,7 +1022,9 @@ def parse_scenario(
     )
 
 
-def _tested_by(r: _Reader, raw: Any, name: str, topology: Any, checks: list[str]) -> str | None:
+def _tested_by(
+    r: _Reader, raw: Any, name: str, topology: str, impl: str, checks: list[str]
+) -> str | None:
     """`tested_by: OTHER`: `make test` judges this file's checks in OTHER's run (another
     library scenario on the same topology whose steps hold every check named here), so
     the two do not each bring up a testnet. `sentrynet scenario NAME` still runs this one."""
@@ -1029,18 +1038,20 @@ def _tested_by(r: _Reader, raw: Any, name: str, topology: Any, checks: list[str]
             f"{other!r} is not another library scenario",
             _suggest(other, tuple(k for k in known if k != name), "known"),
         )
-    host_text = yaml.load(known[other].read_text(), Loader=_StrictLoader) or {}
-    if host_text.get("topology") != topology:
+    host = load_scenario(known[other], impl=impl, follow_tested_by=False)
+    if host.tested_by is not None:
         raise r.fail(
             "tested_by",
-            f"{other} runs another topology ({host_text.get('topology')!r})",
+            f"{other} is itself `tested_by: {host.tested_by}`",
+            f"name the scenario that runs the checks ({host.tested_by})",
+        )
+    if host.topology != topology:
+        raise r.fail(
+            "tested_by",
+            f"{other} runs another topology ({host.topology})",
             "name a scenario on the same topology, or drop `tested_by:`",
         )
-    host_checks = set()
-    for step in host_text.get("steps") or []:
-        if isinstance(step, dict) and "check" in step:
-            host_checks.add(step.get("name", step["check"]))
-    missing = [c for c in checks if c not in host_checks]
+    missing = [c for c in checks if c not in host.check_names]
     if missing:
         raise r.fail(
             "tested_by",
@@ -1058,7 +1069,10 @@ def _display(file: Path) -> str:
 
 
 def load_scenario(
-    path: str | Path, impl: str = DEFAULT_IMPL, impl_field: str = "--impl"
+    path: str | Path,
+    impl: str = DEFAULT_IMPL,
+    impl_field: str = "--impl",
+    follow_tested_by: bool = True,
 ) -> Scenario:
     file = Path(path)
     try:
@@ -1067,7 +1081,9 @@ def load_scenario(
         raise ScenarioError(
             str(file), "", f"cannot read: {exc.strerror}", "check the path"
         ) from None
-    return parse_scenario(text, file, impl=impl, impl_field=impl_field)
+    return parse_scenario(
+        text, file, impl=impl, impl_field=impl_field, follow_tested_by=follow_tested_by
+    )
 
 
 def scenario_files(directory: Path = LIBRARY_DIR) -> list[Path]:

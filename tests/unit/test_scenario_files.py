@@ -311,6 +311,7 @@ def test_tested_by_names_a_scenario_on_the_same_topology_holding_every_check() -
         ("port-forward-sentri", "did you mean 'port-forward-sentry'"),
         ("t", "not another library scenario"),
         ("sentry", "runs another topology"),
+        ("hairpin", "is itself `tested_by: port-forward-sentry`"),
     ]:
         exc = error(one_check, head + f"tested_by: {tested_by}\n")
         assert exc.field == "tested_by" and words in str(exc), str(exc)
