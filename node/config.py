@@ -270,6 +270,16 @@ def validate_overrides(
     return out
 
 
+def is_tcp_listen(protos: list[str]) -> bool:
+    """/ip4|ip6/<ip>/tcp/<port>, nothing after."""
+    return len(protos) == 2 and protos[0] in ("ip4", "ip6") and protos[1] == "tcp"
+
+
+def is_quic_listen(protos: list[str]) -> bool:
+    """/ip4|ip6/<ip>/udp/<port>/quic-v1 (QUIC beside TCP, node/overrides/quic_reuse.py)."""
+    return protos[:1] in (["ip4"], ["ip6"]) and protos[1:] == ["udp", "quic-v1"]
+
+
 def _validate(cfg: NodeConfig) -> None:
     if not cfg.node.name:
         raise ConfigError("node.name", "must not be empty")
@@ -284,8 +294,17 @@ def _validate(cfg: NodeConfig) -> None:
     for i, addr in enumerate(cfg.p2p.listen_addrs):
         ma = multiaddr.Multiaddr(addr)
         protos = [p.name for p in ma.protocols()]
-        if protos[:2] != ["ip4", "tcp"] and protos[:2] != ["ip6", "tcp"]:
-            raise ConfigError(f"p2p.listen_addrs[{i}]", f"{addr!r} must be /ip4/<ip>/tcp/<port>")
+        if not (is_tcp_listen(protos) or is_quic_listen(protos)):
+            raise ConfigError(
+                f"p2p.listen_addrs[{i}]",
+                f"{addr!r} must be /ip4/<ip>/tcp/<port> or /ip4/<ip>/udp/<port>/quic-v1",
+            )
+        if i == 0 and not is_tcp_listen(protos):
+            raise ConfigError(
+                "p2p.listen_addrs[0]",
+                f"{addr!r} is not TCP",
+                "list a TCP address first (the node's primary address; QUIC goes beside it)",
+            )
         ip = ma.value_for_protocol(protos[0])
         if ip in ("0.0.0.0", "::"):
             raise ConfigError(

@@ -115,6 +115,7 @@ class Connection(Record):
     peer: str = ""
     remote_addr: str | None = None
     kind: str | None = None  # direct | relayed
+    transport: str | None = None  # tcp | quic | relayed (None: a node before QUIC)
     direction: str | None = None  # inbound | outbound
     opened_at: float | None = None
     relay: str | None = None  # the relay's peer id when relayed

@@ -65,6 +65,7 @@ class ConnInfo:
             peer=str(self.peer),
             remote_addr=self.remote_addr,
             kind=self.kind,
+            transport=transport_of(self.kind, self.remote_addr),
             direction=self.direction,
             opened_at=round(self.opened_at, 4),
             relay=str(self.relay) if self.relay else None,
@@ -107,8 +108,25 @@ def classify(conn: INetConn, circuits: dict[str, ID]) -> tuple[Kind, str, ID | N
                 return "relayed", a, circuits[a]
         raise UnrecordedConnection(f"relayed connection not opened by node/relay: {addrs}")
     if ctype == ConnectionType.DIRECT:
-        return "direct", addrs[0] if addrs else "", None
+        return "direct", direct_addr(addrs[0]) if addrs else "", None
     raise UnrecordedConnection(f"connection of type {ctype} at {addrs}")
+
+
+def direct_addr(addr: str) -> str:
+    """A direct connection's remote address as /status shows it: without the /p2p/<peer>
+    a QUIC dial carries, and a QUIC connection as `quic-v1` (py-libp2p 0.8.1 names an
+    accepted v1 connection's address `/quic`, the draft-29 protocol)."""
+    addr = addr.split("/p2p/", 1)[0]
+    if addr.endswith("/quic"):
+        addr += "-v1"
+    return addr
+
+
+def transport_of(kind: str, remote_addr: str) -> str:
+    """tcp | quic | relayed: what carries a connection."""
+    if kind == "relayed":
+        return "relayed"
+    return "quic" if "/quic" in remote_addr else "tcp"
 
 
 class GuardedNursery:
@@ -285,6 +303,7 @@ class ConnectionTracker(INotifee):
             peer=str(info.peer),
             remote_addr=remote,
             kind=kind,
+            transport=transport_of(kind, remote),
             direction=direction,
         )
         self._close_duplicates(info.peer)  # before subscribers look at the peer

@@ -33,6 +33,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
                      every task of the service, for every gossip message received)
 - multistream_pipeline.py  multistream-select header and first proposal in one flight:
                      one round trip per negotiation (upstream: two)
+- quic_reuse.py      a QUIC dial leaves from the listening UDP socket, so the peer sees the
+                     mapping of our listen port (upstream: a fresh socket per dial)
 Applied by the service that needs it:
 - punch_inbound.py   an accepted connection from an endpoint our DCUtR punch dials is
                      upgraded as the client, the spec's role (upstream: always server;
@@ -70,6 +72,7 @@ from node.overrides.opportunistic_graft import install_no_opportunistic_graft
 from node.overrides.pubsub_batch import install_pubsub_batch
 from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
+from node.overrides.quic_reuse import install_quic_dial_from_listener
 from node.overrides.sender_record import install_sender_record_cache
 from node.overrides.stream_guard import OnHandlerError, install_stream_guard
 from node.overrides.task_parent import install_task_parent_index
@@ -101,4 +104,5 @@ def apply(
     install_task_parent_index()
     install_identify_observed_per_connection(host)
     install_pipelined_multistream(host)
+    install_quic_dial_from_listener()
     return install_identify_hook(host)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetConn
 from libp2p.peer.id import ID
 
-from node.overrides.raw_dial import dial_raw
+from node.overrides.raw_dial import attach, dial_raw
 
 UPGRADE_TIMEOUT_S = 30.0
 
@@ -42,7 +41,6 @@ async def dial_any(
     `timeout` bounds the TCP connect (an unreachable address must not stall the caller);
     a connected socket then gets `upgrade_timeout` for Noise + Yamux, which takes several
     seconds on a loaded machine (cutting it short wastes both sides' work)."""
-    swarm: Any = host.get_network()
     errors: dict[str, str] = {}
     won: list[INetConn] = []
     host.get_peerstore().add_addrs(peer, addrs, 3600)
@@ -51,10 +49,10 @@ async def dial_any(
         stage = "connect"
         try:
             with trio.fail_after(timeout):
-                raw = await dial_raw(host, addr)
+                raw = await dial_raw(host, addr, peer=peer)
             stage = "upgrade"
             with trio.fail_after(upgrade_timeout):
-                conn = await swarm.upgrade_outbound_raw_conn(raw, peer)
+                conn = await attach(host, raw, peer)
         except Exception as exc:
             if isinstance(exc, trio.TooSlowError):
                 limit = timeout if stage == "connect" else upgrade_timeout

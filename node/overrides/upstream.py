@@ -36,6 +36,7 @@ HOST = "libp2p.host.basic_host:BasicHost"
 SWARM = "libp2p.network.swarm:Swarm"
 YAMUX = "libp2p.stream_muxer.yamux.yamux:Yamux"
 UPGRADER = "libp2p.transport.upgrader:TransportUpgrader"
+QUIC_CONN = "libp2p.transport.quic.connection:QUICConnection"
 
 # node/overrides module -> the internals it reaches for, as "module:Owner.attr"
 # ("module:attr" for a module-level name)
@@ -69,7 +70,14 @@ USES: dict[str, list[str]] = {
         "libp2p.transport.manager:TransportManager.transport_for_dialing",
         "libp2p.transport.tcp.tcp:TCP.dial_with_source",
     ],
-    "multi_addr_dial.py": [f"{SWARM}.upgrade_outbound_raw_conn"],
+    "multi_addr_dial.py": [f"{SWARM}.upgrade_outbound_raw_conn", f"{SWARM}.add_conn"],
+    "quic_reuse.py": [
+        f"{QUIC_CONN}._initiate_connection",
+        f"{QUIC_CONN}._client_packet_receiver",
+        f"{QUIC_CONN}._transmit",
+        "libp2p.transport.quic.listener:QUICListener.is_listening",
+        "libp2p.transport.quic.connection_id_registry:ConnectionIDRegistry.register_connection",
+    ],
     "dial_unknown.py": [
         f"{SWARM}.upgrader",
         f"{UPGRADER}.security_multistream",

@@ -33,6 +33,7 @@ FULL: dict[str, Any] = {
             "peer": RELAY,
             "remote_addr": "/ip4/10.0.0.3/tcp/4001",
             "kind": "direct",
+            "transport": "tcp",
             "direction": "outbound",
             "opened_at": 14.0,
             "relay": None,

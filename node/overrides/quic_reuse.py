@@ -1,0 +1,77 @@
+"""QUIC dials leave from the listening UDP socket (port reuse), as hole punching needs.
+
+Upstream (py-libp2p 0.8.1): `QUICConnection._initiate_connection` gives every outbound
+QUIC connection a fresh UDP socket bound to port 0 (and, handed a socket, binds it again
+and fails on an unbound `family`). go-libp2p (quic-go's Transport) and rust-libp2p
+(libp2p-quic's Endpoint) dial from the socket they listen on. It matters behind NAT: the
+peer is known at the router's mapping of its *listen* port (identify's observed address,
+what DCUtR sends in CONNECT); a dial from another port gets another mapping that nobody
+was told, and a port-restricted-cone router drops the other side's punch to it.
+
+Here an outbound QUIC connection of a transport that listens on the dial's address family
+sends through that listener's socket, and the listener routes the answers to it by
+connection ID, as it does for the connections it accepted: the connection's first source
+connection ID is registered with the listener before the first packet leaves, later ones
+by upstream's own ConnectionIdIssued path (it registers with `_listener`), and the
+listener removes it when it ends (upstream's `_notify_parent_of_termination`). The
+connection reads nothing itself (no `_client_packet_receiver`) and never closes the
+socket (`_owns_socket` False). A transport that does not listen dials as upstream does.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from libp2p.transport.quic.connection import QUICConnection
+
+_ORIGINAL_INITIATE = QUICConnection._initiate_connection
+_ORIGINAL_RECEIVER = QUICConnection._client_packet_receiver
+
+
+def listener_for(conn: Any) -> Any | None:
+    """The listener of `conn`'s transport whose socket has the family of the remote
+    address (None: the transport does not listen there)."""
+    transport = getattr(conn, "_transport", None)
+    family = socket.AF_INET6 if ":" in conn._remote_addr[0] else socket.AF_INET
+    for listener in getattr(transport, "_listeners", ()) or ():
+        sock = getattr(listener, "_socket", None)
+        if sock is not None and sock.family == family and listener.is_listening():
+            return listener
+    return None
+
+
+async def _initiate_from_listener(self: Any) -> None:
+    """Upstream's initiation, but through the listener's socket when there is one."""
+    listener = listener_for(self) if self._socket is None else None
+    if listener is None:
+        await _ORIGINAL_INITIATE(self)
+        return
+    cid = self._quic.host_cid
+    self._socket = listener._socket
+    self._owns_socket = False
+    self._listener = listener
+    self._listener_connection_id = cid
+    await listener._registry.register_connection(cid, self, self._remote_addr)
+    self._quic.connect(self._remote_addr, now=time.time())
+    await self._transmit()
+
+
+async def _receive_unless_shared(self: Any) -> None:
+    """A connection on the listener's socket is fed by the listener."""
+    if not self._owns_socket:
+        return
+    await _ORIGINAL_RECEIVER(self)
+
+
+def install_quic_dial_from_listener() -> None:
+    """Class-level, idempotent: every QUIC connection dialed from now on."""
+    QUICConnection._initiate_connection = _initiate_from_listener  # type: ignore[method-assign]
+    QUICConnection._client_packet_receiver = _receive_unless_shared  # type: ignore[method-assign]
+
+
+def uninstall_quic_dial_from_listener() -> None:
+    """Back to upstream (tests show the upstream behaviour with this)."""
+    QUICConnection._initiate_connection = _ORIGINAL_INITIATE  # type: ignore[method-assign]
+    QUICConnection._client_packet_receiver = _ORIGINAL_RECEIVER  # type: ignore[method-assign]
