@@ -81,6 +81,9 @@ class RelaySection:
 class DCUtRSection:
     enabled: bool = True
     max_attempts: int = 3
+    # what a punch dials (node/dcutr/addrs.TRANSPORTS), of those the node listens on: a
+    # scenario that must see a QUIC punch lists only quic
+    transports: tuple[str, ...] = ("tcp", "quic")
 
 
 @dataclass(frozen=True)
@@ -312,6 +315,11 @@ def _validate(cfg: NodeConfig) -> None:
                 f"{addr!r} is a wildcard",
                 "listen on a concrete IP (a wildcard makes reservations carry no addresses)",
             )
+    for i, t in enumerate(cfg.dcutr.transports):
+        if t not in ("tcp", "quic"):
+            raise ConfigError(f"dcutr.transports[{i}]", f"{t!r} is not one of tcp, quic")
+    if not cfg.dcutr.transports:
+        raise ConfigError("dcutr.transports", "must name at least one of tcp, quic")
     positive = {
         "p2p.max_connections": cfg.p2p.max_connections,
         "relay.max_reservations_held": cfg.relay.max_reservations_held,

@@ -27,6 +27,7 @@ from node.events import EventLog
 from node.metrics import Metrics
 from node.overrides.conn_parts import closed_event, direction_of, secured_conn
 from node.overrides.identify import IdentifyHook
+from node.overrides.quic_reuse import direct_addr
 
 if TYPE_CHECKING:
     from libp2p.pubsub.pubsub import Pubsub
@@ -110,16 +111,6 @@ def classify(conn: INetConn, circuits: dict[str, ID]) -> tuple[Kind, str, ID | N
     if ctype == ConnectionType.DIRECT:
         return "direct", direct_addr(addrs[0]) if addrs else "", None
     raise UnrecordedConnection(f"connection of type {ctype} at {addrs}")
-
-
-def direct_addr(addr: str) -> str:
-    """A direct connection's remote address as /status shows it: without the /p2p/<peer>
-    a QUIC dial carries, and a QUIC connection as `quic-v1` (py-libp2p 0.8.1 names an
-    accepted v1 connection's address `/quic`, the draft-29 protocol)."""
-    addr = addr.split("/p2p/", 1)[0]
-    if addr.endswith("/quic"):
-        addr += "-v1"
-    return addr
 
 
 def transport_of(kind: str, remote_addr: str) -> str:

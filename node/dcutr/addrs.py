@@ -28,42 +28,53 @@ from multiaddr import Multiaddr
 MAX_CANDIDATES = 8
 
 
+TRANSPORTS = ("tcp", "quic")  # what DCUtR punches: TCP simultaneous open, QUIC (RFC 9000)
+
+
 @dataclass(frozen=True)
-class TcpEndpoint:
+class Endpoint:
     ip: str
     port: int
+    transport: str = "tcp"  # tcp | quic (QUIC v1 over UDP)
 
     @property
     def family(self) -> int:
         return 6 if ":" in self.ip else 4
 
     def multiaddr(self) -> Multiaddr:
-        return Multiaddr(f"/ip{self.family}/{self.ip}/tcp/{self.port}")
+        return Multiaddr(str(self))
 
     def __str__(self) -> str:
-        return f"/ip{self.family}/{self.ip}/tcp/{self.port}"
+        tail = f"tcp/{self.port}" if self.transport == "tcp" else f"udp/{self.port}/quic-v1"
+        return f"/ip{self.family}/{self.ip}/{tail}"
 
 
-def tcp_endpoint(addr: Multiaddr | str) -> TcpEndpoint | None:
-    """`/ip4|ip6/<ip>/tcp/<port>[/p2p/<id>]` -> endpoint; anything else (circuit, ws, quic,
-    dns) -> None."""
+def endpoint_of(addr: Multiaddr | str) -> Endpoint | None:
+    """`/ip4|ip6/<ip>/tcp/<port>[/p2p/<id>]` or `/ip4|ip6/<ip>/udp/<port>/quic-v1[/p2p/<id>]`
+    -> endpoint; anything else (circuit, ws, draft-29 quic, dns) -> None."""
     try:
         ma = addr if isinstance(addr, Multiaddr) else Multiaddr(addr)
         names = [p.name for p in ma.protocols()]
     except Exception:
         return None
-    if len(names) < 2 or names[0] not in ("ip4", "ip6") or names[1] != "tcp":
+    if len(names) < 2 or names[0] not in ("ip4", "ip6"):
         return None
-    if any(n != "p2p" for n in names[2:]):
+    if names[1] == "tcp":
+        transport, rest = "tcp", names[2:]
+    elif names[1:3] == ["udp", "quic-v1"]:
+        transport, rest = "quic", names[3:]
+    else:
+        return None
+    if any(n != "p2p" for n in rest):
         return None
     try:
         ip = ma.value_for_protocol(names[0])
-        port = int(ma.value_for_protocol("tcp"))
+        port = int(ma.value_for_protocol(names[1]))
     except Exception:
         return None
     if not ip or not 0 < port < 65536:
         return None
-    return TcpEndpoint(str(ip), port)
+    return Endpoint(str(ip), port, transport)
 
 
 def relay_of_circuit(addr: Multiaddr | str) -> str | None:
@@ -76,18 +87,25 @@ def relay_of_circuit(addr: Multiaddr | str) -> str | None:
 
 
 def advertised_endpoints(
-    listen: Iterable[TcpEndpoint], observed: Iterable[TcpEndpoint]
-) -> list[TcpEndpoint]:
-    """Endpoints for our CONNECT: observed IPs at the listen port, else the listen addrs."""
+    listen: Iterable[Endpoint], observed: Iterable[Endpoint]
+) -> list[Endpoint]:
+    """Endpoints for our CONNECT: observed IPs at each listen port (TCP and QUIC: the
+    router's public IP is the same for both), an observed QUIC address as it is (our QUIC
+    dials leave from the listening socket, node/overrides/quic_reuse.py, so it is the
+    mapping of that socket even where the router does not keep the port), else the
+    listen addrs."""
     listen = [e for e in listen if not _ip(e.ip).is_unspecified]
     listen_ips = {e.ip for e in listen}
-    out: list[TcpEndpoint] = []
+    quic_listen = any(e.transport == "quic" for e in listen)
+    out: list[Endpoint] = []
     for obs in observed:
         if obs.ip in listen_ips or not _usable_remote(obs.ip):
             continue
         for lst in listen:
             if lst.family == obs.family:
-                _add(out, TcpEndpoint(obs.ip, lst.port))
+                _add(out, Endpoint(obs.ip, lst.port, lst.transport))
+        if obs.transport == "quic" and quic_listen:
+            _add(out, obs)
     if not out:
         for lst in listen:
             _add(out, lst)
@@ -96,26 +114,32 @@ def advertised_endpoints(
 
 def dial_candidates(
     reported: Iterable[Multiaddr | str],
-    own: Iterable[TcpEndpoint],
-    exclude: Iterable[TcpEndpoint] = (),
-) -> tuple[list[TcpEndpoint], list[str]]:
+    own: Iterable[Endpoint],
+    exclude: Iterable[Endpoint] = (),
+    transports: Iterable[str] = TRANSPORTS,
+) -> tuple[list[Endpoint], list[str]]:
     """Peer-reported addresses -> (endpoints to dial at once, why each other was dropped).
 
-    Dropped: non-TCP/circuit addresses, unspecified/multicast/link-local IPs, loopback
-    unless we listen on loopback ourselves (then we share the host), our own endpoints
-    (a peer behind the same NAT reports our public address too) and `exclude` (the relay).
+    Dropped: anything but TCP and QUIC v1 (circuits, ws, dns), a transport not in
+    `transports` (config `dcutr.transports`) or one we do not listen on,
+    unspecified/multicast/link-local IPs, loopback unless we listen on loopback ourselves
+    (then we share the host), our own endpoints (a peer behind the same NAT reports our
+    public address too) and `exclude` (the relay).
     """
+    allowed = set(transports)
     own = list(own)
     own_set = set(own)
     exclude_set = set(exclude)
     on_loopback = any(_ip(e.ip).is_loopback for e in own)
-    keep: list[TcpEndpoint] = []
+    keep: list[Endpoint] = []
     dropped: list[str] = []
     for addr in reported:
-        ep = tcp_endpoint(addr)
+        ep = endpoint_of(addr)
         why = None
         if ep is None:
-            why = "not ip/tcp"
+            why = "not ip/tcp or ip/udp/quic-v1"
+        elif ep.transport not in allowed:
+            why = f"{ep.transport} not punched (dcutr.transports)"
         elif not _usable_remote(ep.ip):
             why = "unspecified/multicast/link-local"
         elif _ip(ep.ip).is_loopback and not on_loopback:
@@ -126,6 +150,8 @@ def dial_candidates(
             why = "relay address"
         elif not any(o.family == ep.family for o in own):
             why = "no listen address of this IP family"
+        elif not any(o.family == ep.family and o.transport == ep.transport for o in own):
+            why = f"we do not listen on {ep.transport}"
         if why is not None:
             dropped.append(f"{addr} ({why})")
         elif ep is not None:
@@ -133,7 +159,7 @@ def dial_candidates(
     return keep[:MAX_CANDIDATES], dropped
 
 
-def _add(out: list[TcpEndpoint], ep: TcpEndpoint) -> None:
+def _add(out: list[Endpoint], ep: Endpoint) -> None:
     if ep not in out:
         out.append(ep)
 

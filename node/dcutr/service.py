@@ -1,4 +1,4 @@
-"""DCUtR: upgrade a relayed connection to a direct one by TCP simultaneous open.
+"""DCUtR: upgrade a relayed connection to a direct one by TCP simultaneous open or QUIC.
 
 Spec (libp2p relay/DCUtR.md), roles on a relayed connection from A (dialer) to B:
 B, which *received* the relayed connection, is the initiator: it opens `/libp2p/dcutr`,
@@ -7,6 +7,10 @@ dials A after RTT/2. A dials B as soon as SYNC arrives. Both dials leave from th
 port (SO_REUSEPORT, py-libp2p's `dial_with_source`), so each NAT sees an outgoing SYN
 before the other side's SYN arrives and lets it in. On the resulting TCP connection A is
 the client (security/muxer initiator) and B the server, whoever's SYN made it.
+On a QUIC candidate (a node that listens on QUIC and has `quic` in dcutr.transports) B
+sends UDP packets of random bytes instead of dialing and A dials QUIC (_punch_quic, the
+spec's QUIC punch); TCP and QUIC candidates are punched at once, the first direct
+connection ends the attempt.
 
 Why not py-libp2p's `DCUtRProtocol` (0.8.1), which this replaces (we never start it):
 - its auto-drive loop wakes every 2 s and initiates on every relayed connection in *both*
@@ -43,11 +47,11 @@ from multiaddr import Multiaddr
 
 from node.contract import DcutrAttempt
 from node.dcutr.addrs import (
-    TcpEndpoint,
+    Endpoint,
     advertised_endpoints,
     dial_candidates,
+    endpoint_of,
     relay_of_circuit,
-    tcp_endpoint,
 )
 from node.dcutr.wire import (
     CONNECT,
@@ -60,7 +64,8 @@ from node.dcutr.wire import (
 from node.overrides.identify import identify_now
 from node.overrides.observed_addrs import observed_addrs
 from node.overrides.punch_inbound import PunchExpectations, install_punch_inbound
-from node.overrides.raw_dial import dial_raw
+from node.overrides.quic_reuse import send_from_listener
+from node.overrides.raw_dial import attach, dial_raw
 from node.overrides.stream_on import open_stream_on, reset_stream
 
 if TYPE_CHECKING:
@@ -152,7 +157,7 @@ class HolePunchService:
         self.read_timeout_s = READ_TIMEOUT_S
         self.backoff_s = BACKOFF_S
         self.cooldown_s = COOLDOWN_S
-        self._seen_observed: list[TcpEndpoint] = []
+        self._seen_observed: list[Endpoint] = []
         self._observing = False
         self._expected = PunchExpectations()  # replaced by the installed one in run()
 
@@ -335,7 +340,7 @@ class HolePunchService:
     async def _punch(
         self,
         rec: Attempt,
-        cands: list[TcpEndpoint],
+        cands: list[Endpoint],
         dropped: list[str],
         *,
         as_server: bool,
@@ -376,13 +381,15 @@ class HolePunchService:
             )
         return self._fail(rec, reason, detail, last)
 
-    async def _dial(self, peer: ID, ep: TcpEndpoint, as_server: bool, errors: list[str]) -> None:
+    async def _dial(self, peer: ID, ep: Endpoint, as_server: bool, errors: list[str]) -> None:
         rt = self._runtime()
         network: Any = rt.host.get_network()
         source = self._source_for(ep)
         addr = Multiaddr(f"{ep}/p2p/{peer}")
         try:
-            if as_server:
+            if ep.transport == "quic":
+                await self._punch_quic(peer, ep, addr, as_server)
+            elif as_server:
                 # We are B: upgrade as the responder even though we dialed (spec roles on a
                 # simultaneous open; py-libp2p provides exactly this entry point).
                 await network.dial_addr_as_responder(addr, peer, source)
@@ -395,6 +402,20 @@ class HolePunchService:
         except Exception as exc:
             cause = exc.__cause__ or exc
             errors.append(f"{ep}: {type(cause).__name__}: {cause}")
+
+    async def _punch_quic(self, peer: ID, ep: Endpoint, addr: Multiaddr, as_server: bool) -> None:
+        """The spec's QUIC punch: B (the initiator, QUIC server here) sends UDP packets of
+        random bytes to A's address from its listening socket, every 10-200 ms, which opens
+        B's router to A's mapping; A (the responder) dials QUIC at once, from its
+        listening socket (node/overrides/quic_reuse.py), and its client retransmits the
+        Initial until one gets through the hole. Runs until the punch ends (cancelled)."""
+        rt = self._runtime()
+        if as_server:
+            while True:
+                await send_from_listener(rt.host, (ep.ip, ep.port), random.randbytes(64))
+                await trio.sleep(random.uniform(0.01, 0.2))
+        raw = await dial_raw(rt.host, addr, peer=peer)
+        await attach(rt.host, raw, peer)
 
     # -- outcomes --
     def _start(self, peer: ID, role: str, k: int) -> Attempt:
@@ -504,10 +525,10 @@ class HolePunchService:
             while dialer.in_flight(peer):
                 await trio.sleep(0.05)
 
-    def _observed(self) -> list[TcpEndpoint]:
+    def _observed(self) -> list[Endpoint]:
         """External endpoints identify reported for us (any observer count), remembered:
         upstream forgets an observation when the connection that carried it closes."""
-        for e in map(tcp_endpoint, observed_addrs(self._runtime().host)):
+        for e in map(endpoint_of, observed_addrs(self._runtime().host)):
             if e is not None and e not in self._seen_observed:
                 self._seen_observed.append(e)
         return list(self._seen_observed)
@@ -539,15 +560,23 @@ class HolePunchService:
         finally:
             self._observing = False
 
+    def _punched(self) -> tuple[str, ...]:
+        """The transports this node punches on (config dcutr.transports)."""
+        return tuple(self._runtime().config.dcutr.transports)
+
     def _our_addrs(self) -> list[bytes]:
         host: Any = self._runtime().host
-        listen = [e for e in map(tcp_endpoint, host.get_transport_addrs()) if e]
+        listen = [
+            e
+            for e in map(endpoint_of, host.get_transport_addrs())
+            if e and e.transport in self._punched()
+        ]
         observed = self._observed()
         return [e.multiaddr().to_bytes() for e in advertised_endpoints(listen, observed)]
 
     def _candidates(
         self, obs: list[bytes], info: ConnInfo | None
-    ) -> tuple[list[TcpEndpoint], list[str]]:
+    ) -> tuple[list[Endpoint], list[str]]:
         host: Any = self._runtime().host
         reported: list[Multiaddr | str] = []
         bad: list[str] = []
@@ -556,9 +585,9 @@ class HolePunchService:
                 reported.append(Multiaddr(raw))
             except Exception:
                 bad.append(f"{raw[:32]!r} (not a multiaddr)")
-        own = [e for e in map(tcp_endpoint, host.get_transport_addrs()) if e]
-        own += [e for e in map(tcp_endpoint, _decode(self._our_addrs())) if e]
-        exclude: list[TcpEndpoint] = []
+        own = [e for e in map(endpoint_of, host.get_transport_addrs()) if e]
+        own += [e for e in map(endpoint_of, _decode(self._our_addrs())) if e]
+        exclude: list[Endpoint] = []
         relay = (str(info.relay) if info and info.relay else None) or (
             relay_of_circuit(info.remote_addr) if info else None
         )
@@ -566,18 +595,18 @@ class HolePunchService:
             try:
                 exclude = [
                     e
-                    for e in map(tcp_endpoint, host.get_peerstore().addrs(ID.from_base58(relay)))
+                    for e in map(endpoint_of, host.get_peerstore().addrs(ID.from_base58(relay)))
                     if e
                 ]
             except Exception:
                 exclude = []
-        cands, dropped = dial_candidates(reported, own, exclude)
+        cands, dropped = dial_candidates(reported, own, exclude, self._punched())
         return cands, bad + dropped
 
-    def _source_for(self, ep: TcpEndpoint) -> tuple[str, int] | None:
+    def _source_for(self, ep: Endpoint) -> tuple[str, int] | None:
         host: Any = self._runtime().host
-        for e in map(tcp_endpoint, host.get_transport_addrs()):
-            if e is not None and e.family == ep.family:
+        for e in map(endpoint_of, host.get_transport_addrs()):
+            if e is not None and e.family == ep.family and e.transport == "tcp":
                 return (e.ip, e.port)
         return None
 

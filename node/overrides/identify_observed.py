@@ -9,6 +9,8 @@ instead of the TCP address we see it at, so the peer never learns its hole-punch
 address on exactly the connections DCUtR creates (a rust-libp2p peer records observed
 addresses per connection; shown in tests/interop/test_interop.py). go- and rust-libp2p
 report the remote address of the connection the identify stream is on.
+On a QUIC connection upstream's observed address is `/ip4/<ip>/tcp/<port>` (its
+`_remote_address_to_multiaddr` knows only TCP); we report `/ip4/<ip>/udp/<port>/quic-v1`.
 
 We keep upstream's handler and its rule for relayed connections, and restrict the lookup
 to the stream's own connection: the handler is wrapped so the stream's muxed connection is
@@ -25,6 +27,8 @@ import libp2p.identity.identify.identify as identify_mod
 from libp2p.abc import IHost, INetStream
 from libp2p.identity.identify.identify import ID as IDENTIFY_ID
 from multiaddr import Multiaddr
+
+from node.overrides.quic_reuse import direct_addr
 
 _upstream_prefer = identify_mod._prefer_circuit_addr
 _stream_conn: contextvars.ContextVar[Any] = contextvars.ContextVar("identify_stream_conn")
@@ -52,6 +56,10 @@ def circuit_addr_of_this_connection(
         for addr in addrs:
             if "/p2p-circuit" in str(addr):
                 return addr if isinstance(addr, Multiaddr) else fallback
+        for addr in addrs:
+            if "/udp/" in str(addr) and "/quic" in str(addr):
+                # upstream writes every observed address as /tcp/<port>, a QUIC one too
+                return Multiaddr(direct_addr(str(addr)))
         return fallback
     return fallback
 

@@ -25,9 +25,20 @@ import time
 from typing import Any
 
 from libp2p.transport.quic.connection import QUICConnection
+from libp2p.transport.quic.transport import QUICTransport
 
 _ORIGINAL_INITIATE = QUICConnection._initiate_connection
 _ORIGINAL_RECEIVER = QUICConnection._client_packet_receiver
+
+
+def direct_addr(addr: str) -> str:
+    """A direct connection's remote address as the node reports it: without the /p2p/<peer>
+    a QUIC dial carries, and a QUIC v1 connection as `quic-v1` (py-libp2p 0.8.1 names an
+    accepted one's address `/quic`, which is the draft-29 protocol)."""
+    addr = addr.split("/p2p/", 1)[0]
+    if addr.endswith("/quic"):
+        addr += "-v1"
+    return addr
 
 
 def listener_for(conn: Any) -> Any | None:
@@ -63,6 +74,25 @@ async def _receive_unless_shared(self: Any) -> None:
     if not self._owns_socket:
         return
     await _ORIGINAL_RECEIVER(self)
+
+
+async def send_from_listener(host: Any, dest: tuple[str, int], data: bytes) -> None:
+    """One UDP datagram from the host's QUIC listening socket (DCUtR's QUIC punch: the
+    packet opens our router's mapping of that socket to `dest`). Raises ConnectionError
+    when the host does not listen on QUIC in that address family."""
+    family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
+    for transport in _quic_transports(host):
+        for listener in getattr(transport, "_listeners", ()) or ():
+            sock = getattr(listener, "_socket", None)
+            if sock is not None and sock.family == family and listener.is_listening():
+                await sock.sendto(data, dest)
+                return
+    raise ConnectionError(f"no QUIC listener to send from to {dest[0]}")
+
+
+def _quic_transports(host: Any) -> list[Any]:
+    manager = host.get_network().transport_manager
+    return [t for t in manager.get_transports() if isinstance(t, QUICTransport)]
 
 
 def install_quic_dial_from_listener() -> None:

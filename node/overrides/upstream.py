@@ -77,6 +77,8 @@ USES: dict[str, list[str]] = {
         f"{QUIC_CONN}._transmit",
         "libp2p.transport.quic.listener:QUICListener.is_listening",
         "libp2p.transport.quic.connection_id_registry:ConnectionIDRegistry.register_connection",
+        "libp2p.transport.manager:TransportManager.get_transports",
+        f"{SWARM}.transport_manager",
     ],
     "dial_unknown.py": [
         f"{SWARM}.upgrader",

@@ -31,22 +31,31 @@ def conns(st: dict[str, Any], peer: str, kind: str) -> list[dict[str, Any]]:
 
 
 def build(
-    lab: NatLab, symmetric: bool, dcutr: dict[str, Any] | None = None
+    lab: NatLab, symmetric: bool, dcutr: dict[str, Any] | None = None, quic: bool = False
 ) -> tuple[LabNode, LabNode, Router, Router]:
+    """With `quic`, L and D also listen on QUIC at the p2p port (the relay and the relayed
+    connection stay TCP)."""
     relay_host = lab.add_public_host("relay")
     r1 = lab.add_router("r1")
     r2 = lab.add_router("r2", symmetric=symmetric)
     p2p = {"discovery": False}
     relay = lab.start_node(relay_host, p2p=p2p, relay={"enabled": True, "mode": "server"})
     client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
+
+    def listen(h: Host) -> dict[str, Any]:
+        tcp = f"/ip4/{h.ip}/tcp/{P2P_PORT}"
+        return {"listen_addrs": [tcp, f"/ip4/{h.ip}/udp/{P2P_PORT}/quic-v1"]} if quic else {}
+
+    l_host = lab.add_private_host("l", r1)
     listener = lab.start_node(
-        lab.add_private_host("l", r1), p2p=p2p, relay=client, dcutr=dcutr or {}
+        l_host, p2p={**p2p, **listen(l_host)}, relay=client, dcutr=dcutr or {}
     )
     wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
     circuit = f"{relay.full_addr}/p2p-circuit/p2p/{listener.peer_id}"
+    d_host = lab.add_private_host("d", r2)
     dialer = lab.start_node(
-        lab.add_private_host("d", r2),
-        p2p={**p2p, "persistent_peers": [circuit]},
+        d_host,
+        p2p={**p2p, **listen(d_host), "persistent_peers": [circuit]},
         relay=client,
         dcutr=dcutr or {},
     )
@@ -103,6 +112,41 @@ def test_cone_nat_hole_punch_upgrades_to_direct(nat_lab: NatLab) -> None:
         )  # fmt: skip
     print(
         f"\nDCUtR upgrade through cone NAT: {row['duration_s']:.3f}s "
+        f"(relayed RTT {row['rtt_s']:.3f}s, attempt {row['attempt']})"
+    )
+
+
+def test_cone_nat_hole_punch_over_quic(nat_lab: NatLab) -> None:
+    """The same punch over QUIC only (dcutr.transports = [quic]): L, the initiator, sends
+    UDP packets of random bytes from its listening socket, D dials QUIC from its own; the
+    direct connection is QUIC between the routers' public addresses at the listen port
+    (only possible through the holes those packets opened: the routers drop unsolicited
+    inbound UDP as they do TCP)."""
+    listener, dialer, r1, r2 = build(nat_lab, symmetric=False, dcutr={"transports": ["quic"]},
+                                     quic=True)  # fmt: skip
+    lid, did = listener.peer_id, dialer.peer_id
+    try:
+        wait_for(dialer, lambda s: conns(s, lid, "relayed"), "relayed connection to L", 60)
+        row = wait_for(
+            listener,
+            lambda s: [r for r in rows(s, did) if r["outcome"] == "succeeded"],
+            "DCUtR success on L",
+            60,
+        )[-1]
+        wait_for(dialer, lambda s: not conns(s, lid, "relayed"), "relayed leg closed on D", 30)
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, dialer)}") from None
+    d_on_l = conns(listener.status(), did, "direct")
+    l_on_d = conns(dialer.status(), lid, "direct")
+    assert [(c["remote_addr"], c["transport"], c["direction"]) for c in d_on_l] == [
+        (f"/ip4/{r2.public_ip}/udp/{P2P_PORT}/quic-v1", "quic", "inbound")
+    ], d_on_l
+    assert [(c["remote_addr"], c["transport"], c["direction"]) for c in l_on_d] == [
+        (f"/ip4/{r1.public_ip}/udp/{P2P_PORT}/quic-v1", "quic", "outbound")
+    ], l_on_d
+    assert row["role"] == "initiator" and row["addr"] == d_on_l[0]["remote_addr"]
+    print(
+        f"\nDCUtR upgrade over QUIC through cone NAT: {row['duration_s']:.3f}s "
         f"(relayed RTT {row['rtt_s']:.3f}s, attempt {row['attempt']})"
     )
 

@@ -6,11 +6,11 @@ import pytest
 import trio
 
 from node.dcutr.addrs import (
-    TcpEndpoint,
+    Endpoint,
     advertised_endpoints,
     dial_candidates,
+    endpoint_of,
     relay_of_circuit,
-    tcp_endpoint,
 )
 from node.dcutr.wire import CONNECT, SYNC, DcutrMessageError, decode, encode, read_message
 
@@ -18,8 +18,8 @@ RELAY = "12D3KooWRq4tRSFbyyCGmKVZrnMvtuR1VYcrhnZAqWMm2vMpmJqt"
 PEER = "12D3KooWBmwkafWE2fqfzS96VoTZ3QZ2zCPDVxzC4xnuYMUdMahe"
 
 
-def ep(s: str) -> TcpEndpoint:
-    e = tcp_endpoint(s)
+def ep(s: str) -> Endpoint:
+    e = endpoint_of(s)
     assert e is not None
     return e
 
@@ -35,18 +35,22 @@ def test_relay_of_circuit_reads_the_id_before_p2p_circuit() -> None:
     assert relay_of_circuit("/ip4/10.0.0.3/tcp/4001") is None
 
 
-def test_tcp_endpoint_accepts_only_ip_tcp() -> None:
-    assert tcp_endpoint(f"/ip4/1.2.3.4/tcp/4001/p2p/{PEER}") == TcpEndpoint("1.2.3.4", 4001)
-    assert tcp_endpoint("/ip6/::1/tcp/5") == TcpEndpoint("::1", 5)
+def test_endpoint_accepts_ip_tcp_and_quic_v1_only() -> None:
+    assert endpoint_of(f"/ip4/1.2.3.4/tcp/4001/p2p/{PEER}") == Endpoint("1.2.3.4", 4001)
+    assert endpoint_of("/ip6/::1/tcp/5") == Endpoint("::1", 5)
+    quic = endpoint_of(f"/ip4/1.2.3.4/udp/4001/quic-v1/p2p/{PEER}")
+    assert quic == Endpoint("1.2.3.4", 4001, "quic")
+    assert str(quic) == "/ip4/1.2.3.4/udp/4001/quic-v1"
     for bad in (
         f"/p2p/{RELAY}/p2p-circuit/p2p/{PEER}",
         "/ip4/1.2.3.4/tcp/4001/ws",
-        "/ip4/1.2.3.4/udp/4001/quic-v1",
+        "/ip4/1.2.3.4/udp/4001/quic",  # draft-29
+        "/ip4/1.2.3.4/udp/4001",
         "/dns4/example.test/tcp/1",
         "/ip4/1.2.3.4/tcp/0",
         "not a multiaddr",
     ):
-        assert tcp_endpoint(bad) is None, bad
+        assert endpoint_of(bad) is None, bad
 
 
 def test_advertise_observed_ip_at_listen_port() -> None:
@@ -54,6 +58,33 @@ def test_advertise_observed_ip_at_listen_port() -> None:
     observed = [ep("/ip4/100.64.0.11/tcp/53124")]  # port of the relay connection's socket
     got = advertised_endpoints(listen, observed)
     assert got == [ep("/ip4/100.64.0.11/tcp/4001")]  # private listen addr not advertised
+
+
+def test_advertise_observed_ip_at_each_listen_port_and_the_observed_quic_mapping() -> None:
+    listen = [ep("/ip4/10.1.0.2/tcp/4001"), ep("/ip4/10.1.0.2/udp/4001/quic-v1")]
+    # a TCP observation (ephemeral socket) gives the public IP for both transports; a QUIC
+    # one is the listening socket's own mapping (dials reuse it): kept as it is
+    observed = [ep("/ip4/100.64.0.11/tcp/53124"), ep("/ip4/100.64.0.11/udp/61000/quic-v1")]
+    assert advertised_endpoints(listen, observed) == [
+        ep("/ip4/100.64.0.11/tcp/4001"),
+        ep("/ip4/100.64.0.11/udp/4001/quic-v1"),
+        ep("/ip4/100.64.0.11/udp/61000/quic-v1"),
+    ]
+    # a node that does not listen on QUIC advertises no QUIC observation
+    assert advertised_endpoints(listen[:1], observed) == [ep("/ip4/100.64.0.11/tcp/4001")]
+
+
+def test_dial_candidates_keep_the_transports_we_listen_on_and_punch() -> None:
+    reported = ["/ip4/100.64.0.11/tcp/4001", "/ip4/100.64.0.11/udp/4001/quic-v1"]
+    both = [ep("/ip4/10.2.0.2/tcp/4001"), ep("/ip4/10.2.0.2/udp/4001/quic-v1")]
+    keep, _ = dial_candidates(reported, both)
+    assert [c.transport for c in keep] == ["tcp", "quic"]
+    keep, dropped = dial_candidates(reported, both, transports=("quic",))
+    assert [c.transport for c in keep] == ["quic"]
+    assert dropped == ["/ip4/100.64.0.11/tcp/4001 (tcp not punched (dcutr.transports))"]
+    keep, dropped = dial_candidates(reported, both[:1])
+    assert [c.transport for c in keep] == ["tcp"]
+    assert dropped == ["/ip4/100.64.0.11/udp/4001/quic-v1 (we do not listen on quic)"]
 
 
 def test_advertise_listen_addrs_without_observations() -> None:
