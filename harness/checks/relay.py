@@ -392,16 +392,24 @@ def relayed_circuit(obs: Observation) -> Verdict:
 # ---------------------------------------------------------------------------------------
 # DCUtR
 # ---------------------------------------------------------------------------------------
-def _direct_across_nat(obs: Observation, h: PairHistory) -> tuple[bool, str]:
+def _direct_across_nat(
+    obs: Observation, h: PairHistory, transport: str | None = None
+) -> tuple[bool, str]:
     """Is a direct a-b connection going through both NATs (remote = the peer's router)?
+    With `transport` (tcp | quic) only a connection the nodes report on that transport
+    counts.
 
     Evidence: a node's /status connection whose remote address is the peer's router; else,
     for nodes that serve no API, the routers' conntrack and the nodes' TCP tables
     (harness/checks/outside.py). The outside evidence, when present, is named as well."""
-    outside = direct_through_nats(obs, h.a, h.b)
+    outside = [] if transport is not None else direct_through_nats(obs, h.a, h.b)
     seen_outside = f" [outside: {outside[0]}]" if outside else ""
     notes = []
     for me, c in h.direct_now:
+        if transport is not None and c.transport != transport:
+            other = h.b if me == h.a else h.a
+            notes.append(f"{me} reaches {other} over {c.transport or 'tcp'}, not {transport}")
+            continue
         other = h.b if me == h.a else h.a
         ip = ip_of(c.remote_addr)
         router = obs.router_of_ip(ip)
@@ -528,7 +536,19 @@ def dcutr_upgrade_pair(a: str, b: str) -> Check:
     return check
 
 
-def _dcutr_upgrade(obs: Observation, pairs: list[tuple[str, str]]) -> Verdict:
+def dcutr_upgrade_over(transport: str) -> Check:
+    """dcutr_upgrade, and the direct connection is on `transport` (tcp | quic) at both ends'
+    /status: a QUIC punch, not a TCP one beside it."""
+
+    def check(obs: Observation) -> Verdict:
+        return _dcutr_upgrade(obs, obs.cross_pairs(obs.validators()), transport)
+
+    return check
+
+
+def _dcutr_upgrade(
+    obs: Observation, pairs: list[tuple[str, str]], transport: str | None = None
+) -> Verdict:
     hist = [h for h in (pair_history(obs, a, b) for a, b in pairs) if h.had_relayed or h.dcutr_ok]
     if not hist:
         return Verdict(
@@ -539,9 +559,9 @@ def _dcutr_upgrade(obs: Observation, pairs: list[tuple[str, str]]) -> Verdict:
     seen = []
     best: tuple[int, str] | None = None
     for h in hist:
-        across, how = _direct_across_nat(obs, h)
+        across, how = _direct_across_nat(obs, h, transport)
         blind = not obs.nodes[h.a].has_api and not obs.nodes[h.b].has_api
-        if blind and across and h.had_relayed and not h.relayed_now:
+        if blind and transport is None and across and h.had_relayed and not h.relayed_now:
             # neither end can report DCUtR; routers that drop unsolicited inbound let a
             # connection through both only by a simultaneous open: a hole punch
             detail = (

@@ -657,7 +657,12 @@ def _node(
         peer_id=keys[spec.name].peer_id,
         addresses=dict(spec.addresses),
         control_ip=control_ip,
-        listen_addrs=tuple(_tcp(ip, spec.p2p_port) for ip in spec.addresses.values()),
+        listen_addrs=tuple(_tcp(ip, spec.p2p_port) for ip in spec.addresses.values())
+        + tuple(
+            f"/ip4/{ip}/udp/{spec.p2p_port}/quic-v1"
+            for ip in spec.addresses.values()
+            if "quic" in spec.transports
+        ),
         p2p_port=spec.p2p_port,
         api_url=f"http://{control_ip}:{API_PORT}",
         relay_mode=spec.relay_mode,

@@ -31,6 +31,8 @@ File format (see scenarios/sentry.yaml and docs/topology.md)::
         api: sentrynet                # sentrynet | none (judged from outside)
         image: myorg/node:1.2         # anyone's own node: an image on this engine, with
         command: [node, --listen, "{listen}", --relay, "{relay_servers}"]  # placeholders
+        transports: [tcp, quic]       # optional (default [tcp]): quic also listens on
+                                      # UDP at the p2p port, QUIC v1 (python nodes only)
 
 One NAT router is derived for each private network whose nat is not `none` (`router-<net>`);
 its addresses are reserved here so nodes never collide with them: the private side takes the
@@ -135,7 +137,9 @@ NODE_KEYS = (
     "api",
     "image",
     "command",
+    "transports",
 )
+TRANSPORTS = ("tcp", "quic")  # `transports:`: tcp always, quic beside it (python nodes)
 # Extra node config (`config:`) is validated by the node's own schema (node/config.py
 # validate_overrides, docs/contracts.md section 1). These node.toml keys render derives from
 # the topology, so `config:` cannot set them: each names the topology field to use instead
@@ -227,6 +231,7 @@ class NodeSpec:
     api: str = "sentrynet"  # sentrynet | none (APIS)
     image: str | None = None  # anyone's own node: an image on this engine
     command: tuple[str, ...] | None = None  # its command, COMMAND_PLACEHOLDERS expanded
+    transports: tuple[str, ...] = ("tcp",)  # what it listens on at p2p_port (TRANSPORTS)
 
     @property
     def is_relay_server(self) -> bool:
@@ -951,6 +956,7 @@ def _node_spec(
         impl = "image"
     api = c.choice(spec.get("api", "none" if image else "sentrynet"), f"{path}.api", APIS)
     serve_sync = c.boolean(spec.get("serve_sync", True), f"{path}.serve_sync")
+    transports = _transports(c, f"{path}.transports", spec.get("transports", ["tcp"]), impl)
     port = spec.get("p2p_port", P2P_PORT)
     if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
         raise c.fail(
@@ -983,7 +989,28 @@ def _node_spec(
         api=api,
         image=image,
         command=command,
+        transports=transports,
     )
+
+
+def _transports(c: _Checker, path: str, value: Any, impl: str) -> tuple[str, ...]:
+    """`transports:` checked: a list of TRANSPORTS with tcp in it (the node's primary
+    address and every relay and peer address are TCP); quic only on our python node."""
+    if not isinstance(value, list) or not value:
+        raise c.fail(path, f"expected a list like [tcp, quic], got {value!r}")
+    for i, t in enumerate(value):
+        c.choice(t, f"{path}[{i}]", TRANSPORTS)
+    if "tcp" not in value:
+        raise c.fail(
+            path, "tcp is missing", "keep tcp (relays and peers are dialed on TCP): [tcp, quic]"
+        )
+    if "quic" in value and impl != "python":
+        raise c.fail(
+            path,
+            f"quic on a node with impl: {impl}",
+            "QUIC is offered by sentrynet's python node only: drop quic, or use impl: python",
+        )
+    return tuple(t for t in TRANSPORTS if t in value)
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:

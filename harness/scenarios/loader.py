@@ -141,6 +141,9 @@ CHECKS: dict[str, CheckKind] = {
     "dcutr_upgrade_between": CheckKind(
         relay_checks.dcutr_upgrade_between, {"impl_a": Arg("impl"), "impl_b": Arg("impl")}
     ),
+    "dcutr_upgrade_over": CheckKind(
+        relay_checks.dcutr_upgrade_over, {"transport": Arg("transport")}
+    ),
     "dcutr_upgrade_pair": CheckKind(
         relay_checks.dcutr_upgrade_pair, {"a": Arg("node"), "b": Arg("node")}
     ),
@@ -268,6 +271,7 @@ PERTURB_ARGS: dict[str, dict[str, Arg]] = {
 }
 
 EXPECTS = ("holds", "fails", "impossible")
+TRANSPORTS = ("tcp", "quic")  # what a node listens on (topology `transports:`)
 REACH_KEYS = ("relayed_circuit", "cross_network_sync")  # what analyse-reach records
 KINDS = ("check", "wait", "perturb", "action", "mark", "repeat", "background")
 TOP_KEYS = ("name", "description", "topology", "conclusion", "impls", "tested_by", "steps")
@@ -544,6 +548,8 @@ class _Reader(FieldReader):
             return None if value is None else self.text(value, path)
         if k == "impl":
             return self.choice(value, path, IMPLS, "impl")
+        if k == "transport":
+            return self.choice(value, path, TRANSPORTS, "transport")
         if k == "probe_mode":
             return self.choice(value, path, actions.PROBE_MODES, "probe mode")
         if k == "network":

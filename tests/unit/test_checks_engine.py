@@ -189,8 +189,10 @@ def test_every_scenario_is_defined_with_its_checks() -> None:
         "advertised-addrs",
         "port-forward-sentry",
         "hairpin",
+        "quic-cone",
     }
     assert "dcutr_fails" in names["symmetric-nat"]
+    assert "dcutr_quic" in names["quic-cone"]
     assert {"back_at_configured_address", "consensus_after"} <= set(names["port-forward-sentry"])
     assert {"hairpin", "forward_from_outside"} <= set(names["hairpin"])
     assert names["mixed-relay"] == names["sentry"]

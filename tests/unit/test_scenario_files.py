@@ -52,6 +52,7 @@ LIBRARY = {
     "advertised-addrs",
     "port-forward-sentry",
     "hairpin",
+    "quic-cone",
 }
 
 
