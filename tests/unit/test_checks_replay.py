@@ -74,3 +74,25 @@ def test_a_relay_that_reaches_the_node_first_is_not_a_redial_elsewhere() -> None
     obs.events["node4"] = [*obs.events["node4"], redial]
     verdict = steps["back_at_configured_address"].check(obs)
     assert not verdict.ok and "172.20.0.13" in str(verdict), str(verdict)
+
+
+def test_a_tcp_punch_does_not_pass_for_a_quic_one() -> None:
+    """quic-cone's run, with every direct connection's transport rewritten to tcp (what a
+    node that punched TCP beside QUIC would report): dcutr_quic fails and says so."""
+    doc = json.loads((REPLAY_DIR / "quic-cone.json").read_text())
+    step = next(
+        s
+        for s in scenarios.get("quic-cone").steps
+        if isinstance(s, CheckStep) and s.name == "dcutr_quic"
+    )
+    rec, obs = next((r, o) for r, o in replayed(doc) if r["name"] == "dcutr_quic")
+    assert rec["passed"] and step.check(obs).ok
+    for name, st in obs.status.items():
+        conns = [
+            dataclasses.replace(c, transport="tcp") if c.transport == "quic" else c
+            for c in st.connections
+        ]
+        obs.status[name] = dataclasses.replace(st, connections=tuple(conns))
+    verdict = step.check(obs)
+    assert not verdict.ok, str(verdict)
+    assert "over tcp, not quic" in verdict.detail, verdict.detail
