@@ -69,12 +69,13 @@ def _explain(lab: NatLab, *nodes: LabNode) -> str:
     return "\n".join(out)
 
 
-def test_cone_nat_hole_punch_upgrades_to_direct(nat_lab: NatLab) -> None:
-    listener, dialer, r1, r2 = build(nat_lab, symmetric=False)
+def _upgraded(lab: NatLab, listener: LabNode, dialer: LabNode) -> dict[str, Any]:
+    """Wait until D reaches L relayed, L's DCUtR succeeds and both close the relayed leg;
+    L's success row. On a timeout: the lab and both log tails."""
     lid, did = listener.peer_id, dialer.peer_id
     try:
         wait_for(dialer, lambda s: conns(s, lid, "relayed"), "relayed connection to L", 60)
-        row = wait_for(
+        row: dict[str, Any] = wait_for(
             listener,
             lambda s: [r for r in rows(s, did) if r["outcome"] == "succeeded"],
             "DCUtR success on L",
@@ -83,7 +84,14 @@ def test_cone_nat_hole_punch_upgrades_to_direct(nat_lab: NatLab) -> None:
         wait_for(dialer, lambda s: not conns(s, lid, "relayed"), "relayed leg closed on D", 30)
         wait_for(listener, lambda s: not conns(s, did, "relayed"), "relayed leg closed on L", 30)
     except WaitTimeout as exc:
-        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, dialer)}") from None
+        raise AssertionError(f"{exc}\n{_explain(lab, listener, dialer)}") from None
+    return row
+
+
+def test_cone_nat_hole_punch_upgrades_to_direct(nat_lab: NatLab) -> None:
+    listener, dialer, r1, r2 = build(nat_lab, symmetric=False)
+    lid, did = listener.peer_id, dialer.peer_id
+    row = _upgraded(nat_lab, listener, dialer)
 
     # direct between the two routers' public addresses, listen ports preserved by the NAT:
     # only possible through the hole each side's outgoing SYN opened in its own router
@@ -125,17 +133,7 @@ def test_cone_nat_hole_punch_over_quic(nat_lab: NatLab) -> None:
     listener, dialer, r1, r2 = build(nat_lab, symmetric=False, dcutr={"transports": ["quic"]},
                                      quic=True)  # fmt: skip
     lid, did = listener.peer_id, dialer.peer_id
-    try:
-        wait_for(dialer, lambda s: conns(s, lid, "relayed"), "relayed connection to L", 60)
-        row = wait_for(
-            listener,
-            lambda s: [r for r in rows(s, did) if r["outcome"] == "succeeded"],
-            "DCUtR success on L",
-            60,
-        )[-1]
-        wait_for(dialer, lambda s: not conns(s, lid, "relayed"), "relayed leg closed on D", 30)
-    except WaitTimeout as exc:
-        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, dialer)}") from None
+    row = _upgraded(nat_lab, listener, dialer)
     d_on_l = conns(listener.status(), did, "direct")
     l_on_d = conns(dialer.status(), lid, "direct")
     assert [(c["remote_addr"], c["transport"], c["direction"]) for c in d_on_l] == [

@@ -435,6 +435,31 @@ def test_known_nodes_are_abbreviated_as_a_range(tmp_path: Path) -> None:
             "use e.g. 1.0",
         ),
         *FORWARD_ERRORS,
+        # transports: QUIC beside TCP (tests/unit/test_topology_transports.py)
+        (
+            lambda d: d["nodes"]["node0"].update(transports=["quic"]),
+            "nodes.node0.transports",
+            "tcp is missing",
+            "[tcp, quic]",
+        ),
+        (
+            lambda d: d["nodes"]["node0"].update(transports=["tcp", "quick"]),
+            "nodes.node0.transports[1]",
+            "'quick' is not one of tcp, quic",
+            "did you mean 'quic'?",
+        ),
+        (
+            lambda d: d["nodes"]["node0"].update(transports="quic"),
+            "nodes.node0.transports",
+            "expected a list like [tcp, quic]",
+            "",
+        ),
+        (
+            lambda d: d["nodes"]["node0"].update(impl="rust", transports=["tcp", "quic"]),
+            "nodes.node0.transports",
+            "quic on a node with impl: rust",
+            "use impl: python",
+        ),
     ],
 )
 def test_validation_error_names_field_problem_and_fix(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_topology import BASE, error_for, write
+from test_topology import BASE, write
 
 from harness.model.testnet import build_testnet
 from harness.model.topology import load_topology
@@ -35,44 +35,6 @@ def test_quic_listens_beside_tcp_at_the_same_port(tmp_path: Path) -> None:
         }
     )
     assert cfg.p2p.listen_addrs[1].endswith("/quic-v1")
-
-
-@pytest.mark.parametrize(
-    ("mutate", "field", "problem", "fix"),
-    [
-        (
-            lambda d: d["nodes"]["node0"].update(transports=["quic"]),
-            "nodes.node0.transports",
-            "tcp is missing",
-            "[tcp, quic]",
-        ),
-        (
-            lambda d: d["nodes"]["node0"].update(transports=["tcp", "quick"]),
-            "nodes.node0.transports[1]",
-            "'quick' is not one of tcp, quic",
-            "did you mean 'quic'?",
-        ),
-        (
-            lambda d: d["nodes"]["node0"].update(transports="quic"),
-            "nodes.node0.transports",
-            "expected a list like [tcp, quic]",
-            "",
-        ),
-        (
-            lambda d: d["nodes"]["node0"].update(impl="rust", transports=["tcp", "quic"]),
-            "nodes.node0.transports",
-            "quic on a node with impl: rust",
-            "use impl: python",
-        ),
-    ],
-)
-def test_transports_errors_name_the_field_and_the_fix(
-    tmp_path: Path, mutate: Any, field: str, problem: str, fix: str
-) -> None:
-    err = error_for(tmp_path, mutate)
-    assert err.field == field, str(err)
-    assert problem in err.problem, str(err)
-    assert fix in err.fix, str(err)
 
 
 @pytest.mark.parametrize(
