@@ -41,11 +41,10 @@ def direct_addr(addr: str) -> str:
     return addr
 
 
-def listener_for(conn: Any) -> Any | None:
-    """The listener of `conn`'s transport whose socket has the family of the remote
-    address (None: the transport does not listen there)."""
-    transport = getattr(conn, "_transport", None)
-    family = socket.AF_INET6 if ":" in conn._remote_addr[0] else socket.AF_INET
+def listener_on(transport: Any, remote_ip: str) -> Any | None:
+    """The listener of a QUIC `transport` whose socket has `remote_ip`'s address family
+    (None: the transport does not listen there)."""
+    family = socket.AF_INET6 if ":" in remote_ip else socket.AF_INET
     for listener in getattr(transport, "_listeners", ()) or ():
         sock = getattr(listener, "_socket", None)
         if sock is not None and sock.family == family and listener.is_listening():
@@ -55,7 +54,8 @@ def listener_for(conn: Any) -> Any | None:
 
 async def _initiate_from_listener(self: Any) -> None:
     """Upstream's initiation, but through the listener's socket when there is one."""
-    listener = listener_for(self) if self._socket is None else None
+    transport = getattr(self, "_transport", None)
+    listener = listener_on(transport, self._remote_addr[0]) if self._socket is None else None
     if listener is None:
         await _ORIGINAL_INITIATE(self)
         return
@@ -80,13 +80,11 @@ async def send_from_listener(host: Any, dest: tuple[str, int], data: bytes) -> N
     """One UDP datagram from the host's QUIC listening socket (DCUtR's QUIC punch: the
     packet opens our router's mapping of that socket to `dest`). Raises ConnectionError
     when the host does not listen on QUIC in that address family."""
-    family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
     for transport in _quic_transports(host):
-        for listener in getattr(transport, "_listeners", ()) or ():
-            sock = getattr(listener, "_socket", None)
-            if sock is not None and sock.family == family and listener.is_listening():
-                await sock.sendto(data, dest)
-                return
+        listener = listener_on(transport, dest[0])
+        if listener is not None:
+            await listener._socket.sendto(data, dest)
+            return
     raise ConnectionError(f"no QUIC listener to send from to {dest[0]}")
 
 
