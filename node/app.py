@@ -144,6 +144,7 @@ class Node:
             "peer_id": "",
             "listen_addrs": list(self.cfg.p2p.listen_addrs),
             "advertised_addrs": [],
+            "observed_addrs": [],
             "reservations": [],
             "relay_candidates": [],
             "connections": [],
@@ -160,6 +161,9 @@ class Node:
         doc["peer_id"] = str(rt.host.get_id())
         doc["listen_addrs"] = [str(a) for a in rt.host.get_transport_addrs()]
         doc["advertised_addrs"] = [str(a) for a in rt.host.get_addrs()]
+        hole_punch = rt.services.get("dcutr")
+        if isinstance(hole_punch, HolePunchService):
+            doc["observed_addrs"] = hole_punch.observed_addrs()
         doc["connections"] = self.tracker.snapshot()
         if self.relay_client is not None:
             doc["reservations"] = self.relay_client.reservations_json()

@@ -237,6 +237,10 @@ class Status(Record):
     peer_id: str = ""
     listen_addrs: tuple[str, ...] = ()
     advertised_addrs: tuple[str, ...] = ()
+    # where peers saw us over direct connections (identify), at our listen ports: what a
+    # DCUtR CONNECT offers; a private address only means no peer outside our network has
+    # told us yet
+    observed_addrs: tuple[str, ...] = ()
     reservations: tuple[Reservation, ...] = ()
     relay_candidates: tuple[RelayCandidate, ...] = ()
     connections: tuple[Connection, ...] = ()

@@ -119,8 +119,10 @@ class NodeDialer:
         return self.tracker.is_live(conn)
 
     def existing(self, peer: ID) -> list[INetConn]:
-        conns = sorted(self.tracker.for_peer(peer), key=lambda c: (c.kind != "direct", c.seq))
-        return [c.conn for c in conns]
+        return sorted((c.conn for c in self.tracker.for_peer(peer)), key=self.preference)
+
+    def preference(self, conn: INetConn) -> tuple[bool, int]:
+        return self.tracker.preference(conn)
 
     def _settled(self, peer: ID, conn: INetConn) -> INetConn:
         """The connection that survives duplicate closing (ours, or the peer's dial)."""

@@ -178,9 +178,15 @@ class ConnectionTracker(INotifee):
         with self._lock:
             return not conn.is_closed and id(conn) not in self._doomed
 
+    def preference(self, conn: INetConn) -> tuple[bool, int]:
+        """Sort key, best first: direct before relayed, then the oldest (an untracked
+        connection last)."""
+        info = self.info(conn)
+        return (info.kind != "direct", info.seq) if info is not None else (True, 1 << 62)
+
     def best(self, peer: ID) -> ConnInfo | None:
         """The connection to use for peer: direct before relayed, then the oldest."""
-        conns = sorted(self.for_peer(peer), key=lambda c: (c.kind != "direct", c.seq))
+        conns = sorted(self.for_peer(peer), key=lambda c: self.preference(c.conn))
         return conns[0] if conns else None
 
     def for_peer(self, peer: ID) -> list[ConnInfo]:

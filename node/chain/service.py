@@ -91,8 +91,8 @@ SYNC_POLL_S = 2.0  # how often connected peers' tips are asked for
 # asks only this many peers, least recently asked first: it is a safety net for missed
 # gossip, and asking every peer every SYNC_POLL_S made the poll the largest per-connection
 # cost of a node (32 peers: 16 status requests a second out, 16 in). Behind, stalled, or
-# woken by a hint, every peer is asked.
-SYNC_POLL_SAMPLE = 4
+# woken by a hint, every peer is asked. 4 -> 2 (docs/bench.md, 2026-12-05).
+SYNC_POLL_SAMPLE = 2
 STATUS_GRACE_S = 1.5  # after the first tip answer, how long slower peers may take
 SETTLE_QUIET_S = 6.0  # no new peer for this long: longer than a peer-exchange round (5 s)
 SETTLE_MAX_S = 30.0  # the initial catch-up never waits longer than this for the peer set

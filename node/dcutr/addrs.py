@@ -112,6 +112,18 @@ def advertised_endpoints(
     return out[:MAX_CANDIDATES]
 
 
+def external_observations(
+    observed: Iterable[Endpoint], listen: Iterable[Endpoint]
+) -> list[Endpoint]:
+    """The observations that show a NAT in front of us: those at an IP that is not one of
+    our own. A peer on our own network (a neighbour, a relay homed on our network too)
+    reports our private listen address; that says nothing about the router's public side,
+    and a node that took it for its observed address offered only private addresses in
+    CONNECT (advertised_endpoints falls back to the listen addresses)."""
+    own = {e.ip for e in listen}
+    return [e for e in observed if e.ip not in own]
+
+
 def dial_candidates(
     reported: Iterable[Multiaddr | str],
     own: Iterable[Endpoint],

@@ -51,6 +51,7 @@ from node.dcutr.addrs import (
     advertised_endpoints,
     dial_candidates,
     endpoint_of,
+    external_observations,
     relay_of_circuit,
 )
 from node.dcutr.wire import (
@@ -82,6 +83,8 @@ MAX_TIMEOUT_S = 60.0  # cap of an RTT-scaled timeout (attempts stay bounded)
 RTT_FACTOR = 4.0  # a CONNECT/SYNC exchange may take this many relayed RTTs
 SETTLE_S = 30.0  # at most this long for dials to the peer in flight before initiating
 OBSERVE_WAIT_S = 10.0  # at most this long for an observed address before CONNECT
+PLAIN_DIAL_S = 3.0  # a plain dial of the peer when we have no external address to offer
+OBSERVE_ASK_EVERY_S = 30.0  # ask a peer (on one connection) for our address this seldom
 BACKOFF_S = 1.0  # before attempt k+1: BACKOFF_S * 2**(k-1), +-20 % jitter
 COOLDOWN_S = 120.0  # after max_attempts failures, leave the peer alone this long
 # How long the relayed connection stays after a success. Not 1 s: the peer may still be in
@@ -131,6 +134,19 @@ class Attempt:
         ).to_json()
 
 
+def peers_to_ask(direct: list[ID], relays: set[ID], asked: dict[ID, float], now: float) -> list[ID]:
+    """Directly connected peers to ask for our observed address: each once, relays first
+    (the likeliest to see our router's public side), none asked within
+    OBSERVE_ASK_EVERY_S (`asked`: peer -> when)."""
+    out: list[ID] = []
+    for p in direct:
+        recent = p in asked and now - asked[p] < OBSERVE_ASK_EVERY_S
+        if p not in out and not recent:
+            out.append(p)
+    out.sort(key=lambda p: p not in relays)
+    return out
+
+
 @dataclass
 class _Peer:
     driving: bool = False
@@ -159,6 +175,7 @@ class HolePunchService:
         self.cooldown_s = COOLDOWN_S
         self._seen_observed: list[Endpoint] = []
         self._observing = False
+        self._asked: dict[ID, float] = {}  # peer -> when identify last told us our address
         self._expected = PunchExpectations()  # replaced by the installed one in run()
 
     # -- Service --
@@ -182,6 +199,9 @@ class HolePunchService:
         st = self._peer(info.peer)
         if info.kind == "direct":
             st.direct.set()
+            self._asked.pop(info.peer, None)  # a new connection: its observer may see anew
+            if not self._observed_external():
+                self._nursery().start_soon(self._observe_from, info.peer)
         elif info.direction == "inbound" and self._live(info):
             self._nursery().start_soon(self._drive, info)
         else:
@@ -197,14 +217,18 @@ class HolePunchService:
         st.driving = True
         try:
             await self._settle(peer)
-            await self._ensure_observed()
             k = 1
             while k <= self.max_attempts:
                 info = self._newest_relayed(peer) or info
                 if self._has_direct(peer) or not self._live(info):
                     return
+                # before every attempt: a public peer may have become reachable since the
+                # last one, or the observation it made may have gone with its connection
+                await self._ensure_observed()
                 last = k == self.max_attempts
                 rec = self._start(peer, "initiator", k)
+                if not self._observed_external() and await self._dial_plainly(rec, peer):
+                    return
                 ok = False  # stays False when the scope is cancelled before _initiate returns
                 with trio.CancelScope() as scope:
                     st.initiating = scope
@@ -225,6 +249,25 @@ class HolePunchService:
         finally:
             st.driving = False
 
+    async def _dial_plainly(self, rec: Attempt, peer: ID) -> bool:
+        """No peer outside our network has told us our address (our relay is on our own
+        network, say), so a CONNECT could offer only private addresses: the peer cannot
+        dial us back, and no simultaneous open can happen. The one way to a direct
+        connection is the peer being reachable (a public node that reached us through a
+        circuit): dial it as an ordinary client (an ephemeral port), bounded, before the
+        exchange. Not during the punch: with the peer dialing us at the same moment the
+        two connections cross, and in one CI run both closed (the duplicate rule's close
+        and a second one not explained yet; tests/node/test_dcutr.py)."""
+        rt = self._runtime()
+        with trio.move_on_after(PLAIN_DIAL_S):
+            with contextlib.suppress(Exception):
+                await rt.dialer.dial_direct(peer, timeout=PLAIN_DIAL_S)
+        if not self._has_direct(peer):
+            rec.mark("plain_dial")
+            return False
+        rec.detail = "no external address to offer; the peer was reachable by a plain dial"
+        return self._succeed(rec)
+
     async def _initiate(self, rec: Attempt, peer: ID, info: ConnInfo, last: bool) -> bool:
         rt = self._runtime()
         timeout = self._timeout(info)
@@ -238,6 +281,10 @@ class HolePunchService:
             return self._fail_unless_gone(rec, info, "stream_failed", detail, last)
         rec.mark("stream")
         try:
+            # whether this CONNECT offers a public address of ours decides below whether
+            # we punch: an observation that arrives during the exchange comes too late for
+            # the peer, which dials only what we offered
+            public = bool(self._observed_external())
             await write_message(stream, CONNECT, self._our_addrs(), timeout)
             sent = time.monotonic()
             try:
@@ -253,7 +300,16 @@ class HolePunchService:
             await write_message(stream, SYNC, None, timeout)
             rec.mark("sync")
             await trio.sleep(rec.rtt_s / 2)
-            return await self._punch(rec, cands, dropped, as_server=True, last=last, rtt=rec.rtt_s)
+            held = [] if public else cands
+            return await self._punch(
+                rec,
+                [c for c in cands if c not in held],
+                dropped,
+                as_server=True,
+                last=last,
+                rtt=rec.rtt_s,
+                held=held,
+            )
         except Exception as exc:
             return self._fail_unless_gone(
                 rec, info, "stream_failed", f"{type(exc).__name__}: {exc}", last
@@ -302,7 +358,7 @@ class HolePunchService:
                 await reset_stream(stream)
                 return
             rec = self._start(peer, "responder", self._responder_count(peer) + 1)
-            if not self._observed_any():
+            if not self._observed_external():
                 with trio.move_on_after(min(OBSERVE_WAIT_S, timeout / 2)):
                     await self._ensure_observed()
             cands, dropped = self._candidates(list(connect.ObsAddrs), info)
@@ -346,10 +402,23 @@ class HolePunchService:
         as_server: bool,
         last: bool,
         rtt: float = 0.0,
+        held: list[Endpoint] | None = None,
     ) -> bool:
         """Dial every candidate at once from our listen port; succeed on the first direct
         connection to the peer, however it came (our dial, theirs, or one merged TCP
-        simultaneous open). One punch per peer at a time (see _Peer.punch)."""
+        simultaneous open). One punch per peer at a time (see _Peer.punch).
+
+        `held`: candidates the initiator does not dial, because no peer outside its
+        network has told it its address (its plain dial before the exchange, which
+        reaches a peer that needs no punch, did not connect). Behind a NAT a punch could
+        not work (the CONNECT we sent offered only private addresses), and each punch SYN left a
+        half-open entry for our listen port in our router for two minutes: the peer's SYN
+        of the next attempt then matched that entry, reached our listener, and its answer
+        (a new sequence number) was dropped by the router as out of window; every retry
+        with that peer failed (tests/docker/test_multihost.py, the b nodes; routers'
+        conntrack in SYN_SENT2, our dial refused with EADDRNOTAVAIL, the listener
+        holding the 4-tuple). Without a NAT no punch is needed: the peer's own dial
+        reaches our listener."""
         peer = ID.from_base58(rec.peer)
         st = self._peer(peer)
         if self._has_direct(peer):
@@ -369,7 +438,14 @@ class HolePunchService:
                     nursery.cancel_scope.cancel()
         if self._has_direct(peer):
             return self._succeed(rec)
-        if not cands:
+        if held:
+            reason = "no_public_address"
+            detail = (
+                f"no direct connection within {window:.1f}s: the peer's dial did not reach us, "
+                "and we did not dial " + ", ".join(str(c) for c in held) + " since no peer "
+                "outside our network has told us our public address yet"
+            )
+        elif not cands:
             reason = "no_candidates"
             detail = "peer reported no dialable address: " + "; ".join(dropped or ["none"])
         else:
@@ -533,32 +609,68 @@ class HolePunchService:
                 self._seen_observed.append(e)
         return list(self._seen_observed)
 
-    def _observed_any(self) -> bool:
-        return bool(self._observed())
+    def _observed_external(self) -> list[Endpoint]:
+        """Our observed addresses that show the NAT (addrs.external_observations). Only
+        these end the wait for an observation. Seen with network b on a second Docker host
+        (tests/docker/test_multihost.py): the public relay was unreachable for the seconds
+        the overlay took to converge, so the first attempts ran while only peers on the
+        node's own network had observed it (in one run an observation from the relay had
+        also gone with a connection closed as a duplicate: upstream drops an observation
+        with its connection). The node took their report of its private address as
+        "observed", offered that address alone in CONNECT, and every punch to it failed
+        until the cooldown outlasted the check."""
+        host: Any = self._runtime().host
+        listen = [e for e in map(endpoint_of, host.get_transport_addrs()) if e]
+        return external_observations(self._observed(), listen)
 
     async def _ensure_observed(self) -> None:
-        """No observed address yet (identify with a directly connected peer not finished,
-        or its connection closed): ask a directly connected peer — a relay first, it sees
-        our router's public IP — with identify, once, bounded."""
-        if self._observed_any() or self._observing:
+        """No external observation (identify with a directly connected peer not finished,
+        its connection closed, or only peers on our own network asked): ask directly
+        connected peers with identify, a relay first (it is the likeliest to see our
+        router's public IP), bounded. A peer is asked again only on a new connection or
+        after OBSERVE_ASK_EVERY_S, so a node with no NAT (whose every observer reports
+        its listen IP) does not ask for each hole punch."""
+        if self._observed_external() or self._observing:
             return
         rt = self._runtime()
-        direct = [c.peer for c in rt.connections.all() if c.kind == "direct"]
         client = rt.relay_client
-        relays = client.relays_held() if client is not None else set()
-        direct.sort(key=lambda p: p not in relays)
+        direct = peers_to_ask(
+            [c.peer for c in rt.connections.all() if c.kind == "direct"],
+            client.relays_held() if client is not None else set(),
+            self._asked,
+            time.monotonic(),
+        )
         if not direct:
             return
         self._observing = True
         try:
             with trio.move_on_after(OBSERVE_WAIT_S):
-                for p in direct[:3]:
+                for p in direct:
+                    self._asked[p] = time.monotonic()
                     with contextlib.suppress(Exception):
                         await identify_now(rt.host, p, reason="dcutr-observed-addr")
-                    if self._observed_any():
+                    if self._observed_external():
                         return
         finally:
             self._observing = False
+
+    async def _observe_from(self, peer: ID) -> None:
+        """A new direct connection and no external observation: ask that peer now, also
+        while _ensure_observed is asking others (it chose them before this connection
+        existed). Upstream runs identify once per peer, not per connection: a peer first
+        reached through a circuit is not asked again when a direct connection to it opens,
+        and the circuit told us nothing (an observation over a relayed connection is the
+        relay's side of the pipe)."""
+        if self._observed_external():
+            return
+        self._asked[peer] = time.monotonic()
+        with contextlib.suppress(Exception), trio.move_on_after(OBSERVE_WAIT_S):
+            await identify_now(self._runtime().host, peer, reason="dcutr-observed-addr")
+
+    def observed_addrs(self) -> list[str]:
+        """/status `observed_addrs`: where peers have seen us (identify over direct
+        connections, remembered), what CONNECT offers at our listen ports."""
+        return [str(e.multiaddr()) for e in self._observed()]
 
     def _punched(self) -> tuple[str, ...]:
         """The transports this node punches on (config dcutr.transports)."""

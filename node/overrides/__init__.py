@@ -27,6 +27,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
                      verified once per change (upstream: on every pubsub RPC)
 - yamux_window.py    a Yamux window update per half window read, as go-yamux sends
                      (upstream: one per read)
+- yamux_env.py       Yamux's PY_YAMUX_* variables read once (upstream: from os.environ
+                     on every stream read)
 - stream_guard.py    a stream handler that raises resets its stream and is counted
                      (upstream: the exception ends the connection and the node)
 - task_parent.py     a new service task finds its parent by a lookup (upstream walks
@@ -76,6 +78,7 @@ from node.overrides.quic_reuse import install_quic_dial_from_listener
 from node.overrides.sender_record import install_sender_record_cache
 from node.overrides.stream_guard import OnHandlerError, install_stream_guard
 from node.overrides.task_parent import install_task_parent_index
+from node.overrides.yamux_env import install_yamux_env_once
 from node.overrides.yamux_window import install_yamux_window_hysteresis
 
 
@@ -101,6 +104,7 @@ def apply(
     install_no_opportunistic_graft(pubsub.router)
     install_sender_record_cache()
     install_yamux_window_hysteresis()
+    install_yamux_env_once()
     install_task_parent_index()
     install_identify_observed_per_connection(host)
     install_pipelined_multistream(host)

@@ -16,6 +16,17 @@ connections the node keeps: it leaves out a duplicate being closed
 duplicate would be visible for a moment before the node judged it: `usable` registers
 such a connection with the node's tracker on the spot. Upstream would open streams on
 a duplicate and they would die with it.
+
+It also lists them best first (direct before relayed, then the oldest), the order the
+swarm's default `best` selection opens streams in. Upstream code that takes
+`get_connections(peer)[0]` as "the" connection then means the one its stream ran on:
+`BasicHost._identify_peer` opens its stream with `new_stream` (direct preferred) but
+judges whether the connection is relayed, and records the observation against it, by
+`connections[0]`, the oldest. A peer that reached us through a circuit first and directly
+afterwards (DCUtR, or a public peer behind an overlay that was still converging) then
+told us our address over the direct connection and upstream threw it away as a relayed
+observation: the node never learnt its router's public address and offered only its
+private one in every DCUtR CONNECT (tests/docker/test_multihost.py, the b nodes).
 """
 
 from __future__ import annotations
@@ -37,6 +48,10 @@ class DialRoute(Protocol):
         """Join or start the one direct dial to peer."""
         ...
 
+    def preference(self, conn: INetConn) -> tuple[bool, int]:
+        """Sort key of a connection, best first (the order `existing` lists)."""
+        ...
+
     def usable(self, conn: INetConn) -> bool:
         """Not a duplicate being closed (registers a connection the tracker missed)."""
         ...
@@ -51,7 +66,7 @@ def route_dial_peer(host: IHost, route: DialRoute) -> None:
         if peer_id is None:
             return conns
         keep = [c for c in conns if route.usable(c)]
-        return keep or conns
+        return sorted(keep, key=route.preference) if keep else conns
 
     swarm.get_connections = get_connections
 

@@ -120,6 +120,11 @@ USES: dict[str, list[str]] = {
         "libp2p.stream_muxer.yamux.yamux:YamuxStream.target_recv_window",
         "libp2p.stream_muxer.yamux.yamux:Yamux.stream_buffers",
     ],
+    "yamux_env.py": [
+        "libp2p.stream_muxer.yamux.yamux:_py_yamux_env",
+        "libp2p.stream_muxer.yamux.yamux:_py_yamux_env_set",
+        "libp2p.stream_muxer.yamux.yamux:os",
+    ],
     "stream_guard.py": [f"{SWARM}.common_stream_handler"],
     "pubsub_batch.py": [
         "libp2p.pubsub.pubsub:Pubsub.handle_sending_messages",

@@ -245,10 +245,17 @@ def test_closing_the_relayed_leg_keeps_the_connection_to_the_relay(tmp_path: Pat
                     if (e["type"] == "connection_closed" and e["peer"] == rid)
                     or e["type"] == "reservation_expired"
                 ]  # fmt: skip
-                if lost:  # whole, with every event field (pytest shortens an assert's repr)
+                if lost:  # whole, with every event field (pytest shortens an assert's repr),
+                    # and who closed it: the relay's and this node's log tails (the cause
+                    # is not found yet; a CI run's directory is gone by the time one looks)
+                    tails = "\n".join(
+                        f"--- {n.name} log tail\n{n.log_tail(25)}" for n in (relay, node)
+                    )
                     pytest.fail(
                         f"{node.name} lost its relay connection: "
-                        + "; ".join(json.dumps(e, sort_keys=True) for e in lost),
+                        + "; ".join(json.dumps(e, sort_keys=True) for e in lost)
+                        + "\n"
+                        + tails,
                         pytrace=False,
                     )
         for node in (listener, dialer):

@@ -194,6 +194,16 @@ def test_symmetric_nat_fails_with_reason_stays_relayed_bounded(nat_lab: NatLab) 
     assert len(started(listener, did)) == max_attempts
 
 
+def _relay_and_listener(lab: NatLab, relay_host: Host, router: Router) -> tuple[LabNode, LabNode]:
+    """A relay server on `relay_host`, and L behind `router` holding a reservation on it."""
+    p2p = {"discovery": False}
+    relay = lab.start_node(relay_host, p2p=p2p, relay={"enabled": True, "mode": "server"})
+    client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
+    listener = lab.start_node(lab.add_private_host("l", router), p2p=p2p, relay=client)
+    wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
+    return relay, listener
+
+
 def test_public_peer_reaching_us_through_a_circuit_ends_direct_without_failures(
     nat_lab: NatLab,
 ) -> None:
@@ -204,10 +214,7 @@ def test_public_peer_reaching_us_through_a_circuit_ends_direct_without_failures(
     relay_host = nat_lab.add_public_host("relay")
     r1 = nat_lab.add_router("r1")
     p2p = {"discovery": False}
-    relay = nat_lab.start_node(relay_host, p2p=p2p, relay={"enabled": True, "mode": "server"})
-    client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
-    listener = nat_lab.start_node(nat_lab.add_private_host("l", r1), p2p=p2p, relay=client)
-    wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
+    relay, listener = _relay_and_listener(nat_lab, relay_host, r1)
     circuit = f"{relay.full_addr}/p2p-circuit/p2p/{listener.peer_id}"
     public = nat_lab.start_node(
         nat_lab.add_public_host("p"),
@@ -229,6 +236,84 @@ def test_public_peer_reaching_us_through_a_circuit_ends_direct_without_failures(
     assert not failed, failed
     d = conns(listener.status(), pid, "direct")[0]
     assert public.host is not None and d["remote_addr"].startswith(f"/ip4/{public.host.ip}/"), d
+
+
+def test_public_peer_first_reached_through_a_circuit_tells_us_our_public_address(
+    nat_lab: NatLab,
+) -> None:
+    """The b nodes' case in tests/docker/test_multihost.py. L, behind the cone router r1,
+    holds its reservation on a relay homed on r1's LAN and the public segment (its
+    network's sentry), which sees L's private address and so tells L nothing about r1. A
+    public peer P reaches L through that relay; L initiates DCUtR and ends direct to P.
+    P, over that direct connection, is the first peer that can tell L where r1 maps it,
+    and L must learn it: /status observed_addrs shows r1's public address (what L's next
+    CONNECT offers). Before node/overrides/dial_peer.py listed direct connections first,
+    upstream identify judged P's report by the older relayed connection and dropped it;
+    L offered only its private address in every CONNECT and no a<->b pair was punched."""
+    r1 = nat_lab.add_router("r1")
+    relay_host = nat_lab.add_dual_host("relay", r1)
+    p2p = {"discovery": False}
+    relay, listener = _relay_and_listener(nat_lab, relay_host, r1)
+    via_public = f"/ip4/{relay_host.public_ip}/tcp/{P2P_PORT}/p2p/{relay.peer_id}"
+    public = nat_lab.start_node(
+        nat_lab.add_public_host("p"),
+        p2p={**p2p, "persistent_peers": [f"{via_public}/p2p-circuit/p2p/{listener.peer_id}"]},
+    )
+    pid = public.peer_id
+    mapped = f"/ip4/{r1.public_ip}/"
+    try:
+        wait_for(listener, lambda s: conns(s, pid, "direct"), "L direct to P", 60)
+        wait_for(
+            listener,
+            lambda s: [a for a in s["observed_addrs"] if a.startswith(mapped)],
+            f"L observed at {mapped}... (r1's public address)",
+            30,
+        )
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, public)}") from None
+
+
+def test_initiator_without_a_public_address_does_not_punch_and_says_why(nat_lab: NatLab) -> None:
+    """L, behind r1, has only a relay on r1's LAN to observe it, so it does not know r1's
+    public address; D, behind r2, reaches L through that relay (its public side). L, the
+    initiator, dials D plainly (it cannot reach D, which is behind NAT) and must not
+    punch: its SYNs from the listen port could not be answered and would leave half-open
+    entries in r1 that break the next attempt. The attempt fails with reason
+    no_public_address, and r1 holds no flow from L's listen port to r2."""
+    r1, r2 = nat_lab.add_router("r1"), nat_lab.add_router("r2")
+    relay_host = nat_lab.add_dual_host("relay", r1)
+    p2p = {"discovery": False}
+    relay, listener = _relay_and_listener(nat_lab, relay_host, r1)
+    via_public = f"/ip4/{relay_host.public_ip}/tcp/{P2P_PORT}/p2p/{relay.peer_id}"
+    d_host = nat_lab.add_private_host("d", r2)
+    dialer = nat_lab.start_node(
+        d_host,
+        p2p={**p2p, "persistent_peers": [f"{via_public}/p2p-circuit/p2p/{listener.peer_id}"]},
+        relay={"enabled": True, "mode": "client", "relay_servers": [via_public]},
+    )
+    did = dialer.peer_id
+    try:
+        failed = wait_for(
+            listener,
+            lambda s: [r for r in rows(s, did) if r["outcome"] == "failed"],
+            "L's first attempt to fail",
+            60,
+        )
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, dialer)}") from None
+    assert [r["reason"] for r in failed] == ["no_public_address"], failed
+    assert "no peer outside our network" in failed[0]["detail"], failed[0]
+    assert not [a for a in listener.status()["observed_addrs"] if r1.public_ip in a]
+    flows = r1.exec("cat", "/proc/net/nf_conntrack", check=False).stdout
+    # the first sport= of a flow is its original direction's: L's side
+    punched = [
+        line
+        for line in flows.splitlines()
+        if f"dst={r2.public_ip} " in line
+        and "sport=" in line
+        and line.split("sport=")[1].split()[0] == str(P2P_PORT)
+    ]
+    assert not punched, punched
 
 
 # -- a dual-homed public peer (relay-failover's restarted sentry) ---------------------

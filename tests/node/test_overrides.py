@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1125,3 +1126,35 @@ def test_full_mesh_of_eight_keeps_every_host_at_d_low_or_more() -> None:
         lambda sizes: all(GOSSIP_D_LOW <= k <= GOSSIP_D_HIGH for k in sizes),
     )
     assert min(lowest) >= GOSSIP_D_LOW, lowest
+
+
+def test_upstream_reads_yamux_env_on_every_call_override_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Upstream looks PY_YAMUX_* up in os.environ at every call, on every stream read; the
+    override reads each once (a node's environment does not change while it runs)."""
+    from node.overrides import yamux_env
+
+    lookups = [0]
+    environ = dict(os.environ, PY_YAMUX_SN_TEST="a")
+
+    class CountingEnviron(dict[str, str]):
+        def get(self, key: str, default: Any = None) -> Any:
+            lookups[0] += 1
+            return super().get(key, default)
+
+    counting = CountingEnviron(environ)
+    monkeypatch.setattr(os, "environ", counting)
+    for _ in range(100):
+        assert yamux_env.upstream_py_yamux_env("SN_TEST") == "a"
+    assert lookups[0] == 100  # upstream: one environment lookup per call
+    counting["PY_YAMUX_SN_TEST"] = "b"
+    assert yamux_env.upstream_py_yamux_env("SN_TEST") == "b"  # ... and it sees changes
+
+    yamux_env.py_yamux_env_once.cache_clear()
+    counting["PY_YAMUX_SN_TEST"] = "a"
+    lookups[0] = 0
+    for _ in range(100):
+        assert yamux_env.py_yamux_env_once("SN_TEST") == "a"
+    assert lookups[0] == 1  # ours: one lookup for the life of the process
+    yamux_env.py_yamux_env_once.cache_clear()

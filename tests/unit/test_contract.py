@@ -18,6 +18,7 @@ FULL: dict[str, Any] = {
     "peer_id": PEER,
     "listen_addrs": ["/ip4/172.20.0.10/tcp/4001"],
     "advertised_addrs": [f"/ip4/10.0.0.3/tcp/4001/p2p/{RELAY}/p2p-circuit"],
+    "observed_addrs": ["/ip4/10.0.0.254/tcp/4001"],
     "reservations": [
         {
             "relay": RELAY,

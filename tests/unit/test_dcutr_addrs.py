@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 import trio
+from libp2p.peer.id import ID
 
 from node.dcutr.addrs import (
     Endpoint,
     advertised_endpoints,
     dial_candidates,
     endpoint_of,
+    external_observations,
     relay_of_circuit,
 )
+from node.dcutr.service import OBSERVE_ASK_EVERY_S, peers_to_ask
 from node.dcutr.wire import CONNECT, SYNC, DcutrMessageError, decode, encode, read_message
 
 RELAY = "12D3KooWRq4tRSFbyyCGmKVZrnMvtuR1VYcrhnZAqWMm2vMpmJqt"
@@ -92,6 +95,31 @@ def test_advertise_listen_addrs_without_observations() -> None:
     assert advertised_endpoints(listen, []) == [ep("/ip4/127.0.0.5/tcp/4001")]
     # an observation equal to our listen IP means no NAT: same answer
     assert advertised_endpoints(listen, [ep("/ip4/127.0.0.5/tcp/9")]) == [listen[0]]
+
+
+def test_only_an_observation_at_another_ip_than_ours_shows_the_nat() -> None:
+    # node4 of the sentry testnet with network b on a second host: its public observer's
+    # connection had closed, its relay (homed on network b too) and its neighbours saw
+    # 172.21.0.14, and it offered only that in CONNECT. That is not an observed address.
+    listen = [ep("/ip4/172.21.0.14/tcp/4001")]
+    private = [ep("/ip4/172.21.0.14/tcp/4001"), ep("/ip4/172.21.0.14/tcp/51234")]
+    assert external_observations(private, listen) == []
+    assert advertised_endpoints(listen, private) == listen  # what it offered
+    public = ep("/ip4/10.0.0.253/tcp/20546")
+    assert external_observations([*private, public], listen) == [public]
+    assert advertised_endpoints(listen, [*private, public]) == [ep("/ip4/10.0.0.253/tcp/4001")]
+    # a dual-homed node is observed at one of its own IPs on either side: no NAT
+    dual = [ep("/ip4/172.20.0.13/tcp/4001"), ep("/ip4/10.0.0.3/tcp/4001")]
+    assert external_observations(dual, dual) == []
+
+
+def test_peers_asked_for_our_address_relays_first_each_once_not_again_soon() -> None:
+    relay, a, b = (ID(bytes([0, 1, i])) for i in (1, 2, 3))
+    assert peers_to_ask([a, relay, a, b], {relay}, {}, now=100.0) == [relay, a, b]
+    asked = {relay: 100.0}
+    assert peers_to_ask([a, relay, b], {relay}, asked, now=101.0) == [a, b]
+    later = 100.0 + OBSERVE_ASK_EVERY_S
+    assert peers_to_ask([a, relay, b], {relay}, asked, now=later) == [relay, a, b]
 
 
 def test_dial_candidates_filter() -> None:
