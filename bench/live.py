@@ -162,10 +162,15 @@ def wait(
 
 @contextlib.contextmanager
 def running(
-    ctx: Ctx, doc: dict[str, Any], label: str, ready_deadline_s: float = 300.0
+    ctx: Ctx,
+    doc: dict[str, Any],
+    label: str,
+    ready_deadline_s: float = 300.0,
+    engine: str | None = None,
 ) -> Iterator[RunningTestnet]:
-    """Bring the topology `doc` up under a unique bench- name; always tear it down (by
-    label, in `finally`: also on Ctrl-C and SIGTERM, and not cut short by a second one)."""
+    """Bring the topology `doc` up under a unique bench- name (on `engine`: compose or
+    swarm); always tear it down (by label, in `finally`: also on Ctrl-C and SIGTERM, and not
+    cut short by a second one)."""
     from bench import topogen
 
     name = bench_name(label)
@@ -180,6 +185,7 @@ def running(
         out=run_dir,
         progress=ctx.progress,
         ready_deadline_s=ready_deadline_s,
+        engine=engine,
     )
     ctx.last_seen = ""
     try:

@@ -4,6 +4,7 @@
     python -m bench.run --quick              # smoke run: small sizes, short windows
     python -m bench.run --only holepunch,sync --repeat 3
     python -m bench.run --only scale --sizes 8,16
+    python -m bench.run --only scale --sizes 8,16 --engines compose,swarm --repeat 3
     python -m bench.run --only scale,warm,sync --budget-s 1500   # in this order, time-boxed
 
 Writes bench/results/<run-id>.json and .md, latest.json and latest.md, and PNG plots. A
@@ -63,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma list of measurements (default: all): {', '.join(MEASUREMENTS)}",
     )
     p.add_argument("--sizes", default="", help="scale: node counts, e.g. 8,16,32,64")
+    p.add_argument(
+        "--engines",
+        default="compose",
+        help="scale: engines to run each point on, e.g. compose,swarm (swarm: the data networks "
+        "as overlays of a single-node swarm; the summary gives swarm/compose ratios)",
+    )
     p.add_argument("--sync-blocks", type=int, default=0, help="sync: chain length to sync")
     p.add_argument("--pairs", type=int, default=0, help="holepunch: k nodes per side (k*k pairs)")
     p.add_argument("--relay-k", type=int, default=0, help="relay cost: k clients per side")
@@ -185,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         repeat=args.repeat,
         options={
             "sizes": [int(x) for x in args.sizes.split(",") if x.strip()],
+            "engines": [x.strip() for x in args.engines.split(",") if x.strip()],
             "sync_blocks": args.sync_blocks,
             "pairs_k": args.pairs,
             "relay_k": args.relay_k,

@@ -25,6 +25,7 @@ from bench import live, reservation, stats, topogen
 from bench.context import Ctx
 from harness.checks import Observation
 from harness.errors import SentrynetError
+from harness.model.testnet import DEFAULT_ENGINE
 from harness.run.testnet import RunningTestnet
 
 SIZES = (8, 16, 32, 64)
@@ -93,16 +94,16 @@ def resources(net: RunningTestnet, window_s: float) -> dict[str, Any]:
     }
 
 
-def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
+def point(ctx: Ctx, n_nodes: int, run: int, engine: str = DEFAULT_ENGINE) -> dict[str, Any]:
     p = topogen.networks_for(n_nodes)
     doc = topogen.scale(n_nodes, p)
-    row: dict[str, Any] = {"nodes": n_nodes, "private_networks": p, "run": run}
+    row: dict[str, Any] = {"nodes": n_nodes, "private_networks": p, "run": run, "engine": engine}
     deadline = 120.0 + 6.0 * n_nodes
     row["machine_before"] = live.machine_state()
     t0 = time.monotonic()
     up = False  # the testnet came up: an interruption after that reports its last wait line
     try:
-        with live.running(ctx, doc, f"scale{n_nodes}", deadline) as net:
+        with live.running(ctx, doc, f"scale{n_nodes}", deadline, engine=engine) as net:
             up = True
             row["testnet"] = net.name
             row["prepare_s"] = round(net.timings.get("prepare_s", 0.0), 3)
@@ -151,7 +152,7 @@ def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
         raise
     row["wall_s"] = round(time.monotonic() - t0, 1)
     ctx.say(
-        f"scale {n_nodes} nodes / {p} networks: ready_s={row.get('ready_s')} "
+        f"scale {n_nodes} nodes / {p} networks on {engine}: ready_s={row.get('ready_s')} "
         f"poll={row.get('ready_poll_s')} error={(row.get('error') or '-')[:200]}"
     )
     return row
@@ -159,14 +160,56 @@ def point(ctx: Ctx, n_nodes: int, run: int) -> dict[str, Any]:
 
 def measure(ctx: Ctx) -> dict[str, Any]:
     sizes = ctx.options.get("sizes") or (QUICK_SIZES if ctx.quick else SIZES)
+    engines = ctx.options.get("engines") or [DEFAULT_ENGINE]
     points: list[dict[str, Any]] = ctx.partial.setdefault("scale_points", [])
     for n in sizes:
         for i in range(ctx.repeat):
-            points.append(point(ctx, int(n), i))
+            for engine in engines:  # interleaved: drift of the machine hits both alike
+                points.append(point(ctx, int(n), i, engine))
     return summarize(points)
 
 
 def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The compose curve (the headline's), and with other engines in the run each engine's
+    curve and its ratio to compose per size (medians of ready_s and of compose up -> every
+    API answering)."""
+    engines = sorted({pt.get("engine", DEFAULT_ENGINE) for pt in points})
+    out = _summarize([pt for pt in points if pt.get("engine", DEFAULT_ENGINE) == DEFAULT_ENGINE])
+    out["points"] = points
+    if engines != [DEFAULT_ENGINE]:
+        out["engines"] = {
+            e: _summarize([pt for pt in points if pt.get("engine") == e])["curve"] for e in engines
+        }
+        out["over_compose"] = _ratios(points, engines)
+    return out
+
+
+def _ratios(points: list[dict[str, Any]], engines: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def med(e: str, n: int, key: str) -> float | None:
+        vals = [
+            pt[key]
+            for pt in points
+            if pt.get("engine") == e and pt["nodes"] == n and pt.get(key) is not None
+        ]
+        return stats.median(vals)
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in engines:
+        if e == DEFAULT_ENGINE:
+            continue
+        rows = []
+        for n in sorted({pt["nodes"] for pt in points}):
+            row: dict[str, Any] = {"nodes": n}
+            for key in ("ready_s", "up_to_api_s", "prepare_s"):
+                mine, base = med(e, n, key), med(DEFAULT_ENGINE, n, key)
+                row[key] = {"median": mine, "compose_median": base}
+                row[f"{key}_ratio"] = round(mine / base, 3) if mine and base else None
+            rows.append(row)
+        out[e] = rows
+    return out
+
+
+def _summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
     by_size: dict[int, list[float]] = {}
     first_by_size: dict[int, list[float]] = {}
     for pt in points:

@@ -38,6 +38,10 @@ def describe_error(exc: BaseException) -> str:
             return "no route to host"
         return "connection error"
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        if exc.response.status_code == 502 and exc.response.headers.get("X-Sentrynet-Gateway"):
+            # the control gateway (multi-host) could not reach the node: say why, as above
+            reason = (exc.response.headers.get("X-Sentrynet-Gateway") or "").lower()
+            return "connection refused" if "refused" in reason else f"gateway: {reason[:80]}"
         return f"HTTP {exc.response.status_code}"
     if isinstance(exc, ValueError):
         return "invalid JSON"
@@ -47,11 +51,16 @@ def describe_error(exc: BaseException) -> str:
 class NodeClient:
     """One node's HTTP API at `http://<control ip>:<port>`."""
 
-    def __init__(self, api_url: str, timeout_s: float = 2.0) -> None:
+    def __init__(self, api_url: str, timeout_s: float = 2.0, proxy: str | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout_s = timeout_s
         self.session = requests.Session()
-        self.session.trust_env = False  # never through an HTTP proxy: control IPs are local
+        # never through the environment's HTTP proxy: control IPs are local; a multi-host
+        # testnet's control gateway (harness/model/testnet.py ControlGateway) is the one
+        # proxy, when the node's `api_proxy` names it
+        self.session.trust_env = False
+        if proxy:
+            self.session.proxies = {"http": proxy}
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> requests.Response:
         url = f"{self.api_url}{path}"
@@ -94,7 +103,7 @@ class NodeClient:
 
     @classmethod
     def of(cls, node: Node, timeout_s: float = 2.0) -> NodeClient:
-        return cls(node.api_url, timeout_s)
+        return cls(node.api_url, timeout_s, node.api_proxy)
 
 
 NOT_READ = "api: none (never read; judged from outside)"

@@ -7,8 +7,9 @@ Fixtures (module scope: one testnet per test module, shared by its tests):
   `running.wait_for(check, deadline_s)` polls a
   check (harness/checks) and on timeout raises WaitTimeout with what was last seen and the
   likely cause.
-- `scenario_report(name, impl="python") -> dict`: run scenario `name` (a name under
-  scenarios/library/ or a scenario file; its unpinned nodes on `impl`) once on a testnet
+- `scenario_report(name, impl="python", engine="compose") -> dict`: run scenario `name` (a
+  name under scenarios/library/ or a scenario file; its unpinned nodes on `impl`, its data
+  networks on `engine`: local bridges, or overlays of a Docker Swarm) once on a testnet
   of its own, write results/<run-id>/ like `sentrynet scenario --impl IMPL`, return
   report.json's document. The previous scenario's testnet is torn down
   when the next scenario starts (and the last one at module end), so one module can hold
@@ -28,11 +29,12 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from harness import scenarios
+from harness.model.testnet import DEFAULT_ENGINE
 from harness.progress import Progress
 from harness.run import cleanup, report, runner, setup
 from harness.run.steps import pending_outcomes
@@ -114,6 +116,14 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def skip_unless_ci(reason: str, in_ci_because: str) -> NoReturn:
+    """A test that cannot run here: it skips locally (the reason shows with -ra) and FAILS
+    with CI=true, where what it needs is there by construction (`in_ci_because` says why)."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: {in_ci_because})")
+    pytest.skip(reason)
+
+
 def require_rust_image() -> None:
     """A test whose testnet has rust nodes needs the rust node image, built with cargo on the
     host: without cargo it skips locally (the reason shows with -ra) and FAILS with CI=true,
@@ -123,19 +133,20 @@ def require_rust_image() -> None:
 
     if find_cargo() is not None:
         return
-    reason = f"cargo not found on PATH or in ~/.cargo/bin: {CARGO_HELP}"
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: rust scenario variants must run, they may not skip)")
-    pytest.skip(reason)
+    skip_unless_ci(
+        f"cargo not found on PATH or in ~/.cargo/bin: {CARGO_HELP}",
+        "rust scenario variants must run, they may not skip",
+    )
 
 
 @pytest.fixture(scope="module")
 def scenario_report(
     request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., dict[str, Any]]]:
-    """scenario_report(name, impl="python") -> report.json document; each (scenario, impl)
-    runs once per module, on its own testnet (down before the next one comes up)."""
-    done: dict[tuple[str, str], dict[str, Any]] = {}
+    """scenario_report(name, impl="python", engine="compose") -> report.json document; each
+    (scenario, impl, engine) runs once per module, on its own testnet (down before the next
+    one comes up)."""
+    done: dict[tuple[str, str, str], dict[str, Any]] = {}
     current: list[RunningTestnet] = []
     progress = Progress()
 
@@ -147,13 +158,18 @@ def scenario_report(
             else:
                 progress.say(running.down())
 
-    def get(name: str, impl: str = scenarios.DEFAULT_IMPL) -> dict[str, Any]:
-        if (name, impl) not in done:
+    def get(
+        name: str, impl: str = scenarios.DEFAULT_IMPL, engine: str = DEFAULT_ENGINE
+    ) -> dict[str, Any]:
+        if (name, impl, engine) not in done:
             sc = scenarios.get(name, impl)
             release()
             try:
                 running = runner.bring_up(
-                    sc.topology, name=setup.unique_name(sc.run_label), progress=progress
+                    sc.topology,
+                    name=setup.unique_name(sc.run_label),
+                    progress=progress,
+                    engine=engine,
                 )
             except Exception as exc:  # up failed: every check fails with the reason
                 doc, run_dir = runner.write_report(
@@ -174,8 +190,8 @@ def scenario_report(
                     kept=_keep(request.config),
                 )
             doc["results_dir"] = str(run_dir)
-            done[(name, impl)] = doc
-        return done[(name, impl)]
+            done[(name, impl, engine)] = doc
+        return done[(name, impl, engine)]
 
     yield get
     release()

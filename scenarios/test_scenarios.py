@@ -3,7 +3,10 @@ check row and implementation, `test_<scenario>[<impl>-<check>]` (e.g.
 `test_relay_failover[python-failover]`, `test_relay_limits[rust-reservations]`). The
 implementations are the file's `impls:` (default [python]): the same file with the
 topology's unpinned nodes on that implementation, as `sentrynet scenario NAME --impl IMPL`
-runs it. Drop a file in scenarios/library/ and pytest runs it.
+runs it; a file with `engines: [compose, swarm]` runs each of them on both engines too
+(`test_sentry[python-swarm-reservations]`: the data networks as overlays of a single-node
+Docker Swarm, `sentrynet scenario sentry --engine swarm`). Drop a file in scenarios/library/
+and pytest runs it.
 
 Each (scenario, impl) runs once, on its own testnet, when its first test asks for the
 report; the previous testnet is torn down first (harness/pytest_plugin.py
@@ -24,36 +27,49 @@ import pytest
 
 from harness import scenarios
 from harness.errors import SentrynetError
+from harness.model.testnet import DEFAULT_ENGINE
 from harness.pytest_plugin import assert_check, require_rust_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.scenario]
 
 
 def variants(name: str) -> list[Any]:
-    """pytest params (impl, check, problem, needs_rust) of scenario `name`: one per check
-    row of each implementation in its `impls:`, id `<impl>-<check>`; a variant that does not
-    load is one param `<impl>-load` carrying the error."""
+    """pytest params (impl, engine, check, problem, needs_rust) of scenario `name`: one per
+    check row of each implementation in its `impls:` on each engine in its `engines:`, id
+    `<impl>-<check>` (compose) or `<impl>-<engine>-<check>`; a variant that does not load is
+    one param `<impl>-load` carrying the error."""
     try:
-        impls = scenarios.get(name).impls
+        first = scenarios.get(name)
     except SentrynetError as exc:
-        return [pytest.param(scenarios.DEFAULT_IMPL, "load", str(exc), False, id="python-load")]
+        return [
+            pytest.param(
+                scenarios.DEFAULT_IMPL, DEFAULT_ENGINE, "load", str(exc), False, id="python-load"
+            )
+        ]
     out = []
-    for i, impl in enumerate(impls):
+    for i, impl in enumerate(first.impls):
         try:
             sc = scenarios.get(name, impl, f"impls[{i}]")
         except SentrynetError as exc:
-            out.append(pytest.param(impl, "load", str(exc), False, id=f"{impl}-load"))
+            out.append(
+                pytest.param(impl, DEFAULT_ENGINE, "load", str(exc), False, id=f"{impl}-load")
+            )
             continue
         rust = "rust" in sc.node_impls.values()
-        out += [pytest.param(impl, c, None, rust, id=f"{impl}-{c}") for c in sc.check_names]
+        for engine in first.engines:
+            tag = impl if engine == DEFAULT_ENGINE else f"{impl}-{engine}"
+            out += [
+                pytest.param(impl, engine, c, None, rust, id=f"{tag}-{c}") for c in sc.check_names
+            ]
     return out
 
 
 def _test_for(name: str) -> Callable[..., None]:
-    @pytest.mark.parametrize(("impl", "check", "problem", "needs_rust"), variants(name))
+    @pytest.mark.parametrize(("impl", "engine", "check", "problem", "needs_rust"), variants(name))
     def test(
         scenario_report: Callable[..., dict[str, Any]],
         impl: str,
+        engine: str,
         check: str,
         problem: str | None,
         needs_rust: bool,
@@ -63,7 +79,8 @@ def _test_for(name: str) -> Callable[..., None]:
         if needs_rust:
             require_rust_image()
         # a file `tested_by:` another is judged in that one's run (one testnet for both)
-        assert_check(scenario_report(scenarios.get(name, impl).tested_by or name, impl), check)
+        host = scenarios.get(name, impl).tested_by or name
+        assert_check(scenario_report(host, impl, engine), check)
 
     test.__name__ = test.__qualname__ = "test_" + name.replace("-", "_")
     test.__doc__ = f"scenario {name} ({scenarios.SCENARIOS[name]})"

@@ -1,5 +1,6 @@
-"""`sentrynet images build|tag`: the node image, built offline and tagged by content hash, and
-the rust node image (peers/rust) where cargo is available."""
+"""`sentrynet images build|tag|ship`: the node image, built offline and tagged by content hash,
+the rust node image (peers/rust) where cargo is available, and both shipped to another
+Docker engine (a host of a multi-host swarm) without a registry."""
 
 from __future__ import annotations
 
@@ -43,9 +44,25 @@ def register(parser: argparse.ArgumentParser) -> None:
     tag = sub.add_parser("tag", help="print the tag the current tree builds to (never builds)")
     tag.add_argument("--base", choices=images.BASE_MODES, default="auto")
     tag.add_argument("--rust", action="store_true", help="the rust node image's tag instead")
+    ship = sub.add_parser(
+        "ship",
+        help="copy the images of the current tree to another Docker engine (docker save | load "
+        "over the APIs; nothing is sent when it has them already)",
+        description="For the hosts of a multi-host swarm (docs/multi-host.md): no registry is "
+        "needed. The node image is shipped, and the rust node image when it is built here.",
+    )
+    ship.add_argument(
+        "--to",
+        required=True,
+        action="append",
+        metavar="URL",
+        help="the other engine's API: unix:///path, tcp://host:2376 or ssh://user@host; repeatable",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.images_command == "ship":
+        return run_ship(args.to)
     if args.images_command == "tag":
         tag_of = rust_image.rust_image_tag if args.rust else images.node_image_tag
         print(tag_of(mode=args.base))
@@ -61,4 +78,21 @@ def run(args: argparse.Namespace) -> int:
         if args.rust == "yes":
             raise
         progress.say(f"rust node image skipped: {exc}")
+    return 0
+
+
+def run_ship(urls: list[str]) -> int:
+    """Ship the current tree's images (built here) to each engine in `urls`."""
+    from harness.infra import docker as docker_ops
+    from harness.infra import ship
+
+    progress = Progress()
+    clients = {url: docker_ops.engine_answering(url, "--to ") for url in urls}  # all, first
+    refs = [images.node_image_tag()]
+    rust_tag = rust_image.rust_image_tag()
+    if docker_ops.client().images.list(name=rust_tag):
+        refs.append(rust_tag)
+    for url, client in clients.items():
+        for ref in refs:
+            print(ship.ship(ref, client, progress, engine=url).describe(url))
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli._options import add_subnet_option
+from harness.cli._options import add_engine_option, add_subnet_option
 from harness.infra.render import REPO_ROOT, render
-from harness.model.testnet import build_testnet, parse_subnet_overrides
+from harness.model.testnet import DEFAULT_ENGINE, build_testnet, parse_subnet_overrides
 from harness.model.topology import load_topology
 
 NAME = "render"
@@ -21,6 +21,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--name", help="testnet name (Compose project, labels, keys); default: the topology's"
     )
     add_subnet_option(parser)
+    add_engine_option(parser)
     parser.add_argument(
         "--image", help="node image tag; default: the tag of the current tree (sentrynet images)"
     )
@@ -32,7 +33,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     topo = load_topology(args.topology)
-    testnet = build_testnet(topo, args.name, parse_subnet_overrides(args.subnet))
+    testnet = build_testnet(
+        topo, args.name, parse_subnet_overrides(args.subnet), args.engine or DEFAULT_ENGINE
+    )
     image = args.image
     if not image:
         from harness.infra.images import node_image_tag  # imported late: talks to Docker

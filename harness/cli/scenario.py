@@ -22,6 +22,7 @@ import shutil
 import sys
 
 from harness import scenarios
+from harness.cli._options import add_engine_option, add_host_option, parse_hosts
 from harness.errors import SentrynetError
 from harness.progress import Progress
 from harness.run import report, runner
@@ -60,6 +61,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--list", action="store_true", help="print the scenario's steps and exit, starting nothing"
     )
+    add_engine_option(parser)
+    add_host_option(parser)
     parser.add_argument(
         "--impl",
         default=None,
@@ -155,7 +158,13 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()
     progress.say(describe(sc))
     doc, run_dir = runner.run(
-        sc, name=args.testnet_name, keep=args.keep, results_root=args.results, progress=progress
+        sc,
+        name=args.testnet_name,
+        keep=args.keep,
+        results_root=args.results,
+        progress=progress,
+        engine=args.engine,
+        hosts=parse_hosts(args.host),
     )
     width = shutil.get_terminal_size((140, 20)).columns
     sys.stderr.flush()

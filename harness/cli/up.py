@@ -8,7 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.cli._options import add_subnet_option
+from harness.cli._options import (
+    add_engine_option,
+    add_host_option,
+    add_subnet_option,
+    parse_hosts,
+)
 from harness.model.testnet import parse_subnet_overrides
 from harness.progress import Progress
 from harness.run import start
@@ -25,6 +30,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--name", help="testnet name (Compose project, labels); default: the topology's name"
     )
     add_subnet_option(parser)
+    add_engine_option(parser)
+    add_host_option(parser)
     parser.add_argument(
         "--out", help="render directory (default: .cache/testnets/NAME in the checkout)"
     )
@@ -54,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         progress=Progress(),
         ready_deadline_s=args.ready_timeout,
         keep_on_failure=args.keep_on_failure,
+        engine=args.engine,
+        hosts=parse_hosts(args.host),
     )
     tn = running.testnet
     if args.json:

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import io
 import ipaddress
+import json
 import posixpath
 import shutil
 import subprocess
@@ -50,17 +51,93 @@ def _label(name: str | None) -> str:
     return LABEL_TESTNET if name is None else f"{LABEL_TESTNET}={name}"
 
 
+# On the networks of a testnet with containers on other hosts (docs/multi-host.md): JSON
+# {host name: engine API URL}, so that every operation by label (down, status, logs) finds
+# those containers too, without the rendered directory.
+LABEL_HOSTS = "sentrynet.hosts"
+
+
+@functools.cache
+def engine(url: str, timeout: int = 60) -> docker.DockerClient:
+    """A client of another host's engine (a multi-host testnet), by its API URL; not
+    checked (`down` goes on past a host that does not answer)."""
+    return docker.DockerClient(base_url=url, timeout=timeout)
+
+
+def engine_answering(url: str, given_as: str, timeout: int = 600) -> docker.DockerClient:
+    """A client of the engine at `url` (unix:///path, tcp://host:port, ssh://user@host)
+    that answers, or an error naming the option it came from (`given_as`, e.g. "--to ")."""
+    try:
+        client = engine(url, timeout)
+        client.ping()
+    except Exception as exc:  # the SDK raises several kinds for an unreachable engine
+        raise SentrynetError(
+            f"{given_as}{url}: no Docker engine answers there ({exc}); give the engine's "
+            "API, e.g. unix:///var/run/docker.sock or ssh://user@host"
+        ) from None
+    return client
+
+
+def is_local(container: Container) -> bool:
+    """Is `container` on the engine the harness runs beside (its pids are ours to read)?"""
+    return container.client is client()  # engine(url) clients are other objects
+
+
+def host_urls(name: str) -> dict[str, str]:
+    """The other hosts testnet `name` has containers on (LABEL_HOSTS of its networks)."""
+    out: dict[str, str] = {}
+    for net in client().networks.list(filters={"label": [_label(name), LABEL_HOSTS]}):
+        raw = (net.attrs.get("Labels") or {}).get(LABEL_HOSTS) or "{}"
+        try:
+            out.update({str(k): str(v) for k, v in dict(json.loads(raw)).items()})
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def engines(name: str | None) -> list[docker.DockerClient]:
+    """This engine, and for a multi-host testnet the engines of its other hosts."""
+    if name is None:
+        return [client()]
+    return [client(), *(engine(url) for url in sorted(set(host_urls(name).values())))]
+
+
+def reachable_engines(name: str, errors: list[str]) -> list[docker.DockerClient]:
+    """engines(name) without those that do not answer (a host powered off, its engine
+    stopped): each of those is named in `errors`, so that `down` removes what it can reach
+    and says what it left."""
+    out = [client()]
+    for url in sorted(set(host_urls(name).values())):
+        try:
+            eng = engine(url)
+            eng.ping()
+        except docker.errors.DockerException as exc:
+            errors.append(f"another host of {name}, {url}, does not answer: {exc}")
+            continue
+        out.append(eng)
+    return out
+
+
 def containers(name: str | None) -> list[Container]:
-    """Containers of testnet `name` (all testnets when None), running or not."""
-    return list(client().containers.list(all=True, filters={"label": _label(name)}))
+    """Containers of testnet `name` (all testnets when None), running or not, on every host
+    it has containers on."""
+    out: list[Container] = []
+    for eng in engines(name):
+        out += eng.containers.list(all=True, filters={"label": _label(name)})
+    return out
 
 
 def networks(name: str | None) -> list[Any]:
+    """Networks of the testnet: on this engine (a multi-host testnet's overlays are swarm-
+    scoped, listed on the manager)."""
     return list(client().networks.list(filters={"label": _label(name)}))
 
 
 def volumes(name: str | None) -> list[Any]:
-    return list(client().volumes.list(filters={"label": _label(name)}))
+    out: list[Any] = []
+    for eng in engines(name):
+        out += eng.volumes.list(filters={"label": _label(name)})
+    return out
 
 
 def testnet_names() -> list[str]:
@@ -86,10 +163,12 @@ def testnet_dirs() -> dict[str, set[str]]:
 
 
 def node_container(testnet: str, node: str) -> Container:
-    """The container of one node (or router) by its topology name."""
-    found = client().containers.list(
-        all=True, filters={"label": [_label(testnet), f"{LABEL_NODE}={node}"]}
-    )
+    """The container of one node (or router) by its topology name, on whichever host."""
+    found: list[Container] = []
+    for eng in engines(testnet):
+        found += eng.containers.list(
+            all=True, filters={"label": [_label(testnet), f"{LABEL_NODE}={node}"]}
+        )
     if not found:
         known = sorted(c.labels.get(LABEL_NODE, "?") for c in containers(testnet))
         raise SentrynetError(
@@ -130,7 +209,12 @@ def exec_in_paused(container: Container, cmd: list[str]) -> ExecResult:
     freezer does not stop it. Needs root and an engine on this host (its pids visible)."""
     container.reload()
     pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
-    if pid <= 0 or not Path(f"/proc/{pid}/ns/net").exists() or shutil.which("nsenter") is None:
+    if (
+        pid <= 0
+        or not is_local(container)
+        or not Path(f"/proc/{pid}/ns/net").exists()
+        or shutil.which("nsenter") is None
+    ):
         raise SentrynetError(
             f"{container.name} is paused and its namespaces cannot be entered from here "
             f"(pid {pid}; a remote engine, no root, or no nsenter): unpause it first"
@@ -191,6 +275,7 @@ class Removed:
     networks: list[str] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what else was done (a swarm left)
 
     @property
     def nothing(self) -> bool:
@@ -204,7 +289,14 @@ def remove_testnet(name: str) -> Removed:
     Containers go first, so the networks are free when their turn comes.
     """
     removed = Removed()
-    for c in containers(name):
+    # before the networks go: they name the other hosts
+    engs = reachable_engines(name, removed.errors)
+    found: list[Container] = []
+    vols: list[Any] = []
+    for eng in engs:
+        found += eng.containers.list(all=True, filters={"label": _label(name)})
+        vols += eng.volumes.list(filters={"label": _label(name)})
+    for c in found:
         try:
             c.remove(force=True, v=True)
             removed.containers.append(c.name)
@@ -225,7 +317,7 @@ def remove_testnet(name: str) -> Removed:
             pass
         except docker.errors.APIError as exc:
             removed.errors.append(f"network {n.name}: {exc.explanation or exc}")
-    for v in volumes(name):
+    for v in vols:
         try:
             v.remove(force=True)
             removed.volumes.append(v.name)

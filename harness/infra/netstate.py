@@ -184,7 +184,8 @@ def read_proc_net(container: Container, name: str) -> Table:
     if state.get("Status") != "running":
         return Table(None, f"container {state.get('Status', '?')}")
     pid = int(state.get("Pid") or 0)
-    if pid > 0:
+    # another host's pid names another process here, if any: only a local one is read
+    if pid > 0 and docker_ops.is_local(container):
         path = Path(f"/proc/{pid}/net/{name}")
         try:
             return Table(path.read_text(errors="replace"), via="host /proc")

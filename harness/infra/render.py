@@ -34,7 +34,7 @@ from node.config import section_defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_TEMPLATE = "docker-compose.yml.j2"
-OWNED = ("docker-compose.yml", TESTNET_FILE, "nodes", "routers")
+OWNED = ("docker-compose.yml", TESTNET_FILE, "nodes", "routers", "ctlgw")
 
 # Node config values the contract documents (docs/contracts.md section 1), written explicitly
 # so a rendered node.toml is complete and readable on its own; the values are the node's own
@@ -258,6 +258,8 @@ def render(
     )
     write("docker-compose.yml", compose)
     write(TESTNET_FILE, testnet.to_json())
+    if testnet.control_gateway is not None:
+        write("ctlgw/ctlproxy.py", (root / "templates" / "ctlproxy.py").read_text())
 
     node_tpl = env.get_template("node.toml.j2")
     net_tpl = env.get_template("netsetup.sh.j2")

@@ -48,6 +48,7 @@ from harness.model.topology import (
     NetworkSpec,
     NodeSpec,
     Topology,
+    node_placement,
     outside_network,
     public_router_network,
     router_private_ip,
@@ -57,11 +58,19 @@ from harness.model.topology import (
 API_PORT = 9000
 CONTROL_NETWORK = "control"
 CONTROL_FIRST_HOST = 10
+CONTROL_GATEWAY_HOST = 2  # the control gateway's address on a control overlay (multi-host)
+GATEWAY_PREFIX = "10.251"  # its local bridge: 10.251.X.0/29, X as the control subnet's
 TESTNET_FILE = "testnet.json"
-FORMAT_VERSION = 9  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
+FORMAT_VERSION = 11  # 2: per-node p2p_port; 3: router_public_ip per network; 4: node impl;
 # 5: node api (sentrynet | none); 6: node image and command (anyone's own node);
 # 7: router forwards and hairpin; 8: NAT presets (harness/model/nat.py), node port_range;
-# 9: network jitter_ms and rate_kbit, node links (pair link conditions)
+# 9: network jitter_ms and rate_kbit, node links (pair link conditions); 10: engine;
+# 11: hosts (network, router and node `host`, engine_hosts, control_gateway)
+# The engines a testnet runs on (docs/multi-host.md): `compose` puts every network on a local
+# bridge; `swarm` puts the data networks on attachable overlay networks of a Docker Swarm
+# (the control network stays a local bridge: the harness reaches the APIs there).
+ENGINES = ("compose", "swarm")
+DEFAULT_ENGINE = "compose"
 # Ephemeral port ranges of the nodes behind a router: each its own block from here, so that
 # port-preserving mappings never collide and the cone filters know whose port is whose.
 EPHEMERAL_FIRST = 20000
@@ -82,6 +91,7 @@ class Network:
     router_public_ip: str | None = None  # public IP of its NAT router, when it has one
     jitter_ms: float = 0.0  # +- around latency_ms per packet
     rate_kbit: int | None = None  # egress rate limit per interface on the network
+    host: str | None = None  # the host it is placed on (`--host`); None: this engine
 
     @property
     def public(self) -> bool:
@@ -96,6 +106,24 @@ class Network:
     def gateway(self) -> str:
         """Docker's bridge address on the host (.1); no container routes through it."""
         return str(ipaddress.IPv4Network(self.subnet).network_address + 1)
+
+
+@dataclass(frozen=True)
+class ControlGateway:
+    """How the harness reaches node APIs on other hosts: the control network is an overlay
+    then, and this container on the harness's engine sits on it and on a local bridge the
+    harness's host is on, forwarding the harness's HTTP requests (an HTTP proxy)."""
+
+    container: str
+    control_ip: str  # on the control overlay
+    local_subnet: str  # the local bridge, `<testnet>_ctlgw`
+    local_ip: str
+    docker_name: str
+    port: int = 8888
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.local_ip}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +152,7 @@ class Router:
     # nested NAT: the outer router's private address, the inner router's default route (its
     # outside is a private network: the public one is only reachable through the outer)
     default_via: str | None = None
+    host: str | None = None  # the host it runs on (its network's placement); None: this engine
 
     @property
     def netns_container(self) -> str:
@@ -165,6 +194,9 @@ class Node:
     port_range: tuple[int, int] | None = None
     # conditions on its direct paths to given peers (topology `links:`)
     links: tuple[LinkRule, ...] = ()
+    host: str | None = None  # the host it runs on (its private network's); None: this engine
+    # the HTTP proxy its API is reached through: a multi-host testnet's control gateway
+    api_proxy: str | None = None
 
     @property
     def netns_container(self) -> str:
@@ -212,6 +244,59 @@ class Testnet:
     routers: tuple[Router, ...]
     nodes: tuple[Node, ...]
     warnings: tuple[str, ...] = ()
+    engine: str = DEFAULT_ENGINE  # one of ENGINES
+    # the other hosts of a multi-host swarm this testnet has containers on: name -> engine API
+    # URL (`--host NAME=URL`, topology `placement:`); empty: every container on this engine
+    engine_hosts: dict[str, str] = field(default_factory=dict)
+    control_gateway: ControlGateway | None = None  # with engine_hosts: the path to their APIs
+
+    def network_labels(self, net: Network) -> dict[str, str]:
+        """The labels of `net`'s Docker network, one set for the compose file and the
+        overlays the harness creates itself on a multi-host swarm: `down` and the safety
+        checks find the networks by them."""
+        labels = {
+            "sentrynet.testnet": self.name,
+            "sentrynet.network": net.name,
+            "sentrynet.kind": net.kind,
+        }
+        if net.kind == "private":
+            labels["sentrynet.nat"] = net.nat
+        return labels
+
+    def dynamic_range(self, network: str) -> str:
+        """The block of `network` the engine may hand out itself: on a swarm overlay every
+        host's attachment takes a load-balancer address from the subnet, which must not be
+        one the model gives a node, router or gateway ("Address already in use" when a
+        container then asks for it). The largest aligned block of at most 16 addresses
+        holding none of them (nor the network, gateway or broadcast address)."""
+        net = self.network(network)
+        subnet = ipaddress.IPv4Network(net.subnet)
+        used = {subnet.network_address, subnet.network_address + 1, subnet.broadcast_address}
+        for h in self.hosts():
+            if network in h.addresses:
+                used.add(ipaddress.IPv4Address(h.addresses[network]))
+        if net.kind == "control":
+            used |= {ipaddress.IPv4Address(n.control_ip) for n in self.nodes}
+            if self.control_gateway is not None:
+                used.add(ipaddress.IPv4Address(self.control_gateway.control_ip))
+        for prefix in range(max(subnet.prefixlen, 28), 31):
+            for block in subnet.subnets(new_prefix=prefix):
+                if not any(ip in block for ip in used):
+                    return str(block)
+        raise SentrynetError(
+            f"network {network} ({subnet}): no free block of addresses left for the swarm's "
+            "own (load-balancer) addresses; use a larger subnet"
+        )
+
+    def host_of(self, name: str) -> str | None:
+        """The host a node or router runs on (None: this engine)."""
+        for r in self.routers:
+            if r.name == name:
+                return r.host
+        for n in self.nodes:
+            if n.name == name:
+                return n.host
+        return None
 
     @property
     def project(self) -> str:
@@ -366,6 +451,11 @@ class Testnet:
                 for n in d["nodes"]
             ),
             warnings=tuple(d.get("warnings", ())),
+            engine=d.get("engine", DEFAULT_ENGINE),
+            engine_hosts=dict(d.get("engine_hosts") or {}),
+            control_gateway=ControlGateway(**d["control_gateway"])
+            if d.get("control_gateway")
+            else None,
         )
 
     @classmethod
@@ -486,8 +576,13 @@ def build_testnet(
     topology: Topology,
     name: str | None = None,
     subnet_overrides: dict[str, str] | None = None,
+    engine: str = DEFAULT_ENGINE,
+    hosts: dict[str, str] | None = None,
 ) -> Testnet:
-    """Resolve a validated topology into the testnet that render writes and the runtime runs."""
+    """Resolve a validated topology into the testnet that render writes and the runtime runs,
+    on `engine` (one of ENGINES), its placed networks on `hosts` (name -> engine API URL)."""
+    if engine not in ENGINES:
+        raise SentrynetError(f"--engine {engine!r}: use one of {', '.join(ENGINES)}")
     tn_name = name or topology.name
     if not NAME_RE.match(tn_name):
         raise SentrynetError(
@@ -537,7 +632,7 @@ def build_testnet(
         node = _node(tn_name, topo, spec, index, ctl, keys, by_net, warnings)
         links = rules_for(topo, spec, ranges)
         nodes.append(dataclasses.replace(node, port_range=ranges.get(spec.name), links=links))
-    return Testnet(
+    testnet = Testnet(
         name=tn_name,
         topology_name=topo.name,
         source=topo.source,
@@ -548,6 +643,61 @@ def build_testnet(
         routers=routers,
         nodes=tuple(nodes),
         warnings=tuple(warnings),
+        engine=engine,
+    )
+    return place(testnet, topo, hosts or {})
+
+
+def place(testnet: Testnet, topo: Topology, hosts: dict[str, str]) -> Testnet:
+    """The testnet with its placed networks, their routers and nodes on `hosts` (topology
+    `placement:`, `--host NAME=URL`) and the control gateway that reaches them. Without
+    hosts a placement is not used (a warning says so): every container on this engine."""
+    placed = {n.name: n.placement for n in topo.networks if n.placement}
+    if not hosts:
+        if placed:
+            note = (
+                f"placement ignored ({', '.join(f'{k} on {v}' for k, v in placed.items())}): "
+                "no --host given, every container runs on this engine"
+            )
+            testnet = dataclasses.replace(testnet, warnings=(*testnet.warnings, note))
+        return testnet
+    if testnet.engine != "swarm":
+        raise SentrynetError(
+            "--host needs --engine swarm: only overlay networks span hosts (bridges do not)"
+        )
+    for net, host in placed.items():
+        if host not in hosts:
+            raise SentrynetError(
+                f"networks.{net}.placement: host {host!r} has no engine: pass --host "
+                f"{host}=URL (its Docker API, e.g. ssh://user@host or tcp://host:2376)"
+            )
+    unused = sorted(set(hosts) - set(placed.values()))
+    if unused:
+        raise SentrynetError(
+            f"--host {', '.join(unused)}: no network of {topo.name} is placed there "
+            "(topology `placement:` on a private network)"
+        )
+    node_host = {spec.name: node_placement(topo, spec) for spec in topo.nodes}
+    ctl = ipaddress.IPv4Network(testnet.control.subnet)
+    third = int(ctl.network_address) >> 8 & 0xFF
+    local = ipaddress.IPv4Network(f"{GATEWAY_PREFIX}.{third}.0/29")
+    gateway = ControlGateway(
+        container=f"{testnet.name}-ctlgw",
+        control_ip=str(ctl.network_address + CONTROL_GATEWAY_HOST),
+        local_subnet=str(local),
+        local_ip=str(local.network_address + 2),
+        docker_name=f"{testnet.name}_ctlgw",
+    )
+    return dataclasses.replace(
+        testnet,
+        networks=tuple(dataclasses.replace(n, host=placed.get(n.name)) for n in testnet.networks),
+        routers=tuple(dataclasses.replace(r, host=placed.get(r.network)) for r in testnet.routers),
+        nodes=tuple(
+            dataclasses.replace(n, host=node_host[n.name], api_proxy=gateway.proxy_url)
+            for n in testnet.nodes
+        ),
+        engine_hosts=dict(hosts),
+        control_gateway=gateway,
     )
 
 

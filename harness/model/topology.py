@@ -119,6 +119,7 @@ NETWORK_KEYS = (
     "hairpin",
     "mapping_timeout_s",
     "upstream",
+    "placement",
 )
 # network keys that describe its NAT router: an error on a network without one
 ROUTER_KEYS = ("hairpin", "mapping_timeout_s", "upstream")
@@ -206,6 +207,9 @@ class NetworkSpec:
     upstream: str | None = None
     jitter_ms: float = 0.0  # +- around latency_ms, uniformly, per packet (reorders)
     rate_kbit: int | None = None  # egress rate limit per interface on the network (tbf)
+    # the host (of a multi-host swarm, `--host NAME=URL`) this private network, its router
+    # and the nodes on it run on; None: the engine the harness talks to (docs/multi-host.md)
+    placement: str | None = None
 
     @property
     def has_router(self) -> bool:
@@ -512,7 +516,31 @@ def parse_topology(text: str, source: str = "<topology>", default_name: str = ""
     )
     _validate_relations(c, topo)
     pair_links.check_links(c, topo)
+    _check_node_placements(c, topo)
     return topo
+
+
+def _check_node_placements(c: _Checker, topo: Topology) -> None:
+    """A node runs on one host: its private networks may not be placed on different ones."""
+    for node in topo.nodes:
+        places = {
+            n: topo.network(n).placement for n in node.addresses if not topo.network(n).public
+        }
+        if len(set(places.values())) > 1:
+            shown = ", ".join(f"{n} on {p or 'this engine'}" for n, p in places.items())
+            raise c.fail(
+                f"nodes.{node.name}.networks",
+                f"its private networks are placed on different hosts ({shown})",
+                "a node runs on one host: place those networks together, or drop one",
+            )
+
+
+def node_placement(topo: Topology, node: NodeSpec) -> str | None:
+    """The host a node runs on: its private networks' (None: the harness's engine)."""
+    for n in node.addresses:
+        if not topo.network(n).public:
+            return topo.network(n).placement
+    return None
 
 
 def jitter_ms(c: _Checker, spec: dict[str, Any], path: str, latency: float) -> float:
@@ -656,6 +684,18 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
             upstream = spec["upstream"]
             if not isinstance(upstream, str):
                 raise c.fail(f"{path}.upstream", f"expected a network name, got {upstream!r}")
+        placement = None
+        if "placement" in spec:
+            if public:
+                raise c.fail(
+                    f"{path}.placement",
+                    "the public network spans every host",
+                    "remove it; place the private networks (each with its router and nodes)",
+                )
+            raw_place = spec["placement"]
+            if not isinstance(raw_place, str):
+                raise c.fail(f"{path}.placement", f"expected a host name, got {raw_place!r}")
+            placement = c.name(raw_place, f"{path}.placement", "host")
         out.append(
             NetworkSpec(
                 net_name,
@@ -670,9 +710,11 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
                 upstream,
                 jitter,
                 rate,
+                placement,
             )
         )
     _check_upstreams(c, out)
+    _check_placements(c, out)
     publics = [n.name for n in out if n.public]
     if len(publics) != 1:
         problem = (
@@ -696,6 +738,21 @@ def _parse_networks(c: _Checker, top: dict[str, Any]) -> tuple[NetworkSpec, ...]
             "use a larger public subnet (routers take addresses from its top)",
         )
     return tuple(out)
+
+
+def _check_placements(c: _Checker, networks: list[NetworkSpec]) -> None:
+    """A network nested behind another (`upstream:`) is on its upstream's host: its router
+    sits on the upstream network, which is local to one host."""
+    by_name = {n.name: n for n in networks}
+    for net in networks:
+        up = by_name.get(net.upstream or "")
+        if up is not None and up.placement != net.placement:
+            raise c.fail(
+                f"networks.{net.name}.placement",
+                f"{net.placement or 'this engine'}, but its upstream {up.name} is on "
+                f"{up.placement or 'this engine'}",
+                f"give both the same placement (its router sits on network {up.name})",
+            )
 
 
 def _check_upstreams(c: _Checker, networks: list[NetworkSpec]) -> None:

@@ -3,6 +3,8 @@
 What is checked, and why each matters:
 - networks: the public and control networks are `internal` (Docker gives them no way out);
   private networks do not masquerade (only our routers NAT); every network carries the label.
+  On `--engine swarm` every data network is an internal overlay (one that is not internal
+  would attach each container to docker_gwbridge, a way off the machine).
 - routes (`ip -4 route` in every container): no route via any Docker gateway on this machine
   (that would be a path off the testnet); routers and nodes with a public interface have no
   default route; nodes behind a NAT router, and routers behind another (nested NAT), have
@@ -77,12 +79,23 @@ def check_networks(testnet: Testnet) -> list[str]:
                 f"{labels.get(docker_ops.LABEL_TESTNET)!r}, expected {testnet.name!r}"
             )
         internal = bool(attrs.get("Internal"))
-        if net.kind in ("public", "control") and not internal:
+        # the control network too is an overlay when the testnet spans hosts
+        overlay = testnet.engine == "swarm" and (
+            net.kind != "control" or testnet.control_gateway is not None
+        )
+        if (net.kind in ("public", "control") or overlay) and not internal:
             findings.append(
                 f"network {net.docker_name} ({net.kind}): not internal — Docker would route "
                 "it off the machine"
+                + (" (an overlay that is not internal joins docker_gwbridge)" if overlay else "")
             )
-        if net.kind == "private":
+        want = "overlay" if overlay else "bridge"
+        if attrs.get("Driver") != want:
+            findings.append(
+                f"network {net.docker_name} ({net.kind}): driver {attrs.get('Driver')!r}, "
+                f"engine {testnet.engine} expects {want}"
+            )
+        if net.kind == "private" and not overlay:
             masq = (attrs.get("Options") or {}).get(
                 "com.docker.network.bridge.enable_ip_masquerade", "true"
             )
@@ -99,11 +112,13 @@ def check_networks(testnet: Testnet) -> list[str]:
     return findings
 
 
-def docker_gateways() -> set[str]:
-    """Every Docker network gateway on this machine (any of them is a way off the testnet)."""
+def docker_gateways(testnet: str | None = None) -> set[str]:
+    """Every Docker network gateway on this machine, and on the other hosts of a multi-host
+    testnet (any of them is a way off the testnet)."""
     gws: set[str] = set()
-    for net in docker_ops.client().networks.list():  # the list already carries IPAM
-        gws.update(docker_ops.network_gateways(net))
+    for eng in docker_ops.engines(testnet):
+        for net in eng.networks.list():  # the list already carries IPAM
+            gws.update(docker_ops.network_gateways(net))
     return gws
 
 
@@ -125,15 +140,19 @@ def parse_routes(text: str) -> list[dict[str, str]]:
     return routes
 
 
-def read_all(containers: list[str], argv: list[str]) -> dict[str, docker_ops.ExecResult | None]:
+def read_all(
+    containers: list[str], argv: list[str], testnet: str | None = None
+) -> dict[str, docker_ops.ExecResult | None]:
     """Run one read-only command in many containers at once (None: container missing)."""
-    client = docker_ops.client()
+    clients = docker_ops.engines(testnet)  # a multi-host testnet: every host's engine
 
     def one(name: str) -> docker_ops.ExecResult | None:
-        try:
-            return docker_ops.exec_in(client.containers.get(name), argv)
-        except docker.errors.NotFound:
-            return None
+        for client in clients:
+            try:
+                return docker_ops.exec_in(client.containers.get(name), argv)
+            except docker.errors.NotFound:
+                continue
+        return None
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return dict(zip(containers, pool.map(one, containers), strict=True))
@@ -143,7 +162,9 @@ def check_routes(testnet: Testnet, gateways: set[str]) -> list[str]:
     findings = []
     hosts: list[Node | Router] = [*testnet.routers, *testnet.nodes]
     # in the container owning the network namespace: anyone's own image has no `ip`
-    outputs = read_all([h.netns_container for h in hosts], ["ip", "-4", "route", "show"])
+    outputs = read_all(
+        [h.netns_container for h in hosts], ["ip", "-4", "route", "show"], testnet.name
+    )
     for host in hosts:
         # routers and public nodes have no default route; a NATed node's goes via its router
         default_via = host.default_via  # a nested NAT router's goes via the outer router
@@ -206,7 +227,7 @@ WILDCARDS = {"*", "0.0.0.0", "::"}
 
 def check_listeners(testnet: Testnet) -> list[str]:
     findings = []
-    outputs = read_all([n.netns_container for n in testnet.nodes], ["ss", "-ltnH"])
+    outputs = read_all([n.netns_container for n in testnet.nodes], ["ss", "-ltnH"], testnet.name)
     for node in testnet.nodes:
         res = outputs[node.netns_container]
         if res is None:
@@ -323,8 +344,11 @@ def audit_running(running: RunningTestnet, progress: Progress) -> None:
 def audit(testnet: Testnet, snapshot: TestnetStatus) -> Report:
     """Run every check; raise AuditError listing all findings, else return what passed."""
     groups: list[tuple[str, Iterable[str]]] = []
-    gateways = docker_gateways()
-    groups.append(("networks internal/no-masquerade/labelled", check_networks(testnet)))
+    gateways = docker_gateways(testnet.name)
+    what = "networks internal/no-masquerade/labelled" + (
+        " (data networks: internal overlays)" if testnet.engine == "swarm" else ""
+    )
+    groups.append((what, check_networks(testnet)))
     groups.append(
         (
             f"no route via any of {len(gateways)} Docker gateways; default routes as modelled",

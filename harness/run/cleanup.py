@@ -15,7 +15,9 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-from harness.infra import docker
+from docker.errors import DockerException
+
+from harness.infra import docker, swarm
 from harness.progress import Progress
 from harness.wait import wait_until
 
@@ -57,8 +59,13 @@ def uninterruptible() -> Iterator[None]:
 
 
 def down(name: str) -> docker.Removed:
-    """Remove everything labelled sentrynet.testnet=<name>; idempotent."""
-    return docker.remove_testnet(name)
+    """Remove everything labelled sentrynet.testnet=<name>; idempotent. A single-node swarm
+    sentrynet initialised for it (`--engine swarm`) is left once no testnet uses it."""
+    removed = docker.remove_testnet(name)
+    left = swarm.release_if_unused(except_testnet=name)
+    if left:
+        removed.notes.append(left)
+    return removed
 
 
 def down_settled(name: str, deadline_s: float = 60.0) -> docker.Removed:
@@ -75,8 +82,13 @@ def down_settled(name: str, deadline_s: float = 60.0) -> docker.Removed:
         total.containers += again.containers
         total.networks += again.networks
         total.volumes += again.volumes
+        total.notes += again.notes
         empty_polls[0] = empty_polls[0] + 1 if again.nothing else 0
-        left = [c.name for c in docker.containers(name)]
+        try:
+            left = [c.name for c in docker.containers(name)]
+        except DockerException as exc:  # another host of the testnet does not answer
+            total.errors.append(f"another host of {name}: {exc}")
+            return True, "another host does not answer: its containers are left"
         left += [n.name for n in docker.networks(name)]
         return empty_polls[0] >= 3 and not left, f"still present: {left or 'nothing'}"
 
@@ -102,7 +114,7 @@ def teardown(name: str, progress: Progress, reason: str, settled: bool = True) -
 
 
 def describe_removed(name: str, removed: docker.Removed) -> str:
-    if removed.nothing and not removed.errors:
+    if removed.nothing and not removed.errors and not removed.notes:
         return f"testnet {name}: nothing to remove"
     parts = [
         f"{len(removed.containers)} container(s)",
@@ -110,6 +122,8 @@ def describe_removed(name: str, removed: docker.Removed) -> str:
         f"{len(removed.volumes)} volume(s)",
     ]
     text = f"testnet {name}: removed {', '.join(parts)}"
+    if removed.notes:
+        text += "; " + "; ".join(removed.notes)
     if removed.errors:
         text += "\n  could not remove:\n" + "\n".join(f"    {e}" for e in removed.errors)
     return text

@@ -84,9 +84,12 @@ def write_json(path: Path, doc: Any) -> None:
 
 
 def _impl_tag(doc: dict[str, Any]) -> str:
-    """`[rust]` for a run on another implementation than the file as written, else ''."""
+    """`[rust]` for a run on another implementation than the file as written, `[swarm]` for
+    a run on the swarm engine (both: `[rust,swarm]`), else ''."""
     impl = doc.get("impl") or "python"
-    return "" if impl == "python" else f"[{impl}]"
+    tags = [t for t in (impl if impl != "python" else "", doc.get("engine") or "") if t]
+    tags = [t for t in tags if t != "compose"]
+    return f"[{','.join(tags)}]" if tags else ""
 
 
 def junit_xml(doc: dict[str, Any]) -> str:

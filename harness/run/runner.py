@@ -32,8 +32,10 @@ def run(
     keep: bool = False,
     results_root: str | Path = report.RESULTS_DIR,
     progress: Progress | None = None,
+    engine: str | None = None,
+    hosts: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """setup -> start -> audit -> steps -> report -> cleanup.
+    """setup -> start -> audit -> steps -> report -> cleanup, on `engine` (compose | swarm).
 
     A report is written whatever happens (the testnet did not come up, a step failed,
     Ctrl-C or SIGTERM during the steps); the testnet is removed at the end unless keep.
@@ -50,26 +52,32 @@ def run(
                 name=name or setup.unique_name(scenario.run_label),
                 progress=progress,
                 ready_deadline_s=READY_DEADLINE_S * deadline_scale(),
+                engine=engine,
+                hosts=hosts,
             )
             audit.audit_running(running, progress)
         except BaseException as exc:  # the testnet did not come up: the report says why
             stopped = isinstance(exc, KeyboardInterrupt)
-            if running is not None:  # start removes what it started; the audit failed
-                cleanup.teardown(
-                    running.name, progress, "interrupted" if stopped else "start failed"
+            try:
+                if not isinstance(exc, Exception):
+                    raise
+                outcomes = pending_outcomes(scenario, [], f"the testnet did not come up: {exc}")
+                # start removes what it started; when the audit failed, the nodes' status,
+                # events and logs go into the results before the testnet is removed
+                return write_report(
+                    scenario,
+                    running,
+                    outcomes,
+                    results_root=results_root,
+                    progress=progress,
+                    error=f"up failed: {exc}",
+                    t_start=t_start,
                 )
-            if not isinstance(exc, Exception):
-                raise
-            outcomes = pending_outcomes(scenario, [], f"the testnet did not come up: {exc}")
-            return write_report(
-                scenario,
-                None,
-                outcomes,
-                results_root=results_root,
-                progress=progress,
-                error=f"up failed: {exc}",
-                t_start=t_start,
-            )
+            finally:
+                if running is not None:
+                    cleanup.teardown(
+                        running.name, progress, "interrupted" if stopped else "start failed"
+                    )
         running.started_at = started_at
         try:
             _add_topology(running, path)
@@ -113,7 +121,11 @@ def _now_iso() -> str:
 
 
 def bring_up(
-    topology: str, *, name: str | None = None, progress: Progress | None = None
+    topology: str,
+    *,
+    name: str | None = None,
+    progress: Progress | None = None,
+    engine: str | None = None,
 ) -> RunningTestnet:
     """setup -> start -> audit of scenarios/<topology>.yaml under a unique name."""
     progress = progress or Progress()
@@ -125,6 +137,7 @@ def bring_up(
         free_subnets=True,
         progress=progress,
         ready_deadline_s=READY_DEADLINE_S * deadline_scale(),
+        engine=engine,
     )
     running.started_at = started_at
     try:
@@ -243,6 +256,7 @@ def write_report(
         scenario.name,
         outcomes,
         impl=scenario.impl,
+        engine=running.testnet.engine if running else None,
         impl_switched=list(scenario.switched) if scenario.switched else None,
         description=scenario.description,
         run_id=run_dir.name,

@@ -20,6 +20,7 @@ from harness.errors import SentrynetError
 from harness.infra import docker
 from harness.infra.render import REPO_ROOT, render
 from harness.model import Testnet, build_testnet, load_topology
+from harness.model.testnet import DEFAULT_ENGINE
 from harness.progress import Progress
 
 RUNS_DIR = REPO_ROOT / ".cache" / "testnets"
@@ -44,16 +45,20 @@ def setup(
     subnets: dict[str, str] | None = None,
     out: str | Path | None = None,
     progress: Progress,
+    engine: str | None = None,
+    hosts: dict[str, str] | None = None,
 ) -> Setup:
     """The model (from a topology file, or a rendered directory), checked against this
-    machine, with its image built and its run directory rendered."""
+    machine, with its image built and its run directory rendered. `engine`: compose (the
+    default) or swarm (harness/model/testnet.py ENGINES); a rendered directory keeps its own."""
     testnet, run_dir, rendered = _model(
-        Path(source), name, subnets, Path(out) if out else None, progress
+        Path(source), name, subnets, Path(out) if out else None, progress, engine, hosts
     )
     progress.say(
         f"testnet {testnet.name}: {len(testnet.nodes)} nodes, {len(testnet.routers)} "
         f"routers, networks "
         + ", ".join(f"{n.name}={n.subnet}" for n in (*testnet.networks, testnet.control))
+        + (" (data networks as swarm overlays)" if testnet.engine == "swarm" else "")
     )
     preflight(testnet)
     if rendered:
@@ -77,17 +82,21 @@ def _model(
     subnets: dict[str, str] | None,
     out: Path | None,
     progress: Progress,
+    engine: str | None = None,
+    hosts: dict[str, str] | None = None,
 ) -> tuple[Testnet, Path, bool]:
     """The testnet model, its run directory, and whether that directory is already rendered."""
     if source.is_dir():
-        if name or subnets or out:
+        loaded = Testnet.load(source)
+        if name or subnets or out or hosts or (engine is not None and engine != loaded.engine):
             raise SentrynetError(
-                f"{source} is a rendered testnet: --name, --subnet and --out apply only when "
-                "starting from a topology file (render again instead)"
+                f"{source} is a rendered testnet (engine {loaded.engine}): --name, --subnet, "
+                "--out, --engine and --host apply only when starting from a topology file (render "
+                "again instead)"
             )
-        return Testnet.load(source), source, True
+        return loaded, source, True
     topo = load_topology(source)
-    testnet = build_testnet(topo, name, subnets or {})
+    testnet = build_testnet(topo, name, subnets or {}, engine or DEFAULT_ENGINE, hosts)
     for warning in testnet.warnings:
         progress.say(f"warning: {warning}")
     return testnet, (out or RUNS_DIR / testnet.name), False
@@ -161,6 +170,8 @@ def preflight(testnet: Testnet) -> None:
             f"`sentrynet down {testnet.name}` first, or start this one with --name OTHER"
         )
     ours = [(n.name, ipaddress.ip_network(n.subnet)) for n in (*testnet.networks, testnet.control)]
+    if testnet.control_gateway is not None:
+        ours.append(("ctlgw", ipaddress.ip_network(testnet.control_gateway.local_subnet)))
     clashes: dict[str, str] = {}
     for dn in docker.client().networks.list():  # the list already carries IPAM
         for used in docker.network_subnets(dn):

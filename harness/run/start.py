@@ -12,17 +12,24 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from harness.client import TestnetStatus
 from harness.errors import SentrynetError
-from harness.infra import docker, netstate
+from harness.infra import docker, netstate, swarm
 from harness.infra.compose import Compose, compose_version
 from harness.model import Node, Testnet
 from harness.progress import Progress
-from harness.run import audit, cleanup
+from harness.run import audit, cleanup, hosts
 from harness.run.setup import Setup, SubnetTaken, free_subnets_for, setup
 from harness.run.testnet import RunningTestnet
 from harness.wait import wait_until
+
+
+def where(engine: str | None, hosts: dict[str, str] | None) -> dict[str, Any]:
+    """Where a testnet runs, as setup's keyword arguments: the engine and the other hosts."""
+    return {"engine": engine, "hosts": hosts}
+
 
 READY_DEADLINE_S = 240.0  # generous: a loaded 2-CPU machine needs ~100 s for 8 nodes
 POOL_OVERLAP = "Pool overlaps with other one on this address space"  # the engine's words
@@ -39,16 +46,20 @@ def up(
     ready_deadline_s: float = READY_DEADLINE_S,
     keep_on_failure: bool = False,
     free_subnets: bool = False,
+    engine: str | None = None,
+    hosts: dict[str, str] | None = None,
 ) -> RunningTestnet:
     """setup -> start -> audit, from a topology file (or an already rendered directory).
     `free_subnets`: pick subnets free on this machine (instead of `subnets`), and pick again
-    when another testnet takes one before compose up creates it.
+    when another testnet takes one before compose up creates it. `engine`: compose (default)
+    or swarm.
 
     On any failure, Ctrl-C or SIGTERM the testnet is torn down (by label) and the error
     re-raised, unless keep_on_failure.
     """
     progress = progress or Progress()
     t0 = time.monotonic()
+    on = where(engine, hosts)
     with cleanup.sigterm_as_interrupt():
         if free_subnets:
             running = setup_and_start(
@@ -59,9 +70,10 @@ def up(
                 ready_deadline_s=ready_deadline_s,
                 keep_on_failure=keep_on_failure,
                 t0=t0,
+                **on,
             )
         else:
-            ready = setup(source, name=name, subnets=subnets, out=out, progress=progress)
+            ready = setup(source, name=name, subnets=subnets, out=out, progress=progress, **on)
             running = start(ready, progress, ready_deadline_s, keep_on_failure, t0=t0)
         with _torn_down_on_failure(running.testnet, progress, keep_on_failure):
             audit.audit_running(running, progress)
@@ -86,6 +98,18 @@ def start(
     timings = {"prepare_s": time.monotonic() - t0} if t0 is not None else {}
     with _torn_down_on_failure(testnet, progress, keep_on_failure):
         images = ready.image + (f" and {ready.rust_image}" if ready.rust_image else "")
+        if testnet.engine_hosts:  # several hosts: harness/run/hosts.py
+            clients = hosts.other_engines(testnet)
+            refs = [ready.image, *([ready.rust_image] if ready.rust_image else [])]
+            hosts.ship_images(clients, refs, progress)
+            hosts.create_overlays(testnet, progress)
+            t_up = time.monotonic()
+            hosts.start_services(testnet, ready.run_dir, compose, clients, progress)
+            wait_ready(testnet, progress, ready_deadline_s)
+            timings["up_to_ready_s"] = time.monotonic() - t_up
+            return RunningTestnet(testnet, ready.run_dir, t_up=t_up, timings=timings)
+        if testnet.engine == "swarm":
+            swarm.ensure(progress, avoid=[n.subnet for n in (*testnet.networks, testnet.control)])
         with progress.step(f"compose up ({compose_version()}, image {images})"):
             t_up = time.monotonic()
             try:
@@ -111,15 +135,18 @@ def setup_and_start(
     out: str | Path | None = None,
     keep_on_failure: bool = False,
     t0: float | None = None,
+    engine: str | None = None,
+    hosts: dict[str, str] | None = None,
 ) -> RunningTestnet:
     """setup on the subnets free now, then start. Two runs on one machine (two checkouts,
     a CI job beside a user's scenario) can pick the same free subnets; the one whose
     compose up comes second fails with the engine's "Pool overlaps", is torn down, and
     picks again, up to SUBNET_ATTEMPTS times."""
+    on = where(engine, hosts)
     for attempt in range(1, SUBNET_ATTEMPTS + 1):
         try:
             subnets = free_subnets_for(source, progress)
-            ready = setup(source, name=name, subnets=subnets, out=out, progress=progress)
+            ready = setup(source, name=name, subnets=subnets, out=out, progress=progress, **on)
             return start(ready, progress, ready_deadline_s, keep_on_failure, t0=t0)
         except SubnetTaken as exc:
             if attempt == SUBNET_ATTEMPTS or keep_on_failure:

@@ -157,6 +157,7 @@ class Scenario:
     # harness/scenarios/loader.py): python (the file as written), rust, rust:clients, ...
     impl: str = "python"
     impls: tuple[str, ...] = ("python",)  # the file's `impls:`: what `make test` runs
+    engines: tuple[str, ...] = ("compose",)  # the file's `engines:`: each impl on each
     switched: tuple[str, ...] = ()  # the nodes `impl` moved (pinned ones are not)
     node_impls: dict[str, str] = field(default_factory=dict)  # node -> impl, as run
     # `tested_by:` another library scenario whose run `make test` judges these checks in

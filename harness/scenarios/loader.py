@@ -10,6 +10,8 @@ A scenario file (scenarios/library/<name>.yaml; docs/scenarios.md has the whole 
     impls: [python, rust]            # optional: the implementations `make test` runs it
                                      # with (default [python]); `sentrynet scenario NAME
                                      # --impl rust` runs any file on any of IMPL_VARIANTS
+    engines: [compose, swarm]        # optional: the engines `make test` runs each impl on
+                                     # (default [compose]); `--engine swarm` runs any file
     steps:
       - check: reservations          # a registered check (CHECKS below)
         deadline: 120
@@ -64,6 +66,7 @@ from harness.checks.expect import impossible
 from harness.errors import SentrynetError
 from harness.model.fields import FieldReader
 from harness.model.nat import ALIASES, PRESETS
+from harness.model.testnet import DEFAULT_ENGINE, ENGINES
 from harness.model.topology import (
     IMPL_SCOPES,
     IMPLS,
@@ -274,7 +277,16 @@ EXPECTS = ("holds", "fails", "impossible")
 TRANSPORTS = ("tcp", "quic")  # what a node listens on (topology `transports:`)
 REACH_KEYS = ("relayed_circuit", "cross_network_sync")  # what analyse-reach records
 KINDS = ("check", "wait", "perturb", "action", "mark", "repeat", "background")
-TOP_KEYS = ("name", "description", "topology", "conclusion", "impls", "tested_by", "steps")
+TOP_KEYS = (
+    "name",
+    "description",
+    "topology",
+    "conclusion",
+    "impls",
+    "engines",
+    "tested_by",
+    "steps",
+)
 
 # ---------------------------------------------------------------------------------------
 # the implementation parameter (`--impl`, `impls:`)
@@ -412,18 +424,28 @@ class _Reader(FieldReader):
         return self.choice(value, path, IMPL_VARIANTS, "implementation")
 
     def impls(self, value: Any, path: str) -> tuple[str, ...]:
+        return self.choices(value, path, IMPL_VARIANTS, "implementation", "[python, rust]")
+
+    def engines(self, value: Any, path: str) -> tuple[str, ...]:
+        return self.choices(value, path, ENGINES, "engine", "[compose, swarm]")
+
+    def choices(
+        self, value: Any, path: str, allowed: tuple[str, ...], what: str, example: str
+    ) -> tuple[str, ...]:
+        """A non-empty list of distinct `allowed` values (`impls:`, `engines:`)."""
         if not isinstance(value, list) or not value:
+            key = path.rsplit(".", 1)[-1]
             raise self.fail(
                 path,
-                f"expected a list of implementations, got {value!r}",
-                f"e.g. impls: [python, rust]; known: {', '.join(IMPL_VARIANTS)}",
+                f"expected a list of {what}s, got {value!r}",
+                f"e.g. {key}: {example}; known: {', '.join(allowed)}",
             )
         out: list[str] = []
         for i, v in enumerate(value):
-            variant = self.impl_variant(v, f"{path}[{i}]")
-            if variant in out:
-                raise self.fail(f"{path}[{i}]", f"{variant!r} is listed twice", "list it once")
-            out.append(variant)
+            item = self.choice(v, f"{path}[{i}]", allowed, what)
+            if item in out:
+                raise self.fail(f"{path}[{i}]", f"{item!r} is listed twice", "list it once")
+            out.append(item)
         return tuple(out)
 
     # --- topology and selectors -------------------------------------------------------
@@ -999,6 +1021,7 @@ def parse_scenario(
     description = " ".join(r.text(top["description"], "description").split())
     variant = r.impl_variant(impl, impl_field)
     impls = r.impls(top["impls"], "impls") if "impls" in top else (DEFAULT_IMPL,)
+    engines = r.engines(top["engines"], "engines") if "engines" in top else (DEFAULT_ENGINE,)
     topology, r.topo, switched = _topology(r, top["topology"], file, variant, impl_field)
     conclusion = None
     if "conclusion" in top:
@@ -1022,6 +1045,7 @@ def parse_scenario(
         source=str(file),
         impl=variant,
         impls=impls,
+        engines=engines,
         switched=switched,
         node_impls={n.name: n.impl for n in r.topology.nodes},
         tested_by=tested_by,

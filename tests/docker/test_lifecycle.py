@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -282,3 +283,31 @@ def test_a_subnet_taken_after_the_pick_is_picked_again(
         assert "picking free subnets again (2/3)" in out.out + out.err
     finally:
         cleanup.down(name)
+
+
+def test_down_removes_what_is_here_when_another_host_does_not_answer(tmp_path: Path) -> None:
+    """A multi-host testnet whose second host is gone (powered off, its engine stopped):
+    `down` removes everything on this engine, says which host it could not reach, and
+    ends; it does not fail on the first error nor wait out its deadline."""
+    name = f"t{os.getpid()}-gonehost"
+    labels = {docker_ops.LABEL_TESTNET: name}
+    gone = f"unix://{tmp_path}/gone.sock"  # no engine answers there
+    client = docker_ops.client()
+    net = client.networks.create(
+        f"{name}_public",
+        driver="bridge",
+        internal=True,
+        labels={**labels, docker_ops.LABEL_HOSTS: json.dumps({"h2": gone})},
+    )
+    box = client.containers.create(
+        ensure_node_image(Progress(quiet=True)), ["sleep", "600"], labels=labels, network=net.name
+    )
+    box.start()
+    t0 = time.monotonic()
+    removed = cleanup.down_settled(name, deadline_s=60)
+    took = time.monotonic() - t0
+    assert box.name in removed.containers and net.name in removed.networks
+    assert any(gone in e and "another host" in e for e in removed.errors), removed.errors
+    assert not client.containers.list(all=True, filters={"label": f"sentrynet.testnet={name}"})
+    assert not client.networks.list(filters={"label": f"sentrynet.testnet={name}"})
+    assert took < 50, f"down took {took:.0f}s: it waited for the host that is gone"

@@ -305,3 +305,24 @@ def test_idle_target_reads_the_median_per_node_and_names_each_role() -> None:
         if x["target"].startswith("idle")
     ]
     assert t["verdict"] == "MISSED" and "consensus stalled" in t["measured"]
+
+
+def test_scale_summary_keeps_the_compose_curve_and_gives_engine_ratios() -> None:
+    """--engines compose,swarm: the headline curve stays compose's; each other engine gets
+    its curve and, per size, its medians over compose's (ready_s, compose up -> APIs)."""
+    pts = [
+        {"nodes": 8, "engine": "compose", "ready_s": 10.0, "up_to_api_s": 5.0, "prepare_s": 1.0},
+        {"nodes": 8, "engine": "compose", "ready_s": 12.0, "up_to_api_s": 7.0, "prepare_s": 1.0},
+        {"nodes": 8, "engine": "swarm", "ready_s": 13.2, "up_to_api_s": 6.0, "prepare_s": 2.0},
+        {"nodes": 8, "engine": "swarm", "ready_s": 11.0, "up_to_api_s": 6.0, "prepare_s": 2.0},
+    ]
+    out = scale.summarize(pts)
+    assert [c["nodes"] for c in out["curve"]] == [8]
+    assert out["curve"][0]["ready_s"]["median"] == 11.0  # compose only
+    assert out["points"] == pts
+    (row,) = out["over_compose"]["swarm"]
+    assert row["ready_s"] == {"median": 12.1, "compose_median": 11.0}
+    assert row["ready_s_ratio"] == 1.1
+    assert row["up_to_api_s_ratio"] == 1.0 and row["prepare_s_ratio"] == 2.0
+    assert set(out["engines"]) == {"compose", "swarm"}
+    assert "over_compose" not in scale.summarize(pts[:2])  # one engine: as before

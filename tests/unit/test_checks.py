@@ -678,3 +678,79 @@ def test_dcutr_within_rtts_bounds_each_cross_network_upgrade() -> None:
     assert not v.ok and v.data["final"] and "1 of 1 upgrades past 1s + 3 RTTs" in v.detail
     v = check(obs(events=_punched(0.3, None)))  # no RTT reported: nothing to judge yet
     assert not v.ok and "no DCUtR upgrade with a duration and an RTT" in v.detail
+
+
+def _stalled_upgrade(
+    stream: float = 0.617, sync_read_at: float = 7048.9139 + 0.7617, with_responder: bool = True
+) -> tuple[dict[str, dict[str, object]], dict[str, list[dict[str, object]]]]:
+    """CI run 20261205T012258Z (latency-wan): node6 initiated the upgrade to node0 at node
+    clock 7048.2047; the stream took 0.617 s to open and the SYNC, sent at +0.774 s, was
+    read by node0 0.70 s later over a path whose CONNECT round trip had taken 0.150 s. The
+    upgrade took 1.87 s, attempt 1. Both rows are on the shared clock, as the nodes report."""
+    st = healthy_statuses()
+    init_at, rtt = 7048.2047, 0.1496
+    st["node6"]["dcutr"] = [
+        {
+            "peer": PID["node0"],
+            "role": "initiator",
+            "attempt": 1,
+            "outcome": "succeeded",
+            "duration_s": 1.87,
+            "rtt_s": rtt,
+            "at": init_at,
+            "phases": {"stream": stream, "connect": stream + rtt, "sync": 0.774, "direct": 1.87},
+        }
+    ]
+    resp_at = 7048.9139
+    if with_responder:
+        st["node0"]["dcutr"] = [
+            {
+                "peer": PID["node6"],
+                "role": "responder",
+                "attempt": 1,
+                "outcome": "succeeded",
+                "duration_s": 1.17,
+                "at": resp_at,
+                "phases": {"connect": 0.0021, "sync": round(sync_read_at - resp_at, 4)},
+            }
+        ]
+    ok = ev(
+        "dcutr_succeeded", 6960.0, peer=PID["node0"], role="initiator", duration_s=1.87, rtt_s=rtt
+    )
+    return st, {"node6": [ok]}
+
+
+def test_dcutr_within_rtts_adds_the_relayed_paths_stall_read_from_both_ends() -> None:
+    """The failing CI run's upgrade passes once the stall of the relayed path it had is
+    counted: 1 s + 3 x 0.150 s + 0.47 s (stream open past one RTT) + 0.62 s (SYNC past half
+    an RTT) = 2.54 s; the detail names the stall."""
+    st, events = _stalled_upgrade()
+    v = relay.dcutr_within_rtts(1.0, 3)(obs(st, events))
+    assert v.ok, v
+    assert (
+        "node6<->node0 1.87s (rtt 150 ms, relayed path stalled 1.09s: stream open 0.62s, "
+        "SYNC 0.70s one way; bound 2.54s)" in v.detail
+    ), v.detail
+    assert "(1 with the relayed path's stall added)" in v.detail
+
+
+def test_dcutr_within_rtts_does_not_excuse_a_slow_punch_on_a_steady_path() -> None:
+    """The same 1.87 s with a prompt stream open and SYNC: the time went after SYNC, in the
+    punch (a timer or a retry), and is past 1 s + 3 RTTs."""
+    steady = 7048.2047 + 0.774 + 0.075
+    st, events = _stalled_upgrade(stream=0.14, sync_read_at=steady)
+    v = relay.dcutr_within_rtts(1.0, 3)(obs(st, events))
+    assert not v.ok and "1 of 1 upgrades past 1s + 3 RTTs" in v.detail, v
+    assert "node6<->node0 1.87s (rtt 150 ms, bound 1.45s)" in v.detail, v.detail
+    assert "timer or a retry" in (v.cause or "")
+
+
+def test_dcutr_within_rtts_without_the_other_ends_row_counts_only_the_stream_open() -> None:
+    """No responder row (a node without the API, or its rows rotated out): the SYNC cannot be
+    timed, so only the initiator's own stream open is added: 1.45 + 0.47 = 1.92 s."""
+    st, events = _stalled_upgrade(with_responder=False)
+    v = relay.dcutr_within_rtts(1.0, 3)(obs(st, events))
+    assert v.ok, v
+    assert "stalled 0.47s: stream open 0.62s; bound 1.92s" in v.detail, v.detail
+    st, events = _stalled_upgrade(stream=0.16, with_responder=False)
+    assert not relay.dcutr_within_rtts(1.0, 3)(obs(st, events)).ok

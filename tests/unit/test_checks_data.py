@@ -198,7 +198,19 @@ STATUS_KEYS = (
 CHAIN_KEYS = ("height", "tip_hash", "sync_state", "sync_peers", "round", "step")
 RESERVATION_KEYS = ("relay", "addrs", "accepted_at")
 CONNECTION_KEYS = ("peer", "remote_addr", "kind", "transport", "direction", "relay", "opened_at")
-DCUTR_KEYS = ("peer", "role", "outcome", "reason", "duration_s", "addr", "at", "final")
+DCUTR_KEYS = (
+    "peer",
+    "role",
+    "attempt",
+    "outcome",
+    "reason",
+    "duration_s",
+    "addr",
+    "rtt_s",
+    "at",
+    "final",
+    "phases",
+)
 DCUTR_EVENT_KEYS = ("peer", "role", "reason", "duration_s", "addr", "final", "rtt_s")
 EVENT_KEYS = {  # the event types the checks read, and the fields they read of each
     "reservation_accepted": ("relay",),

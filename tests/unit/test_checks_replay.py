@@ -96,3 +96,26 @@ def test_a_tcp_punch_does_not_pass_for_a_quic_one() -> None:
     verdict = step.check(obs)
     assert not verdict.ok, str(verdict)
     assert "over tcp, not quic" in verdict.detail, verdict.detail
+
+
+def test_a_stall_is_added_only_where_both_ends_rows_show_it() -> None:
+    """latency-wan's run 20261205T032041Z: node2<->node5 took 1.58 s at a 139 ms relayed RTT,
+    within its bound only because node5 read the SYNC 0.92 s after node2 sent it (both rows
+    in /status). With the responders' rows gone (nothing to time the SYNC by), the same
+    upgrade is past 1 s + 3 RTTs and the check fails: the stall is read, never assumed."""
+    doc = json.loads((REPLAY_DIR / "latency-wan.json").read_text())
+    step = next(
+        s
+        for s in scenarios.get("latency-wan").steps
+        if isinstance(s, CheckStep) and s.name == "dcutr_within_rtts"
+    )
+    rec, obs = next((r, o) for r, o in replayed(doc) if r["name"] == "dcutr_within_rtts")
+    verdict = step.check(obs)
+    assert rec["passed"] and verdict.ok, str(verdict)
+    assert "node2<->node5 1.58s (rtt 139 ms, relayed path stalled 0.86s" in verdict.detail
+    for name, st in obs.status.items():
+        rows = tuple(d for d in st.dcutr if d.role != "responder")
+        obs.status[name] = dataclasses.replace(st, dcutr=rows)
+    verdict = step.check(obs)
+    assert not verdict.ok, str(verdict)
+    assert "node2<->node5 1.58s (rtt 139 ms, bound 1.43s)" in verdict.detail, verdict.detail

@@ -1,5 +1,6 @@
 """Bad input to the CLI ends in one named error line and a non-zero exit, never a traceback
-(issue 16): a topology that is not UTF-8, a null `config:`, `--out` naming a file."""
+(issue 16): a topology that is not UTF-8, a null `config:`, `--out` naming a file, an
+engine URL where no engine answers."""
 
 from __future__ import annotations
 
@@ -48,3 +49,12 @@ def test_out_naming_a_file_is_refused(
     assert code != 0 and "Traceback" not in err
     assert f"--out {afile}{sub}:" in err and "file" in err
     assert afile.read_text() == "mine"  # nothing lost
+
+
+def test_ship_to_an_engine_that_does_not_answer_names_the_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"unix://{tmp_path}/no-engine.sock"
+    code, err = run(["images", "ship", "--to", url], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert f"--to {url}: no Docker engine answers there" in err

@@ -8,6 +8,7 @@ and review the diff (`git diff tests/golden`) like any other change.
 from __future__ import annotations
 
 import filecmp
+import ipaddress
 import os
 import shutil
 import tomllib
@@ -356,3 +357,35 @@ def test_render_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert tn.name == "mini2"
     assert tn.node("relay").addresses == {"public": "172.27.0.10"}
     assert tn.router("router-a").public_ip == "172.27.0.254"
+
+
+def test_swarm_engine_puts_the_data_networks_on_internal_overlays(tmp_path: Path) -> None:
+    """--engine swarm: every data network an attachable overlay, internal (private ones too:
+    an overlay that is not internal joins each container to docker_gwbridge, a way off the
+    testnet), the control network a local bridge the host reaches; the services, their
+    static IPs and testnet.json's engine as rendered."""
+    _, out = rendered(tmp_path, "scenarios/sentry.yaml", engine="swarm")
+    compose = yaml.safe_load((out / "docker-compose.yml").read_text())
+    tn = Testnet.load(out)
+    for name in ("a", "b", "public"):
+        net = compose["networks"][name]
+        assert (net["driver"], net["attachable"], net["internal"]) == ("overlay", True, True)
+        # the overlay's own addresses (one per host attached) never collide with the model's
+        (ipam,) = net["ipam"]["config"]
+        block = ipaddress.ip_network(ipam["ip_range"])
+        assert block.subnet_of(ipaddress.ip_network(ipam["subnet"])) and block.num_addresses >= 16
+        taken = {h.addresses[name] for h in tn.hosts() if name in h.addresses}
+        assert not any(ipaddress.ip_address(ip) in block for ip in taken), (name, block)
+        assert "driver_opts" not in net
+        assert net["labels"]["sentrynet.testnet"] == "sentry"
+    control = compose["networks"]["control"]
+    assert (control["driver"], control["internal"]) == ("bridge", True)
+    assert compose["services"]["router-a"]["networks"]["a"] == {"ipv4_address": "172.20.0.254"}
+    assert Testnet.load(out).engine == "swarm"
+    _, plain = rendered(tmp_path / "plain", "scenarios/sentry.yaml")
+    assert Testnet.load(plain).engine == "compose"
+
+
+def test_an_unknown_engine_is_refused_by_name() -> None:
+    with pytest.raises(SentrynetError, match="--engine 'kubernetes': use one of compose, swarm"):
+        build_testnet(load_topology("scenarios/sentry.yaml"), engine="kubernetes")

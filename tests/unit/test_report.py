@@ -161,3 +161,19 @@ def test_finish_without_a_testnet_writes_every_check(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "latest" / "report.json").read_text())
     assert saved["checks"][2]["expect"] == "impossible"
     assert (run_dir / "junit.xml").exists()
+
+
+def test_the_suite_name_says_the_implementation_and_the_engine() -> None:
+    """A run on the swarm engine or on another implementation is told apart in junit and
+    in the summary line (a CI page lists sentry and sentry[swarm] side by side)."""
+    for extra, tag in (
+        ({}, ""),
+        ({"engine": "compose"}, ""),
+        ({"engine": "swarm"}, "[swarm]"),
+        ({"impl": "rust", "engine": "swarm"}, "[rust,swarm]"),
+        ({"impl": "rust"}, "[rust]"),
+    ):
+        doc = report.build_report("sentry", _outcomes(), **extra)
+        root = ET.fromstring(report.junit_xml(doc))
+        assert root.get("name") == f"sentrynet.scenario.sentry{tag}", extra
+        assert f"scenario sentry{tag}: FAILED" in report.summary_table(doc), extra

@@ -6,6 +6,7 @@ Docker."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from harness import scenarios
 from harness.cli import scenario as cli
+from harness.errors import SentrynetError
 from harness.model.topology import load_topology, switch_impl
 from harness.run import report
 from harness.run.steps import CheckOutcome
@@ -174,9 +176,15 @@ def test_pytest_ids_are_impl_and_check() -> None:
     want = [f"{impl}-{c}" for impl in sc.impls for c in sc.check_names]
     assert ids("relay-limits") == want
     for p in test_scenarios.variants("seed-rust"):
-        assert p.values[3] is True, "seed-rust runs rust nodes: needs the rust image"
+        assert p.values[4] is True, "seed-rust runs rust nodes: needs the rust image"
     for p in test_scenarios.variants("sentry"):
-        assert p.values[3] is ("rust" in str(p.values[0]))
+        assert p.values[4] is ("rust" in str(p.values[0]))
+    # sentry runs on both engines: compose ids as before, swarm ids tagged
+    sc = scenarios.get("sentry")
+    assert sc.engines == ("compose", "swarm")
+    assert ids("sentry") == [f"python-{c}" for c in sc.check_names] + [
+        f"python-swarm-{c}" for c in sc.check_names
+    ]
 
 
 def test_variants_of_a_file_with_rust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,7 +198,21 @@ def test_variants_of_a_file_with_rust(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(scenarios.loader, "LIBRARY_DIR", lib)
     params = test_scenarios.variants("two")
     assert [p.id for p in params] == ["python-reservations", "rust-reservations"]
-    assert [p.values[3] for p in params] == [False, True]
+    assert [p.values[4] for p in params] == [False, True]
+    (lib / "both.yaml").write_text(
+        "description: x\ntopology: sentry\nengines: [compose, swarm]\n" + STEPS
+    )
+    params = test_scenarios.variants("both")
+    assert [p.id for p in params] == ["python-reservations", "python-swarm-reservations"]
+    assert [p.values[1] for p in params] == ["compose", "swarm"]
+    for bad, said in (
+        ("[compose, swrm]", "engines[1]: 'swrm' is not a known engine"),
+        ("[swarm, swarm]", "engines[1]: 'swarm' is listed twice"),
+        ("swarm", "engines: expected a list of engines"),
+    ):
+        (lib / "bad.yaml").write_text(f"description: x\ntopology: sentry\nengines: {bad}\n" + STEPS)
+        with pytest.raises(SentrynetError, match=re.escape(said)):
+            scenarios.get("bad")
     (lib / "bad.yaml").write_text(
         "description: x\ntopology: sentry\nimpls: [python, rst]\n" + STEPS
     )
