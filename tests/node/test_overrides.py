@@ -8,6 +8,7 @@ override can go.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -382,10 +383,15 @@ async def _gossip_net(
     links: list[tuple[int, int]],
     body: Callable[[list[IHost], list[tuple[Any, GossipSub]], list[Any]], Any],
     settled: Callable[[list[int]], bool] | None = None,
+    one_by_one: bool = False,
 ) -> Any:
     """Real gossipsub hosts on loopback, subscribed to one topic and connected along
     `links` (indices); waits until `settled(mesh sizes)` (default: every host has grafted
-    all its neighbours), then runs `body(hosts, routers, subscriptions)`."""
+    all its neighbours), then runs `body(hosts, routers, subscriptions)`.
+
+    `one_by_one`: host k joins (connects its links to hosts 0..k-1) only once the meshes
+    of the hosts before it have been still for two heartbeats, as nodes of a testnet join
+    one after another; all at once, every host grafts D peers in the same first heartbeat."""
     n = 1 + max(max(link) for link in links)
     hosts = [_host() for _ in range(n)]
     subs = [factory(h) for h in hosts]
@@ -407,11 +413,26 @@ async def _gossip_net(
         for ps, _ in subs:
             await ps.wait_until_ready()
             subscriptions.append(await ps.subscribe("/sentrynet/test/gossip"))
-        for i, j in links:
-            await hosts[i].connect(PeerInfo(hosts[j].get_id(), [addr_of(hosts[j])]))
+        for k in range(1, n) if one_by_one else [n]:
+            for i, j in links:
+                if not one_by_one or max(i, j) == k:
+                    await hosts[i].connect(PeerInfo(hosts[j].get_id(), [addr_of(hosts[j])]))
+            if one_by_one:
+                await _meshes_still(subs[: k + 1], 2 * GOSSIP_HEARTBEAT_S, 20)
         if settled is None:
             settled = lambda sizes: sizes == neighbours  # noqa: E731
-        await poll(lambda: settled(_mesh_sizes(subs)), 20, "meshes settled")
+        seen: list[list[int]] = []
+
+        def meshes_settled() -> bool:
+            sizes = _mesh_sizes(subs)
+            if not seen or seen[-1] != sizes:
+                seen.append(sizes)
+            return settled(sizes)
+
+        try:
+            await poll(meshes_settled, 20, "meshes settled")
+        except AssertionError as timeout:
+            raise AssertionError(f"{timeout}; mesh sizes seen, in order: {seen}") from None
         result = await body(hosts, subs, subscriptions)
         nursery.cancel_scope.cancel()
     return result
@@ -419,6 +440,20 @@ async def _gossip_net(
 
 def _mesh_sizes(subs: list[tuple[Any, GossipSub]]) -> list[int]:
     return [len(gs.mesh.get("/sentrynet/test/gossip", ())) for _, gs in subs]
+
+
+async def _meshes_still(subs: list[tuple[Any, GossipSub]], quiet: float, timeout: float) -> None:
+    """Waits until no mesh size of `subs` has changed for `quiet` seconds."""
+    seen = [_mesh_sizes(subs)]
+    since = trio.current_time()
+    with trio.move_on_after(timeout):
+        while trio.current_time() - since < quiet:
+            await trio.sleep(0.05)
+            if _mesh_sizes(subs) != seen[-1]:
+                seen.append(_mesh_sizes(subs))
+                since = trio.current_time()
+        return
+    raise AssertionError(f"meshes not still for {quiet}s within {timeout}s: {seen}")
 
 
 def _heartbeat_after_health_check(factory: Callable[[IHost], tuple[Any, GossipSub]]) -> float:
@@ -1100,9 +1135,17 @@ def test_upstream_grafts_two_more_peers_every_heartbeat_override_none() -> None:
 
 
 def test_full_mesh_of_eight_keeps_every_host_at_d_low_or_more() -> None:
-    """Eight hosts all connected to each other, the node's gossipsub with the override:
-    once every mesh has reached D_low, none drops below it again (upstream left hosts with
-    0-1 mesh peers for a minute here: the module's docstring has the figures)."""
+    """Eight hosts joining one by one until all are connected to each other, the node's
+    gossipsub with the override: every mesh reaches D_low and none drops below it again
+    (upstream left hosts with 0-1 mesh peers for a minute here: the module's docstring has
+    the figures).
+
+    The hosts join one by one because eight hosts that connect at the same instant all
+    graft D peers in the same first heartbeat: some meshes overfill, are pruned back at
+    random, and both ends of each pruned link back off for 60 s, which left one host with
+    1-2 mesh peers and every other peer in backoff in about one run in three (CI run of
+    2026-12-06), override or not. That is the spec's backoff at work, not what the override
+    is about."""
 
     def ours(h: IHost) -> tuple[Any, GossipSub]:
         ps, gs = build_pubsub(h)
@@ -1118,13 +1161,8 @@ def test_full_mesh_of_eight_keeps_every_host_at_d_low_or_more() -> None:
         return lowest
 
     links = [(i, j) for i in range(8) for j in range(i + 1, 8)]
-    lowest = trio.run(
-        _gossip_net,
-        ours,
-        links,
-        body,
-        lambda sizes: all(GOSSIP_D_LOW <= k <= GOSSIP_D_HIGH for k in sizes),
-    )
+    settled = lambda sizes: all(GOSSIP_D_LOW <= k <= GOSSIP_D_HIGH for k in sizes)  # noqa: E731
+    lowest = trio.run(functools.partial(_gossip_net, ours, links, body, settled, one_by_one=True))
     assert min(lowest) >= GOSSIP_D_LOW, lowest
 
 
