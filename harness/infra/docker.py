@@ -95,24 +95,24 @@ def host_urls(name: str) -> dict[str, str]:
     return out
 
 
-def engines(name: str | None) -> list[docker.DockerClient]:
-    """This engine, and for a multi-host testnet the engines of its other hosts."""
+def engines(name: str | None, unreachable: list[str] | None = None) -> list[docker.DockerClient]:
+    """This engine, and for a multi-host testnet the engines of its other hosts.
+
+    With `unreachable` given, an engine that does not answer (a host powered off, its
+    engine stopped) is left out and named there, so that `down` removes what it can reach
+    and says what it left."""
     if name is None:
         return [client()]
-    return [client(), *(engine(url) for url in sorted(set(host_urls(name).values())))]
-
-
-def reachable_engines(name: str, errors: list[str]) -> list[docker.DockerClient]:
-    """engines(name) without those that do not answer (a host powered off, its engine
-    stopped): each of those is named in `errors`, so that `down` removes what it can reach
-    and says what it left."""
     out = [client()]
     for url in sorted(set(host_urls(name).values())):
-        try:
+        if unreachable is None:
+            out.append(engine(url))
+            continue
+        try:  # the client asks the engine its API version as it is made
             eng = engine(url)
             eng.ping()
         except docker.errors.DockerException as exc:
-            errors.append(f"another host of {name}, {url}, does not answer: {exc}")
+            unreachable.append(f"another host of {name}, {url}, does not answer: {exc}")
             continue
         out.append(eng)
     return out
@@ -290,7 +290,7 @@ def remove_testnet(name: str) -> Removed:
     """
     removed = Removed()
     # before the networks go: they name the other hosts
-    engs = reachable_engines(name, removed.errors)
+    engs = engines(name, removed.errors)
     found: list[Container] = []
     vols: list[Any] = []
     for eng in engs:
