@@ -24,6 +24,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import tenacity
 from docker.models.containers import Container
 
 from harness.errors import SentrynetError
@@ -291,6 +292,7 @@ def remove_testnet(name: str) -> Removed:
     removed = Removed()
     # before the networks go: they name the other hosts
     engs = engines(name, removed.errors)
+    unreachable = len(removed.errors)  # hosts that did not answer: their tasks stay
     found: list[Container] = []
     vols: list[Any] = []
     for eng in engs:
@@ -311,7 +313,7 @@ def remove_testnet(name: str) -> Removed:
                 # An endpoint left by a container we do not own: detach it, never remove it.
                 with contextlib.suppress(docker.errors.APIError):
                     n.disconnect(cid, force=True)
-            n.remove()
+            _remove_network(n, patient=unreachable == 0)
             removed.networks.append(n.name)
         except docker.errors.NotFound:
             pass
@@ -326,6 +328,31 @@ def remove_testnet(name: str) -> Removed:
         except docker.errors.APIError as exc:
             removed.errors.append(f"volume {v.name}: {exc.explanation or exc}")
     return removed
+
+
+# A swarm manager learns that a container on another host left an overlay a moment after
+# that host removed it; until then removing the overlay fails "is in use by task" (seen
+# in CI: a two-host testnet's public overlay, right after host 2's containers went).
+OVERLAY_RELEASE_S = 30.0
+
+
+def _still_attached_elsewhere(exc: BaseException) -> bool:
+    return isinstance(exc, docker.errors.APIError) and "in use by task" in str(exc)
+
+
+def _remove_network(net: Any, patient: bool) -> None:
+    """`net.remove()`, waiting (bounded) while the swarm still counts a task on it; not
+    `patient` when a host of the testnet did not answer (its tasks will not go)."""
+    if not patient:
+        net.remove()
+        return
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_still_attached_elsewhere),
+        stop=tenacity.stop_after_delay(OVERLAY_RELEASE_S),
+        wait=tenacity.wait_fixed(0.5),
+        reraise=True,
+    )
+    retrying(net.remove)
 
 
 def pick_free_subnets(
