@@ -21,6 +21,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
 - idontwant.py       IDONTWANT only for messages of 1 KiB or more (upstream: every one)
 - opportunistic_graft.py  no opportunistic grafting without peer scoring (upstream
                      grafts two more peers every heartbeat: meshes overfill, prune and collapse)
+- ihave_targets.py   IHAVE gossip to peers outside the mesh whatever their GRAFT backoff
+                     (upstream: none to a peer in backoff, so a collapsed mesh gossips to nobody)
 - pubsub_batch.py    the RPCs queued for a peer go out in one stream write (upstream:
                      a Yamux frame, a Noise message and a system call per RPC)
 - sender_record.py   our signed peer record built once per address change, a peer's
@@ -68,6 +70,7 @@ from node.overrides.dial_peer import DialRoute, route_dial_peer
 from node.overrides.identify import IdentifyHook, install_identify_hook
 from node.overrides.identify_observed import install_identify_observed_per_connection
 from node.overrides.idontwant import install_idontwant_threshold
+from node.overrides.ihave_targets import install_ihave_without_backoff
 from node.overrides.multistream_pipeline import install_pipelined_multistream
 from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.opportunistic_graft import install_no_opportunistic_graft
@@ -102,6 +105,7 @@ def apply(
     install_pubsub_batch(pubsub)
     install_idontwant_threshold(pubsub.router)
     install_no_opportunistic_graft(pubsub.router)
+    install_ihave_without_backoff(pubsub.router)
     install_sender_record_cache()
     install_yamux_window_hysteresis()
     install_yamux_env_once()

@@ -105,6 +105,15 @@ USES: dict[str, list[str]] = {
     "opportunistic_graft.py": [
         "libp2p.pubsub.gossipsub:GossipSub._perform_opportunistic_grafting",
     ],
+    "ihave_targets.py": [
+        "libp2p.pubsub.gossipsub:GossipSub.gossip_heartbeat",
+        "libp2p.pubsub.gossipsub:GossipSub._get_adaptive_gossip_peers_count",
+        "libp2p.pubsub.gossipsub:GossipSub._get_in_topic_gossipsub_peers_from_minus",
+        "libp2p.pubsub.gossipsub:GossipSub.select_from_minus",
+        "libp2p.pubsub.gossipsub:GossipSub.mcache",
+        "libp2p.pubsub.gossipsub:GossipSub.direct_peers",
+        "libp2p.pubsub.gossipsub:GossipSub.fanout",
+    ],
     "identify_observed.py": [
         "libp2p.identity.identify.identify:_prefer_circuit_addr",
         "libp2p.identity.identify.identify:ID",

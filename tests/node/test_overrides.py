@@ -45,6 +45,7 @@ from node.overrides.circuit_addrs import install_circuit_addrs
 from node.overrides.dial_unknown import dial_unknown_peer
 from node.overrides.identify import install_identify_hook
 from node.overrides.idontwant import install_idontwant_threshold
+from node.overrides.ihave_targets import install_ihave_without_backoff
 from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.opportunistic_graft import install_no_opportunistic_graft
 from node.relay.wire import encode, read_msg
@@ -1196,3 +1197,32 @@ def test_upstream_reads_yamux_env_on_every_call_override_once(
         assert yamux_env.py_yamux_env_once("SN_TEST") == "a"
     assert lookups[0] == 1  # ours: one lookup for the life of the process
     yamux_env.py_yamux_env_once.cache_clear()
+
+
+def _ihave_targets_with_one_mesh_peer(fixed: bool) -> set[int]:
+    """A hub with four neighbours after a mesh collapse: one of them in its mesh, the other
+    three in GRAFT backoff; the hub has published a message. Which neighbours (indices) one
+    gossip heartbeat sends IHAVE to."""
+
+    async def body(hosts: Any, subs: list[tuple[Any, GossipSub]], _subs: Any) -> set[int]:
+        gs = subs[0][1]
+        if fixed:
+            install_ihave_without_backoff(gs)
+        topic = "/sentrynet/test/gossip"
+        await subs[0][0].publish(topic, b"a vote")
+        ids = {h.get_id(): i for i, h in enumerate(hosts)}
+        gs.mesh[topic] = {hosts[1].get_id()}
+        for h in hosts[2:]:
+            gs._add_back_off(h.get_id(), topic, False)  # as after a prune, for 60 s
+        return {ids[p] for p in gs.gossip_heartbeat()}  # synchronous: nothing interleaves
+
+    star = [(0, i) for i in range(1, 5)]
+    return set(trio.run(_gossip_net, _upstream_pubsub, star, body))
+
+
+def test_upstream_sends_no_ihave_to_peers_in_backoff_override_does() -> None:
+    """Upstream picks IHAVE targets with the GRAFT backoff filter, so a host whose other
+    peers are all in backoff gossips to nobody; the spec and go-libp2p exclude mesh peers
+    only."""
+    assert _ihave_targets_with_one_mesh_peer(fixed=False) == set()
+    assert _ihave_targets_with_one_mesh_peer(fixed=True) == {2, 3, 4}
