@@ -5,7 +5,9 @@ per node and the median, for before/after comparisons of the node's own cost (cP
 roughly doubles it). `--followers K` adds K full nodes that find each other by peer
 exchange, so that each node holds many connections: the per-connection cost.
 `--interval S` sets the block interval (default 1 s, as in the testnets); two intervals
-separate the per-block cost from the fixed one.
+separate the per-block cost from the fixed one. `--cpu-only --sample` also records one
+node (the first follower, else v0) with the py-spy sampler over the window: where its CPU
+goes without cProfile's per-call cost in the figures (bench/stacks.py).
 
 Why: the scale figures show 32+ nodes saturating 2 cores before any reservation work, so
 the cost of a node doing nothing but keeping its network alive decides how far a laptop
@@ -26,6 +28,7 @@ import datetime as dt
 import json
 import os
 import pstats
+import shutil
 import signal
 import statistics
 import subprocess
@@ -34,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.stacks import shares
 from node.config import P2PSection
 from testkit.chain import chain_section, height, validator_configs
 from testkit.procs import REPO, NodeProc, NodeProcs, WaitTimeout, wait_for
@@ -82,11 +86,52 @@ def _peer_set_settled(node: NodeProc, want: int, timeout: float) -> int:
     return len(node.status()["connections"])
 
 
+def _py_spy() -> str:
+    """The py-spy executable (the bench extra installs it into the venv)."""
+    found = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if not found:
+        raise SystemExit("py-spy not found: `make venv` installs it (the bench extra)")
+    return found
+
+
+def _start_sampler(pid: int, window: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy records `pid` for `window` seconds from outside the process, 100 samples a
+    second, never stopping it (--nonblocking), collapsed stacks into `out`."""
+    argv = [_py_spy(), "record", "--nonblocking", "--rate", "100", "--format", "raw"]
+    argv += ["--full-filenames"]
+    argv += ["--duration", str(max(1, int(window))), "--pid", str(pid), "--output", str(out)]
+    with open(out.with_suffix(".log"), "wb") as log:
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _sampled(sampler: subprocess.Popen[bytes], out: Path, who: str) -> dict[str, Any]:
+    """The sampler's shares once it has written its file."""
+    if sampler.wait(60) != 0 or not out.exists():
+        log = out.with_suffix(".log")
+        raise RuntimeError(f"py-spy failed (exit {sampler.returncode}): see {log}")
+    got = shares(out)
+    return {
+        "node": who,
+        "samples": got.samples,
+        "idle_samples": got.idle,
+        "note": "py-spy samples, 100/s, less those waiting in epoll (idle_samples); shares of "
+        "the rest: self time by group and by function, inclusive time by function",
+        "by_group": got.by_group,
+        "top_self": [{"share": v, "function": k} for k, v in got.top_self],
+        "top_inclusive": [{"share": v, "function": k} for k, v in got.top_inclusive],
+    }
+
+
 def cpu_only(
-    nodes: int, window: float, interval: float, work: Path, followers: int = 0
+    nodes: int,
+    window: float,
+    interval: float,
+    work: Path,
+    followers: int = 0,
+    sample: bool = False,
 ) -> dict[str, Any]:
     """Every node's CPU over `window` once the chain runs (and, with followers, once the
-    peer set settled); no profiler in the way."""
+    peer set settled); no profiler in the way (with `sample`, py-spy from outside)."""
     with NodeProcs(work) as procs:
         validators, full = _with_followers(procs, nodes, followers, interval)
         started = validators + full
@@ -101,6 +146,9 @@ def cpu_only(
         t0, h0 = time.monotonic(), height(first.status())
         mesh0 = {n.name: _mesh_peers(n.status()) for n in started}
         cpu0 = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        sampled_node = full[0] if full else first
+        sample_out = work / f"{sampled_node.name}.stacks"
+        sampler = _start_sampler(pids[sampled_node.name], window, sample_out) if sample else None
         # the window is a length of time to measure over, not a condition; polling /status
         # through it (as this did) made the first node answer ~10 requests a second
         time.sleep(window)
@@ -112,6 +160,7 @@ def cpu_only(
         statuses = {n.name: n.status() for n in started}
         conns = {name: len(st["connections"]) for name, st in statuses.items()}
         mesh1 = {name: _mesh_peers(st) for name, st in statuses.items()}
+        sampled = _sampled(sampler, sample_out, sampled_node.name) if sampler else None
     out: dict[str, Any] = {
         "mode": "cpu-only",
         "nodes": nodes,
@@ -132,6 +181,8 @@ def cpu_only(
     if full:
         out["cpu_cores_median_validators"] = statistics.median(cores[v.name] for v in validators)
         out["cpu_cores_median_followers"] = statistics.median(cores[f.name] for f in full)
+    if sampled:
+        out["sampled"] = sampled
     return out
 
 
@@ -231,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--cpu-only", action="store_true", help="no profiler: every node's CPU")
     p.add_argument("--interval", type=float, default=1.0, help="block interval (--cpu-only)")
+    p.add_argument("--sample", action="store_true", help="with --cpu-only: py-spy samples one node")
     p.add_argument(
         "--followers",
         type=int,
@@ -242,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     work = REPO / ".cache" / "bench" / f"idle-{run_id}"
     work.mkdir(parents=True, exist_ok=True)
     if args.cpu_only:
-        measured = cpu_only(args.nodes, args.window, args.interval, work, args.followers)
+        measured = cpu_only(
+            args.nodes, args.window, args.interval, work, args.followers, args.sample
+        )
         doc = {"run_id": run_id, **measured}
     else:
         doc = {"run_id": run_id, **profile(args.nodes, args.window, work, args.followers)}
