@@ -23,6 +23,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
                      grafts two more peers every heartbeat: meshes overfill, prune and collapse)
 - ihave_targets.py   IHAVE gossip to peers outside the mesh whatever their GRAFT backoff
                      (upstream: none to a peer in backoff, so a collapsed mesh gossips to nobody)
+- seen_before_task.py  a gossip message already seen is dropped where it is read
+                     (upstream: a service task per copy, which then drops it)
 - pubsub_batch.py    the RPCs queued for a peer go out in one stream write (upstream:
                      a Yamux frame, a Noise message and a system call per RPC)
 - sender_record.py   our signed peer record built once per address change, a peer's
@@ -78,6 +80,7 @@ from node.overrides.pubsub_batch import install_pubsub_batch
 from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
 from node.overrides.quic_reuse import install_quic_dial_from_listener
+from node.overrides.seen_before_task import install_seen_before_task
 from node.overrides.sender_record import install_sender_record_cache
 from node.overrides.stream_guard import OnHandlerError, install_stream_guard
 from node.overrides.task_parent import install_task_parent_index
@@ -103,6 +106,7 @@ def apply(
     fix_pubsub_seqno(pubsub)
     install_pubsub_rpc_guard(pubsub)
     install_pubsub_batch(pubsub)
+    install_seen_before_task(pubsub)
     install_idontwant_threshold(pubsub.router)
     install_no_opportunistic_graft(pubsub.router)
     install_ihave_without_backoff(pubsub.router)

@@ -105,6 +105,10 @@ USES: dict[str, list[str]] = {
     "opportunistic_graft.py": [
         "libp2p.pubsub.gossipsub:GossipSub._perform_opportunistic_grafting",
     ],
+    "seen_before_task.py": [
+        "libp2p.pubsub.pubsub:Pubsub._is_subscribed_to_msg",
+        "libp2p.pubsub.pubsub:Pubsub._is_msg_seen",
+    ],
     "ihave_targets.py": [
         "libp2p.pubsub.gossipsub:GossipSub.gossip_heartbeat",
         "libp2p.pubsub.gossipsub:GossipSub._get_adaptive_gossip_peers_count",

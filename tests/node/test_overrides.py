@@ -48,6 +48,7 @@ from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.ihave_targets import install_ihave_without_backoff
 from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.opportunistic_graft import install_no_opportunistic_graft
+from node.overrides.seen_before_task import install_seen_before_task
 from node.relay.wire import encode, read_msg
 from testkit.procs import NodeProcs, wait_for
 
@@ -1226,3 +1227,49 @@ def test_upstream_sends_no_ihave_to_peers_in_backoff_override_does() -> None:
     only."""
     assert _ihave_targets_with_one_mesh_peer(fixed=False) == set()
     assert _ihave_targets_with_one_mesh_peer(fixed=True) == {2, 3, 4}
+
+
+def _push_tasks_for_copies(fixed: bool, n: int = 20) -> tuple[int, int]:
+    """Three hosts in one mesh; host 0 publishes `n` messages, so host 2 reads each twice
+    (from host 0, then forwarded by host 1). (copies host 2 read, push_msg tasks it
+    started), counted once every copy has been read."""
+
+    async def body(hosts: Any, subs: list[tuple[Any, GossipSub]], subscriptions: Any) -> Any:
+        for _, gs in subs:  # as the node: no IDONTWANT for small messages, so copies come
+            install_idontwant_threshold(gs)
+        ps = subs[2][0]
+        if fixed:
+            install_seen_before_task(ps)
+        counts = {"read": 0, "tasks": 0}
+        subscribed, push_msg = ps._is_subscribed_to_msg, ps.push_msg
+
+        def counted_read(msg: Any) -> bool:
+            counts["read"] += 1
+            return bool(subscribed(msg))
+
+        async def counted_push(*args: Any) -> None:
+            counts["tasks"] += 1
+            await push_msg(*args)
+
+        ps._is_subscribed_to_msg, ps.push_msg = counted_read, counted_push
+        for i in range(n):  # one at a time: both copies of one read before the next is sent
+            await subs[0][0].publish("/sentrynet/test/gossip", b"vote %d" % i)
+            want = 2 * (i + 1)
+            try:
+                await poll(lambda w=want: counts["read"] >= w, 10, f"host 2 read {want} copies")
+            except AssertionError as e:
+                raise AssertionError(f"{e}: {counts}, meshes {_mesh_sizes(subs)}") from None
+        return counts["read"], counts["tasks"]
+
+    triangle = [(0, 1), (0, 2), (1, 2)]
+    # the node's gossipsub options: upstream's spam limit would stop host 1 forwarding
+    return tuple(trio.run(_gossip_net, build_pubsub, triangle, body))  # type: ignore[return-value]
+
+
+def test_upstream_starts_a_task_per_duplicate_copy_override_drops_it_where_read() -> None:
+    """Upstream starts a push_msg service task for every copy read, duplicates included
+    (push_msg then drops them); the override drops a copy already seen before that."""
+    read, tasks = _push_tasks_for_copies(fixed=False)
+    assert (read, tasks) == (40, 40)
+    read, tasks = _push_tasks_for_copies(fixed=True)
+    assert read == 40 and tasks == 20, (read, tasks)
