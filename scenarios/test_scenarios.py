@@ -4,9 +4,9 @@ check row and implementation, `test_<scenario>[<impl>-<check>]` (e.g.
 implementations are the file's `impls:` (default [python]): the same file with the
 topology's unpinned nodes on that implementation, as `sentrynet scenario NAME --impl IMPL`
 runs it; a file with `engines: [compose, swarm]` runs each of them on both engines too
-(`test_sentry[python-swarm-reservations]`: the data networks as overlays of a single-node
-Docker Swarm, `sentrynet scenario sentry --engine swarm`). Drop a file in scenarios/library/
-and pytest runs it.
+(`test_<scenario>[python-swarm-<check>]`: the data networks as overlays of a single-node
+Docker Swarm, as `sentrynet scenario NAME --engine swarm` runs it). Drop a file in
+scenarios/library/ and pytest runs it.
 
 Each (scenario, impl) runs once, on its own testnet, when its first test asks for the
 report; the previous testnet is torn down first (harness/pytest_plugin.py

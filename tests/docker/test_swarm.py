@@ -1,8 +1,8 @@
 """The swarm engine's lifecycle on this Docker engine (harness/infra/swarm.py): a swarm
 sentrynet initialises is bound to loopback and left again, with docker_gwbridge, once no
 testnet uses it; a swarm sentrynet did not initialise is used and never left. The engine is
-left as each test found it. The sentry scenario on the swarm engine is
-scenarios/test_scenarios.py `test_sentry[python-swarm-*]`."""
+left as each test found it. The sentry scenario on the swarm engine, across two engines, is
+tests/docker/test_multihost.py."""
 
 from __future__ import annotations
 

@@ -179,12 +179,8 @@ def test_pytest_ids_are_impl_and_check() -> None:
         assert p.values[4] is True, "seed-rust runs rust nodes: needs the rust image"
     for p in test_scenarios.variants("sentry"):
         assert p.values[4] is ("rust" in str(p.values[0]))
-    # sentry runs on both engines: compose ids as before, swarm ids tagged
-    sc = scenarios.get("sentry")
-    assert sc.engines == ("compose", "swarm")
-    assert ids("sentry") == [f"python-{c}" for c in sc.check_names] + [
-        f"python-swarm-{c}" for c in sc.check_names
-    ]
+    # no library file lists engines (test_variants_of_a_file_with_rust has one that does)
+    assert scenarios.get("sentry").engines == ("compose",)
 
 
 def test_variants_of_a_file_with_rust(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
