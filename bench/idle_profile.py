@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         help="full nodes beside the validators: the per-connection cost (profiled: f0)",
     )
     args = p.parse_args(argv)
+    if args.sample and not args.cpu_only:
+        p.error("--sample needs --cpu-only (the profiled run has cProfile in the process)")
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     work = REPO / ".cache" / "bench" / f"idle-{run_id}"
     work.mkdir(parents=True, exist_ok=True)

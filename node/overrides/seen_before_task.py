@@ -6,9 +6,10 @@ Upstream (py-libp2p 0.8.1, `Pubsub.continuously_read_stream`) starts a service t
 seen (its first check after the blacklists). In a gossip mesh most copies a node receives
 are duplicates (a message comes from each mesh peer that got it first), and each service
 task costs a task object, a uuid4 name (a getrandom system call), a parent lookup, a
-nursery slot and two trips through trio's scheduler: in an idle 8-node testnet the node
-started about 45 such tasks a second. go-libp2p and rust-libp2p look a message up in their
-seen cache before any per-message work.
+nursery slot and two trips through trio's scheduler: a follower of an idle 8-node testnet
+on loopback started about 36 tasks a second, 10 with this override (docs/bench.md).
+go-libp2p and rust-libp2p look a message up in their seen cache before any per-message
+work.
 
 The reading loop asks `_is_subscribed_to_msg(msg)` right before it starts the task (the
 method's only caller); this replaces it on the instance with "subscribed and not yet seen".
