@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import tarfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,21 +283,6 @@ class Removed:
         return not (self.containers or self.networks or self.volumes)
 
 
-REMOVE_WORKERS = 8  # containers removed at once by remove_testnet
-
-
-def _remove_container(c: Container) -> str | None:
-    """Force-remove one container (and its anonymous volumes): None when removed, "" when
-    it was already gone, else the engine's explanation."""
-    try:
-        c.remove(force=True, v=True)
-    except docker.errors.NotFound:
-        return ""
-    except docker.errors.APIError as exc:
-        return str(exc.explanation or exc)
-    return None
-
-
 def remove_testnet(name: str) -> Removed:
     """Force-remove every container, network and volume labelled with `name`. Idempotent.
 
@@ -314,14 +298,14 @@ def remove_testnet(name: str) -> Removed:
     for eng in engs:
         found += eng.containers.list(all=True, filters={"label": _label(name)})
         vols += eng.volumes.list(filters={"label": _label(name)})
-    # side by side: each forced removal is the engine killing a process and unmounting a
-    # layer, one after another a few seconds for a testnet, and a run downs many testnets
-    with ThreadPoolExecutor(max_workers=REMOVE_WORKERS) as pool:
-        for c, error in zip(found, pool.map(_remove_container, found), strict=True):
-            if error is None:
-                removed.containers.append(c.name)
-            elif error:
-                removed.errors.append(f"container {c.name}: {error}")
+    for c in found:
+        try:
+            c.remove(force=True, v=True)
+            removed.containers.append(c.name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            removed.errors.append(f"container {c.name}: {exc.explanation or exc}")
     for n in networks(name):
         try:
             n.reload()
