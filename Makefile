@@ -63,10 +63,21 @@ rust-node:
 	cd $(RUST_DIR) && CARGO_TARGET_DIR=$(RUST_TARGET) nice -n $(CARGO_NICE) $(CARGO) build --locked $(if $(CARGO_JOBS),-j $(CARGO_JOBS))
 	@echo "rust node: $(RUST_NODE)"
 
-# Images first (the Docker tests need them), then one pytest run; conftest orders it
-# unit -> loopback/netns -> docker -> scenario, so the fast failures come first.
+# Images first (the Docker tests need them), then two pytest runs. First every tier but the
+# scenarios, one test after another (conftest orders unit -> loopback/netns -> docker, so the
+# fast failures come first, and timing-sensitive node tests have the CPU to themselves).
+# Then the scenario tier, SCENARIO_WORKERS testnets at a time: its checks mostly wait on the
+# testnets. pytest-xdist with --dist loadscope hands each class, one testnet's checks, to one
+# worker (scenarios/test_scenarios.py); 0 runs it in-process, one testnet at a time.
+# PYTEST_ARGS go to both runs (a -m in them replaces the split); both run when the first
+# fails; a run that selects nothing (exit 5) is no failure unless both select nothing.
+SCENARIO_WORKERS ?= 2
 test: venv images
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@rc1=0; rc2=0; \
+	$(BIN)/pytest -m "not scenario" $(PYTEST_ARGS) || rc1=$$?; \
+	$(BIN)/pytest -m scenario $(if $(filter 0,$(SCENARIO_WORKERS)),,-n $(SCENARIO_WORKERS) --dist loadscope) $(PYTEST_ARGS) || rc2=$$?; \
+	if [ $$rc1 = 5 ] && [ $$rc2 = 5 ]; then echo "make test: no test selected" >&2; exit 5; fi; \
+	for rc in $$rc1 $$rc2; do [ $$rc = 0 ] || [ $$rc = 5 ] || { echo "make test: failed (non-scenario tiers: exit $$rc1, scenario tier: exit $$rc2)" >&2; exit 1; }; done
 
 test-unit: venv
 	$(BIN)/pytest -m "not docker and not scenario" $(PYTEST_ARGS)

@@ -9,6 +9,14 @@ separate the per-block cost from the fixed one. `--cpu-only --sample` also recor
 node (the first follower, else v0) with the py-spy sampler over the window: where its CPU
 goes without cProfile's per-call cost in the figures (bench/stacks.py).
 
+`--cpu-only --ab REV` compares two versions of the node in one run: every second validator
+and every second follower (v1, v3, f1, f3, ...) runs git revision REV's node/ (exported
+into the work directory), the others the working tree's, all in one network. Runs taken one
+after another on these shared machines drifted by up to a fifth for the same code; nodes
+measured side by side over the same window share whatever the machine does meanwhile, so
+the ratio of the two medians per role says what a change saved. `--ab-swap` gives REV the
+other half, to check that the halves themselves do not differ.
+
 Why: the scale figures show 32+ nodes saturating 2 cores before any reservation work, so
 the cost of a node doing nothing but keeping its network alive decides how far a laptop
 testnet scales. This starts N validators on loopback (block interval 1 s, as in the
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import io
 import json
 import os
 import pstats
@@ -33,7 +42,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +133,63 @@ def _sampled(sampler: subprocess.Popen[bytes], out: Path, who: str) -> dict[str,
     }
 
 
+@dataclass(frozen=True)
+class AB:
+    """`--ab REV`: `rev`'s node/ exported into `code_dir`; `swap` gives it the even
+    positions instead of the odd ones."""
+
+    rev: str
+    code_dir: Path
+    swap: bool = False
+
+    def runs_rev(self, position: int) -> bool:
+        return (position % 2 == 1) != self.swap
+
+
+def export_node_tree(rev: str, work: Path) -> AB:
+    """git revision `rev`'s node/ package into `work`/ab-<commit> (git archive: no
+    worktree left registered); a revision git does not know is a clear error."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--verify", "--short", f"{rev}^{{commit}}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"--ab {rev}: not a git revision here ({exc.stderr.strip()})") from None
+    dest = work / f"ab-{commit}"
+    dest.mkdir(parents=True, exist_ok=True)
+    argv = ["git", "archive", "--format=tar", commit, "node"]
+    archive = subprocess.run(argv, cwd=REPO, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return AB(f"{rev} ({commit})", dest)
+
+
+def _ab_figures(ab: AB, cores: dict[str, float], roles: dict[str, list[str]]) -> dict[str, Any]:
+    """Per role: the median of each half and the working tree's as a ratio of REV's."""
+    out: dict[str, Any] = {"rev": ab.rev, "rev_runs": [], "working_tree_runs": []}
+    for role, names in roles.items():
+        if not names:
+            continue
+        rev = [n for i, n in enumerate(names) if ab.runs_rev(i)]
+        ours = [n for i, n in enumerate(names) if not ab.runs_rev(i)]
+        out["rev_runs"] += rev
+        out["working_tree_runs"] += ours
+        if not rev or not ours:
+            continue
+        m_rev = statistics.median(cores[n] for n in rev)
+        m_ours = statistics.median(cores[n] for n in ours)
+        out[role] = {
+            "rev_median": m_rev,
+            "working_tree_median": m_ours,
+            "working_tree_over_rev": round(m_ours / m_rev, 3) if m_rev else None,
+        }
+    return out
+
+
 def cpu_only(
     nodes: int,
     window: float,
@@ -129,14 +197,18 @@ def cpu_only(
     work: Path,
     followers: int = 0,
     sample: bool = False,
+    ab: AB | None = None,
 ) -> dict[str, Any]:
     """Every node's CPU over `window` once the chain runs (and, with followers, once the
-    peer set settled); no profiler in the way (with `sample`, py-spy from outside)."""
+    peer set settled); no profiler in the way (with `sample`, py-spy from outside). With
+    `ab`, half of each role runs another revision's node/ (AB.runs_rev)."""
     with NodeProcs(work) as procs:
         validators, full = _with_followers(procs, nodes, followers, interval)
         started = validators + full
-        for node in started:
-            procs.launch(node, wait_ready=False)
+        for group in (validators, full):
+            for i, node in enumerate(group):
+                code = ab.code_dir if ab is not None and ab.runs_rev(i) else None
+                procs.launch(node, wait_ready=False, code_dir=code)
         first = started[0]
         wait_for(first, lambda s: height(s) >= 5, "chain running", 60)
         if full:
@@ -181,6 +253,9 @@ def cpu_only(
     if full:
         out["cpu_cores_median_validators"] = statistics.median(cores[v.name] for v in validators)
         out["cpu_cores_median_followers"] = statistics.median(cores[f.name] for f in full)
+    if ab is not None:
+        roles = {"validators": [v.name for v in validators], "followers": [f.name for f in full]}
+        out["ab"] = _ab_figures(ab, cores, roles)
     if sampled:
         out["sampled"] = sampled
     return out
@@ -289,15 +364,30 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="full nodes beside the validators: the per-connection cost (profiled: f0)",
     )
+    p.add_argument(
+        "--ab",
+        metavar="REV",
+        help="with --cpu-only: every second node of each role runs git revision REV's node/",
+    )
+    p.add_argument("--ab-swap", action="store_true", help="with --ab: REV gets the other half")
     args = p.parse_args(argv)
     if args.sample and not args.cpu_only:
         p.error("--sample needs --cpu-only (the profiled run has cProfile in the process)")
+    if args.ab and not args.cpu_only:
+        p.error("--ab needs --cpu-only (it compares CPU figures, not profiles)")
+    if args.ab_swap and not args.ab:
+        p.error("--ab-swap needs --ab REV")
+    if args.ab and args.nodes < 2:
+        p.error("--ab needs --nodes 2 or more (a validator of each version)")
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     work = REPO / ".cache" / "bench" / f"idle-{run_id}"
     work.mkdir(parents=True, exist_ok=True)
     if args.cpu_only:
+        ab = None
+        if args.ab:
+            ab = replace(export_node_tree(args.ab, work), swap=args.ab_swap)
         measured = cpu_only(
-            args.nodes, args.window, args.interval, work, args.followers, args.sample
+            args.nodes, args.window, args.interval, work, args.followers, args.sample, ab
         )
         doc = {"run_id": run_id, **measured}
     else:

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -163,6 +165,7 @@ def scenario_report(
     ) -> dict[str, Any]:
         if (name, impl, engine) not in done:
             sc = scenarios.get(name, impl)
+            claim_run(name, impl, engine)
             release()
             try:
                 running = runner.bring_up(
@@ -195,6 +198,29 @@ def scenario_report(
 
     yield get
     release()
+
+
+def claim_run(name: str, impl: str, engine: str) -> None:
+    """Under pytest-xdist (`make test` runs the scenario tier with -n 2), fail when another
+    worker of this session already ran the same testnet: the scheduler split one testnet's
+    checks across workers, each of which would bring it up again (twice the time, two
+    reports). scenarios/test_scenarios.py keeps them in one class for --dist loadscope;
+    this makes a scheduler that stops honouring that (xdist_group did, with pytest 9.2)
+    a failure instead of a silently doubled run. Outside xdist: nothing to check."""
+    run_uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run_uid:
+        return
+    claims = Path(tempfile.gettempdir()) / f"sentrynet-xdist-{run_uid}"
+    claims.mkdir(exist_ok=True)
+    try:
+        (claims / f"{name}@{impl}@{engine}").touch(exist_ok=False)
+    except FileExistsError:
+        pytest.fail(
+            f"scenario {name} ({impl}, {engine}) already ran on another xdist worker of this "
+            "session: its checks were split across workers. Run the scenario tier with "
+            "--dist loadscope (make test does) or without -n.",
+            pytrace=False,
+        )
 
 
 def assert_check(doc: dict[str, Any], name: str) -> None:

@@ -301,14 +301,23 @@ class NodeProcs:
         )
         return self.launch(node, wait_ready)
 
-    def launch(self, node: NodeProc, wait_ready: bool = True) -> NodeProc:
+    def launch(
+        self, node: NodeProc, wait_ready: bool = True, code_dir: Path | None = None
+    ) -> NodeProc:
+        """Start `node`'s process; with `code_dir`, its `node` package comes from there (a
+        directory holding another revision's node/, first on PYTHONPATH: the venv's
+        editable install finds the checkout's only after sys.path), the rest from the venv."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if code_dir is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(code_dir), os.environ.get("PYTHONPATH", "")) if p
+            )
         logf = open(node.log_path, "ab")  # noqa: SIM115 (owned by the process)
         node.proc = subprocess.Popen(
             [sys.executable, "-m", "node", "--config", str(node.config_path)],
             stdout=logf,
             stderr=subprocess.STDOUT,
-            cwd=str(REPO),
+            cwd=str(code_dir or REPO),
             env=env,
         )
         logf.close()

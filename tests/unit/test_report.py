@@ -6,6 +6,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from harness.run import report
 from harness.run.steps import CheckOutcome
 
@@ -177,3 +179,26 @@ def test_the_suite_name_says_the_implementation_and_the_engine() -> None:
         root = ET.fromstring(report.junit_xml(doc))
         assert root.get("name") == f"sentrynet.scenario.sentry{tag}", extra
         assert f"scenario sentry{tag}: FAILED" in report.summary_table(doc), extra
+
+
+def test_a_testnet_run_twice_in_one_xdist_session_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """claim_run: under pytest-xdist a testnet claimed by one worker fails a second claim
+    (a scheduler that split one testnet's checks), and another run of the session, or a
+    run outside xdist, claims freely."""
+    import tempfile
+
+    from harness.pytest_plugin import claim_run
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.delenv("PYTEST_XDIST_TESTRUNUID", raising=False)
+    claim_run("sentry", "python", "compose")
+    claim_run("sentry", "python", "compose")  # no xdist: nothing to share a run with
+    monkeypatch.setenv("PYTEST_XDIST_TESTRUNUID", "run1")
+    claim_run("sentry", "python", "compose")
+    claim_run("sentry", "rust", "compose")
+    with pytest.raises(pytest.fail.Exception, match="already ran on another xdist worker"):
+        claim_run("sentry", "python", "compose")
+    monkeypatch.setenv("PYTEST_XDIST_TESTRUNUID", "run2")
+    claim_run("sentry", "python", "compose")

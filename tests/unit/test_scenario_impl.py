@@ -9,6 +9,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,17 +168,16 @@ def test_report_and_run_id_carry_the_impl(tmp_path: Path) -> None:
 
 
 def test_pytest_ids_are_impl_and_check() -> None:
-    import test_scenarios
 
     def ids(name: str) -> list[str]:
-        return [p.id for p in test_scenarios.variants(name)]
+        return [p.id for p in flat(name)]
 
     sc = scenarios.get("relay-limits")
     want = [f"{impl}-{c}" for impl in sc.impls for c in sc.check_names]
     assert ids("relay-limits") == want
-    for p in test_scenarios.variants("seed-rust"):
+    for p in flat("seed-rust"):
         assert p.values[4] is True, "seed-rust runs rust nodes: needs the rust image"
-    for p in test_scenarios.variants("sentry"):
+    for p in flat("sentry"):
         assert p.values[4] is ("rust" in str(p.values[0]))
     # no library file lists engines (test_variants_of_a_file_with_rust has one that does)
     assert scenarios.get("sentry").engines == ("compose",)
@@ -192,13 +192,13 @@ def test_variants_of_a_file_with_rust(tmp_path: Path, monkeypatch: pytest.Monkey
         "description: x\ntopology: sentry\nimpls: [python, rust]\n" + STEPS
     )
     monkeypatch.setattr(scenarios.loader, "LIBRARY_DIR", lib)
-    params = test_scenarios.variants("two")
+    params = flat("two")
     assert [p.id for p in params] == ["python-reservations", "rust-reservations"]
     assert [p.values[4] for p in params] == [False, True]
     (lib / "both.yaml").write_text(
         "description: x\ntopology: sentry\nengines: [compose, swarm]\n" + STEPS
     )
-    params = test_scenarios.variants("both")
+    params = flat("both")
     assert [p.id for p in params] == ["python-reservations", "python-swarm-reservations"]
     assert [p.values[1] for p in params] == ["compose", "swarm"]
     for bad, said in (
@@ -212,7 +212,49 @@ def test_variants_of_a_file_with_rust(tmp_path: Path, monkeypatch: pytest.Monkey
     (lib / "bad.yaml").write_text(
         "description: x\ntopology: sentry\nimpls: [python, rst]\n" + STEPS
     )
-    assert [p.id for p in test_scenarios.variants("bad")] == ["python-load"]
+    assert [p.id for p in flat("bad")] == ["python-load"]
+    assert [t.class_name for t in test_scenarios.variants("two")] == [
+        "Test_two_python",
+        "Test_two_rust",
+    ]
+    assert [t.class_name for t in test_scenarios.variants("both")] == [
+        "Test_both_python",
+        "Test_both_python_swarm",
+    ]
+
+
+def flat(name: str) -> list[Any]:
+    """Every pytest param of scenario `name`, whatever testnet judges it."""
+    import test_scenarios
+
+    return [p for params in test_scenarios.variants(name).values() for p in params]
+
+
+def test_one_class_per_testnet_so_loadscope_keeps_a_run_on_one_worker() -> None:
+    """`make test` runs the scenario tier with pytest-xdist --dist loadscope, which hands a
+    class to one worker: each class must hold exactly the checks of one testnet, or two
+    workers would each bring that testnet up (claim_run makes that a failure)."""
+    import test_scenarios
+
+    classes = test_scenarios.scenario_classes()
+    seen: dict[tuple[str, str, str], str] = {}
+    for class_name, cls in classes.items():
+        runs = set()
+        for attr, test in vars(cls).items():
+            if not attr.startswith("test_"):
+                continue
+            for mark in test.pytestmark:
+                for p in mark.args[1]:
+                    impl, engine = p.values[0], p.values[1]
+                    judged = scenarios.get(test.scenario, impl)
+                    runs.add((judged.tested_by or judged.name, impl, engine))
+        assert len(runs) == 1, f"{class_name} holds the checks of {sorted(runs)}"
+        (run,) = runs
+        assert run not in seen, f"{run} is split between {seen[run]} and {class_name}"
+        seen[run] = class_name
+    hairpin_home = classes["Test_port_forward_sentry_python"]
+    assert {"test_hairpin", "test_port_forward_sentry"} <= set(vars(hairpin_home))
+    assert "Test_hairpin_python" not in classes
 
 
 def test_cli_list_shows_impls_and_check_loads_each(
