@@ -48,27 +48,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.stacks import shares
+from bench.stacks import path_group, shares
 from node.config import P2PSection
 from testkit.chain import chain_section, height, validator_configs
 from testkit.procs import REPO, NodeProc, NodeProcs, WaitTimeout, wait_for
 
 RESULTS = REPO / "bench" / "results"
-
-
-def _group(filename: str) -> str:
-    """Module group of a profiled function: libp2p.<subpackage>, trio, node.<module>, ..."""
-    path = filename.replace("\\", "/")
-    for root, depth in (("/libp2p/", 1), ("/node/", 1), ("/trio/", 0), ("/multiaddr/", 0)):
-        if root in path:
-            rest = path.split(root, 1)[1].split("/")
-            name = root.strip("/")
-            return name + ("." + rest[0].removesuffix(".py") if depth and len(rest) > 1 else "")
-    if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/")[0]
-    if path.startswith("~") or "<" in path:
-        return "builtins"
-    return "stdlib"
 
 
 def _with_followers(
@@ -313,7 +298,7 @@ def profile(nodes: int, window: float, work: Path, followers: int = 0) -> dict[s
     # is (trio scheduling and builtins are charged to whoever awaited them)
     inclusive: list[tuple[float, str]] = []
     for (fname, line, func), (_cc, _nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        g = _group(fname)
+        g = path_group(fname)
         groups[g] = groups.get(g, 0.0) + tt
         funcs.append((tt, f"{g}:{func}:{line}"))
         if g.startswith(("libp2p", "node")):

@@ -31,11 +31,20 @@ def frame_group(frame: str) -> str:
     """The module group of one frame: libp2p.<subpackage>, node.<module>, trio, a
     site-packages distribution, or stdlib."""
     m = _FRAME.match(frame)
-    path = (m.group("path") if m else frame).replace("\\", "/")
+    return path_group(m.group("path") if m else frame)
+
+
+def path_group(path: str) -> str:
+    """The module group of a source file (py-spy's frames, cProfile's file names alike):
+    libp2p.<subpackage>, node.<module>, a site-packages distribution (trio, multiaddr),
+    builtins (cProfile's `~` and `<...>` pseudo-files), or stdlib."""
+    path = path.replace("\\", "/")
     if "site-packages/" in path:
         parts = path.split("site-packages/", 1)[1].split("/")
     elif "/node/" in path:
         parts = ["node", *path.split("/node/", 1)[1].split("/")]
+    elif path.startswith("~") or "<" in path:
+        return "builtins"
     else:
         return "stdlib"
     top = parts[0].removesuffix(".py")

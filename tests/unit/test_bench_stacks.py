@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.stacks import frame_group, shares
+from bench.stacks import frame_group, path_group, shares
 
 SP = "/w/.venv/lib/python3.11/site-packages"
 RUN = "run (/w/node/app.py:40)"
@@ -22,6 +22,11 @@ def test_frames_are_grouped_by_package_and_libp2p_or_node_subpackage() -> None:
     assert frame_group(SCHED) == "trio"
     assert frame_group(PARSE) == "google"
     assert frame_group("select (/usr/lib/python3.11/selectors.py:468)") == "stdlib"
+    # cProfile's file names (bench/idle_profile.py's profile) go through the same rules
+    assert path_group(f"{SP}/libp2p/stream_muxer/yamux/yamux.py") == "libp2p.stream_muxer"
+    assert path_group(f"{SP}/multiaddr/multiaddr.py") == "multiaddr"
+    assert path_group("/w/node/chain/service.py") == "node.chain"
+    assert path_group("~") == "builtins" and path_group("<frozen os>") == "builtins"
 
 
 def test_self_time_goes_to_the_leaf_inclusive_counts_a_recursing_frame_once(
