@@ -50,7 +50,8 @@ USES: dict[str, list[str]] = {
     "circuit_addrs.py": [f"{HOST}.get_addrs"],
     "observed_addrs.py": [
         f"{HOST}._observed_addr_manager",
-        "libp2p.host.observed_addr_manager:ObservedAddrManager.addrs",
+        "libp2p.host.observed_addr_manager:ObservedAddrManager._external_addrs",
+        "libp2p.host.observed_addr_manager:ObservedAddrManager._local_addr_rests",
     ],
     "stream_on.py": [
         f"{HOST}.multiselect_client",
