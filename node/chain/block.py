@@ -42,6 +42,9 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+VERIFIED_KEPT = 4096  # signature triples remembered as verified (a few hundred bytes each)
+
+
 class ValidatorSet:
     """The fixed, ordered validator set from [chain]; proposer and quorum arithmetic."""
 
@@ -58,6 +61,8 @@ class ValidatorSet:
         for pid in self.ids:
             self._keys[pid] = _key_from_peer_id(pid)
         self.chain_id = sha256(codec.encode({"validators": [list(v) for v in validators]}))
+        # (signer, signed bytes, signature) triples that verified, oldest first: see verify
+        self._verified: dict[tuple[str, bytes, bytes], None] = {}
 
     @property
     def n(self) -> int:
@@ -81,6 +86,18 @@ class ValidatorSet:
         return peer_id in self.index
 
     def verify(self, peer_id: str, data: bytes, signature: bytes) -> None:
+        """Raise InvalidMessage unless `signature` is `peer_id`'s over `data`.
+
+        A triple that verified once is not checked again (the last VERIFIED_KEPT of them):
+        Ed25519 verification is deterministic, and the same signature arrives several times
+        per block. A vote is checked by the gossip topic validator and again by consensus,
+        and its precommit once more in the block's commit certificate (gossiped by the
+        proposer, or synced): about 26 checks a block for 9 signatures with four validators,
+        and signature checks were about a tenth of an idle node's CPU (docs/bench.md). A
+        triple that failed is never remembered, so it fails every time."""
+        triple = (peer_id, data, signature)
+        if triple in self._verified:
+            return
         key = self._keys.get(peer_id)
         if key is None:
             raise InvalidMessage("not_validator", peer_id)
@@ -90,6 +107,9 @@ class ValidatorSet:
             ok = False
         if not ok:
             raise InvalidMessage("bad_signature", peer_id)
+        self._verified[triple] = None
+        if len(self._verified) > VERIFIED_KEPT:
+            del self._verified[next(iter(self._verified))]
 
 
 def _key_from_peer_id(peer_id: str) -> Any:

@@ -98,6 +98,48 @@ def test_vote_signature_checks() -> None:
     with pytest.raises(InvalidMessage) as exc:
         ov.verify(vs)
     assert exc.value.reason == "not_validator"
+
+
+@dataclass
+class CountingKey:
+    """The validator's real public key, its verify calls counted."""
+
+    key: object
+    calls: int = 0
+
+    def verify(self, data: bytes, signature: bytes) -> bool:
+        self.calls += 1
+        return bool(self.key.verify(data, signature))  # type: ignore[attr-defined]
+
+
+def test_a_signature_that_verified_is_not_checked_again_a_bad_one_always_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ValidatorSet.verify remembers triples that verified: the topic validator, consensus
+    and the commit certificate each check the same precommit (26 checks a block for 9
+    signatures). A forged signature is checked, and rejected, every time."""
+    vals = make_vals()
+    vs = vset_of(vals)
+    counting = CountingKey(vs._keys[vals[0].pid])
+    vs._keys[vals[0].pid] = counting
+    h = bytes(32)
+    v = Vote.make(vs, vals[0].key, vals[0].pid, PRECOMMIT, 1, 0, h)  # type: ignore[arg-type]
+    v.verify(vs)
+    v.verify(vs)
+    Vote.from_obj(codec.decode(codec.encode(v.to_obj()))).verify(vs)  # equal bytes, new objects
+    assert counting.calls == 1
+    forged = Vote(PRECOMMIT, 1, 0, h, v.validator, bytes(64))
+    for _ in range(2):
+        with pytest.raises(InvalidMessage, match="bad_signature"):
+            forged.verify(vs)
+    assert counting.calls == 3
+    # bounded: the oldest triple goes first
+    monkeypatch.setattr("node.chain.block.VERIFIED_KEPT", 2)
+    for r in (1, 2):
+        Vote.make(vs, vals[0].key, vals[0].pid, PRECOMMIT, 1, r, h).verify(vs)  # type: ignore[arg-type]
+    assert len(vs._verified) == 2 and counting.calls == 5
+    v.verify(vs)  # forgotten: checked again
+    assert counting.calls == 6
     # a signature for another validator set (chain id) does not verify here
     other = vset_of(vals[:3])
     v2 = Vote.make(other, vals[0].key, vals[0].pid, PREVOTE, 1, 0, h)  # type: ignore[arg-type]
