@@ -65,13 +65,14 @@ def test_growth_exponent_linear_and_quadratic() -> None:
 
 
 def test_idle_profile_groups_functions_by_subsystem() -> None:
-    from bench.idle_profile import _group
+    """cProfile's file names, grouped by the rule py-spy's frames use (bench/stacks.py)."""
+    from bench.stacks import path_group
 
     site = "/opt/venv/lib/python3.11/site-packages"
-    assert _group(f"{site}/libp2p/pubsub/gossipsub.py") == "libp2p.pubsub"
-    assert _group(f"{site}/libp2p/abc.py") == "libp2p"
-    assert _group(f"{site}/trio/_core/_run.py") == "trio"
-    assert _group("/work/main/node/chain/service.py") == "node.chain"
-    assert _group(f"{site}/base58/__init__.py") == "base58"
-    assert _group("~") == "builtins"
-    assert _group("/usr/lib/python3.11/logging/__init__.py") == "stdlib"
+    assert path_group(f"{site}/libp2p/pubsub/gossipsub.py") == "libp2p.pubsub"
+    assert path_group(f"{site}/libp2p/abc.py") == "libp2p.abc"
+    assert path_group(f"{site}/trio/_core/_run.py") == "trio"
+    assert path_group("/work/main/node/chain/service.py") == "node.chain"
+    assert path_group(f"{site}/base58/__init__.py") == "base58"
+    assert path_group("~") == "builtins"
+    assert path_group("/usr/lib/python3.11/logging/__init__.py") == "stdlib"
