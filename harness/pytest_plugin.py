@@ -24,6 +24,7 @@ Options: --sentrynet-keep (leave testnets up), --sentrynet-results DIR (default 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -44,23 +45,51 @@ from harness.run.testnet import RunningTestnet
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    sigterm_unwinds()
+    # the controller of pytest-xdist workers (-n N): workers carry `workerinput`
+    xdist_controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(
+        config, "workerinput"
+    )
+    sigterm_unwinds(forward_to_children=xdist_controller)
 
 
-def sigterm_unwinds() -> None:
+def sigterm_unwinds(forward_to_children: bool = False) -> None:
     """SIGTERM (a CI job's timeout, `kill`) becomes a KeyboardInterrupt in pytest's main
     thread, so pytest unwinds and runs every fixture's teardown: testnets and network
     namespaces are removed instead of leaked (the default SIGTERM ends the process on the
-    spot). A handler someone else installed is left alone."""
+    spot). A handler someone else installed is left alone.
+
+    `forward_to_children` (the controller of pytest-xdist workers, `make test`'s scenario
+    tier): the workers, which hold the testnets, get the SIGTERM first. Told only to exit,
+    a worker busy in a check interrupts itself after 5 s and xdist kills it after 10 s,
+    which can cut its testnet's teardown short; signalled, each tears down at once."""
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if forward_to_children:
+            for pid in child_pids(os.getpid()):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
         raise cleanup.Terminated(f"signal {signum} (SIGTERM): tearing down")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (from /proc; empty where there is none)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended meanwhile
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses
+        fields = text.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(parent):
+            out.append(int(stat.parent.name))
+    return out
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

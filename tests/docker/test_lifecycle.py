@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -311,3 +312,54 @@ def test_down_removes_what_is_here_when_another_host_does_not_answer(tmp_path: P
     assert not client.containers.list(all=True, filters={"label": f"sentrynet.testnet={name}"})
     assert not client.networks.list(filters={"label": f"sentrynet.testnet={name}"})
     assert took < 50, f"down took {took:.0f}s: it waited for the host that is gone"
+
+
+def test_sigterm_to_a_scenario_tier_two_at_a_time_leaves_nothing(
+    testnets: Any, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """`make test`'s scenario tier runs under pytest-xdist, each worker holding a testnet.
+    SIGTERM to the controller alone (a CI job's timeout, `kill`): it forwards the signal to
+    its workers (harness/pytest_plugin.sigterm_unwinds), each tears its testnet down, and
+    nothing is left when the run ends. Told only to exit, a worker busy in a check
+    interrupts itself after 5 s and xdist kills it after 10 s: without the forwarding two
+    runs of four here failed (a container vanished under the check for leftovers: a
+    worker's teardown had been cut short and its `compose down` ran on), with it 3 of 3
+    passed."""
+    before = set(docker_ops.testnet_names())
+    argv = [sys.executable, "-m", "pytest", "scenarios/test_scenarios.py", "-p", "no:cacheprovider"]
+    argv += ["-n", "2", "--dist", "loadscope", "-q", "--sentrynet-results", str(tmp_path)]
+    argv += ["-k", "Test_cgnat_python or Test_latency_wan_python"]
+    proc = subprocess.Popen(
+        argv, cwd=REPO, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+    def ours() -> list[str]:
+        return sorted(set(docker_ops.testnet_names()) - before)
+
+    def both_running() -> tuple[bool, list[str]]:
+        names = ours()
+        running = [n for n in names if len(docker_ops.containers(n)) >= 4]
+        return len(running) == 2, names
+
+    left: list[str] = []
+    try:
+        wait_until(
+            both_running,
+            what="two scenario testnets up, one per xdist worker",
+            deadline_s=240,
+            likely_cause="pytest-xdist missing, or a testnet failed to come up",
+        )
+        names = ours()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=180)
+        # at once: a teardown cut short leaves its `compose down` running on, orphaned
+        left = [item for name in names for item in testnets.leftovers(name)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for name in ours():  # what the run left, so that no later test inherits it
+            with contextlib.suppress(Exception):  # an orphaned teardown may race this one
+                cleanup.down(name)
+    assert proc.returncode != 0, output
+    assert left == [], f"left behind when the run ended: {left}\n{output[-3000:]}"
