@@ -20,7 +20,7 @@ from harness.errors import SentrynetError
 from harness.infra import docker
 from harness.infra.render import REPO_ROOT, render
 from harness.model import Testnet, build_testnet, load_topology
-from harness.model.testnet import DEFAULT_ENGINE
+from harness.model.testnet import DEFAULT_ENGINE, control_subnet_for
 from harness.progress import Progress
 
 RUNS_DIR = REPO_ROOT / ".cache" / "testnets"
@@ -212,6 +212,22 @@ def unique_name(base: str) -> str:
     return f"{stem}-{secrets.token_hex(2)}"
 
 
+def free_control_subnet(
+    name: str, topology: Any, overrides: dict[str, str], in_use: list[Any]
+) -> str | None:
+    """None when the control subnet the model picks for `name` (10.250.X.0/24, X from a
+    hash of the name: harness/model/testnet.control_subnet_for) is free on this machine,
+    else the next free one. Two testnets up at once (make test's scenario tier) whose
+    names hash alike picked the same one; the preflight refused the second, and picking
+    again gave the same name the same subnet, three times over."""
+    data = [ipaddress.IPv4Network(overrides.get(n.name, n.subnet)) for n in topology.networks]
+    taken = [t for t in in_use if t.version == 4]
+    default = ipaddress.IPv4Network(control_subnet_for(name, data))
+    if not any(default.overlaps(t) for t in taken):
+        return None
+    return control_subnet_for(name, [*data, *taken])
+
+
 def free_subnet_overrides(topology: Any, in_use: list[Any]) -> dict[str, str]:
     """Overrides moving each topology network whose subnet is taken on this machine to a free
     subnet of the same size (host parts are kept by harness/model/testnet.py). Empty when the
@@ -240,9 +256,17 @@ def free_subnet_overrides(topology: Any, in_use: list[Any]) -> dict[str, str]:
     return overrides
 
 
-def free_subnets_for(topology_file: Path, progress: Progress) -> dict[str, str]:
-    """free_subnet_overrides for a topology file against this machine's Docker networks."""
-    overrides = free_subnet_overrides(load_topology(topology_file), docker.subnets_in_use())
+def free_subnets_for(
+    topology_file: Path, progress: Progress, name: str | None = None
+) -> dict[str, str]:
+    """free_subnet_overrides for a topology file against this machine's Docker networks,
+    and the control network's (`control`) when the one testnet `name` would get is taken."""
+    topology = load_topology(topology_file)
+    in_use = docker.subnets_in_use()
+    overrides = free_subnet_overrides(topology, in_use)
+    control = free_control_subnet(name or topology.name, topology, overrides, in_use)
+    if control is not None:
+        overrides["control"] = control
     if overrides:
         progress.say(
             "default subnets are taken on this machine; using "

@@ -145,7 +145,7 @@ def setup_and_start(
     on = where(engine, hosts)
     for attempt in range(1, SUBNET_ATTEMPTS + 1):
         try:
-            subnets = free_subnets_for(source, progress)
+            subnets = free_subnets_for(source, progress, name)
             ready = setup(source, name=name, subnets=subnets, out=out, progress=progress, **on)
             return start(ready, progress, ready_deadline_s, keep_on_failure, t0=t0)
         except SubnetTaken as exc:

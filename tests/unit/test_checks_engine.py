@@ -310,6 +310,28 @@ def test_free_subnet_overrides_only_move_taken_networks() -> None:
     assert not any(n.overlaps(ipaddress.ip_network("172.21.0.0/24")) for n in new)
 
 
+def test_a_control_subnet_another_testnet_holds_is_moved() -> None:
+    """Two testnets up at once whose names hash alike got one control subnet (CI: partition-
+    heal-f8ca and shared-port-77a5 both 10.250.106.0/24); picking again gave the same name
+    the same one. Now a taken one is moved, and the model builds on the moved one."""
+    import ipaddress
+
+    from harness.model import build_testnet, load_topology
+    from harness.model.testnet import control_subnet_for
+    from harness.run.setup import free_control_subnet, topology_path
+
+    topo = load_topology(topology_path("sentry"))  # partition-heal runs the sentry topology
+    data = [ipaddress.ip_network(n.subnet) for n in topo.networks]
+    own = control_subnet_for("partition-heal-f8ca", data)
+    assert own == control_subnet_for("shared-port-77a5", data) == "10.250.106.0/24"
+    assert free_control_subnet("partition-heal-f8ca", topo, {}, []) is None
+    taken = [ipaddress.ip_network("10.250.106.0/24")]
+    moved = free_control_subnet("partition-heal-f8ca", topo, {}, taken)
+    assert moved is not None and not ipaddress.ip_network(moved).overlaps(taken[0])
+    tn = build_testnet(topo, "partition-heal-f8ca", subnet_overrides={"control": moved})
+    assert tn.control.subnet == moved
+
+
 def test_observation_reads_the_resolved_testnet() -> None:
     from harness.model import build_testnet, load_topology
     from harness.run.setup import topology_path
