@@ -254,8 +254,8 @@ def test_a_subnet_taken_after_the_pick_is_picked_again(
 
     real_pick, real_setup = start.free_subnets_for, start.setup
 
-    def pick(source: Path, progress: Progress) -> dict[str, str]:
-        got = real_pick(source, progress)
+    def pick(source: Path, progress: Progress, name: str | None = None) -> dict[str, str]:
+        got = real_pick(source, progress, name)
         if when == "before_setup" and not taken:
             got = got or testnets.subnets()
             block(got["a"])
