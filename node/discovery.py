@@ -7,6 +7,10 @@
   and the addresses those peers advertise, circuit addresses included. Like the seed,
   addresses of peers in other networks are kept (not filtered as unreachable) since a
   circuit or a hole punch may reach them.
+  Rounds run every PX_INTERVAL_S while the peer set changes; while they bring nothing new
+  (every answer the same bytes as that peer's last one) the interval doubles up to
+  PX_INTERVAL_MAX_S, and a connection opened or closed, or an answer that changed, brings
+  it back (PxSchedule). An unchanged answer is not parsed again (PX_REPARSE_S aside).
   Learnt peers are dialed through the node dialer (direct, then circuit) while we have
   fewer than p2p.max_connections peers.
 """
@@ -46,9 +50,37 @@ PX_INTERVAL_S = 5.0
 # come back to the sentry's forwarded address after a cut (2 runs of 2): kept at 8.
 PX_FANOUT = 8
 PX_FIRST_S = 0.5
+# A settled peer set: in a follower of 8 nodes on loopback (bench.idle_profile --sample)
+# peer exchange every 5 s was about a sixth of the node's CPU, most of it opening the
+# streams, then parsing answers identical to the last ones.
+PX_INTERVAL_MAX_S = 40.0
+# An unchanged answer is parsed again after this long, refreshing its addresses'
+# peer-store TTL (ADDR_TTL_S) long before they expire.
+PX_REPARSE_S = 600.0
 ADDR_TTL_S = 3600
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
+
+
+@dataclass
+class PxSchedule:
+    """When the next peer-exchange round runs: PX_INTERVAL_S after the last one while the
+    peer set changes, twice the last interval (at most PX_INTERVAL_MAX_S) after a round
+    that brought nothing new. Why: a settled testnet asked every peer every 5 s for the
+    answer it had already, and that was the node's largest fixed cost."""
+
+    interval: float = PX_INTERVAL_S
+    last_round: float = -math.inf
+
+    def after_round(self, started: float, changed: bool) -> None:
+        self.last_round = started
+        self.interval = PX_INTERVAL_S if changed else min(self.interval * 2, PX_INTERVAL_MAX_S)
+
+    def reset(self) -> None:
+        self.interval = PX_INTERVAL_S
+
+    def next_at(self) -> float:
+        return self.last_round + self.interval
 
 
 @dataclass
@@ -79,6 +111,10 @@ class DiscoveryService:
         self._wake = trio.Event()
         self._dialing: set[ID] = set()
         self._px_asked: dict[ID, float] = {}  # peer -> when peer exchange last asked it
+        self._px_answers: dict[ID, tuple[float, bytes]] = {}  # peer -> (parsed at, answer)
+        self._px_schedule = PxSchedule()
+        self._px_changed = False  # this round (or an event during it) brought something new
+        self._px_kick = trio.Event()  # a connection event while the loop waits
 
     def status(self) -> dict[str, Any]:
         return {"known": self.known_json()}
@@ -144,6 +180,9 @@ class DiscoveryService:
             k.next_dial = time.monotonic() + k.backoff
             k.backoff = min(k.backoff * 2, BACKOFF_MAX_S * 6)
         self._wake.set()
+        self._px_changed = True
+        self._px_schedule.reset()
+        self._px_kick.set()
 
     def _connected_peers(self) -> set[ID]:
         assert self.rt is not None
@@ -257,6 +296,8 @@ class DiscoveryService:
         return out
 
     async def _serve_px(self, stream: INetStream) -> None:
+        assert self.rt is not None
+        self.rt.metrics.px_served_total.inc()
         try:
             await stream.write(json.dumps({"peers": self._px_record()}).encode())
             await stream.close()
@@ -268,10 +309,16 @@ class DiscoveryService:
         assert self.rt is not None
         await trio.sleep(PX_FIRST_S)
         while True:
+            started = time.monotonic()
+            self._px_changed = False
             async with trio.open_nursery() as n:
-                for peer in self._px_round(time.monotonic()):
+                for peer in self._px_round(started):
                     n.start_soon(self._ask, peer)
-            await trio.sleep(PX_INTERVAL_S)
+            self._px_schedule.after_round(started, self._px_changed)
+            while (wait := self._px_schedule.next_at() - time.monotonic()) > 0:
+                self._px_kick = trio.Event()
+                with trio.move_on_after(wait):
+                    await self._px_kick.wait()  # a reset may bring the next round forward
 
     def _px_round(self, now: float) -> list[ID]:
         """The peers to ask this round: PX_FANOUT of the connected ones, least recently
@@ -279,6 +326,8 @@ class DiscoveryService:
         connected = self._connected_peers()
         for gone in set(self._px_asked) - connected:
             del self._px_asked[gone]
+        for gone in set(self._px_answers) - connected:
+            del self._px_answers[gone]
         peers = sorted(connected, key=lambda p: (self._px_asked.get(p, -math.inf), p.to_bytes()))
         chosen = peers[:PX_FANOUT]
         for p in chosen:
@@ -302,12 +351,21 @@ class DiscoveryService:
                     buf += chunk
         except Exception:
             return
+        answer = bytes(buf[:PX_MAX_BYTES])
+        now = time.monotonic()
+        last = self._px_answers.get(peer)
+        if last is not None and last[1] == answer and now - last[0] < PX_REPARSE_S:
+            rt.metrics.px_asked_total.labels(answer="unchanged").inc()
+            return
         try:
-            doc = json.loads(bytes(buf[:PX_MAX_BYTES]))
+            doc = json.loads(answer)
             entries = doc["peers"][:PX_MAX_PEERS]
         except Exception:
             rt.reject("px", "malformed")
             return
+        self._px_answers[peer] = (now, answer)
+        self._px_changed = True
+        rt.metrics.px_asked_total.labels(answer="changed").inc()
         ps = rt.host.get_peerstore()
         for e in entries:
             try:

@@ -82,6 +82,16 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.px_asked_total = Counter(
+            p + "px_asked_total",
+            "peer exchange requests this node made, by answer (changed: parsed; unchanged: "
+            "the same bytes as that peer's last answer, not parsed again)",
+            ["answer"],
+            registry=r,
+        )
+        self.px_served_total = Counter(
+            p + "px_served_total", "peer exchange requests this node answered", registry=r
+        )
         for kind in ("direct", "relayed"):
             self.connections_active.labels(kind=kind).set(0)
 

@@ -4,6 +4,8 @@ and p2p.max_connections respected."""
 
 from __future__ import annotations
 
+import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,62 @@ def test_max_connections_is_respected(tmp_path: Path) -> None:
             small, lambda s: len({c["peer"] for c in s["connections"]}) == 2, "2 connections", 30
         )
         assert len({c["peer"] for c in small.status()["connections"]}) == 2
+
+
+def _asks(node: NodeProc) -> float:
+    return node.metric("sentrynet_px_asked_total", answer="changed") + node.metric(
+        "sentrynet_px_asked_total", answer="unchanged"
+    )
+
+
+def _ask_times(node: NodeProc, count: int, timeout: float) -> list[float]:
+    """Poll `node`'s peer-exchange request count until it reaches `count`; the monotonic
+    time each increase was first seen (the polls are 0.1 s apart)."""
+    seen: list[float] = []
+    last = -1.0
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        now = time.monotonic()
+        if now > deadline:
+            raise AssertionError(
+                f"{node.name} asked {last:g} times in {timeout:g}s (wanted {count}); "
+                f"gaps so far {_gaps(seen)}; metrics:\n"
+                + "\n".join(x for x in node.metrics().splitlines() if "px_" in x)
+                + f"\nlog tail:\n{node.log_tail()}"
+            )
+        n = _asks(node)
+        if n > last:
+            seen += [now] * int(n - max(last, 0))
+            last = n
+        time.sleep(0.1)
+    return seen
+
+
+def _gaps(times: list[float]) -> list[float]:
+    return [round(b - a, 1) for a, b in itertools.pairwise(times)]
+
+
+def test_a_settled_peer_set_is_asked_less_often_and_a_new_connection_brings_rounds_back(
+    tmp_path: Path,
+) -> None:
+    """Peer exchange backs off while answers repeat (5, 10, 20 s ... between rounds), and
+    a new connection brings the next round within PX_INTERVAL_S again. Before, every
+    connected peer was asked every 5 s for the answer it had given already."""
+    with NodeProcs(tmp_path) as procs:
+        r = procs.start("r")
+        a = procs.start("a", p2p={"persistent_peers": [r.p2p_addr]})
+        times = _ask_times(a, 4, 90)
+        gaps = _gaps(times)
+        assert a.metric("sentrynet_px_asked_total", answer="unchanged") >= 2, gaps
+        assert gaps[-1] >= 15, f"rounds did not back off: gaps {gaps}"  # 20 s; 5 s before
+        asked = _asks(a)
+        c = procs.start("c", p2p={"persistent_peers": [a.p2p_addr]})
+        c_id = c.peer_id
+        wait_for(
+            a,
+            lambda s: [x for x in s["connections"] if x["peer"] == c_id],
+            "c connected to a",
+            20,
+        )
+        # the next backed-off round would come about 40 s after the last one
+        wait_for(a, lambda _s: _asks(a) > asked, "a round soon after c connected", 10)
