@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -126,9 +127,10 @@ class AB:
     rev: str
     code_dir: Path
     swap: bool = False
+    every: bool = False  # `--against REV`: every node runs REV's node/
 
     def runs_rev(self, position: int) -> bool:
-        return (position % 2 == 1) != self.swap
+        return self.every or (position % 2 == 1) != self.swap
 
 
 def export_node_tree(rev: str, work: Path) -> AB:
@@ -238,12 +240,50 @@ def cpu_only(
     if full:
         out["cpu_cores_median_validators"] = statistics.median(cores[v.name] for v in validators)
         out["cpu_cores_median_followers"] = statistics.median(cores[f.name] for f in full)
-    if ab is not None:
+    if ab is not None and ab.every:
+        out["code"] = ab.rev
+    elif ab is not None:
         roles = {"validators": [v.name for v in validators], "followers": [f.name for f in full]}
         out["ab"] = _ab_figures(ab, cores, roles)
     if sampled:
         out["sampled"] = sampled
     return out
+
+
+def against(
+    rev_name: str,
+    pairs: int,
+    nodes: int,
+    followers: int,
+    window: float,
+    interval: float,
+    work: Path,
+    say: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+) -> dict[str, Any]:
+    """`--against REV`: `pairs` pairs of runs, REV's node/ on every node, then the working
+    tree's, alternating so that a drift of the machine falls on both. For what `--ab` cannot
+    split: a change of the whole network's behaviour (gossip mesh, peer exchange), or a
+    revision too far apart to share a network with today's node."""
+    rev = replace(export_node_tree(rev_name, work), every=True)
+    runs: dict[str, list[float]] = {"rev": [], "working_tree": []}
+    for i in range(pairs):
+        for side, code in (("rev", rev), ("working_tree", None)):
+            got = cpu_only(nodes, window, interval, work / f"{side}-{i}", followers, ab=code)
+            runs[side].append(got["cpu_cores_median"])
+            say(f"pair {i + 1}/{pairs} {side}: {got['cpu_cores_median']:.4f} cores per node")
+    m_rev = statistics.median(runs["rev"])
+    m_tree = statistics.median(runs["working_tree"])
+    return {
+        "mode": "against",
+        "rev": rev.rev,
+        "nodes": nodes,
+        "followers": followers,
+        "window_s": window,
+        "runs_cpu_cores_median": runs,
+        "rev_median": m_rev,
+        "working_tree_median": m_tree,
+        "working_tree_over_rev": round(m_tree / m_rev, 3) if m_rev else None,
+    }
 
 
 def profile(nodes: int, window: float, work: Path, followers: int = 0) -> dict[str, Any]:
@@ -355,6 +395,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --cpu-only: every second node of each role runs git revision REV's node/",
     )
     p.add_argument("--ab-swap", action="store_true", help="with --ab: REV gets the other half")
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        help="with --cpu-only: runs of every node on REV's node/ alternating with runs of the "
+        "working tree's (--pairs of them); for changes whose effect is network-wide",
+    )
+    p.add_argument("--pairs", type=int, default=3, help="with --against: alternating pairs")
     args = p.parse_args(argv)
     if args.sample and not args.cpu_only:
         p.error("--sample needs --cpu-only (the profiled run has cProfile in the process)")
@@ -364,10 +411,19 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--ab-swap needs --ab REV")
     if args.ab and args.nodes < 2:
         p.error("--ab needs --nodes 2 or more (a validator of each version)")
+    if args.against and (args.ab or not args.cpu_only or args.sample):
+        p.error("--against needs --cpu-only, without --ab or --sample")
+    if args.pairs < 1:
+        p.error("--pairs must be 1 or more")
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     work = REPO / ".cache" / "bench" / f"idle-{run_id}"
     work.mkdir(parents=True, exist_ok=True)
-    if args.cpu_only:
+    if args.against:
+        measured = against(
+            args.against, args.pairs, args.nodes, args.followers, args.window, args.interval, work
+        )
+        doc = {"run_id": run_id, **measured}
+    elif args.cpu_only:
         ab = None
         if args.ab:
             ab = replace(export_node_tree(args.ab, work), swap=args.ab_swap)

@@ -21,6 +21,11 @@ TARGETS = (
     ("sync", "relayed sync throughput / direct", ">= 0.5"),
     ("scale64", "64 nodes running with reservations on this machine", "all ready"),
     ("idle", "idle node CPU in the sentry testnet, 1 block/s (median per node)", "<= 0.03 cores"),
+    (
+        "idle_ratio",
+        "CPU of an idle node against the baseline's node code, same machine and run (loopback)",
+        "<= 0.25",
+    ),
 )
 
 
@@ -63,6 +68,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     if "idle" in results:
         h["idle_node_cores"] = _get(results, "idle", "idle_node_cores")
         h["idle_node_cores_by_role"] = _get(results, "idle", "by_role")
+    if "idle_ratio" in results:
+        h["idle_over_baseline_code"] = _get(results, "idle_ratio", "working_tree_over_rev")
     if "warm" in results:
         h["testnet_sentry_warm_s"] = _get(results, "warm", "testnet_sentry_warm_s")
         h["testnet_sentry_warm_s_all_runs"] = _get(results, "warm", "all_runs_s")
@@ -147,6 +154,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 errs = [r.get("error") for r in _get(results, "idle", "runs") or []]
                 measured = "not measured: " + str(next((e for e in errs if e), "?"))[:160]
                 ok = False
+        elif key == "idle_ratio" and "idle_ratio" in results:
+            r = results["idle_ratio"]
+            ratio = r.get("working_tree_over_rev")
+            if ratio is not None:
+                runs = r.get("runs_cpu_cores_median") or {}
+                measured = (
+                    f"{ratio:.3f} ({r.get('working_tree_median'):.4f} / "
+                    f"{r.get('rev_median'):.4f} cores, {r.get('rev')}, "
+                    f"{len(runs.get('rev') or [])} pairs)"
+                )
+                ok = ratio <= r.get("target_ratio", 0.25)
+            else:
+                measured = "not measured: " + str(r.get("error") or "?")[:160]
+                ok = False
         out.append({"target": what, "goal": goal, "measured": measured, "verdict": _verdict(ok)})
     return out
 
@@ -199,6 +220,8 @@ def markdown(doc: dict[str, Any]) -> str:
         ("relay memory per circuit", h.get("relay_mem_mib_per_circuit"), "MiB", bench),
         ("relay CPU, no circuit", h.get("relay_cpu_cores_idle"), "cores", bench),
         ("relay memory, no circuit", h.get("relay_mem_mib_idle"), "MiB", bench),
+        ("idle node CPU (sentry testnet)", h.get("idle_node_cores"), "cores", bench),
+        ("idle CPU / baseline node code", h.get("idle_over_baseline_code"), "ratio", "host"),
     ]
     for n, v in (h.get("ready_s_by_nodes") or {}).items():
         rows.append((f"ready_s, {n} nodes", v, "s", "bench+node (shared)"))

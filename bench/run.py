@@ -28,7 +28,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import holepunch, idle, live, relay_cost, report, reservation, scale, sync, warm
+from bench import (
+    holepunch,
+    idle,
+    idle_ratio,
+    live,
+    relay_cost,
+    report,
+    reservation,
+    scale,
+    sync,
+    warm,
+)
 from bench.context import Ctx
 from harness.infra.render import REPO_ROOT
 from harness.progress import Progress
@@ -41,6 +52,7 @@ MEASUREMENTS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
     "relay_cost": relay_cost.measure,
     "warm": warm.measure,
     "idle": idle.measure,
+    "idle_ratio": idle_ratio.measure,  # loopback: today's node against the baseline's code
     "scale": scale.measure,  # last: the largest sizes may exhaust the machine
 }
 
