@@ -33,6 +33,9 @@ Applied once, by `apply()`, before the host runs (node/app.py):
                      (upstream: one per read)
 - yamux_env.py       Yamux's PY_YAMUX_* variables read once (upstream: from os.environ
                      on every stream read)
+- quick_locks.py     a free stream, Yamux or frame-write lock is taken without a trip
+                     through trio's scheduler (upstream: every acquire is a schedule point,
+                     five per RPC written)
 - stream_guard.py    a stream handler that raises resets its stream and is counted
                      (upstream: the exception ends the connection and the node)
 - task_parent.py     a new service task finds its parent by a lookup (upstream walks
@@ -80,6 +83,7 @@ from node.overrides.pubsub_batch import install_pubsub_batch
 from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
 from node.overrides.quic_reuse import install_quic_dial_from_listener
+from node.overrides.quick_locks import install_quick_locks
 from node.overrides.seen_before_task import install_seen_before_task
 from node.overrides.sender_record import install_sender_record_cache
 from node.overrides.stream_guard import OnHandlerError, install_stream_guard
@@ -113,6 +117,7 @@ def apply(
     install_sender_record_cache()
     install_yamux_window_hysteresis()
     install_yamux_env_once()
+    install_quick_locks()
     install_task_parent_index()
     install_identify_observed_per_connection(host)
     install_pipelined_multistream(host)

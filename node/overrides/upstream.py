@@ -139,6 +139,18 @@ USES: dict[str, list[str]] = {
         "libp2p.stream_muxer.yamux.yamux:_py_yamux_env_set",
         "libp2p.stream_muxer.yamux.yamux:os",
     ],
+    "quick_locks.py": [
+        "libp2p.network.stream.net_stream:NetStream._state_lock",
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream.window_lock",
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream.close_lock",
+        "libp2p.stream_muxer.yamux.yamux:YamuxStream.rw_lock",
+        "libp2p.stream_muxer.yamux.yamux:Yamux.streams_lock",
+        "libp2p.stream_muxer.yamux.yamux:Yamux._write_lock",
+        "libp2p.stream_muxer.rw_lock:ReadWriteLock._readers_lock",
+        "libp2p.stream_muxer.rw_lock:ReadWriteLock._writer_lock",
+        "libp2p.io.trio:TrioTCPStream.read_lock",
+        "libp2p.io.trio:TrioTCPStream.write_lock",
+    ],
     "stream_guard.py": [f"{SWARM}.common_stream_handler"],
     "pubsub_batch.py": [
         "libp2p.pubsub.pubsub:Pubsub.handle_sending_messages",

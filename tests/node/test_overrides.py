@@ -1273,3 +1273,110 @@ def test_upstream_starts_a_task_per_duplicate_copy_override_drops_it_where_read(
     assert (read, tasks) == (40, 40)
     read, tasks = _push_tasks_for_copies(fixed=True)
     assert read == 40 and tasks == 20, (read, tasks)
+
+
+# -- locks without a scheduler trip (node/overrides/quick_locks.py) ---------------------
+
+
+class _TaskSteps(trio.abc.Instrument):
+    """How many times each task was scheduled (a step: the task ran until its next yield)."""
+
+    def __init__(self) -> None:
+        self.steps: dict[Any, int] = {}
+
+    def before_task_step(self, task: Any) -> None:
+        self.steps[task] = self.steps.get(task, 0) + 1
+
+
+def _steps_per_write(quick: bool, writes: int = 50) -> tuple[float, int]:
+    """Two hosts over loopback, one stream: how often the writing task was scheduled per
+    100-byte write, with upstream's trio locks on that stream and its connection or with
+    ours; and the bytes the other end read (every write arrives either way)."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.stream_muxer.rw_lock import ReadWriteLock
+
+    from node.overrides import quick_locks
+    from node.overrides.conn_parts import secured_conn
+
+    proto = TProtocol("/sentrynet/test/sink/1")
+    got = [0]
+
+    async def scenario() -> float:
+        a, b = _host(), _host()
+        done = trio.Event()
+
+        async def sink(s: INetStream) -> None:
+            while got[0] < writes * 100:
+                got[0] += len(await s.read(65536))
+            done.set()
+
+        b.set_stream_handler(proto, sink)
+        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        async with a.run(listen_addrs=[listen]), b.run(listen_addrs=[listen]):
+            await a.connect(PeerInfo(b.get_id(), [addr_of(b)]))
+            s: Any = await a.new_stream(b.get_id(), [proto])
+            muxed, conn = s.muxed_stream, s.muxed_stream.conn
+            # SecureSession -> Noise reader-writer -> its packet framing -> RawConnection
+            tcp = secured_conn(s.muxed_conn).conn.read_writer.read_write_closer.stream
+            if quick:
+                quick_locks._net_stream(s)
+                quick_locks._yamux_stream(muxed)
+                quick_locks._yamux(conn)
+                quick_locks._tcp_stream(tcp)
+            else:  # as upstream builds them, whatever an earlier test installed
+                s._state_lock = trio.Lock()
+                muxed.window_lock, muxed.close_lock = trio.Lock(), trio.Lock()
+                muxed.rw_lock = ReadWriteLock()
+                conn._write_lock, conn.streams_lock = trio.Lock(), trio.Lock()
+                tcp.read_lock, tcp.write_lock = trio.Lock(), trio.Lock()
+            counter = _TaskSteps()
+            me = trio.lowlevel.current_task()
+            trio.lowlevel.add_instrument(counter)
+            try:
+                for _ in range(writes):
+                    await s.write(b"m" * 100)
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            with trio.fail_after(10):
+                await done.wait()
+            return counter.steps.get(me, 0) / writes
+
+    per_write = trio.run(scenario)
+    return per_write, got[0]
+
+
+def test_upstream_schedules_a_writer_at_every_lock_override_only_at_the_socket() -> None:
+    upstream, got = _steps_per_write(quick=False)
+    assert got == 5000
+    assert upstream >= 6, upstream  # a trip at each free lock, one at the socket (7 here)
+    quick, got = _steps_per_write(quick=True)
+    assert got == 5000
+    assert quick <= 2, quick  # the socket's own schedule point
+
+
+def test_quick_lock_still_excludes_waits_and_is_a_cancellation_point() -> None:
+    from node.overrides.quick_locks import QuickLock, QuickSemaphore
+
+    async def scenario() -> list[str]:
+        lock, sem = QuickLock(), QuickSemaphore(1)
+        order: list[str] = []
+
+        async def holder(name: str, guard: Any) -> None:
+            async with guard:
+                order.append(f"{name} in")
+                await trio.sleep(0.05)
+                order.append(f"{name} out")
+
+        for guard in (lock, sem):
+            async with trio.open_nursery() as n:
+                n.start_soon(holder, "a", guard)
+                await trio.sleep(0.01)
+                n.start_soon(holder, "b", guard)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await lock.acquire()  # raises Cancelled here, caught by the scope
+            order.append("acquired although cancelled")
+        assert scope.cancelled_caught and not lock.locked()
+        return order
+
+    assert trio.run(scenario) == ["a in", "a out", "b in", "b out"] * 2
