@@ -120,10 +120,10 @@ def test_a_settled_peer_set_is_asked_less_often_and_a_new_connection_brings_roun
     with NodeProcs(tmp_path) as procs:
         r = procs.start("r")
         a = procs.start("a", p2p={"persistent_peers": [r.p2p_addr]})
-        times = _ask_times(a, 4, 90)
+        times = _ask_times(a, 3, 60)
         gaps = _gaps(times)
-        assert a.metric("sentrynet_px_asked_total", answer="unchanged") >= 2, gaps
-        assert gaps[-1] >= 15, f"rounds did not back off: gaps {gaps}"  # 20 s; 5 s before
+        assert a.metric("sentrynet_px_asked_total", answer="unchanged") >= 1, gaps
+        assert gaps[-1] >= 8, f"rounds did not back off: gaps {gaps}"  # 10 s; 5 s before
         asked = _asks(a)
         c = procs.start("c", p2p={"persistent_peers": [a.p2p_addr]})
         c_id = c.peer_id
@@ -133,5 +133,5 @@ def test_a_settled_peer_set_is_asked_less_often_and_a_new_connection_brings_roun
             "c connected to a",
             20,
         )
-        # the next backed-off round would come about 40 s after the last one
+        # the next backed-off round would come 20 s after the last one
         wait_for(a, lambda _s: _asks(a) > asked, "a round soon after c connected", 10)
