@@ -12,12 +12,12 @@ stream schedules the writing task 7 times upstream, 2 times with these locks
 (tests/node/test_overrides.py); in a settled follower of 8 nodes trio's scheduler was a
 third of the node's CPU (bench idle_profile --sample).
 
-`QuickLock` / `QuickSemaphore` keep the same mutual exclusion, the same owner rules (the
-wrapped trio lock does the bookkeeping) and the cancellation point (`checkpoint_if_cancelled`),
-and take a free lock at once; a held one is waited for exactly as upstream waits. The paths
-they guard still yield where they do I/O (trio's socket send and receive are schedule points),
-so no task runs unbounded. Installed by wrapping the four classes' `__init__`, process-wide
-and idempotent.
+`Quick` (a wrapped trio Lock or Semaphore) keeps the same mutual exclusion, the same owner
+rules (the wrapped primitive does the bookkeeping) and the cancellation point
+(`checkpoint_if_cancelled`), and takes a free lock at once; a held one is waited for exactly
+as upstream waits. The paths they guard still yield where they do I/O (trio's socket send
+and receive are schedule points), so no task runs unbounded. Installed by wrapping the four
+classes' `__init__`, process-wide and idempotent.
 """
 
 from __future__ import annotations
@@ -35,29 +35,31 @@ from libp2p.stream_muxer.yamux import yamux
 _installed = False
 
 
-class QuickLock:
-    """trio.Lock whose uncontended acquire is a cancellation point but not a schedule point."""
+class Quick:
+    """A trio Lock or Semaphore whose free acquire is a cancellation point but not a
+    schedule point; the wrapped primitive keeps the exclusion and the owner rules."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_inner",)
 
-    def __init__(self) -> None:
-        self._lock = trio.Lock()
+    def __init__(self, inner: trio.Lock | trio.Semaphore) -> None:
+        self._inner = inner
 
     async def acquire(self) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            self._lock.acquire_nowait()
+            self._inner.acquire_nowait()
         except trio.WouldBlock:
-            await self._lock.acquire()
+            await self._inner.acquire()
 
     def acquire_nowait(self) -> None:
-        self._lock.acquire_nowait()
+        self._inner.acquire_nowait()
 
     def release(self) -> None:
-        self._lock.release()
+        self._inner.release()
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        inner = self._inner
+        return inner.locked() if isinstance(inner, trio.Lock) else inner.value == 0
 
     async def __aenter__(self) -> None:
         await self.acquire()
@@ -71,42 +73,17 @@ class QuickLock:
         self.release()
 
 
-class QuickSemaphore:
-    """trio.Semaphore with QuickLock's acquire."""
+def quick_lock() -> Quick:
+    return Quick(trio.Lock())
 
-    __slots__ = ("_sem",)
 
-    def __init__(self, value: int) -> None:
-        self._sem = trio.Semaphore(value)
-
-    async def acquire(self) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            self._sem.acquire_nowait()
-        except trio.WouldBlock:
-            await self._sem.acquire()
-
-    def acquire_nowait(self) -> None:
-        self._sem.acquire_nowait()
-
-    def release(self) -> None:
-        self._sem.release()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+def quick_semaphore(value: int) -> Quick:
+    return Quick(trio.Semaphore(value))
 
 
 def _quick_rw_lock(rw: Any) -> None:
-    rw._readers_lock = QuickLock()
-    rw._writer_lock = QuickSemaphore(1)
+    rw._readers_lock = quick_lock()
+    rw._writer_lock = quick_semaphore(1)
 
 
 def _after_init(cls: type, swap: Callable[[Any], None]) -> None:
@@ -121,23 +98,23 @@ def _after_init(cls: type, swap: Callable[[Any], None]) -> None:
 
 
 def _net_stream(s: Any) -> None:
-    s._state_lock = QuickLock()
+    s._state_lock = quick_lock()
 
 
 def _yamux_stream(s: Any) -> None:
-    s.window_lock = QuickLock()
-    s.close_lock = QuickLock()
+    s.window_lock = quick_lock()
+    s.close_lock = quick_lock()
     _quick_rw_lock(s.rw_lock)
 
 
 def _yamux(m: Any) -> None:
-    m.streams_lock = QuickLock()
-    m._write_lock = QuickLock()
+    m.streams_lock = quick_lock()
+    m._write_lock = quick_lock()
 
 
 def _tcp_stream(t: Any) -> None:
-    t.read_lock = QuickLock()
-    t.write_lock = QuickLock()
+    t.read_lock = quick_lock()
+    t.write_lock = quick_lock()
 
 
 def install_quick_locks() -> None:

@@ -1355,10 +1355,10 @@ def test_upstream_schedules_a_writer_at_every_lock_override_only_at_the_socket()
 
 
 def test_quick_lock_still_excludes_waits_and_is_a_cancellation_point() -> None:
-    from node.overrides.quick_locks import QuickLock, QuickSemaphore
+    from node.overrides.quick_locks import quick_lock, quick_semaphore
 
     async def scenario() -> list[str]:
-        lock, sem = QuickLock(), QuickSemaphore(1)
+        lock, sem = quick_lock(), quick_semaphore(1)
         order: list[str] = []
 
         async def holder(name: str, guard: Any) -> None:
