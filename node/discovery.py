@@ -363,9 +363,10 @@ class DiscoveryService:
         except Exception:
             rt.reject("px", "malformed")
             return
+        changed = last is None or last[1] != answer  # else a refresh after PX_REPARSE_S
         self._px_answers[peer] = (now, answer)
-        self._px_changed = True
-        rt.metrics.px_asked_total.labels(answer="changed").inc()
+        self._px_changed = self._px_changed or changed
+        rt.metrics.px_asked_total.labels(answer="changed" if changed else "unchanged").inc()
         ps = rt.host.get_peerstore()
         for e in entries:
             try:
