@@ -32,6 +32,7 @@ def where(engine: str | None, hosts: dict[str, str] | None) -> dict[str, Any]:
 
 
 READY_DEADLINE_S = 240.0  # generous: a loaded 2-CPU machine needs ~100 s for 8 nodes
+ROUTER_READY_ROLE = "router-ready"  # docker-compose.yml.j2: the one-shot waiter per router
 POOL_OVERLAP = "Pool overlaps with other one on this address space"  # the engine's words
 SUBNET_ATTEMPTS = 3
 
@@ -176,11 +177,14 @@ def _torn_down_on_failure(testnet: Testnet, progress: Progress, keep: bool) -> I
 
 
 def _dead_containers(testnet: Testnet) -> list[str]:
-    """Containers of the testnet that stopped: waiting for them is pointless."""
+    """Containers of the testnet that stopped: waiting for them is pointless (a router's
+    one-shot `-ready` container is meant to stop, with code 0)."""
     dead = []
     for c in docker.containers(testnet.name):
         if c.status in ("exited", "dead"):
             code = c.attrs.get("State", {}).get("ExitCode")
+            if code == 0 and c.labels.get("sentrynet.role") == ROUTER_READY_ROLE:
+                continue
             tail = c.logs(tail=8).decode(errors="replace").strip()
             dead.append(f"{c.name} exited with code {code}; last log lines:\n{tail}")
     return dead
@@ -209,16 +213,23 @@ def wait_ready(testnet: Testnet, progress: Progress, deadline_s: float) -> None:
     """
     last_line = [""]
     total = len(testnet.nodes)
+    answered: set[str] = set()  # asked once more only if their container stops (dead)
 
     def probe() -> tuple[bool, str]:
-        snap = TestnetStatus.collect(testnet, timeout_s=1.0)
+        asking = [n.name for n in testnet.nodes if n.name not in answered]
+        snap = TestnetStatus.collect(testnet, timeout_s=1.0, only=asking)
         dead = _dead_containers(testnet)
         if dead:
             raise SentrynetError(
                 f"testnet {testnet.name}: a container stopped while starting:\n" + "\n".join(dead)
             )
+        answered.update(n.name for n in snap.nodes if n.ok)
         waiting: list[tuple[str, str | None]] = [(n.name, n.error) for n in snap.nodes if n.down]
-        waiting += [(n.name, why) for n in testnet.nodes if (why := _not_listening(testnet, n))]
+        waiting += [
+            (n.name, why)
+            for n in testnet.nodes
+            if n.name not in answered and (why := _not_listening(testnet, n))
+        ]
         shown = ", ".join(f"{name} ({error})" for name, error in waiting[:3])
         more = f" and {len(waiting) - 3} more" if len(waiting) > 3 else ""
         line = f"{total - len(waiting)}/{total} nodes ready" + (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,12 @@ class RunningTestnet:
         """The typed HTTP client of one node's API (over the control network)."""
         return NodeClient.of(self.testnet.node(node), timeout_s)
 
-    def snapshot(self, timeout_s: float = 2.0) -> TestnetStatus:
-        """Every node's /status, read in parallel at (nearly) one moment."""
-        return TestnetStatus.collect(self.testnet, timeout_s)
+    def snapshot(
+        self, timeout_s: float = 2.0, only: Collection[str] | None = None
+    ) -> TestnetStatus:
+        """Every node's /status (or `only` these nodes'), read in parallel at (nearly) one
+        moment."""
+        return TestnetStatus.collect(self.testnet, timeout_s, only)
 
     @property
     def observer(self) -> Observer:
