@@ -13,6 +13,9 @@ harness.run.start.up and torn down after. Figures per point:
   creation, network setup, Python imports) -> last API answering -> last reservation.
 - resources once ready: memory per node container (docker stats, usage - inactive_file),
   node CPU over a sampling window, host MemAvailable.
+- chain once ready: the highest height before and after that window; a point counts as
+  ready only if it grew and no node trails it by more than CHAIN_LAG_OK blocks
+  (reservations held and consensus running).
 Where a point fails (deadline, start failure) the error and the last state seen are kept.
 """
 
@@ -94,6 +97,30 @@ def resources(net: RunningTestnet, window_s: float) -> dict[str, Any]:
     }
 
 
+CHAIN_LAG_OK = 5  # blocks a node may trail the highest at the end of the window
+
+
+def heights(net: RunningTestnet) -> dict[str, int | None]:
+    """Every node's chain height now (None: not read)."""
+    return {ns.name: ns.height for ns in net.snapshot(timeout_s=live.API_TIMEOUT_S).nodes}
+
+
+def chain_progress(before: dict[str, int | None], after: dict[str, int | None]) -> dict[str, Any]:
+    """Is consensus running once the testnet is ready: the highest height grew over the CPU
+    window, and no node trails it by more than CHAIN_LAG_OK blocks (or went unread)."""
+    top_before = max((h for h in before.values() if h is not None), default=-1)
+    top_after = max((h for h in after.values() if h is not None), default=-1)
+    behind = sorted(n for n, h in after.items() if h is None or h < top_after - CHAIN_LAG_OK)
+    blocks = max(0, top_after - top_before) if top_before >= 0 else 0
+    return {
+        "height_before": top_before if top_before >= 0 else None,
+        "height_after": top_after if top_after >= 0 else None,
+        "blocks_in_window": blocks,
+        "behind": behind,
+        "running": blocks > 0 and not behind,
+    }
+
+
 def point(ctx: Ctx, n_nodes: int, run: int, engine: str = DEFAULT_ENGINE) -> dict[str, Any]:
     p = topogen.networks_for(n_nodes)
     doc = topogen.scale(n_nodes, p)
@@ -137,7 +164,12 @@ def point(ctx: Ctx, n_nodes: int, run: int, engine: str = DEFAULT_ENGINE) -> dic
             rows = reservation.samples(obs)
             row["reservation_samples"] = rows
             row["first_reservation_s"] = stats.summary(r.get("first_reservation_s") for r in rows)
+            heights_before = heights(net)
             row["resources"] = resources(net, CPU_WINDOW_S if not ctx.quick else 3.0)
+            row["chain"] = chain_progress(heights_before, heights(net))
+            if not row["chain"]["running"]:
+                row.setdefault("error", f"consensus not running: {row['chain']}")
+                row.pop("ready_s", None)
             row["machine_ready"] = live.machine_state()
     except SentrynetError as exc:
         row.setdefault("error", str(exc))

@@ -31,6 +31,11 @@ def networks_for(n_nodes: int) -> int:
 
 
 PEER_BUDGET = 8  # connections a scale client keeps (see scale())
+# A sentry's CPU share against a client's (topology cpu_weight) while the machine is short:
+# each serves the reservations, identify and circuits of two networks' clients (14 at 64
+# nodes), as a relay on a machine of its own would; starved at weight 1, its clients' first
+# reservations waited behind everyone's start-up (docs/bench.md)
+SENTRY_CPU_WEIGHT = 4
 
 
 def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
@@ -47,7 +52,7 @@ def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
     32-node testnet connects to every other, so the work of keeping the network grows
     with the square of its size (pings, gossip copies, circuits through the sentries) and
     32 nodes saturated 2 cores. Sentries keep the default: they serve the reservations
-    and circuits of two networks' clients.
+    and circuits of two networks' clients, and get SENTRY_CPU_WEIGHT.
     """
     if n_private < 2:
         raise ValueError("n_private must be at least 2 (a sentry needs another to relay to)")
@@ -79,6 +84,7 @@ def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
                     "networks": [f"p{i}", "public"],
                     "relay_mode": "both",
                     "relay_servers": [nxt],
+                    "cpu_weight": SENTRY_CPU_WEIGHT,
                 }
             else:
                 nodes[name] = {

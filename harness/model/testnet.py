@@ -197,6 +197,7 @@ class Node:
     host: str | None = None  # the host it runs on (its private network's); None: this engine
     # the HTTP proxy its API is reached through: a multi-host testnet's control gateway
     api_proxy: str | None = None
+    cpu_weight: int = 1  # topology `cpu_weight:`; rendered as cpu_shares 1024 x weight
 
     @property
     def netns_container(self) -> str:
@@ -829,4 +830,5 @@ def _node(
         api=spec.api,
         image=spec.image,
         command=spec.command,
+        cpu_weight=spec.cpu_weight,
     )

@@ -33,6 +33,8 @@ File format (see scenarios/sentry.yaml and docs/topology.md)::
         command: [node, --listen, "{listen}", --relay, "{relay_servers}"]  # placeholders
         transports: [tcp, quic]       # optional (default [tcp]): quic also listens on
                                       # UDP at the p2p port, QUIC v1 (python nodes only)
+        cpu_weight: 4                 # optional (default 1): its share of the CPU, relative
+                                      # to the others, when the machine has too little
 
 One NAT router is derived for each private network whose nat is not `none` (`router-<net>`);
 its addresses are reserved here so nodes never collide with them: the private side takes the
@@ -139,7 +141,11 @@ NODE_KEYS = (
     "image",
     "command",
     "transports",
+    "cpu_weight",
 )
+# `cpu_weight:` bounds: a relative share (Docker cpu_shares = 1024 x weight), felt only while
+# the machine's CPUs are all busy; 64 keeps a weighted node below the whole machine's total
+CPU_WEIGHT_MAX = 64
 TRANSPORTS = ("tcp", "quic")  # `transports:`: tcp always, quic beside it (python nodes)
 # Extra node config (`config:`) is validated by the node's own schema (node/config.py
 # validate_overrides, docs/contracts.md section 1). These node.toml keys render derives from
@@ -236,6 +242,7 @@ class NodeSpec:
     image: str | None = None  # anyone's own node: an image on this engine
     command: tuple[str, ...] | None = None  # its command, COMMAND_PLACEHOLDERS expanded
     transports: tuple[str, ...] = ("tcp",)  # what it listens on at p2p_port (TRANSPORTS)
+    cpu_weight: int = 1  # its CPU share relative to the others' when CPU is short
 
     @property
     def is_relay_server(self) -> bool:
@@ -1014,6 +1021,14 @@ def _node_spec(
     api = c.choice(spec.get("api", "none" if image else "sentrynet"), f"{path}.api", APIS)
     serve_sync = c.boolean(spec.get("serve_sync", True), f"{path}.serve_sync")
     transports = _transports(c, f"{path}.transports", spec.get("transports", ["tcp"]), impl)
+    weight = spec.get("cpu_weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= CPU_WEIGHT_MAX:
+        raise c.fail(
+            f"{path}.cpu_weight",
+            f"expected a whole number from 1 to {CPU_WEIGHT_MAX}, got {weight!r}",
+            "a relative share of the CPU when it is short: 1 (the default) for every node "
+            "alike, e.g. 4 for a relay that should not starve beside many clients",
+        )
     port = spec.get("p2p_port", P2P_PORT)
     if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
         raise c.fail(
@@ -1047,6 +1062,7 @@ def _node_spec(
         image=image,
         command=command,
         transports=transports,
+        cpu_weight=weight,
     )
 
 

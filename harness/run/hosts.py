@@ -8,8 +8,9 @@ always. Those placed on another host are created from the same rendered compose 
 through that host's engine API: a worker cannot create overlay networks and compose there
 does not see an attachable network no container of that host uses yet. Their /config is
 copied into the container (the rendered directory is on this host only), their data
-volume created on their host. Routers start first, everywhere, and must be healthy before
-any node starts (the compose file's `depends_on`, kept by hand across hosts).
+volume created on their host. Routers start first, everywhere, with the one-shot `-ready`
+container of each, and every one of those must have finished before any node starts (the
+compose file's `depends_on`, kept by hand across hosts).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from harness.model.testnet import Testnet
 from harness.progress import Progress
 from harness.wait import wait_until
 
-ROUTER_HEALTH_DEADLINE_S = 120.0
+ROUTER_READY_DEADLINE_S = 120.0
 
 
 def other_engines(testnet: Testnet) -> dict[str, docker.DockerClient]:
@@ -160,6 +161,7 @@ def create_service(
         labels={str(k): str(v) for k, v in (svc.get("labels") or {}).items()},
         volumes=volumes,
         stop_signal="SIGTERM",
+        cpu_shares=svc.get("cpu_shares"),  # topology cpu_weight
         **kwargs,
     )
     for key, cfg in nets:
@@ -181,9 +183,9 @@ def start_services(
     clients: dict[str, docker.DockerClient],
     progress: Progress,
 ) -> None:
-    """Routers everywhere, healthy, then nodes everywhere (and the control gateway here)."""
+    """Routers everywhere, ready, then nodes everywhere (and the control gateway here)."""
     doc = yaml.safe_load((run_dir / "docker-compose.yml").read_text())
-    routers = [(r.name, r.host) for r in testnet.routers]
+    routers = [(s, r.host) for r in testnet.routers for s in (r.name, f"{r.name}-ready")]
     nodes: list[tuple[str, str | None]] = []
     for n in testnet.nodes:
         if n.image:
@@ -200,7 +202,7 @@ def start_services(
             if here:
                 compose.run("up", "-d", "--no-build", "--no-deps", *here)
         if stage == "routers":
-            _wait_healthy(testnet, [s for s, _ in routers])
+            _wait_routers_ready(testnet, [r.name for r in testnet.routers])
 
 
 def _where(members: list[tuple[str, str | None]]) -> str:
@@ -210,21 +212,27 @@ def _where(members: list[tuple[str, str | None]]) -> str:
     return "; ".join(f"{h}: {', '.join(ss)}" for h, ss in by.items())
 
 
-def _wait_healthy(testnet: Testnet, routers: list[str]) -> None:
+def _wait_routers_ready(testnet: Testnet, routers: list[str]) -> None:
+    """Until every router's `-ready` container has exited 0 (router.sh finished); one that
+    exited otherwise fails the start at once with its words."""
+
     def probe() -> tuple[bool, str]:
         waiting = []
         for name in routers:
-            c = docker_ops.node_container(testnet.name, name)
+            c = docker_ops.node_container(testnet.name, f"{name}-ready")
             c.reload()
-            health = ((c.attrs.get("State") or {}).get("Health") or {}).get("Status")
-            if health != "healthy":
-                waiting.append(f"{name} {health or c.status}")
-        return not waiting, ", ".join(waiting) or "all healthy"
+            code = (c.attrs.get("State") or {}).get("ExitCode")
+            if c.status == "exited" and code != 0:
+                said = c.logs(tail=5).decode(errors="replace").strip()
+                raise SentrynetError(f"router {name} did not become ready (exit {code}): {said}")
+            if c.status != "exited":
+                waiting.append(f"{name} {c.status}")
+        return not waiting, ", ".join(waiting) or "all ready"
 
     wait_until(
         probe,
-        what=f"the routers of {testnet.name} to be healthy on their hosts",
-        deadline_s=ROUTER_HEALTH_DEADLINE_S,
+        what=f"the routers of {testnet.name} to be ready on their hosts",
+        deadline_s=ROUTER_READY_DEADLINE_S,
         likely_cause="router.sh failed in a router container (`sentrynet logs ROUTER`)",
         interval_s=0.5,
     )

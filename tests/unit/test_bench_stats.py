@@ -76,3 +76,17 @@ def test_idle_profile_groups_functions_by_subsystem() -> None:
     assert path_group(f"{site}/base58/__init__.py") == "base58"
     assert path_group("~") == "builtins"
     assert path_group("/usr/lib/python3.11/logging/__init__.py") == "stdlib"
+
+
+def test_scale_counts_consensus_running_only_if_the_top_grew_and_nobody_trails() -> None:
+    from bench.scale import chain_progress
+
+    ok = chain_progress({"a": 10, "b": 9}, {"a": 18, "b": 15})
+    assert ok["running"] and ok["blocks_in_window"] == 8 and ok["behind"] == []
+    stalled = chain_progress({"a": 10, "b": 10}, {"a": 10, "b": 10})
+    assert not stalled["running"] and stalled["blocks_in_window"] == 0
+    trailing = chain_progress({"a": 10, "b": 2}, {"a": 18, "b": 3})
+    assert not trailing["running"] and trailing["behind"] == ["b"]
+    unread = chain_progress({"a": 10, "b": None}, {"a": 18, "b": None})
+    assert not unread["running"] and unread["behind"] == ["b"]
+    assert chain_progress({"a": None}, {"a": None})["height_after"] is None

@@ -132,16 +132,24 @@ def test_compose_labels_networks_and_ordering(tmp_path: Path) -> None:
     tn, out = rendered(tmp_path, "scenarios/sentry.yaml")
     compose = yaml.safe_load((out / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"router-a", "router-b", *(f"node{i}" for i in range(8))}
+    waiters = {"router-a-ready", "router-b-ready"}
+    assert set(services) == {"router-a", "router-b", *waiters, *(f"node{i}" for i in range(8))}
     for name, svc in services.items():
         labels = svc["labels"]
         assert labels["sentrynet.testnet"] == "sentry"
         assert labels["sentrynet.node"] == name
+        if name in waiters:  # one-shot, in its router's network namespace, no healthcheck
+            assert labels["sentrynet.role"] == "router-ready"
+            assert svc["network_mode"] == f"service:{name.removesuffix('-ready')}"
+            assert "SN_READY" in svc["command"][-1] and "exit 1" in svc["command"][-1]
+            continue
         want_role = "router" if name.startswith("router") else tn.node(name).role
         assert labels["sentrynet.role"] == want_role
         assert svc["cap_add"] == ["NET_ADMIN"]
         assert svc["init"] is True
         assert svc["image"] == IMAGE
+        # a healthcheck runs for the container's whole life (an exec every interval)
+        assert "healthcheck" not in svc
     for name, net in compose["networks"].items():
         assert net["labels"]["sentrynet.testnet"] == "sentry"
         assert net["name"] == f"sentry_{name}"
@@ -165,8 +173,8 @@ def test_compose_labels_networks_and_ordering(tmp_path: Path) -> None:
     assert n3["networks"]["public"] == {"ipv4_address": "10.0.0.3"}
     assert n3["networks"]["control"] == {"ipv4_address": tn.node("node3").control_ip}
     assert n3["depends_on"] == {
-        "router-a": {"condition": "service_healthy"},
-        "router-b": {"condition": "service_healthy"},
+        "router-a-ready": {"condition": "service_completed_successfully"},
+        "router-b-ready": {"condition": "service_completed_successfully"},
     }
     assert "./nodes/node3:/config:ro" in n3["volumes"]
     assert "exec python -m node --config /config/node.toml" in n3["command"][-1]

@@ -45,5 +45,6 @@ iptables -A FORWARD -i "$PUB_IF" -j DROP
 iptables -A INPUT -i "$PUB_IF" -m state --state ESTABLISHED,RELATED -j ACCEPT
 iptables -A INPUT -i "$PUB_IF" -j DROP
 
-touch /tmp/router-ready  # the compose healthcheck: nodes start once every router is ready
+# ready: the `<router>-ready` container (docker-compose.yml.j2) waits for this chain, nodes for it
+iptables -N SN_READY 2>/dev/null || true
 log "port-restricted-cone NAT ready: private $PRIV_IF (172.20.0.254) -> public $PUB_IF (10.0.0.254)"
