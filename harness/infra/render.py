@@ -220,9 +220,8 @@ def node_images(testnet: Testnet, image: str, rust_image: str | None) -> dict[st
     return {"python": image, "rust": rust_image or ""}
 
 
-# How long a router's `-ready` container waits for router.sh (at least: its 0.1 s sleeps
-# stretch on a loaded machine) before it fails compose up with the router's name. As long as
-# the healthcheck it replaced allowed (60 retries at 1 s), and twice that.
+# How long a router's `-ready` container waits for router.sh before it fails compose up with
+# the router's name: twice what the healthcheck it replaced allowed (60 retries at 1 s).
 ROUTER_READY_S = 120
 
 
@@ -261,7 +260,7 @@ def render(
         node_images=images,
         node_commands=NODE_COMMANDS,
         own_commands={n.name: own_command(testnet, n) for n in testnet.nodes},
-        router_ready_polls=int(ROUTER_READY_S * 10),  # the waiter polls every 0.1 s
+        router_ready_s=ROUTER_READY_S,
     )
     write("docker-compose.yml", compose)
     write(TESTNET_FILE, testnet.to_json())

@@ -60,7 +60,9 @@ def test_two_testnets_side_by_side_verified_then_down(testnets: Any) -> None:
     )
 
     removed = cleanup.down(one.name)
-    assert len(removed.containers) == 5 and len(removed.networks) == 4, removed
+    # 3 nodes, 2 routers and each router's exited one-shot -ready container
+    assert len(removed.containers) == 7 and len(removed.networks) == 4, removed
+    assert sum(c.endswith("-ready") for c in removed.containers) == 2, removed
     assert len(removed.volumes) == 3, removed
     assert testnets.leftovers(one.name) == []
     # the other testnet is untouched and still answers
