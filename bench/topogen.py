@@ -31,11 +31,12 @@ def networks_for(n_nodes: int) -> int:
 
 
 PEER_BUDGET = 8  # connections a scale client keeps (see scale())
-# A sentry's CPU share against a client's (topology cpu_weight) while the machine is short:
-# each serves the reservations, identify and circuits of two networks' clients (14 at 64
-# nodes), as a relay on a machine of its own would; starved at weight 1, its clients' first
-# reservations waited behind everyone's start-up (docs/bench.md)
-SENTRY_CPU_WEIGHT = 4
+# A sentry's CPU share against a client's (topology cpu_weight) while the machine is short.
+# 4 was tried at 64 nodes (docs/bench.md, 2026-12-06): the second reservations then waited on
+# the clients' own backlog (a client at 0.02 cores answering its relay's pings and RESERVE
+# replies more than 10 s late while the relay idled at 0.09), 56 of 64 ready at the deadline
+# against 64 of 64 at weight 1 the same afternoon; so every node weighs the same here.
+SENTRY_CPU_WEIGHT = 1
 
 
 def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
@@ -52,7 +53,7 @@ def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
     32-node testnet connects to every other, so the work of keeping the network grows
     with the square of its size (pings, gossip copies, circuits through the sentries) and
     32 nodes saturated 2 cores. Sentries keep the default: they serve the reservations
-    and circuits of two networks' clients, and get SENTRY_CPU_WEIGHT.
+    and circuits of two networks' clients (SENTRY_CPU_WEIGHT: why 1).
     """
     if n_private < 2:
         raise ValueError("n_private must be at least 2 (a sentry needs another to relay to)")

@@ -105,3 +105,24 @@ def test_changed_tree_gets_a_new_tag(node_image: str, snapshot: Path) -> None:
     finally:
         extra.unlink()
     assert images.node_image_tag(snapshot) == node_image
+
+
+def test_bench_reads_the_same_cpu_and_memory_from_cgroups_as_docker_stats(
+    container: DockerContainer,
+) -> None:
+    """bench/live.py reads a local container's CPU and memory from its cgroup files (a
+    `docker stats` call takes the engine seconds on a loaded machine); the figures must be
+    the ones the engine reports."""
+    from bench.live import cgroup_stats
+
+    run_in(container, "python3", "-c", "sum(i * i for i in range(2_000_000))")  # some CPU
+    wrapped = container.get_wrapped_container()
+    ours = cgroup_stats(wrapped.id)
+    engine = wrapped.stats(stream=False, one_shot=True)
+    assert ours is not None, "no cgroup files found for a container of this machine's engine"
+    cpu_s = engine["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+    mem = engine["memory_stats"]
+    assert cpu_s > 0.05
+    assert abs(ours["cpu_s"] - cpu_s) < 0.01, (ours, cpu_s)  # idle between the two reads
+    want = mem["usage"] - mem["stats"]["inactive_file"]
+    assert abs(ours["mem_bytes"] - want) < 2**20, (ours, want)
