@@ -199,7 +199,8 @@ def running(
 CGROUP = Path("/sys/fs/cgroup")
 
 
-def _memory_stat(path: Path, key: str) -> float:
+def _stat_value(path: Path, key: str) -> float:
+    """The value of `key` in a cgroup `<key> <value>` file (memory.stat, cpu.stat)."""
     for line in path.read_text().splitlines():
         name, _, value = line.partition(" ")
         if name == key:
@@ -222,13 +223,13 @@ def cgroup_stats(container_id: str) -> dict[str, float] | None:
         if v1_cpu.exists() and v1_mem.exists():
             cpu_s = int(v1_cpu.read_text()) / 1e9
             usage = float((v1_mem / "memory.usage_in_bytes").read_text())
-            inactive = _memory_stat(v1_mem / "memory.stat", "inactive_file")
+            inactive = _stat_value(v1_mem / "memory.stat", "inactive_file")
             return {"cpu_s": cpu_s, "mem_bytes": usage - inactive, "t": time.monotonic()}
         for d in v2:
             if (d / "cpu.stat").exists():
-                cpu_s = _memory_stat(d / "cpu.stat", "usage_usec") / 1e6
+                cpu_s = _stat_value(d / "cpu.stat", "usage_usec") / 1e6
                 usage = float((d / "memory.current").read_text())
-                inactive = _memory_stat(d / "memory.stat", "inactive_file")
+                inactive = _stat_value(d / "memory.stat", "inactive_file")
                 return {"cpu_s": cpu_s, "mem_bytes": usage - inactive, "t": time.monotonic()}
     except (OSError, ValueError):
         return None  # gone between the check and the read: ask the engine

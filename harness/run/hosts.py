@@ -31,11 +31,13 @@ from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
 from harness.infra import ship, swarm
 from harness.infra.compose import Compose
+from harness.infra.render import ROUTER_READY_S
 from harness.model.testnet import Testnet
 from harness.progress import Progress
 from harness.wait import wait_until
 
-ROUTER_READY_DEADLINE_S = 120.0
+# as long as each router's -ready container itself waits (docker-compose.yml.j2)
+ROUTER_READY_DEADLINE_S = float(ROUTER_READY_S)
 
 
 def other_engines(testnet: Testnet) -> dict[str, docker.DockerClient]:
