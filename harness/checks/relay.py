@@ -705,6 +705,13 @@ def _dcutr_upgrade(
                 "router's public address (only peers on its own network had observed it: "
                 "are the public relays and peers reachable from it? /status observed_addrs)",
             )
+        elif any(e.reason == "peer_lan_only" for e in h.dcutr_failed):
+            cand = (
+                2,
+                f"DCUtR {_dcutr_failures(h)} ({h.a}<->{h.b}): a node offered only its own "
+                "LAN address (no peer outside its network had observed it yet; the initiator "
+                "keeps trying for a while: /status observed_addrs of the responder)",
+            )
         elif h.dcutr_failed:
             cand = (
                 2,

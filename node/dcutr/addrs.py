@@ -171,6 +171,32 @@ def dial_candidates(
     return keep[:MAX_CANDIDATES], dropped
 
 
+def lan_only(
+    cands: Iterable[Endpoint],
+    peer_own: Iterable[Endpoint],
+    links: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] | None,
+) -> bool:
+    """Every candidate the peer offered is one of its own addresses (what it listens on,
+    as identify reported them) at a private IP outside every network we are on: its LAN
+    address, which only its neighbours can reach. A peer offers that when no node outside
+    its network has observed it yet (rust-libp2p offers its address candidates, the
+    first of which can come from a relay that reached it on its LAN side): the punch cannot
+    work until it learns its public address, and its failure says nothing about the NATs.
+    False when `links` is None (we cannot tell) or nothing was offered."""
+    if links is None:
+        return False
+    cands, own_ips, nets = list(cands), {e.ip for e in peer_own}, list(links)
+    if not cands:
+        return False
+    for c in cands:
+        ip = _ip(c.ip)
+        if c.ip not in own_ips or ip.is_global or ip.is_loopback:
+            return False
+        if any(ip.version == n.version and ip in n for n in nets):
+            return False
+    return True
+
+
 def _add(out: list[Endpoint], ep: Endpoint) -> None:
     if ep not in out:
         out.append(ep)

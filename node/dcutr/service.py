@@ -52,8 +52,10 @@ from node.dcutr.addrs import (
     dial_candidates,
     endpoint_of,
     external_observations,
+    lan_only,
     relay_of_circuit,
 )
+from node.dcutr.links import on_link_networks
 from node.dcutr.wire import (
     CONNECT,
     PROTOCOL_ID,
@@ -87,6 +89,16 @@ PLAIN_DIAL_S = 3.0  # a plain dial of the peer when we have no external address 
 OBSERVE_ASK_EVERY_S = 30.0  # ask a peer (on one connection) for our address this seldom
 BACKOFF_S = 1.0  # before attempt k+1: BACKOFF_S * 2**(k-1), +-20 % jitter
 COOLDOWN_S = 120.0  # after max_attempts failures, leave the peer alone this long
+# An attempt in which the peer offered only its own LAN address (addrs.lan_only) does not
+# count against max_attempts, at most this many times, each after about PEER_LAN_WAIT_S:
+# the peer learns its public address from the first peer outside its network it connects
+# to, usually seconds after it starts. Seen in CI (seed-rust, two scenario workers): a
+# rust-libp2p validator had been observed only by its sentry's LAN side, offered that
+# address alone, and our initiator behind the other NAT spent all three attempts on it in
+# 15 s; the pair stayed relayed past the check's deadline.
+PEER_LAN_SPARES = 6
+PEER_LAN_WAIT_S = 10.0
+PEER_LAN_ONLY = "peer_lan_only"
 # How long the relayed connection stays after a success. Not 1 s: the peer may still be in
 # its own attempt over that connection (rust-libp2p's dcutr handler is bound to it and drops
 # the attempt when it closes; rust keeps a relayed connection until it is idle), and its
@@ -217,7 +229,9 @@ class HolePunchService:
         st.driving = True
         try:
             await self._settle(peer)
-            k = 1
+            k = 1  # attempts counted against max_attempts
+            n = 0  # attempts made (the row's number)
+            spared = 0  # attempts not counted: the peer offered only its LAN address
             while k <= self.max_attempts:
                 info = self._newest_relayed(peer) or info
                 if self._has_direct(peer) or not self._live(info):
@@ -226,13 +240,15 @@ class HolePunchService:
                 # last one, or the observation it made may have gone with its connection
                 await self._ensure_observed()
                 last = k == self.max_attempts
-                rec = self._start(peer, "initiator", k)
+                n += 1
+                rec = self._start(peer, "initiator", n)
                 if not self._observed_external() and await self._dial_plainly(rec, peer):
                     return
                 ok = False  # stays False when the scope is cancelled before _initiate returns
                 with trio.CancelScope() as scope:
                     st.initiating = scope
-                    ok = await self._initiate(rec, peer, info, last)
+                    spare = spared < PEER_LAN_SPARES
+                    ok = await self._initiate(rec, peer, info, last, spare)
                 st.initiating = None
                 if rec.outcome == "started" and (scope.cancelled_caught or not self._live(info)):
                     # the peer initiated at the same time, or our relayed connection closed
@@ -241,6 +257,10 @@ class HolePunchService:
                     return
                 if ok or scope.cancelled_caught:
                     return
+                if rec.reason == PEER_LAN_ONLY:
+                    spared += 1
+                    await trio.sleep(PEER_LAN_WAIT_S * random.uniform(0.8, 1.2))
+                    continue
                 if not last:
                     delay = self.backoff_s * 2 ** (k - 1)
                     await trio.sleep(delay * random.uniform(0.8, 1.2))
@@ -268,7 +288,11 @@ class HolePunchService:
         rec.detail = "no external address to offer; the peer was reachable by a plain dial"
         return self._succeed(rec)
 
-    async def _initiate(self, rec: Attempt, peer: ID, info: ConnInfo, last: bool) -> bool:
+    async def _initiate(
+        self, rec: Attempt, peer: ID, info: ConnInfo, last: bool, spare: bool = False
+    ) -> bool:
+        """One attempt as the initiator. `spare`: an attempt in which the peer offers only
+        its LAN address may go uncounted (PEER_LAN_SPARES)."""
         rt = self._runtime()
         timeout = self._timeout(info)
         try:
@@ -301,14 +325,16 @@ class HolePunchService:
             rec.mark("sync")
             await trio.sleep(rec.rtt_s / 2)
             held = [] if public else cands
+            lan = spare and public and self._peer_lan_only(peer, cands)
             return await self._punch(
                 rec,
                 [c for c in cands if c not in held],
                 dropped,
                 as_server=True,
-                last=last,
+                last=last and not lan,
                 rtt=rec.rtt_s,
                 held=held,
+                lan_only=lan,
             )
         except Exception as exc:
             return self._fail_unless_gone(
@@ -403,6 +429,7 @@ class HolePunchService:
         last: bool,
         rtt: float = 0.0,
         held: list[Endpoint] | None = None,
+        lan_only: bool = False,
     ) -> bool:
         """Dial every candidate at once from our listen port; succeed on the first direct
         connection to the peer, however it came (our dial, theirs, or one merged TCP
@@ -418,7 +445,10 @@ class HolePunchService:
         with that peer failed (tests/docker/test_multihost.py, the b nodes; routers'
         conntrack in SYN_SENT2, our dial refused with EADDRNOTAVAIL, the listener
         holding the 4-tuple). Without a NAT no punch is needed: the peer's own dial
-        reaches our listener."""
+        reaches our listener.
+
+        `lan_only`: the peer offered only its own LAN address (addrs.lan_only); we dial it
+        all the same (a route we do not know of may reach it), and a failure says why."""
         peer = ID.from_base58(rec.peer)
         st = self._peer(peer)
         if self._has_direct(peer):
@@ -448,6 +478,15 @@ class HolePunchService:
         elif not cands:
             reason = "no_candidates"
             detail = "peer reported no dialable address: " + "; ".join(dropped or ["none"])
+        elif lan_only:
+            reason = PEER_LAN_ONLY
+            detail = (
+                f"no direct connection within {window:.1f}s: the peer offered only its own "
+                "private address " + ", ".join(str(c) for c in cands) + ", on none of our "
+                "networks; no peer outside its network has told it its public address yet. "
+                f"Not counted against dcutr.max_attempts; next attempt in about "
+                f"{PEER_LAN_WAIT_S:.0f}s"
+            )
         else:
             reason = "timeout"
             detail = (
@@ -721,6 +760,16 @@ class HolePunchService:
             if e is not None and e.family == ep.family and e.transport == "tcp":
                 return (e.ip, e.port)
         return None
+
+    def _peer_lan_only(self, peer: ID, cands: list[Endpoint]) -> bool:
+        """addrs.lan_only against the peer's own addresses in our peerstore (identify's
+        listen addresses) and our on-link networks."""
+        try:
+            addrs = self._runtime().host.get_peerstore().addrs(peer)
+        except Exception:
+            return False
+        own = [e for e in map(endpoint_of, addrs) if e]
+        return lan_only(cands, own, on_link_networks())
 
     def _has_direct(self, peer: ID) -> bool:
         return any(c.kind == "direct" for c in self._runtime().connections.for_peer(peer))

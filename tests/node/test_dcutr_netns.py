@@ -381,3 +381,68 @@ def test_dual_homed_peer_restarted_punches_again(nat_lab: NatLab) -> None:
     again = nat_lab.start_node(p_host, **sections)
     assert again.peer_id == p_id
     _direct(nat_lab, listener, again, "L direct to P again")
+
+
+# -- a peer that offers only its LAN address (seed-rust in CI) -------------------------
+
+
+def test_peer_offering_only_its_lan_address_is_not_given_up_on(nat_lab: NatLab) -> None:
+    """L, behind r1, is observed only by a relay on r1's LAN, so its CONNECT offers its LAN
+    address alone (as a rust-libp2p validator observed only by its sentry's LAN side did in
+    CI). D, behind r2 with dcutr.max_attempts 1, initiates: its punch to that address
+    cannot work, and it must neither count that attempt nor give up. Once L has met a
+    public peer P (started only after D's first failure) and learnt its public address,
+    D's next attempt must bring the two direct."""
+    r1, r2 = nat_lab.add_router("r1"), nat_lab.add_router("r2")
+    relay_host = nat_lab.add_dual_host("relay", r1)
+    p2p = {"discovery": False}
+    relay = nat_lab.start_node(relay_host, p2p=p2p, relay={"enabled": True, "mode": "server"})
+    via_lan = relay.full_addr
+    via_public = f"/ip4/{relay_host.public_ip}/tcp/{P2P_PORT}/p2p/{relay.peer_id}"
+    assert via_lan.startswith(f"/ip4/{relay_host.ip}/"), via_lan
+    dialer = nat_lab.start_node(
+        nat_lab.add_private_host("d", r2),
+        p2p=p2p,
+        relay={"enabled": True, "mode": "client", "relay_servers": [via_public]},
+        dcutr={"max_attempts": 1},
+    )
+    wait_for(dialer, lambda s: s["reservations"], "D's reservation on the relay", 30)
+    p_host = nat_lab.add_public_host("p")
+    l_host = nat_lab.add_private_host("l", r1)
+    listener = nat_lab.start_node(
+        l_host,
+        p2p={
+            **p2p,
+            "persistent_peers": [
+                f"{via_lan}/p2p-circuit/p2p/{dialer.peer_id}",
+                f"/ip4/{p_host.ip}/tcp/{P2P_PORT}",  # P is not up yet
+            ],
+        },
+        relay={"enabled": True, "mode": "client", "relay_servers": [via_lan]},
+    )
+    lid = listener.peer_id
+    try:
+        first = wait_for(
+            dialer,
+            lambda s: [r for r in rows(s, lid) if r["outcome"] == "failed"],
+            "D's first attempt with L to fail",
+            60,
+        )
+        assert [r["reason"] for r in first] == ["peer_lan_only"], first
+        assert first[0]["final"] is False, first
+        assert f"/ip4/{l_host.ip}/" in first[0]["detail"], first
+        nat_lab.start_node(p_host, p2p=p2p)
+        wait_for(
+            listener,
+            lambda s: [a for a in s["observed_addrs"] if r1.public_ip in a],
+            "L told its public address by P",
+            60,
+        )
+        wait_for(dialer, lambda s: conns(s, lid, "direct"), "D direct to L", 90)
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{_explain(nat_lab, listener, dialer)}") from None
+    mine = rows(dialer.status(), lid)
+    assert mine[-1]["outcome"] == "succeeded" and mine[-1]["attempt"] > 1, mine
+    assert {r["reason"] for r in mine if r["outcome"] == "failed"} == {"peer_lan_only"}, mine
+    direct = conns(dialer.status(), lid, "direct")[0]
+    assert direct["remote_addr"].startswith(f"/ip4/{r1.public_ip}/"), direct
