@@ -12,7 +12,8 @@
   PX_INTERVAL_MAX_S, and a connection opened or closed, or an answer that changed, brings
   it back (PxSchedule). An unchanged answer is not parsed again (PX_REPARSE_S aside).
   Learnt peers are dialed through the node dialer (direct, then circuit) while we have
-  fewer than p2p.max_connections peers.
+  fewer peers than the low watermark; over p2p.max_connections the excess is closed
+  (node/connmgr.py: the watermarks, the grace period and why).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from node.connmgr import STABLE_S, Candidate, Watermarks, after_close, trim_victims
 from node.contract import KnownPeer
 from node.runtime import NodeRuntime
 
@@ -110,6 +112,8 @@ class DiscoveryService:
         self.persistent: list[Persistent] = []
         self._wake = trio.Event()
         self._dialing: set[ID] = set()
+        self._trimming: set[ID] = set()  # being closed for the budget (ticks overlap)
+        self._trimmed_at: dict[ID, float] = {}  # peer -> when last closed for the budget
         self._px_asked: dict[ID, float] = {}  # peer -> when peer exchange last asked it
         self._px_answers: dict[ID, tuple[float, bytes]] = {}  # peer -> (parsed at, answer)
         self._px_schedule = PxSchedule()
@@ -173,12 +177,17 @@ class DiscoveryService:
 
     def _on_conn(self, event: str, info: Any) -> None:
         k = self.known.get(info.peer)
-        if event == "closed" and k is not None and time.monotonic() - info.opened_at < 10:
-            # the peer hung up at once (e.g. it is over its own max_connections):
-            # count it as a failed dial so we back off instead of churning
-            k.failures += 1
-            k.next_dial = time.monotonic() + k.backoff
-            k.backoff = min(k.backoff * 2, BACKOFF_MAX_S * 6)
+        if event == "closed" and k is not None and info.peer not in self._connected_peers():
+            now = time.monotonic()
+            verdict = after_close(info.opened_at, now)
+            if verdict == "backoff":
+                # the peer hung up at once (likely over its own budget): back off before
+                # dialing it again, longer each time, instead of churning
+                k.failures += 1
+                k.next_dial = now + k.backoff
+                k.backoff = min(k.backoff * 2, BACKOFF_MAX_S * 6)
+            elif verdict == "reset":
+                k.backoff = BACKOFF_MIN_S
         self._wake.set()
         self._px_changed = True
         self._px_schedule.reset()
@@ -201,9 +210,13 @@ class DiscoveryService:
                 p.next_dial = now + p.backoff
                 p.backoff = min(p.backoff * 2, BACKOFF_MAX_S)
                 n.start_soon(self._dial_persistent, p)
-        room = rt.config.p2p.max_connections - len(connected | self._dialing)
-        if rt.config.p2p.max_connections - len(connected) < 0:
-            n.start_soon(self._trim, len(connected) - rt.config.p2p.max_connections)
+        marks = Watermarks.of(rt.config.p2p.max_connections)
+        room = marks.dial_room(len(connected | self._dialing), 0)
+        if len(connected) > marks.high:
+            victims = [v for v in self._victims(marks, now) if v not in self._trimming]
+            if victims:
+                self._trimming.update(victims)
+                n.start_soon(self._trim, victims)
         for k in sorted(self.known.values(), key=lambda k: k.failures):
             if room <= 0:
                 break
@@ -230,28 +243,35 @@ class DiscoveryService:
             keep |= server.peers_served()
         return keep
 
-    async def _trim(self, excess: int) -> None:
-        """Over p2p.max_connections: close the newest unprotected inbound peers first."""
+    def _victims(self, marks: Watermarks, now: float) -> list[ID]:
+        """Over p2p.max_connections: whom to close (connmgr.trim_victims), each peer by
+        its newest connection."""
         assert self.rt is not None
-        keep = self._protected()
-        conns = sorted(
-            self.rt.connections.all(), key=lambda c: (c.direction != "inbound", -c.opened_at)
-        )
-        victims: list[ID] = []
-        for c in conns:
-            if len(victims) >= excess:
-                break
-            if c.peer not in keep and c.peer not in victims:
-                victims.append(c.peer)
+        newest: dict[ID, Any] = {}
+        for c in self.rt.connections.all():
+            if c.peer not in newest or c.opened_at > newest[c.peer].opened_at:
+                newest[c.peer] = c
+        peers = [Candidate(p, c.direction == "inbound", c.opened_at) for p, c in newest.items()]
+        for p, t in list(self._trimmed_at.items()):
+            if now - t >= STABLE_S:
+                del self._trimmed_at[p]
+        return trim_victims(marks, peers, self._protected(), now, recent=self._trimmed_at)
+
+    async def _trim(self, victims: list[ID]) -> None:
+        assert self.rt is not None
         for peer in victims:
+            self._trimmed_at[peer] = time.monotonic()
             k = self.known.get(peer)
             if k is not None:  # do not dial it straight back
                 k.next_dial = time.monotonic() + BACKOFF_MAX_S * 6
             log.info(
                 "over max_connections (%d): closing %s", self.rt.config.p2p.max_connections, peer
             )
-            with contextlib.suppress(Exception):
-                await self.rt.host.disconnect(peer)
+            try:
+                with contextlib.suppress(Exception):
+                    await self.rt.host.disconnect(peer)
+            finally:
+                self._trimming.discard(peer)
 
     async def _dial_persistent(self, p: Persistent) -> None:
         assert self.rt is not None
@@ -270,8 +290,7 @@ class DiscoveryService:
         self._dialing.add(k.peer)
         try:
             await self.rt.dialer.connect(k.peer)
-            k.failures = 0
-            k.backoff = BACKOFF_MIN_S
+            k.failures = 0  # the backoff resets when the connection proves stable (_on_conn)
             k.last_error = ""
         except Exception as exc:
             k.failures += 1

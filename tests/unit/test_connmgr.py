@@ -1,0 +1,73 @@
+"""The peer budget's policy (node/connmgr.py): watermarks, the grace period, backoff."""
+
+from __future__ import annotations
+
+from node.connmgr import (
+    GRACE_S,
+    HARD_FACTOR,
+    HUNG_UP_S,
+    STABLE_S,
+    Candidate,
+    Watermarks,
+    after_close,
+    trim_victims,
+)
+
+NOW = 1000.0
+
+
+def old(peer: str, inbound: bool = True, age: float = GRACE_S + 1) -> Candidate[str]:
+    return Candidate(peer, inbound, NOW - age)
+
+
+def test_low_watermark_is_three_quarters_of_the_budget() -> None:
+    assert Watermarks.of(32) == Watermarks(24, 32)
+    assert Watermarks.of(8) == Watermarks(6, 8)
+    assert Watermarks.of(2) == Watermarks(2, 2)
+    assert Watermarks.of(1) == Watermarks(1, 1)
+
+
+def test_dials_only_below_the_low_watermark() -> None:
+    m = Watermarks.of(8)
+    assert m.dial_room(0, 0) == 6
+    assert m.dial_room(5, 0) == 1
+    assert m.dial_room(6, 0) == 0
+    assert m.dial_room(7, 0) == 0  # inbound peers beyond it are accepted, not dialed
+
+
+def test_nothing_closed_at_or_under_the_budget() -> None:
+    m = Watermarks.of(4)
+    assert trim_victims(m, [old(f"p{i}") for i in range(4)], (), NOW) == []
+
+
+def test_the_excess_goes_newest_inbound_first_protected_kept() -> None:
+    m = Watermarks.of(3)
+    peers = [
+        old("relay", age=400),
+        old("in-old", age=300),
+        old("in-new", age=100),
+        old("out-new", inbound=False, age=50),
+        old("in-newest-protected", age=60),
+    ]
+    assert trim_victims(m, peers, {"relay", "in-newest-protected"}, NOW) == ["in-new", "in-old"]
+
+
+def test_grace_protects_a_young_connection_until_it_is_old_enough() -> None:
+    m = Watermarks.of(2)
+    peers = [old("a", age=GRACE_S + 5), old("b"), old("young", age=GRACE_S / 2)]
+    assert trim_victims(m, peers, (), NOW) == ["b"]  # the newest past its grace
+    assert trim_victims(m, peers, {"a", "b"}, NOW) == []  # the young one waits
+
+
+def test_grace_gives_way_over_twice_the_budget_and_to_a_peer_back_at_once() -> None:
+    m = Watermarks.of(2)
+    young = [old(f"y{i}", age=1 + i) for i in range(HARD_FACTOR * 2 + 1)]
+    assert len(trim_victims(m, young, (), NOW)) == len(young) - 2
+    peers = [old("a"), old("b"), old("back", age=1)]
+    assert trim_victims(m, peers, {"a", "b"}, NOW, recent={"back"}) == ["back"]
+
+
+def test_a_peer_that_hung_up_at_once_is_backed_off_one_that_stayed_is_forgiven() -> None:
+    assert after_close(100.0, 100.0 + HUNG_UP_S - 1) == "backoff"
+    assert after_close(100.0, 100.0 + HUNG_UP_S) == "keep"
+    assert after_close(100.0, 100.0 + STABLE_S) == "reset"
