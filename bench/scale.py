@@ -105,6 +105,25 @@ def heights(net: RunningTestnet) -> dict[str, int | None]:
     return {ns.name: ns.height for ns in net.snapshot(timeout_s=live.API_TIMEOUT_S).nodes}
 
 
+def validators_view(net: RunningTestnet) -> dict[str, dict[str, Any]]:
+    """Each validator's consensus state now (height, round, step, its chain topic's mesh
+    and its peers): where a stalled chain stands, and whether its votes can travel."""
+    out: dict[str, dict[str, Any]] = {}
+    for ns in net.snapshot(timeout_s=live.API_TIMEOUT_S).nodes:
+        if not ns.target.validator:
+            continue
+        chain = ns.status.chain if ns.status else None
+        out[ns.name] = {
+            "height": ns.height,
+            "round": chain.round if chain else None,
+            "step": chain.step if chain else None,
+            "mesh_peers": len(chain.mesh_peers) if chain else None,
+            "peers": len(ns.peers()) if ns.status else None,
+            "error": ns.error,
+        }
+    return out
+
+
 def chain_progress(before: dict[str, int | None], after: dict[str, int | None]) -> dict[str, Any]:
     """Is consensus running once the testnet is ready: the highest height grew over the CPU
     window, and no node trails it by more than CHAIN_LAG_OK blocks (or went unread)."""
@@ -167,6 +186,7 @@ def point(ctx: Ctx, n_nodes: int, run: int, engine: str = DEFAULT_ENGINE) -> dic
             heights_before = heights(net)
             row["resources"] = resources(net, CPU_WINDOW_S if not ctx.quick else 3.0)
             row["chain"] = chain_progress(heights_before, heights(net))
+            row["validators"] = validators_view(net)
             if not row["chain"]["running"]:
                 row.setdefault("error", f"consensus not running: {row['chain']}")
                 row.pop("ready_s", None)
