@@ -60,6 +60,11 @@ PX_INTERVAL_MAX_S = 40.0
 # peer-store TTL (ADDR_TTL_S) long before they expire.
 PX_REPARSE_S = 600.0
 ADDR_TTL_S = 3600
+# The px answer is built once and served until the peer set changes or it is this old
+# (addresses change through identify, seldom). Built per request, it was a fifth of a
+# 64-node testnet's sentry's CPU (py-spy: every connected peer's multiaddrs turned into
+# text for each of the ~5 requests a second it served).
+PX_ANSWER_TTL_S = 10.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 
@@ -119,6 +124,7 @@ class DiscoveryService:
         self._px_schedule = PxSchedule()
         self._px_changed = False  # this round (or an event during it) brought something new
         self._px_kick = trio.Event()  # a connection event while the loop waits
+        self._px_answer: tuple[float, bytes] | None = None  # (built at, the answer we serve)
 
     def status(self) -> dict[str, Any]:
         return {"known": self.known_json()}
@@ -189,6 +195,7 @@ class DiscoveryService:
             elif verdict == "reset":
                 k.backoff = BACKOFF_MIN_S
         self._wake.set()
+        self._px_answer = None
         self._px_changed = True
         self._px_schedule.reset()
         self._px_kick.set()
@@ -237,7 +244,7 @@ class DiscoveryService:
         keep = {p.peer for p in self.persistent if p.peer is not None}
         client = self.rt.relay_client
         if client is not None:
-            keep |= client.relays_held()
+            keep |= client.relays_held() | client.relays_pending()
         server = self.rt.relay_server
         if server is not None:
             keep |= server.peers_served()
@@ -314,11 +321,19 @@ class DiscoveryService:
                 out.append({"peer": str(peer), "addrs": addrs})
         return out
 
+    def _px_answer_bytes(self) -> bytes:
+        """What we answer to peer exchange: built once per peer-set change or
+        PX_ANSWER_TTL_S."""
+        now = time.monotonic()
+        if self._px_answer is None or now - self._px_answer[0] >= PX_ANSWER_TTL_S:
+            self._px_answer = (now, json.dumps({"peers": self._px_record()}).encode())
+        return self._px_answer[1]
+
     async def _serve_px(self, stream: INetStream) -> None:
         assert self.rt is not None
         self.rt.metrics.px_served_total.inc()
         try:
-            await stream.write(json.dumps({"peers": self._px_record()}).encode())
+            await stream.write(self._px_answer_bytes())
             await stream.close()
         except Exception:
             with contextlib.suppress(Exception):

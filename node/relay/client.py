@@ -42,9 +42,15 @@ from node.runtime import ConnInfo, NodeRuntime
 log = logging.getLogger("sentrynet.relay.client")
 
 RESERVE_TIMEOUT_S = 10.0
+# A relay that let a RESERVE time out is asked next with twice the time, up to this: at
+# 64 nodes on 2 cores relays answered in 10-20 s, and a client that gave up at 10 s and
+# asked again 4 s later kept a relay busy with requests nobody waited for any more (the
+# relay counted them `truncated`) while never getting its reservation.
+RESERVE_TIMEOUT_MAX_S = 40.0
 BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 4.0
 DENIED_BACKOFF_S = 5.0
+PENDING_GRACE_S = 30.0  # a relay dialed to reserve on is kept this long (relays_pending)
 
 
 def transport_part(addr: multiaddr.Multiaddr | str) -> str:
@@ -69,6 +75,8 @@ class Candidate:
     source: str  # config | identify
     not_before: float = 0.0  # monotonic; backoff after a denial or failure
     failures: int = 0
+    dialed_at: float = -1e9  # monotonic; when we last dialed it to reserve on it
+    timeout_s: float = RESERVE_TIMEOUT_S  # for the next RESERVE (doubled after a timeout)
 
 
 @dataclass
@@ -145,6 +153,16 @@ class RelayClient:
     def relays_held(self) -> set[ID]:
         """Relays we hold a reservation on."""
         return set(self.held)
+
+    def relays_pending(self) -> set[ID]:
+        """Relays configured, being reserved on, or dialed a moment ago to reserve on: the
+        peer budget must not close them. Seen at 64 nodes: a client whose configured relay
+        was too slow dialed another relay every 4 s, and discovery closed it each time
+        for the budget before the RESERVE went out."""
+        now = time.monotonic()
+        recent = {c.peer for c in self.candidates.values() if now - c.dialed_at < PENDING_GRACE_S}
+        configured = {c.peer for c in self.configured if c.peer is not None}
+        return set(self._reserving) | recent | configured
 
     def candidate_relays(self) -> list[tuple[str, ID]]:
         """(transport address, peer) of every relay candidate."""
@@ -264,6 +282,7 @@ class RelayClient:
     async def _dial_known(self, cand: Candidate) -> None:
         assert self.rt is not None
         cand.not_before = time.monotonic() + BACKOFF_MAX_S
+        cand.dialed_at = time.monotonic()
         try:
             await self.rt.dialer.dial_direct(
                 cand.peer, [multiaddr.Multiaddr(cand.addr)], RELAY_CONNECT_TIMEOUT_S
@@ -434,22 +453,30 @@ class RelayClient:
         direct = [c for c in rt.connections.for_peer(relay) if c.kind == "direct"]
         if not direct:
             return "error", "no direct connection to the relay", None
+        cand = self.candidates.get(relay)
+        timeout = cand.timeout_s if cand is not None else RESERVE_TIMEOUT_S
         try:
-            with trio.fail_after(RESERVE_TIMEOUT_S):
+            with trio.fail_after(timeout):
                 # on a direct connection: the relay refuses a RESERVE over a relayed one,
                 # and host.new_stream may pick either. The newest: after a network change
                 # (a NAT rebind) the older one may be dead without either side knowing yet
                 chosen = max(direct, key=lambda c: c.seq)
-                s = await open_stream_on(rt.host, chosen.conn, [HOP_ID], RESERVE_TIMEOUT_S)
+                s = await open_stream_on(rt.host, chosen.conn, [HOP_ID], timeout)
                 await write_msg(
                     s, HopMessage(type=HopMessage.RESERVE, peer=PbPeer(id=rt.peer_id.to_bytes()))
                 )
-                resp = await read_msg(s, HopMessage, timeout=RESERVE_TIMEOUT_S)
+                resp = await read_msg(s, HopMessage, timeout=timeout)
         except WireError as exc:
             rt.reject("hop", exc.reason)
             return "error", f"bad reply: {exc}", None
+        except trio.TooSlowError:
+            if cand is not None:
+                cand.timeout_s = min(RESERVE_TIMEOUT_MAX_S, timeout * 2)
+            return "error", f"no answer within {timeout:.0f}s", None
         except Exception as exc:
             return "error", f"{type(exc).__name__}: {exc}", None
+        if cand is not None:
+            cand.timeout_s = RESERVE_TIMEOUT_S
         with contextlib.suppress(Exception):
             await s.close()
         status = StatusCode(resp.status) if resp.HasField("status") else StatusCode.UNUSED
