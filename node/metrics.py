@@ -92,6 +92,13 @@ class Metrics:
         self.px_served_total = Counter(
             p + "px_served_total", "peer exchange requests this node answered", registry=r
         )
+        self.sync_polls_total = Counter(
+            p + "sync_polls_total",
+            "chain tip polls, by scope (sample: the routine few peers; all: every peer, "
+            "when behind, stalled with no poll of every peer at this height yet, or hinted)",
+            ["scope"],
+            registry=r,
+        )
         for kind in ("direct", "relayed"):
             self.connections_active.labels(kind=kind).set(0)
 

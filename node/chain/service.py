@@ -167,6 +167,8 @@ class ChainService:
         self._sync_over = trio.Event()  # set while no sync session runs
         self._sync_over.set()
         self.settled = False  # the initial catch-up's peer-set wait is over (or not needed)
+        # the height at which a poll of every peer last found none ahead of us (-1: none yet)
+        self._none_ahead_at = -1
         self._polled_at: dict[str, float] = {}  # peer -> when its tip was last asked for
         self.settling = False
         self._start_gen = 0
@@ -540,16 +542,18 @@ class ChainService:
         return out
 
     async def _sync_loop(self) -> None:
-        store = self.store
-        assert store is not None
+        store, rt = self.store, self.rt
+        assert store is not None and rt is not None
         while True:
             with trio.move_on_after(SYNC_POLL_S):
                 await self._wake_sync.wait()
             woken = self._wake_sync.is_set()
             self._wake_sync = trio.Event()
+            recent = time.monotonic() - self.last_commit_at <= STALL_S
             following = (
-                not woken and self.settled and time.monotonic() - self.last_commit_at <= STALL_S
+                not woken and self.settled and (recent or self._none_ahead_at == store.height)
             )
+            rt.metrics.sync_polls_total.labels(scope="sample" if following else "all").inc()
             peers = await self._poll_status(sample=SYNC_POLL_SAMPLE if following else None)
             best = max((p.height for p in peers), default=None)
             if best is None:
@@ -574,6 +578,13 @@ class ChainService:
             if behind and best > store.height:
                 await self._sync_session([p for p in peers if p.height > store.height], best)
             self.sync_state = "synced" if best <= store.height + 1 else "syncing"
+            if not following and best <= store.height:
+                # every peer asked, none ahead: the chain itself is slow (consensus at a
+                # late round), not we behind. Until our height changes, routine polls ask
+                # the sample only. Before, a testnet whose blocks came slower than STALL_S
+                # (64 nodes on 2 cores: a block in 15 s) had every node ask every peer
+                # every SYNC_POLL_S, load that slowed consensus further
+                self._none_ahead_at = store.height
             self._initial_check.set()
 
     def _reservation_pending(self) -> bool:
