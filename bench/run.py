@@ -82,6 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="scale: engines to run each point on, e.g. compose,swarm (swarm: the data networks "
         "as overlays of a single-node swarm; the summary gives swarm/compose ratios)",
     )
+    p.add_argument(
+        "--block-interval",
+        type=float,
+        default=1.0,
+        help="scale: the chain's block interval in seconds (default 1, as the testnets); "
+        "consensus traffic is most of a node's CPU at 1 block/s",
+    )
     p.add_argument("--sync-blocks", type=int, default=0, help="sync: chain length to sync")
     p.add_argument("--pairs", type=int, default=0, help="holepunch: k nodes per side (k*k pairs)")
     p.add_argument("--relay-k", type=int, default=0, help="relay cost: k clients per side")
@@ -204,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         repeat=args.repeat,
         options={
             "sizes": [int(x) for x in args.sizes.split(",") if x.strip()],
+            "block_interval_s": args.block_interval,
             "engines": [x.strip() for x in args.engines.split(",") if x.strip()],
             "sync_blocks": args.sync_blocks,
             "pairs_k": args.pairs,

@@ -142,8 +142,15 @@ def chain_progress(before: dict[str, int | None], after: dict[str, int | None]) 
 
 def point(ctx: Ctx, n_nodes: int, run: int, engine: str = DEFAULT_ENGINE) -> dict[str, Any]:
     p = topogen.networks_for(n_nodes)
-    doc = topogen.scale(n_nodes, p)
-    row: dict[str, Any] = {"nodes": n_nodes, "private_networks": p, "run": run, "engine": engine}
+    interval = float(ctx.options.get("block_interval_s") or 1.0)
+    doc = topogen.scale(n_nodes, p, block_interval_s=interval)
+    row: dict[str, Any] = {
+        "nodes": n_nodes,
+        "private_networks": p,
+        "run": run,
+        "engine": engine,
+        "block_interval_s": interval,
+    }
     deadline = 120.0 + 6.0 * n_nodes
     row["machine_before"] = live.machine_state()
     t0 = time.monotonic()

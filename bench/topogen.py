@@ -39,7 +39,9 @@ PEER_BUDGET = 8  # connections a scale client keeps (see scale())
 SENTRY_CPU_WEIGHT = 1
 
 
-def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
+def scale(
+    n_nodes: int, n_private: int, nat: str = "cone", block_interval_s: float = 1.0
+) -> dict[str, Any]:
     """N nodes over P private networks behind `nat` routers, one sentry per network.
 
     The sentry of network i sits on it and on the public network (relay mode both) and uses
@@ -99,7 +101,7 @@ def scale(n_nodes: int, n_private: int, nat: str = "cone") -> dict[str, Any]:
     return {
         "name": f"scale{n_nodes}",
         "description": f"bench: {n_nodes} nodes over {n_private} private {nat} networks",
-        "chain": {"block_interval_s": 1.0},
+        "chain": {"block_interval_s": block_interval_s},
         "networks": nets,
         "nodes": ordered,
     }
