@@ -191,7 +191,9 @@ def point(ctx: Ctx, n_nodes: int, run: int, engine: str = DEFAULT_ENGINE) -> dic
             row["reservation_samples"] = rows
             row["first_reservation_s"] = stats.summary(r.get("first_reservation_s") for r in rows)
             heights_before = heights(net)
-            row["resources"] = resources(net, CPU_WINDOW_S if not ctx.quick else 3.0)
+            # long enough to see blocks at the chosen interval (the consensus check)
+            window = max(CPU_WINDOW_S, 3 * interval) if not ctx.quick else 3.0
+            row["resources"] = resources(net, window)
             row["chain"] = chain_progress(heights_before, heights(net))
             row["validators"] = validators_view(net)
             if not row["chain"]["running"]:

@@ -34,6 +34,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from node.addr_cache import AddrCache
 from node.connmgr import STABLE_S, Candidate, Watermarks, after_close, trim_victims
 from node.contract import KnownPeer
 from node.runtime import NodeRuntime
@@ -125,6 +126,7 @@ class DiscoveryService:
         self._px_changed = False  # this round (or an event during it) brought something new
         self._px_kick = trio.Event()  # a connection event while the loop waits
         self._px_answer: tuple[float, bytes] | None = None  # (built at, the answer we serve)
+        self._addrs = AddrCache()  # px's text <-> multiaddr and peer id conversions
 
     def status(self) -> dict[str, Any]:
         return {"known": self.known_json()}
@@ -314,11 +316,11 @@ class DiscoveryService:
         out = []
         for peer in list(self._connected_peers())[:PX_MAX_PEERS]:
             try:
-                addrs = [str(a) for a in ps.addrs(peer)]
+                addrs = [self._addrs.text(a) for a in ps.addrs(peer)]
             except Exception:
                 addrs = []
             if addrs:
-                out.append({"peer": str(peer), "addrs": addrs})
+                out.append({"peer": self._addrs.id_text(peer), "addrs": addrs})
         return out
 
     def _px_answer_bytes(self) -> bytes:
@@ -404,18 +406,19 @@ class DiscoveryService:
         ps = rt.host.get_peerstore()
         for e in entries:
             try:
-                pid = ID.from_base58(e["peer"])
-                addrs = [multiaddr.Multiaddr(a) for a in e["addrs"]][:16]
+                pid = self._addrs.peer_id(e["peer"])
+                addrs = [self._addrs.parse(a) for a in e["addrs"][:16]]
             except Exception:
                 continue
             if pid == rt.peer_id:
                 continue
             # keep every address, other networks' and circuits included (see docstring)
             clean = []
+            tail = f"/p2p/{self._addrs.id_text(pid)}"
             for a in addrs:
-                text = str(a)
-                if text.endswith(f"/p2p/{pid}") and "/p2p-circuit" not in text:
-                    a = multiaddr.Multiaddr(text[: -len(f"/p2p/{pid}")])
+                text = self._addrs.text(a)
+                if text.endswith(tail) and "/p2p-circuit" not in text:
+                    a = self._addrs.parse(text[: -len(tail)])
                 clean.append(a)
             ps.add_addrs(pid, clean, ADDR_TTL_S)
             if pid not in self.known:
