@@ -12,10 +12,16 @@ the parsed value give the same results.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from typing import TypeVar
+
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 MAX_ENTRIES = 4096  # each map is cleared when it grows past this (peers come and go)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class AddrCache:
@@ -27,37 +33,24 @@ class AddrCache:
         self._ids: dict[str, ID] = {}
 
     def text(self, addr: Multiaddr) -> str:
-        key = addr.to_bytes()
-        out = self._text.get(key)
-        if out is None:
-            if len(self._text) >= self.max_entries:
-                self._text.clear()
-            out = self._text[key] = str(addr)
-        return out
+        return self._remember(self._text, addr.to_bytes(), lambda: str(addr))
 
     def parse(self, text: str) -> Multiaddr:
         """Multiaddr(text), raising as it does for a malformed one (never remembered)."""
-        out = self._parsed.get(text)
-        if out is None:
-            if len(self._parsed) >= self.max_entries:
-                self._parsed.clear()
-            out = self._parsed[text] = Multiaddr(text)
-        return out
+        return self._remember(self._parsed, text, lambda: Multiaddr(text))
 
     def id_text(self, peer: ID) -> str:
-        key = peer.to_bytes()
-        out = self._id_text.get(key)
-        if out is None:
-            if len(self._id_text) >= self.max_entries:
-                self._id_text.clear()
-            out = self._id_text[key] = str(peer)
-        return out
+        return self._remember(self._id_text, peer.to_bytes(), lambda: str(peer))
 
     def peer_id(self, text: str) -> ID:
         """ID.from_base58(text), raising as it does for a malformed one."""
-        out = self._ids.get(text)
+        return self._remember(self._ids, text, lambda: ID.from_base58(text))
+
+    def _remember(self, memo: dict[K, V], key: K, make: Callable[[], V]) -> V:
+        out = memo.get(key)
         if out is None:
-            if len(self._ids) >= self.max_entries:
-                self._ids.clear()
-            out = self._ids[text] = ID.from_base58(text)
+            value = make()  # raises before anything is stored
+            if len(memo) >= self.max_entries:
+                memo.clear()
+            memo[key] = out = value
         return out
