@@ -49,9 +49,9 @@ class Watermarks:
         high = max(1, max_connections)
         return cls(low=max(1, min(high, -(-3 * high // 4))), high=high)
 
-    def dial_room(self, connected: int, dialing: int) -> int:
-        """How many more learnt peers to dial now."""
-        return max(0, self.low - connected - dialing)
+    def dial_room(self, held: int) -> int:
+        """How many more learnt peers to dial now, `held` peers connected or being dialed."""
+        return max(0, self.low - held)
 
 
 @dataclass(frozen=True)

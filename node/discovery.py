@@ -220,7 +220,7 @@ class DiscoveryService:
                 p.backoff = min(p.backoff * 2, BACKOFF_MAX_S)
                 n.start_soon(self._dial_persistent, p)
         marks = Watermarks.of(rt.config.p2p.max_connections)
-        room = marks.dial_room(len(connected | self._dialing), 0)
+        room = marks.dial_room(len(connected | self._dialing))
         if len(connected) > marks.high:
             victims = [v for v in self._victims(marks, now) if v not in self._trimming]
             if victims:

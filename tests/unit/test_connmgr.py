@@ -29,10 +29,10 @@ def test_low_watermark_is_three_quarters_of_the_budget() -> None:
 
 def test_dials_only_below_the_low_watermark() -> None:
     m = Watermarks.of(8)
-    assert m.dial_room(0, 0) == 6
-    assert m.dial_room(5, 0) == 1
-    assert m.dial_room(6, 0) == 0
-    assert m.dial_room(7, 0) == 0  # inbound peers beyond it are accepted, not dialed
+    assert m.dial_room(0) == 6
+    assert m.dial_room(5) == 1
+    assert m.dial_room(6) == 0
+    assert m.dial_room(7) == 0  # inbound peers beyond it are accepted, not dialed
 
 
 def test_nothing_closed_at_or_under_the_budget() -> None:
