@@ -68,6 +68,7 @@ ADDR_TTL_S = 3600
 PX_ANSWER_TTL_S = 10.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
+TRIM_REASON = "max_connections"  # connection_closed reason of a close for the budget
 
 
 @dataclass
@@ -277,8 +278,13 @@ class DiscoveryService:
                 "over max_connections (%d): closing %s", self.rt.config.p2p.max_connections, peer
             )
             try:
-                with contextlib.suppress(Exception):
-                    await self.rt.host.disconnect(peer)
+                # every connection we track to it, not host.disconnect: upstream
+                # Swarm.close_peer (py-libp2p 0.8.1) pops the peer's whole entry after
+                # awaiting the closes, so a connection that arrived meanwhile drops out
+                # of the swarm's table unclosed and no later disconnect can reach it
+                for info in self.rt.connections.for_peer(peer):
+                    with contextlib.suppress(Exception):
+                        await self.rt.connections.close(info.conn, TRIM_REASON)
             finally:
                 self._trimming.discard(peer)
 

@@ -15,6 +15,8 @@ Applied once, by `apply()`, before the host runs (node/app.py):
 - negative_cache.py  a peer whose dial failed once is not blocked for 60 s
 - auto_connector.py  the swarm does not dial every peer-store peer on its own
 - dial_peer.py       Swarm.dial_peer goes through the node's single-flight dialer
+- no_redial.py       pubsub's peer registration and identify never dial (upstream's
+                     retries dialed a peer the node had just closed)
 - pubsub_seqno.py    gossipsub seqnos seeded with nanoseconds, not seconds
 - pubsub_rpc.py      a gossipsub RPC that does not parse resets that peer's stream
                      (upstream: the exception escapes and takes the node down)
@@ -78,6 +80,7 @@ from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.ihave_targets import install_ihave_without_backoff
 from node.overrides.multistream_pipeline import install_pipelined_multistream
 from node.overrides.negative_cache import shorten_negative_cache
+from node.overrides.no_redial import install_pubsub_no_redial
 from node.overrides.opportunistic_graft import install_no_opportunistic_graft
 from node.overrides.pubsub_batch import install_pubsub_batch
 from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
@@ -111,6 +114,7 @@ def apply(
     install_pubsub_rpc_guard(pubsub)
     install_pubsub_batch(pubsub)
     install_seen_before_task(pubsub)
+    install_pubsub_no_redial(pubsub)
     install_idontwant_threshold(pubsub.router)
     install_no_opportunistic_graft(pubsub.router)
     install_ihave_without_backoff(pubsub.router)

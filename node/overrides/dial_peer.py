@@ -34,7 +34,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from libp2p.abc import IHost, INetConn
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
+
+from node.overrides.no_redial import dialing_refused_by
 
 
 class DialRoute(Protocol):
@@ -74,6 +77,9 @@ def route_dial_peer(host: IHost, route: DialRoute) -> None:
         conns = route.existing(peer_id)
         if conns:
             return conns
+        refused_by = dialing_refused_by()
+        if refused_by is not None:  # node/overrides/no_redial.py
+            raise SwarmException(f"{peer_id} is not connected, and {refused_by} does not dial")
         return [await route.dial_peer(peer_id)]
 
     swarm.dial_peer = dial_peer

@@ -33,6 +33,8 @@ from libp2p.identity.identify_push.identify_push import (
 )
 from libp2p.peer.id import ID
 
+from node.overrides.no_redial import no_dialing
+
 log = logging.getLogger("sentrynet.overrides.identify")
 
 IdentifiedCallback = Callable[[ID], None]
@@ -62,7 +64,8 @@ def install_identify_hook(host: IHost) -> IdentifyHook:
 
     async def identify_peer(peer_id: ID, *, reason: str) -> None:
         for attempt in range(1, IDENTIFY_ATTEMPTS + 1):
-            await orig_identify(peer_id, reason=reason)
+            with no_dialing("identify"):  # node/overrides/no_redial.py
+                await orig_identify(peer_id, reason=reason)
             if peer_id in h._identified_peers:
                 hook.fire(peer_id)
                 return

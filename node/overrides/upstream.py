@@ -66,6 +66,7 @@ USES: dict[str, list[str]] = {
         "libp2p.network.auto_connector:AutoConnector.maybe_connect",
     ],
     "dial_peer.py": [f"{SWARM}.get_connections", f"{SWARM}.dial_peer"],
+    "no_redial.py": ["libp2p.pubsub.pubsub:Pubsub._handle_new_peer", f"{HOST}._identify_peer"],
     "raw_dial.py": [
         f"{SWARM}.transport_manager",
         "libp2p.transport.manager:TransportManager.transport_for_dialing",

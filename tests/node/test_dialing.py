@@ -23,16 +23,20 @@ from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
 from libp2p.host.ping import ID as PING_ID
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
 
 from node.dialing import NodeDialer
 from node.events import EventLog
+from node.host import build_pubsub
 from node.metrics import Metrics
 from node.overrides.dial_peer import route_dial_peer
 from node.overrides.multi_addr_dial import dial_any
+from node.overrides.no_redial import install_pubsub_no_redial
 from node.runtime import ConnectionTracker
 
 pytestmark = pytest.mark.loopback
@@ -177,3 +181,35 @@ def test_cross_dial_keeps_the_connection_dialed_by_the_smaller_peer_id() -> None
     on_a, on_b, dialer_a, dialer_b, smaller = trio.run(scenario)
     assert (on_a, on_b) == (1, 1)
     assert dialer_a == dialer_b == smaller
+
+
+def test_pubsub_registration_of_a_peer_no_longer_connected_does_not_dial() -> None:
+    """Upstream pubsub (py-libp2p 0.8.1) registers a new peer by `new_stream`, retried after
+    a back-off while it thinks the peer is still connected; `new_stream` to a peer that
+    has gone meanwhile dials it. A node that closed a peer for its budget redialed it
+    every 0.5 s (node/overrides/no_redial.py). With the override the registration fails
+    as upstream's retry expects (SwarmException) and nothing is dialed."""
+
+    async def scenario(override: bool) -> tuple[int, int, str]:
+        async with node_host() as (a, dialer, _), node_host() as (b, _, _):
+            bid = b.get_id()
+            a.get_peerstore().add_addrs(bid, list(b.get_transport_addrs()), 3600)
+            pubsub, router = build_pubsub(a)
+            if override:
+                install_pubsub_no_redial(pubsub)
+            error = ""
+            async with background_trio_service(pubsub), background_trio_service(router):
+                await pubsub.wait_until_ready()
+                try:
+                    with trio.fail_after(15):
+                        await pubsub._handle_new_peer(bid)
+                except SwarmException as exc:
+                    error = str(exc)
+                except Exception as exc:  # b runs no pubsub: upstream's dial, then this
+                    error = f"after the dial: {exc}"
+                return n_conns(a, bid), dialer.dials_started, error
+
+    assert trio.run(scenario, False)[:2] == (1, 1)  # upstream dialed the peer
+    conns, dials, error = trio.run(scenario, True)
+    assert (conns, dials) == (0, 0)
+    assert "pubsub peer registration does not dial" in error
