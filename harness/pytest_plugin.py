@@ -50,6 +50,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config, "workerinput"
     )
     sigterm_unwinds(forward_to_children=xdist_controller)
+    if xdist_controller:
+        give_workers_time_to_tear_down()
 
 
 def sigterm_unwinds(forward_to_children: bool = False) -> None:
@@ -61,7 +63,8 @@ def sigterm_unwinds(forward_to_children: bool = False) -> None:
     `forward_to_children` (the controller of pytest-xdist workers, `make test`'s scenario
     tier): the workers, which hold the testnets, get the SIGTERM first. Told only to exit,
     a worker busy in a check interrupts itself after 5 s and xdist kills it after 10 s,
-    which can cut its testnet's teardown short; signalled, each tears down at once."""
+    which can cut its testnet's teardown short; signalled, each tears down at once (and
+    give_workers_time_to_tear_down lets it finish)."""
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
@@ -75,6 +78,22 @@ def sigterm_unwinds(forward_to_children: bool = False) -> None:
         raise cleanup.Terminated(f"signal {signum} (SIGTERM): tearing down")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+WORKER_TEARDOWN_S = 120  # how long xdist waits for a worker to exit before it kills it
+
+
+def give_workers_time_to_tear_down() -> None:
+    """pytest-xdist (3.x, `NodeManager.EXIT_TIMEOUT`) kills a worker that has not exited 10 s
+    after it was told to. A worker interrupted by SIGTERM tears its testnet down first: two
+    testnets torn down side by side took 8 s on an idle machine, too close to 10 s for a
+    loaded one (the likely cause of a CI failure of tests/docker/test_lifecycle.py's
+    SIGTERM test). The wait ends when the workers
+    exit; the bound only matters for a worker that hangs."""
+    with contextlib.suppress(ImportError, AttributeError):
+        from xdist.workermanage import NodeManager
+
+        NodeManager.EXIT_TIMEOUT = max(NodeManager.EXIT_TIMEOUT, WORKER_TEARDOWN_S)
 
 
 def child_pids(parent: int) -> list[int]:
