@@ -18,6 +18,16 @@ same envelope bytes from the same peer verify the same way. So:
   refreshes the record's TTL in the peer store). Different bytes always get the full check.
 Module-level names are replaced in the pubsub modules that import them (process-wide,
 idempotent); the upstream functions are kept and called on every miss.
+
+Upstream also sends the record in EVERY RPC, so a 200-byte vote went out as a 1.2 KiB RPC
+(about 900 bytes of envelope: our circuit addresses each carry two peer ids) and a block
+as 2-3 TCP segments instead of 1-2. The record is an extension of py-libp2p's (RPC field
+4); go-libp2p and rust-libp2p neither send nor read it, and identify already carries the
+same signed record. `RecordOncePerStream` (used by node/overrides/pubsub_batch.py, the
+node's per-peer sending loop) sends it in the first RPC on a stream, again when its bytes
+change (an address came or went) and at least every RESEND_S, and leaves it out of the
+RPCs in between. A receiver treats an RPC without a record as upstream does: it is
+accepted and the peer's certified addresses stay as last received.
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ from libp2p.pubsub.utils import maybe_consume_signed_record as upstream_consume
 
 SEND_TTL_S = 1.0
 RECHECK_S = 300.0
+# a peer's copy of our record is refreshed this often even when nothing changed, in step
+# with RECHECK_S on its side (the certified address book keeps a record for 2 hours)
+RESEND_S = 300.0
 
 MODULES = (gossipsub_mod, pubsub_mod, floodsub_mod)
 
@@ -69,6 +82,33 @@ def cached_consume(msg: Any, host: Any, peer_id: Any) -> bool:
     else:
         per_peer.pop(peer_id, None)
     return bool(ok)
+
+
+class RecordOncePerStream:
+    """Serializes the RPCs of one outbound pubsub stream, with our signed record in the
+    first one, in the first after it changed, and after RESEND_S; not in the others."""
+
+    def __init__(self) -> None:
+        self.sent: bytes = b""  # the record this stream's peer last got from us
+        self.sent_at = 0.0
+        self.left_out = 0  # RPCs sent without their record (for tests and measurements)
+
+    def serialize(self, rpc: Any) -> bytes:
+        record = rpc.senderRecord
+        if not record:
+            return bytes(rpc.SerializeToString())
+        now = time.monotonic()
+        if record != self.sent or now - self.sent_at >= RESEND_S:
+            self.sent, self.sent_at = record, now
+            return bytes(rpc.SerializeToString())
+        # the same RPC object may sit in other peers' queues: restore it before any await
+        rpc.ClearField("senderRecord")
+        try:
+            body = bytes(rpc.SerializeToString())
+        finally:
+            rpc.senderRecord = record
+        self.left_out += 1
+        return body
 
 
 def install_sender_record_cache() -> None:
