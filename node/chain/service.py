@@ -100,6 +100,12 @@ JOIN_POLL_S = 1.0  # during a session, how often new connections are looked for
 STALL_S = 3.0  # one block behind for this long (no commit of ours) -> sync
 PAYLOAD_SIZE = 256  # bytes of filler per block so sync moves realistic volumes
 MAX_GOSSIP = 256 * 1024
+# messages the topic validator decoded and accepted, kept for the reader that gets them
+# next (pubsub validates, then delivers); the bound covers messages that are validated
+# but never delivered
+DECODED_KEEP = 256
+
+Decoded = Proposal | Vote | tuple[Block, CommitCert]
 
 
 def topic_for(vset: ValidatorSet) -> str:
@@ -116,7 +122,7 @@ def block_payload(name: str, height: int) -> bytes:
     return bytes(out[:PAYLOAD_SIZE])
 
 
-def decode_gossip(data: bytes) -> Proposal | Vote | tuple[Block, CommitCert]:
+def decode_gossip(data: bytes) -> Decoded:
     if len(data) > MAX_GOSSIP:
         raise CodecError("message too large")
     obj = codec.decode_object(data)
@@ -175,6 +181,9 @@ class ChainService:
         self._wake_sync = trio.Event()
         self._initial_check = trio.Event()
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](1024)
+        # message bytes -> what the validator decoded from them (insertion order: oldest
+        # first): the reader does not decode a message a second time
+        self._validated: dict[bytes, Decoded] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -327,8 +336,9 @@ class ChainService:
     def _validate(self, forwarder: ID, msg: Any) -> bool:
         """Topic validator: stateless checks, so bad messages are neither used nor forwarded."""
         assert self.rt is not None and self.vset is not None
+        data = bytes(msg.data)
         try:
-            decoded = decode_gossip(bytes(msg.data))
+            decoded = decode_gossip(data)
             if isinstance(decoded, Proposal | Vote):
                 decoded.verify(self.vset)
             else:
@@ -342,16 +352,23 @@ class ChainService:
             log.info("gossip from %s rejected: %s", forwarder, exc)
             self.rt.reject("consensus", exc.reason)
             return False
+        validated = self._validated
+        validated[data] = decoded
+        while len(validated) > DECODED_KEEP:
+            del validated[next(iter(validated))]
         return True
 
     async def _gossip_reader(self, sub: Any) -> None:
         assert self.cons is not None
         while True:
             msg = await sub.get()
-            try:
-                decoded = decode_gossip(bytes(msg.data))
-            except CodecError:
-                continue  # already counted by the validator
+            data = bytes(msg.data)
+            decoded = self._validated.pop(data, None)
+            if decoded is None:
+                try:
+                    decoded = decode_gossip(data)
+                except CodecError:
+                    continue  # already counted by the validator
             if isinstance(decoded, Proposal):
                 self._act(self.cons.on_proposal(decoded))
             elif isinstance(decoded, Vote):

@@ -29,8 +29,11 @@ Applied once, by `apply()`, before the host runs (node/app.py):
                      (upstream: a service task per copy, which then drops it)
 - pubsub_batch.py    the RPCs queued for a peer go out in one stream write (upstream:
                      a Yamux frame, a Noise message and a system call per RPC)
-- sender_record.py   our signed peer record built once per address change, a peer's
-                     verified once per change (upstream: on every pubsub RPC)
+- sender_record.py   our signed peer record built once per address change, sent to a
+                     peer once per change, a peer's verified once per change (upstream:
+                     all three on every pubsub RPC)
+- validation_cache.py  pubsub's validation-result cache as an ordered dict (upstream:
+                     a list scanned on every put, up to a thousand ids)
 - yamux_window.py    a Yamux window update per half window read, as go-yamux sends
                      (upstream: one per read)
 - yamux_env.py       Yamux's PY_YAMUX_* variables read once (upstream: from os.environ
@@ -91,6 +94,7 @@ from node.overrides.seen_before_task import install_seen_before_task
 from node.overrides.sender_record import install_sender_record_cache
 from node.overrides.stream_guard import OnHandlerError, install_stream_guard
 from node.overrides.task_parent import install_task_parent_index
+from node.overrides.validation_cache import install_ordered_validation_cache
 from node.overrides.yamux_env import install_yamux_env_once
 from node.overrides.yamux_window import install_yamux_window_hysteresis
 
@@ -114,6 +118,7 @@ def apply(
     install_pubsub_rpc_guard(pubsub)
     install_pubsub_batch(pubsub)
     install_seen_before_task(pubsub)
+    install_ordered_validation_cache(pubsub)
     install_pubsub_no_redial(pubsub)
     install_idontwant_threshold(pubsub.router)
     install_no_opportunistic_graft(pubsub.router)

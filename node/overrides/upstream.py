@@ -153,6 +153,13 @@ USES: dict[str, list[str]] = {
         "libp2p.io.trio:TrioTCPStream.write_lock",
     ],
     "stream_guard.py": [f"{SWARM}.common_stream_handler"],
+    "validation_cache.py": [
+        "libp2p.pubsub.pubsub:ValidationCache.get",
+        "libp2p.pubsub.pubsub:ValidationCache.put",
+        "libp2p.pubsub.pubsub:ValidationCache._remove",
+        "libp2p.pubsub.pubsub:ValidationCache.clear_expired",
+        "libp2p.pubsub.pubsub:ValidationResult",
+    ],
     "pubsub_batch.py": [
         "libp2p.pubsub.pubsub:Pubsub.handle_sending_messages",
         "libp2p.pubsub.pubsub:Pubsub._handle_dead_peer",

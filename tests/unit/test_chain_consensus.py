@@ -486,3 +486,75 @@ def test_lock_and_its_polka_survive_a_restart(tmp_path: Path) -> None:
         isinstance(a, Broadcast) and isinstance(a.msg, Vote) and a.msg.block_hash == block.hash
         for a in got
     )
+
+
+def test_the_reader_gets_what_the_validator_decoded_without_decoding_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pubsub runs the topic validator, then delivers the message to the subscription: the
+    gossip reader takes the validator's decoded message instead of parsing it again, and
+    what the validator refused is neither kept nor acted on."""
+    import trio
+
+    from node.chain import service as service_mod
+
+    vals = make_vals()
+    vs = vset_of(vals)
+    vote = Vote.make(vs, vals[0].key, vals[0].pid, PREVOTE, 1, 0, bytes(32))  # type: ignore[arg-type]
+    good = service_mod.encode_gossip(vote)
+    forged = service_mod.encode_gossip(
+        Vote(PREVOTE, 1, 0, b"\x01" * 32, vote.validator, vote.signature)
+    )
+    decodes = [0]
+    upstream_decode = service_mod.decode_gossip
+
+    def counting(data: bytes) -> object:
+        decodes[0] += 1
+        return upstream_decode(data)
+
+    monkeypatch.setattr(service_mod, "decode_gossip", counting)
+    rejected: list[str] = []
+    acted: list[object] = []
+
+    class Rt:
+        def reject(self, kind: str, reason: str) -> None:
+            rejected.append(reason)
+
+    class Msg:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+    class Cons:
+        def on_vote(self, v: Vote) -> list[object]:
+            acted.append(v)
+            return []
+
+    chain = service_mod.ChainService()
+    chain.rt, chain.vset, chain.cons = Rt(), vs, Cons()  # type: ignore[assignment]
+    assert chain._validate(ID(b"x"), Msg(good)) is True
+    assert chain._validate(ID(b"x"), Msg(forged)) is False
+    assert rejected == ["bad_signature"] and decodes[0] == 2
+    assert list(chain._validated) == [good]  # only what was accepted is kept
+
+    async def read_one() -> None:
+        send, recv = trio.open_memory_channel[Msg](1)
+
+        class Sub:
+            async def get(self) -> Msg:
+                return await recv.receive()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chain._gossip_reader, Sub())
+            await send.send(Msg(good))
+            with trio.fail_after(5):
+                while not acted:
+                    await trio.sleep(0)
+            nursery.cancel_scope.cancel()
+
+    trio.run(read_one)
+    assert acted == [vote] and decodes[0] == 2  # not decoded a third time
+    assert chain._validated == {}
+    for i in range(service_mod.DECODED_KEEP + 10):  # validated, never delivered: bounded
+        chain._validated[b"%d" % i] = vote
+        chain._validate(ID(b"x"), Msg(good))
+    assert len(chain._validated) <= service_mod.DECODED_KEEP
