@@ -47,7 +47,8 @@ class P2PSection:
     persistent_peers: tuple[str, ...] = ()
     max_connections: int = 32
     discovery: bool = True
-    # liveness (node/liveness.py): ping every connection each interval; after
+    # liveness (node/liveness.py): each interval, ping every connection the peer sent
+    # nothing on since the last look (a busy one at least every 30 s, for its RTT); after
     # `ping_failures` pings in a row unanswered within `ping_timeout_s`, close it. The
     # timeout is generous: a loaded 2-core host answers slowly but still answers.
     ping_interval_s: float = 5.0

@@ -206,6 +206,7 @@ class Liveness(Record):
     failures: int | None = None
     watching: int = 0
     closed: int = 0
+    skipped: int = 0  # looks at a connection that needed no ping: the peer had sent data
 
 
 @dataclasses.dataclass(frozen=True)

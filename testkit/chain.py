@@ -104,11 +104,15 @@ def check_agreement(data_dirs: Mapping[str, str | Path]) -> tuple[int, int]:
 
 
 def validator_configs(
-    procs: NodeProcs, names: list[str], block_interval_s: float, discovery: bool = True
+    procs: NodeProcs,
+    names: list[str],
+    block_interval_s: float,
+    discovery: bool = True,
+    p2p: dict[str, Any] | None = None,
 ) -> tuple[list[NodeProc], dict[str, str]]:
     """Write (not start) configs for validators `names` in a full mesh of persistent peers:
     addresses first, then keys (for the peer ids every config lists), then the configs.
-    `discovery`: p2p.discovery (peer exchange) of every validator."""
+    `discovery`: p2p.discovery (peer exchange) of every validator; `p2p`: more [p2p] keys."""
     first = [procs.write_config(name) for name in names]
     ids = {node.name: make_key(node.config["node"]["key_file"]) for node in first}
     addrs = {o.name: f"{o.p2p_addr}/p2p/{ids[o.name]}" for o in first}
@@ -120,6 +124,7 @@ def validator_configs(
             p2p={
                 "persistent_peers": [a for n, a in addrs.items() if n != name],
                 "discovery": discovery,
+                **(p2p or {}),
             },
             chain=chain_section(ids, block_interval_s),
         )

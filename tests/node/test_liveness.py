@@ -9,11 +9,13 @@ Short ping intervals via [p2p] config; every wait polls a condition with a deadl
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from testkit.chain import validator_configs
 from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
 pytestmark = pytest.mark.loopback
@@ -73,23 +75,65 @@ def test_frozen_peer_is_closed_with_ping_timeout_and_comes_back(tmp_path: Path) 
         assert back["ping_failures"] == 0
 
 
-def test_healthy_connection_survives_many_pings_and_reports_rtt(tmp_path: Path) -> None:
+def test_quiet_connection_is_pinged_by_one_end_and_reports_rtt(tmp_path: Path) -> None:
+    """Nothing but pings on the connection: each end pings at its first look (an RTT on
+    both), then the pings of one end are what the other hears, so that one does not ping
+    as well; ten intervals later the connection is the same one, nothing closed."""
     with NodeProcs(tmp_path) as procs:
         a, b = pair(procs)
         b_id, a_id = b.peer_id, a.peer_id
         first = wait_for(a, conn_to(a, b_id), "connection to b", 20)
-        # ten intervals' worth of pings answered on both sides, on the same connection
-        row = wait_for(
-            a, lambda s: (c := conn_to(a, b_id)(s)) and c["pings_ok"] >= 10 and c, "10 pings", 40
-        )
-        wait_for(b, lambda s: conn_to(b, a_id)(s)["pings_ok"] >= 10, "10 pings on b", 40)
+
+        def pings() -> int:
+            rows = [conn_to(a, b_id)(a.status()), conn_to(b, a_id)(b.status())]
+            return sum(r["pings_ok"] for r in rows if r)
+
+        wait_until(lambda: pings() >= 10, "10 pings answered on the connection", 40)
+        row = conn_to(a, b_id)(a.status())
+        other = conn_to(b, a_id)(b.status())
         assert row["opened_at"] == first["opened_at"]
+        assert row["pings_ok"] >= 1 and other["pings_ok"] >= 1, (row, other)
         assert closes(a, b_id) == [] and closes(b, a_id) == []
+        # one end heard the other's pings instead of pinging itself
+        skipped = a.status()["liveness"]["skipped"] + b.status()["liveness"]["skipped"]
+        assert skipped >= 3, skipped
         # RTT in /status and in the histogram
         assert 0 < row["rtt_s"] < 2.0 and 0 < row["rtt_median_s"] < 2.0
         assert row["ping_failures"] == 0
-        assert a.metric("sentrynet_ping_rtt_seconds_count", kind="direct") >= 10
+        assert a.metric("sentrynet_ping_rtt_seconds_count", kind="direct") >= row["pings_ok"]
         assert a.status()["liveness"]["closed"] == 0
+
+
+def test_busy_connection_is_not_pinged_until_its_rtt_is_due(tmp_path: Path) -> None:
+    """Two validators gossip several times a second: whatever arrives shows the peer is
+    alive, so after the first look's ping neither end pings the connection until
+    RTT_REFRESH_S has passed."""
+    from node.liveness import RTT_REFRESH_S
+
+    with NodeProcs(tmp_path) as procs:
+        nodes, ids = validator_configs(procs, ["v0", "v1"], 0.3, discovery=False, p2p=PING)
+        for node in nodes:
+            procs.launch(node)
+        v0 = nodes[0]
+        # the chain runs once the nodes have settled (seconds): the connection is busy
+        wait_for(v0, lambda s: s["chain"]["height"] >= 2, "the chain's gossip flowing", 60)
+        before = v0.status()
+        row = conn_to(v0, ids["v1"])(before)
+        assert row is not None and row["pings_ok"] >= 1 and row["rtt_s"] > 0, row
+        start = time.monotonic()
+        wait_for(
+            v0,
+            lambda s: s["liveness"]["skipped"] >= before["liveness"]["skipped"] + 10,
+            "10 more looks without a ping",
+            40,
+        )
+        after = conn_to(v0, ids["v1"])(v0.status())
+        # ten intervals: ten pings on a connection pinged every interval; here at most
+        # the RTT refresh, if the last ping was close to RTT_REFRESH_S ago
+        assert after["pings_ok"] <= row["pings_ok"] + 1, (row, after)
+        assert time.monotonic() - start < RTT_REFRESH_S
+        assert after["opened_at"] == row["opened_at"] and after["ping_failures"] == 0
+        assert closes(v0, ids["v1"]) == [] and v0.status()["liveness"]["closed"] == 0
 
 
 def relay_node(procs: NodeProcs, name: str, ping: dict[str, Any] | None = None) -> NodeProc:

@@ -97,7 +97,14 @@ FULL: dict[str, Any] = {
         "granted": [{"peer": PEER, "expires_at": 1780000000, "accepted_at": 13.0}],
         "circuits": [],
     },
-    "liveness": {"interval_s": 5.0, "timeout_s": 10.0, "failures": 3, "watching": 1, "closed": 0},
+    "liveness": {
+        "interval_s": 5.0,
+        "timeout_s": 10.0,
+        "failures": 3,
+        "watching": 1,
+        "closed": 0,
+        "skipped": 4,
+    },
 }
 
 
