@@ -168,6 +168,8 @@ class SyncPeer(Record):
 
 @dataclasses.dataclass(frozen=True)
 class Chain(Record):
+    GIVEN: typing.ClassVar[str] = "given"
+
     height: int | None = None
     tip_hash: str | None = None
     sync_state: str | None = None  # synced | syncing | idle
@@ -179,9 +181,15 @@ class Chain(Record):
     best_peer_height: int | None = None
     peer_heights: dict[str, int] = dataclasses.field(default_factory=dict)
     mesh_peers: tuple[str, ...] = ()  # the chain topic's gossip mesh: where votes travel
+    # peers that told us they subscribe to the chain topic (mesh candidates)
+    topic_peers: tuple[str, ...] = ()
+    # this round's proposal, prevotes and precommits: the validators they came from
+    heard: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     serve_sync: bool | None = None
     commits: int | None = None
     error: str | None = None
+    # the keys the node's JSON carried (another implementation may report fewer)
+    given: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)

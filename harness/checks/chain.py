@@ -367,13 +367,31 @@ def _rounds(obs: Observation, vals: list[str], connections: bool = False) -> str
         f"{v} round {c.round} {c.step or ''}".rstrip()
         + (
             f", {len(obs.status_of(v).connections)} connections, {len(c.mesh_peers)} in mesh"
+            + (f" of {len(c.topic_peers)} on the topic" if "topic_peers" in c.given else "")
             if connections
             else ""
         )
+        + _heard(c.heard)
         for v in vals
         if (c := obs.status_of(v).chain) is not None and c.round is not None
     ]
     return f" ({'; '.join(rounds)})" if rounds else ""
+
+
+def _heard(heard: dict[str, tuple[str, ...]]) -> str:
+    """`, heard proposal node1, prevotes node0+node1, precommits none`: whose messages of
+    its round a validator has (/status chain.heard), so a stall names who is not heard."""
+    if not heard:
+        return ""
+    parts = [
+        f"{label} {'+'.join(heard.get(key, ())) or 'none'}"
+        for key, label in (
+            ("proposal", "proposal"),
+            ("prevote", "prevotes"),
+            ("precommit", "precommits"),
+        )
+    ]
+    return ", heard " + ", ".join(parts)
 
 
 def advanced(min_blocks: int, base_mark: str, exclude: tuple[str, ...] = ()) -> Check:

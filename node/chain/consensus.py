@@ -254,6 +254,19 @@ class Consensus:
             return again + self._start_round(round_ + 1) + self._run()
         return []
 
+    def heard(self) -> dict[str, tuple[str, ...]]:
+        """Whom this round's proposal and votes came from (validator names), for /status:
+        at a stalled height it tells which validators' messages do not arrive."""
+        p = self.proposals.get(self.round)
+        name = self.vset.name_of.get
+        return {
+            "proposal": (name(p.proposer, p.proposer),) if p is not None else (),
+            PREVOTE: tuple(sorted(name(v, v) for v in self.votes.get((self.round, PREVOTE), {}))),
+            PRECOMMIT: tuple(
+                sorted(name(v, v) for v in self.votes.get((self.round, PRECOMMIT), {}))
+            ),
+        }
+
     # ------------------------------------------------------------- internals
 
     def _gate(self, height: int) -> str | list[Action]:

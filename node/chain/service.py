@@ -280,6 +280,8 @@ class ChainService:
             best_peer_height=best,
             peer_heights=dict(self.peer_heights),
             mesh_peers=self._mesh_peers(),
+            topic_peers=self._topic_peers(),
+            heard=cons.heard() if cons and not cons.decided else {},
             serve_sync=bool(self.rt and self.rt.config.chain.serve_sync),
             commits=self.commits,
             error=self.error,
@@ -288,6 +290,10 @@ class ChainService:
     def _mesh_peers(self) -> tuple[str, ...]:
         mesh = getattr(getattr(self.rt.pubsub, "router", None), "mesh", {}) if self.rt else {}
         return tuple(sorted(str(p) for p in list(mesh.get(self.topic, ()))))
+
+    def _topic_peers(self) -> tuple[str, ...]:
+        topics = getattr(self.rt.pubsub, "peer_topics", {}) if self.rt else {}
+        return tuple(sorted(str(p) for p in list(topics.get(self.topic, ()))))
 
     # ------------------------------------------------------------ consensus I/O
 

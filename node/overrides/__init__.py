@@ -17,6 +17,12 @@ Applied once, by `apply()`, before the host runs (node/app.py):
 - dial_peer.py       Swarm.dial_peer goes through the node's single-flight dialer
 - no_redial.py       pubsub's peer registration and identify never dial (upstream's
                      retries dialed a peer the node had just closed)
+- pubsub_keep_subscriptions.py  a peer still connected keeps its subscriptions when a
+                     pubsub stream to it ends (upstream erases them, and the peer never
+                     announces them again: the node stops sending it anything)
+- pubsub_register_retry.py  pubsub retries registering a connected peer whose stream
+                     negotiation failed (upstream gives up for good: a crossed dial's
+                     duplicate close left a sentry never sending to the other)
 - pubsub_seqno.py    gossipsub seqnos seeded with nanoseconds, not seconds
 - pubsub_rpc.py      a gossipsub RPC that does not parse resets that peer's stream
                      (upstream: the exception escapes and takes the node down)
@@ -86,6 +92,8 @@ from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.no_redial import install_pubsub_no_redial
 from node.overrides.opportunistic_graft import install_no_opportunistic_graft
 from node.overrides.pubsub_batch import install_pubsub_batch
+from node.overrides.pubsub_keep_subscriptions import install_pubsub_keep_subscriptions
+from node.overrides.pubsub_register_retry import install_pubsub_register_retry
 from node.overrides.pubsub_rpc import install_pubsub_rpc_guard
 from node.overrides.pubsub_seqno import fix_pubsub_seqno
 from node.overrides.quic_reuse import install_quic_dial_from_listener
@@ -120,6 +128,8 @@ def apply(
     install_seen_before_task(pubsub)
     install_ordered_validation_cache(pubsub)
     install_pubsub_no_redial(pubsub)
+    install_pubsub_register_retry(pubsub)
+    install_pubsub_keep_subscriptions(pubsub)
     install_idontwant_threshold(pubsub.router)
     install_no_opportunistic_graft(pubsub.router)
     install_ihave_without_backoff(pubsub.router)

@@ -16,9 +16,26 @@ same envelope bytes from the same peer verify the same way. So:
   Checking costs `host.get_addrs()` (circuit addresses included) and a marshal: at 1 s it
   was 2.7 % of an idle full node's Python time (py-spy `--gil`, the sentry testnet), so it
   is 10 s (identify, which peers read our addresses from, builds its own);
+  The bytes are rebuilt at once when the host's local record (kept in the peer store) is
+  no longer the one they were taken from: identify issues a new record, with a newer
+  sequence number, as soon as it sees the addresses changed, and a pubsub RPC must not
+  carry an older record than the identify message before it (see below);
 - receiving: bytes identical to the last record accepted from that peer are accepted
   without verifying again, for up to RECHECK_S (then the full check runs, which also
   refreshes the record's TTL in the peer store). Different bytes always get the full check.
+
+A record that is older than the one we hold for that peer is stale, not invalid. Upstream
+(`maybe_consume_signed_record`) returns False for it as for a forged one, and
+`Pubsub.continuously_read_stream` then drops the whole RPC: the messages, the control
+messages and the subscriptions in it. A peer's first RPC on a stream is its hello, the only
+place it announces its subscriptions; when identify had brought us a newer record of the
+peer a moment before (an address came: a reservation, an observed address), the hello was
+dropped and we never counted the peer as subscribed to anything: no mesh, nothing we
+published reached it. In the seed testnet a validator was left knowing no subscriber of
+the chain topic at all, heard every vote and sent none (2026-12-07, a repro loop: one run
+in four). Here a stale record whose signature and peer id check out is left unused (the
+newer one stays) and the RPC is processed; forged records and wrong peer ids still drop
+it, as upstream.
 Module-level names are replaced in the pubsub modules that import them (process-wide,
 idempotent); the upstream functions are kept and called on every miss.
 
@@ -42,6 +59,8 @@ from typing import Any
 import libp2p.pubsub.floodsub as floodsub_mod
 import libp2p.pubsub.gossipsub as gossipsub_mod
 import libp2p.pubsub.pubsub as pubsub_mod
+from libp2p.peer.envelope import consume_envelope
+from libp2p.peer.id import ID
 from libp2p.peer.peerstore import env_to_send_in_RPC as upstream_env_to_send
 from libp2p.pubsub.utils import maybe_consume_signed_record as upstream_consume
 
@@ -53,8 +72,9 @@ RESEND_S = 300.0
 
 MODULES = (gossipsub_mod, pubsub_mod, floodsub_mod)
 
-# host -> (built at, envelope bytes); host -> {peer id: (accepted at, envelope bytes)}
-_sent: weakref.WeakKeyDictionary[Any, tuple[float, bytes]] = weakref.WeakKeyDictionary()
+# host -> (built at, envelope bytes, the local record they came from);
+# host -> {peer id: (accepted at, envelope bytes)}
+_sent: weakref.WeakKeyDictionary[Any, tuple[float, bytes, Any]] = weakref.WeakKeyDictionary()
 _accepted: weakref.WeakKeyDictionary[Any, dict[Any, tuple[float, bytes]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -63,11 +83,24 @@ _accepted: weakref.WeakKeyDictionary[Any, dict[Any, tuple[float, bytes]]] = (
 def cached_env_to_send(host: Any) -> tuple[bytes, bool]:
     now = time.monotonic()
     held = _sent.get(host)
-    if held is not None and now - held[0] < SEND_TTL_S:
+    store = host.get_peerstore()
+    if held is not None and now - held[0] < SEND_TTL_S and store.get_local_record() is held[2]:
         return held[1], False
     env, fresh = upstream_env_to_send(host)
-    _sent[host] = (now, env)
+    _sent[host] = (now, env, store.get_local_record())
     return env, fresh
+
+
+def stale_but_genuine(record: bytes, host: Any, peer_id: Any) -> bool:
+    """The record is peer_id's, correctly signed, and older than the one we hold."""
+    try:
+        envelope, rec = consume_envelope(record, "libp2p-peer-record")
+    except Exception:
+        return False
+    if rec.peer_id != peer_id or ID.from_pubkey(envelope.public_key) != peer_id:
+        return False
+    held = host.get_peerstore().peer_record_map.get(peer_id)
+    return held is not None and held.seq > rec.seq
 
 
 def cached_consume(msg: Any, host: Any, peer_id: Any) -> bool:
@@ -82,9 +115,9 @@ def cached_consume(msg: Any, host: Any, peer_id: Any) -> bool:
     ok = upstream_consume(msg, host, peer_id)
     if ok:
         per_peer[peer_id] = (now, record)
-    else:
-        per_peer.pop(peer_id, None)
-    return bool(ok)
+        return True
+    per_peer.pop(peer_id, None)
+    return stale_but_genuine(record, host, peer_id)
 
 
 class RecordOncePerStream:

@@ -67,6 +67,16 @@ USES: dict[str, list[str]] = {
     ],
     "dial_peer.py": [f"{SWARM}.get_connections", f"{SWARM}.dial_peer"],
     "no_redial.py": ["libp2p.pubsub.pubsub:Pubsub._handle_new_peer", f"{HOST}._identify_peer"],
+    "pubsub_keep_subscriptions.py": [
+        "libp2p.pubsub.pubsub:Pubsub._handle_dead_peer",
+        "libp2p.pubsub.pubsub:Pubsub._peer_is_connected",
+        "libp2p.pubsub.pubsub:Pubsub._peer_subscription_count",
+        "libp2p.pubsub.pubsub:Pubsub.peer_topics",
+    ],
+    "pubsub_register_retry.py": [
+        "libp2p.pubsub.pubsub:Pubsub._handle_new_peer",
+        "libp2p.pubsub.pubsub:Pubsub._handle_new_peer_with_retry",
+    ],
     "raw_dial.py": [
         f"{SWARM}.transport_manager",
         "libp2p.transport.manager:TransportManager.transport_for_dialing",
@@ -197,6 +207,9 @@ USES: dict[str, list[str]] = {
         "libp2p.pubsub.pubsub:maybe_consume_signed_record",
         "libp2p.pubsub.floodsub:env_to_send_in_RPC",
         "libp2p.pubsub.floodsub:maybe_consume_signed_record",
+        "libp2p.peer.peerstore:PeerStore.get_local_record",
+        "libp2p.peer.peerstore:PeerStore.peer_record_map",
+        "libp2p.peer.envelope:consume_envelope",
     ],
 }
 

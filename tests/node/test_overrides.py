@@ -22,6 +22,7 @@ from libp2p import new_host
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
+from libp2p.host.exceptions import StreamFailure
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
@@ -48,6 +49,8 @@ from node.overrides.idontwant import install_idontwant_threshold
 from node.overrides.ihave_targets import install_ihave_without_backoff
 from node.overrides.negative_cache import shorten_negative_cache
 from node.overrides.opportunistic_graft import install_no_opportunistic_graft
+from node.overrides.pubsub_keep_subscriptions import install_pubsub_keep_subscriptions
+from node.overrides.pubsub_register_retry import install_pubsub_register_retry
 from node.overrides.seen_before_task import install_seen_before_task
 from node.relay.wire import encode, read_msg
 from testkit.procs import NodeProcs, wait_for
@@ -1466,3 +1469,235 @@ def test_quick_lock_still_excludes_waits_and_is_a_cancellation_point() -> None:
         return order
 
     assert trio.run(scenario) == ["a in", "a out", "b in", "b out"] * 2
+
+
+# -- pubsub registration after a failed negotiation (node/overrides/pubsub_register_retry.py)
+
+
+def _registered_after_failed_negotiation(
+    fixed: bool, retries: int = 6, b_mounts: bool = True
+) -> tuple[bool, int]:
+    """Host A (gossipsub) connects to host B before B has mounted gossipsub, so A's
+    registration stream fails in multistream-select (StreamFailure). B then mounts it
+    (unless not `b_mounts`: then A's failures are counted over 8 s).
+    Returns (A registered B within the window, A's failed negotiations with B)."""
+    failures = [0]
+
+    async def main() -> tuple[bool, int]:
+        a, b = _host(), _host()
+        ps_a, gs_a = build_pubsub(a)
+        if fixed:
+            install_pubsub_register_retry(ps_a, retries)
+        opening = a.new_stream
+
+        async def counting_new_stream(peer: ID, protocols: Any) -> INetStream:
+            try:
+                return await opening(peer, protocols)
+            except StreamFailure:
+                failures[0] += 1
+                raise
+
+        a.new_stream = counting_new_stream  # type: ignore[method-assign]
+        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        async with (
+            a.run(listen_addrs=[listen]),
+            b.run(listen_addrs=[listen]),
+            background_trio_service(ps_a),
+            background_trio_service(gs_a),
+        ):
+            await ps_a.wait_until_ready()
+            await a.connect(PeerInfo(b.get_id(), [addr_of(b)]))
+            await poll(lambda: failures[0] >= 1, 10, "a failed pubsub negotiation with B")
+            if not b_mounts:
+                await trio.sleep(8)  # a window to count retries in, not a wait
+                return b.get_id() in ps_a.peers, failures[0]
+            ps_b, gs_b = build_pubsub(b)  # mounts B's gossipsub handlers
+            async with background_trio_service(ps_b), background_trio_service(gs_b):
+                probe = await opening(b.get_id(), list(ps_a.protocols))
+                await probe.reset()  # B speaks gossipsub now: a new stream negotiates
+                try:
+                    await poll(lambda: b.get_id() in ps_a.peers, 8, "A registering B")
+                except AssertionError:
+                    return False, failures[0]
+                return True, failures[0]
+
+    return trio.run(main)
+
+
+def test_upstream_gives_up_on_a_peer_after_a_failed_negotiation_override_retries() -> None:
+    """Upstream's registration retry loop takes StreamFailure for non-retryable: a
+    connected peer whose first pubsub stream did not negotiate is never sent anything.
+    With the override it is registered once a stream negotiates (back-off 0.5 s, 1 s...)."""
+    registered, failed = _registered_after_failed_negotiation(fixed=False)
+    assert (registered, failed) == (False, 1)
+    registered, failed = _registered_after_failed_negotiation(fixed=True)
+    assert registered and failed >= 1
+
+
+def test_registration_retries_after_failed_negotiations_are_bounded() -> None:
+    """A peer that never mounts gossipsub: `retries` more negotiations, then upstream's
+    giving up (0.5 + 1 + 2 s of back-off fit in the 8 s window; a fourth try would not stop)."""
+    assert _registered_after_failed_negotiation(True, retries=2, b_mounts=False) == (False, 3)
+
+
+# -- subscriptions kept across a pubsub stream's end (pubsub_keep_subscriptions.py) ------
+
+
+def _after_our_stream_ends(fixed: bool) -> tuple[bool, bool]:
+    """Hosts A and B, both on the test topic, connected and grafted. A's pubsub stream to
+    B ends (reset under A's sending loop: what closing the connection it ran on does,
+    while another connection to B stays), then A publishes. Returns (A still counts B as
+    subscribed, B got a message A published after A opened its new stream to B)."""
+    topic = "/sentrynet/test/gossip"
+
+    def factory(h: IHost) -> tuple[Any, GossipSub]:
+        ps, gs = build_pubsub(h)
+        if fixed:
+            install_pubsub_keep_subscriptions(ps)
+        return ps, gs
+
+    async def body(hosts: Any, subs: list[tuple[Any, GossipSub]], subscriptions: Any) -> Any:
+        (ps_a, _), _ = subs
+        b = hosts[1].get_id()
+        old = ps_a.peers[b]
+        await old.reset()
+        await ps_a.publish(topic, b"first")  # its write fails: upstream's dead-peer path
+        await poll(lambda: ps_a.peers.get(b) not in (None, old), 10, "A's new stream to B")
+        await poll(lambda: len(subs[0][1].mesh.get(topic, ())) > 0 or not fixed, 5, "a mesh")
+        kept = b in ps_a.peer_topics.get(topic, set())
+        got: list[bytes] = []
+        with trio.move_on_after(5):  # a window for the message to arrive, not a wait
+            while b"second" not in got:
+                if not got:
+                    await ps_a.publish(topic, b"second")
+                msg = await subscriptions[1].get()
+                got.append(bytes(msg.data))
+        return kept, b"second" in got
+
+    return trio.run(functools.partial(_gossip_net, factory, [(0, 1)], body))
+
+
+def test_upstream_forgets_a_connected_peers_topics_when_a_stream_ends_override_keeps() -> None:
+    """Upstream erases B's subscriptions when A's stream to B ends, and B never announces
+    them again (its own stream to A is fine): A's messages no longer go to B."""
+    assert _after_our_stream_ends(fixed=False) == (False, False)
+    assert _after_our_stream_ends(fixed=True) == (True, True)
+
+
+# -- a stale sender record is not a forged one (sender_record.py) ---------------------
+
+
+def _newer_record_of(h: IHost) -> bytes:
+    """A record of `h`, signed by it, with a sequence number no record it builds now beats
+    (what identify brings when the peer's addresses changed after it built one)."""
+    from libp2p.peer.envelope import seal_record
+    from libp2p.peer.peer_record import PeerRecord, timestamp_seq
+
+    addrs = list(h.get_addrs()) or [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4001")]
+    record = PeerRecord(h.get_id(), addrs, timestamp_seq() + 10**15)
+    return seal_record(record, h.get_private_key()).marshal_envelope()
+
+
+def test_upstream_drops_an_rpc_whose_record_is_stale_override_processes_it() -> None:
+    from libp2p.peer.envelope import consume_envelope
+
+    from node.overrides import sender_record
+
+    sender, receiver, other = _host(), _host(), _host()
+    newer_env, newer = consume_envelope(_newer_record_of(sender), "libp2p-peer-record")
+    assert receiver.get_peerstore().consume_peer_record(newer_env, 7200)
+    rpc = _record_rpc(sender)  # the sender's record as built now: older than `newer`
+    assert not sender_record.upstream_consume(rpc, receiver, sender.get_id())  # dropped
+    assert sender_record.cached_consume(rpc, receiver, sender.get_id())
+    held = receiver.get_peerstore().peer_record_map[sender.get_id()]
+    assert held.seq == newer.seq  # the newer record stays
+    # still refused: a record of another peer, a record signed by another key
+    assert not sender_record.cached_consume(rpc, receiver, other.get_id())
+    from libp2p.peer.envelope import seal_record
+    from libp2p.peer.peer_record import PeerRecord
+    from libp2p.pubsub.pb import rpc_pb2
+
+    forged = seal_record(PeerRecord(sender.get_id(), [], 1), other.get_private_key())
+    bad = rpc_pb2.RPC(senderRecord=forged.marshal_envelope())
+    assert not sender_record.cached_consume(bad, receiver, sender.get_id())
+
+
+def _subscriber_learnt_despite_newer_record(fixed: bool, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """A and B connected, identified and registered with each other's pubsub; then A gets
+    a newer record of B (as identify brings after B's addresses changed) and B subscribes
+    to a second topic, announced in an RPC with the record B builds then. Returns whether A
+    learnt B's second subscription."""
+    import libp2p.pubsub.pubsub as pubsub_mod
+    from libp2p.peer.envelope import consume_envelope
+
+    from node.overrides import sender_record
+
+    if fixed:
+        monkeypatch.setattr(pubsub_mod, "maybe_consume_signed_record", sender_record.cached_consume)
+    first, second = "/sentrynet/test/gossip", "/sentrynet/test/second"
+
+    async def main() -> bool:
+        a, b = _host(), _host()
+        (ps_a, gs_a), (ps_b, gs_b) = build_pubsub(a), build_pubsub(b)
+        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        async with (
+            a.run(listen_addrs=[listen]),
+            b.run(listen_addrs=[listen]),
+            background_trio_service(ps_a),
+            background_trio_service(gs_a),
+            background_trio_service(ps_b),
+            background_trio_service(gs_b),
+        ):
+            await ps_a.wait_until_ready()
+            await ps_b.wait_until_ready()
+            await ps_a.subscribe(first)
+            await ps_b.subscribe(first)
+            await a.connect(PeerInfo(b.get_id(), [addr_of(b)]))
+            store = a.get_peerstore()
+            await poll(
+                lambda: (
+                    b.get_id() in ps_a.peer_topics.get(first, set())
+                    and b.get_id() in store.peer_record_map
+                ),
+                10,
+                "B's hello read and B identified",
+            )
+            env, _ = consume_envelope(_newer_record_of(b), "libp2p-peer-record")
+            assert store.consume_peer_record(env, 7200)
+            await ps_b.subscribe(second)
+            learnt = lambda: b.get_id() in ps_a.peer_topics.get(second, set())  # noqa: E731
+            with trio.move_on_after(3):  # a window for the announcement, not a wait
+                while not learnt():
+                    await trio.sleep(0.02)
+            return learnt()
+
+    return trio.run(main)
+
+
+def test_upstream_drops_an_announcement_behind_a_newer_record_override_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Upstream drops B's subscription announcement because A holds a newer record of B:
+    A never counts B as subscribed to that topic. The override reads the RPC."""
+    assert not _subscriber_learnt_despite_newer_record(False, monkeypatch)
+    assert _subscriber_learnt_despite_newer_record(True, monkeypatch)
+
+
+def test_sender_record_follows_a_record_identify_issued_at_once() -> None:
+    """The pubsub send cache hands out the host's current local record as soon as one is
+    issued (identify does, when addresses changed), not the previous one for SEND_TTL_S:
+    a peer that got the new one by identify would find the next RPC's record older."""
+    from libp2p.peer.envelope import consume_envelope
+    from libp2p.peer.peerstore import issue_and_cache_local_record
+
+    from node.overrides import sender_record
+
+    host = _host()
+    first, _ = sender_record.cached_env_to_send(host)
+    again, _ = sender_record.cached_env_to_send(host)
+    assert again == first  # cached
+    issued = issue_and_cache_local_record(host)
+    now, _ = sender_record.cached_env_to_send(host)
+    assert now == issued != first
+    seq = lambda env: consume_envelope(env, "libp2p-peer-record")[1].seq  # noqa: E731
+    assert seq(now) > seq(first)

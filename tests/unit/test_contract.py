@@ -82,6 +82,8 @@ FULL: dict[str, Any] = {
         "best_peer_height": 12,
         "peer_heights": {RELAY: 12},
         "mesh_peers": [RELAY],
+        "topic_peers": [RELAY],
+        "heard": {"proposal": ["node1"], "prevote": ["node0", "node1"], "precommit": []},
         "serve_sync": True,
         "commits": 12,
         "error": None,
