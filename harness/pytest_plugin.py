@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -89,11 +90,19 @@ def give_workers_time_to_tear_down() -> None:
     testnets torn down side by side took 8 s on an idle machine, too close to 10 s for a
     loaded one (the likely cause of a CI failure of tests/docker/test_lifecycle.py's
     SIGTERM test). The wait ends when the workers
-    exit; the bound only matters for a worker that hangs."""
-    with contextlib.suppress(ImportError, AttributeError):
+    exit; the bound only matters for a worker that hangs. A pytest-xdist without that
+    attribute is told on stderr: its workers may then be killed mid-teardown."""
+    try:
         from xdist.workermanage import NodeManager
 
         NodeManager.EXIT_TIMEOUT = max(NodeManager.EXIT_TIMEOUT, WORKER_TEARDOWN_S)
+    except (ImportError, AttributeError) as exc:
+        print(
+            f"sentrynet: cannot give pytest-xdist workers {WORKER_TEARDOWN_S} s to tear "
+            f"their testnets down ({type(exc).__name__}: {exc}); an interrupted run may "
+            "leave testnets behind: `sentrynet down --all` removes them",
+            file=sys.stderr,
+        )
 
 
 def child_pids(parent: int) -> list[int]:

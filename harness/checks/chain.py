@@ -65,7 +65,8 @@ def consensus(min_blocks: int = 5, base_mark: str | None = None) -> Check:
                 f"heights {heights} (need +{min_blocks}"
                 + (f" over {base}" if base else "")
                 + f"); proposers seen: {by_net or 'none'}",
-                cause=(
+                cause=_unheard_cause(obs, vals)
+                + (
                     "no validator commits: quorum needs more than 2/3 of the validators, so "
                     "votes must cross the networks (gossip through the sentries)"
                     if stuck
@@ -378,6 +379,33 @@ def _rounds(obs: Observation, vals: list[str], connections: bool = False) -> str
     return f" ({'; '.join(rounds)})" if rounds else ""
 
 
+def _unheard_cause(obs: Observation, vals: list[str]) -> str:
+    """`node0's votes reach no other validator (...); `: a validator that voted in its round
+    while none of the others at its height and round has that vote (/status chain.heard).
+    Its messages do not leave it: an empty gossip mesh, or no subscriber of the chain topic
+    known to it. Empty when nothing says so."""
+    chains = {v: c for v in vals if (c := obs.status_of(v).chain) is not None and c.heard}
+    unheard = []
+    for v, c in chains.items():
+        mine = [t for t in ("prevote", "precommit") if v in c.heard.get(t, ())]
+        others = [
+            d for w, d in chains.items() if w != v and (d.height, d.round) == (c.height, c.round)
+        ]
+        if not mine or not others:
+            continue
+        if any(v in d.heard.get(t, ()) for d in others for t in mine):
+            continue
+        why = (
+            "it knows no subscriber of the chain topic"
+            if "topic_peers" in c.given and not c.topic_peers
+            else f"{len(c.mesh_peers)} gossip mesh peers"
+        )
+        unheard.append(f"{v} ({why})")
+    if not unheard:
+        return ""
+    return f"no other validator has the votes of {', '.join(unheard)}: they do not leave it; "
+
+
 def _heard(heard: dict[str, tuple[str, ...]]) -> str:
     """`, heard proposal node1, prevotes node0+node1, precommits none`: whose messages of
     its round a validator has (/status chain.heard), so a stall names who is not heard."""
@@ -410,7 +438,7 @@ def advanced(min_blocks: int, base_mark: str, exclude: tuple[str, ...] = ()) -> 
             return Verdict(
                 False,
                 f"heights {heights}, need +{min_blocks} over {base}",
-                cause=f"{', '.join(low)} not committing: without "
+                cause=_unheard_cause(obs, vals) + f"{', '.join(low)} not committing: without "
                 f"{', '.join(exclude) or 'them'} is there still a quorum (> 2/3 of validators)?",
             )
         return Verdict(True, f"heights {heights} (from {base})")

@@ -141,25 +141,36 @@ def volumes(name: str | None) -> list[Any]:
     return out
 
 
+def _labels_of_everything() -> list[dict[str, str]]:
+    """The labels of every sentrynet container, network and volume, from the list calls
+    alone. A full container listing inspects each container after listing it, and one
+    removed in between (another testnet tearing down beside us, as `make test`'s two
+    scenario workers do) raised NotFound out of `down --all`; the sparse listing carries
+    the labels and inspects nothing."""
+    out: list[dict[str, str]] = []
+    for eng in engines(None):
+        for c in eng.containers.list(all=True, sparse=True, filters={"label": _label(None)}):
+            out.append(c.attrs.get("Labels") or {})
+    for obj in [*networks(None), *volumes(None)]:
+        out.append(obj.attrs.get("Labels") or {})
+    return out
+
+
 def testnet_names() -> list[str]:
     """Names of every testnet with anything left on this machine."""
-    found: set[str] = set()
-    for obj in [*containers(None), *networks(None), *volumes(None)]:
-        labels = obj.labels if hasattr(obj, "labels") else obj.attrs.get("Labels") or {}
-        if labels.get(LABEL_TESTNET):
-            found.add(labels[LABEL_TESTNET])
-    return sorted(found)
+    return sorted({n for labels in _labels_of_everything() if (n := labels.get(LABEL_TESTNET))})
 
 
 def testnet_dirs() -> dict[str, set[str]]:
     """testnet name -> the rendered directories its objects were started from (Compose's
     working_dir label; empty for a testnet that has only networks or volumes left)."""
-    out: dict[str, set[str]] = {name: set() for name in testnet_names()}
-    for obj in [*containers(None), *networks(None)]:
-        labels = obj.labels if hasattr(obj, "labels") else obj.attrs.get("Labels") or {}
+    out: dict[str, set[str]] = {}
+    for labels in _labels_of_everything():
         name, wd = labels.get(LABEL_TESTNET), labels.get(LABEL_COMPOSE_DIR)
-        if name and wd:
-            out.setdefault(name, set()).add(wd)
+        if name:
+            out.setdefault(name, set())
+            if wd:
+                out[name].add(wd)
     return out
 
 

@@ -520,6 +520,27 @@ def test_consensus_stuck_shows_rounds() -> None:
     assert not v.ok and "node0 round 13 prevote" in v.detail
 
 
+def test_consensus_stuck_names_the_validator_nobody_hears() -> None:
+    """node0 voted, but no other validator at its height and round has its vote, and it
+    knows no subscriber of the chain topic (the 2026-12-07 CI failures' shape)."""
+    st = healthy_statuses()
+    for name, s in st.items():
+        if "chain" not in s:
+            continue
+        others = ["node1", "node4", "node5"]
+        heard = {"proposal": [], "prevote": others if name != "node0" else ["node0", *others]}
+        s["chain"].update(height=0, round=6, step="prevote", heard=heard, topic_peers=["x"])
+    st["node0"]["chain"]["topic_peers"] = []
+    v = chain.consensus(5)(obs(st))
+    assert not v.ok
+    assert (v.cause or "").startswith(
+        "no other validator has the votes of node0 (it knows no subscriber of the chain topic)"
+    ), v.cause
+    assert "heard proposal none, prevotes node0+node1+node4+node5" in v.detail
+    st["node1"]["chain"]["heard"]["prevote"].append("node0")  # one has it: not unheard
+    assert "node0" not in (chain.consensus(5)(obs(st)).cause or "")
+
+
 def test_dcutr_cause_prefers_failures_over_pairs_not_started() -> None:
     st = healthy_statuses()
     connect(st["node0"], "node4", "relayed", relay="node7")
