@@ -11,7 +11,7 @@ import contextlib
 import functools
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -1474,6 +1474,18 @@ def test_quick_lock_still_excludes_waits_and_is_a_cancellation_point() -> None:
 # -- pubsub registration after a failed negotiation (node/overrides/pubsub_register_retry.py)
 
 
+@contextlib.asynccontextmanager
+async def _on_loopback(hosts: list[IHost], services: list[Any]) -> AsyncIterator[None]:
+    """The hosts listening on loopback, the (pubsub, router) services running."""
+    listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+    async with contextlib.AsyncExitStack() as stack:
+        for h in hosts:
+            await stack.enter_async_context(h.run(listen_addrs=[listen]))
+        for service in services:
+            await stack.enter_async_context(background_trio_service(service))
+        yield
+
+
 def _registered_after_failed_negotiation(
     fixed: bool, retries: int = 6, b_mounts: bool = True
 ) -> tuple[bool, int]:
@@ -1498,13 +1510,7 @@ def _registered_after_failed_negotiation(
                 raise
 
         a.new_stream = counting_new_stream  # type: ignore[method-assign]
-        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
-        async with (
-            a.run(listen_addrs=[listen]),
-            b.run(listen_addrs=[listen]),
-            background_trio_service(ps_a),
-            background_trio_service(gs_a),
-        ):
+        async with _on_loopback([a, b], [ps_a, gs_a]):
             await ps_a.wait_until_ready()
             await a.connect(PeerInfo(b.get_id(), [addr_of(b)]))
             await poll(lambda: failures[0] >= 1, 10, "a failed pubsub negotiation with B")
@@ -1639,15 +1645,7 @@ def _subscriber_learnt_despite_newer_record(fixed: bool, monkeypatch: pytest.Mon
     async def main() -> bool:
         a, b = _host(), _host()
         (ps_a, gs_a), (ps_b, gs_b) = build_pubsub(a), build_pubsub(b)
-        listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
-        async with (
-            a.run(listen_addrs=[listen]),
-            b.run(listen_addrs=[listen]),
-            background_trio_service(ps_a),
-            background_trio_service(gs_a),
-            background_trio_service(ps_b),
-            background_trio_service(gs_b),
-        ):
+        async with _on_loopback([a, b], [ps_a, gs_a, ps_b, gs_b]):
             await ps_a.wait_until_ready()
             await ps_b.wait_until_ready()
             await ps_a.subscribe(first)
