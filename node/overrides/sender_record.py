@@ -32,10 +32,11 @@ place it announces its subscriptions; when identify had brought us a newer recor
 peer a moment before (an address came: a reservation, an observed address), the hello was
 dropped and we never counted the peer as subscribed to anything: no mesh, nothing we
 published reached it. In the seed testnet a validator was left knowing no subscriber of
-the chain topic at all, heard every vote and sent none (2026-12-07, a repro loop: one run
-in four). Here a stale record whose signature and peer id check out is left unused (the
-newer one stays) and the RPC is processed; forged records and wrong peer ids still drop
-it, as upstream.
+the chain topic at all, heard every vote and sent none (2026-12-07: the one failure in nine
+runs of a seed-exact repro loop left once pubsub_keep_subscriptions.py was in). Here a
+stale record whose signature and peer id check out is left unused (the newer one stays)
+and the RPC is processed; forged records and wrong peer ids still drop it, as upstream.
+
 Module-level names are replaced in the pubsub modules that import them (process-wide,
 idempotent); the upstream functions are kept and called on every miss.
 
