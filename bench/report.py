@@ -315,7 +315,7 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
         denied = _get(r, "denied_before_first", "mean")
         notes.append(
             f"first reservation (median {fr:.2f} s after node start): first connection to the "
-            f"relay at {_s(conn)} s, relay matched via identify at {_s(disc)} s, reservation "
+            f"relay at {_s(conn)} s, relay matched at {_s(disc)} s, reservation "
             f"accepted at {fr:.2f} s (node clock, medians over clients); the relay's process "
             f"started {_s(late)} s after the client's (median; negative: before); failed or "
             f"denied attempts "

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from harness.model.topology import IMPLS, Topology, load_topology
+from node.config import P2PSection
 
 PUBLIC_SUBNET = "10.99.0.0/24"
 VALIDATORS = 4  # a fixed validator set: the chain load is the same at every size
@@ -37,6 +38,16 @@ PEER_BUDGET = 8  # connections a scale client keeps (see scale())
 # replies more than 10 s late while the relay idled at 0.09), 56 of 64 ready at the deadline
 # against 64 of 64 at weight 1 the same afternoon; so every node weighs the same here.
 SENTRY_CPU_WEIGHT = 1
+DEFAULT_BUDGET = P2PSection.max_connections  # the node's default p2p.max_connections
+
+
+def sentry_budget(clients_served: int) -> int:
+    """A sentry's peer budget: room for every client that reserves on it twice over (the
+    clients' own learnt-peer dials reach it too) plus 8, never below the node's default.
+    At 128 nodes a sentry serves 30 clients: with the default 32 it was over budget from
+    the start and closed the clients that had not reserved yet, first in line as the newest
+    unprotected inbound connections."""
+    return max(DEFAULT_BUDGET, 2 * clients_served + 8)
 
 
 def scale(
@@ -54,8 +65,9 @@ def scale(
     (a connection manager's watermarks): at the node's default of 32, every node of a
     32-node testnet connects to every other, so the work of keeping the network grows
     with the square of its size (pings, gossip copies, circuits through the sentries) and
-    32 nodes saturated 2 cores. Sentries keep the default: they serve the reservations
-    and circuits of two networks' clients (SENTRY_CPU_WEIGHT: why 1).
+    32 nodes saturated 2 cores. Sentries serve the reservations and circuits of two
+    networks' clients and get a budget sized for them (sentry_budget; SENTRY_CPU_WEIGHT:
+    why weight 1).
     """
     if n_private < 2:
         raise ValueError("n_private must be at least 2 (a sentry needs another to relay to)")
@@ -80,6 +92,7 @@ def scale(
     nodes: dict[str, Any] = {}
     for i, m in enumerate(members):
         nxt = sentries[(i + 1) % n_private]
+        served = len(m) - 1 + len(members[i - 1]) - 1  # its network's clients, the previous'
         for name in m:
             if name == sentries[i]:
                 nodes[name] = {
@@ -88,6 +101,7 @@ def scale(
                     "relay_mode": "both",
                     "relay_servers": [nxt],
                     "cpu_weight": SENTRY_CPU_WEIGHT,
+                    "config": {"p2p": {"max_connections": sentry_budget(served)}},
                 }
             else:
                 nodes[name] = {

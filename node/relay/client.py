@@ -277,7 +277,14 @@ class RelayClient:
             self.wake()
             return
         c.backoff = BACKOFF_MIN_S
-        # matching happens when identify reports the peer (see _on_identified)
+        if c.peer is not None:
+            # The address named the relay's peer id and Noise proved it: a candidate now.
+            # Waiting for identify (as an address without an id must, _on_identified) cost
+            # 20 s at 64 nodes, where the relays were busy, and at 128 most clients never
+            # got that far: an unreserved client is the relay's first to close when it is
+            # over its peer budget. The RESERVE itself shows whether it speaks hop.
+            self._add_candidate(c.peer, c.addr, "config", via="dial")
+        # otherwise matching happens when identify reports the peer (see _on_identified)
 
     async def _dial_known(self, cand: Candidate) -> None:
         assert self.rt is not None
@@ -322,10 +329,17 @@ class RelayClient:
             return
         if source == "config" and str(HOP_ID) not in protos:
             log.warning("configured relay %s (%s) does not speak %s", addr, peer, HOP_ID)
+        self._add_candidate(peer, addr, source, via="identify")
+
+    def _add_candidate(self, peer: ID, addr: str, source: str, via: str) -> None:
+        """A relay to reserve on; a configured one replaces one found by its protocols."""
+        assert self.rt is not None
         cand = self.candidates.get(peer)
         if cand is None or (cand.source != source and source == "config"):
             self.candidates[peer] = Candidate(peer, addr, source)
-            rt.events.emit("relay_discovered", peer=str(peer), addr=addr, source=source)
+            self.rt.events.emit(
+                "relay_discovered", peer=str(peer), addr=addr, source=source, via=via
+            )
         self.wake()
 
     async def _on_conn(self, event: str, info: ConnInfo) -> None:

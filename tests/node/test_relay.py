@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 from libp2p.peer.id import ID
-from probe import circuit, connect, ping, probe_host
+from probe import HOP_ID, HopMessage, circuit, connect, ping, probe_host
 
 from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
 
@@ -416,3 +416,51 @@ def test_probe_cli_dials_a_direct_address_and_a_circuit(tmp_path: Path) -> None:
         assert relayed["ok"] is True, relayed
         wrong = run_probe(f"{target.p2p_addr}/p2p/{relay.peer_id}")  # target's port, relay's id
         assert wrong["ok"] is False and wrong["error"], wrong
+
+
+def test_a_configured_relay_with_its_peer_id_is_reserved_on_without_identify(
+    tmp_path: Path,
+) -> None:
+    """relay_servers names the relay's /p2p/<id>: the client reserves as soon as its dial
+    is through, even when the relay never answers identify (a relay too busy to, as the
+    sentries of a 128-node testnet were). The stand-in relay is a probe that grants every
+    RESERVE and has no identify handler; matching by identify alone never reserves."""
+    from libp2p.identity.identify.identify import ID as IDENTIFY_ID
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import Reservation
+
+    from node.relay.wire import read_msg, write_msg
+
+    granted: list[str] = []
+
+    async def grant(stream: Any) -> None:
+        req = await read_msg(stream, HopMessage)
+        granted.append(str(stream.muxed_conn.peer_id))
+        ok = HopMessage(
+            type=HopMessage.STATUS,
+            status=100,
+            reservation=Reservation(expire=int(time.time()) + 3600),
+        )
+        assert req.type == HopMessage.RESERVE
+        await write_msg(stream, ok)
+        await stream.close()
+
+    async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with probe_host() as relay:
+            relay.remove_stream_handler(IDENTIFY_ID)
+            relay.set_stream_handler(HOP_ID, grant)
+            addr = f"{relay.get_addrs()[0]}"
+            assert f"/p2p/{relay.get_id()}" in addr
+            with NodeProcs(tmp_path) as procs:
+                client = await trio.to_thread.run_sync(
+                    lambda: relay_client(procs, "client", [addr], dcutr={"enabled": False})
+                )
+                resv = await trio.to_thread.run_sync(
+                    lambda: wait_for(client, lambda s: s["reservations"], "reservation", 20)
+                )
+                return resv, client.events()
+
+    resv, events = trio.run(main)
+    assert granted, "the client never sent a RESERVE"
+    assert resv[0]["expires_at"] > time.time() + 3000
+    found = [e for e in events if e["type"] == "relay_discovered"]
+    assert found and found[0]["via"] == "dial" and found[0]["source"] == "config", found

@@ -45,6 +45,21 @@ def test_scale_topologies_validate(n: int, tmp_path: Path) -> None:
     assert len(sentries) == p and all("public" in s.addresses for s in sentries)
 
 
+@pytest.mark.parametrize("n", [8, 64, 128])
+def test_a_sentry_has_room_for_every_client_that_reserves_on_it_twice_over(n: int) -> None:
+    doc = topogen.scale(n, topogen.networks_for(n))
+    for name, node in doc["nodes"].items():
+        if node["role"] != "sentry":
+            continue
+        served = [
+            c
+            for c, x in doc["nodes"].items()
+            if x["role"] != "sentry" and name in x["relay_servers"]
+        ]
+        budget = node["config"]["p2p"]["max_connections"]
+        assert budget >= max(topogen.DEFAULT_BUDGET, 2 * len(served)), (name, len(served))
+
+
 def test_networks_for_scale_points() -> None:
     assert [topogen.networks_for(n) for n in (8, 16, 32, 64, 128)] == [2, 2, 4, 8, 8]
 
