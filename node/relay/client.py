@@ -2,9 +2,9 @@
 circuit addresses.
 
 Candidates come from two places:
-- [relay] relay_servers: dialed at start (an address without /p2p/<id> too); the peer is
-  matched to the configured address when identify reports it listening there (or our
-  connection to it goes there) — the dynamic discovery the seed could not do;
+- [relay] relay_servers: dialed at start (an address without /p2p/<id> too); the peer
+  that answers our dial there is the relay (or, when it reached us first, the peer identify
+  reports listening there) — the dynamic discovery the seed could not do;
 - any identified peer whose protocols include the hop protocol.
 We reserve on up to `max_reservations_held` candidates (configured ones first), refresh
 at 3/4 of each reservation's lifetime, renewing it in place (it stays held and advertised
@@ -63,7 +63,7 @@ def transport_part(addr: multiaddr.Multiaddr | str) -> str:
 class Configured:
     addr: str  # transport part
     peer: ID | None  # from /p2p/<id>, or learnt through identify
-    dialed: ID | None = None  # who answered our dial (Noise), until identify matches it
+    dialed: ID | None = None  # who answered our dial (Noise)
     backoff: float = BACKOFF_MIN_S
     next_dial: float = 0.0  # monotonic
 
@@ -277,14 +277,18 @@ class RelayClient:
             self.wake()
             return
         c.backoff = BACKOFF_MIN_S
-        if c.peer is not None:
-            # The address named the relay's peer id and Noise proved it: a candidate now.
-            # Waiting for identify (as an address without an id must, _on_identified) cost
-            # 20 s at 64 nodes, where the relays were busy, and at 128 most clients never
-            # got that far: an unreserved client is the relay's first to close when it is
-            # over its peer budget. The RESERVE itself shows whether it speaks hop.
-            self._add_candidate(c.peer, c.addr, "config", via="dial")
-        # otherwise matching happens when identify reports the peer (see _on_identified)
+        # The peer that answered at the configured address (Noise proved who it is) is the
+        # relay: a candidate now, the RESERVE itself shows whether it speaks hop. Waiting
+        # for identify to report it listening there cost 20 s a client at 64 nodes, where
+        # the relays were busy, and at 128 most clients never got past it: an unreserved
+        # client is the first a relay over its peer budget closes. Identify still matches a
+        # configured relay that reached us first (_on_identified).
+        peer = c.peer or c.dialed
+        if peer is not None:
+            if c.peer is None:
+                log.info("configured relay %s answered as %s", c.addr, peer)
+                c.peer = peer
+            self._add_candidate(peer, c.addr, "config", via="dial")
 
     async def _dial_known(self, cand: Candidate) -> None:
         assert self.rt is not None

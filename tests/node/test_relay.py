@@ -418,13 +418,15 @@ def test_probe_cli_dials_a_direct_address_and_a_circuit(tmp_path: Path) -> None:
         assert wrong["ok"] is False and wrong["error"], wrong
 
 
-def test_a_configured_relay_with_its_peer_id_is_reserved_on_without_identify(
-    tmp_path: Path,
+@pytest.mark.parametrize("with_id", [True, False], ids=["with-peer-id", "address-only"])
+def test_a_configured_relay_is_reserved_on_once_dialed_without_identify(
+    tmp_path: Path, with_id: bool
 ) -> None:
-    """relay_servers names the relay's /p2p/<id>: the client reserves as soon as its dial
-    is through, even when the relay never answers identify (a relay too busy to, as the
-    sentries of a 128-node testnet were). The stand-in relay is a probe that grants every
-    RESERVE and has no identify handler; matching by identify alone never reserves."""
+    """The peer that answers the dial at a relay_servers address is the relay: the client
+    reserves as soon as the dial is through, with or without the /p2p/<id> in the address,
+    even when the relay never answers identify (a relay too busy to, as the sentries of a
+    128-node testnet were). The stand-in relay is a probe that grants every RESERVE and has
+    no identify handler; matching by identify alone never reserves."""
     from libp2p.identity.identify.identify import ID as IDENTIFY_ID
     from libp2p.relay.circuit_v2.pb.circuit_pb2 import Reservation
 
@@ -444,12 +446,17 @@ def test_a_configured_relay_with_its_peer_id_is_reserved_on_without_identify(
         await write_msg(stream, ok)
         await stream.close()
 
+    relay_id: list[str] = []
+
     async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         async with probe_host() as relay:
+            relay_id.append(str(relay.get_id()))
             relay.remove_stream_handler(IDENTIFY_ID)
             relay.set_stream_handler(HOP_ID, grant)
             addr = f"{relay.get_addrs()[0]}"
             assert f"/p2p/{relay.get_id()}" in addr
+            if not with_id:
+                addr = addr.split("/p2p/")[0]
             with NodeProcs(tmp_path) as procs:
                 client = await trio.to_thread.run_sync(
                     lambda: relay_client(procs, "client", [addr], dcutr={"enabled": False})
@@ -461,6 +468,6 @@ def test_a_configured_relay_with_its_peer_id_is_reserved_on_without_identify(
 
     resv, events = trio.run(main)
     assert granted, "the client never sent a RESERVE"
-    assert resv[0]["expires_at"] > time.time() + 3000
+    assert resv[0]["relay"] == relay_id[0] and resv[0]["expires_at"] > time.time() + 3000
     found = [e for e in events if e["type"] == "relay_discovered"]
     assert found and found[0]["via"] == "dial" and found[0]["source"] == "config", found
