@@ -6,10 +6,11 @@ scenarios/sentry.yaml (the default testnet), per repeat; `samples()` also serves
 benchmarks' testnets (scale points, pairs), reported separately.
 
 Where the time goes, per client (same clock): start -> first connection to the relay it
-first reserved on (`connection_opened`), -> relay matched (`relay_discovered`: when the dial to it is through, or by identify),
--> reservation accepted; plus how many reservation attempts were denied or failed before
-(`reservation_denied`), and whether that relay's own process had even started yet
-(`relay_started_after_s` > 0: the client waited for its relay, not for itself).
+first reserved on (`connection_opened`), -> relay matched (`relay_discovered`: when the
+dial to it is through, or by identify), -> reservation accepted; plus how many
+reservation attempts were denied or failed before (`reservation_denied`), and whether
+that relay's own process had even started yet (`relay_started_after_s` > 0: the client
+waited for its relay, not for itself).
 """
 
 from __future__ import annotations

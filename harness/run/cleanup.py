@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -24,6 +25,13 @@ from harness.wait import wait_until
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C (tear down, then exit)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        _terminating.set()  # this process is ending: later signals add nothing
+
+
+_terminating = threading.Event()
 
 
 @contextlib.contextmanager
@@ -45,17 +53,37 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def uninterruptible() -> Iterator[None]:
-    """Tear-down must finish: Ctrl-C and SIGTERM are ignored inside."""
+    """Tear-down must finish: Ctrl-C and SIGTERM wait until it has.
+
+    A signal that arrives inside is held, not dropped: on the way out it is raised again
+    through the handler in force before, unless the process is already ending for an
+    interrupt (a SIGTERM raised Terminated, or the block unwinds from a Ctrl-C: a second
+    signal changes nothing, and would cut the rest of the teardown short). Dropping it lost
+    a CI job's SIGTERM whenever it came during a tear-down that an interrupt had not
+    started (a start torn down to pick free subnets again, a scenario's testnet removed
+    before the next one): the run went on and was killed later, mid-start.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    prev_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    prev_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    held: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(signum)
+
+    prev_int = signal.signal(signal.SIGINT, hold)
+    prev_term = signal.signal(signal.SIGTERM, hold)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, prev_int)
         signal.signal(signal.SIGTERM, prev_term)
+        if held and not _unwinding_from_an_interrupt():
+            signal.raise_signal(held[0])
+
+
+def _unwinding_from_an_interrupt() -> bool:
+    return _terminating.is_set() or isinstance(sys.exc_info()[1], KeyboardInterrupt)
 
 
 def down(name: str) -> docker.Removed:

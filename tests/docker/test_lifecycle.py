@@ -332,7 +332,8 @@ def test_sigterm_to_a_scenario_tier_two_at_a_time_leaves_nothing(
     message was not kept; this test now names a hang and a removal still under way)."""
     before = set(docker_ops.testnet_names())
     argv = [sys.executable, "-m", "pytest", "scenarios/test_scenarios.py", "-p", "no:cacheprovider"]
-    argv += ["-n", "2", "--dist", "loadscope", "-q", "--sentrynet-results", str(tmp_path)]
+    # -s: the workers' progress (compose up, interrupted, removed) reaches `output`
+    argv += ["-n", "2", "--dist", "loadscope", "-q", "-s", "--sentrynet-results", str(tmp_path)]
     argv += ["-k", "Test_cgnat_python or Test_latency_wan_python"]
     proc = subprocess.Popen(
         argv, cwd=REPO, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
