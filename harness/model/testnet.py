@@ -329,6 +329,21 @@ class Testnet:
                 return n
         raise KeyError(name)
 
+    def starts_after(self, node: Node) -> tuple[str, ...]:
+        """The nodes a relay client starts after: its relay servers of this testnet (relay
+        mode server or both; those start after nothing but the routers, so no cycle).
+        A client started before its relay spends its first seconds dialing a closed port
+        and backing off; in the 64-node bench the sentries, last by name, started up to a
+        minute after some of their clients."""
+        if not node.relay_client:
+            return ()
+        names = {n.name: n for n in self.nodes}
+        return tuple(
+            r
+            for r in node.relay_servers
+            if r in names and r != node.name and names[r].relay_mode in ("server", "both")
+        )
+
     def network(self, name: str) -> Network:
         for n in (*self.networks, self.control):
             if n.name == name:

@@ -185,15 +185,21 @@ def start_services(
     clients: dict[str, docker.DockerClient],
     progress: Progress,
 ) -> None:
-    """Routers everywhere, ready, then nodes everywhere (and the control gateway here)."""
+    """Routers everywhere, ready, then the relays clients start after (the compose file's
+    `depends_on`, which `--no-deps` leaves out), then the other nodes everywhere (and the
+    control gateway here)."""
     doc = yaml.safe_load((run_dir / "docker-compose.yml").read_text())
     routers = [(s, r.host) for r in testnet.routers for s in (r.name, f"{r.name}-ready")]
+    awaited = {r for n in testnet.nodes for r in testnet.starts_after(n)}
+    relays: list[tuple[str, str | None]] = []
     nodes: list[tuple[str, str | None]] = []
     for n in testnet.nodes:
+        stage_of = relays if n.name in awaited else nodes
         if n.image:
-            nodes.append((f"{n.name}-net", n.host))
-        nodes.append((n.name, n.host))
-    for stage, members in (("routers", routers), ("nodes", nodes)):
+            stage_of.append((f"{n.name}-net", n.host))
+        stage_of.append((n.name, n.host))
+    stages = [("routers", routers), ("relays", relays), ("nodes", nodes)]
+    for stage, members in [(name, m) for name, m in stages if m or name == "nodes"]:
         here = [s for s, h in members if h is None]
         if stage == "nodes" and testnet.control_gateway is not None:
             here.append("ctlgw")

@@ -124,7 +124,9 @@ def test_seed_exact_renders_and_has_no_routers(tmp_path: Path) -> None:
     assert tn.node("node0").default_via is None
     compose = yaml.safe_load((out / "docker-compose.yml").read_text())
     assert not any(s.startswith("router-") for s in compose["services"])
-    assert "depends_on" not in compose["services"]["node0"]
+    # no router to wait for; only its relay, node3, which itself waits for nothing
+    assert compose["services"]["node0"]["depends_on"] == {"node3": {"condition": "service_started"}}
+    assert "depends_on" not in compose["services"]["node3"]
     assert "ip route add default" not in (out / "nodes/node0/netsetup.sh").read_text()
 
 
@@ -398,3 +400,22 @@ def test_swarm_engine_puts_the_data_networks_on_internal_overlays(tmp_path: Path
 def test_an_unknown_engine_is_refused_by_name() -> None:
     with pytest.raises(SentrynetError, match="--engine 'kubernetes': use one of compose, swarm"):
         build_testnet(load_topology("scenarios/sentry.yaml"), engine="kubernetes")
+
+
+def test_relay_clients_start_after_their_relays_and_relays_after_no_node(tmp_path: Path) -> None:
+    """The 64-node bench topology: every client's compose service depends on the sentries
+    it reserves on; the sentries, which relay for each other in a ring, depend on no node
+    (a cycle would stop compose)."""
+    from bench import topogen
+
+    tn = build_testnet(topogen.write(topogen.scale(64, 8), tmp_path / "s.yaml"))
+    out = tmp_path / "out"
+    render(tn, out, IMAGE)
+    services = yaml.safe_load((out / "docker-compose.yml").read_text())["services"]
+    nodes = {n.name for n in tn.nodes}
+    for n in tn.nodes:
+        deps = {d for d in services[n.name].get("depends_on", {}) if d in nodes}
+        if n.relay_client:
+            assert deps == set(n.relay_servers), n.name
+        else:
+            assert deps == set(), n.name
