@@ -303,6 +303,14 @@ def write(doc: dict[str, Any], out: Path, run_id: str) -> list[Path]:
     return paths
 
 
+def _reasons(reservation: dict[str, Any]) -> str:
+    """`; by reason: no answer within Ns 120, ...` (all clients), or nothing."""
+    counts = reservation.get("denied_reasons_before_first") or {}
+    if not counts:
+        return ""
+    return "; by reason: " + ", ".join(f"{k} {v}" for k, v in list(counts.items())[:5])
+
+
 def where_time_goes(results: dict[str, Any]) -> list[str]:
     """Plain sentences from the measured phases (only what the numbers show)."""
     notes = []
@@ -319,7 +327,7 @@ def where_time_goes(results: dict[str, Any]) -> list[str]:
             f"accepted at {fr:.2f} s (node clock, medians over clients); the relay's process "
             f"started {_s(late)} s after the client's (median; negative: before); failed or "
             f"denied attempts "
-            f"before the first accept: {_s(denied)} per client (mean)"
+            f"before the first accept: {_s(denied)} per client (mean)" + _reasons(r)
         )
     for pt in _get(results, "scale", "points") or []:
         ph = pt.get("phases_s")

@@ -15,7 +15,9 @@ waited for its relay, not for itself).
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 from typing import Any
 
 import yaml
@@ -56,8 +58,11 @@ def samples(obs: Observation) -> list[dict[str, Any]]:
         relay = first.relay
         conn = live.first(obs, node.name, "connection_opened", peer=relay)
         disc = live.first(obs, node.name, "relay_discovered", peer=relay)
-        denied = obs.events_of(node.name, "reservation_denied")
-        row["denied_before"] = sum(1 for e in denied if live.at(e) < live.at(first))
+        denied = [
+            e for e in obs.events_of(node.name, "reservation_denied") if live.at(e) < live.at(first)
+        ]
+        row["denied_before"] = len(denied)
+        row["denied_reasons"] = dict(Counter(reason_kind(e.reason) for e in denied))
         relay_name = peers.get(str(relay))
         relay_status = obs.status.get(relay_name) if relay_name else None
         relay_start = relay_status.started_at if relay_status is not None else None
@@ -72,6 +77,14 @@ def samples(obs: Observation) -> list[dict[str, Any]]:
     return out
 
 
+def reason_kind(reason: object) -> str:
+    """A reservation_denied reason without its particulars, to count alike ones together:
+    `no answer within 5s` -> `no answer within Ns`, `StreamReset: ...` -> `StreamReset`."""
+    text = str(reason or "?")
+    head = text.split(":", 1)[0].strip()
+    return re.sub(r"\d+(\.\d+)?", "N", head)[:80]
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rows if "first_reservation_s" in r]
     return {
@@ -84,6 +97,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             ),
         },
         "denied_before_first": stats.summary(r.get("denied_before") for r in ok),
+        "denied_reasons_before_first": dict(
+            sum((Counter(r.get("denied_reasons") or {}) for r in ok), Counter()).most_common()
+        ),
         "clients": len(rows),
         "without_reservation": [r["node"] for r in rows if "error" in r],
     }

@@ -98,13 +98,40 @@ def test_reservation_samples_from_events(tmp_path: Path) -> None:
             [
                 {"t": 100.4, "type": "connection_opened", "peer": relay},
                 {"t": 100.6, "type": "relay_discovered", "peer": relay},
+                {
+                    "t": 100.9,
+                    "type": "reservation_denied",
+                    "relay": relay,
+                    "reason": "no answer within 5s",
+                },
+                {
+                    "t": 101.1,
+                    "type": "reservation_denied",
+                    "relay": relay,
+                    "reason": "no answer within 10s",
+                },
+                {
+                    "t": 101.2,
+                    "type": "reservation_denied",
+                    "relay": relay,
+                    "reason": "StreamReset: x",
+                },
                 {"t": 101.5, "type": "reservation_accepted", "relay": relay},
+                {"t": 109.0, "type": "reservation_denied", "relay": relay, "reason": "later"},
             ],
         ),
         "b0": ({"started_at": 50.0}, []),
     }
     rows = reservation.samples(_obs(tn, data))
     by = {r["node"]: r for r in rows}
+    assert by["a0"]["denied_before"] == 3
+    assert by["a0"]["denied_reasons"] == {"no answer within Ns": 2, "StreamReset": 1}
+    summary = reservation.summarize(rows)
+    assert summary["denied_reasons_before_first"] == {"no answer within Ns": 2, "StreamReset": 1}
+    assert (
+        "by reason: no answer within Ns 2, StreamReset 1"
+        in report.where_time_goes({"reservation": summary})[0]
+    )
     assert by["a0"]["first_reservation_s"] == pytest.approx(1.5)
     assert by["a0"]["connect_s"] == pytest.approx(0.4)
     assert by["a0"]["relay_discovered_s"] == pytest.approx(0.6)
