@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class Configured:
     dialed: ID | None = None  # who answered our dial (Noise)
     backoff: float = BACKOFF_MIN_S
     next_dial: float = 0.0  # monotonic
+    dialing: bool = False  # a dial is under way: never two at once (see _dial_configured)
 
 
 @dataclass
@@ -203,7 +205,7 @@ class RelayClient:
         now_m, now_w = time.monotonic(), time.time()
         t = 5.0
         for c in self.configured:
-            if not self._connected(c.peer or c.dialed):
+            if not c.dialing and not self._connected(c.peer or c.dialed):
                 t = min(t, max(0.0, c.next_dial - now_m))
         for h in self.held.values():
             t = min(t, max(0.0, h.refresh_at - now_w))
@@ -224,9 +226,8 @@ class RelayClient:
         now = time.monotonic()
         # 1. (re)dial configured relays that are not connected
         for c in self.configured:
-            if not self._connected(c.peer or c.dialed) and now >= c.next_dial:
-                c.next_dial = now + c.backoff
-                c.backoff = min(c.backoff * 1.5, BACKOFF_MAX_S)
+            if not c.dialing and not self._connected(c.peer or c.dialed) and now >= c.next_dial:
+                c.dialing = True
                 rt.nursery.start_soon(self._dial_configured, c)
         # 2. refresh reservations due
         for h in list(self.held.values()):
@@ -256,6 +257,19 @@ class RelayClient:
                 rt.nursery.start_soon(self._reserve, cand.peer)
 
     async def _dial_configured(self, c: Configured) -> None:
+        """One dial of a configured relay; the next waits for its end plus the backoff.
+        A dial lasts up to the handshake's 30 s, and the next used to start a backoff (at
+        most 4 s) after this one STARTED: the later ones joined the dial under way (one
+        dial per address, node/dialing.py) and failed with it, so at 128 nodes, where
+        relays were slow to finish handshakes, one failure was logged seven times and grew
+        the backoff seven times."""
+        assert self.rt is not None
+        try:
+            await self._dial_configured_once(c)
+        finally:
+            c.dialing = False
+
+    async def _dial_configured_once(self, c: Configured) -> None:
         assert self.rt is not None
         try:
             # a DIRECT connection, also when a relayed one to the relay exists: upstream's
@@ -274,6 +288,8 @@ class RelayClient:
             log.info(
                 "relay %s unreachable (%s); retry in %.2fs", c.addr, type(exc).__name__, c.backoff
             )
+            c.next_dial = time.monotonic() + c.backoff
+            c.backoff = min(c.backoff * 1.5, BACKOFF_MAX_S)
             self.wake()
             return
         c.backoff = BACKOFF_MIN_S
@@ -291,8 +307,10 @@ class RelayClient:
             self._add_candidate(peer, c.addr, "config", via="dial")
 
     async def _dial_known(self, cand: Candidate) -> None:
+        """Dial a relay found by identify; like _dial_configured, one dial at a time (it
+        is not due again while this one lasts), the next BACKOFF_MAX_S after its end."""
         assert self.rt is not None
-        cand.not_before = time.monotonic() + BACKOFF_MAX_S
+        cand.not_before = math.inf
         cand.dialed_at = time.monotonic()
         try:
             await self.rt.dialer.dial_direct(
@@ -300,7 +318,12 @@ class RelayClient:
             )
         except Exception:
             cand.failures += 1
+            cand.not_before = time.monotonic() + BACKOFF_MAX_S
             return
+        except BaseException:
+            cand.not_before = time.monotonic() + BACKOFF_MAX_S
+            raise
+        cand.not_before = time.monotonic()  # connected: reserve now
         self.wake()
 
     # -- discovery of candidates --

@@ -7,6 +7,9 @@ exact hop frames and pings through circuits.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -471,3 +474,38 @@ def test_a_configured_relay_is_reserved_on_once_dialed_without_identify(
     assert resv[0]["relay"] == relay_id[0] and resv[0]["expires_at"] > time.time() + 3000
     found = [e for e in events if e["type"] == "relay_discovered"]
     assert found and found[0]["via"] == "dial" and found[0]["source"] == "config", found
+
+
+def test_a_slow_relay_is_dialed_once_at_a_time(tmp_path: Path) -> None:
+    """A configured relay that accepts TCP but never finishes the handshake (a relay too
+    busy to) is dialed once at a time, each failure logged once, the next dial after the
+    last one ended. The client used to start a dial every backoff (0.25 s growing to 4 s)
+    while the last one still waited out its handshake: the waiting ones shared the one dial under
+    way and failed with it, a burst of "unreachable" lines per real dial (seven at once at
+    128 nodes) and the backoff grown once per waiting task. The stand-in relay is a socket
+    that accepts and says nothing."""
+    accepted: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                accepted.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        with NodeProcs(tmp_path) as procs:
+            client = relay_client(procs, "client", [f"/ip4/127.0.0.1/tcp/{port}"])
+            # a dial gives up after the 30 s handshake timeout, the next comes 0.25 s later
+            wait_until(lambda: len(accepted) >= 2, "a second dial of the silent relay", 60)
+            failures = client.log_path.read_text().count(
+                f"relay /ip4/127.0.0.1/tcp/{port} unreachable"
+            )
+            # every logged failure is a dial that reached the relay, one at a time
+            assert 1 <= failures <= len(accepted), (failures, len(accepted))
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
