@@ -31,6 +31,7 @@ from node.host import build_host, build_pubsub, load_or_create_key
 from node.listen import ListenFailed, check_listening
 from node.liveness import LivenessService
 from node.metrics import Metrics
+from node.output import OffLoopWriter
 from node.overrides.upstream import UpstreamMismatch
 from node.overrides.upstream import check as check_upstream
 from node.relay.client import RelayClient
@@ -58,7 +59,7 @@ def run(path: str) -> int:
         return 2
     logging.basicConfig(
         level=logging.INFO,
-        stream=sys.stderr,
+        stream=OffLoopWriter(sys.stderr),  # never on trio's thread (node/output.py)
         format=f"%(asctime)s {cfg.node.name} %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("libp2p", "multiaddr", "async_service"):
@@ -105,7 +106,7 @@ class Node:
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
-        self.events = EventLog(cfg.node.name)
+        self.events = EventLog(cfg.node.name, stream=OffLoopWriter(sys.stdout))
         self.metrics = Metrics()
         self.tracker = ConnectionTracker(self.events, self.metrics)
         self.relay_client = RelayClient() if cfg.relay.is_client else None
