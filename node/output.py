@@ -25,8 +25,8 @@ class OffLoopWriter:
 
     def __init__(self, stream: TextIO, max_lines: int = QUEUE_LINES) -> None:
         self.stream = stream
-        self.dropped = 0  # lines dropped since the last report (written by the thread)
-        self.dropped_total = 0
+        self.dropped_total = 0  # counted by write() alone
+        self._reported = 0  # of those, written out as a notice (by the thread alone)
         self._queue: queue.Queue[str | None] = queue.Queue(max_lines)
         self._thread = threading.Thread(target=self._drain, name="output", daemon=True)
         self._thread.start()
@@ -36,7 +36,6 @@ class OffLoopWriter:
         try:
             self._queue.put_nowait(text)
         except queue.Full:
-            self.dropped += 1
             self.dropped_total += 1
         return len(text)
 
@@ -61,8 +60,9 @@ class OffLoopWriter:
             if text is None:
                 return
             try:
-                if self.dropped:
-                    lost, self.dropped = self.dropped, 0
+                lost = self.dropped_total - self._reported
+                if lost:
+                    self._reported += lost
                     self.stream.write(f"[{lost} output line(s) dropped: the reader was slow]\n")
                 self.stream.write(text)
                 self.stream.flush()

@@ -64,7 +64,6 @@ def transport_part(addr: multiaddr.Multiaddr | str) -> str:
 class Configured:
     addr: str  # transport part
     peer: ID | None  # from /p2p/<id>, or learnt through identify
-    dialed: ID | None = None  # who answered our dial (Noise)
     backoff: float = BACKOFF_MIN_S
     next_dial: float = 0.0  # monotonic
     dialing: bool = False  # a dial is under way: never two at once (see _dial_configured)
@@ -205,7 +204,7 @@ class RelayClient:
         now_m, now_w = time.monotonic(), time.time()
         t = 5.0
         for c in self.configured:
-            if not c.dialing and not self._connected(c.peer or c.dialed):
+            if not c.dialing and not self._connected(c.peer):
                 t = min(t, max(0.0, c.next_dial - now_m))
         for h in self.held.values():
             t = min(t, max(0.0, h.refresh_at - now_w))
@@ -226,7 +225,7 @@ class RelayClient:
         now = time.monotonic()
         # 1. (re)dial configured relays that are not connected
         for c in self.configured:
-            if not c.dialing and not self._connected(c.peer or c.dialed) and now >= c.next_dial:
+            if not c.dialing and not self._connected(c.peer) and now >= c.next_dial:
                 c.dialing = True
                 rt.nursery.start_soon(self._dial_configured, c)
         # 2. refresh reservations due
@@ -281,7 +280,9 @@ class RelayClient:
                     c.peer, [multiaddr.Multiaddr(c.addr)], RELAY_CONNECT_TIMEOUT_S
                 )
             else:
-                c.dialed = await self.rt.dialer.connect_addr(multiaddr.Multiaddr(c.addr))
+                answered = await self.rt.dialer.connect_addr(multiaddr.Multiaddr(c.addr))
+                log.info("configured relay %s answered as %s", c.addr, answered)
+                c.peer = answered
         except BaseException as exc:
             if isinstance(exc, trio.Cancelled):
                 raise
@@ -299,12 +300,7 @@ class RelayClient:
         # the relays were busy, and at 128 most clients never got past it: an unreserved
         # client is the first a relay over its peer budget closes. Identify still matches a
         # configured relay that reached us first (_on_identified).
-        peer = c.peer or c.dialed
-        if peer is not None:
-            if c.peer is None:
-                log.info("configured relay %s answered as %s", c.addr, peer)
-                c.peer = peer
-            self._add_candidate(peer, c.addr, "config", via="dial")
+        self._add_candidate(c.peer, c.addr, "config", via="dial")
 
     async def _dial_known(self, cand: Candidate) -> None:
         """Dial a relay found by identify; like _dial_configured, one dial at a time (it
@@ -382,7 +378,7 @@ class RelayClient:
             held.refresh_now = True
             log.info("reservation on %s: its connection closed; reserving on another", info.peer)
         for c in self.configured:
-            if info.peer in (c.peer, c.dialed):
+            if info.peer == c.peer:
                 c.next_dial = time.monotonic()  # first redial at once, then back off
         self.wake()
 
