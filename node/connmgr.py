@@ -21,6 +21,11 @@ Like go-libp2p's connection manager (low and high watermarks, a grace period):
   backoff: only a connection that lasted STABLE_S does. Before, a dial that succeeded
   reset it to 0.5 s, the full peer closed the connection at once, and the pair went round
   every second or two, a circuit and a hole punch each time for a peer behind another NAT.
+  That backoff grows to HUNG_UP_BACKOFF_MAX_S (Redial). It used to stop at 60 s, and the
+  dial itself cut it back to 30 s: in a settled 32-node testnet each sentry (below its low
+  watermark, the clients full at 8 peers) dialed every client again every 30 s, about 28
+  circuits a minute per sentry, each a relay hop, two Noise handshakes and a hole punch
+  started for a connection closed 0.05 s later (docs/bench.md, 2026-12-07).
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ from typing import Generic, TypeVar
 GRACE_S = 20.0
 HUNG_UP_S = 10.0
 STABLE_S = 120.0
+REDIAL_MIN_S = 0.5
+DIAL_BACKOFF_MAX_S = 30.0  # a dial that failed or is under way: retried within this
+# A peer that hung up at once is full, most likely: the first redial waits this long (it was
+# 0.5 s, doubling: a starting 64-node testnet's sentries dialed each full client about ten
+# times in their first two minutes, while the clients waited on them for reservations),
+# and each later one twice as long, up to the maximum (a full peer stays full).
+HUNG_UP_FIRST_S = 30.0
+HUNG_UP_BACKOFF_MAX_S = 600.0
 HARD_FACTOR = 2  # over this many times the budget, the grace period does not protect
 
 
@@ -99,3 +112,35 @@ def after_close(opened_at: float, closed_at: float) -> str:
     if lived < HUNG_UP_S:
         return "backoff"
     return "reset" if lived >= STABLE_S else "keep"
+
+
+@dataclass
+class Redial:
+    """When a learnt peer may be dialed again: after each dial a backoff that doubles up to
+    DIAL_BACKOFF_MAX_S; after a close within HUNG_UP_S at least HUNG_UP_FIRST_S, doubling
+    up to HUNG_UP_BACKOFF_MAX_S, which a later dial never shortens; back to REDIAL_MIN_S
+    only once a connection lasted STABLE_S."""
+
+    next_at: float = 0.0
+    backoff: float = REDIAL_MIN_S
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def dialed(self, now: float) -> None:
+        self.next_at = now + self.backoff
+        self.backoff = max(self.backoff, min(self.backoff * 2, DIAL_BACKOFF_MAX_S))
+
+    def closed(self, opened_at: float, now: float) -> str:
+        """Its last connection closed (none left): the after_close verdict, applied."""
+        verdict = after_close(opened_at, now)
+        if verdict == "backoff":
+            self.backoff = min(max(self.backoff * 2, HUNG_UP_FIRST_S), HUNG_UP_BACKOFF_MAX_S)
+            self.next_at = now + self.backoff
+        elif verdict == "reset":
+            self.backoff = REDIAL_MIN_S
+        return verdict
+
+    def hold(self, until: float) -> None:
+        """Not before `until` (we closed it for the budget ourselves)."""
+        self.next_at = max(self.next_at, until)

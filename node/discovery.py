@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import multiaddr
@@ -37,7 +37,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from node.addr_cache import AddrCache
-from node.connmgr import STABLE_S, Candidate, Watermarks, after_close, trim_victims
+from node.connmgr import STABLE_S, Candidate, Redial, Watermarks, trim_victims
 from node.contract import KnownPeer
 from node.runtime import NodeRuntime
 
@@ -98,8 +98,7 @@ class PxSchedule:
 class Known:
     peer: ID
     source: str  # persistent | px:<peer>
-    next_dial: float = 0.0
-    backoff: float = BACKOFF_MIN_S
+    redial: Redial = field(default_factory=Redial)
     failures: int = 0
     last_error: str = ""
 
@@ -188,17 +187,15 @@ class DiscoveryService:
 
     def _on_conn(self, event: str, info: Any) -> None:
         k = self.known.get(info.peer)
-        if event == "closed" and k is not None and info.peer not in self._connected_peers():
-            now = time.monotonic()
-            verdict = after_close(info.opened_at, now)
-            if verdict == "backoff":
-                # the peer hung up at once (likely over its own budget): back off before
-                # dialing it again, longer each time, instead of churning
-                k.failures += 1
-                k.next_dial = now + k.backoff
-                k.backoff = min(k.backoff * 2, BACKOFF_MAX_S * 6)
-            elif verdict == "reset":
-                k.backoff = BACKOFF_MIN_S
+        # a peer that hung up at once (likely over its own budget) is dialed again only
+        # after a backoff, longer each time, instead of churning (connmgr.Redial)
+        if (
+            event == "closed"
+            and k is not None
+            and info.peer not in self._connected_peers()
+            and k.redial.closed(info.opened_at, time.monotonic()) == "backoff"
+        ):
+            k.failures += 1
         self._wake.set()
         self._px_answer = None  # our own answer lists the peers we are connected to
         if self._px_news(event, info.peer):
@@ -245,11 +242,10 @@ class DiscoveryService:
                 break
             if k.peer in connected or k.peer in self._dialing or k.peer == rt.peer_id:
                 continue
-            if now < k.next_dial:
+            if not k.redial.due(now):
                 continue
             room -= 1
-            k.next_dial = now + k.backoff
-            k.backoff = min(k.backoff * 2, BACKOFF_MAX_S * 3)
+            k.redial.dialed(now)
             self._dialing.add(k.peer)  # counted against max_connections until it ends
             n.start_soon(self._dial_known, k)
 
@@ -286,7 +282,7 @@ class DiscoveryService:
             self._trimmed_at[peer] = time.monotonic()
             k = self.known.get(peer)
             if k is not None:  # do not dial it straight back
-                k.next_dial = time.monotonic() + BACKOFF_MAX_S * 6
+                k.redial.hold(time.monotonic() + BACKOFF_MAX_S * 6)
             log.info(
                 "over max_connections (%d): closing %s", self.rt.config.p2p.max_connections, peer
             )

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
+
 from node.connmgr import (
+    DIAL_BACKOFF_MAX_S,
     GRACE_S,
     HARD_FACTOR,
+    HUNG_UP_BACKOFF_MAX_S,
+    HUNG_UP_FIRST_S,
     HUNG_UP_S,
+    REDIAL_MIN_S,
     STABLE_S,
     Candidate,
+    Redial,
     Watermarks,
     after_close,
     trim_victims,
@@ -71,3 +80,47 @@ def test_a_peer_that_hung_up_at_once_is_backed_off_one_that_stayed_is_forgiven()
     assert after_close(100.0, 100.0 + HUNG_UP_S - 1) == "backoff"
     assert after_close(100.0, 100.0 + HUNG_UP_S) == "keep"
     assert after_close(100.0, 100.0 + STABLE_S) == "reset"
+
+
+def _hang_up_cycles(n: int) -> list[float]:
+    """Gaps between the dials of a peer that closes every connection 0.05 s after it opens
+    (a full peer), dialing whenever Redial says it is due."""
+    r, now, dials = Redial(), 0.0, []
+    for _ in range(n):
+        while not r.due(now):
+            now = r.next_at
+        dials.append(now)
+        r.dialed(now)
+        assert r.closed(opened_at=now, now=now + 0.05) == "backoff"
+        now += 0.05
+    return [b - a for a, b in itertools.pairwise(dials)]
+
+
+def test_a_peer_that_keeps_hanging_up_is_dialed_ever_less_often_up_to_ten_minutes() -> None:
+    gaps = _hang_up_cycles(16)
+    # the first redial waits HUNG_UP_FIRST_S (it was 0.5 s, doubling: ten dials in two
+    # minutes), and a dial never cuts the backoff back (it did: a 30 s cycle for ever)
+    assert gaps[0] >= HUNG_UP_FIRST_S
+    assert all(b > a - 0.01 for a, b in itertools.pairwise(gaps)), gaps
+    assert gaps[-1] == pytest.approx(HUNG_UP_BACKOFF_MAX_S, abs=0.1)
+    # an hour of it costs a handful of dials, not 120
+    assert sum(1 for t in itertools.accumulate(gaps) if t <= 3600) <= 9
+
+
+def test_a_connection_that_lasted_forgives_the_hang_ups() -> None:
+    r = Redial()
+    for t in range(8):
+        r.dialed(float(t))
+        r.closed(opened_at=float(t), now=t + 0.05)
+    assert r.backoff > DIAL_BACKOFF_MAX_S
+    assert r.closed(opened_at=0.0, now=STABLE_S) == "reset"
+    assert r.backoff == REDIAL_MIN_S
+
+
+def test_a_failed_dial_alone_backs_off_to_the_dial_cap() -> None:
+    r = Redial()
+    for t in range(12):
+        r.dialed(float(t))
+    assert r.backoff == DIAL_BACKOFF_MAX_S
+    r.hold(1000.0)
+    assert not r.due(999.0) and r.due(1000.0)
