@@ -30,8 +30,9 @@ Like go-libp2p's connection manager (low and high watermarks, a grace period):
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 GRACE_S = 20.0
@@ -123,6 +124,9 @@ class Redial:
 
     next_at: float = 0.0
     backoff: float = REDIAL_MIN_S
+    # a random spread of each hang-up wait (a quarter either way): the peers a node dialed
+    # together at its start would otherwise come due together, every wait, in one burst
+    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def due(self, now: float) -> bool:
         return now >= self.next_at
@@ -136,7 +140,7 @@ class Redial:
         verdict = after_close(opened_at, now)
         if verdict == "backoff":
             self.backoff = min(max(self.backoff * 2, HUNG_UP_FIRST_S), HUNG_UP_BACKOFF_MAX_S)
-            self.next_at = now + self.backoff
+            self.next_at = now + self.backoff * self.rng.uniform(0.75, 1.25)
         elif verdict == "reset":
             self.backoff = REDIAL_MIN_S
         return verdict

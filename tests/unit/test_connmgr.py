@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -82,10 +83,15 @@ def test_a_peer_that_hung_up_at_once_is_backed_off_one_that_stayed_is_forgiven()
     assert after_close(100.0, 100.0 + STABLE_S) == "reset"
 
 
-def _hang_up_cycles(n: int) -> list[float]:
+class _Middle(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return (a + b) / 2
+
+
+def _hang_up_cycles(n: int, rng: random.Random | None = None) -> list[float]:
     """Gaps between the dials of a peer that closes every connection 0.05 s after it opens
     (a full peer), dialing whenever Redial says it is due."""
-    r, now, dials = Redial(), 0.0, []
+    r, now, dials = Redial(rng=rng or _Middle()), 0.0, []
     for _ in range(n):
         while not r.due(now):
             now = r.next_at
@@ -105,6 +111,12 @@ def test_a_peer_that_keeps_hanging_up_is_dialed_ever_less_often_up_to_ten_minute
     assert gaps[-1] == pytest.approx(HUNG_UP_BACKOFF_MAX_S, abs=0.1)
     # an hour of it costs a handful of dials, not 120
     assert sum(1 for t in itertools.accumulate(gaps) if t <= 3600) <= 9
+
+
+def test_peers_dialed_together_come_due_apart() -> None:
+    firsts = {round(_hang_up_cycles(2, random.Random(seed))[0]) for seed in range(20)}
+    assert len(firsts) > 10
+    assert min(firsts) >= 0.75 * HUNG_UP_FIRST_S and max(firsts) <= 1.25 * HUNG_UP_FIRST_S
 
 
 def test_a_connection_that_lasted_forgives_the_hang_ups() -> None:
