@@ -41,6 +41,13 @@ SENTRY_CPU_WEIGHT = 1
 DEFAULT_BUDGET = P2PSection.max_connections  # the node's default p2p.max_connections
 
 
+# Learnt peers a sentry dials, as few as a client wants (3/4 of PEER_BUDGET): its budget is
+# room for the clients that reserve on it, not an appetite. With the default low watermark
+# (3/4 of that budget, 27 at 64 nodes) every sentry chased the ~40 clients of other
+# networks, all full, through a circuit and a hole punch each (docs/bench.md, 2026-12-07).
+SENTRY_LOW_WATERMARK = -(-3 * PEER_BUDGET // 4)
+
+
 def sentry_budget(clients_served: int) -> int:
     """A sentry's peer budget: room for every client that reserves on it twice over (the
     clients' own learnt-peer dials reach it too) plus 8, never below the node's default.
@@ -101,7 +108,12 @@ def scale(
                     "relay_mode": "both",
                     "relay_servers": [nxt],
                     "cpu_weight": SENTRY_CPU_WEIGHT,
-                    "config": {"p2p": {"max_connections": sentry_budget(served)}},
+                    "config": {
+                        "p2p": {
+                            "max_connections": sentry_budget(served),
+                            "low_watermark": SENTRY_LOW_WATERMARK,
+                        }
+                    },
                 }
             else:
                 nodes[name] = {

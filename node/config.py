@@ -46,6 +46,11 @@ class P2PSection:
     listen_addrs: tuple[str, ...]
     persistent_peers: tuple[str, ...] = ()
     max_connections: int = 32
+    # learnt peers are dialed while fewer than this many are connected (the low watermark,
+    # node/connmgr.py); unset: three quarters of max_connections. A sentry that accepts
+    # many clients sets it low, as CometBFT sentries keep few outbound peers and many
+    # inbound ones: else it chases every full client in the testnet (docs/node.md)
+    low_watermark: int | None = None
     discovery: bool = True
     # liveness (node/liveness.py): each interval, ping every connection the peer sent
     # nothing on since the last look (a busy one at least every 30 s, for its RTT); after
@@ -196,7 +201,10 @@ def _section(name: str, raw: Any) -> Any:
                 _check_scalar(f"{key}.{k}", v, str)
             value = dict(value)
         else:
-            want = {"str": str, "int": int, "bool": bool, "float": float}[ann]
+            # an `X | None` key is X when given (TOML has no null: absent means None)
+            want = {"str": str, "int": int, "bool": bool, "float": float}[
+                ann.removesuffix(" | None")
+            ]
             value = _check_scalar(key, value, want)
         kwargs[f.name] = value
     return cls(**kwargs)
@@ -337,6 +345,13 @@ def _validate(cfg: NodeConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(key, f"must be > 0, got {value}")
+    low = cfg.p2p.low_watermark
+    if low is not None and not 0 <= low <= cfg.p2p.max_connections:
+        raise ConfigError(
+            "p2p.low_watermark",
+            f"must be from 0 to p2p.max_connections ({cfg.p2p.max_connections}), got {low}",
+            "leave it out for three quarters of max_connections",
+        )
     if cfg.chain.block_interval_s <= 0:
         raise ConfigError(
             "chain.block_interval_s", f"must be > 0, got {cfg.chain.block_interval_s}"

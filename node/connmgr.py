@@ -58,9 +58,12 @@ class Watermarks:
     high: int
 
     @classmethod
-    def of(cls, max_connections: int) -> Watermarks:
-        """low = 3/4 of the budget (rounded up), at least 1 and at most the budget."""
+    def of(cls, max_connections: int, low: int | None = None) -> Watermarks:
+        """high = the budget; low as given (0 to the budget) or 3/4 of the budget (rounded
+        up, at least 1)."""
         high = max(1, max_connections)
+        if low is not None:
+            return cls(low=max(0, min(high, low)), high=high)
         return cls(low=max(1, min(high, -(-3 * high // 4))), high=high)
 
     def dial_room(self, held: int) -> int:

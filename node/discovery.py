@@ -210,7 +210,7 @@ class DiscoveryService:
             event,
             len(self.rt.connections.for_peer(peer)),
             len(connected),
-            Watermarks.of(self.rt.config.p2p.max_connections).low,
+            Watermarks.of(self.rt.config.p2p.max_connections, self.rt.config.p2p.low_watermark).low,
         )
 
     def _connected_peers(self) -> set[ID]:
@@ -230,7 +230,7 @@ class DiscoveryService:
                 p.next_dial = now + p.backoff
                 p.backoff = min(p.backoff * 2, BACKOFF_MAX_S)
                 n.start_soon(self._dial_persistent, p)
-        marks = Watermarks.of(rt.config.p2p.max_connections)
+        marks = Watermarks.of(rt.config.p2p.max_connections, rt.config.p2p.low_watermark)
         room = marks.dial_room(len(connected | self._dialing))
         if len(connected) > marks.high:
             victims = [v for v in self._victims(marks, now) if v not in self._trimming]

@@ -38,6 +38,7 @@ BAD = [
     ({"dcutr": {"enabled": "yes"}}, "dcutr.enabled"),
     ({"gossip": {"x": 1}}, "gossip"),
     ({"p2p": {"ping_interval_s": float("nan")}}, "p2p.ping_interval_s"),
+    ({"p2p": {"max_connections": 8, "low_watermark": 9}}, "p2p.low_watermark"),
 ]
 
 

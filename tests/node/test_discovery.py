@@ -78,6 +78,37 @@ def test_max_connections_is_respected(tmp_path: Path) -> None:
         assert len({c["peer"] for c in small.status()["connections"]}) == 2
 
 
+def test_a_low_watermark_of_zero_dials_no_learnt_peer_but_accepts(tmp_path: Path) -> None:
+    """p2p.low_watermark: a and b learn each other and accept c, which dials both (default
+    watermark); with 0 neither dials the other (as a sentry that only accepts)."""
+    with NodeProcs(tmp_path) as procs:
+        relay = procs.start("relay", relay={"enabled": True, "mode": "server"})
+        a = client(procs, "a", relay, low_watermark=0)
+        b = client(procs, "b", relay, low_watermark=0)
+        c = client(procs, "c", relay)
+
+        def peers_of(node: NodeProc) -> set[str]:
+            return {x["peer"] for x in node.status()["connections"]}
+
+        for quiet in (a, b):
+            qid = quiet.peer_id
+            wait_for(
+                c,
+                lambda s: [x for x in s["connections"] if x["peer"] == qid],  # noqa: B023
+                f"c dialed {quiet.name}",
+                30,
+            )
+        wait_for(
+            a, lambda s: [k for k in s["peers_known"] if k["peer"] == b.peer_id], "a knows b", 30
+        )
+        wait_for(
+            b, lambda s: [k for k in s["peers_known"] if k["peer"] == a.peer_id], "b knows a", 30
+        )
+        assert b.peer_id not in peers_of(a), a.log_tail()
+        assert a.peer_id not in peers_of(b), b.log_tail()
+        assert c.peer_id in peers_of(a)  # accepted
+
+
 def _asks(node: NodeProc) -> float:
     return node.metric("sentrynet_px_asked_total", answer="changed") + node.metric(
         "sentrynet_px_asked_total", answer="unchanged"

@@ -58,6 +58,14 @@ def run_node(tmp_path: Path, doc: dict[str, dict[str, Any]]) -> subprocess.Compl
         # TOML has nan and inf; `<= 0` is false for nan, so they once passed and stopped
         # the node later (issue 16)
         ({"p2p": {"ping_interval_s": float("nan")}}, "p2p.ping_interval_s: must be a finite"),
+        (
+            {"p2p": {"listen_addrs": ["/ip4/127.0.0.1/tcp/4001"], "low_watermark": 33}},
+            "p2p.low_watermark: must be from 0 to p2p.max_connections (32), got 33",
+        ),
+        (
+            {"p2p": {"listen_addrs": ["/ip4/127.0.0.1/tcp/4001"], "low_watermark": "4"}},
+            "p2p.low_watermark: expected an integer",
+        ),
         ({"chain": {"block_interval_s": float("inf")}}, "chain.block_interval_s: must be a finite"),
         # a '%' in the name broke every log line; digits of another script passed isdigit();
         # a host name made the node exit 1 without naming the key; a p2p listen on the API's
@@ -174,6 +182,7 @@ def test_overrides_are_checked_against_the_same_schema(
 def test_overrides_accept_documented_keys() -> None:
     ok = {"p2p": {"ping_interval_s": 1, "ping_timeout_s": 2.5}, "dcutr": {"enabled": False}}
     assert validate_overrides(ok) == ok
+    assert validate_overrides({"p2p": {"low_watermark": 0}}) == {"p2p": {"low_watermark": 0}}
 
 
 @pytest.mark.loopback

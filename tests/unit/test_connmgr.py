@@ -136,3 +136,10 @@ def test_a_failed_dial_alone_backs_off_to_the_dial_cap() -> None:
     assert r.backoff == DIAL_BACKOFF_MAX_S
     r.hold(1000.0)
     assert not r.due(999.0) and r.due(1000.0)
+
+
+def test_an_explicit_low_watermark_replaces_three_quarters() -> None:
+    assert Watermarks.of(36) == Watermarks(low=27, high=36)
+    assert Watermarks.of(36, low=6) == Watermarks(low=6, high=36)
+    assert Watermarks.of(36, low=0).dial_room(0) == 0
+    assert Watermarks.of(8, low=40).low == 8

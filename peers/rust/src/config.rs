@@ -68,6 +68,9 @@ pub struct Config {
     pub persistent_peers: Vec<Multiaddr>,
     /// `p2p.max_connections`: peer exchange dials learnt peers while fewer are connected
     pub max_connections: usize,
+    /// `p2p.low_watermark`: when set, learnt peers are dialed only while fewer than this
+    /// are connected (0 to max_connections); unset, up to max_connections as before
+    pub low_watermark: Option<usize>,
     /// `p2p.discovery`: serve and ask `/sentrynet/px/1.0.0` (src/px.rs)
     pub discovery: bool,
     pub ping_interval_s: f64,
@@ -119,6 +122,7 @@ const SCHEMA: &[(&str, &[KeySpec])] = &[
             ("listen_addrs", Kind::AddrList, true),
             ("persistent_peers", Kind::AddrList, false),
             ("max_connections", Kind::Int, false),
+            ("low_watermark", Kind::Int, false),
             ("discovery", Kind::Bool, false),
             ("ping_interval_s", Kind::Float, false),
             ("ping_timeout_s", Kind::Float, false),
@@ -382,6 +386,16 @@ pub fn parse(doc: &toml::Table, base: &Path) -> Result<Config, ConfigError> {
     for key in ["p2p.max_connections", "p2p.ping_failures", "dcutr.max_attempts"] {
         c.int_or(key, 1)?;
     }
+    let max_connections = c.int_or("p2p.max_connections", 32)? as usize;
+    let low_watermark = match c.ints.get("p2p.low_watermark") {
+        None => None,
+        Some(&v) if v >= 0 && (v as usize) <= max_connections => Some(v as usize),
+        Some(&v) => {
+            return err(format!(
+                "p2p.low_watermark: must be from 0 to p2p.max_connections ({max_connections}), got {v}"
+            ))
+        }
+    };
     let key_file = PathBuf::from(c.str_or("node.key_file", "node.key"));
     let data_dir = PathBuf::from(c.str_or("node.data_dir", "data"));
     let chain = ChainConfig {
@@ -407,7 +421,8 @@ pub fn parse(doc: &toml::Table, base: &Path) -> Result<Config, ConfigError> {
         key_file: if key_file.is_absolute() { key_file } else { base.join(key_file) },
         listen_addrs,
         persistent_peers: c.addrs("p2p.persistent_peers"),
-        max_connections: c.int_or("p2p.max_connections", 32)? as usize,
+        max_connections,
+        low_watermark,
         discovery: *c.bools.get("p2p.discovery").unwrap_or(&true),
         ping_interval_s: c.float_or("p2p.ping_interval_s", 5.0)?,
         ping_timeout_s: c.float_or("p2p.ping_timeout_s", 10.0)?,

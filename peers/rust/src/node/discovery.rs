@@ -97,7 +97,8 @@ impl Node {
             let connected: HashSet<PeerId> = st.conns.values().map(|c| c.peer).collect();
             let dialing: HashSet<PeerId> = self.px_dials.0.values().map(|d| d.peer).collect();
             let busy = connected.union(&dialing).count();
-            let mut room = self.cfg.max_connections.saturating_sub(busy);
+            let target = self.cfg.low_watermark.unwrap_or(self.cfg.max_connections);
+            let mut room = target.saturating_sub(busy);
             let mut order: Vec<usize> = (0..st.px.known.len()).collect();
             order.sort_by_key(|&i| st.px.known[i].failures);
             let mut due = Vec::new();
