@@ -180,13 +180,12 @@ def _dead_containers(testnet: Testnet) -> list[str]:
     """Containers of the testnet that stopped: waiting for them is pointless (a router's
     one-shot `-ready` container is meant to stop, with code 0)."""
     dead = []
-    for c in docker.containers(testnet.name):
-        if c.status in ("exited", "dead"):
-            code = c.attrs.get("State", {}).get("ExitCode")
-            if code == 0 and c.labels.get("sentrynet.role") == ROUTER_READY_ROLE:
-                continue
-            tail = c.logs(tail=8).decode(errors="replace").strip()
-            dead.append(f"{c.name} exited with code {code}; last log lines:\n{tail}")
+    for c in docker.stopped_containers(testnet.name):
+        code = c.attrs.get("State", {}).get("ExitCode")
+        if code == 0 and c.labels.get("sentrynet.role") == ROUTER_READY_ROLE:
+            continue
+        tail = c.logs(tail=8).decode(errors="replace").strip()
+        dead.append(f"{c.name} exited with code {code}; last log lines:\n{tail}")
     return dead
 
 
