@@ -708,7 +708,10 @@ class HolePunchService:
 
     def observed_addrs(self) -> list[str]:
         """/status `observed_addrs`: where peers have seen us (identify over direct
-        connections, remembered), what CONNECT offers at our listen ports."""
+        connections, remembered), what CONNECT offers at our listen ports. None yet before
+        the service runs: the API answers from the start (it raised, a 500 to /status)."""
+        if self._rt is None:
+            return []
         return [str(e.multiaddr()) for e in self._observed()]
 
     def _punched(self) -> tuple[str, ...]:
