@@ -402,6 +402,12 @@ class DiscoveryService:
                     buf += chunk
         except Exception:
             return
+        if not buf:
+            # no answer at all: the stream or its connection closed before a byte came (a
+            # circuit closed under the request; a peer trimming us). A px server always
+            # answers at least {"peers": []}; nothing is not a malformed message
+            rt.metrics.px_asked_total.labels(answer="none").inc()
+            return
         answer = bytes(buf[:PX_MAX_BYTES])
         now = time.monotonic()
         last = self._px_answers.get(peer)

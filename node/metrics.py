@@ -85,7 +85,8 @@ class Metrics:
         self.px_asked_total = Counter(
             p + "px_asked_total",
             "peer exchange requests this node made, by answer (changed: parsed; unchanged: "
-            "the same bytes as that peer's last answer, not parsed again)",
+            "the same bytes as that peer's last answer, not parsed again; none: the stream "
+            "ended before any byte)",
             ["answer"],
             registry=r,
         )

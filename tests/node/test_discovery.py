@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from probe import probe_host
 
+from node.discovery import PX_ID
 from testkit.procs import NodeProc, NodeProcs, wait_for
 
 pytestmark = pytest.mark.loopback
@@ -107,6 +110,55 @@ def test_a_low_watermark_of_zero_dials_no_learnt_peer_but_accepts(tmp_path: Path
         assert b.peer_id not in peers_of(a), a.log_tail()
         assert a.peer_id not in peers_of(b), b.log_tail()
         assert c.peer_id in peers_of(a)  # accepted
+
+
+@pytest.mark.parametrize(
+    ("answer", "counted_as"),
+    [(b"", "none"), (b"{not json", "malformed")],
+    ids=["nothing", "garbage"],
+)
+def test_a_px_answer_of_nothing_is_no_answer_garbage_is_malformed(
+    tmp_path: Path, answer: bytes, counted_as: str
+) -> None:
+    """A peer whose px stream ends before any byte (a circuit closed under the request, as
+    seen at 32 nodes) gave no answer: it is counted as such, not as a malformed message,
+    which a user would take for a protocol bug between our own nodes. Bytes that do not
+    parse still are malformed, and the node keeps running either way."""
+
+    async def serve(stream: Any) -> None:
+        if answer:
+            await stream.write(answer)
+        await stream.close()
+
+    async def main() -> dict[str, float]:
+        async with probe_host() as peer:
+            peer.set_stream_handler(PX_ID, serve)
+            addr = str(peer.get_addrs()[0])
+            with NodeProcs(tmp_path) as procs:
+                node = await trio.to_thread.run_sync(
+                    lambda: procs.start("n", p2p={"persistent_peers": [addr]})
+                )
+
+                def asked(_: dict[str, Any]) -> float:
+                    return node.metric("sentrynet_px_asked_total", answer="none") + node.metric(
+                        "sentrynet_messages_rejected_total", protocol="px", reason="malformed"
+                    )
+
+                await trio.to_thread.run_sync(
+                    lambda: wait_for(node, asked, "the node to ask the peer for px", 30)
+                )
+                return {
+                    "none": node.metric("sentrynet_px_asked_total", answer="none"),
+                    "malformed": node.metric(
+                        "sentrynet_messages_rejected_total", protocol="px", reason="malformed"
+                    ),
+                    "alive": float(bool(node.status()["peer_id"])),
+                }
+
+    got = trio.run(main)
+    other = "malformed" if counted_as == "none" else "none"
+    assert got[counted_as] >= 1 and got[other] == 0, got
+    assert got["alive"] == 1.0
 
 
 def _asks(node: NodeProc) -> float:
