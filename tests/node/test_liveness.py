@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from libp2p.host.ping import ID as PING_ID
+from probe import probe_host
 
 from testkit.chain import validator_configs
 from testkit.procs import NodeProc, NodeProcs, wait_for, wait_until
@@ -242,3 +245,47 @@ def test_relayed_connection_to_frozen_peer_is_closed(tmp_path: Path) -> None:
             assert not [e for e in closes(dialer, relay_id) if e.get("reason") == "ping_timeout"]
         finally:
             target.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_ping_refused_at_once_waits_its_interval(tmp_path: Path) -> None:
+    """A peer that accepts the ping protocol and ends the stream at once (seen from busy
+    sentries at 64 nodes: StreamEOF within milliseconds). Its answer to the negotiation is
+    data from the peer, so the node rightly calls the peer slow but alive; it must still
+    wait its interval before the next ping. Before, it pinged again at once: 36 ping
+    streams in 6 s to one peer, each a stream negotiation on both ends, on a machine that
+    was already short of CPU."""
+    interval = 1.0
+    opened: list[float] = []
+
+    async def refuse(stream: Any) -> None:
+        opened.append(time.monotonic())
+        await stream.close()
+
+    async def main() -> tuple[list[float], dict[str, Any]]:
+        async with probe_host() as peer:
+            peer.set_stream_handler(PING_ID, refuse)
+            addr = str(peer.get_addrs()[0])
+            with NodeProcs(tmp_path) as procs:
+                node = await trio.to_thread.run_sync(
+                    lambda: procs.start(
+                        "n",
+                        p2p={
+                            "discovery": False,
+                            "persistent_peers": [addr],
+                            **PING,
+                            "ping_interval_s": interval,
+                        },
+                    )
+                )
+                await trio.to_thread.run_sync(
+                    lambda: wait_until(lambda: len(opened) >= 3, "three pings to the peer", 30)
+                )
+                window_start = time.monotonic()
+                await trio.sleep(6 * interval)  # the window over which pings are counted
+                in_window = [t for t in opened if t >= window_start]
+                return in_window, node.status()
+
+    in_window, status = trio.run(main)
+    # one ping per interval (spread by the jitter) over six intervals, not one per round trip
+    assert 3 <= len(in_window) <= 9, f"{len(in_window)} pings in 6 intervals"
+    assert status["liveness"]["closed"] == 0
