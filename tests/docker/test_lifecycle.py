@@ -85,6 +85,36 @@ def test_route_check_catches_a_docker_gateway_route(testnets: Any) -> None:
     assert f"route via Docker gateway {gateway}" in str(err.value)
 
 
+def test_listener_check_catches_wildcards_ipv4_and_ipv6(testnets: Any) -> None:
+    """The listener check can fail, from the kernel's own tables read from the host: a
+    socket on 0.0.0.0 and one on :: (which also takes IPv4 on a dual-stack socket) in the
+    relay are both reported; the node's own listeners are not."""
+    running = testnets.up("wild")
+    tn = running.testnet
+    assert audit.check_listeners(tn) == []
+    relay = docker_ops.client().containers.get(tn.node("relay").container)
+    listen = (
+        "import socket, time\n"
+        "a = socket.socket(socket.AF_INET); a.bind(('0.0.0.0', 4998)); a.listen()\n"
+        "b = socket.socket(socket.AF_INET6); b.bind(('::', 4999)); b.listen()\n"
+        "open('/tmp/listening', 'w').close(); time.sleep(600)\n"
+    )
+    relay.exec_run(["python3", "-c", listen], detach=True)
+    wait_until(
+        lambda: (
+            (code := relay.exec_run(["test", "-f", "/tmp/listening"]).exit_code) == 0,
+            f"test -f exited {code}",
+        ),
+        what="the stray listeners in the relay",
+        deadline_s=30,
+        likely_cause="python3 in the relay's container could not bind the ports",
+    )
+    findings = audit.check_listeners(tn)
+    assert any("relay: listens on wildcard 0.0.0.0:4998" in f for f in findings), findings
+    assert any("relay: listens on wildcard :::4999" in f for f in findings), findings
+    assert all(f.startswith("relay: ") for f in findings), findings
+
+
 def test_failed_start_removes_everything(testnets: Any, tmp_path: Path) -> None:
     """A node whose config is invalid exits at once: up fails fast and leaves nothing."""
     name = testnets.name("bad")

@@ -77,23 +77,6 @@ def test_parse_routes() -> None:
     assert routes[1]["dev"] == "eth0" and "via" not in routes[1]
 
 
-def test_parse_listeners_handles_ipv4_ipv6_and_wildcards() -> None:
-    text = (
-        "LISTEN 0 128 172.28.0.10:4001 0.0.0.0:*\n"
-        "LISTEN 0 5 10.250.1.10:9000 0.0.0.0:*\n"
-        "LISTEN 0 4096 127.0.0.11:42683 0.0.0.0:*\n"
-        "LISTEN 0 128 *:8080 *:*\n"
-        "LISTEN 0 128 [::]:4002 [::]:*\n"
-    )
-    assert audit.parse_listeners(text) == [
-        ("172.28.0.10", 4001),
-        ("10.250.1.10", 9000),
-        ("127.0.0.11", 42683),
-        ("*", 8080),
-        ("::", 4002),
-    ]
-
-
 # --------------------------------------------------------------------------- control path
 
 
