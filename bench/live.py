@@ -250,9 +250,31 @@ def container_stats(container: Any) -> dict[str, float]:
     return {"cpu_s": cpu_ns / 1e9, "mem_bytes": usage - inactive, "t": time.monotonic()}
 
 
-def machine_state() -> dict[str, Any]:
-    """What this machine was doing: cores, load, memory, other testnets, busiest processes."""
+CPU_PROBE_LOOPS = 3_000_000  # additions in one probe round: ~0.2-0.5 CPU-s on these machines
+
+
+def cpu_probe_s(rounds: int = 3) -> float:
+    """CPU seconds of one fixed pure-Python loop (median of `rounds`): how fast this
+    machine runs the interpreter the nodes run on. Figures from two machines are only
+    comparable with it beside them: the same code took 0.6-0.7 CPU-s to import on one
+    machine and 1.5 on another, a day apart. Process CPU time, so other work on the
+    machine slows it only through shared caches, not by taking turns."""
+    times = []
+    for _ in range(rounds):
+        t0 = time.process_time()
+        total = 0
+        for i in range(CPU_PROBE_LOOPS):
+            total += i
+        times.append(time.process_time() - t0)
+    return round(sorted(times)[len(times) // 2], 3)
+
+
+def machine_state(probe: bool = False) -> dict[str, Any]:
+    """What this machine was doing: cores, load, memory, other testnets, busiest processes;
+    with `probe`, how fast it runs Python (cpu_probe_s: worth a second, so only before a run)."""
     state: dict[str, Any] = {"nproc": os.cpu_count()}
+    if probe:
+        state["cpu_probe_s"] = cpu_probe_s()
     with contextlib.suppress(OSError):
         state["loadavg"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     with contextlib.suppress(OSError):

@@ -188,6 +188,13 @@ def _row(name: str, v: Any, unit: str, clock: str) -> str:
     return f"| {name} | {_s(v)} | | | {unit} | {clock} |"
 
 
+def _probe_text(probe: Any) -> str:
+    """The machine's Python speed (bench/live.py cpu_probe_s), when the run measured it."""
+    if not isinstance(probe, int | float):
+        return ""
+    return f" (CPU probe {probe:g} CPU-s, lower is faster: docs/bench.md, Method)"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     h = doc.get("headline") or {}
     m = doc.get("machine", {}).get("before") or {}
@@ -197,7 +204,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"commit `{doc.get('commit')}`{' (dirty tree)' if doc.get('dirty') else ''}, "
         f"{'quick' if doc.get('quick') else 'full'} run, repeat {doc.get('repeat')}, "
         f"{doc.get('started_at')} -> {doc.get('finished_at')} "
-        f"({doc.get('wall_s')} s). Machine: {m.get('nproc')} cores, load "
+        f"({doc.get('wall_s')} s). Machine: {m.get('nproc')} cores"
+        f"{_probe_text(m.get('cpu_probe_s'))}, load "
         f"{m.get('loadavg')}, memory {m.get('mem_gib')} GiB, other testnets running: "
         f"{m.get('testnets_running')}.",
         "",

@@ -148,7 +148,7 @@ def new_run_doc(
         "measurements": names,
         "argv": sys.argv[1:] if argv is None else argv,
         "started_at": started.isoformat(timespec="seconds"),
-        "machine": {"before": live.machine_state()},
+        "machine": {"before": live.machine_state(probe=True)},
         "results": {},
         "errors": {},
         "seconds": {},

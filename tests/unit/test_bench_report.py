@@ -269,6 +269,19 @@ def test_markdown_has_figures_targets_and_notes() -> None:
     assert "| ready_s, 8 nodes | 30 | 30 | 1 | s |" in md
     assert "MISSED" in md and "Where the time goes:" in md
     assert "scale 64 nodes: timed out waiting" in md
+    assert "CPU probe" not in md  # not measured: nothing said
+    doc["machine"]["before"]["cpu_probe_s"] = 0.42
+    assert "2 cores (CPU probe 0.42 CPU-s, lower is faster" in report.markdown(doc)
+
+
+def test_cpu_probe_is_process_time_of_a_fixed_loop() -> None:
+    """The probe runs the same loop each time and reports a positive CPU time; the
+    median of rounds, so one round slowed by a neighbour does not make the figure."""
+    from bench import live
+
+    probe = live.cpu_probe_s(rounds=1)
+    assert 0 < probe < 30
+    assert "cpu_probe_s" not in live.machine_state()  # only asked for before a run
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
