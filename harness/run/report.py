@@ -6,7 +6,9 @@ report.json is the contract CI and people read:
 `seconds` is the time from `up` until the check held (or gave up); expected-negative
 checks carry `"expect": "impossible"|"fails"` and pass when shown impossible; failed checks
 carry `likely_cause`. Extra top-level keys: run_id, testnet, topology, started_at,
-duration_s, up_seconds, kept (testnet left up), error (when the run itself broke).
+duration_s, up_seconds, kept (testnet left up), error (when the run itself broke), machine
+(the load average and cores when the testnet was ready and at the end, and whether the
+machine was saturated: harness/infra/load.py).
 
 Collecting artifacts never raises: a missing log is noted in report.json `artifacts`,
 it does not hide the check results.
@@ -202,6 +204,20 @@ def _write_log(ldir: Path, name: str, read_log: Callable[[str], str]) -> None:
     _wt(ldir / f"{name}.log", read_log(name))
 
 
+def _saturated_line(machine: dict[str, Any]) -> str:
+    """report.json `machine` of a run on a saturated machine, said under the table."""
+    said = []
+    for when in ("at_ready", "at_end"):
+        m = machine.get(when) or {}
+        if m.get("loadavg"):
+            said.append(f"{m['loadavg'][0]:g} {when.replace('_', ' ')}")
+    cores = next((m["cores"] for m in machine.values() if isinstance(m, dict) and m), "?")
+    return (
+        f"machine saturated: load average {', '.join(said)} on {cores} core(s); "
+        "timings and timeouts here reflect this machine (harness/infra/load.py)"
+    )
+
+
 def summary_table(doc: dict[str, Any], width: int = 100) -> str:
     """The table `sentrynet scenario` prints at the end: check, result, seconds, detail; a
     failed check gets a second line with its likely cause."""
@@ -236,6 +252,8 @@ def summary_table(doc: dict[str, Any], width: int = 100) -> str:
     )
     if doc.get("error"):
         lines.append(f"run error: {doc['error']}")
+    if (machine := doc.get("machine") or {}).get("saturated"):
+        lines.append(_saturated_line(machine))
     if doc.get("conclusion"):
         lines.append(textwrap.fill(f"conclusion: {doc['conclusion']}", width))
     return "\n".join(lines)

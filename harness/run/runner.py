@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.client import NOT_READ, NodeStatus, TestnetStatus
+from harness.infra.load import machine_load
 from harness.model import load_topology, reach
 from harness.progress import Progress
 from harness.run import audit, cleanup, graph, report, setup, start
@@ -270,10 +271,25 @@ def write_report(
         error=error,
         artifacts=artifacts or None,
         conclusion=scenario.conclusion(outcomes) if scenario.conclusion else None,
+        machine=_machine(running),
     )
     report.write_results(run_dir, doc)
     progress.say(f"results: {run_dir} (report.json, junit.xml, logs/, status/, events/, graph.svg)")
     return doc, run_dir
+
+
+def _machine(running: RunningTestnet | None) -> dict[str, Any] | None:
+    """The machine's load when the testnet was ready and at the end of the run (report.json
+    `machine`): what a check's seconds and timeouts were measured against."""
+    end = machine_load()
+    ready = running.load_at_ready if running is not None else None
+    if end is None and ready is None:
+        return None
+    return {
+        "at_ready": ready.to_json() if ready else None,
+        "at_end": end.to_json() if end else None,
+        "saturated": any(x is not None and x.saturated for x in (ready, end)),
+    }
 
 
 def _outside_views(running: RunningTestnet) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from harness.client import TestnetStatus
 from harness.errors import SentrynetError
 from harness.infra import docker, netstate, swarm
 from harness.infra.compose import Compose, compose_version
+from harness.infra.load import machine_load
 from harness.model import Node, Testnet
 from harness.progress import Progress
 from harness.run import audit, cleanup, hosts
@@ -83,6 +84,9 @@ def up(
         f"testnet {running.name} is up: {len(running.testnet.nodes)} nodes ready "
         f"{running.timings['up_to_ready_s']:.1f}s after compose up ({running.run_dir})"
     )
+    running.load_at_ready = machine_load()
+    if running.load_at_ready is not None and (warning := running.load_at_ready.warning()):
+        progress.say(warning)
     return running
 
 

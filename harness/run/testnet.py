@@ -23,6 +23,7 @@ from harness.checks import Check, Observation, Verdict
 from harness.client import NodeClient, TestnetStatus
 from harness.errors import SentrynetError
 from harness.infra import docker
+from harness.infra.load import MachineLoad
 from harness.model import Testnet, Topology
 from harness.model.testnet import TESTNET_FILE
 from harness.progress import Progress
@@ -47,6 +48,7 @@ class RunningTestnet:
     started_at: str = field(default_factory=_now_iso)  # wall clock, for reports
     timings: dict[str, float] = field(default_factory=dict)
     topology: Topology | None = None  # as written (scenario runs: reach.py reads it)
+    load_at_ready: MachineLoad | None = None  # the machine's load when `up` returned
     _observer: Observer | None = field(default=None, repr=False)
 
     @property
