@@ -44,7 +44,11 @@ async def _dial_and_echo() -> tuple[int, int, list[bytes]]:
         a_port = int(a.get_addrs()[0].value_for_protocol("udp"))
         with trio.fail_after(15):
             await a.connect(info_from_p2p_addr(b.get_addrs()[0]))
-            seen = b.get_network().get_connections(a.get_id())[0]
+            # the listening side registers the connection on its own task, after the dialer
+            # returns: wait for it (CI run at 057baa0 read an empty list here)
+            while not (conns := b.get_network().get_connections(a.get_id())):
+                await trio.sleep(0.01)
+            seen = conns[0]
             b_sees = int(seen.get_transport_addresses()[0].value_for_protocol("udp"))
             replies = []
             for src, dst in ((a, b), (b, a)):
