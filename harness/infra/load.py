@@ -37,15 +37,15 @@ class MachineLoad:
         return self.per_core > SATURATED_PER_CORE
 
     def describe(self) -> str:
-        return f"load average {self.load1:g} on {self.cores} core(s) ({self.per_core:.1f} per core)"
+        return f"load average {self.load1:g} on {self.cores} core(s), {self.per_core:.1f} per core"
 
     def warning(self) -> str | None:
         """What `up` says when the machine is saturated, else None."""
         if not self.saturated:
             return None
         return (
-            f"warning: this machine is saturated ({self.describe()}, more than "
-            f"{SATURATED_PER_CORE:g} per core): nodes answer late, and a check's deadline or a "
+            f"warning: this machine is saturated ({self.describe()}; more than "
+            f"{SATURATED_PER_CORE:g} is saturated): nodes answer late, and a check's deadline or a "
             "node's timeout that runs out here says as much about this machine as about the "
             "protocol: fewer nodes, more cores, or longer check deadlines "
             "(SENTRYNET_DEADLINE_SCALE=2)"
