@@ -31,6 +31,7 @@ from harness.checks import Observation
 from harness.client import NodeClient, NodeUnreachable
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
+from harness.infra.load import machine_load
 from harness.model import load_topology
 from harness.run import cleanup, start
 from harness.run.setup import free_subnet_overrides
@@ -275,8 +276,8 @@ def machine_state(probe: bool = False) -> dict[str, Any]:
     state: dict[str, Any] = {"nproc": os.cpu_count()}
     if probe:
         state["cpu_probe_s"] = cpu_probe_s()
-    with contextlib.suppress(OSError):
-        state["loadavg"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    if (load := machine_load()) is not None:
+        state["loadavg"] = [load.load1, load.load5, load.load15]
     with contextlib.suppress(OSError):
         mem = {}
         for line in Path("/proc/meminfo").read_text().splitlines():

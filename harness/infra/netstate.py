@@ -254,18 +254,32 @@ class Table:
 def read_proc_net(container: Container, name: str) -> Table:
     """`/proc/net/<name>` of the container's network namespace (see the module docstring).
     Every error names the file."""
-    fail = f"cannot read /proc/net/{name}"
+    return read_proc_nets(container, name)[0]
+
+
+def read_proc_nets(container: Container, *names: str) -> list[Table]:
+    """`/proc/net/<name>` for each name, from one look at the container (one inspect for
+    several tables: the listener audit reads tcp and tcp6 of every node)."""
     try:
         container.reload()
     except Exception as exc:
-        return Table(None, f"{fail}: container gone: {exc}")
+        return [Table(None, f"cannot read /proc/net/{n}: container gone: {exc}") for n in names]
     state = container.attrs.get("State", {})
     if state.get("Status") != "running":
-        return Table(None, f"{fail}: container {state.get('Status', '?')}")
+        status = state.get("Status", "?")
+        return [Table(None, f"cannot read /proc/net/{n}: container {status}") for n in names]
     pid = int(state.get("Pid") or 0)
     # another host's pid names another process here, if any: only a local one is read
-    if pid > 0 and docker_ops.is_local(container):
-        path = Path(f"/proc/{pid}/net/{name}")
+    local_pid = pid if pid > 0 and docker_ops.is_local(container) else 0
+    return [_read_one(container, local_pid, n) for n in names]
+
+
+def _read_one(container: Container, local_pid: int, name: str) -> Table:
+    """One table of a running container: from the host through `local_pid`, else (a remote
+    engine, or a pid not in this host's namespace) with `docker exec cat`."""
+    fail = f"cannot read /proc/net/{name}"
+    if local_pid:
+        path = Path(f"/proc/{local_pid}/net/{name}")
         try:
             return Table(path.read_text(errors="replace"), via="host /proc")
         except FileNotFoundError:
@@ -300,7 +314,7 @@ def tcp_table(container: Container) -> tuple[list[TcpSocket] | None, str | None]
 
 def listeners(container: Container) -> tuple[list[tuple[str, int]] | None, str | None]:
     """(ip, port) of every LISTEN socket in the namespace, IPv4 and IPv6 (listening_on)."""
-    return listening_on(read_proc_net(container, "tcp"), read_proc_net(container, "tcp6"))
+    return listening_on(*read_proc_nets(container, "tcp", "tcp6"))
 
 
 def listening_on(tcp: Table, tcp6: Table) -> tuple[list[tuple[str, int]] | None, str | None]:
