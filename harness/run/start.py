@@ -84,9 +84,6 @@ def up(
         f"testnet {running.name} is up: {len(running.testnet.nodes)} nodes ready "
         f"{running.timings['up_to_ready_s']:.1f}s after compose up ({running.run_dir})"
     )
-    running.load_at_ready = machine_load()
-    if running.load_at_ready is not None and (warning := running.load_at_ready.warning()):
-        progress.say(warning)
     return running
 
 
@@ -112,7 +109,7 @@ def start(
             hosts.start_services(testnet, ready.run_dir, compose, clients, progress)
             wait_ready(testnet, progress, ready_deadline_s)
             timings["up_to_ready_s"] = time.monotonic() - t_up
-            return RunningTestnet(testnet, ready.run_dir, t_up=t_up, timings=timings)
+            return _ready(testnet, ready.run_dir, t_up, timings, progress)
         if testnet.engine == "swarm":
             swarm.ensure(progress, avoid=[n.subnet for n in (*testnet.networks, testnet.control)])
         with progress.step(f"compose up ({compose_version()}, image {images})"):
@@ -128,7 +125,19 @@ def start(
                 raise
         wait_ready(testnet, progress, ready_deadline_s)
     timings["up_to_ready_s"] = time.monotonic() - t_up
-    return RunningTestnet(testnet, ready.run_dir, t_up=t_up, timings=timings)
+    return _ready(testnet, ready.run_dir, t_up, timings, progress)
+
+
+def _ready(
+    testnet: Testnet, run_dir: Path, t_up: float, timings: dict[str, float], progress: Progress
+) -> RunningTestnet:
+    """The handle of a testnet whose nodes all answer, with the machine's load at that
+    moment (harness/infra/load.py), said as a warning when the machine is saturated: every
+    start (`up`, a scenario run, the bench) comes through here."""
+    load = machine_load()
+    if load is not None and (warning := load.warning()):
+        progress.say(warning)
+    return RunningTestnet(testnet, run_dir, t_up=t_up, timings=timings, load_at_ready=load)
 
 
 def setup_and_start(

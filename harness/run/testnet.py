@@ -48,7 +48,7 @@ class RunningTestnet:
     started_at: str = field(default_factory=_now_iso)  # wall clock, for reports
     timings: dict[str, float] = field(default_factory=dict)
     topology: Topology | None = None  # as written (scenario runs: reach.py reads it)
-    load_at_ready: MachineLoad | None = None  # the machine's load when `up` returned
+    load_at_ready: MachineLoad | None = None  # the machine's load when every node answered
     _observer: Observer | None = field(default=None, repr=False)
 
     @property
