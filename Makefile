@@ -63,21 +63,31 @@ rust-node:
 	cd $(RUST_DIR) && CARGO_TARGET_DIR=$(RUST_TARGET) nice -n $(CARGO_NICE) $(CARGO) build --locked $(if $(CARGO_JOBS),-j $(CARGO_JOBS))
 	@echo "rust node: $(RUST_NODE)"
 
-# Images first (the Docker tests need them), then two pytest runs. First every tier but the
-# scenarios, one test after another (conftest orders unit -> loopback/netns -> docker, so the
-# fast failures come first, and timing-sensitive node tests have the CPU to themselves).
-# Then the scenario tier, SCENARIO_WORKERS testnets at a time: its checks mostly wait on the
-# testnets. pytest-xdist with --dist loadscope hands each class, one testnet's checks, to one
-# worker (scenarios/test_scenarios.py); 0 runs it in-process, one testnet at a time.
-# PYTEST_ARGS go to both runs (a -m in them replaces the split); both run when the first
-# fails; a run that selects nothing (exit 5) is no failure unless both select nothing.
+# Images first (the Docker tests need them), then three pytest runs:
+# 1. unit, loopback, netns and interop tests, NODE_WORKERS processes at a time (pytest-xdist
+#    --dist loadfile: one file's tests on one worker, in file order, so a module's fixtures
+#    are built once). Their nodes mostly wait on timers and sockets; every loopback port is
+#    the kernel's pick and every netns lab has its own names and control subnet, so two
+#    workers do not meet. conftest orders unit -> loopback/netns/interop: fast failures first.
+# 2. the Docker tests but the scenarios, one after another (they start and kill testnets,
+#    images and whole pytest tiers of their own).
+# 3. the scenario tier, SCENARIO_WORKERS testnets at a time: its checks mostly wait on the
+#    testnets. --dist loadscope hands each class, one testnet's checks, to one worker
+#    (scenarios/test_scenarios.py).
+# A workers setting of 0 runs that tier in-process. PYTEST_ARGS go to every run: select with
+# paths or -k (a path outside a tier makes that run select nothing, exit 5, which is no
+# failure unless no run selects anything); a -m in them replaces the split. Every run runs
+# when an earlier one fails.
+NODE_WORKERS ?= 2
 SCENARIO_WORKERS ?= 2
+xdist = $(if $(filter 0,$(1)),,-n $(1) --dist $(2))
 test: venv images
-	@rc1=0; rc2=0; \
-	$(BIN)/pytest -m "not scenario" $(PYTEST_ARGS) || rc1=$$?; \
-	$(BIN)/pytest -m scenario $(if $(filter 0,$(SCENARIO_WORKERS)),,-n $(SCENARIO_WORKERS) --dist loadscope) $(PYTEST_ARGS) || rc2=$$?; \
-	if [ $$rc1 = 5 ] && [ $$rc2 = 5 ]; then echo "make test: no test selected" >&2; exit 5; fi; \
-	for rc in $$rc1 $$rc2; do [ $$rc = 0 ] || [ $$rc = 5 ] || { echo "make test: failed (non-scenario tiers: exit $$rc1, scenario tier: exit $$rc2)" >&2; exit 1; }; done
+	@rc1=0; rc2=0; rc3=0; \
+	$(BIN)/pytest -m "not docker and not scenario" $(call xdist,$(NODE_WORKERS),loadfile) $(PYTEST_ARGS) || rc1=$$?; \
+	$(BIN)/pytest -m "docker and not scenario" $(PYTEST_ARGS) || rc2=$$?; \
+	$(BIN)/pytest -m scenario $(call xdist,$(SCENARIO_WORKERS),loadscope) $(PYTEST_ARGS) || rc3=$$?; \
+	if [ $$rc1 = 5 ] && [ $$rc2 = 5 ] && [ $$rc3 = 5 ]; then echo "make test: no test selected" >&2; exit 5; fi; \
+	for rc in $$rc1 $$rc2 $$rc3; do [ $$rc = 0 ] || [ $$rc = 5 ] || { echo "make test: failed (node tiers: exit $$rc1, Docker tier: exit $$rc2, scenario tier: exit $$rc3)" >&2; exit 1; }; done
 
 test-unit: venv
 	$(BIN)/pytest -m "not docker and not scenario" $(PYTEST_ARGS)
