@@ -73,6 +73,7 @@ class NodeDialer:
         self.tracker = tracker
         self.rt: NodeRuntime | None = None
         self._flights: dict[tuple[str, str], _Flight] = {}
+        self._circuits: dict[str, int] = {}  # peer -> circuit dials to it under way
         self.dials_started = 0  # direct/address/circuit dials really made (not joined)
 
     def bind(self, rt: NodeRuntime) -> None:
@@ -80,9 +81,12 @@ class NodeDialer:
         self.rt = rt
 
     # -- single flight --
-    def in_flight(self, peer: ID) -> bool:
-        """A dial to peer (direct or circuit) is under way."""
-        return any(k[1] == str(peer) for k in list(self._flights))
+    def circuit_in_flight(self, peer: ID) -> bool:
+        """A circuit to peer is being opened (its CONNECT through a relay under way). Only
+        such a dial can bring a second relayed connection to a peer that has reached us
+        through a relay: a direct dial that fails falls back to the connection already
+        there (_try_relayed), one that succeeds is direct."""
+        return self._circuits.get(str(peer), 0) > 0
 
     async def _single_flight(self, key: tuple[str, str], fn: Callable[[], Awaitable[Any]]) -> Any:
         flight = self._flights.get(key)
@@ -265,7 +269,14 @@ class NodeDialer:
                 if best is not None:  # the peer reached us meanwhile: no second connection
                     return best.conn
                 self.dials_started += 1
-                conn = await dial_circuit(self.rt, relay, peer_id)
+                key = str(peer_id)
+                self._circuits[key] = self._circuits.get(key, 0) + 1
+                try:
+                    conn = await dial_circuit(self.rt, relay, peer_id)
+                finally:
+                    self._circuits[key] -= 1
+                    if not self._circuits[key]:
+                        del self._circuits[key]
                 log.info("reached %s through relay %s", peer_id, relay)
                 return conn
             except (CircuitError, Exception) as exc:

@@ -445,8 +445,8 @@ class Dialer(Protocol):
 
     async def connect(self, peer_id: ID) -> INetConn: ...
 
-    def in_flight(self, peer_id: ID) -> bool:
-        """A dial to peer_id (direct or circuit) is under way."""
+    def circuit_in_flight(self, peer_id: ID) -> bool:
+        """A circuit to peer_id is being opened through a relay."""
         ...
 
     async def connect_addr(self, addr: multiaddr.Multiaddr) -> ID: ...

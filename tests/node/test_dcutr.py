@@ -10,6 +10,8 @@ punch through real NAT routers is tests/node/test_dcutr_netns.py.
 from __future__ import annotations
 
 import json
+import select
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -260,3 +262,44 @@ def test_closing_the_relayed_leg_keeps_the_connection_to_the_relay(tmp_path: Pat
                     )
         for node in (listener, dialer):
             assert node.status()["reservations"], node.name
+
+
+def test_a_direct_dial_in_flight_does_not_hold_the_punch(tmp_path: Path) -> None:
+    """The listener L is dialing D directly, to an address that accepts TCP and never
+    answers (as a dial into a NAT hangs until its timeout), when D reaches L through the
+    relay. L initiates at once: a direct dial that fails falls back to the relayed
+    connection already there, so only a circuit of ours in flight is waited for
+    (DCUtRService._settle). Before, L waited for the hanging dial (the handshake's timeout,
+    bounded by SETTLE_S) before its CONNECT."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes TCP handshakes; nothing ever answers Noise
+    with silent, NodeProcs(tmp_path) as procs:
+        p2p = {"discovery": False}
+        relay = procs.start("relay", p2p=p2p, relay={"enabled": True, "mode": "server"})
+        client = {"enabled": True, "mode": "client", "relay_servers": [relay.full_addr]}
+        first = procs.start("dialer", p2p=p2p)  # its key, to name it in L's config
+        did = first.peer_id
+        first.stop()
+        hang = f"/ip4/127.0.0.1/tcp/{silent.getsockname()[1]}/p2p/{did}"
+        listener = procs.start("listener", p2p={**p2p, "persistent_peers": [hang]}, relay=client)
+        wait_for(listener, lambda s: s["reservations"], "a reservation on the relay", 30)
+        wait_until(
+            lambda: select.select([silent], [], [], 0)[0],
+            "the listener's direct dial to reach the silent address",
+            30,
+        )
+        circuit = f"{relay.full_addr}/p2p-circuit/p2p/{listener.peer_id}"
+        procs.start("dialer", p2p={**p2p, "persistent_peers": [circuit]}, relay=client)
+
+        def started_after_relayed() -> list[float]:
+            ev = [e for e in listener.events() if e.get("peer") == did]
+            opened = [e["t"] for e in ev if e["type"] == "connection_opened"
+                      and e["kind"] == "relayed"]  # fmt: skip
+            started = [e["t"] for e in ev if e["type"] == "dcutr_started"
+                       and e["role"] == "initiator"]  # fmt: skip
+            return [started[0] - opened[0]] if opened and started else []
+
+        [gap] = wait_until(started_after_relayed, "the listener's first DCUtR attempt", 60)
+        assert gap < 3.0, f"the punch waited {gap:.2f} s after the relayed connection opened"
+        wait_for(listener, upgraded(listener, did), "DCUtR upgrade on the listener", 60)
