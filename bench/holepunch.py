@@ -9,6 +9,9 @@ Per pair, on the initiating node, node-monotonic clock throughout:
   attempt and back-off included): what a user waits for a direct connection;
 - punch_s: `duration_s` of the successful attempt (CONNECT sent -> direct connection);
 - rtt_s: the relayed round trip DCUtR measured (CONNECT -> CONNECT reply over the circuit);
+- first_attempt_after_s: relayed `connection_opened` -> the first attempt's start (what the
+  initiator waited for before it: its own circuit in flight, an observed address);
+- failed_attempts: each failed attempt's reason, duration, phases and detail;
 - target_s = 1 + 3 * rtt_s (the target "within 1 s plus 3 relayed RTTs").
 success ratio = pairs that ended direct / pairs with at least one attempt. A pair whose
 attempts are still running at the deadline counts as attempted, not succeeded.
@@ -28,6 +31,7 @@ from node.contract import DcutrAttempt
 NAT_TYPES = ("cone", "symmetric")
 TARGET_BASE_S = 1.0
 TARGET_RTTS = 3
+DETAIL_CHARS = 300  # of a failed attempt's detail, kept with its pair (why an upgrade was slow)
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:
@@ -83,6 +87,20 @@ def _pair_row(
             r.duration_s for r in recs if r.outcome == "failed" and r.duration_s is not None
         ],
     }
+    if peer in relayed_at and recs and recs[0].at is not None:
+        # before the first attempt: the wait for our own circuit in flight, an observation
+        row["first_attempt_after_s"] = round(float(recs[0].at) - relayed_at[peer], 4)
+    row["failed_attempts"] = [
+        {
+            "attempt": r.attempt,
+            "reason": r.reason,
+            "duration_s": r.duration_s,
+            "phases": dict(r.phases),
+            "detail": (r.detail or "")[:DETAIL_CHARS],
+        }
+        for r in recs
+        if r.outcome == "failed"
+    ]
     if ok is None:
         return row
     row["punch_s"] = ok.duration_s

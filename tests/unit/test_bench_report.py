@@ -169,7 +169,18 @@ def test_holepunch_pair_samples(tmp_path: Path) -> None:
         "a0": (
             {
                 "dcutr": [
-                    rec("b0", 10.2, "failed", reason="timeout", rtt_s=0.05, final=False),
+                    rec(
+                        "b0",
+                        10.2,
+                        "failed",
+                        reason="timeout",
+                        rtt_s=0.05,
+                        final=False,
+                        duration_s=5.0,
+                        detail="no direct connection within 5.0s",
+                        phases={"stream": 0.01, "dial": 0.1},
+                        attempt=1,
+                    ),
                     rec("b0", 16.0, "succeeded", duration_s=0.3, rtt_s=0.04, attempt=2),
                     rec("b1", 10.1, "failed", reason="timeout", rtt_s=0.05, final=True),
                 ]
@@ -186,6 +197,16 @@ def test_holepunch_pair_samples(tmp_path: Path) -> None:
     ok = by[("a0", "b0")]
     assert ok["outcome"] == "succeeded" and ok["attempts"] == 2
     assert ok["upgrade_s"] == pytest.approx(6.3)
+    assert ok["first_attempt_after_s"] == pytest.approx(0.2)
+    assert ok["failed_attempts"] == [
+        {
+            "attempt": 1,
+            "reason": "timeout",
+            "duration_s": 5.0,
+            "phases": {"stream": 0.01, "dial": 0.1},
+            "detail": "no direct connection within 5.0s",
+        }
+    ]
     assert ok["target_s"] == pytest.approx(1.12) and ok["target_met"] is False
     assert by[("a0", "b1")]["outcome"] == "failed"
     assert by[("b0", "a1")]["outcome"] == "pending"
