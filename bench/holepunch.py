@@ -12,6 +12,8 @@ Per pair, on the initiating node, node-monotonic clock throughout:
 - first_attempt_after_s: relayed `connection_opened` -> the first attempt's start (what the
   initiator waited for before it: its own circuit in flight, an observed address);
 - failed_attempts: each failed attempt's reason, duration, phases and detail;
+- sessions (a pair that missed its target or did not go direct): both ends' DCUtR
+  sessions with each other, initiator and responder, by start;
 - target_s = 1 + 3 * rtt_s (the target "within 1 s plus 3 relayed RTTs").
 success ratio = pairs that ended direct / pairs with at least one attempt. A pair whose
 attempts are still running at the deadline counts as attempted, not succeeded.
@@ -60,7 +62,40 @@ def pair_samples(obs: Observation) -> list[dict[str, Any]]:
             # a pair seen from both ends: keep the end that succeeded, else the first
             if prev is None or (prev["outcome"] != "succeeded" and row["outcome"] == "succeeded"):
                 pairs[key] = row
+                if row.get("target_met") is not True:
+                    row["sessions"] = sessions(obs, me, row["peer"], relayed_at.get(peer))
     return sorted(pairs.values(), key=lambda r: (r["initiator"], r["peer"]))
+
+
+def sessions(obs: Observation, a: str, b: str, t0: float | None) -> list[dict[str, Any]]:
+    """Every DCUtR session of the pair a-b from both ends (initiator and responder rows),
+    by start: which end drove when, and how each ended. Kept for a pair that missed its
+    target or did not go direct. `at_s` counts from `t0` (a's relayed connection), else
+    from the first session; the nodes share the host's monotonic clock (live.clock_check)."""
+    ids = {n.name: n.peer_id for n in obs.nodes.values()}
+    rows = [
+        (node, r)
+        for node, other in ((a, b), (b, a))
+        if node in obs.status
+        for r in obs.status[node].dcutr
+        if str(r.peer) == ids.get(other) and r.at is not None
+    ]
+    if not rows:
+        return []
+    ref = t0 if t0 is not None else min(float(r.at or 0) for _, r in rows)
+    return [
+        {
+            "node": node,
+            "role": r.role,
+            "attempt": r.attempt,
+            "outcome": r.outcome,
+            "reason": r.reason,
+            "at_s": round(float(r.at or 0) - ref, 4),
+            "duration_s": r.duration_s,
+            "phases": dict(r.phases),
+        }
+        for node, r in sorted(rows, key=lambda nr: float(nr[1].at or 0))
+    ]
 
 
 def _pair_row(

@@ -190,7 +190,15 @@ def test_holepunch_pair_samples(tmp_path: Path) -> None:
                 {"t": 16.3, "type": "dcutr_succeeded", "peer": pid["b0"]},
             ],
         ),
-        "b0": ({"dcutr": [rec("a1", 5.0, "started")]}, []),
+        "b0": (
+            {
+                "dcutr": [
+                    rec("a1", 5.0, "started"),
+                    {"peer": pid["a0"], "role": "responder", "at": 10.3, "outcome": "failed"},
+                ]
+            },
+            [],
+        ),
     }
     rows = holepunch.pair_samples(_obs(tn, data))
     by = {(r["initiator"], r["peer"]): r for r in rows}
@@ -208,7 +216,13 @@ def test_holepunch_pair_samples(tmp_path: Path) -> None:
         }
     ]
     assert ok["target_s"] == pytest.approx(1.12) and ok["target_met"] is False
+    assert [(x["node"], x["role"], x["at_s"]) for x in ok["sessions"]] == [
+        ("a0", "initiator", pytest.approx(0.2)),
+        ("b0", "responder", pytest.approx(0.3)),
+        ("a0", "initiator", pytest.approx(6.0)),
+    ]
     assert by[("a0", "b1")]["outcome"] == "failed"
+    assert [x["node"] for x in by[("a0", "b1")]["sessions"]] == ["a0"]
     assert by[("b0", "a1")]["outcome"] == "pending"
     s = holepunch.summarize(rows)
     assert s["pairs"] == 3 and s["succeeded"] == 1
