@@ -33,7 +33,10 @@ OWNER_LABEL = "sentrynet.swarm-owner"  # on the swarm node: sentrynet initialise
 GWBRIDGE_LABEL = "sentrynet.gwbridge-before"  # "present" | "absent" when it initialised it
 GWBRIDGE = "docker_gwbridge"
 LISTEN = "127.0.0.1:2377"
-GWBRIDGE_DEADLINE_S = 30.0
+# After `swarm leave` the engine detaches the ingress sandbox from docker_gwbridge, which
+# cannot be removed before: within a second usually, more than 30 s once in a CI run (engine
+# 20.10, the Docker tier running alone); the ingress network went with it minutes later.
+GWBRIDGE_DEADLINE_S = 120.0
 INGRESS_DEADLINE_S = 30.0
 POOLS = ("10.249.0.0/16", "10.248.0.0/16", "10.247.0.0/16", "10.246.0.0/16")
 
