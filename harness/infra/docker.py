@@ -389,12 +389,20 @@ OVERLAY_RELEASE_S = 30.0
 
 
 def _still_attached_elsewhere(exc: BaseException) -> bool:
-    return isinstance(exc, docker.errors.APIError) and "in use by task" in str(exc)
+    """The engine still counts something on the network that is going: a swarm task
+    ("in use by task"), or the endpoint of a container it has just removed ("has active
+    endpoints": seen in a CI run, where a testnet's control network stayed after `down` and
+    had no endpoint minutes later)."""
+    text = str(exc)
+    return isinstance(exc, docker.errors.APIError) and (
+        "in use by task" in text or "has active endpoints" in text
+    )
 
 
 def _remove_network(net: Any, patient: bool) -> None:
-    """`net.remove()`, waiting (bounded) while the swarm still counts a task on it; not
-    `patient` when a host of the testnet did not answer (its tasks will not go)."""
+    """`net.remove()`, waiting (bounded) while the engine still counts a task or a removed
+    container's endpoint on it; not `patient` when a host of the testnet did not answer (its
+    tasks will not go)."""
     if not patient:
         net.remove()
         return

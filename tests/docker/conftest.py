@@ -84,10 +84,13 @@ class Testnets:
         return leftovers(name)
 
     def cleanup(self) -> list[str]:
+        """What is left after `down` of every testnet named here, with the errors `down`
+        reported for it (why it is left)."""
         left = []
         for name in self.names:
-            cleanup.down(name)
-            left += leftovers(name)
+            removed = cleanup.down(name)
+            still = leftovers(name)
+            left += still + ([f"(down said: {'; '.join(removed.errors)})"] if still else [])
         return left
 
 
