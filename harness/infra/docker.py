@@ -345,7 +345,7 @@ def remove_testnet(name: str) -> Removed:
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
-            removed.errors.append(f"network {n.name}: {exc.explanation or exc}")
+            removed.errors.append(f"network {n.name}: {network_refusal(n, exc)}")
     for v in vols:
         try:
             v.remove(force=True)
@@ -389,20 +389,27 @@ OVERLAY_RELEASE_S = 30.0
 
 
 def _still_attached_elsewhere(exc: BaseException) -> bool:
-    """The engine still counts something on the network that is going: a swarm task
-    ("in use by task"), or the endpoint of a container it has just removed ("has active
-    endpoints": seen in a CI run, where a testnet's control network stayed after `down` and
-    had no endpoint minutes later)."""
-    text = str(exc)
-    return isinstance(exc, docker.errors.APIError) and (
-        "in use by task" in text or "has active endpoints" in text
-    )
+    return isinstance(exc, docker.errors.APIError) and "in use by task" in str(exc)
+
+
+def network_refusal(net: Any, exc: docker.errors.APIError) -> str:
+    """Why the engine would not remove a testnet's network, with what to do when it is the
+    engine's own fault: a network that no container is attached to and that the engine still
+    says "has active endpoints" for keeps a stale endpoint count (seen on engine 20.10 in a CI
+    run: a testnet's control network, still refused 15 minutes later). Only a restart of the
+    daemon clears it."""
+    text = str(exc.explanation or exc)
+    if "has active endpoints" in text and not (net.attrs.get("Containers") or {}):
+        text += (
+            " (no container is attached: the Docker engine keeps a stale endpoint count for"
+            " it, which only a restart of the daemon clears; restart it, then run down again)"
+        )
+    return text
 
 
 def _remove_network(net: Any, patient: bool) -> None:
-    """`net.remove()`, waiting (bounded) while the engine still counts a task or a removed
-    container's endpoint on it; not `patient` when a host of the testnet did not answer (its
-    tasks will not go)."""
+    """`net.remove()`, waiting (bounded) while the swarm still counts a task on it; not
+    `patient` when a host of the testnet did not answer (its tasks will not go)."""
     if not patient:
         net.remove()
         return
