@@ -171,17 +171,23 @@ def release_if_unused(except_testnet: str | None = None) -> str | None:
     said = "left the single-node swarm sentrynet had initialised"
     if gw_before == "absent" and _gwbridges():
         try:
-            wait_until(
-                _gwbridge_removed,
-                what=f"{GWBRIDGE} to be removed",
-                deadline_s=GWBRIDGE_DEADLINE_S,
-                likely_cause="the engine still detaches the ingress sandbox from it after the "
-                "swarm was left",
-            )
+            remove_gwbridge()
             said += f" and removed {GWBRIDGE}"
         except WaitTimeout as exc:
             said += f"; {GWBRIDGE} not removed ({exc.last_seen}): `docker network rm {GWBRIDGE}`"
     return said
+
+
+def remove_gwbridge() -> None:
+    """Remove docker_gwbridge once the engine lets go of it (GWBRIDGE_DEADLINE_S); raises
+    WaitTimeout naming what it last saw."""
+    wait_until(
+        _gwbridge_removed,
+        what=f"{GWBRIDGE} to be removed",
+        deadline_s=GWBRIDGE_DEADLINE_S,
+        likely_cause="the engine still detaches the ingress sandbox from it after the swarm "
+        "was left",
+    )
 
 
 def _gwbridge_removed() -> tuple[bool, str]:

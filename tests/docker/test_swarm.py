@@ -42,12 +42,7 @@ def inactive() -> Iterator[set[str]]:
     if swarm.state().state != "inactive":
         client.swarm.leave(force=True)
     if swarm.GWBRIDGE not in before:  # polled: the engine may still hold its endpoint
-        wait_until(
-            swarm._gwbridge_removed,
-            what=f"{swarm.GWBRIDGE} to be removed",
-            deadline_s=swarm.GWBRIDGE_DEADLINE_S,
-            likely_cause="the engine still detaches the ingress sandbox after the swarm was left",
-        )
+        swarm.remove_gwbridge()
     assert _networks() == before
 
 
