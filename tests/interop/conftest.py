@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "node"))
 
+from netns import nat_lab
 from rustnode import RUST_NODE, build, find_cargo, in_ci
+
+__all__ = ["cargo", "nat_lab", "rust_node"]
 
 
 @pytest.fixture(scope="session")

@@ -43,9 +43,12 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from testkit.procs import REPO, NodeProc, wait_for, write_node_config
 
@@ -282,12 +285,23 @@ class NatLab:
         return p
 
     def start_node(
-        self, host: Host, wait_ready: bool = True, **sections: dict[str, Any]
+        self,
+        host: Host,
+        wait_ready: bool = True,
+        command: Callable[[Path], list[str]] | None = None,
+        key: bytes | None = None,
+        **sections: dict[str, Any],
     ) -> LabNode:
         """Write a node config for `host` (p2p on its data IP, API on its control IP) and
-        run `python -m node` in its namespace. Returns a testkit.procs.NodeProc."""
+        run `python -m node` in its namespace, or `command(config_path)` (another
+        implementation reading the same node.toml). `key`: the node key file's bytes (a
+        peer id known before the node starts), else the node makes one. Returns a
+        testkit.procs.NodeProc."""
         assert host.control_ip is not None
         d = self.workdir / host.name
+        if key is not None:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "node.key").write_bytes(key)
         listen = [f"/ip4/{ip}/tcp/{P2P_PORT}" for ip in (host.ip, host.public_ip) if ip]
         p2p = {"listen_addrs": listen, **sections.get("p2p", {})}
         doc, path = write_node_config(
@@ -307,8 +321,8 @@ class NatLab:
             config=doc,
             host=host,
         )
-        node.proc = self.run(host, [sys.executable, "-m", "node", "--config", str(path)],
-                             node.log_path)  # fmt: skip
+        argv = command(path) if command else [sys.executable, "-m", "node", "--config", str(path)]
+        node.proc = self.run(host, argv, node.log_path)
         self.nodes.append(node)
         if wait_ready:
             wait_for(node, lambda s: s.get("ready") and s.get("peer_id"), "ready node", 30)
@@ -424,3 +438,24 @@ class NatLab:
             if str(net.network_address)[:-1] not in used:
                 return net
         raise LabError("no free /24 in 198.18.0.0/15 for the control network")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture
+def nat_lab(tmp_path: Path) -> Iterator[NatLab]:
+    """A lab for one test, cleaned up after it. Without root it skips locally (reason shown
+    by -ra) but FAILS with CI=true: CI runs as root, so a missing lab there is a broken CI.
+    Conftests re-export it (`from netns import nat_lab`)."""
+    reason = netns_available()
+    if reason is not None:
+        if _in_ci():
+            pytest.fail(f"{reason} (CI=true: netns tests must run, they may not skip)")
+        pytest.skip(reason)
+    lab = NatLab(tmp_path / "lab")
+    try:
+        yield lab
+    finally:
+        lab.cleanup()

@@ -51,6 +51,8 @@ struct Node {
     /// Persistent peers: address, and the peer id once known.
     peers: Vec<(Multiaddr, Option<PeerId>)>,
     dial_at: f64,
+    /// monotonic() at start: reservations wait at most relays::OBSERVE_WAIT_S from here
+    started: f64,
     chain: Chain,
     px_dials: discovery::Dials,
 }
@@ -311,7 +313,8 @@ impl Node {
                 self.on_established(connection_id, peer_id, &endpoint)
             }
             SwarmEvent::ConnectionClosed { connection_id, .. } => self.on_closed(connection_id),
-            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                self.on_relay_dial_error(peer_id, &error);
                 self.px_on_dial_error(connection_id, &error)
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -351,17 +354,7 @@ pub async fn run(cfg: Config, key: Keypair) -> Result<()> {
         Arc::new(Mutex::new(State::new(peer_id, &cfg.name, &cfg.role, cfg.relay.is_server())));
     crate::api::serve(cfg.api_listen, state.clone())?;
     println!("{} peer_id={peer_id} api=http://{}", cfg.name, cfg.api_listen);
-    let relays: Vec<RelayTarget> = cfg
-        .relay
-        .relay_servers
-        .iter()
-        .map(|a| RelayTarget {
-            addr: without_peer(a),
-            peer: peer_in(a),
-            listener: None,
-            retry_at: 0.0,
-        })
-        .collect();
+    let relays: Vec<RelayTarget> = cfg.relay.relay_servers.iter().map(RelayTarget::new).collect();
     if cfg.relay.is_client() {
         let mut st = state.lock().expect("state lock");
         for r in relays.iter().filter(|r: &&RelayTarget| r.peer.is_some()) {
@@ -399,6 +392,7 @@ pub async fn run(cfg: Config, key: Keypair) -> Result<()> {
         relays,
         peers,
         dial_at: 0.0,
+        started: monotonic(),
         chain,
         px_dials: discovery::Dials::default(),
     };

@@ -16,15 +16,28 @@
 //! seed's NO_RESERVATION symptom, reproduced by the seed-rust scenario. So before
 //! `listen_on` the node makes sure it has a direct connection to the relay, dialling the
 //! configured address itself (`PeerCondition::NotDialing`: connected or not) when it has none.
+//!
+//! Reserve once every relay has told us our address. rust-libp2p 0.56's DCUtR takes a
+//! relayed connection's hole-punch candidates (the address candidates identify reported
+//! so far) when the connection opens (dcutr `Behaviour::handle_established_*_connection`
+//! hands `observed_addresses()` to the connection's handler) and never updates them, and
+//! it makes its 3 attempts with those. A circuit that arrives through a relay on our own
+//! network before a public relay's identify has come back therefore offers only our
+//! private address, and the upgrade is lost for the whole connection: seed-rust in CI,
+//! where a validator reserved on its network's sentry first and every punch over that
+//! sentry's circuits dialled `172.20.0.x`. So no reservation is made while a configured
+//! relay's identify is outstanding (`observations_pending`), unless its dial failed or
+//! OBSERVE_WAIT_S have passed since the node started: a relay that never answers delays
+//! reserving, it does not stop it.
 
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::ConnectionId;
+use libp2p::swarm::{ConnectionId, DialError};
 use libp2p::{identify, relay, Multiaddr, PeerId};
 use serde_json::json;
 
-use super::{without_peer, Node, RETRY};
+use super::{peer_in, without_peer, Node, RETRY};
 use crate::events::{monotonic, round, unix_now};
 use crate::state::{is_relayed, Candidate, Grant, RelayedCircuit, Reservation};
 
@@ -34,6 +47,34 @@ pub(super) struct RelayTarget {
     pub(super) peer: Option<PeerId>,
     pub(super) listener: Option<ListenerId>,
     pub(super) retry_at: f64,
+    /// Identify came back from it over a direct connection: its observation of us is a
+    /// DCUtR candidate now.
+    pub(super) observed: bool,
+    /// Our last dial to it failed: nothing to wait for.
+    pub(super) unreachable: bool,
+}
+
+impl RelayTarget {
+    pub(super) fn new(addr: &Multiaddr) -> Self {
+        RelayTarget {
+            addr: without_peer(addr),
+            peer: peer_in(addr),
+            listener: None,
+            retry_at: 0.0,
+            observed: false,
+            unreachable: false,
+        }
+    }
+}
+
+/// Seconds since start after which reservations no longer wait for relays' identify.
+pub(super) const OBSERVE_WAIT_S: f64 = 10.0;
+
+/// Whether reserving still waits for a configured relay to tell us our address (module
+/// doc): one has neither answered identify nor failed to be dialled, and the wait is
+/// not over.
+pub(super) fn observations_pending(relays: &[RelayTarget], since_start: f64) -> bool {
+    since_start < OBSERVE_WAIT_S && relays.iter().any(|r| !r.observed && !r.unreachable)
 }
 
 /// The contract's status names for a reservation failure, else the error chain.
@@ -78,6 +119,7 @@ impl Node {
             return;
         }
         let now = monotonic();
+        let pending = observations_pending(&self.relays, now - self.started);
         let mut active = self.relays.iter().filter(|r| r.listener.is_some()).count();
         for i in 0..self.relays.len() {
             if active >= self.max_held() {
@@ -102,6 +144,9 @@ impl Node {
                 }
                 continue;
             }
+            if pending {
+                continue; // the next tick tries again (module doc)
+            }
             let circuit =
                 without_peer(&r.addr).with(Protocol::P2p(peer)).with(Protocol::P2pCircuit);
             match self.swarm.listen_on(circuit.clone()) {
@@ -116,6 +161,19 @@ impl Node {
                         json!({"relay": peer.to_string(), "reason": denial_reason(&e)}),
                     );
                 }
+            }
+        }
+    }
+
+    /// A dial failed: a relay it was for is not waited for (`observations_pending`).
+    pub(super) fn on_relay_dial_error(&mut self, peer: Option<PeerId>, error: &DialError) {
+        let dialled: Vec<Multiaddr> = match error {
+            DialError::Transport(errs) => errs.iter().map(|(a, _)| without_peer(a)).collect(),
+            _ => Vec::new(),
+        };
+        for r in self.relays.iter_mut().filter(|r| !r.observed) {
+            if (peer.is_some() && r.peer == peer) || dialled.contains(&r.addr) {
+                r.unreachable = true;
             }
         }
     }
@@ -155,6 +213,16 @@ impl Node {
         let remote = st.conns.get(&id).map(|c| c.remote_addr.clone());
         if let Some(c) = st.conns.get_mut(&id) {
             c.observed_addr = Some(info.observed_addr.clone());
+        }
+        if let Some(direct) = remote.as_ref().filter(|a| !is_relayed(a)) {
+            let at = without_peer(direct);
+            for r in self.relays.iter_mut() {
+                let listens = info.listen_addrs.iter().any(|a| without_peer(a) == r.addr);
+                if r.peer == Some(peer) || r.addr == at || listens {
+                    r.observed = true;
+                    r.unreachable = false;
+                }
+            }
         }
         if !self.cfg.relay.is_client() || !hop {
             return;
@@ -303,5 +371,33 @@ impl Node {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(observed: bool, unreachable: bool) -> RelayTarget {
+        let mut t = RelayTarget::new(&"/ip4/10.0.0.7/tcp/27000".parse().expect("multiaddr"));
+        t.observed = observed;
+        t.unreachable = unreachable;
+        t
+    }
+
+    #[test]
+    fn reserving_waits_for_every_relays_identify() {
+        // the sentry on our network has answered, the public relay not yet
+        let relays = [target(true, false), target(false, false)];
+        assert!(observations_pending(&relays, 1.0));
+        let relays = [target(true, false), target(true, false)];
+        assert!(!observations_pending(&relays, 1.0));
+    }
+
+    #[test]
+    fn a_relay_that_failed_or_a_long_wait_ends_it() {
+        assert!(!observations_pending(&[target(true, false), target(false, true)], 1.0));
+        assert!(!observations_pending(&[target(false, false)], OBSERVE_WAIT_S));
+        assert!(!observations_pending(&[], 0.0));
     }
 }
