@@ -233,9 +233,10 @@ class HolePunchService:
             n = 0  # attempts made (the row's number)
             spared = 0  # attempts not counted: the peer offered only its LAN address
             while k <= self.max_attempts:
-                info = self._newest_relayed(peer) or info
-                if self._has_direct(peer) or not self._live(info):
+                inbound = self._inbound_relayed(peer)
+                if inbound is None or self._has_direct(peer):
                     return
+                info = inbound
                 # before every attempt: a public peer may have become reachable since the
                 # last one, or the observation it made may have gone with its connection
                 await self._ensure_observed()
@@ -609,13 +610,12 @@ class HolePunchService:
                 await _close(info.conn)
 
     # -- helpers --
-    def _newest_relayed(self, peer: ID) -> ConnInfo | None:
-        """The relayed connection to punch over: the newest live one. An older relayed
-        connection to the same peer can be half-dead (the peer closed it, the relay never
-        passed the close on: seen in the sentry testnet), and host.new_stream would pick
-        it and fail at once."""
-        relayed = [c for c in self._runtime().connections.for_peer(peer) if c.kind == "relayed"]
-        return max(relayed, key=lambda c: c.seq) if relayed else None
+    def _inbound_relayed(self, peer: ID) -> ConnInfo | None:
+        """The relayed connection to initiate over (newest_inbound_relayed)."""
+        rt = self._runtime()
+        return newest_inbound_relayed(
+            [c for c in rt.connections.for_peer(peer) if rt.connections.is_live(c.conn)]
+        )
 
     async def _open_on(self, info: ConnInfo, timeout: float) -> Any:
         """A DCUtR stream on exactly this connection (host.new_stream picks any)."""
@@ -803,3 +803,20 @@ def _decode(addrs: list[bytes]) -> list[Multiaddr]:
 async def _close(obj: Any) -> None:
     with contextlib.suppress(Exception):
         await obj.close()
+
+
+def newest_inbound_relayed(conns: list[ConnInfo]) -> ConnInfo | None:
+    """Of a peer's live connections, the relayed one to initiate DCUtR over: the newest
+    the peer dialed, or none.
+
+    Only one the peer dialed: the side that received a relayed connection initiates
+    (spec). When both sides dialed a circuit (the wait in `_settle` is for exactly that)
+    the duplicate rule (node/runtime.duplicates) keeps the one the smaller peer id dialed;
+    the larger peer received it and initiates over it. Taking the newest relayed
+    connection of either direction made the smaller peer initiate too, over the one it
+    dialed: two sessions crossed, and unless the peer's CONNECT came while our attempt
+    was under way (the tie-break in `_handle_stream`), one punch waited out the other's.
+    The newest of several: an older one can be half-dead (the peer closed it, the relay
+    never passed the close on: seen in the sentry testnet), and a stream on it fails."""
+    inbound = [c for c in conns if c.kind == "relayed" and c.direction == "inbound"]
+    return max(inbound, key=lambda c: c.seq) if inbound else None

@@ -1,5 +1,6 @@
 """node.runtime.duplicates: the rule both ends of a connection apply to keep one
-connection per kind to a peer, without ever closing different halves."""
+connection per kind to a peer, without ever closing different halves; and with it
+node.dcutr.service.newest_inbound_relayed, so that one end only initiates DCUtR."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
+from node.dcutr.service import newest_inbound_relayed
 from node.runtime import ConnInfo, duplicates
 
 
@@ -59,3 +61,28 @@ def test_direct_and_relayed_are_not_duplicates_of_each_other() -> None:
     r = conn(large, "relayed", "inbound", 2)
     assert duplicates(small, [d, r]) == []
     assert survivors(small, large, [d, r]) == {id(d.conn), id(r.conn)}
+
+
+def test_after_a_relayed_cross_dial_one_end_initiates_dcutr() -> None:
+    """Both ends dialed a circuit to each other. Whatever the order, after the duplicate
+    rule only the end that received the surviving connection (the larger id: the smaller
+    one's dial stays) has a relayed connection to initiate over; the other responds."""
+    small, large = ids()
+    for first in ("outbound", "inbound"):
+        second = "inbound" if first == "outbound" else "outbound"
+        mine = [conn(large, "relayed", first, 1), conn(large, "relayed", second, 2)]
+        theirs = [flip(c, small) for c in mine]
+        gone = {id(c.conn) for c in duplicates(small, mine) + duplicates(large, theirs)}
+        left_small = [c for c in mine if id(c.conn) not in gone]
+        left_large = [c for c in theirs if id(c.conn) not in gone]
+        assert len(left_small) == len(left_large) == 1
+        assert newest_inbound_relayed(left_small) is None, left_small
+        assert newest_inbound_relayed(left_large) is left_large[0]
+
+
+def test_the_newest_inbound_relayed_connection_is_driven() -> None:
+    _, peer = ids()
+    old, new = conn(peer, "relayed", "inbound", 1), conn(peer, "relayed", "inbound", 3)
+    ours, direct = conn(peer, "relayed", "outbound", 4), conn(peer, "direct", "inbound", 5)
+    assert newest_inbound_relayed([old, ours, new, direct]) is new
+    assert newest_inbound_relayed([ours, direct]) is None
