@@ -28,6 +28,7 @@ import jinja2
 
 from harness.errors import SentrynetError
 from harness.infra import delayer, natrules
+from harness.infra.code_mount import CodeTree
 from harness.infra.rust_image import RUST_BINARY_IN_IMAGE
 from harness.model.testnet import TESTNET_FILE, Node, Testnet
 from node.config import section_defaults
@@ -231,10 +232,13 @@ def render(
     image: str,
     root: Path | None = None,
     rust_image: str | None = None,
+    code: CodeTree | None = None,
 ) -> list[Path]:
     """Write every file of the testnet into out_dir; returns the paths written, sorted.
 
-    `image` runs the routers and the Python nodes, `rust_image` the `impl: rust` nodes."""
+    `image` runs the routers and the Python nodes, `rust_image` the `impl: rust` nodes.
+    `code`: the Python nodes read `image`'s code from this extracted tree
+    (harness/infra/code_mount.py; `up` passes it where image layers are slow to read)."""
     from harness.model.keys import node_key
 
     images = node_images(testnet, image, rust_image)
@@ -261,6 +265,7 @@ def render(
         node_commands=NODE_COMMANDS,
         own_commands={n.name: own_command(testnet, n) for n in testnet.nodes},
         router_ready_s=ROUTER_READY_S,
+        code_volumes=code.volumes() if code else [],
     )
     write("docker-compose.yml", compose)
     write(TESTNET_FILE, testnet.to_json())

@@ -17,13 +17,14 @@ from typing import Any
 import yaml
 
 from harness.errors import SentrynetError
-from harness.infra import docker
+from harness.infra import code_mount, docker
 from harness.infra.render import REPO_ROOT, render
 from harness.model import Testnet, build_testnet, load_topology
 from harness.model.testnet import DEFAULT_ENGINE, control_subnet_for
 from harness.progress import Progress
 
 RUNS_DIR = REPO_ROOT / ".cache" / "testnets"
+CODE_DIR = REPO_ROOT / ".cache" / "code"  # extracted node code (harness/infra/code_mount.py)
 SCENARIO_DIR = REPO_ROOT / "scenarios"
 
 
@@ -69,11 +70,29 @@ def setup(
                     f"{run_dir} was rendered for image {ref}, which is not present; "
                     "`sentrynet images build` and render again"
                 )
+        compose = (run_dir / "docker-compose.yml").read_text()
+        if str(code_mount.tree_dir(CODE_DIR, image)) in compose:
+            # rendered with the image's code as mounts: the tree may have been pruned since
+            code_mount.ensure(docker.client(), image, CODE_DIR, progress)
     else:
         image, rust_image = ensure_images(testnet, progress)
+        code = code_tree(testnet, image, progress)
         with progress.step(f"render into {run_dir}"):
-            render(testnet, run_dir, image, rust_image=rust_image)
+            render(testnet, run_dir, image, rust_image=rust_image, code=code)
     return Setup(testnet, run_dir, image, rust_image)
+
+
+def code_tree(testnet: Testnet, image: str, progress: Progress) -> code_mount.CodeTree | None:
+    """The node image's code as bind mounts, where this engine reads image layers through
+    FUSE (harness/infra/code_mount.py); None elsewhere."""
+    if not any(n.impl == "python" and not n.image for n in testnet.nodes):
+        return None
+    driver = str(docker.client().info().get("Driver", ""))
+    if not code_mount.wanted(driver, testnet.engine):
+        return None
+    tree = code_mount.ensure(docker.client(), image, CODE_DIR, progress)
+    progress.say(f"python nodes read the image's code from {tree.root} ({driver} storage)")
+    return tree
 
 
 def _model(

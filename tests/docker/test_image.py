@@ -12,7 +12,7 @@ import pytest
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
-from harness.infra import images
+from harness.infra import code_mount, images
 from harness.progress import Progress
 
 pytestmark = pytest.mark.docker
@@ -142,3 +142,55 @@ def test_bench_reads_the_same_cpu_and_memory_from_cgroups_as_docker_stats(
     assert abs(ours["cpu_s"] - cpu_s) < 0.01, (ours, cpu_s)  # idle between the two reads
     want = mem["usage"] - mem["stats"]["inactive_file"]
     assert abs(ours["mem_bytes"] - want) < 2**20, (ours, want)
+
+
+def test_the_extracted_code_tree_is_the_images_own_and_a_node_starts_from_it(
+    node_image: str, tmp_path: Path
+) -> None:
+    """harness/infra/code_mount.py: the tree holds the image's virtualenv, node code and
+    standard library; a container of the image with the tree mounted over those paths
+    imports the node from the mounts, byte for byte the image's files; a second `ensure`
+    finds the tree instead of extracting again."""
+    client = images.docker_client()
+    out = io.StringIO()
+    tree = code_mount.ensure(client, node_image, tmp_path / "code", Progress(stream=out))
+    assert "extract the node code" in out.getvalue()
+    assert [p for _, p in tree.mounts] == ["/opt/venv", "/app", "/usr/lib/python3.11"]
+    again = io.StringIO()
+    assert code_mount.ensure(client, node_image, tmp_path / "code", Progress(stream=again)) == tree
+    assert again.getvalue() == ""
+
+    script = (
+        "import hashlib, os, node.app, libp2p, json;"
+        "print([os.path.ismount(p) for p in ('/opt/venv', '/app', '/usr/lib/python3.11')]);"
+        "print(node.app.__file__, libp2p.__file__, json.__file__);"
+        "print(hashlib.sha256(open(node.app.__file__, 'rb').read()).hexdigest())"
+    )
+    with DockerContainer(node_image, command=["python", "-B", "-c", script]).with_kwargs(
+        labels=LABELS, network_mode="none", network=None
+    ) as plain:
+        plain_out = _wait_output(plain)
+    mounted = DockerContainer(node_image, command=["python", "-B", "-c", script]).with_kwargs(
+        labels=LABELS, network_mode="none", network=None
+    )
+    for host, path in tree.mounts:
+        mounted = mounted.with_volume_mapping(str(host), path, "ro")
+    with mounted:
+        mounted_out = _wait_output(mounted)
+    mounts, files, digest = plain_out.splitlines()[-3:]
+    assert mounts == "[False, False, False]"
+    assert mounted_out.splitlines()[-3:] == ["[True, True, True]", files, digest]
+    assert files.split() == [
+        "/app/node/app.py",
+        "/opt/venv/lib/python3.11/site-packages/libp2p/__init__.py",
+        "/usr/lib/python3.11/json/__init__.py",
+    ]
+
+
+def _wait_output(c: DockerContainer) -> str:
+    """The container's output once it exited 0."""
+    wrapped = c.get_wrapped_container()
+    result = wrapped.wait(timeout=60)
+    text = wrapped.logs().decode()
+    assert result["StatusCode"] == 0, text
+    return text
