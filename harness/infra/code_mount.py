@@ -117,8 +117,18 @@ def ensure(client: Any, image: str, cache: Path, progress: Progress) -> CodeTree
             with contextlib.suppress(Exception):
                 container.remove(force=True)
         (tmp / DONE).write_text(stdlib + "\n")
-        shutil.rmtree(root, ignore_errors=True)
-        tmp.rename(root)
+        try:
+            tmp.rename(root)
+        except OSError:
+            # another run (a parallel test worker) extracted the same tag first: its tree
+            # is complete and may be mounted already, so it stays and ours goes
+            shutil.rmtree(tmp, ignore_errors=True)
+            found = existing(cache, image)
+            if found is None:
+                raise SentrynetError(
+                    f"{root} is there but incomplete (no {DONE}); remove it and start again"
+                ) from None
+            return found
     prune(cache, keep=root)
     return CodeTree(root, _mounts(root, stdlib))
 

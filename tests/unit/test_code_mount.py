@@ -3,7 +3,9 @@ tree, which paths it covers, what render makes of it, and which old trees go."""
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from harness.infra import code_mount
 from harness.infra.render import render
 from harness.model.testnet import build_testnet
 from harness.model.topology import load_topology
+from harness.progress import Progress
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,3 +83,50 @@ def test_prune_keeps_the_newest_trees_and_drops_half_extractions(tmp_path: Path)
     assert sorted(p.name for p in cache.iterdir()) == ["t0", "t1", "t2", "t5", "t8.tmp2"]
     assert code_mount.existing(cache, "t0") is not None
     assert code_mount.existing(cache, "t8.tmp2") is None
+
+
+class _Container:
+    """A created container's archive of a path (what docker-py's get_archive returns)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def get_archive(self, path: str) -> tuple[list[bytes], dict[str, object]]:
+        buf = io.BytesIO()
+        top = Path(path).name
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in self.files.items():
+                if name.startswith(path + "/"):
+                    info = tarfile.TarInfo(f"{top}/{name[len(path) + 1 :]}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        return [buf.getvalue()], {}
+
+    def remove(self, force: bool = False) -> None:
+        pass
+
+
+def test_a_tree_another_run_extracted_meanwhile_is_kept(tmp_path: Path) -> None:
+    """Two test workers extract the same tag at once: the first complete tree stays (its
+    testnet may mount it already) and the second run uses it."""
+    cache = tmp_path / "code"
+    image = "sentrynet-node:abc"
+    files = {
+        "/opt/venv/pyvenv.cfg": b"version = 3.11.2\n",
+        "/app/node/__init__.py": b"",
+        "/usr/lib/python3.11/json/__init__.py": b"",
+    }
+
+    class Client:
+        class containers:  # docker-py's attribute name
+            @staticmethod
+            def create(*_: object, **__: object) -> _Container:
+                other = code_mount.tree_dir(cache, image)  # the other worker, first
+                (other / "app" / "node").mkdir(parents=True)
+                (other / "app" / "node" / "theirs.py").write_text("")
+                (other / code_mount.DONE).write_text("/usr/lib/python3.11\n")
+                return _Container(files)
+
+    tree = code_mount.ensure(Client(), image, cache, Progress(stream=io.StringIO()))
+    assert (tree.root / "app" / "node" / "theirs.py").exists()
+    assert [p.name for p in cache.iterdir()] == [tree.root.name]  # our copy is gone
