@@ -84,18 +84,23 @@ def sessions(obs: Observation, a: str, b: str, t0: float | None) -> list[dict[st
         return []
     ref = t0 if t0 is not None else min(float(r.at or 0) for _, r in rows)
     return [
-        {
-            "node": node,
-            "role": r.role,
-            "attempt": r.attempt,
-            "outcome": r.outcome,
-            "reason": r.reason,
-            "at_s": round(float(r.at or 0) - ref, 4),
-            "duration_s": r.duration_s,
-            "phases": dict(r.phases),
-        }
+        _attempt_row(
+            r, node=node, role=r.role, outcome=r.outcome, at_s=round(float(r.at or 0) - ref, 4)
+        )
         for node, r in sorted(rows, key=lambda nr: float(nr[1].at or 0))
     ]
+
+
+def _attempt_row(r: DcutrAttempt, **extra: Any) -> dict[str, Any]:
+    """One DCUtR attempt as the bench keeps it: number, reason, duration, phases, and
+    what the caller adds."""
+    return {
+        **extra,
+        "attempt": r.attempt,
+        "reason": r.reason,
+        "duration_s": r.duration_s,
+        "phases": dict(r.phases),
+    }
 
 
 def _pair_row(
@@ -126,13 +131,7 @@ def _pair_row(
         # before the first attempt: the wait for our own circuit in flight, an observation
         row["first_attempt_after_s"] = round(float(recs[0].at) - relayed_at[peer], 4)
     row["failed_attempts"] = [
-        {
-            "attempt": r.attempt,
-            "reason": r.reason,
-            "duration_s": r.duration_s,
-            "phases": dict(r.phases),
-            "detail": (r.detail or "")[:DETAIL_CHARS],
-        }
+        _attempt_row(r, detail=(r.detail or "")[:DETAIL_CHARS])
         for r in recs
         if r.outcome == "failed"
     ]
