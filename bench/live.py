@@ -31,12 +31,12 @@ from harness.checks import Observation
 from harness.client import NodeClient, NodeUnreachable
 from harness.errors import SentrynetError
 from harness.infra import docker as docker_ops
-from harness.infra.load import machine_load
+from harness.infra.load import MachineLoad, machine_load
 from harness.model import load_topology
 from harness.run import cleanup, start
 from harness.run.setup import free_subnet_overrides
 from harness.run.testnet import RunningTestnet
-from harness.wait import wait_until
+from harness.wait import WaitTimeout, wait_until
 from node.contract import Event, Status
 
 PREFIX = "bench"
@@ -151,14 +151,30 @@ def wait(
             last[0] = line
             ctx.last_seen = line[:1000]
 
-    return wait_until(
-        probe,
-        what=f"{what} ({net.name})",
-        deadline_s=deadline_s,
-        likely_cause=cause,
-        interval_s=interval_s,
-        on_poll=show,
+    try:
+        return wait_until(
+            probe,
+            what=f"{what} ({net.name})",
+            deadline_s=deadline_s,
+            likely_cause=cause,
+            interval_s=interval_s,
+            on_poll=show,
+        )
+    except WaitTimeout as exc:
+        raise with_load(exc, machine_load()) from None
+
+
+def with_load(exc: WaitTimeout, load: MachineLoad | None) -> WaitTimeout:
+    """The timeout, its likely cause naming this machine when it is saturated: at 128 nodes
+    on two cores the relays answered RESERVE minutes late, and the run blamed unreachable
+    relays or refusals."""
+    if load is None or not load.saturated:
+        return exc
+    cause = (
+        f"this machine is saturated ({load.describe()}): the nodes answer late; "
+        f"else {exc.likely_cause}"
     )
+    return WaitTimeout(exc.what, exc.deadline_s, exc.last_seen, cause, exc.polls, exc.elapsed_s)
 
 
 @contextlib.contextmanager

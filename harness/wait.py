@@ -38,6 +38,7 @@ class WaitTimeout(SentrynetError):
         self.last_seen = last_seen
         self.likely_cause = likely_cause
         self.polls = polls
+        self.elapsed_s = elapsed_s
         super().__init__(
             f"timed out waiting for {what}: deadline {deadline_s:g}s, "
             f"gave up after {elapsed_s:.1f}s and {polls} polls\n"

@@ -416,3 +416,16 @@ def test_scale_summary_keeps_the_compose_curve_and_gives_engine_ratios() -> None
     assert row["up_to_api_s_ratio"] == 1.0 and row["prepare_s_ratio"] == 2.0
     assert set(out["engines"]) == {"compose", "swarm"}
     assert "over_compose" not in scale.summarize(pts[:2])  # one engine: as before
+
+
+def test_a_bench_timeout_names_a_saturated_machine() -> None:
+    from bench.live import with_load
+    from harness.infra.load import parse_loadavg
+    from harness.wait import WaitTimeout
+
+    exc = WaitTimeout("reservations", 888.0, "8/128 clients", "a relay unreachable", 275, 889.8)
+    busy = with_load(exc, parse_loadavg("76.25 77.6 60.1 3/900 1", cores=2))
+    assert "this machine is saturated (load average 76.25 on 2 core(s)" in str(busy)
+    assert "else a relay unreachable" in str(busy) and "8/128 clients" in str(busy)
+    assert with_load(exc, parse_loadavg("1.5 1.2 1.0 3/900 1", cores=2)) is exc
+    assert with_load(exc, None) is exc
