@@ -56,12 +56,16 @@ class CodeTree:
         return [f"{host}:{path}:ro" for host, path in self.mounts]
 
 
-def wanted(storage_driver: str, engine: str, setting: str | None = None) -> bool:
-    """Whether a testnet on this engine should run its Python nodes' code from a tree."""
+def wanted(
+    storage_driver: str, engine: str, setting: str | None = None, cache: Path | None = None
+) -> bool:
+    """Whether a testnet on this engine should run its Python nodes' code from a tree kept
+    under `cache`: not where that path has a `:`, which a compose volume entry (host:
+    container:ro) cannot carry."""
     setting = (setting if setting is not None else os.environ.get(ENV, "auto")).lower()
     if setting not in ("auto", "on", "off"):
         raise SentrynetError(f"{ENV}={setting!r}: use auto (the default), on or off")
-    if setting == "off" or engine != "compose":
+    if setting == "off" or engine != "compose" or (cache is not None and ":" in str(cache)):
         return False
     return setting == "on" or storage_driver in SLOW_DRIVERS
 

@@ -88,7 +88,7 @@ def code_tree(testnet: Testnet, image: str, progress: Progress) -> code_mount.Co
     if not any(n.impl == "python" and not n.image for n in testnet.nodes):
         return None
     driver = str(docker.client().info().get("Driver", ""))
-    if not code_mount.wanted(driver, testnet.engine):
+    if not code_mount.wanted(driver, testnet.engine, cache=CODE_DIR):
         return None
     tree = code_mount.ensure(docker.client(), image, CODE_DIR, progress)
     progress.say(f"python nodes read the image's code from {tree.root} ({driver} storage)")

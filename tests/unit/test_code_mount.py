@@ -27,6 +27,8 @@ def test_only_a_fuse_engine_on_compose_wants_it_unless_told() -> None:
     assert not code_mount.wanted("fuse-overlayfs", "swarm", "auto")  # a task may run elsewhere
     assert not code_mount.wanted("fuse-overlayfs", "compose", "off")
     assert code_mount.wanted("overlay2", "compose", "on")
+    assert code_mount.wanted("fuse-overlayfs", "compose", "auto", cache=Path("/w/.cache/code"))
+    assert not code_mount.wanted("fuse-overlayfs", "compose", "on", cache=Path("/w:1/.cache"))
     with pytest.raises(SentrynetError, match="SENTRYNET_CODE_MOUNT='yes'"):
         code_mount.wanted("overlay2", "compose", "yes")
 
